@@ -1,0 +1,187 @@
+//! Data shipped in the repository: the Miniconda installer catalogue (names + SHA256)
+//! and NVIDIA's list of `nvidia/cuda` tags with their support status.
+//!
+//! Both are compiled into the binary from `data/`, so a plan never depends on the
+//! network. A user can extend the installer catalogue from `matrix.yaml`.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use crate::version::{parse_installer_file, CondaRelease, PyVersion};
+
+const INSTALLERS_TSV: &str = include_str!("../data/miniconda-installers.tsv");
+const CUDA_TAGS_TSV: &str = include_str!("../data/nvidia-cuda-tags.tsv");
+
+#[derive(Debug, Clone)]
+pub struct Installer {
+    pub py: PyVersion,
+    pub release: CondaRelease,
+    pub arch: String,
+    pub sha256: String,
+}
+
+#[derive(Debug, Default)]
+pub struct Catalogue {
+    by_file: HashMap<String, Installer>,
+}
+
+impl Catalogue {
+    /// The catalogue compiled from `data/miniconda-installers.tsv`.
+    pub fn builtin() -> &'static Catalogue {
+        static CAT: OnceLock<Catalogue> = OnceLock::new();
+        CAT.get_or_init(|| {
+            let mut c = Catalogue::default();
+            for line in INSTALLERS_TSV
+                .lines()
+                .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            {
+                if let Some((file, sha)) = line.split_once('\t') {
+                    c.add(file, sha.trim());
+                }
+            }
+            c
+        })
+    }
+
+    /// Add (or override) an entry; returns false when the name is not an installer name.
+    pub fn add(&mut self, file: &str, sha256: &str) -> bool {
+        match parse_installer_file(file) {
+            Some((py, release, arch)) => {
+                self.by_file.insert(
+                    file.to_string(),
+                    Installer {
+                        py,
+                        release,
+                        arch,
+                        sha256: sha256.to_string(),
+                    },
+                );
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_file.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_file.is_empty()
+    }
+
+    pub fn get(&self, file: &str) -> Option<&Installer> {
+        self.by_file.get(file)
+    }
+
+    /// Python versions a release offers on an arch, sorted.
+    pub fn pythons_of(&self, release: &CondaRelease, arch: &str) -> Vec<PyVersion> {
+        let mut v: Vec<PyVersion> = self
+            .by_file
+            .values()
+            .filter(|i| &i.release == release && i.arch == arch)
+            .map(|i| i.py)
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// The newest release that offers `py` on `arch`.
+    pub fn latest_for(&self, py: PyVersion, arch: &str) -> Option<CondaRelease> {
+        self.by_file
+            .values()
+            .filter(|i| i.py == py && i.arch == arch)
+            .map(|i| i.release.clone())
+            .max()
+    }
+
+    /// Whether any installer of this release is known, on any arch.
+    pub fn knows_release(&self, release: &CondaRelease) -> bool {
+        self.by_file.values().any(|i| &i.release == release)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TagStatus {
+    Supported,
+    Eol,
+}
+
+/// NVIDIA's tag list (ubuntu tags of `nvidia/cuda`).
+pub fn cuda_tag_status(tag: &str) -> Option<TagStatus> {
+    static TAGS: OnceLock<HashMap<&'static str, TagStatus>> = OnceLock::new();
+    TAGS.get_or_init(|| {
+        CUDA_TAGS_TSV
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split_once('\t'))
+            .filter_map(|(t, s)| match s.trim() {
+                "supported" => Some((t, TagStatus::Supported)),
+                "eol" => Some((t, TagStatus::Eol)),
+                _ => None,
+            })
+            .collect()
+    })
+    .get(tag)
+    .copied()
+}
+
+/// Newest supported tag with the same shape (cudnn token, flavor, os) as `tag`, for hints.
+pub fn supported_successor(cuda: &semver::Version, rest: &str) -> Option<String> {
+    CUDA_TAGS_TSV
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .filter(|(_, s)| s.trim() == "supported")
+        .filter_map(|(t, _)| {
+            let (v, r) = t.split_once('-')?;
+            let v = semver::Version::parse(v).ok()?;
+            (r == rest && v.major == cuda.major && v.minor == cuda.minor && v > *cuda)
+                .then(|| (v, t.to_string()))
+        })
+        .max()
+        .map(|(_, t)| t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catalogue_knows_the_seed_installer() {
+        let c = Catalogue::builtin();
+        assert!(c.len() > 400, "catalogue has {} entries", c.len());
+        let i = c.get("Miniconda3-py310_24.5.0-0-Linux-x86_64.sh").unwrap();
+        assert_eq!(i.sha256.len(), 64);
+        let r = CondaRelease::parse("24.5.0-0").unwrap();
+        let pys: Vec<String> = c
+            .pythons_of(&r, "x86_64")
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert!(!pys.contains(&"3.8".to_string()), "{pys:?}");
+        assert!(pys.contains(&"3.10".to_string()));
+        let py38 = PyVersion::parse("3.8").unwrap();
+        assert_eq!(
+            c.latest_for(py38, "x86_64").unwrap().to_string(),
+            "23.11.0-2"
+        );
+    }
+
+    #[test]
+    fn cuda_tag_list_knows_eol_and_successor() {
+        assert_eq!(
+            cuda_tag_status("12.1.0-cudnn8-devel-ubuntu22.04"),
+            Some(TagStatus::Eol)
+        );
+        assert_eq!(
+            cuda_tag_status("12.1.1-cudnn8-devel-ubuntu22.04"),
+            Some(TagStatus::Supported)
+        );
+        let v = semver::Version::parse("12.1.0").unwrap();
+        assert_eq!(
+            supported_successor(&v, "cudnn8-devel-ubuntu22.04").as_deref(),
+            Some("12.1.1-cudnn8-devel-ubuntu22.04")
+        );
+    }
+}

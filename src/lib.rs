@@ -1,0 +1,100 @@
+//! image-matrix: plan, build, verify and publish a matrix of ML container images.
+//!
+//! Data flows one way: CLI args → [`raw::RawConfig`] → [`plan::Plan`] → rendered build
+//! contexts ([`render`]) → build outcomes ([`scheduler`], via an [`executor::Executor`])
+//! → [`manifest::Manifest`]. Only [`yaml`] names the YAML library, only [`docker`]
+//! spawns processes, only [`reporter`] draws on the terminal, only [`manifest`] writes
+//! the manifest.
+
+pub mod base;
+pub mod catalogue;
+pub mod cli;
+pub mod diag;
+pub mod exit;
+pub mod filter;
+pub mod plan;
+pub mod plan_out;
+pub mod raw;
+pub mod reference;
+pub mod settings;
+pub mod version;
+pub mod yaml;
+
+use std::io::Write;
+
+use cli::{Cli, Command, PlanFormat};
+
+/// Today as `YYYYMMDD` (UTC).
+pub fn today() -> String {
+    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    now[..10].replace('-', "")
+}
+
+/// Print to stdout; a closed pipe (`matrix plan | head`) is not an error.
+pub fn out(text: &str) {
+    let mut o = std::io::stdout().lock();
+    let _ = o.write_all(text.as_bytes()).and_then(|()| o.flush());
+}
+
+pub fn err(text: &str) {
+    let mut e = std::io::stderr().lock();
+    let _ = writeln!(e, "{text}");
+}
+
+fn load_plan(cli: &Cli, select: &cli::Selection) -> Result<plan::Plan, i32> {
+    let opts = plan::PlanOptions {
+        date: select.date.clone().unwrap_or_else(today),
+    };
+    match plan::load(&cli.matrix, &opts) {
+        Ok(p) => {
+            for w in &p.warnings {
+                err(&w.to_string());
+            }
+            Ok(p)
+        }
+        Err(e @ plan::PlanError::Read { .. }) => {
+            err(&format!("error: {e}"));
+            Err(exit::INVALID_MATRIX)
+        }
+        Err(e) => {
+            err(&e.to_string());
+            Err(exit::INVALID_MATRIX)
+        }
+    }
+}
+
+fn json_text(v: &serde_json::Value) -> String {
+    let mut s = serde_json::to_string_pretty(v).unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+/// Run a parsed command line and return the process exit code.
+pub fn run(cli: Cli) -> i32 {
+    match &cli.command {
+        Command::Plan(args) => {
+            let plan = match load_plan(&cli, &args.select) {
+                Ok(p) => p,
+                Err(code) => return code,
+            };
+            let cells = filter::select(&plan.cells, &args.select.filters);
+            let text = match args.format {
+                PlanFormat::Table => plan_out::table(&plan, &cells),
+                PlanFormat::Json => json_text(&plan_out::json(&plan, &cells)),
+                PlanFormat::Bake => json_text(&plan_out::bake(&plan, &cells, &args.contexts)),
+                PlanFormat::Gha => {
+                    if cells.len() > 256 {
+                        err(&format!("warning: {} cells exceed GitHub Actions' 256 jobs per matrix; use --filter to split", cells.len()));
+                    }
+                    json_text(&plan_out::gha(&cells))
+                }
+            };
+            out(&text);
+            exit::OK
+        }
+        _ => {
+            err("not yet");
+            exit::USAGE
+        }
+    }
+}

@@ -1,0 +1,628 @@
+//! `RawConfig`: a plain mirror of `matrix.yaml`, every value with its position.
+//!
+//! The walker reads the spanned YAML tree, checks each mapping against the keys it
+//! knows (unknown keys get "did you mean"), refuses versions written as YAML numbers,
+//! and keeps going after every problem so that all of them are reported at once. It
+//! checks shapes only; meaning (is this a real installer? a valid tag?) is the
+//! planner's job.
+
+use crate::diag::{did_you_mean, Diags, Pos, Sp};
+use crate::yaml::{self, MarkedMappingNode, MarkedSequenceNode, Node};
+
+#[derive(Debug, Default)]
+pub struct RawConfig {
+    pub version: Option<Sp<String>>,
+    pub image: RawImage,
+    pub bases: Vec<RawBase>,
+    pub python: Vec<RawPython>,
+    pub miniconda: Option<Sp<String>>,
+    pub platforms: Vec<Sp<String>>,
+    pub variants: Vec<RawVariant>,
+    pub include: Vec<RawRule>,
+    pub exclude: Vec<RawRule>,
+    pub installers: Vec<RawInstaller>,
+    pub sources: RawSources,
+    pub packages: RawPackages,
+    pub runtime: RawRuntime,
+    pub build: RawBuild,
+    pub max_cells: Option<Sp<u64>>,
+    /// Top-level keys present in the file, even when their value was unreadable.
+    pub present: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct RawImage {
+    pub repository: Option<Sp<String>>,
+    pub tag: Option<Sp<String>>,
+    pub aliases: Vec<Sp<String>>,
+    pub latest: Option<RawRule>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RawBase {
+    pub key: String,
+    pub image: Sp<String>,
+    pub os: Option<Sp<String>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RawPython {
+    pub key: String,
+    pub version: Sp<String>,
+    pub miniconda: Option<Sp<String>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RawVariant {
+    pub key: String,
+    pub name: Sp<String>,
+    pub pip: Vec<Sp<String>>,
+    pub apt: Vec<Sp<String>>,
+}
+
+/// A selector used by `include`, `exclude` and `image.latest`.
+#[derive(Debug, Clone)]
+pub struct RawRule {
+    pub key: String,
+    pub at: Pos,
+    pub fields: Vec<(String, Sp<String>)>,
+    pub reason: Option<Sp<String>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RawInstaller {
+    pub key: String,
+    pub file: Sp<String>,
+    pub sha256: Sp<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct RawSources {
+    pub installer_mirrors: Option<Vec<Sp<String>>>,
+    pub installer_dir: Option<Sp<String>>,
+    pub pip_index: Option<Sp<String>>,
+    pub conda_channels: Vec<Sp<String>>,
+    pub ca_bundle: Option<Sp<String>>,
+    pub cuda_registry: Option<Sp<String>>,
+}
+
+#[derive(Debug, Default)]
+pub struct RawPackages {
+    pub apt: Option<Vec<Sp<String>>>,
+    pub pip: Option<Vec<Sp<String>>>,
+}
+
+#[derive(Debug, Default)]
+pub struct RawRuntime {
+    pub root_password: Option<Sp<String>>,
+    pub fixed_password: Option<Sp<String>>,
+    pub ssh_port: Option<Sp<u64>>,
+    pub jupyter_port: Option<Sp<u64>>,
+    pub tensorboard_port: Option<Sp<u64>>,
+    pub jupyter_base_url: Option<Sp<String>>,
+    pub tensorboard_prefix: Option<Sp<String>>,
+    pub tensorboard_logdir: Option<Sp<String>>,
+    pub tensorboard_bind: Option<Sp<String>>,
+    pub timezone: Option<Sp<String>>,
+    pub locale: Option<Sp<String>>,
+}
+
+#[derive(Debug, Default)]
+pub struct RawBuild {
+    pub network: Option<Sp<String>>,
+}
+
+const TOP: &[&str] = &[
+    "version",
+    "image",
+    "bases",
+    "python",
+    "miniconda",
+    "platforms",
+    "variants",
+    "include",
+    "exclude",
+    "installers",
+    "sources",
+    "packages",
+    "runtime",
+    "build",
+    "limits",
+];
+/// Keys a selector may test; `include` accepts only the coordinates that define a cell.
+pub const RULE_KEYS: &[&str] = &[
+    "python",
+    "base",
+    "cuda",
+    "cudnn",
+    "flavor",
+    "os",
+    "platform",
+    "variant",
+    "miniconda",
+];
+pub const INCLUDE_KEYS: &[&str] = &["base", "python", "miniconda", "platform", "variant"];
+
+/// Walk a parsed document. Problems go to `d`; the result holds whatever was readable.
+pub fn walk(root: &Node, d: &mut Diags) -> RawConfig {
+    let mut w = Walker { d };
+    let mut cfg = RawConfig::default();
+    let Some(top) = w.mapping(root, "", TOP) else {
+        return cfg;
+    };
+    for (k, v) in top.iter() {
+        cfg.present.push(k.as_str().to_string());
+        match k.as_str() {
+            "version" => cfg.version = w.string(v, "version"),
+            "image" => cfg.image = w.image(v),
+            "bases" => {
+                cfg.bases = w.list(v, "bases", |w, n, key| w.base(n, key));
+            }
+            "python" => cfg.python = w.list(v, "python", |w, n, key| w.python(n, key)),
+            "miniconda" => cfg.miniconda = w.version(v, "miniconda"),
+            "platforms" => cfg.platforms = w.strings(v, "platforms"),
+            "variants" => cfg.variants = w.list(v, "variants", |w, n, key| w.variant(n, key)),
+            "include" => {
+                cfg.include = w.list(v, "include", |w, n, key| {
+                    w.rule(n, key, INCLUDE_KEYS, false)
+                });
+            }
+            "exclude" => {
+                cfg.exclude = w.list(v, "exclude", |w, n, key| w.rule(n, key, RULE_KEYS, true));
+            }
+            "installers" => {
+                cfg.installers = w.list(v, "installers", |w, n, key| w.installer(n, key));
+            }
+            "sources" => cfg.sources = w.sources(v),
+            "packages" => cfg.packages = w.packages(v),
+            "runtime" => cfg.runtime = w.runtime(v),
+            "build" => {
+                if let Some(m) = w.mapping(v, "build", &["network"]) {
+                    cfg.build.network = m
+                        .get_node("network")
+                        .and_then(|n| w.string(n, "build.network"));
+                }
+            }
+            "limits" => {
+                if let Some(m) = w.mapping(v, "limits", &["max_cells"]) {
+                    cfg.max_cells = m
+                        .get_node("max_cells")
+                        .and_then(|n| w.uint(n, "limits.max_cells", 1, 1_000_000));
+                }
+            }
+            _ => {}
+        }
+    }
+    cfg
+}
+
+struct Walker<'d> {
+    d: &'d mut Diags,
+}
+
+fn join(parent: &str, key: &str) -> String {
+    if parent.is_empty() {
+        key.to_string()
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
+fn is_null(node: &Node) -> bool {
+    node.as_scalar().is_some_and(|s| {
+        s.may_coerce() && matches!(s.as_str(), "" | "~" | "null" | "Null" | "NULL")
+    })
+}
+
+fn kind(node: &Node) -> &'static str {
+    match node {
+        Node::Scalar(_) => "a scalar",
+        Node::Mapping(_) => "a mapping",
+        Node::Sequence(_) => "a list",
+    }
+}
+
+impl Walker<'_> {
+    /// A mapping whose keys must come from `allowed`.
+    fn mapping<'n>(
+        &mut self,
+        node: &'n Node,
+        key: &str,
+        allowed: &[&str],
+    ) -> Option<&'n MarkedMappingNode> {
+        let Some(m) = node.as_mapping() else {
+            let what = if key.is_empty() {
+                "the document".to_string()
+            } else {
+                format!("`{key}`")
+            };
+            self.d.error(
+                Some(yaml::pos(node)),
+                "",
+                format!(
+                    "{what} must be a mapping with keys {}, not {}",
+                    allowed.join(", "),
+                    kind(node)
+                ),
+            );
+            return None;
+        };
+        for k in m.keys() {
+            if !allowed.contains(&k.as_str()) {
+                let place = if key.is_empty() {
+                    "at the top level".to_string()
+                } else {
+                    format!("in `{key}`")
+                };
+                let hint = did_you_mean(k.as_str(), allowed)
+                    .map(|s| format!("did you mean `{s}`? "))
+                    .unwrap_or_default();
+                self.d.error(
+                    Some(yaml::scalar_pos(k)),
+                    "",
+                    format!(
+                        "unknown key `{}` {place} ({hint}expected one of: {})",
+                        k.as_str(),
+                        allowed.join(", ")
+                    ),
+                );
+            }
+        }
+        Some(m)
+    }
+
+    fn seq<'n>(&mut self, node: &'n Node, key: &str) -> Option<&'n MarkedSequenceNode> {
+        if let Some(s) = node.as_sequence() {
+            return Some(s);
+        }
+        if !is_null(node) {
+            self.d.error(
+                Some(yaml::pos(node)),
+                key,
+                format!("expected a list, found {}", kind(node)),
+            );
+        }
+        None
+    }
+
+    fn list<T>(
+        &mut self,
+        node: &Node,
+        key: &str,
+        mut each: impl FnMut(&mut Self, &Node, String) -> Option<T>,
+    ) -> Vec<T> {
+        let Some(s) = self.seq(node, key) else {
+            return Vec::new();
+        };
+        s.iter()
+            .enumerate()
+            .filter_map(|(i, n)| each(self, n, format!("{key}[{i}]")))
+            .collect()
+    }
+
+    fn string(&mut self, node: &Node, key: &str) -> Option<Sp<String>> {
+        match node.as_scalar() {
+            Some(s) if !is_null(node) => Some(Sp::new(s.as_str().to_string(), yaml::pos(node))),
+            _ => {
+                self.d.error(
+                    Some(yaml::pos(node)),
+                    key,
+                    format!(
+                        "expected a string, found {}",
+                        if is_null(node) { "nothing" } else { kind(node) }
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// A version string. An unquoted `3.10` is a YAML float (3.1 to most readers), so
+    /// plain scalars that look like numbers are refused with a hint to quote them.
+    fn version(&mut self, node: &Node, key: &str) -> Option<Sp<String>> {
+        let v = self.string(node, key)?;
+        if node.as_scalar().is_some_and(|s| s.may_coerce()) && v.value.parse::<f64>().is_ok() {
+            let as_float = v
+                .value
+                .parse::<f64>()
+                .map(|f| f.to_string())
+                .unwrap_or_default();
+            self.d.error(
+                Some(v.at),
+                key,
+                format!(
+                    "version {} is a YAML number (YAML reads it as {as_float}); quote it: \"{}\"",
+                    v.value, v.value
+                ),
+            );
+            return None;
+        }
+        Some(v)
+    }
+
+    fn strings(&mut self, node: &Node, key: &str) -> Vec<Sp<String>> {
+        self.list(node, key, |w, n, k| w.string(n, &k))
+    }
+
+    fn uint(&mut self, node: &Node, key: &str, min: u64, max: u64) -> Option<Sp<u64>> {
+        let s = self.string(node, key)?;
+        match s.value.parse::<u64>() {
+            Ok(n) if (min..=max).contains(&n) => Some(Sp::new(n, s.at)),
+            _ => {
+                self.d.error(
+                    Some(s.at),
+                    key,
+                    format!(
+                        "expected a whole number from {min} to {max}, found `{}`",
+                        s.value
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn image(&mut self, node: &Node) -> RawImage {
+        let mut out = RawImage::default();
+        let Some(m) = self.mapping(node, "image", &["repository", "tag", "aliases", "latest"])
+        else {
+            return out;
+        };
+        for (k, v) in m.iter() {
+            match k.as_str() {
+                "repository" => out.repository = self.string(v, "image.repository"),
+                "tag" => out.tag = self.string(v, "image.tag"),
+                "aliases" => out.aliases = self.strings(v, "image.aliases"),
+                "latest" => out.latest = self.rule(v, "image.latest".into(), RULE_KEYS, false),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    fn base(&mut self, node: &Node, key: String) -> Option<RawBase> {
+        if node.as_scalar().is_some() {
+            let image = self.string(node, &key)?;
+            return Some(RawBase {
+                key,
+                image,
+                os: None,
+            });
+        }
+        let m = self.mapping(node, &key, &["image", "os"])?;
+        let image = match m.get_node("image") {
+            Some(n) => self.string(n, &join(&key, "image"))?,
+            None => {
+                self.d.error(
+                    Some(yaml::pos(node)),
+                    &key,
+                    "a base needs `image` (a reference such as ubuntu:22.04)",
+                );
+                return None;
+            }
+        };
+        let os = m
+            .get_node("os")
+            .and_then(|n| self.string(n, &join(&key, "os")));
+        Some(RawBase { key, image, os })
+    }
+
+    fn python(&mut self, node: &Node, key: String) -> Option<RawPython> {
+        if node.as_scalar().is_some() {
+            let version = self.version(node, &key)?;
+            return Some(RawPython {
+                key,
+                version,
+                miniconda: None,
+            });
+        }
+        let m = self.mapping(node, &key, &["version", "miniconda"])?;
+        let version = match m.get_node("version") {
+            Some(n) => self.version(n, &join(&key, "version")),
+            None => {
+                self.d.error(
+                    Some(yaml::pos(node)),
+                    &key,
+                    "a python entry needs `version` (for example \"3.10\")",
+                );
+                None
+            }
+        };
+        let miniconda = m
+            .get_node("miniconda")
+            .and_then(|n| self.version(n, &join(&key, "miniconda")));
+        Some(RawPython {
+            key,
+            version: version?,
+            miniconda,
+        })
+    }
+
+    fn variant(&mut self, node: &Node, key: String) -> Option<RawVariant> {
+        let m = self.mapping(node, &key, &["name", "pip", "apt"])?;
+        let name = match m.get_node("name") {
+            Some(n) => self.string(n, &join(&key, "name")),
+            None => {
+                self.d
+                    .error(Some(yaml::pos(node)), &key, "a variant needs `name`");
+                None
+            }
+        };
+        let pip = m
+            .get_node("pip")
+            .map(|n| self.strings(n, &join(&key, "pip")))
+            .unwrap_or_default();
+        let apt = m
+            .get_node("apt")
+            .map(|n| self.strings(n, &join(&key, "apt")))
+            .unwrap_or_default();
+        Some(RawVariant {
+            key,
+            name: name?,
+            pip,
+            apt,
+        })
+    }
+
+    fn rule(
+        &mut self,
+        node: &Node,
+        key: String,
+        fields: &[&str],
+        with_reason: bool,
+    ) -> Option<RawRule> {
+        let mut allowed: Vec<&str> = fields.to_vec();
+        if with_reason {
+            allowed.push("reason");
+        }
+        let m = self.mapping(node, &key, &allowed)?;
+        let mut rule = RawRule {
+            key: key.clone(),
+            at: yaml::pos(node),
+            fields: Vec::new(),
+            reason: None,
+        };
+        for (k, v) in m.iter() {
+            let name = k.as_str();
+            let child = join(&key, name);
+            if name == "reason" && with_reason {
+                rule.reason = self.string(v, &child);
+            } else if fields.contains(&name) {
+                let value = if matches!(name, "python" | "cuda" | "miniconda") {
+                    self.version(v, &child)
+                } else {
+                    self.string(v, &child)
+                };
+                if let Some(value) = value {
+                    rule.fields.push((name.to_string(), value));
+                }
+            }
+        }
+        if rule.fields.is_empty() {
+            self.d.error(
+                Some(rule.at),
+                &key,
+                format!("a selector needs at least one of: {}", fields.join(", ")),
+            );
+            return None;
+        }
+        if with_reason && rule.reason.is_none() {
+            self.d.error(
+                Some(rule.at),
+                &key,
+                "every exclusion needs a `reason`, which `matrix plan` prints",
+            );
+        }
+        Some(rule)
+    }
+
+    fn installer(&mut self, node: &Node, key: String) -> Option<RawInstaller> {
+        let m = self.mapping(node, &key, &["file", "sha256"])?;
+        let file = m
+            .get_node("file")
+            .and_then(|n| self.string(n, &join(&key, "file")));
+        let sha256 = m
+            .get_node("sha256")
+            .and_then(|n| self.string(n, &join(&key, "sha256")));
+        match (file, sha256) {
+            (Some(file), Some(sha256)) => Some(RawInstaller { key, file, sha256 }),
+            _ => {
+                self.d.error(
+                    Some(yaml::pos(node)),
+                    &key,
+                    "an installer entry needs both `file` and `sha256`",
+                );
+                None
+            }
+        }
+    }
+
+    fn sources(&mut self, node: &Node) -> RawSources {
+        let mut out = RawSources::default();
+        let keys = [
+            "installer_mirrors",
+            "installer_dir",
+            "pip_index",
+            "conda_channels",
+            "ca_bundle",
+            "cuda_registry",
+        ];
+        let Some(m) = self.mapping(node, "sources", &keys) else {
+            return out;
+        };
+        for (k, v) in m.iter() {
+            let key = join("sources", k.as_str());
+            match k.as_str() {
+                "installer_mirrors" => out.installer_mirrors = Some(self.strings(v, &key)),
+                "installer_dir" => out.installer_dir = self.string(v, &key),
+                "pip_index" => out.pip_index = self.string(v, &key),
+                "conda_channels" => out.conda_channels = self.strings(v, &key),
+                "ca_bundle" => out.ca_bundle = self.string(v, &key),
+                "cuda_registry" => out.cuda_registry = self.string(v, &key),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    fn packages(&mut self, node: &Node) -> RawPackages {
+        let mut out = RawPackages::default();
+        let Some(m) = self.mapping(node, "packages", &["apt", "pip"]) else {
+            return out;
+        };
+        if let Some(n) = m.get_node("apt") {
+            out.apt = Some(self.strings(n, "packages.apt"));
+        }
+        if let Some(n) = m.get_node("pip") {
+            out.pip = Some(self.strings(n, "packages.pip"));
+        }
+        out
+    }
+
+    fn runtime(&mut self, node: &Node) -> RawRuntime {
+        let mut out = RawRuntime::default();
+        let keys = [
+            "root_password",
+            "ssh_port",
+            "jupyter_port",
+            "tensorboard_port",
+            "jupyter_base_url",
+            "tensorboard_prefix",
+            "tensorboard_logdir",
+            "tensorboard_bind",
+            "timezone",
+            "locale",
+        ];
+        let Some(m) = self.mapping(node, "runtime", &keys) else {
+            return out;
+        };
+        for (k, v) in m.iter() {
+            let key = join("runtime", k.as_str());
+            match k.as_str() {
+                "root_password" => {
+                    if v.as_mapping().is_some() {
+                        if let Some(pm) = self.mapping(v, &key, &["fixed"]) {
+                            out.root_password = Some(Sp::new("fixed".into(), yaml::pos(v)));
+                            out.fixed_password = pm
+                                .get_node("fixed")
+                                .and_then(|n| self.string(n, &join(&key, "fixed")));
+                        }
+                    } else {
+                        out.root_password = self.string(v, &key);
+                    }
+                }
+                "ssh_port" => out.ssh_port = self.uint(v, &key, 1, 65535),
+                "jupyter_port" => out.jupyter_port = self.uint(v, &key, 1, 65535),
+                "tensorboard_port" => out.tensorboard_port = self.uint(v, &key, 1, 65535),
+                "jupyter_base_url" => out.jupyter_base_url = self.string(v, &key),
+                "tensorboard_prefix" => out.tensorboard_prefix = self.string(v, &key),
+                "tensorboard_logdir" => out.tensorboard_logdir = self.string(v, &key),
+                "tensorboard_bind" => out.tensorboard_bind = self.string(v, &key),
+                "timezone" => out.timezone = self.string(v, &key),
+                "locale" => out.locale = self.string(v, &key),
+                _ => {}
+            }
+        }
+        out
+    }
+}

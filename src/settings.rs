@@ -1,0 +1,557 @@
+//! Image-wide settings: sources, packages and runtime defaults, validated.
+//!
+//! Every value here can reach the Dockerfile or a build script, so each is checked
+//! against a strict character class before it is accepted. Anything that could
+//! word-split or inject shell syntax is refused with the rule it broke.
+
+use std::path::{Path, PathBuf};
+
+use crate::diag::{Diags, Sp};
+use crate::raw::RawConfig;
+use crate::reference;
+
+pub const DEFAULT_MIRROR: &str = "https://repo.anaconda.com/miniconda/";
+/// The seed's apt list, plus what the images issue asks for (git, git-lfs, ping) and
+/// what the image needs to work (ca-certificates for HTTPS, supervisor).
+pub const DEFAULT_APT: &[&str] = &[
+    "openssh-server",
+    "locales",
+    "tzdata",
+    "curl",
+    "ca-certificates",
+    "vim",
+    "tmux",
+    "wget",
+    "git",
+    "git-lfs",
+    "iputils-ping",
+    "supervisor",
+];
+/// The seed's pip list (numpy pinned below 2.0 for TensorBoard, as the seed does).
+pub const DEFAULT_PIP: &[&str] = &[
+    "numpy<2.0",
+    "jupyterlab",
+    "jupyterlab-language-pack-zh-CN",
+    "jupyterlab_pygments",
+    "tensorboard",
+];
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "policy", rename_all = "lowercase")]
+pub enum PasswordPolicy {
+    /// A new password per container, printed once to its log.
+    Random,
+    /// No password login; keys only.
+    Disabled,
+    /// The same password for every container (the seed's 123456). Only its SHA-512
+    /// crypt hash reaches the image.
+    Fixed {
+        #[serde(skip)]
+        password: String,
+    },
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Runtime {
+    pub root_password: PasswordPolicy,
+    pub ssh_port: u16,
+    pub jupyter_port: u16,
+    pub tensorboard_port: u16,
+    pub jupyter_base_url: String,
+    pub tensorboard_prefix: String,
+    pub tensorboard_logdir: String,
+    pub tensorboard_bind: String,
+    pub timezone: String,
+    pub locale: String,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Settings {
+    pub repository: String,
+    pub tag_template: String,
+    pub alias_templates: Vec<String>,
+    pub mirrors: Vec<String>,
+    pub installer_dir: Option<PathBuf>,
+    pub pip_index: Option<String>,
+    pub conda_channels: Vec<String>,
+    pub ca_bundle: Option<PathBuf>,
+    pub cuda_registry: Option<String>,
+    pub apt: Vec<String>,
+    pub pip: Vec<String>,
+    pub runtime: Runtime,
+    pub network: Option<String>,
+}
+
+/// Characters that never appear in any accepted value: they would split words or
+/// start shell syntax if a value were ever expanded unquoted.
+fn forbidden(c: char) -> bool {
+    c.is_whitespace()
+        || c.is_control()
+        || matches!(
+            c,
+            '\'' | '"' | '`' | '$' | '\\' | ';' | '&' | '|' | '(' | ')' | '{' | '}'
+        )
+}
+
+pub fn check_apt(s: &str) -> Result<(), String> {
+    let (name, ver) = s.split_once('=').map_or((s, None), |(n, v)| (n, Some(v)));
+    let name_ok = name.len() >= 2
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name.bytes().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'+' | b'.' | b'-')
+        });
+    let ver_ok = ver.is_none_or(|v| {
+        !v.is_empty()
+            && v.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'+' | b'~' | b':' | b'-'))
+    });
+    if name_ok && ver_ok {
+        Ok(())
+    } else {
+        Err(format!("`{s}` is not a Debian package name (lowercase letters, digits, `+`, `.`, `-`; optionally `=VERSION`)"))
+    }
+}
+
+/// A PEP 508 requirement without markers or URLs: `name[extra]` plus version clauses.
+pub fn check_pip(s: &str) -> Result<(), String> {
+    let bad = || {
+        format!("`{s}` is not a plain pip requirement (NAME[extras] followed by clauses like >=1.0,<2; no spaces, quotes, markers, URLs or options)")
+    };
+    let name_end = s
+        .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+        .unwrap_or(s.len());
+    let (name, mut rest) = s.split_at(name_end);
+    if name.is_empty() || !name.as_bytes()[0].is_ascii_alphanumeric() {
+        return Err(bad());
+    }
+    if let Some(r) = rest.strip_prefix('[') {
+        let close = r.find(']').ok_or_else(bad)?;
+        if !r[..close].split(',').all(|e| {
+            !e.is_empty()
+                && e.bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+        }) {
+            return Err(bad());
+        }
+        rest = &r[close + 1..];
+    }
+    if rest.is_empty() {
+        return Ok(());
+    }
+    for clause in rest.split(',') {
+        let op_len = clause
+            .find(|c: char| !matches!(c, '<' | '>' | '=' | '!' | '~'))
+            .unwrap_or(clause.len());
+        let (op, ver) = clause.split_at(op_len);
+        let op_ok = matches!(op, "<" | ">" | "<=" | ">=" | "==" | "!=" | "~=" | "===");
+        let ver_ok = !ver.is_empty()
+            && ver.bytes().all(|c| {
+                c.is_ascii_alphanumeric() || matches!(c, b'.' | b'*' | b'+' | b'!' | b'-' | b'_')
+            });
+        if !op_ok || !ver_ok {
+            return Err(bad());
+        }
+    }
+    Ok(())
+}
+
+pub fn check_url(s: &str) -> Result<(), String> {
+    let rest = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"));
+    match rest {
+        Some(r)
+            if !r.is_empty()
+                && !r.starts_with('/')
+                && !s.chars().any(forbidden)
+                && !s.contains(['<', '>']) =>
+        {
+            Ok(())
+        }
+        _ => Err(format!(
+            "`{s}` is not an http(s) URL without spaces, quotes or shell characters"
+        )),
+    }
+}
+
+fn check_url_path(s: &str, what: &str) -> Result<(), String> {
+    if s.starts_with('/')
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'/' | b'_' | b'-' | b'.'))
+        && !s.contains("..")
+    {
+        Ok(())
+    } else {
+        Err(format!("`{s}` is not a valid {what}: it must start with `/` and hold only ASCII letters, digits, `/`, `_`, `-`, `.`"))
+    }
+}
+
+fn check_word(s: &str, what: &str, extra: &[u8]) -> Result<(), String> {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || extra.contains(&c))
+    {
+        Ok(())
+    } else {
+        let extra: String = extra
+            .iter()
+            .map(|c| format!("`{}`", *c as char))
+            .collect::<Vec<_>>()
+            .join(" ");
+        Err(format!(
+            "`{s}` is not a valid {what} (ASCII letters, digits and {extra})"
+        ))
+    }
+}
+
+/// Read the image-wide settings. `dir` is the matrix file's folder, against which
+/// relative paths are resolved.
+pub fn read(raw: &RawConfig, dir: &Path, d: &mut Diags) -> Settings {
+    let mut check = |v: &Sp<String>, key: &str, r: Result<(), String>| {
+        if let Err(e) = r {
+            d.error(Some(v.at), key, e);
+            false
+        } else {
+            true
+        }
+    };
+
+    let repository = raw
+        .image
+        .repository
+        .clone()
+        .map_or("miniconda".to_string(), |r| {
+            check(
+                &r,
+                "image.repository",
+                reference::check_repository(&r.value),
+            );
+            r.value
+        });
+    let tag_template = raw
+        .image
+        .tag
+        .as_ref()
+        .map_or("conda3-python{python}-{base}".to_string(), |t| {
+            t.value.clone()
+        });
+    let alias_templates = raw.image.aliases.iter().map(|a| a.value.clone()).collect();
+
+    let mirrors = match &raw.sources.installer_mirrors {
+        None => vec![DEFAULT_MIRROR.to_string()],
+        Some(list) => list
+            .iter()
+            .filter(|m| check(m, "sources.installer_mirrors", check_url(&m.value)))
+            .map(|m| {
+                if m.value.ends_with('/') {
+                    m.value.clone()
+                } else {
+                    format!("{}/", m.value)
+                }
+            })
+            .collect(),
+    };
+    let pip_index =
+        raw.sources.pip_index.as_ref().and_then(|p| {
+            check(p, "sources.pip_index", check_url(&p.value)).then(|| p.value.clone())
+        });
+    let conda_channels = raw
+        .sources
+        .conda_channels
+        .iter()
+        .filter(|c| {
+            check(
+                c,
+                "sources.conda_channels",
+                check_word(&c.value, "conda channel", b"._-:/"),
+            )
+        })
+        .map(|c| c.value.clone())
+        .collect();
+    let cuda_registry = raw.sources.cuda_registry.as_ref().and_then(|r| {
+        check(
+            r,
+            "sources.cuda_registry",
+            reference::check_repository(&r.value),
+        )
+        .then(|| r.value.clone())
+    });
+
+    let existing = |p: &Sp<String>, key: &str, want_dir: bool, d: &mut Diags| -> Option<PathBuf> {
+        let path = dir.join(&p.value);
+        let ok = if want_dir {
+            path.is_dir()
+        } else {
+            path.is_file()
+        };
+        if !ok {
+            d.error(
+                Some(p.at),
+                key,
+                format!(
+                    "{} `{}` does not exist",
+                    if want_dir { "directory" } else { "file" },
+                    path.display()
+                ),
+            );
+            return None;
+        }
+        Some(path)
+    };
+    let installer_dir = raw
+        .sources
+        .installer_dir
+        .as_ref()
+        .and_then(|p| existing(p, "sources.installer_dir", true, d));
+    let ca_bundle = raw.sources.ca_bundle.as_ref().and_then(|p| {
+        let path = existing(p, "sources.ca_bundle", false, d)?;
+        match std::fs::read_to_string(&path) {
+            Ok(text) if text.contains("-----BEGIN CERTIFICATE-----") => Some(path),
+            _ => {
+                d.error(
+                    Some(p.at),
+                    "sources.ca_bundle",
+                    format!(
+                        "`{}` holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                        path.display()
+                    ),
+                );
+                None
+            }
+        }
+    });
+
+    let list = |v: &Option<Vec<Sp<String>>>,
+                dflt: &[&str],
+                key: &str,
+                f: fn(&str) -> Result<(), String>,
+                d: &mut Diags|
+     -> Vec<String> {
+        match v {
+            None => dflt.iter().map(|s| (*s).to_string()).collect(),
+            Some(items) => items
+                .iter()
+                .filter(|i| match f(&i.value) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        d.error(Some(i.at), key, e);
+                        false
+                    }
+                })
+                .map(|i| i.value.clone())
+                .collect(),
+        }
+    };
+    let apt = list(&raw.packages.apt, DEFAULT_APT, "packages.apt", check_apt, d);
+    let pip = list(&raw.packages.pip, DEFAULT_PIP, "packages.pip", check_pip, d);
+
+    let runtime = read_runtime(raw, d);
+    let network = raw.build.network.as_ref().and_then(|n| {
+        match check_word(&n.value, "network name", b"._-") {
+            Ok(()) => Some(n.value.clone()),
+            Err(e) => {
+                d.error(Some(n.at), "build.network", e);
+                None
+            }
+        }
+    });
+
+    Settings {
+        repository,
+        tag_template,
+        alias_templates,
+        mirrors,
+        installer_dir,
+        pip_index,
+        conda_channels,
+        ca_bundle,
+        cuda_registry,
+        apt,
+        pip,
+        runtime,
+        network,
+    }
+}
+
+fn read_runtime(raw: &RawConfig, d: &mut Diags) -> Runtime {
+    let r = &raw.runtime;
+    let port = |p: &Option<Sp<u64>>, dflt: u16| {
+        p.as_ref()
+            .and_then(|p| u16::try_from(p.value).ok())
+            .unwrap_or(dflt)
+    };
+    let mut text = |v: &Option<Sp<String>>,
+                    key: &str,
+                    dflt: &str,
+                    f: &dyn Fn(&str) -> Result<(), String>|
+     -> String {
+        match v {
+            None => dflt.to_string(),
+            Some(v) => match f(&v.value) {
+                Ok(()) => v.value.clone(),
+                Err(e) => {
+                    d.error(Some(v.at), key, e);
+                    dflt.to_string()
+                }
+            },
+        }
+    };
+    let mut jupyter_base_url = text(
+        &r.jupyter_base_url,
+        "runtime.jupyter_base_url",
+        "/jupyter/",
+        &|s| check_url_path(s, "URL path"),
+    );
+    if !jupyter_base_url.ends_with('/') {
+        jupyter_base_url.push('/');
+    }
+    let tensorboard_prefix = text(
+        &r.tensorboard_prefix,
+        "runtime.tensorboard_prefix",
+        "/monitor",
+        &|s| {
+            check_url_path(s, "URL path")?;
+            if s.len() > 1 && s.ends_with('/') {
+                return Err(format!(
+                    "`{s}`: write the TensorBoard prefix without a trailing slash (`{}`)",
+                    s.trim_end_matches('/')
+                ));
+            }
+            Ok(())
+        },
+    );
+    let tensorboard_logdir = text(
+        &r.tensorboard_logdir,
+        "runtime.tensorboard_logdir",
+        "/root/tensorboard-logs",
+        &|s| check_url_path(s, "absolute path"),
+    );
+    let tensorboard_bind = text(
+        &r.tensorboard_bind,
+        "runtime.tensorboard_bind",
+        "localhost",
+        &|s| {
+            match s {
+        "localhost" | "all" => Ok(()),
+        _ => Err(format!("`{s}` is not a bind policy (expected one of: localhost, all); TensorBoard has no authentication, so `all` exposes it to the network")),
+    }
+        },
+    );
+    let timezone = text(&r.timezone, "runtime.timezone", "Asia/Shanghai", &|s| {
+        check_word(s, "timezone name", b"/_+-")
+    });
+    let locale = text(&r.locale, "runtime.locale", "zh_CN.UTF-8", &|s| {
+        let ok = s.strip_suffix(".UTF-8").is_some_and(|l| {
+            let (a, b) = l.split_once('_').unwrap_or(("", ""));
+            (2..=3).contains(&a.len())
+                && a.bytes().all(|c| c.is_ascii_lowercase())
+                && b.len() == 2
+                && b.bytes().all(|c| c.is_ascii_uppercase())
+        });
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "`{s}` is not a UTF-8 locale name such as zh_CN.UTF-8"
+            ))
+        }
+    });
+    let root_password = match r.root_password.as_ref().map(|p| p.value.as_str()) {
+        None | Some("random") => PasswordPolicy::Random,
+        Some("disabled") => PasswordPolicy::Disabled,
+        Some("fixed") => match &r.fixed_password {
+            Some(p) if !p.value.is_empty() && p.value.chars().all(|c| c.is_ascii_graphic()) => {
+                d.warn(
+                    Some(p.at),
+                    "runtime.root_password.fixed",
+                    "a fixed root password is the same in every container of every image; prefer `random` or pass ROOT_PASSWORD_FILE at run time (only its SHA-512 crypt hash goes into the image)",
+                );
+                PasswordPolicy::Fixed {
+                    password: p.value.clone(),
+                }
+            }
+            Some(p) => {
+                d.error(
+                    Some(p.at),
+                    "runtime.root_password.fixed",
+                    "a fixed password must be printable ASCII without spaces",
+                );
+                PasswordPolicy::Random
+            }
+            None => {
+                let at = r.root_password.as_ref().map(|p| p.at);
+                d.error(
+                    at,
+                    "runtime.root_password",
+                    "give the password as `root_password: {fixed: \"…\"}`",
+                );
+                PasswordPolicy::Random
+            }
+        },
+        Some(other) => {
+            let at = r.root_password.as_ref().map(|p| p.at);
+            d.error(at, "runtime.root_password", format!("unknown policy `{other}` (expected one of: random, disabled, {{fixed: \"…\"}})"));
+            PasswordPolicy::Random
+        }
+    };
+    Runtime {
+        root_password,
+        ssh_port: port(&r.ssh_port, 22),
+        jupyter_port: port(&r.jupyter_port, 8888),
+        tensorboard_port: port(&r.tensorboard_port, 6006),
+        jupyter_base_url,
+        tensorboard_prefix,
+        tensorboard_logdir,
+        tensorboard_bind,
+        timezone,
+        locale,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pip_requirements() {
+        for ok in [
+            "numpy<2.0",
+            "jupyterlab",
+            "jupyterlab-language-pack-zh-CN",
+            "torch==2.3.1",
+            "a[b,c]>=1,<2",
+            "x~=1.4.2",
+        ] {
+            assert!(check_pip(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "1 --index-url http://evil",
+            "x==1;rm",
+            "x @ https://e/x.whl",
+            "-r req.txt",
+            "x==$(id)",
+            "x; python_version<'3.8'",
+            "x=1",
+            "",
+        ] {
+            assert!(check_pip(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn apt_names() {
+        assert!(check_apt("openssh-server").is_ok());
+        assert!(check_apt("libstdc++6=12.2.0-14").is_ok());
+        assert!(check_apt("vim;id").is_err());
+        assert!(check_apt("Vim").is_err());
+    }
+
+    #[test]
+    fn urls() {
+        assert!(check_url("https://mirrors.tuna.tsinghua.edu.cn/anaconda/miniconda/").is_ok());
+        assert!(check_url("http://127.0.0.1:8000/").is_ok());
+        assert!(check_url("ftp://x/").is_err());
+        assert!(check_url("https://x/$(id)").is_err());
+        assert!(check_url("https://x/ y").is_err());
+    }
+}
