@@ -46,6 +46,9 @@ fn check_component(c: &str) -> bool {
             i += 1;
         }
         let sep = &c[start..i];
+        if sep.is_empty() {
+            return false; // neither a name character nor a separator
+        }
         let ok = sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|x| x == b'-');
         if !ok {
             return false;
