@@ -16,6 +16,7 @@ pub mod plan;
 pub mod plan_out;
 pub mod raw;
 pub mod reference;
+pub mod render;
 pub mod settings;
 pub mod version;
 pub mod yaml;
@@ -90,6 +91,30 @@ pub fn run(cli: Cli) -> i32 {
                 }
             };
             out(&text);
+            exit::OK
+        }
+        Command::Render(args) => {
+            let plan = match load_plan(&cli, &args.select) {
+                Ok(p) => p,
+                Err(code) => return code,
+            };
+            let cells = filter::select(&plan.cells, &args.select.filters);
+            for c in &cells {
+                let ctx = render::render(&plan.settings, c);
+                let dir = args.output.join(&c.id);
+                if let Err(e) = render::write(&ctx, &dir) {
+                    err(&format!("error: cannot write {}: {e}", dir.display()));
+                    return exit::PREFLIGHT;
+                }
+                out(&format!("{}\n", dir.display()));
+            }
+            err(&format!(
+                "rendered {} context{} under {}; build one with: docker build -t TAG {}/<id>",
+                cells.len(),
+                if cells.len() == 1 { "" } else { "s" },
+                args.output.display(),
+                args.output.display()
+            ));
             exit::OK
         }
         _ => {

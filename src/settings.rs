@@ -11,22 +11,17 @@ use crate::raw::RawConfig;
 use crate::reference;
 
 pub const DEFAULT_MIRROR: &str = "https://repo.anaconda.com/miniconda/";
-/// The seed's apt list, plus what the images issue asks for (git, git-lfs, ping) and
-/// what the image needs to work (ca-certificates for HTTPS, supervisor).
-pub const DEFAULT_APT: &[&str] = &[
+/// Packages every image needs for its own features; always installed.
+pub const REQUIRED_APT: &[&str] = &[
     "openssh-server",
     "locales",
     "tzdata",
     "curl",
     "ca-certificates",
-    "vim",
-    "tmux",
-    "wget",
-    "git",
-    "git-lfs",
-    "iputils-ping",
     "supervisor",
 ];
+/// The seed's tools plus git, git-lfs and ping; `packages.apt` replaces this list.
+pub const DEFAULT_APT: &[&str] = &["vim", "tmux", "wget", "git", "git-lfs", "iputils-ping"];
 /// The seed's pip list (numpy pinned below 2.0 for TensorBoard, as the seed does).
 pub const DEFAULT_PIP: &[&str] = &[
     "numpy<2.0",

@@ -1,0 +1,73 @@
+#!/bin/bash
+# Build step 2 (stage `conda`): fetch the planned Miniconda installer, check its SHA256,
+# install it in /opt/miniconda3, then the Python packages. Reads conda.env,
+# mirrors.txt and pip-packages.txt rendered beside it.
+set -euo pipefail
+here=$(dirname "$0")
+# shellcheck source=/dev/null
+. "$here/conda.env"
+prefix=/opt/miniconda3
+
+# An extra CA bundle (corporate proxy) is trusted for this step only: it lives in this
+# throw-away stage and never reaches the image.
+if [ -f "$here/extra-ca.pem" ]; then
+  cat /etc/ssl/certs/ca-certificates.crt "$here/extra-ca.pem" > "$here/trust.pem"
+  export SSL_CERT_FILE="$here/trust.pem" CURL_CA_BUNDLE="$here/trust.pem" \
+         PIP_CERT="$here/trust.pem" REQUESTS_CA_BUNDLE="$here/trust.pem"
+fi
+
+installer="$here/$INSTALLER_FILE"
+verify() { # file source
+  local actual
+  actual=$(sha256sum "$1" | cut -d' ' -f1)
+  if [ "$actual" != "$INSTALLER_SHA256" ]; then
+    echo "image-matrix: $INSTALLER_FILE from $2: SHA256 mismatch: expected $INSTALLER_SHA256, got $actual" >&2
+    return 1
+  fi
+}
+if [ -f "$here/local/$INSTALLER_FILE" ]; then
+  verify "$here/local/$INSTALLER_FILE" "the local installer directory"
+  mv "$here/local/$INSTALLER_FILE" "$installer"
+else
+  ok=0
+  mapfile -t mirrors < "$here/mirrors.txt"
+  for url in "${mirrors[@]}"; do
+    echo "image-matrix: fetching $url"
+    if curl -fL --retry 3 --retry-delay 2 --retry-connrefused --connect-timeout 20 -sS -o "$installer" "$url"; then
+      if verify "$installer" "$url"; then ok=1; break; fi
+    else
+      echo "image-matrix: $url failed; trying the next mirror" >&2
+    fi
+    rm -f "$installer"
+  done
+  if [ "$ok" != 1 ]; then
+    echo "image-matrix: no mirror delivered $INSTALLER_FILE with SHA256 $INSTALLER_SHA256" >&2
+    exit 1
+  fi
+fi
+
+bash "$installer" -b -p "$prefix"
+rm -f "$installer"
+export PATH="$prefix/bin:$PATH"
+# Miniconda 25+ refuses unattended use of Anaconda's channels until its terms are
+# accepted; accept for the build's own conda calls only, never on the user's behalf.
+if [ "$TOS_GATE" = 1 ]; then export CONDA_PLUGINS_AUTO_ACCEPT_TOS=true; fi
+
+if [ -s "$here/conda-channels.txt" ]; then
+  mapfile -t channels < "$here/conda-channels.txt"
+  conda config --system --remove-key channels 2>/dev/null || true
+  for ch in "${channels[@]}"; do conda config --system --append channels "$ch"; done
+fi
+if [ -n "$PIP_INDEX" ]; then
+  printf '[global]\nindex-url = %s\n' "$PIP_INDEX" > "$prefix/pip.conf"
+fi
+
+mapfile -t pip_packages < "$here/pip-packages.txt"
+pip install --no-cache-dir "${pip_packages[@]}"
+
+# JupyterLab defaults for every user of this environment: Chinese UI, dark terminal.
+mkdir -p "$prefix/share/jupyter/lab/settings"
+cp "$here/overrides.json" "$prefix/share/jupyter/lab/settings/overrides.json"
+
+conda clean -afy
+find "$prefix" -name '*.a' -path '*/lib/*' -delete 2>/dev/null || true

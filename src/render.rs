@@ -1,0 +1,370 @@
+//! Rendering: a planned cell → a complete, self-contained `docker build` context.
+//!
+//! The templates (`dockerfiles/`) and the files baked into the image (`init/`) are
+//! compiled into the binary, so a context renders the same wherever the tool runs.
+//! Only validated values reach the context: the Dockerfile gets the base reference
+//! and label values; everything else goes into `*.env` files whose values are
+//! single-quoted and read by build scripts that quote every expansion.
+//!
+//! Contexts are deterministic: the same cell renders byte-identical files, which
+//! is what makes the input hash (and so incremental nightlies) work.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::base::OsFamily;
+use crate::plan::{hex, Cell};
+use crate::settings::{PasswordPolicy, Settings};
+
+const DOCKERFILE: &str = include_str!("../dockerfiles/Dockerfile.in");
+
+/// (path in the context, template text, executable)
+const STATIC_FILES: &[(&str, &str, bool)] = &[
+    (
+        "system/setup-system.sh",
+        include_str!("../init/build/setup-system.sh"),
+        true,
+    ),
+    (
+        "conda/install-conda.sh",
+        include_str!("../init/build/install-conda.sh"),
+        true,
+    ),
+    (
+        "variant/install-variant.sh",
+        include_str!("../init/build/install-variant.sh"),
+        true,
+    ),
+    (
+        "image/finalize.sh",
+        include_str!("../init/build/finalize.sh"),
+        true,
+    ),
+    (
+        "image/init/boot/boot.sh",
+        include_str!("../init/boot/boot.sh"),
+        true,
+    ),
+    (
+        "image/init/bin/run-jupyter",
+        include_str!("../init/bin/run-jupyter"),
+        true,
+    ),
+    (
+        "image/init/bin/run-tensorboard",
+        include_str!("../init/bin/run-tensorboard"),
+        true,
+    ),
+    (
+        "image/init/bin/healthcheck",
+        include_str!("../init/bin/healthcheck"),
+        true,
+    ),
+    (
+        "image/init/bin/motd",
+        include_str!("../init/bin/motd"),
+        true,
+    ),
+    (
+        "image/init/bin/shutdown",
+        include_str!("../init/bin/shutdown"),
+        true,
+    ),
+    (
+        "image/init/etc/profile.sh",
+        include_str!("../init/etc/profile.sh"),
+        false,
+    ),
+    (
+        "image/init/supervisor/image-matrix.conf",
+        include_str!("../init/supervisor/image-matrix.conf"),
+        false,
+    ),
+];
+const LOCALE_DEBIAN: &str = include_str!("../init/build/locale-debian.sh");
+const LOCALE_UBUNTU: &str = include_str!("../init/build/locale-ubuntu.sh");
+
+#[derive(Debug, Clone)]
+pub struct File {
+    pub path: String,
+    pub bytes: Vec<u8>,
+    pub executable: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub files: Vec<File>,
+    /// A pre-downloaded installer to place at `conda/local/<file>` (linked or copied).
+    pub local_installer: Option<PathBuf>,
+}
+
+fn env_file(pairs: &[(&str, String)]) -> String {
+    let mut s =
+        String::from("# Rendered by image-matrix; values are validated and single-quoted.\n");
+    for (k, v) in pairs {
+        let quoted = shlex::try_quote(v).map_or_else(|_| "''".to_string(), |q| q.into_owned());
+        // try_quote leaves plain words bare; quote everything for uniformity.
+        let quoted = if quoted.starts_with('\'') || quoted.starts_with('"') {
+            quoted
+        } else {
+            format!("'{quoted}'")
+        };
+        s.push_str(&format!("{k}={quoted}\n"));
+    }
+    s
+}
+
+fn lines(items: &[String]) -> String {
+    items.iter().map(|i| format!("{i}\n")).collect()
+}
+
+fn language_of(locale: &str) -> String {
+    let base = locale.split('.').next().unwrap_or(locale);
+    let lang = base.split('_').next().unwrap_or(base);
+    format!("{base}:{lang}")
+}
+
+/// The crypt(3) SHA-512 hash of a fixed password. The salt is derived from the
+/// password and repository so that renders stay deterministic.
+fn password_hash(password: &str, repository: &str) -> String {
+    const SALT_CHARS: &[u8] = b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let digest = Sha256::digest(format!("image-matrix salt\0{repository}\0{password}").as_bytes());
+    let salt: String = digest
+        .iter()
+        .take(16)
+        .map(|b| SALT_CHARS[usize::from(*b) % SALT_CHARS.len()] as char)
+        .collect();
+    let params = sha_crypt::Sha512Params::new(sha_crypt::ROUNDS_DEFAULT).unwrap_or_default();
+    let hash = sha_crypt::sha512_crypt_b64(password.as_bytes(), salt.as_bytes(), &params)
+        .unwrap_or_default();
+    format!("$6${salt}${hash}")
+}
+
+pub fn render(s: &Settings, c: &Cell) -> Context {
+    let rt = &s.runtime;
+    let tag = c.primary_tag();
+    let (repo, version) = tag.rsplit_once(':').unwrap_or((tag, ""));
+    let language = language_of(&rt.locale);
+    let cuda = c.base.cuda.as_ref();
+    let subst: Vec<(&str, String)> = vec![
+        ("CELL_ID", c.id.clone()),
+        ("BASE", c.base.reference.clone()),
+        ("OS_SLUG", c.base.os.slug()),
+        ("LOCALE", rt.locale.clone()),
+        ("LANGUAGE", language.clone()),
+        ("TIMEZONE", rt.timezone.clone()),
+        ("TITLE", format!("{repo} {version}")),
+        ("VERSION", version.to_string()),
+        ("PYTHON", c.python.to_string()),
+        ("MINICONDA", c.miniconda.to_string()),
+        (
+            "CUDA",
+            cuda.map_or(String::new(), |x| x.version.to_string()),
+        ),
+        (
+            "CUDNN",
+            cuda.and_then(|x| x.cudnn.clone()).unwrap_or_default(),
+        ),
+        ("VARIANT", c.variant.name.clone()),
+        ("INSTALLER", c.installer.file.clone()),
+        ("INSTALLER_SHA256", c.installer.sha256.clone()),
+    ];
+    let mut dockerfile = DOCKERFILE.to_string();
+    for (k, v) in &subst {
+        dockerfile = dockerfile.replace(&format!("{{{{{k}}}}}"), v);
+    }
+
+    let mut files: Vec<File> = Vec::new();
+    let mut add = |path: &str, text: String, executable: bool| {
+        files.push(File {
+            path: path.into(),
+            bytes: text.into_bytes(),
+            executable,
+        })
+    };
+    add("Dockerfile", dockerfile, false);
+    for (path, text, x) in STATIC_FILES {
+        add(path, (*text).to_string(), *x);
+    }
+
+    let mut apt = crate::settings::REQUIRED_APT
+        .iter()
+        .map(|p| (*p).to_string())
+        .collect::<Vec<_>>();
+    apt.extend(
+        s.apt
+            .iter()
+            .filter(|p| !crate::settings::REQUIRED_APT.contains(&p.as_str()))
+            .cloned(),
+    );
+    add(
+        "system/system.env",
+        env_file(&[
+            (
+                "OS_FAMILY",
+                format!("{:?}", c.base.os.family).to_lowercase(),
+            ),
+            ("LOCALE", rt.locale.clone()),
+            ("LANGUAGE", language),
+            ("TIMEZONE", rt.timezone.clone()),
+        ]),
+        false,
+    );
+    add("system/apt-packages.txt", lines(&apt), false);
+    let locale_script = match c.base.os.family {
+        OsFamily::Debian => LOCALE_DEBIAN,
+        OsFamily::Ubuntu => LOCALE_UBUNTU,
+    };
+    add("system/locale.sh", locale_script.to_string(), true);
+
+    add(
+        "conda/conda.env",
+        env_file(&[
+            ("INSTALLER_FILE", c.installer.file.clone()),
+            ("INSTALLER_SHA256", c.installer.sha256.clone()),
+            ("PIP_INDEX", s.pip_index.clone().unwrap_or_default()),
+            (
+                "TOS_GATE",
+                if c.miniconda.has_tos_gate() {
+                    "1".into()
+                } else {
+                    "0".into()
+                },
+            ),
+        ]),
+        false,
+    );
+    add("conda/mirrors.txt", lines(&c.installer.urls), false);
+    add("conda/pip-packages.txt", lines(&s.pip), false);
+    add("conda/conda-channels.txt", lines(&s.conda_channels), false);
+    let lang = rt.locale.split('.').next().unwrap_or("zh_CN").to_string();
+    let overrides = serde_json::json!({
+        "@jupyterlab/translation-extension:plugin": { "locale": lang },
+        "@jupyterlab/terminal-extension:plugin": { "theme": "dark" },
+    });
+    add(
+        "conda/overrides.json",
+        format!(
+            "{}\n",
+            serde_json::to_string_pretty(&overrides).unwrap_or_default()
+        ),
+        false,
+    );
+    add("variant/pip-packages.txt", lines(&c.variant.pip), false);
+    add("image/apt-packages.txt", lines(&c.variant.apt), false);
+
+    let policy = match &rt.root_password {
+        PasswordPolicy::Random => "random",
+        PasswordPolicy::Disabled => "disabled",
+        PasswordPolicy::Fixed { password } => {
+            add(
+                "image/init/etc/root-password.hash",
+                format!("{}\n", password_hash(password, &s.repository)),
+                false,
+            );
+            "fixed"
+        }
+    };
+    add(
+        "image/init/etc/defaults.env",
+        env_file(&[
+            ("DEFAULT_SSH_PORT", rt.ssh_port.to_string()),
+            ("DEFAULT_JUPYTER_PORT", rt.jupyter_port.to_string()),
+            ("DEFAULT_TENSORBOARD_PORT", rt.tensorboard_port.to_string()),
+            ("DEFAULT_TENSORBOARD_BIND", rt.tensorboard_bind.clone()),
+            ("JUPYTER_BASE_URL", rt.jupyter_base_url.clone()),
+            ("TENSORBOARD_PREFIX", rt.tensorboard_prefix.clone()),
+            ("TENSORBOARD_LOGDIR", rt.tensorboard_logdir.clone()),
+            ("ROOT_PASSWORD_POLICY", policy.to_string()),
+        ]),
+        false,
+    );
+    if let Some(ca) = &s.ca_bundle {
+        if let Ok(pem) = fs::read_to_string(ca) {
+            add("conda/extra-ca.pem", pem.clone(), false);
+            add("variant/extra-ca.pem", pem, false);
+        }
+    }
+    let cell_json = crate::plan_out::cell_json(c);
+    add(
+        "cell.json",
+        format!(
+            "{}\n",
+            serde_json::to_string_pretty(&cell_json).unwrap_or_default()
+        ),
+        false,
+    );
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Context {
+        files,
+        local_installer: c.installer.local.clone(),
+    }
+}
+
+/// SHA256 over everything that decides the image: every context file (path, mode,
+/// bytes), the base reference and the installer's SHA256 (which stands in for the
+/// local installer's bytes). `extra` carries build options that change the result.
+pub fn input_hash(ctx: &Context, c: &Cell, extra: &[String]) -> String {
+    let mut h = Sha256::new();
+    for f in &ctx.files {
+        h.update(f.path.as_bytes());
+        h.update([0, u8::from(f.executable), 0]);
+        h.update((f.bytes.len() as u64).to_le_bytes());
+        h.update(&f.bytes);
+    }
+    h.update(c.base.reference.as_bytes());
+    h.update([0]);
+    h.update(c.installer.sha256.as_bytes());
+    for e in extra {
+        h.update([0]);
+        h.update(e.as_bytes());
+    }
+    hex(&h.finalize())
+}
+
+/// Write a context to `dir` atomically: into a sibling temp directory, then renamed
+/// over any previous one, so a crash never leaves a half-written context.
+pub fn write(ctx: &Context, dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::create_dir_all(parent)?;
+    let name = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("context");
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .tempdir_in(parent)?;
+    for f in &ctx.files {
+        let p = tmp.path().join(&f.path);
+        if let Some(d) = p.parent() {
+            fs::create_dir_all(d)?;
+        }
+        fs::write(&p, &f.bytes)?;
+        fs::set_permissions(
+            &p,
+            fs::Permissions::from_mode(if f.executable { 0o755 } else { 0o644 }),
+        )?;
+    }
+    if let Some(src) = &ctx.local_installer {
+        let local = tmp.path().join("conda/local");
+        fs::create_dir_all(&local)?;
+        let dst = local.join(src.file_name().unwrap_or_default());
+        if fs::hard_link(src, &dst).is_err() {
+            fs::copy(src, &dst)?;
+        }
+    }
+    let staged = tmp.keep();
+    if dir.exists() {
+        fs::remove_dir_all(dir)?;
+    }
+    fs::rename(&staged, dir).inspect_err(|_| {
+        let _ = fs::remove_dir_all(&staged);
+    })
+}
