@@ -1,0 +1,384 @@
+//! The one module that spawns processes: typed `docker` command lines.
+//!
+//! Every command is an argv (never a shell string), built here and run through duct.
+//! Builds run in their own process group so that the tool decides when they get a
+//! signal (a terminal's Ctrl-C reaches only the tool), and every running group is
+//! registered so that a second Ctrl-C can kill them all before the tool exits.
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::cli::Builder;
+
+/// Process groups of running children, for the emergency stop.
+fn groups() -> &'static Mutex<HashSet<i32>> {
+    static G: OnceLock<Mutex<HashSet<i32>>> = OnceLock::new();
+    G.get_or_init(|| Mutex::new(HashSet::new()))
+}
+
+/// SIGKILL every registered process group (second Ctrl-C).
+pub fn kill_all_groups() {
+    if let Ok(g) = groups().lock() {
+        for pgid in g.iter() {
+            // SAFETY: killpg has no memory-safety preconditions.
+            unsafe {
+                libc::killpg(*pgid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+pub fn signal_group(pgid: i32, sig: i32) {
+    // SAFETY: killpg has no memory-safety preconditions.
+    unsafe {
+        libc::killpg(pgid, sig);
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Docker {
+    pub client: PathBuf,
+    pub context: Option<String>,
+    pub builder: Builder,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct BuildRequest {
+    pub context_dir: PathBuf,
+    pub tags: Vec<String>,
+    pub target: Option<String>,
+    pub labels: Vec<(String, String)>,
+    pub network: Option<String>,
+    pub platform: Option<String>,
+    pub pull: bool,
+    pub no_cache: bool,
+    pub iidfile: Option<PathBuf>,
+}
+
+/// How a child ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+}
+
+impl Exit {
+    /// The shell's view: 128+N for a signal.
+    pub fn code(&self) -> i32 {
+        match self {
+            Exit::Code(c) => *c,
+            Exit::Signal(s) => 128 + s,
+        }
+    }
+}
+
+/// What stopped a streamed child early.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    Cancelled,
+    TimedOut,
+}
+
+impl Docker {
+    fn prefix(&self) -> Vec<OsString> {
+        match &self.context {
+            Some(c) => vec!["--context".into(), c.into()],
+            None => Vec::new(),
+        }
+    }
+
+    fn expr(&self, args: &[&str]) -> duct::Expression {
+        let mut argv = self.prefix();
+        argv.extend(args.iter().map(OsString::from));
+        duct::cmd(&self.client, argv)
+    }
+
+    /// Environment the build client needs for the chosen builder.
+    pub fn build_env(&self) -> Option<(&'static str, &'static str)> {
+        match self.builder {
+            Builder::Auto => None,
+            Builder::Legacy => Some(("DOCKER_BUILDKIT", "0")),
+            Builder::Buildkit => Some(("DOCKER_BUILDKIT", "1")),
+        }
+    }
+
+    /// The full `docker build` argv (without the client path).
+    pub fn build_args(&self, r: &BuildRequest) -> Vec<String> {
+        let mut a: Vec<String> = self
+            .prefix()
+            .into_iter()
+            .map(|s| s.to_string_lossy().into_owned())
+            .collect();
+        a.push("build".into());
+        if self.builder == Builder::Buildkit {
+            a.push("--progress=plain".into());
+        } else {
+            // The legacy builder leaves failed steps' containers behind without it.
+            a.push("--force-rm".into());
+        }
+        for t in &r.tags {
+            a.push("-t".into());
+            a.push(t.clone());
+        }
+        if let Some(t) = &r.target {
+            a.push("--target".into());
+            a.push(t.clone());
+        }
+        for (k, v) in &r.labels {
+            a.push("--label".into());
+            a.push(format!("{k}={v}"));
+        }
+        if let Some(n) = &r.network {
+            a.push("--network".into());
+            a.push(n.clone());
+        }
+        if let Some(p) = &r.platform {
+            a.push("--platform".into());
+            a.push(p.clone());
+        }
+        if r.pull {
+            a.push("--pull".into());
+        }
+        if r.no_cache {
+            a.push("--no-cache".into());
+        }
+        if let Some(f) = &r.iidfile {
+            a.push("--iidfile".into());
+            a.push(f.display().to_string());
+        }
+        a.push(r.context_dir.display().to_string());
+        a
+    }
+
+    /// A copy-pasteable shell line reproducing a build.
+    pub fn build_command_line(&self, r: &BuildRequest) -> String {
+        let mut words: Vec<String> = Vec::new();
+        if let Some((k, v)) = self.build_env() {
+            words.push(format!("{k}={v}"));
+        }
+        words.push(self.client.display().to_string());
+        words.extend(self.build_args(r));
+        words
+            .iter()
+            .map(|w| shlex::try_quote(w).map_or_else(|_| w.clone(), |q| q.into_owned()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// Run `docker build`, handing each output line to `on_line`. `stop` is polled; when
+    /// it says so the build's process group gets SIGTERM, then SIGKILL after `grace`.
+    pub fn build_streaming(
+        &self,
+        r: &BuildRequest,
+        on_line: &mut dyn FnMut(&str),
+        stop: &(dyn Fn() -> Option<Stop> + Sync),
+        grace: Duration,
+    ) -> std::io::Result<(Exit, Option<Stop>)> {
+        let args = self.build_args(r);
+        let mut e = duct::cmd(&self.client, &args)
+            .stderr_to_stdout()
+            .unchecked();
+        if let Some((k, v)) = self.build_env() {
+            e = e.env(k, v);
+        }
+        // SAFETY-free: process_group is a safe std API, run in the child before exec.
+        let e = e.before_spawn(|cmd| {
+            cmd.process_group(0);
+            Ok(())
+        });
+        let reader = e.reader()?;
+        let pid = reader.pids().first().copied().unwrap_or(0) as i32;
+        if let Ok(mut g) = groups().lock() {
+            g.insert(pid);
+        }
+        let stopped: Mutex<Option<Stop>> = Mutex::new(None);
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let result = std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut since: Option<Instant> = None;
+                while !done.load(std::sync::atomic::Ordering::Acquire) {
+                    if since.is_none() {
+                        if let Some(why) = stop() {
+                            if let Ok(mut st) = stopped.lock() {
+                                *st = Some(why);
+                            }
+                            signal_group(pid, libc::SIGTERM);
+                            since = Some(Instant::now());
+                        }
+                    } else if since.is_some_and(|t| t.elapsed() >= grace) {
+                        signal_group(pid, libc::SIGKILL);
+                        since = Some(Instant::now() + Duration::from_secs(3600));
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            });
+            let mut buf = BufReader::new(&reader);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match buf.read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => on_line(String::from_utf8_lossy(&line).trim_end_matches(['\n', '\r'])),
+                }
+            }
+            let status = reader.try_wait();
+            // The pipe closes when the client exits; make sure the group is gone too.
+            signal_group(pid, libc::SIGKILL);
+            done.store(true, std::sync::atomic::Ordering::Release);
+            status.map(|o| o.map(|o| o.status))
+        });
+        if let Ok(mut g) = groups().lock() {
+            g.remove(&pid);
+        }
+        let status = result?
+            .ok_or_else(|| std::io::Error::other("docker build did not report an exit status"))?;
+        let exit = match status.code() {
+            Some(c) => Exit::Code(c),
+            None => {
+                Exit::Signal(std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0))
+            }
+        };
+        let why = stopped.lock().ok().and_then(|s| *s);
+        Ok((exit, why))
+    }
+
+    /// Run a short docker command and capture stdout (stderr kept for errors).
+    pub fn capture(&self, args: &[&str]) -> Result<String, String> {
+        let out = self
+            .expr(args)
+            .stdout_capture()
+            .stderr_capture()
+            .unchecked()
+            .run()
+            .map_err(|e| format!("cannot run {}: {e}", self.client.display()))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_string())
+        } else {
+            let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            Err(if err.is_empty() {
+                format!(
+                    "docker {} exited with {}",
+                    args.first().unwrap_or(&""),
+                    out.status
+                )
+            } else {
+                err
+            })
+        }
+    }
+
+    /// (client version, server version, server arch) or why the daemon does not answer.
+    pub fn versions(&self) -> Result<(String, String, String), String> {
+        let s = self.capture(&[
+            "version",
+            "--format",
+            "{{.Client.Version}}|{{.Server.Version}}|{{.Server.Arch}}",
+        ])?;
+        let mut p = s.split('|');
+        match (p.next(), p.next(), p.next()) {
+            (Some(c), Some(v), Some(a)) if !v.is_empty() => Ok((c.into(), v.into(), a.into())),
+            _ => Err(format!("unexpected `docker version` output: {s}")),
+        }
+    }
+
+    pub fn label(&self, image: &str, label: &str) -> Option<String> {
+        let fmt = format!("{{{{ index .Config.Labels \"{label}\" }}}}");
+        self.capture(&["image", "inspect", "--format", &fmt, image])
+            .ok()
+            .filter(|s| !s.is_empty() && s != "<no value>")
+    }
+
+    pub fn image_id_and_size(&self, image: &str) -> Option<(String, u64)> {
+        let s = self
+            .capture(&["image", "inspect", "--format", "{{.Id}}|{{.Size}}", image])
+            .ok()?;
+        let (id, size) = s.split_once('|')?;
+        Some((id.to_string(), size.parse().ok()?))
+    }
+
+    pub fn tag(&self, src: &str, dst: &str) -> Result<(), String> {
+        self.capture(&["tag", src, dst]).map(|_| ())
+    }
+
+    /// Push one tag; returns the registry digest the client reports.
+    pub fn push(&self, tag: &str) -> Result<Option<String>, String> {
+        let out = self.capture(&["push", tag])?;
+        Ok(out
+            .split_whitespace()
+            .find(|w| w.starts_with("sha256:"))
+            .map(str::to_string))
+    }
+
+    pub fn run_detached(&self, args: &[String]) -> Result<String, String> {
+        let mut a = vec!["run", "-d"];
+        a.extend(args.iter().map(String::as_str));
+        self.capture(&a)
+    }
+
+    pub fn remove_container(&self, name: &str) {
+        let _ = self.capture(&["rm", "-f", "-v", name]);
+    }
+
+    pub fn exec(&self, container: &str, argv: &[&str]) -> Result<String, String> {
+        let mut a = vec!["exec", container];
+        a.extend_from_slice(argv);
+        self.capture(&a)
+    }
+
+    pub fn logs(&self, container: &str) -> String {
+        self.expr(&["logs", container])
+            .stderr_to_stdout()
+            .stdout_capture()
+            .unchecked()
+            .run()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+}
+
+/// Run any non-docker program (ssh, for verify) with an argv and optional stdin.
+pub fn run_program(
+    program: &Path,
+    args: &[String],
+    stdin: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<(i32, Vec<u8>, Vec<u8>), String> {
+    let mut e = duct::cmd(program, args)
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked();
+    e = match stdin {
+        Some(b) => e.stdin_bytes(b.to_vec()),
+        None => e.stdin_null(),
+    };
+    let handle = e
+        .start()
+        .map_err(|err| format!("cannot run {}: {err}", program.display()))?;
+    let start = Instant::now();
+    loop {
+        match handle.try_wait() {
+            Ok(Some(o)) => {
+                return Ok((
+                    o.status.code().unwrap_or(-1),
+                    o.stdout.clone(),
+                    o.stderr.clone(),
+                ))
+            }
+            Ok(None) if start.elapsed() > timeout => {
+                let _ = handle.kill();
+                return Err(format!(
+                    "{} did not finish within {}s",
+                    program.display(),
+                    timeout.as_secs()
+                ));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            Err(err) => return Err(format!("{} failed: {err}", program.display())),
+        }
+    }
+}

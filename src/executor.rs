@@ -1,0 +1,371 @@
+//! Executors run one build attempt. The scheduler only talks to the [`Executor`]
+//! trait, so scheduling, retries, timeouts, cancellation and the manifest are tested
+//! with [`FakeExecutor`] — fast and deterministic — while [`DockerExecutor`] runs real
+//! `docker build`s.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::docker::{BuildRequest, Docker, Exit, Stop};
+
+/// One unit of work: a cell's image, or a shared stage built once ahead of its cells.
+#[derive(Clone, Debug)]
+pub struct Job {
+    pub id: String,
+    pub request: BuildRequest,
+    pub log_path: PathBuf,
+    pub input_hash: String,
+    /// Tag checked for `up-to-date` (None for shared stages, which are never skipped).
+    pub primary_tag: Option<String>,
+}
+
+/// Progress inside a build: step k of n and its text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Step {
+    pub index: u32,
+    pub total: u32,
+    pub text: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AttemptEnd {
+    Succeeded,
+    Failed {
+        exit_code: i32,
+        transient: bool,
+    },
+    TimedOut,
+    Cancelled,
+    /// The client could not even be started.
+    Error(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct AttemptResult {
+    pub end: AttemptEnd,
+    /// The last lines of output, for the failure report.
+    pub tail: Vec<String>,
+}
+
+pub trait Executor: Sync {
+    /// Whether the job's tag exists with the same input hash.
+    fn up_to_date(&self, job: &Job) -> bool;
+    /// Run one attempt. `stop` is polled while it runs.
+    fn attempt(
+        &self,
+        job: &Job,
+        attempt: u32,
+        on_step: &mut dyn FnMut(Step),
+        stop: &(dyn Fn() -> Option<Stop> + Sync),
+    ) -> AttemptResult;
+    /// Image id and size after a successful build.
+    fn image_info(&self, job: &Job) -> Option<(String, u64)>;
+}
+
+/// Parse a build step from either builder's output.
+///
+/// Legacy: `Step 5/21 : RUN …`. BuildKit (`--progress=plain`): `#8 [conda 2/4] RUN …`.
+pub fn parse_step(line: &str) -> Option<Step> {
+    if let Some(rest) = line.strip_prefix("Step ") {
+        let (frac, text) = rest.split_once(" : ")?;
+        let (k, n) = frac.split_once('/')?;
+        return Some(Step {
+            index: k.parse().ok()?,
+            total: n.parse().ok()?,
+            text: text.trim().to_string(),
+        });
+    }
+    let rest = line.strip_prefix('#')?;
+    let (num, rest) = rest.split_once(' ')?;
+    if !num.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let inner = rest.strip_prefix('[')?;
+    let (head, text) = inner.split_once("] ")?;
+    let frac = head.rsplit(' ').next()?;
+    let (k, n) = frac.split_once('/')?;
+    let stage = head
+        .rsplit_once(' ')
+        .map(|(s, _)| format!("{s}: "))
+        .unwrap_or_default();
+    Some(Step {
+        index: k.parse().ok()?,
+        total: n.parse().ok()?,
+        text: format!("{stage}{}", text.trim()),
+    })
+}
+
+/// Output that says the failure came from the network or a registry/mirror hiccup.
+pub fn looks_transient(tail: &[String]) -> bool {
+    const SIGNS: &[&str] = &[
+        "temporary failure in name resolution",
+        "could not resolve host",
+        "connection reset",
+        "connection timed out",
+        "connection refused",
+        "tls handshake timeout",
+        "i/o timeout",
+        "503 service",
+        "502 bad gateway",
+        "500 internal server error",
+        "504 gateway",
+        "toomanyrequests",
+        "too many requests",
+        "hash sum mismatch",
+        "failed to fetch",
+        "readtimeouterror",
+        "unexpected eof",
+        "curl: (56)",
+        "curl: (28)",
+        "curl: (35)",
+        "network is unreachable",
+        "net/http: request canceled",
+    ];
+    tail.iter().any(|l| {
+        let l = l.to_ascii_lowercase();
+        SIGNS.iter().any(|s| l.contains(s))
+    })
+}
+
+pub struct DockerExecutor {
+    pub docker: Docker,
+    pub grace: Duration,
+}
+
+const TAIL: usize = 40;
+
+impl Executor for DockerExecutor {
+    fn up_to_date(&self, job: &Job) -> bool {
+        job.primary_tag
+            .as_ref()
+            .and_then(|t| self.docker.label(t, "io.image-matrix.input-hash"))
+            .is_some_and(|h| h == job.input_hash)
+    }
+
+    fn attempt(
+        &self,
+        job: &Job,
+        attempt: u32,
+        on_step: &mut dyn FnMut(Step),
+        stop: &(dyn Fn() -> Option<Stop> + Sync),
+    ) -> AttemptResult {
+        let mut tail: VecDeque<String> = VecDeque::with_capacity(TAIL);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&job.log_path);
+        let mut log = match log {
+            Ok(f) => f,
+            Err(e) => {
+                return AttemptResult {
+                    end: AttemptEnd::Error(format!(
+                        "cannot open log {}: {e}",
+                        job.log_path.display()
+                    )),
+                    tail: Vec::new(),
+                }
+            }
+        };
+        let _ = writeln!(
+            log,
+            "# image-matrix build log: {} (attempt {attempt}, {})\n# command: {}\n",
+            job.id,
+            crate::manifest::now(),
+            self.docker.build_command_line(&job.request)
+        );
+        if let Some(f) = &job.request.iidfile {
+            let _ = std::fs::remove_file(f);
+        }
+        let mut on_line = |line: &str| {
+            let _ = writeln!(log, "{line}");
+            if tail.len() == TAIL {
+                tail.pop_front();
+            }
+            tail.push_back(line.to_string());
+            if let Some(s) = parse_step(line) {
+                on_step(s);
+            }
+        };
+        let result = self
+            .docker
+            .build_streaming(&job.request, &mut on_line, stop, self.grace);
+        let tail: Vec<String> = tail.into_iter().collect();
+        let end = match result {
+            Err(e) => {
+                AttemptEnd::Error(format!("cannot run {}: {e}", self.docker.client.display()))
+            }
+            Ok((_, Some(Stop::Cancelled))) => AttemptEnd::Cancelled,
+            Ok((_, Some(Stop::TimedOut))) => AttemptEnd::TimedOut,
+            Ok((Exit::Code(0), None)) => AttemptEnd::Succeeded,
+            Ok((exit, None)) => {
+                let code = exit.code();
+                AttemptEnd::Failed {
+                    exit_code: code,
+                    transient: code != 125 && looks_transient(&tail),
+                }
+            }
+        };
+        let _ = log.flush();
+        AttemptResult { end, tail }
+    }
+
+    fn image_info(&self, job: &Job) -> Option<(String, u64)> {
+        let id = job
+            .request
+            .iidfile
+            .as_ref()
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .map(|s| s.trim().to_string());
+        let reference = id.clone().or_else(|| job.primary_tag.clone())?;
+        self.docker.image_id_and_size(&reference)
+    }
+}
+
+/// A scripted executor for tests: each job id maps to a queue of attempt results.
+#[derive(Default)]
+pub struct FakeExecutor {
+    pub scripts: Mutex<std::collections::HashMap<String, VecDeque<FakeAttempt>>>,
+    pub up_to_date: Vec<String>,
+    pub calls: Mutex<Vec<String>>,
+}
+
+#[derive(Clone, Debug)]
+pub enum FakeAttempt {
+    Ok {
+        millis: u64,
+    },
+    Fail {
+        code: i32,
+        transient: bool,
+    },
+    /// Runs until stopped (for timeouts and cancellation).
+    Hang,
+}
+
+impl FakeExecutor {
+    pub fn script(&self, id: &str, attempts: Vec<FakeAttempt>) {
+        if let Ok(mut s) = self.scripts.lock() {
+            s.insert(id.to_string(), attempts.into());
+        }
+    }
+}
+
+impl Executor for FakeExecutor {
+    fn up_to_date(&self, job: &Job) -> bool {
+        self.up_to_date.contains(&job.id)
+    }
+
+    fn attempt(
+        &self,
+        job: &Job,
+        attempt: u32,
+        on_step: &mut dyn FnMut(Step),
+        stop: &(dyn Fn() -> Option<Stop> + Sync),
+    ) -> AttemptResult {
+        if let Ok(mut c) = self.calls.lock() {
+            c.push(format!("{}#{attempt}", job.id));
+        }
+        let next = self
+            .scripts
+            .lock()
+            .ok()
+            .and_then(|mut s| s.get_mut(&job.id).and_then(VecDeque::pop_front));
+        on_step(Step {
+            index: 1,
+            total: 2,
+            text: "RUN fake".into(),
+        });
+        let end = match next.unwrap_or(FakeAttempt::Ok { millis: 0 }) {
+            FakeAttempt::Ok { millis } => {
+                let t = std::time::Instant::now();
+                loop {
+                    if let Some(s) = stop() {
+                        break if s == Stop::Cancelled {
+                            AttemptEnd::Cancelled
+                        } else {
+                            AttemptEnd::TimedOut
+                        };
+                    }
+                    if t.elapsed() >= Duration::from_millis(millis) {
+                        break AttemptEnd::Succeeded;
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+            FakeAttempt::Fail { code, transient } => AttemptEnd::Failed {
+                exit_code: code,
+                transient,
+            },
+            FakeAttempt::Hang => loop {
+                if let Some(s) = stop() {
+                    break if s == Stop::Cancelled {
+                        AttemptEnd::Cancelled
+                    } else {
+                        AttemptEnd::TimedOut
+                    };
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            },
+        };
+        AttemptResult {
+            end,
+            tail: vec![format!("fake output of {}", job.id)],
+        }
+    }
+
+    fn image_info(&self, job: &Job) -> Option<(String, u64)> {
+        Some((format!("sha256:{}", job.id), 1000))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_from_both_builders() {
+        assert_eq!(
+            parse_step("Step 5/21 : RUN bash x").unwrap(),
+            Step {
+                index: 5,
+                total: 21,
+                text: "RUN bash x".into()
+            }
+        );
+        assert_eq!(
+            parse_step("#9 [conda 2/4] RUN bash /tmp/image-matrix/conda/install-conda.sh").unwrap(),
+            Step {
+                index: 2,
+                total: 4,
+                text: "conda: RUN bash /tmp/image-matrix/conda/install-conda.sh".into()
+            }
+        );
+        assert_eq!(
+            parse_step("#5 [stage-2 1/5] COPY --from=conda a b")
+                .unwrap()
+                .index,
+            1
+        );
+        assert!(parse_step("#9 0.512 Collecting numpy").is_none());
+        assert!(parse_step("Successfully built 123").is_none());
+    }
+
+    #[test]
+    fn transient_failures_are_recognised() {
+        assert!(looks_transient(&[
+            "curl: (56) Recv failure: Connection reset by peer".into()
+        ]));
+        assert!(looks_transient(&[
+            "E: Failed to fetch http://deb.debian.org/x  Hash Sum mismatch".into()
+        ]));
+        assert!(!looks_transient(&[
+            "image-matrix: x.sh: SHA256 mismatch: expected a, got b".into()
+        ]));
+        assert!(!looks_transient(&[
+            "ERROR: No matching distribution found for nothere".into()
+        ]));
+    }
+}

@@ -1,0 +1,191 @@
+//! The build manifest: what a run did, per cell. The only module that writes it.
+//!
+//! Written atomically (temp file in the same directory, fsync, rename) after every
+//! cell finishes, so that a crash at any moment leaves the previous complete version.
+//! Schema version 1 is documented in the README.
+
+use std::io::Write;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+pub const SCHEMA: u32 = 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    Built,
+    UpToDate,
+    Failed,
+    TimedOut,
+    Cancelled,
+    NotStarted,
+    Excluded,
+}
+
+impl Status {
+    pub fn succeeded(self) -> bool {
+        matches!(self, Status::Built | Status::UpToDate)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Built => "built",
+            Status::UpToDate => "up-to-date",
+            Status::Failed => "failed",
+            Status::TimedOut => "timed-out",
+            Status::Cancelled => "cancelled",
+            Status::NotStarted => "not-started",
+            Status::Excluded => "excluded",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Coordinates {
+    pub python: String,
+    pub miniconda: String,
+    pub base: String,
+    pub os: String,
+    pub cuda: Option<String>,
+    pub cudnn: Option<String>,
+    pub flavor: Option<String>,
+    pub platform: String,
+    pub variant: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Installer {
+    pub file: String,
+    pub sha256: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CheckResult {
+    pub name: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Verification {
+    pub ok: bool,
+    pub ready_seconds: Option<f64>,
+    pub checks: Vec<CheckResult>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Pushed {
+    pub tag: String,
+    pub digest: Option<String>,
+    pub ok: bool,
+    pub attempts: u32,
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct CellRecord {
+    pub id: String,
+    pub tags: Vec<String>,
+    pub coordinates: Coordinates,
+    pub installer: Option<Installer>,
+    pub input_hash: Option<String>,
+    pub status: Status,
+    pub attempts: u32,
+    pub exit_code: Option<i32>,
+    pub duration_seconds: f64,
+    pub log: Option<String>,
+    pub image_id: Option<String>,
+    pub size_bytes: Option<u64>,
+    /// Why it failed, was cancelled or excluded, in one line.
+    pub reason: Option<String>,
+    pub verification: Option<Verification>,
+    #[serde(default)]
+    pub pushed: Vec<Pushed>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct DockerInfo {
+    pub client: String,
+    pub server: String,
+    pub builder: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    pub version: u32,
+    pub tool: String,
+    pub tool_version: String,
+    pub started: String,
+    pub finished: Option<String>,
+    pub matrix: String,
+    pub matrix_sha256: String,
+    pub docker: Option<DockerInfo>,
+    pub cells: Vec<CellRecord>,
+}
+
+impl Manifest {
+    pub fn new(matrix: &str, matrix_sha256: &str, docker: Option<DockerInfo>) -> Self {
+        Manifest {
+            version: SCHEMA,
+            tool: "image-matrix".into(),
+            tool_version: env!("CARGO_PKG_VERSION").into(),
+            started: now(),
+            finished: None,
+            matrix: matrix.into(),
+            matrix_sha256: matrix_sha256.into(),
+            docker,
+            cells: Vec::new(),
+        }
+    }
+
+    pub fn count(&self, s: Status) -> usize {
+        self.cells.iter().filter(|c| c.status == s).count()
+    }
+}
+
+pub fn now() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+/// Write atomically: temp file beside the target, fsync, rename, fsync the directory.
+pub fn write(path: &Path, m: &Manifest) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".manifest.")
+        .suffix(".tmp")
+        .tempfile_in(dir)?;
+    serde_json::to_writer_pretty(&mut tmp, m).map_err(std::io::Error::other)?;
+    tmp.write_all(b"\n")?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+pub fn read(path: &Path) -> Result<Manifest, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read manifest {}: {e}", path.display()))?;
+    let m: Manifest = serde_json::from_str(&text).map_err(|e| {
+        format!(
+            "{}:{}:{}: not a manifest: {e}",
+            path.display(),
+            e.line(),
+            e.column()
+        )
+    })?;
+    if m.version != SCHEMA {
+        return Err(format!(
+            "{}: manifest version {} is not supported (expected {SCHEMA})",
+            path.display(),
+            m.version
+        ));
+    }
+    Ok(m)
+}
