@@ -95,7 +95,7 @@ impl Docker {
     fn expr(&self, args: &[&str]) -> duct::Expression {
         let mut argv = self.prefix();
         argv.extend(args.iter().map(OsString::from));
-        duct::cmd(&self.client, argv)
+        duct::cmd(self.client.as_os_str(), argv)
     }
 
     /// Environment the build client needs for the chosen builder.
@@ -180,7 +180,7 @@ impl Docker {
         grace: Duration,
     ) -> std::io::Result<(Exit, Option<Stop>)> {
         let args = self.build_args(r);
-        let mut e = duct::cmd(&self.client, &args)
+        let mut e = duct::cmd(self.client.as_os_str(), &args)
             .stderr_to_stdout()
             .unchecked();
         if let Some((k, v)) = self.build_env() {
@@ -348,7 +348,7 @@ pub fn run_program(
     stdin: Option<&[u8]>,
     timeout: Duration,
 ) -> Result<(i32, Vec<u8>, Vec<u8>), String> {
-    let mut e = duct::cmd(program, args)
+    let mut e = duct::cmd(program.as_os_str(), args)
         .stdout_capture()
         .stderr_capture()
         .unchecked();

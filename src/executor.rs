@@ -98,6 +98,27 @@ pub fn parse_step(line: &str) -> Option<Step> {
     })
 }
 
+/// Drop terminal escape sequences (the legacy builder colours stderr red).
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for n in chars.by_ref() {
+                    if n.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Output that says the failure came from the network or a registry/mirror hiccup.
 pub fn looks_transient(tail: &[String]) -> bool {
     const SIGNS: &[&str] = &[
@@ -179,8 +200,10 @@ impl Executor for DockerExecutor {
         if let Some(f) = &job.request.iidfile {
             let _ = std::fs::remove_file(f);
         }
-        let mut on_line = |line: &str| {
-            let _ = writeln!(log, "{line}");
+        let mut on_line = |raw: &str| {
+            let _ = writeln!(log, "{raw}");
+            let clean = strip_ansi(raw);
+            let line = clean.as_str();
             if tail.len() == TAIL {
                 tail.pop_front();
             }
@@ -351,6 +374,14 @@ mod tests {
         );
         assert!(parse_step("#9 0.512 Collecting numpy").is_none());
         assert!(parse_step("Successfully built 123").is_none());
+    }
+
+    #[test]
+    fn ansi_colour_is_stripped() {
+        assert_eq!(
+            strip_ansi("\x1b[91mimage-matrix: bad\x1b[0m"),
+            "image-matrix: bad"
+        );
     }
 
     #[test]

@@ -15,13 +15,16 @@ pub mod executor;
 pub mod exit;
 pub mod filter;
 pub mod manifest;
+pub mod nightly;
 pub mod plan;
 pub mod plan_out;
 pub mod raw;
 pub mod reference;
 pub mod render;
+pub mod reporter;
 pub mod scheduler;
 pub mod settings;
+pub mod verify;
 pub mod version;
 pub mod yaml;
 
@@ -121,9 +124,18 @@ pub fn run(cli: Cli) -> i32 {
             ));
             exit::OK
         }
-        _ => {
-            err("not yet");
-            exit::USAGE
+        Command::Build(args) => {
+            if args.jobs == 0 {
+                err("error: -j must be at least 1");
+                return exit::USAGE;
+            }
+            let plan = match load_plan(&cli, &args.select) {
+                Ok(p) => p,
+                Err(code) => return code,
+            };
+            nightly::build(&plan, args)
         }
+        Command::Verify(args) => verify::run(args),
+        Command::Push(args) => nightly::push(args),
     }
 }

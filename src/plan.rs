@@ -411,10 +411,18 @@ pub fn plan_text(
     }
     cells.sort_by(|a, b| sort_key(a).cmp(&sort_key(b)));
     excluded.sort_by(|a, b| a.id.cmp(&b.id));
+    disambiguate_ids(&mut cells);
     let mut seen_ids: HashMap<String, usize> = HashMap::new();
     for (i, c) in cells.iter().enumerate() {
         if let Some(j) = seen_ids.insert(c.id.clone(), i) {
-            d.error(None, "bases", format!("cells {} and {} have the same coordinates (id `{}`): two bases differ only by registry?", j, i, c.id));
+            d.error(
+                None,
+                "bases",
+                format!(
+                    "cells {j} and {i} have the same coordinates (id `{}`)",
+                    c.id
+                ),
+            );
         }
     }
     assign_tags(&mut cells, &settings, &raw, &opts.date, &mut d);
@@ -865,6 +873,28 @@ fn cell_id(py: PyVersion, base: &Base, variant: &Variant, platform: &str) -> Str
         id.push_str(&variant.name);
     }
     id
+}
+
+/// Cells whose readable ids collide (same Python, OS slug, arch and variant) get the
+/// Miniconda release and, if still needed, a short hash of the base reference: both
+/// are coordinates, so ids stay independent of the order of the YAML.
+fn disambiguate_ids(cells: &mut [Cell]) {
+    for round in 0..2 {
+        let mut count: HashMap<String, usize> = HashMap::new();
+        for c in cells.iter() {
+            *count.entry(c.id.clone()).or_default() += 1;
+        }
+        for c in cells.iter_mut() {
+            if count[&c.id] > 1 {
+                if round == 0 {
+                    c.id = format!("{}-conda{}", c.id, c.miniconda);
+                } else {
+                    let h = hex(&Sha256::digest(c.base.reference.as_bytes()));
+                    c.id = format!("{}-{}", c.id, &h[..6]);
+                }
+            }
+        }
+    }
 }
 
 type SortKey = (

@@ -1,0 +1,254 @@
+//! The only module that draws on the terminal during a build.
+//!
+//! On a terminal: an indicatif root bar (done/total, failures, elapsed, ETA) and one
+//! line per running build with its current step. Elsewhere (CI): one plain line per
+//! event. `--quiet` keeps failures and the summary. `NO_COLOR` turns colour off.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::manifest::{Manifest, Status};
+use crate::scheduler::{Event, Outcome};
+
+pub struct Reporter {
+    mode: Mode,
+    color: bool,
+    total: usize,
+    done: usize,
+    failed: usize,
+    started: Instant,
+    steps: HashMap<String, String>,
+}
+
+enum Mode {
+    Bars {
+        multi: MultiProgress,
+        root: ProgressBar,
+        lines: HashMap<String, ProgressBar>,
+    },
+    Plain,
+    Quiet,
+}
+
+fn fmt_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+impl Reporter {
+    pub fn new(total: usize, quiet: bool) -> Self {
+        let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+            && std::io::stderr().is_terminal();
+        let mode = if quiet {
+            Mode::Quiet
+        } else if std::io::stderr().is_terminal() {
+            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+            let root = multi.add(ProgressBar::new(total as u64));
+            let tpl = if color {
+                "{prefix:.bold} [{bar:30.cyan/blue}] {pos}/{len} {msg} elapsed {elapsed} eta {eta}"
+            } else {
+                "{prefix} [{bar:30}] {pos}/{len} {msg} elapsed {elapsed} eta {eta}"
+            };
+            root.set_style(
+                ProgressStyle::with_template(tpl)
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+            );
+            root.set_prefix("images");
+            root.enable_steady_tick(Duration::from_millis(200));
+            Mode::Bars {
+                multi,
+                root,
+                lines: HashMap::new(),
+            }
+        } else {
+            Mode::Plain
+        };
+        Reporter {
+            mode,
+            color,
+            total,
+            done: 0,
+            failed: 0,
+            started: Instant::now(),
+            steps: HashMap::new(),
+        }
+    }
+
+    /// Print a line without tearing the bars.
+    pub fn line(&self, text: &str) {
+        match &self.mode {
+            Mode::Bars { multi, .. } => {
+                let _ = multi.println(text);
+            }
+            _ => crate::err(text),
+        }
+    }
+
+    fn paint(&self, text: &str, code: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    }
+
+    pub fn event(&mut self, ev: &Event) {
+        match ev {
+            Event::Started { id, attempt } => {
+                let again = if *attempt > 1 {
+                    format!(" (attempt {attempt})")
+                } else {
+                    String::new()
+                };
+                match &mut self.mode {
+                    Mode::Bars { multi, lines, .. } => {
+                        let pb = lines.entry(id.clone()).or_insert_with(|| {
+                            let pb = multi.add(ProgressBar::new_spinner());
+                            pb.set_style(
+                                ProgressStyle::with_template("  {spinner} {prefix} {msg}")
+                                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                            );
+                            pb.set_prefix(id.clone());
+                            pb.enable_steady_tick(Duration::from_millis(120));
+                            pb
+                        });
+                        pb.set_message(format!("starting{again}"));
+                    }
+                    Mode::Plain => crate::err(&format!("[{}] started {id}{again}", self.clock())),
+                    Mode::Quiet => {}
+                }
+            }
+            Event::Step { id, step } => {
+                let text: String = step.text.chars().take(70).collect();
+                let msg = format!("{}/{} {text}", step.index, step.total);
+                match &mut self.mode {
+                    Mode::Bars { lines, .. } => {
+                        if let Some(pb) = lines.get(id) {
+                            pb.set_message(msg);
+                        }
+                    }
+                    Mode::Plain => {
+                        // one line per step change, not per output line
+                        if self.steps.get(id) != Some(&msg) {
+                            crate::err(&format!("[{}] {id} step {msg}", self.clock()));
+                            self.steps.insert(id.clone(), msg);
+                        }
+                    }
+                    Mode::Quiet => {}
+                }
+            }
+            Event::Retrying { id, attempt, wait } => {
+                self.line(&format!(
+                    "[{}] {id}: transient failure; attempt {attempt} in {}",
+                    self.clock(),
+                    fmt_duration(*wait)
+                ));
+            }
+            Event::Finished(o) => self.finished(o),
+        }
+    }
+
+    fn clock(&self) -> String {
+        fmt_duration(self.started.elapsed())
+    }
+
+    fn finished(&mut self, o: &Outcome) {
+        let counts = !o.id.starts_with("shared:");
+        if counts {
+            self.done += 1;
+            if !o.status.succeeded() {
+                self.failed += 1;
+            }
+        }
+        let status = match o.status {
+            Status::Built | Status::UpToDate => self.paint(o.status.as_str(), "32"),
+            Status::NotStarted | Status::Cancelled => self.paint(o.status.as_str(), "33"),
+            _ => self.paint(o.status.as_str(), "31"),
+        };
+        let text = format!(
+            "[{}] finished {} {status} in {}",
+            self.clock(),
+            o.id,
+            fmt_duration(o.duration)
+        );
+        let (done, failed) = (self.done, self.failed);
+        match &mut self.mode {
+            Mode::Bars { root, lines, multi } => {
+                if let Some(pb) = lines.remove(&o.id) {
+                    pb.finish_and_clear();
+                    multi.remove(&pb);
+                }
+                if counts {
+                    root.set_position(done as u64);
+                    root.set_message(if failed > 0 {
+                        format!("({failed} failed)")
+                    } else {
+                        String::new()
+                    });
+                }
+                let _ = multi.println(text);
+            }
+            Mode::Plain => crate::err(&text),
+            Mode::Quiet => {
+                if !o.status.succeeded() && o.status != Status::NotStarted {
+                    crate::err(&text);
+                }
+            }
+        }
+    }
+
+    /// A failed build: its last lines between rulers, the log and how to reproduce it.
+    pub fn failure(&self, o: &Outcome, log: &str, repro: &str) {
+        let rule = "─".repeat(78);
+        let mut s = format!(
+            "\n{} {} ({})\n{rule}\n",
+            self.paint("✗", "31"),
+            o.id,
+            o.reason.clone().unwrap_or_default()
+        );
+        for l in o.tail.iter().rev().take(20).rev() {
+            s.push_str(l);
+            s.push('\n');
+        }
+        s.push_str(&format!("{rule}\nfull log: {log}\nreproduce: {repro}\n"));
+        self.line(&s);
+    }
+
+    pub fn finish(&mut self) {
+        if let Mode::Bars { root, .. } = &self.mode {
+            root.finish_and_clear();
+        }
+    }
+
+    pub fn summary(&self, m: &Manifest, manifest_path: &str) {
+        let order = [
+            Status::Built,
+            Status::UpToDate,
+            Status::Failed,
+            Status::TimedOut,
+            Status::Cancelled,
+            Status::NotStarted,
+            Status::Excluded,
+        ];
+        let parts: Vec<String> = order
+            .iter()
+            .map(|s| (s, m.count(*s)))
+            .filter(|(_, n)| *n > 0)
+            .map(|(s, n)| format!("{n} {}", s.as_str()))
+            .collect();
+        crate::err(&format!(
+            "\n{} cells in {}: {}\nmanifest: {manifest_path}",
+            self.total,
+            fmt_duration(self.started.elapsed()),
+            parts.join(", ")
+        ));
+    }
+}
