@@ -409,7 +409,7 @@ pub fn plan_text(
         );
         return Err(PlanError::Invalid(d.sorted()));
     }
-    cells.sort_by(|a, b| sort_key(a).cmp(&sort_key(b)));
+    cells.sort_by_key(sort_key);
     excluded.sort_by(|a, b| a.id.cmp(&b.id));
     disambiguate_ids(&mut cells);
     let mut seen_ids: HashMap<String, usize> = HashMap::new();
