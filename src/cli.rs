@@ -100,7 +100,7 @@ pub enum Builder {
 #[derive(Args, Debug)]
 pub struct DockerArgs {
     /// The docker client to run.
-    #[arg(long, env = "DOCKER", default_value = "docker")]
+    #[arg(long, env = "DOCKER", hide_env_values = true, default_value = "docker")]
     pub docker: PathBuf,
     /// Docker context to use (otherwise DOCKER_HOST / the current context).
     #[arg(long)]

@@ -112,6 +112,11 @@ impl Diags {
 
 /// "did you mean" for a misspelt word, when one candidate is close enough.
 pub fn did_you_mean<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    if word.len() >= 3 {
+        if let Some(c) = candidates.iter().find(|c| c.starts_with(word)) {
+            return Some(c);
+        }
+    }
     candidates
         .iter()
         .map(|c| (strsim::damerau_levenshtein(word, c), *c))

@@ -400,7 +400,11 @@ pub fn plan_text(
         let why = if coords.is_empty() {
             "no bases or no python versions are listed".to_string()
         } else {
-            format!("all {} cells are excluded", coords.len())
+            if coords.len() == 1 {
+                "its only cell is excluded".to_string()
+            } else {
+                format!("all {} cells are excluded", coords.len())
+            }
         };
         d.error(
             Some(Pos { line: 1, col: 1 }),

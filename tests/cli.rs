@@ -1,0 +1,375 @@
+//! The real `matrix` binary driven on temp dirs: plan output in every format, help,
+//! rendering, the bad-input corpus, and the fake-docker process tests.
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+
+fn matrix() -> Command {
+    let mut c = Command::cargo_bin("matrix").expect("binary");
+    c.env_remove("MATRIX_FILE").env("NO_COLOR", "1");
+    c
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn stdout_of(args: &[&str], dir: &Path) -> String {
+    let out = matrix().current_dir(dir).args(args).output().expect("run");
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+#[test]
+fn help_is_stable() {
+    insta::assert_snapshot!("help", stdout_of(&["--help"], &root()));
+    insta::assert_snapshot!("help_build", stdout_of(&["build", "--help"], &root()));
+    insta::assert_snapshot!("help_plan", stdout_of(&["plan", "--help"], &root()));
+}
+
+#[test]
+fn shipped_matrix_plans_in_every_format() {
+    let r = root();
+    insta::assert_snapshot!("plan_table", stdout_of(&["plan", "--date", "20260101"], &r));
+    insta::assert_snapshot!(
+        "plan_json",
+        stdout_of(&["plan", "--date", "20260101", "--format", "json"], &r)
+    );
+    insta::assert_snapshot!(
+        "plan_bake",
+        stdout_of(
+            &[
+                "plan",
+                "--date",
+                "20260101",
+                "--format",
+                "bake",
+                "--filter",
+                "python=3.10"
+            ],
+            &r
+        )
+    );
+    insta::assert_snapshot!(
+        "plan_gha",
+        stdout_of(
+            &[
+                "plan",
+                "--date",
+                "20260101",
+                "--format",
+                "gha",
+                "--filter",
+                "os=ubuntu24.04"
+            ],
+            &r
+        )
+    );
+}
+
+#[test]
+fn the_seed_cell_gets_the_seed_tag_and_installer() {
+    let v: serde_json::Value = serde_json::from_str(&stdout_of(
+        &[
+            "plan",
+            "--format",
+            "json",
+            "--filter",
+            "id=py3.10-cuda12.1.0-*",
+        ],
+        &root(),
+    ))
+    .unwrap();
+    let cells = v["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), 1);
+    assert_eq!(
+        cells[0]["tags"][0],
+        "miniconda:conda3-python3.10-cuda12.1.0-cudnn8-devel-ubuntu22.04"
+    );
+    assert_eq!(
+        cells[0]["installer"]["file"],
+        "Miniconda3-py310_24.5.0-0-Linux-x86_64.sh"
+    );
+    assert_eq!(
+        cells[0]["installer"]["sha256"],
+        "b3d73db6a05069fbdf20dc33fc9b6a29fa7198578f0d090c639f5ca0e84102bd"
+    );
+    assert_eq!(
+        cells[0]["installer"]["urls"][0],
+        "https://repo.anaconda.com/miniconda/Miniconda3-py310_24.5.0-0-Linux-x86_64.sh"
+    );
+    let cpu: serde_json::Value = serde_json::from_str(&stdout_of(
+        &[
+            "plan",
+            "--format",
+            "json",
+            "--filter",
+            "id=py3.10-ubuntu22.04-amd64",
+        ],
+        &root(),
+    ))
+    .unwrap();
+    assert_eq!(
+        cpu["cells"][0]["tags"][0],
+        "miniconda:conda3-python3.10-ubuntu22.04"
+    );
+}
+
+#[test]
+fn plan_warns_about_eol_bases_on_stderr() {
+    let out = matrix()
+        .current_dir(root())
+        .args(["plan"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "warning: `bases[0]`: nvidia/cuda:12.1.0-cudnn8-devel-ubuntu22.04 is end-of-life"
+        ),
+        "{err}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("warning"));
+}
+
+#[test]
+fn ids_do_not_depend_on_yaml_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = "version: 1\nbases: [ubuntu:22.04, ubuntu:24.04]\npython: [\"3.10\", \"3.9\"]\n";
+    let b = "version: 1\npython: [\"3.9\", \"3.10\"]\nbases: [ubuntu:24.04, ubuntu:22.04]\n";
+    std::fs::write(dir.path().join("a.yaml"), a).unwrap();
+    std::fs::write(dir.path().join("b.yaml"), b).unwrap();
+    let ids = |f: &str| {
+        let v: serde_json::Value = serde_json::from_str(&stdout_of(
+            &["-f", f, "plan", "--format", "json"],
+            dir.path(),
+        ))
+        .unwrap();
+        v["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["id"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let ia = ids("a.yaml");
+    assert_eq!(ia, ids("b.yaml"));
+    // versions sort as versions: 3.9 before 3.10
+    assert_eq!(
+        ia,
+        [
+            "py3.9-ubuntu22.04-amd64",
+            "py3.10-ubuntu22.04-amd64",
+            "py3.9-ubuntu24.04-amd64",
+            "py3.10-ubuntu24.04-amd64"
+        ]
+    );
+}
+
+#[test]
+fn filters_select_and_bad_filters_are_refused() {
+    let out = stdout_of(
+        &[
+            "plan",
+            "--format",
+            "gha",
+            "--filter",
+            "python=3.1*",
+            "--filter",
+            "cuda=12.4.1",
+        ],
+        &root(),
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let ids: Vec<&str> = v["include"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "py3.10-cuda12.4.1-cudnn-devel-ubuntu22.04-amd64",
+            "py3.11-cuda12.4.1-cudnn-devel-ubuntu22.04-amd64",
+            "py3.12-cuda12.4.1-cudnn-devel-ubuntu22.04-amd64"
+        ]
+    );
+    matrix()
+        .current_dir(root())
+        .args(["plan", "--filter", "pyton=3.10"])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("did you mean `python`?"));
+}
+
+/// Every file in tests/bad is refused with exit 3 and exactly the expected message.
+/// Set UPDATE_EXPECT=1 to rewrite the .stderr files (then review them).
+#[test]
+fn bad_input_corpus() {
+    let dir = root().join("tests/bad");
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 15);
+    let mut failures = Vec::new();
+    for case in &cases {
+        let name = case.file_name().unwrap().to_str().unwrap();
+        let out = matrix()
+            .current_dir(&dir)
+            .args(["-f", name, "plan"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!stderr.contains("panicked"), "{name} panicked: {stderr}");
+        assert_eq!(out.status.code(), Some(3), "{name}: {stderr}");
+        assert!(out.stdout.is_empty(), "{name} printed a plan");
+        let expected_path = case.with_extension("stderr");
+        if std::env::var_os("UPDATE_EXPECT").is_some() {
+            std::fs::write(&expected_path, &stderr).unwrap();
+            continue;
+        }
+        let expected = std::fs::read_to_string(&expected_path).unwrap_or_default();
+        if expected != stderr {
+            failures.push(format!("== {name}\nexpected:\n{expected}\ngot:\n{stderr}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn a_huge_matrix_is_refused_before_expansion() {
+    let dir = tempfile::tempdir().unwrap();
+    let bases: Vec<String> = (0..400)
+        .map(|i| format!("  - {{image: \"reg.example/b{i}:x\", os: ubuntu22.04}}\n"))
+        .collect();
+    let yaml = format!(
+        "version: 1\nbases:\n{}python: [\"3.9\", \"3.10\", \"3.11\"]\n",
+        bases.concat()
+    );
+    std::fs::write(dir.path().join("m.yaml"), yaml).unwrap();
+    matrix()
+        .current_dir(dir.path())
+        .args(["-f", "m.yaml", "plan"])
+        .assert()
+        .code(3)
+        .stderr(predicates::str::contains("expands to 1200 cells (400 bases × 3 pythons × 1 variants × 1 platforms), over the cap of 1000"));
+}
+
+#[test]
+fn a_missing_matrix_file_is_named() {
+    matrix()
+        .args(["-f", "/nonexistent/m.yaml", "plan"])
+        .assert()
+        .code(3)
+        .stderr(predicates::str::contains("cannot read /nonexistent/m.yaml"));
+}
+
+fn rendered(filter: &str) -> String {
+    let out = tempfile::tempdir().unwrap();
+    matrix()
+        .current_dir(root())
+        .args(["render", "--filter", filter, "-o"])
+        .arg(out.path())
+        .assert()
+        .success();
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(dirs.len(), 1, "{filter} selects one cell");
+    let dir = dirs.remove(0);
+    // Files rendered per cell, in full; static scripts are the same for every cell.
+    let mut s = String::new();
+    for f in [
+        "Dockerfile",
+        "system/system.env",
+        "system/apt-packages.txt",
+        "system/locale.sh",
+        "conda/conda.env",
+        "conda/mirrors.txt",
+        "conda/pip-packages.txt",
+        "conda/overrides.json",
+        "image/init/etc/defaults.env",
+    ] {
+        s.push_str(&format!(
+            "==> {f}\n{}\n",
+            std::fs::read_to_string(dir.join(f)).unwrap()
+        ));
+    }
+    let mut all: Vec<String> = walk(&dir)
+        .into_iter()
+        .map(|p| p.strip_prefix(&dir).unwrap().display().to_string())
+        .collect();
+    all.sort();
+    s.push_str(&format!("==> files\n{}\n", all.join("\n")));
+    s
+}
+
+fn walk(d: &Path) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(d).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            v.extend(walk(&p));
+        } else {
+            v.push(p);
+        }
+    }
+    v
+}
+
+#[test]
+fn rendered_contexts_for_cuda_cpu_and_debian_cells() {
+    insta::assert_snapshot!("render_cuda_ubuntu", rendered("id=py3.10-cuda12.1.0-*"));
+    insta::assert_snapshot!("render_cpu_ubuntu", rendered("id=py3.11-ubuntu22.04-amd64"));
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = "version: 1\nbases: [\"debian:bookworm\"]\npython: [\"3.11\"]\nruntime:\n  root_password: {fixed: \"123456\"}\n";
+    std::fs::write(dir.path().join("m.yaml"), yaml).unwrap();
+    let out = dir.path().join("ctx");
+    let res = matrix()
+        .current_dir(dir.path())
+        .args(["-f", "m.yaml", "render", "-o"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(res.status.success());
+    assert!(String::from_utf8_lossy(&res.stderr)
+        .contains("a fixed root password is the same in every container"));
+    let ctx = out.join("py3.11-debian12-amd64");
+    insta::assert_snapshot!(
+        "render_debian_locale",
+        std::fs::read_to_string(ctx.join("system/locale.sh")).unwrap()
+    );
+    let hash = std::fs::read_to_string(ctx.join("image/init/etc/root-password.hash")).unwrap();
+    assert!(
+        hash.starts_with("$6$") && !hash.contains("123456"),
+        "{hash}"
+    );
+    // the plaintext reaches no file of the context
+    for f in walk(&ctx) {
+        assert!(
+            !std::fs::read_to_string(&f)
+                .unwrap_or_default()
+                .contains("123456"),
+            "{} holds the password",
+            f.display()
+        );
+    }
+}
+
+#[test]
+fn rendering_is_deterministic() {
+    assert_eq!(
+        rendered("id=py3.9-ubuntu22.04-amd64"),
+        rendered("id=py3.9-ubuntu22.04-amd64")
+    );
+}
