@@ -139,6 +139,9 @@ pub struct BuildArgs {
     /// arguments (exit 125), timeouts, cancellations.
     #[arg(long, default_value_t = 0)]
     pub retries: u32,
+    /// How long a stopped build gets between SIGTERM and SIGKILL.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub kill_grace: std::time::Duration,
     /// Re-run only the cells of this manifest that did not succeed.
     #[arg(long, value_name = "MANIFEST")]
     pub resume: Option<PathBuf>,

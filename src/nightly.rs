@@ -47,7 +47,7 @@ pub fn install_signals(cancel: &Cancel, on_second: fn()) {
                 });
             }
             cancel.set(why);
-            crate::err("stopping: running builds get SIGTERM, then SIGKILL after 10s (signal again to stop at once)");
+            crate::err("stopping: running builds get SIGTERM, then SIGKILL after the grace period (signal again to stop at once)");
         }
     });
 }

@@ -1,0 +1,258 @@
+//! Process-level behaviour of `matrix build` against a fake `docker` script: children
+//! that ignore SIGTERM or fork grandchildren, floods of output, Ctrl-C of the tool,
+//! preflight, fail-fast and resume. Afterwards no child may remain and the manifest
+//! must parse.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const MATRIX: &str = "version: 1\nbases: [ubuntu:22.04]\npython: [\"3.9\", \"3.10\", \"3.11\"]\n";
+const A: &str = "py3.9-ubuntu22.04-amd64";
+const B: &str = "py3.10-ubuntu22.04-amd64";
+const C: &str = "py3.11-ubuntu22.04-amd64";
+
+struct Env {
+    dir: tempfile::TempDir,
+    mark: String,
+}
+
+impl Env {
+    fn new(mark: u32) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("matrix.yaml"), MATRIX).unwrap();
+        std::fs::create_dir(dir.path().join("state")).unwrap();
+        Env {
+            dir,
+            mark: mark.to_string(),
+        }
+    }
+    fn mode(&self, id: &str, mode: &str) {
+        std::fs::write(
+            self.dir.path().join("state").join(format!("mode-{id}")),
+            mode,
+        )
+        .unwrap();
+    }
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_matrix"));
+        c.current_dir(self.dir.path())
+            .env("FAKE_DOCKER_STATE", self.path("state"))
+            .env("FAKE_SLEEP", &self.mark)
+            .env("NO_COLOR", "1")
+            .env(
+                "DOCKER",
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake/docker"),
+            )
+            .arg("build")
+            .args(args);
+        c
+    }
+    fn run(&self, args: &[&str]) -> (i32, String) {
+        let out = self.cmd(args).output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+    fn manifest(&self) -> serde_json::Value {
+        let text = std::fs::read_to_string(self.path("out/manifest.json")).unwrap();
+        serde_json::from_str(&text).expect("the manifest parses")
+    }
+    fn status(&self, id: &str) -> String {
+        let m = self.manifest();
+        let cell = m["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == id)
+            .unwrap()
+            .clone();
+        cell["status"].as_str().unwrap().to_string()
+    }
+    /// Processes of this test's fake builds still alive.
+    fn leftovers(&self) -> Vec<String> {
+        let out = Command::new("pgrep")
+            .args(["-af", &format!("sleep {}", self.mark)])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.contains("pgrep"))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+#[test]
+fn a_timed_out_build_that_ignores_sigterm_is_killed_with_its_grandchildren() {
+    let e = Env::new(31001);
+    e.mode(A, "ignore-term");
+    let t = Instant::now();
+    let (code, err) = e.run(&["-j", "2", "--timeout", "1s", "--kill-grace", "1s"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(e.status(A), "timed-out");
+    assert_eq!(e.status(B), "built");
+    assert_eq!(e.status(C), "built");
+    assert!(
+        e.leftovers().is_empty(),
+        "left running: {:?}",
+        e.leftovers()
+    );
+    let log = std::fs::read_to_string(e.path(&format!("out/logs/{A}.log"))).unwrap();
+    assert!(
+        log.contains("# command: ") && log.contains("--iidfile"),
+        "{log}"
+    );
+}
+
+#[test]
+fn ctrl_c_cancels_running_builds_and_leaves_a_valid_manifest() {
+    let e = Env::new(31002);
+    e.mode(A, "hang");
+    e.mode(B, "ignore-term");
+    let mut child = e
+        .cmd(&["-j", "2", "--kill-grace", "1s"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while e.leftovers().len() < 3 {
+        assert!(Instant::now() < deadline, "builds did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: plain kill(2) on our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert_eq!(e.status(A), "cancelled");
+    assert_eq!(e.status(B), "cancelled");
+    assert_eq!(e.status(C), "not-started");
+    assert!(
+        e.leftovers().is_empty(),
+        "left running: {:?}",
+        e.leftovers()
+    );
+}
+
+#[test]
+fn a_second_ctrl_c_stops_at_once_and_kills_every_build() {
+    let e = Env::new(31003);
+    e.mode(A, "ignore-term");
+    let mut child = e
+        .cmd(&["-j", "1", "--kill-grace", "60s"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while e.leftovers().len() < 2 {
+        assert!(Instant::now() < deadline, "build did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let t = Instant::now();
+    for _ in 0..2 {
+        // SAFETY: plain kill(2) on our own child.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGINT);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "second Ctrl-C took {:?}",
+        t.elapsed()
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        e.leftovers().is_empty(),
+        "left running: {:?}",
+        e.leftovers()
+    );
+    e.manifest();
+}
+
+#[test]
+fn a_flood_of_output_is_logged_in_full() {
+    let e = Env::new(31004);
+    e.mode(A, "flood");
+    let (code, err) = e.run(&["--filter", "python=3.9"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(e.status(A), "built");
+    let log = std::fs::read_to_string(e.path(&format!("out/logs/{A}.log"))).unwrap();
+    assert!(log.contains("flood line 200000\n"));
+    assert!(log.lines().count() > 200_000);
+}
+
+#[test]
+fn fail_fast_cancels_and_starts_nothing_new() {
+    let e = Env::new(31005);
+    e.mode(A, "hang");
+    e.mode(B, "fail");
+    let (code, err) = e.run(&["-j", "2", "--fail-fast", "--kill-grace", "1s"]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(
+        (e.status(A), e.status(B), e.status(C)),
+        ("cancelled".into(), "failed".into(), "not-started".into())
+    );
+    // the failure is reported between rulers with the log and a reproducing command
+    assert!(
+        err.contains("E: something broke")
+            && err.contains("full log: out/logs/py3.10-ubuntu22.04-amd64.log")
+            && err.contains("reproduce: cd out/contexts/py3.10"),
+        "{err}"
+    );
+    assert!(e.leftovers().is_empty());
+}
+
+#[test]
+fn transient_failures_are_retried_when_asked() {
+    let e = Env::new(31006);
+    e.mode(A, "transient-once");
+    let (code, err) = e.run(&["--filter", "python=3.9", "--retries", "1"]);
+    assert_eq!(code, 0, "{err}");
+    let m = e.manifest();
+    assert_eq!(m["cells"][0]["attempts"], 2);
+}
+
+#[test]
+fn preflight_reports_an_absent_daemon_once() {
+    let e = Env::new(31007);
+    std::fs::write(e.path("state/daemon-down"), "").unwrap();
+    let (code, err) = e.run(&[]);
+    assert_eq!(code, 4);
+    assert_eq!(err.matches("does not answer").count(), 1, "{err}");
+    assert!(!e.path("out/manifest.json").exists());
+}
+
+#[test]
+fn resume_reruns_only_what_did_not_succeed() {
+    let e = Env::new(31008);
+    e.mode(B, "fail");
+    let (code, _) = e.run(&["-j", "1"]);
+    assert_eq!(code, 1);
+    std::fs::copy(e.path("out/manifest.json"), e.path("previous.json")).unwrap();
+    e.mode(B, "ok");
+    std::fs::write(e.path("state/calls"), "").unwrap();
+    let (code, err) = e.run(&["-j", "1", "--resume", "previous.json"]);
+    assert_eq!(code, 0, "{err}");
+    let calls = std::fs::read_to_string(e.path("state/calls")).unwrap();
+    let builds: Vec<&str> = calls.lines().filter(|l| l.starts_with("build")).collect();
+    assert_eq!(builds.len(), 1, "{calls}");
+    assert!(builds[0].ends_with(B));
+    assert_eq!(
+        (e.status(A), e.status(B), e.status(C)),
+        ("up-to-date".into(), "built".into(), "up-to-date".into())
+    );
+}
