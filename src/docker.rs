@@ -40,6 +40,18 @@ pub fn signal_group(pgid: i32, sig: i32) {
     }
 }
 
+/// Quote a word for a POSIX shell only when it needs it (`--progress=plain` stays bare).
+pub fn shell_word(w: &str) -> String {
+    let plain = !w.is_empty()
+        && w.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"_./:=@%+,-".contains(&c));
+    if plain {
+        w.to_string()
+    } else {
+        format!("'{}'", w.replace('\'', r"'\''"))
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Docker {
     pub client: PathBuf,
@@ -161,13 +173,9 @@ impl Docker {
         if let Some((k, v)) = self.build_env() {
             words.push(format!("{k}={v}"));
         }
-        words.push(self.client.display().to_string());
-        words.extend(self.build_args(r));
-        words
-            .iter()
-            .map(|w| shlex::try_quote(w).map_or_else(|_| w.clone(), |q| q.into_owned()))
-            .collect::<Vec<_>>()
-            .join(" ")
+        words.push(shell_word(&self.client.display().to_string()));
+        words.extend(self.build_args(r).iter().map(|w| shell_word(w)));
+        words.join(" ")
     }
 
     /// Run `docker build`, handing each output line to `on_line`. `stop` is polled; when
@@ -380,5 +388,32 @@ pub fn run_program(
             Ok(None) => std::thread::sleep(Duration::from_millis(50)),
             Err(err) => return Err(format!("{} failed: {err}", program.display())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reproducing_command_lines_quote_only_what_needs_it() {
+        assert_eq!(shell_word("--progress=plain"), "--progress=plain");
+        assert_eq!(shell_word("a b"), "'a b'");
+        assert_eq!(shell_word("it's"), r"'it'\''s'");
+        let d = Docker {
+            client: "docker".into(),
+            context: None,
+            builder: Builder::Buildkit,
+        };
+        let r = BuildRequest {
+            context_dir: "ctx".into(),
+            tags: vec!["r:t".into()],
+            labels: vec![("k".into(), "v w".into())],
+            ..BuildRequest::default()
+        };
+        assert_eq!(
+            d.build_command_line(&r),
+            "DOCKER_BUILDKIT=1 docker build --progress=plain -t r:t --label 'k=v w' ctx"
+        );
     }
 }

@@ -245,8 +245,9 @@ impl Reporter {
             .map(|(s, n)| format!("{n} {}", s.as_str()))
             .collect();
         crate::err(&format!(
-            "\n{} cells in {}: {}\nmanifest: {manifest_path}",
+            "\n{} cell{} in {}: {}\nmanifest: {manifest_path}",
             self.total,
+            if self.total == 1 { "" } else { "s" },
             fmt_duration(self.started.elapsed()),
             parts.join(", ")
         ));

@@ -1,0 +1,360 @@
+//! Real images on a real Docker daemon: `matrix build` of the local Debian base with
+//! the stand-in installer served from a loopback mirror, `matrix verify` from outside,
+//! a wrong SHA256 failing its cell, an image without the locale failing verification,
+//! an offline boot, a warm nightly, and the BuildKit path of Debian's docker client.
+//!
+//! These tests need a daemon and the base image (`scripts/setup-test-env.sh`, which
+//! `scripts/test.sh` runs). Without them they fail, loudly; they never skip.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const BASE: &str = "image-matrix-test/debian:bookworm";
+
+fn sh(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn docker(args: &[&str]) -> (i32, String, String) {
+    sh(Command::new("docker").args(args))
+}
+
+fn require_environment() {
+    let (code, out, err) = docker(&["version", "--format", "{{.Server.Version}}"]);
+    assert!(
+        code == 0 && !out.trim().is_empty(),
+        "these tests need a running Docker daemon (run scripts/setup-test-env.sh): {err}"
+    );
+    let (code, _, _) = docker(&["image", "inspect", BASE]);
+    assert_eq!(
+        code, 0,
+        "base image {BASE} is missing: run scripts/setup-test-env.sh"
+    );
+    let (code, _, _) = docker(&["image", "inspect", "image-matrix-test/debian:12"]);
+    assert_eq!(
+        code, 0,
+        "base image image-matrix-test/debian:12 is missing: run scripts/setup-test-env.sh"
+    );
+    assert!(
+        Command::new("sshpass").arg("-V").output().is_ok(),
+        "verify needs sshpass: run scripts/setup-test-env.sh"
+    );
+}
+
+/// The stand-in mirror, stopped when dropped.
+struct Mirror {
+    port: String,
+    sha: String,
+    pid: String,
+}
+
+impl Mirror {
+    fn start(dir: &Path) -> Mirror {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/standin-mirror.sh");
+        let (code, out, err) = sh(Command::new(script).arg(dir).args([
+            "Miniconda3-py311_24.5.0-0-Linux-x86_64.sh",
+            "Miniconda3-py311_23.11.0-2-Linux-x86_64.sh",
+        ]));
+        assert_eq!(code, 0, "mirror did not start: {err}");
+        let mut w = out.split_whitespace();
+        let (port, sha) = (w.next().unwrap().to_string(), w.next().unwrap().to_string());
+        let pid = std::fs::read_to_string(dir.join("server.pid"))
+            .unwrap()
+            .trim()
+            .to_string();
+        Mirror { port, sha, pid }
+    }
+}
+
+impl Drop for Mirror {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(&self.pid).status();
+    }
+}
+
+/// Images of this run, removed at the end.
+struct Cleanup(String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let (_, ids, _) = docker(&[
+            "image",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("reference={}/*", self.0),
+        ]);
+        let (_, broken, _) = docker(&["image", "ls", "-q", &format!("{}/broken", self.0)]);
+        for id in ids
+            .lines()
+            .chain(broken.lines())
+            .collect::<std::collections::BTreeSet<_>>()
+        {
+            let _ = docker(&["rmi", "-f", id]);
+        }
+    }
+}
+
+fn matrix(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    sh(Command::new(env!("CARGO_BIN_EXE_matrix"))
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .args(args))
+}
+
+fn manifest(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).expect("manifest parses")
+}
+
+fn cell<'a>(m: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    m["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id)
+        .unwrap_or_else(|| panic!("no cell {id}"))
+}
+
+const GOOD_BASE: &str = "py3.11-debian12-amd64-base-conda24.5.0-0";
+const GOOD_EXTRA: &str = "py3.11-debian12-amd64-extra";
+const BAD_SHA: &str = "py3.11-debian12-amd64-base-conda23.11.0-2";
+
+#[test]
+fn real_images_build_verify_and_fail_where_they_should() {
+    require_environment();
+    let dir = tempfile::tempdir().unwrap();
+    let mirror = Mirror::start(&dir.path().join("mirror"));
+    let repo = format!("image-matrix-e2e-{}", std::process::id());
+    let _cleanup = Cleanup(repo.clone());
+    let yaml = format!(
+        r#"version: 1
+image:
+  repository: {repo}/miniconda
+  tag: "conda3-python{{python}}-{{miniconda}}-{{base}}-{{variant}}"
+bases:
+  - image-matrix-test/debian:bookworm
+python: ["3.11"]
+variants:
+  - name: base
+  - name: extra
+    pip: ["six"]
+include:
+  # Real installer name, real catalogue SHA256, but the mirror serves the stand-in.
+  - {{base: "image-matrix-test/debian:12", python: "3.11", miniconda: "23.11.0-2", variant: base}}
+installers:
+  - file: Miniconda3-py311_24.5.0-0-Linux-x86_64.sh
+    sha256: "{sha}"
+sources:
+  installer_mirrors: ["http://127.0.0.1:{port}/"]
+  ca_bundle: /etc/ssl/certs/ca-certificates.crt
+build:
+  network: host
+"#,
+        sha = mirror.sha,
+        port = mirror.port
+    );
+    std::fs::write(dir.path().join("matrix.yaml"), yaml).unwrap();
+
+    // 1. Build: two cells succeed, the one with the mismatching installer fails.
+    let (code, _, err) = matrix(dir.path(), &["build", "-j", "2"]);
+    assert_eq!(code, 1, "one cell must fail:\n{err}");
+    let m = manifest(&dir.path().join("out/manifest.json"));
+    assert_eq!(m["version"], 1);
+    assert!(m["docker"]["server"]
+        .as_str()
+        .is_some_and(|s| !s.is_empty()));
+    assert!(m["finished"].is_string());
+    for id in [GOOD_BASE, GOOD_EXTRA] {
+        let c = cell(&m, id);
+        assert_eq!(c["status"], "built", "{id}: {c}");
+        assert!(c["image_id"].as_str().unwrap().starts_with("sha256:"));
+        assert!(c["size_bytes"].as_u64().unwrap() > 100_000_000);
+        assert_eq!(c["installer"]["sha256"], mirror.sha.as_str());
+        let (_, label, _) = docker(&[
+            "image",
+            "inspect",
+            "--format",
+            "{{ index .Config.Labels \"io.image-matrix.input-hash\" }}",
+            c["tags"][0].as_str().unwrap(),
+        ]);
+        assert_eq!(label.trim(), c["input_hash"].as_str().unwrap());
+    }
+    let bad = cell(&m, BAD_SHA);
+    assert_eq!(bad["status"], "failed");
+    assert_eq!(bad["exit_code"], 1);
+    let log = std::fs::read_to_string(dir.path().join(bad["log"].as_str().unwrap())).unwrap();
+    assert!(
+        log.starts_with("# image-matrix build log: ") && log.contains("# command: "),
+        "log header"
+    );
+    let expected = "SHA256 mismatch: expected c9ae82568e9665b1105117b4b1e499607d2a920f0aea6f94410e417a0eff1b9c, got ".to_string() + &mirror.sha;
+    assert!(
+        log.contains(&expected),
+        "the log names file, expected and actual hash:\n{log}"
+    );
+    assert!(
+        err.contains(&expected) && err.contains("reproduce: cd "),
+        "the failure report shows the cause:\n{err}"
+    );
+
+    // 2. Verify the built images from outside.
+    let (code, out, err) = matrix(dir.path(), &["verify", "--format", "json"]);
+    assert_eq!(code, 0, "verification failed:\n{out}\n{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report.as_array().unwrap().len(), 2);
+    for r in report.as_array().unwrap() {
+        let names: Vec<&str> = r["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        for want in [
+            "ssh-login",
+            "locale",
+            "timezone",
+            "chinese",
+            "workdir",
+            "python",
+            "conda",
+            "motd",
+            "jupyter-auth",
+            "jupyter-zh-ui",
+            "tensorboard",
+            "host-keys",
+            "no-secrets",
+        ] {
+            assert!(names.contains(&want), "check {want} missing: {names:?}");
+        }
+        assert!(r["ready_seconds"].as_f64().unwrap() < 30.0);
+    }
+    let m = manifest(&dir.path().join("out/manifest.json"));
+    assert_eq!(
+        cell(&m, GOOD_BASE)["verification"]["ok"],
+        true,
+        "results are written into the manifest"
+    );
+
+    // 3. The checks can fail: the same image with its locale removed.
+    let good = cell(&m, GOOD_BASE)["tags"][0].as_str().unwrap().to_string();
+    let broken = format!("{repo}/broken:nolocale");
+    let mut child = Command::new("docker")
+        .args(["build", "-q", "-t", &broken, "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        child.stdin.as_mut().unwrap(),
+        format!("FROM {good}\nRUN rm -rf /usr/lib/locale/zh_CN* /usr/lib/locale/locale-archive\n")
+            .as_bytes(),
+    )
+    .unwrap();
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
+    let (code, out, _) = matrix(
+        dir.path(),
+        &["verify", "--image", &broken, "--format", "json"],
+    );
+    assert_eq!(
+        code, 1,
+        "an image without its locale must fail verification:\n{out}"
+    );
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let failed: Vec<&str> = report[0]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["ok"] == false)
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(failed, ["locale"]);
+
+    // 4. No network at all: every service starts, and docker stop is clean and fast.
+    let (code, cid, err) = docker(&["run", "-d", "--network", "none", &good]);
+    assert_eq!(code, 0, "{err}");
+    let cid = cid.trim().to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if docker(&["exec", &cid, "/init/bin/healthcheck"]).0 == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "offline container never became healthy: {}",
+            docker(&["logs", &cid]).1
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (_, status, _) = docker(&["exec", &cid, "supervisorctl", "status"]);
+    assert_eq!(status.matches("RUNNING").count(), 3, "{status}");
+    let (code, tb, _) = docker(&[
+        "exec",
+        &cid,
+        "curl",
+        "-fsS",
+        "http://127.0.0.1:6006/monitor/data/logdir",
+    ]);
+    assert!(code == 0 && tb.contains("/root/tensorboard-logs"), "{tb}");
+    let t = Instant::now();
+    assert_eq!(docker(&["stop", &cid]).0, 0);
+    let stop_time = t.elapsed();
+    let (_, exit, _) = docker(&["inspect", "--format", "{{.State.ExitCode}}", &cid]);
+    let _ = docker(&["rm", "-f", &cid]);
+    assert!(
+        stop_time < Duration::from_secs(8),
+        "docker stop took {stop_time:?}"
+    );
+    assert_eq!(exit.trim(), "0", "supervisord exits cleanly on SIGTERM");
+
+    // 5. A warm nightly: nothing changed, so the built cells are up to date.
+    let (code, _, err) = matrix(
+        dir.path(),
+        &["build", "-j", "2", "--filter", "miniconda=24.5.0-0"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let m = manifest(&dir.path().join("out/manifest.json"));
+    assert_eq!(cell(&m, GOOD_BASE)["status"], "up-to-date");
+    assert_eq!(cell(&m, GOOD_EXTRA)["status"], "up-to-date");
+
+    // 6. BuildKit, through Debian's 20.10 client.
+    let (code, _, err) = matrix(
+        dir.path(),
+        &[
+            "build",
+            "--docker",
+            "/usr/bin/docker",
+            "--builder",
+            "buildkit",
+            "--force",
+            "--filter",
+            "variant=extra",
+            "-o",
+            "out-buildkit",
+        ],
+    );
+    assert_eq!(code, 0, "BuildKit build failed:\n{err}");
+    let m = manifest(&dir.path().join("out-buildkit/manifest.json"));
+    assert_eq!(cell(&m, GOOD_EXTRA)["status"], "built");
+    assert_eq!(m["docker"]["builder"], "buildkit");
+    let log = std::fs::read_to_string(
+        dir.path()
+            .join("out-buildkit/logs")
+            .join(format!("{GOOD_EXTRA}.log")),
+    )
+    .unwrap();
+    assert!(
+        log.contains("DOCKER_BUILDKIT=1 /usr/bin/docker build --progress=plain")
+            && log.contains("\n#1 [internal] load build definition"),
+        "BuildKit plain output expected:\n{}",
+        &log[..log.len().min(2000)]
+    );
+}
