@@ -88,7 +88,15 @@ pub fn run(cli: Cli) -> i32 {
             let cells = filter::select(&plan.cells, &args.select.filters);
             let text = match args.format {
                 PlanFormat::Table => plan_out::table(&plan, &cells),
-                PlanFormat::Json => json_text(&plan_out::json(&plan, &cells)),
+                PlanFormat::Json => {
+                    // Streamed: a 10,000-cell plan never exists as a JSON tree in memory.
+                    let mut o = std::io::BufWriter::new(std::io::stdout().lock());
+                    let _ = serde_json::to_writer_pretty(&mut o, &plan_out::json(&plan, &cells))
+                        .map_err(std::io::Error::from)
+                        .and_then(|()| writeln!(o))
+                        .and_then(|()| o.flush());
+                    return exit::OK;
+                }
                 PlanFormat::Bake => json_text(&plan_out::bake(&plan, &cells, &args.contexts)),
                 PlanFormat::Gha => {
                     if cells.len() > 256 {

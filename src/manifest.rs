@@ -121,6 +121,9 @@ pub struct Manifest {
     pub matrix: String,
     pub matrix_sha256: String,
     pub docker: Option<DockerInfo>,
+    /// CPU time (user + system) the tool itself used, without its children.
+    #[serde(default)]
+    pub tool_cpu_seconds: Option<f64>,
     pub cells: Vec<CellRecord>,
 }
 
@@ -135,6 +138,7 @@ impl Manifest {
             matrix: matrix.into(),
             matrix_sha256: matrix_sha256.into(),
             docker,
+            tool_cpu_seconds: None,
             cells: Vec::new(),
         }
     }
@@ -142,6 +146,20 @@ impl Manifest {
     pub fn count(&self, s: Status) -> usize {
         self.cells.iter().filter(|c| c.status == s).count()
     }
+}
+
+/// This process's own CPU time in seconds (children excluded).
+pub fn own_cpu_seconds() -> f64 {
+    let mut u = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes a full rusage struct into the pointer we give it.
+    let u = unsafe {
+        if libc::getrusage(libc::RUSAGE_SELF, u.as_mut_ptr()) != 0 {
+            return 0.0;
+        }
+        u.assume_init()
+    };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(u.ru_utime) + t(u.ru_stime)
 }
 
 pub fn now() -> String {

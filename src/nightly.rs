@@ -455,6 +455,7 @@ pub fn build(plan: &Plan, args: &BuildArgs) -> i32 {
         push_records(&docker, &mut man, args.verify, false, args.retries.max(2));
     }
     man.finished = Some(manifest::now());
+    man.tool_cpu_seconds = Some((manifest::own_cpu_seconds() * 1000.0).round() / 1000.0);
     if let Err(e) = manifest::write(&manifest_path, &man) {
         crate::err(&format!(
             "error: cannot write {}: {e}",

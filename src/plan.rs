@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -46,10 +47,10 @@ pub struct Cell {
     pub id: String,
     pub python: PyVersion,
     pub miniconda: CondaRelease,
-    pub base: Base,
+    pub base: Arc<Base>,
     pub platform: String,
     pub arch: String,
-    pub variant: Variant,
+    pub variant: Arc<Variant>,
     pub installer: InstallerRef,
     /// Full references; the first is the primary tag.
     pub tags: Vec<String>,
@@ -413,7 +414,7 @@ pub fn plan_text(
         );
         return Err(PlanError::Invalid(d.sorted()));
     }
-    cells.sort_by_key(sort_key);
+    cells.sort_by_cached_key(sort_key);
     excluded.sort_by(|a, b| a.id.cmp(&b.id));
     disambiguate_ids(&mut cells);
     let mut seen_ids: HashMap<String, usize> = HashMap::new();
@@ -529,8 +530,12 @@ fn installer_for(
     })
 }
 
-fn read_bases(raw: &RawConfig, cuda_registry: Option<&str>, d: &mut Diags) -> Vec<(String, Base)> {
-    let mut out: Vec<(String, Base)> = Vec::new();
+fn read_bases(
+    raw: &RawConfig,
+    cuda_registry: Option<&str>,
+    d: &mut Diags,
+) -> Vec<(String, Arc<Base>)> {
+    let mut out: Vec<(String, Arc<Base>)> = Vec::new();
     if raw.bases.is_empty() && !raw.present.iter().any(|k| k == "bases") {
         d.error(Some(Pos { line: 1, col: 1 }), "bases", "list at least one base image (for example nvidia/cuda:12.1.1-cudnn8-devel-ubuntu22.04 or ubuntu:22.04)");
     }
@@ -548,7 +553,7 @@ fn read_bases(raw: &RawConfig, cuda_registry: Option<&str>, d: &mut Diags) -> Ve
                     );
                     continue;
                 }
-                out.push((b.key.clone(), base));
+                out.push((b.key.clone(), Arc::new(base)));
             }
             Err(e) => d.error(Some(b.image.at), &b.key, e),
         }
@@ -641,15 +646,15 @@ fn read_platforms(raw: &RawConfig, d: &mut Diags) -> Vec<(String, String)> {
     out
 }
 
-fn read_variants(raw: &RawConfig, d: &mut Diags) -> Vec<Variant> {
+fn read_variants(raw: &RawConfig, d: &mut Diags) -> Vec<Arc<Variant>> {
     if raw.variants.is_empty() {
-        return vec![Variant {
+        return vec![Arc::new(Variant {
             name: "default".into(),
             pip: Vec::new(),
             apt: Vec::new(),
-        }];
+        })];
     }
-    let mut out: Vec<Variant> = Vec::new();
+    let mut out: Vec<Arc<Variant>> = Vec::new();
     for v in &raw.variants {
         let n = &v.name.value;
         let ok = !n.is_empty()
@@ -683,11 +688,11 @@ fn read_variants(raw: &RawConfig, d: &mut Diags) -> Vec<Variant> {
             }
         }
         if ok_all {
-            out.push(Variant {
+            out.push(Arc::new(Variant {
                 name: n.clone(),
                 pip: v.pip.iter().map(|p| p.value.clone()).collect(),
                 apt: v.apt.iter().map(|p| p.value.clone()).collect(),
-            });
+            }));
         }
     }
     out
@@ -933,7 +938,12 @@ fn sort_key(c: &Cell) -> SortKey {
 }
 
 /// The coordinates of a not-yet-planned cell, for rule matching.
-fn probe_cell(base: &Base, py: &PyEntry, variant: &Variant, platform: &(String, String)) -> Cell {
+fn probe_cell(
+    base: &Arc<Base>,
+    py: &PyEntry,
+    variant: &Arc<Variant>,
+    platform: &(String, String),
+) -> Cell {
     Cell {
         id: String::new(),
         python: py.0,
@@ -1000,9 +1010,9 @@ fn check_rules(rules: &[RawRule], d: &mut Diags) {
 
 fn include_coord<'a>(
     inc: &'a RawRule,
-    bases: &mut Vec<(String, Base)>,
+    bases: &mut Vec<(String, Arc<Base>)>,
     pythons: &mut Vec<PyEntry>,
-    variants: &[Variant],
+    variants: &[Arc<Variant>],
     platforms: &[(String, String)],
     cuda_registry: Option<&str>,
     d: &mut Diags,
@@ -1054,7 +1064,7 @@ fn include_coord<'a>(
     {
         Some(i) => i,
         None => {
-            bases.push((format!("{}.base", inc.key), base));
+            bases.push((format!("{}.base", inc.key), Arc::new(base)));
             bases.len() - 1
         }
     };

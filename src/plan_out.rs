@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::plan::{Cell, Plan};
@@ -11,36 +12,72 @@ use crate::plan::{Cell, Plan};
 /// Version of the `--format json` document.
 pub const PLAN_SCHEMA: u32 = 1;
 
-pub fn cell_json(c: &Cell) -> Value {
-    json!({
-        "id": c.id,
-        "tags": c.tags,
-        "base": c.base.reference,
-        "os": c.base.os.slug(),
-        "cuda": c.base.cuda.as_ref().map(|x| x.version.to_string()),
-        "cudnn": c.base.cuda.as_ref().and_then(|x| x.cudnn.clone()),
-        "flavor": c.base.cuda.as_ref().map(|x| x.flavor.clone()),
-        "python": c.python.to_string(),
-        "miniconda": c.miniconda.to_string(),
-        "platform": c.platform,
-        "variant": c.variant.name,
-        "installer": {
-            "file": c.installer.file,
-            "sha256": c.installer.sha256,
-            "urls": c.installer.urls,
-        },
-    })
+/// One planned cell, as `--format json` and `cell.json` show it.
+#[derive(Serialize)]
+pub struct CellDoc<'a> {
+    pub id: &'a str,
+    pub tags: &'a [String],
+    pub base: &'a str,
+    pub os: String,
+    pub cuda: Option<String>,
+    pub cudnn: Option<&'a str>,
+    pub flavor: Option<&'a str>,
+    pub python: String,
+    pub miniconda: String,
+    pub platform: &'a str,
+    pub variant: &'a str,
+    pub installer: InstallerDoc<'a>,
 }
 
-pub fn json(plan: &Plan, cells: &[&Cell]) -> Value {
-    json!({
-        "version": PLAN_SCHEMA,
-        "matrix": plan.matrix_file.display().to_string(),
-        "matrix_sha256": plan.matrix_sha256,
-        "date": plan.date,
-        "cells": cells.iter().map(|c| cell_json(c)).collect::<Vec<_>>(),
-        "excluded": plan.excluded,
-    })
+#[derive(Serialize)]
+pub struct InstallerDoc<'a> {
+    pub file: &'a str,
+    pub sha256: &'a str,
+    pub urls: &'a [String],
+}
+
+#[derive(Serialize)]
+pub struct PlanDoc<'a> {
+    pub version: u32,
+    pub matrix: String,
+    pub matrix_sha256: &'a str,
+    pub date: &'a str,
+    pub cells: Vec<CellDoc<'a>>,
+    pub excluded: &'a [crate::plan::Excluded],
+}
+
+pub fn cell_doc(c: &Cell) -> CellDoc<'_> {
+    let cuda = c.base.cuda.as_ref();
+    CellDoc {
+        id: &c.id,
+        tags: &c.tags,
+        base: &c.base.reference,
+        os: c.base.os.slug(),
+        cuda: cuda.map(|x| x.version.to_string()),
+        cudnn: cuda.and_then(|x| x.cudnn.as_deref()),
+        flavor: cuda.map(|x| x.flavor.as_str()),
+        python: c.python.to_string(),
+        miniconda: c.miniconda.to_string(),
+        platform: &c.platform,
+        variant: &c.variant.name,
+        installer: InstallerDoc {
+            file: &c.installer.file,
+            sha256: &c.installer.sha256,
+            urls: &c.installer.urls,
+        },
+    }
+}
+
+/// The `--format json` document (schema version 1).
+pub fn json<'a>(plan: &'a Plan, cells: &[&'a Cell]) -> PlanDoc<'a> {
+    PlanDoc {
+        version: PLAN_SCHEMA,
+        matrix: plan.matrix_file.display().to_string(),
+        matrix_sha256: &plan.matrix_sha256,
+        date: &plan.date,
+        cells: cells.iter().map(|c| cell_doc(c)).collect(),
+        excluded: &plan.excluded,
+    }
 }
 
 /// Bake target names allow `[a-zA-Z0-9_-]`.

@@ -288,7 +288,7 @@ pub fn render(s: &Settings, c: &Cell) -> Context {
             add("variant/extra-ca.pem", pem, false);
         }
     }
-    let cell_json = crate::plan_out::cell_json(c);
+    let cell_json = crate::plan_out::cell_doc(c);
     add(
         "cell.json",
         format!(

@@ -100,13 +100,31 @@ pub fn run(
     on_event: &mut dyn FnMut(&Event),
 ) -> Vec<Outcome> {
     let mut results: Vec<Option<Outcome>> = vec![None; jobs.len()];
+    // Up-to-date cells first, so that a nightly where nothing changed builds no shared
+    // stage at all. The checks are independent, so they run on the pool too.
+    if !opts.force {
+        use rayon::prelude::*;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(opts.jobs.clamp(1, 8))
+            .build();
+        let fresh: Vec<Option<Outcome>> = match pool {
+            Ok(p) => p.install(|| jobs.par_iter().map(|j| up_to_date(j, exec)).collect()),
+            Err(_) => jobs.iter().map(|j| up_to_date(j, exec)).collect(),
+        };
+        for (i, o) in fresh.into_iter().enumerate() {
+            if let Some(o) = o {
+                on_event(&Event::Finished(o.clone()));
+                results[i] = Some(o);
+            }
+        }
+    }
     for phase in warm_phases {
         let todo: Vec<&Warm> = phase
             .iter()
             .filter(|w| w.members.iter().any(|m| results[*m].is_none()))
             .collect();
         let warm_jobs: Vec<Job> = todo.iter().map(|w| w.job.clone()).collect();
-        let outcomes = run_phase(&warm_jobs, exec, opts, cancel, on_event, false);
+        let outcomes = run_phase(&warm_jobs, exec, opts, cancel, on_event);
         for (w, o) in todo.iter().zip(outcomes) {
             if o.status.succeeded() {
                 continue;
@@ -144,7 +162,7 @@ pub fn run(
     }
     let pending: Vec<usize> = (0..jobs.len()).filter(|i| results[*i].is_none()).collect();
     let pending_jobs: Vec<Job> = pending.iter().map(|i| jobs[*i].clone()).collect();
-    let outcomes = run_phase(&pending_jobs, exec, opts, cancel, on_event, true);
+    let outcomes = run_phase(&pending_jobs, exec, opts, cancel, on_event);
     for (i, o) in pending.into_iter().zip(outcomes) {
         results[i] = Some(o);
     }
@@ -153,6 +171,20 @@ pub fn run(
         .zip(jobs)
         .map(|(r, j)| r.unwrap_or_else(|| not_started(&j.id)))
         .collect()
+}
+
+fn up_to_date(job: &Job, exec: &dyn Executor) -> Option<Outcome> {
+    let t = Instant::now();
+    exec.up_to_date(job).then(|| Outcome {
+        id: job.id.clone(),
+        status: Status::UpToDate,
+        attempts: 0,
+        exit_code: None,
+        duration: t.elapsed(),
+        tail: Vec::new(),
+        image: exec.image_info(job),
+        reason: None,
+    })
 }
 
 fn not_started(id: &str) -> Outcome {
@@ -174,7 +206,6 @@ fn run_phase(
     opts: &Options,
     cancel: &Cancel,
     on_event: &mut dyn FnMut(&Event),
-    may_skip: bool,
 ) -> Vec<Outcome> {
     if jobs.is_empty() {
         return Vec::new();
@@ -198,7 +229,7 @@ fn run_phase(
                         if i >= jobs.len() {
                             break;
                         }
-                        let o = run_job(&jobs[i], exec, opts, cancel, may_skip, &|e| {
+                        let o = run_job(&jobs[i], exec, opts, cancel, &|e| {
                             let _ = tx.send((i, e));
                         });
                         let _ = tx.send((i, Event::Finished(o)));
@@ -224,24 +255,11 @@ fn run_job(
     exec: &dyn Executor,
     opts: &Options,
     cancel: &Cancel,
-    may_skip: bool,
     emit: &dyn Fn(Event),
 ) -> Outcome {
     let start = Instant::now();
     if cancel.is_set() {
         return not_started(&job.id);
-    }
-    if may_skip && !opts.force && exec.up_to_date(job) {
-        return Outcome {
-            id: job.id.clone(),
-            status: Status::UpToDate,
-            attempts: 0,
-            exit_code: None,
-            duration: start.elapsed(),
-            tail: Vec::new(),
-            image: exec.image_info(job),
-            reason: None,
-        };
     }
     let mut attempt = 0;
     loop {

@@ -18,13 +18,20 @@ done
 name=$(basename "$0")
 digits=${name#Miniconda3-py}; digits=${digits%%_*}
 release=${name#*_}; release=${release%-Linux-*}
-case "$digits" in [0-9][0-9]*) ;; *) echo "stand-in: cannot read the Python version from $name" >&2; exit 1 ;; esac
-want="${digits:0:1}.${digits:1}"
-py=$(command -v "python$want" || true)
-if [ -z "$py" ]; then
-  echo "stand-in: this base image has no python$want (the stand-in borrows the base's Python)" >&2
-  exit 1
-fi
+case "$digits" in
+  [0-9][0-9]*)
+    want="${digits:0:1}.${digits:1}"
+    py=$(command -v "python$want" || true)
+    if [ -z "$py" ]; then
+      echo "stand-in: this base image has no python$want (the stand-in borrows the base's Python)" >&2
+      exit 1
+    fi ;;
+  *)
+    # Saved under another name (the seed's Dockerfile uses /tmp/miniconda.sh): use python3.
+    py=$(command -v python3 || true); release=unknown
+    [ -n "$py" ] || { echo "stand-in: this base image has no python3" >&2; exit 1; }
+    want=$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])') ;;
+esac
 "$py" -m venv "$prefix"
 cat > "$prefix/bin/conda" <<CONDA
 #!/bin/bash

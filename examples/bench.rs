@@ -1,0 +1,355 @@
+//! Benchmarks that print figures (run with `cargo run --release --example bench -- WHAT`):
+//!
+//! - `plan`    plan a generated 10,000-cell matrix: wall time and peak memory.
+//! - `nightly` 4 cells on the local Debian base with the stand-in mirror: the seed's way
+//!             (its build script once per variant, one after another) against
+//!             `matrix build -j 2`, both from the same cold cache; then a warm nightly
+//!             where nothing changed; image sizes; the tool's own CPU share.
+//! - `ready`   time from `docker run` to every service answering, with no network.
+//!
+//! `nightly` and `ready` need `scripts/setup-test-env.sh` first. `nightly` deletes
+//! every image except the local base images, to start from a cold cache.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn matrix_bin() -> PathBuf {
+    let p = root().join("target/release/matrix");
+    assert!(
+        p.exists(),
+        "build the release binary first: cargo build --release"
+    );
+    p
+}
+
+fn run(cmd: &mut Command) -> (bool, String) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+fn child_peak_rss_kib() -> i64 {
+    let mut u = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct we pass.
+    unsafe {
+        libc::getrusage(libc::RUSAGE_CHILDREN, u.as_mut_ptr());
+        u.assume_init().ru_maxrss
+    }
+}
+
+fn big_matrix() -> String {
+    let tags: Vec<&str> = include_str!("../data/nvidia-cuda-tags.tsv")
+        .lines()
+        .filter(|l| l.ends_with("\tsupported") && l.contains("ubuntu2") && !l.contains("-base-"))
+        .filter_map(|l| l.split('\t').next())
+        .filter(|t| !t.starts_with("11.") || t.contains("ubuntu22.04"))
+        .take(20)
+        .collect();
+    assert_eq!(tags.len(), 20);
+    let mut y = String::from("version: 1\nlimits: {max_cells: 10000}\nimage:\n  tag: \"conda3-python{python}-{base}-{variant}\"\nbases:\n");
+    for t in &tags {
+        y.push_str(&format!("  - nvidia/cuda:{t}\n"));
+    }
+    y.push_str(
+        "python: [\"3.9\", \"3.10\", \"3.11\", \"3.12\"]\nplatforms: [linux/amd64]\nvariants:\n",
+    );
+    // 20 bases × 4 pythons × 125 variants = 10,000 cells
+    for i in 0..125 {
+        y.push_str(&format!("  - {{name: set{i}, pip: [\"pkg{i}>=1.0\"]}}\n"));
+    }
+    y
+}
+
+fn bench_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.yaml");
+    std::fs::write(&file, big_matrix()).unwrap();
+    // In process: planning only.
+    let text = std::fs::read_to_string(&file).unwrap();
+    let opts = image_matrix::plan::PlanOptions {
+        date: "20260101".into(),
+    };
+    let mut inproc = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let p = image_matrix::plan::plan_text(&text, "big.yaml", dir.path(), &opts).expect("plans");
+        inproc.push(t.elapsed());
+        assert_eq!(p.cells.len(), 10_000);
+    }
+    // The whole command, as a user runs it, output included.
+    let bin = matrix_bin();
+    let mut walls = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let ok = Command::new(&bin)
+            .arg("-f")
+            .arg(&file)
+            .args(["plan", "--format", "json"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        walls.push(t.elapsed());
+        assert!(ok);
+    }
+    let rss = child_peak_rss_kib();
+    inproc.sort();
+    walls.sort();
+    println!("plan of 10,000 cells (20 CUDA bases x 4 Pythons x 125 variants), 5 runs each:");
+    println!(
+        "  planning in process      : min {:>7.1} ms   median {:>7.1} ms",
+        ms(inproc[0]),
+        ms(inproc[2])
+    );
+    println!(
+        "  `matrix plan --format json` : min {:>7.1} ms   median {:>7.1} ms   peak RSS {:.1} MB",
+        ms(walls[0]),
+        ms(walls[2]),
+        rss as f64 / 1024.0
+    );
+    println!("  targets: < 100 ms, < 50 MB");
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn docker(args: &[&str]) -> (bool, String) {
+    run(Command::new("docker").args(args))
+}
+
+/// Remove every image but the local bases, and the build caches: a cold start.
+fn cold_cache() {
+    let (_, list) = docker(&["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]);
+    for r in list
+        .lines()
+        .filter(|r| !r.starts_with("image-matrix-test/debian:"))
+    {
+        let _ = docker(&["rmi", "-f", r]);
+    }
+    let _ = docker(&["image", "prune", "-f"]);
+    let _ = docker(&["builder", "prune", "-af"]);
+}
+
+struct Mirror {
+    port: String,
+    sha: String,
+    pid: String,
+}
+
+impl Drop for Mirror {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(&self.pid).status();
+    }
+}
+
+const INSTALLERS: [&str; 2] = [
+    "Miniconda3-py311_24.5.0-0-Linux-x86_64.sh",
+    "Miniconda3-py311_24.4.0-0-Linux-x86_64.sh",
+];
+
+fn mirror(dir: &Path) -> Mirror {
+    let (ok, out) = run(Command::new(root().join("scripts/standin-mirror.sh"))
+        .arg(dir)
+        .args(INSTALLERS));
+    assert!(ok, "{out}");
+    let mut w = out.split_whitespace();
+    let port = w.next().unwrap().to_string();
+    let sha = w.next().unwrap().to_string();
+    let pid = std::fs::read_to_string(dir.join("server.pid"))
+        .unwrap()
+        .trim()
+        .to_string();
+    Mirror { port, sha, pid }
+}
+
+fn size_mb(image: &str) -> f64 {
+    let (_, s) = docker(&["image", "inspect", "--format", "{{.Size}}", image]);
+    s.trim().parse::<f64>().unwrap_or(0.0) / 1e6
+}
+
+fn bench_nightly() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = mirror(&dir.path().join("mirror"));
+    let ca = "/etc/ssl/certs/ca-certificates.crt";
+    // The seed's way: its build script, once per variant, one after another.
+    let seed = dir.path().join("seed");
+    run(Command::new("cp")
+        .arg("-r")
+        .arg(root().join("bench/seed"))
+        .arg(&seed));
+    std::fs::copy(ca, seed.join("ca.pem")).unwrap();
+    cold_cache();
+    let t = Instant::now();
+    let mut seed_tags = Vec::new();
+    for (i, installer) in INSTALLERS.iter().enumerate() {
+        for (j, extra) in ["", "pandas"].iter().enumerate() {
+            let tag = format!("seed-bench:v{i}{j}");
+            let (ok, out) = run(Command::new("docker")
+                .current_dir(&seed)
+                .env("DOCKER_BUILDKIT", "0")
+                .args([
+                    "build",
+                    "--network",
+                    "host",
+                    "--build-arg",
+                    "BASE_IMAGE=image-matrix-test/debian:bookworm",
+                    "--build-arg",
+                    &format!("MINICONDA_PKG={installer}"),
+                    "--build-arg",
+                    &format!("MIRROR=http://127.0.0.1:{}/", m.port),
+                    "--build-arg",
+                    &format!("EXTRA_PIP={extra}"),
+                    "-t",
+                    &tag,
+                    "-f",
+                    "./Dockerfile",
+                    ".",
+                ]));
+            assert!(ok, "seed build failed: {out}");
+            seed_tags.push(tag);
+        }
+    }
+    let seed_wall = t.elapsed();
+    let seed_size = size_mb(&seed_tags[0]);
+
+    // Ours: the same four cells in one matrix, -j 2, after the same cold start.
+    let yaml = format!(
+        "version: 1\nimage:\n  repository: bench/miniconda\n  tag: \"conda3-python{{python}}-{{miniconda}}-{{base}}-{{variant}}\"\nbases: [image-matrix-test/debian:bookworm]\npython: [\"3.11\"]\ninclude:\n  - {{base: image-matrix-test/debian:bookworm, python: \"3.11\", miniconda: \"24.4.0-0\", variant: default}}\n  - {{base: image-matrix-test/debian:bookworm, python: \"3.11\", miniconda: \"24.4.0-0\", variant: pandas}}\nvariants:\n  - name: default\n  - name: pandas\n    pip: [pandas]\ninstallers:\n  - {{file: {a}, sha256: \"{s}\"}}\n  - {{file: {b}, sha256: \"{s}\"}}\nsources:\n  installer_mirrors: [\"http://127.0.0.1:{p}/\"]\n  ca_bundle: {ca}\nbuild:\n  network: host\n",
+        a = INSTALLERS[0], b = INSTALLERS[1], s = m.sha, p = m.port
+    );
+    std::fs::write(dir.path().join("matrix.yaml"), yaml).unwrap();
+    cold_cache();
+    let bin = matrix_bin();
+    let t = Instant::now();
+    let (ok, out) = run(Command::new(&bin).current_dir(dir.path()).args([
+        "build",
+        "-j",
+        "2",
+        "--builder",
+        "legacy",
+    ]));
+    let ours_wall = t.elapsed();
+    assert!(ok, "matrix build failed: {out}");
+    let man: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("out/manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let cells = man["cells"].as_array().unwrap();
+    assert_eq!(
+        cells.iter().filter(|c| c["status"] == "built").count(),
+        4,
+        "{out}"
+    );
+    let cpu = man["tool_cpu_seconds"].as_f64().unwrap_or(0.0);
+    let ours_size = cells
+        .iter()
+        .find(|c| c["coordinates"]["variant"] == "default")
+        .and_then(|c| c["size_bytes"].as_f64())
+        .unwrap_or(0.0)
+        / 1e6;
+
+    // A warm nightly: nothing changed.
+    let t = Instant::now();
+    let (ok, out) = run(Command::new(&bin).current_dir(dir.path()).args([
+        "build",
+        "-j",
+        "2",
+        "--builder",
+        "legacy",
+    ]));
+    let warm = t.elapsed();
+    assert!(ok, "{out}");
+    let man: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("out/manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let fresh = man["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["status"] == "up-to-date")
+        .count();
+
+    println!("4 cells (Miniconda 24.5.0-0 and 24.4.0-0 stand-ins, Python 3.11 x package sets default and +pandas), local Debian bookworm base, cold cache each side:");
+    println!(
+        "  seed's way (4 x docker build, one after another): {:>7.1} s",
+        seed_wall.as_secs_f64()
+    );
+    println!(
+        "  matrix build -j 2                              : {:>7.1} s",
+        ours_wall.as_secs_f64()
+    );
+    println!(
+        "  ratio                                          : {:>7.2} (target <= 0.60)",
+        ours_wall.as_secs_f64() / seed_wall.as_secs_f64()
+    );
+    println!("  tool's own CPU time                            : {:>7.3} s = {:.3}% of the build wall (target < 2%)", cpu, 100.0 * cpu / ours_wall.as_secs_f64());
+    println!("  warm nightly, nothing changed                  : {:>7.2} s, {fresh}/4 cells up-to-date (target < 2 s)", warm.as_secs_f64());
+    println!("  image size, same base and pip packages: seed {seed_size:.0} MB, ours {ours_size:.0} MB (ours also has git, git-lfs, ping, supervisor)");
+}
+
+fn bench_ready() {
+    let (_, list) = docker(&[
+        "image",
+        "ls",
+        "--format",
+        "{{.Repository}}:{{.Tag}}",
+        "--filter",
+        "label=io.image-matrix.cell",
+    ]);
+    let image = list
+        .lines()
+        .next()
+        .expect("build an image first (e.g. cargo run --release --example bench -- nightly)")
+        .to_string();
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let (ok, cid) = docker(&["run", "-d", "--network", "none", &image]);
+        assert!(ok, "{cid}");
+        let cid = cid.trim().to_string();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (h, _) = docker(&[
+                "exec",
+                &cid,
+                "sh",
+                "-c",
+                "/init/bin/healthcheck && curl -fsS -o /dev/null http://127.0.0.1:6006/monitor/",
+            ]);
+            if h {
+                break;
+            }
+            assert!(Instant::now() < deadline, "never ready");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        times.push(t.elapsed());
+        let _ = docker(&["rm", "-f", &cid]);
+    }
+    times.sort();
+    println!("time to ready with no network (docker run -> sshd, JupyterLab /jupyter/api and TensorBoard /monitor/ answer), {image}, 5 runs:");
+    println!("  min {:.2} s   median {:.2} s   max {:.2} s   (target < 5 s; the seed's image starts no service offline)", times[0].as_secs_f64(), times[2].as_secs_f64(), times[4].as_secs_f64());
+}
+
+fn main() {
+    match std::env::args().nth(1).as_deref() {
+        Some("plan") => bench_plan(),
+        Some("nightly") => bench_nightly(),
+        Some("ready") => bench_ready(),
+        _ => {
+            eprintln!("usage: cargo run --release --example bench -- plan|nightly|ready");
+            std::process::exit(2);
+        }
+    }
+}
