@@ -1,11 +1,11 @@
 //! Benchmarks that print figures (run with `cargo run --release --example bench -- WHAT`):
 //!
-//! - `plan`    plan a generated 10,000-cell matrix: wall time and peak memory.
-//! - `nightly` 4 cells on the local Debian base with the stand-in mirror: the seed's way
-//!             (its build script once per variant, one after another) against
-//!             `matrix build -j 2`, both from the same cold cache; then a warm nightly
-//!             where nothing changed; image sizes; the tool's own CPU share.
-//! - `ready`   time from `docker run` to every service answering, with no network.
+//! - `plan`: plan a generated 10,000-cell matrix; wall time and peak memory.
+//! - `nightly`: 4 cells on the local Debian base with the stand-in mirror, the seed's
+//!   way (its build script once per variant, one after another) against
+//!   `matrix build -j 2`, both from the same cold cache; then a warm nightly where
+//!   nothing changed; image sizes; the tool's own CPU share.
+//! - `ready`: time from `docker run` to every service answering, with no network.
 //!
 //! `nightly` and `ready` need `scripts/setup-test-env.sh` first. `nightly` deletes
 //! every image except the local base images, to start from a cold cache.
