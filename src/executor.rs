@@ -63,6 +63,15 @@ pub trait Executor: Sync {
     ) -> AttemptResult;
     /// Image id and size after a successful build.
     fn image_info(&self, job: &Job) -> Option<(String, u64)>;
+    /// Check a freshly built image from outside (`build --verify`); None when the
+    /// executor cannot verify.
+    fn verify(
+        &self,
+        _job: &Job,
+        _cancel: &crate::scheduler::Cancel,
+    ) -> Option<crate::manifest::Verification> {
+        None
+    }
 }
 
 /// Parse a build step from either builder's output.

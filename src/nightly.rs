@@ -351,7 +351,10 @@ pub fn build(plan: &Plan, args: &BuildArgs) -> i32 {
         ]
     };
     let cancel = Cancel::default();
-    install_signals(&cancel, crate::docker::kill_all_groups);
+    install_signals(&cancel, || {
+        crate::docker::kill_all_groups();
+        crate::verify::remove_all_containers();
+    });
     let exec = DockerExecutor {
         docker: docker.clone(),
         grace: Duration::from_secs(10),
@@ -363,6 +366,7 @@ pub fn build(plan: &Plan, args: &BuildArgs) -> i32 {
         retries: args.retries,
         backoff: Duration::from_secs(5),
         force: args.force,
+        verify: args.verify,
     };
     let mut reporter = Reporter::new(jobs.len(), args.quiet);
     let warm_logs: HashMap<String, (PathBuf, BuildRequest)> = warm
@@ -402,6 +406,9 @@ pub fn build(plan: &Plan, args: &BuildArgs) -> i32 {
             rec.exit_code = o.exit_code;
             rec.duration_seconds = (o.duration.as_secs_f64() * 10.0).round() / 10.0;
             rec.reason.clone_from(&o.reason);
+            if let Some(v) = &o.verification {
+                rec.verification = Some(v.clone());
+            }
             if let Some((id, size)) = &o.image {
                 rec.image_id = Some(id.clone());
                 rec.size_bytes = Some(*size);
@@ -409,6 +416,19 @@ pub fn build(plan: &Plan, args: &BuildArgs) -> i32 {
             if o.status == Status::UpToDate || o.attempts == 0 && o.status != Status::Failed {
                 rec.log = None;
             }
+        }
+        if let Some(v) = o.verification.as_ref().filter(|v| !v.ok) {
+            let failed: Vec<String> = v
+                .checks
+                .iter()
+                .filter(|c| !c.ok)
+                .map(|c| format!("  FAIL {}: {}", c.name, c.detail))
+                .collect();
+            reporter.line(&format!(
+                "{} built but failed verification:\n{}",
+                o.id,
+                failed.join("\n")
+            ));
         }
         if matches!(o.status, Status::Failed | Status::TimedOut) && o.attempts > 0 {
             reporter.failure(
@@ -448,7 +468,13 @@ pub fn build(plan: &Plan, args: &BuildArgs) -> i32 {
     }
 
     if args.verify && !cancel.is_set() {
-        let report = crate::verify::verify_records(&docker, &mut man.cells, 90, &cancel);
+        // Cells that were up to date were not built, so not verified yet.
+        crate::verify::verify_records(&docker, &mut man.cells, 90, &cancel);
+        let report: Vec<(String, crate::manifest::Verification)> = man
+            .cells
+            .iter()
+            .filter_map(|c| Some((c.tags.first()?.clone(), c.verification.clone()?)))
+            .collect();
         crate::out(&crate::verify::table(&report));
     }
     if args.push && !cancel.is_set() {

@@ -338,9 +338,11 @@ pub fn plan_text(
                     "this inclusion names a cell the matrix already has",
                 );
             } else {
+                // An inclusion adds a cell; it also brings back a cell an exclusion removed.
                 coords.retain(|x| {
-                    !(x.base_i == c.base_i
-                        && pythons[x.py_i].0 == pythons[c.py_i].0
+                    !(x.rule.is_some()
+                        && x.base_i == c.base_i
+                        && x.py_i == c.py_i
                         && x.variant_i == c.variant_i
                         && x.platform_i == c.platform_i)
                 });
@@ -913,6 +915,8 @@ type SortKey = (
     Option<String>,
     Option<String>,
     PyVersion,
+    CondaRelease,
+    String,
     String,
     String,
 );
@@ -932,8 +936,10 @@ fn sort_key(c: &Cell) -> SortKey {
         c.base.cuda.as_ref().map(|x| x.flavor.clone()),
         c.base.cuda.as_ref().and_then(|x| x.cudnn.clone()),
         c.python,
+        c.miniconda.clone(),
         c.variant.name.clone(),
         c.platform.clone(),
+        c.base.reference.clone(),
     )
 }
 
@@ -1110,4 +1116,136 @@ fn include_coord<'a>(
         platform_i,
         rule: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(yaml: &str) -> Result<Plan, Vec<String>> {
+        let opts = PlanOptions {
+            date: "20260101".into(),
+        };
+        plan_text(yaml, "m.yaml", Path::new("."), &opts).map_err(|e| match e {
+            PlanError::Invalid(d) => d.iter().map(ToString::to_string).collect(),
+            PlanError::Read { .. } => vec![e.to_string()],
+        })
+    }
+
+    fn ids(p: &Plan) -> Vec<&str> {
+        p.cells.iter().map(|c| c.id.as_str()).collect()
+    }
+
+    #[test]
+    fn expansion_order_is_by_coordinates_with_versions_as_versions() {
+        let p = plan("version: 1\nimage: {tag: \"conda3-python{python}-{base}-{arch}\"}\nbases: [nvidia/cuda:12.4.1-cudnn-devel-ubuntu22.04, ubuntu:24.04, ubuntu:22.04]\npython: [\"3.10\", \"3.9\"]\nplatforms: [linux/arm64, linux/amd64]\n").unwrap();
+        assert_eq!(
+            ids(&p),
+            [
+                "py3.9-ubuntu22.04-amd64",
+                "py3.9-ubuntu22.04-arm64",
+                "py3.10-ubuntu22.04-amd64",
+                "py3.10-ubuntu22.04-arm64",
+                "py3.9-ubuntu24.04-amd64",
+                "py3.9-ubuntu24.04-arm64",
+                "py3.10-ubuntu24.04-amd64",
+                "py3.10-ubuntu24.04-arm64",
+                "py3.9-cuda12.4.1-cudnn-devel-ubuntu22.04-amd64",
+                "py3.9-cuda12.4.1-cudnn-devel-ubuntu22.04-arm64",
+                "py3.10-cuda12.4.1-cudnn-devel-ubuntu22.04-amd64",
+                "py3.10-cuda12.4.1-cudnn-devel-ubuntu22.04-arm64",
+            ]
+        );
+        // the arm64 cells get aarch64 installers
+        assert_eq!(
+            p.cells[1].installer.file,
+            "Miniconda3-py39_24.5.0-0-Linux-aarch64.sh"
+        );
+    }
+
+    #[test]
+    fn seed_tags_are_reproduced() {
+        let p = plan("version: 1\nbases: [nvidia/cuda:12.1.0-cudnn8-devel-ubuntu22.04, ubuntu:22.04]\npython: [\"3.10\"]\n").unwrap();
+        let tags: Vec<&str> = p.cells.iter().map(|c| c.primary_tag()).collect();
+        assert_eq!(
+            tags,
+            [
+                "miniconda:conda3-python3.10-ubuntu22.04",
+                "miniconda:conda3-python3.10-cuda12.1.0-cudnn8-devel-ubuntu22.04"
+            ]
+        );
+        assert_eq!(
+            p.warnings.len(),
+            1,
+            "the EOL seed base is a warning, not an error"
+        );
+    }
+
+    #[test]
+    fn aliases_and_latest() {
+        let p = plan("version: 1\nimage:\n  repository: reg.example:5000/ml/conda\n  aliases: [\"{tag}-{date}\"]\n  latest: {python: \"3.11\"}\nbases: [ubuntu:22.04]\npython: [\"3.10\", \"3.11\"]\n").unwrap();
+        assert_eq!(
+            p.cells[1].tags,
+            [
+                "reg.example:5000/ml/conda:conda3-python3.11-ubuntu22.04",
+                "reg.example:5000/ml/conda:conda3-python3.11-ubuntu22.04-20260101",
+                "reg.example:5000/ml/conda:latest"
+            ]
+        );
+        let e = plan("version: 1\nimage:\n  latest: {os: ubuntu22.04}\nbases: [ubuntu:22.04]\npython: [\"3.10\", \"3.11\"]\n").unwrap_err();
+        assert!(e[0].contains("matches 2 cells"), "{e:?}");
+    }
+
+    #[test]
+    fn include_adds_cells_and_restores_excluded_ones() {
+        let p = plan(
+            "version: 1\nbases: [ubuntu:22.04]\npython: [\"3.10\", \"3.11\"]\nexclude:\n  - {python: \"3.11\", reason: r}\ninclude:\n  - {base: ubuntu:22.04, python: \"3.11\"}\n  - {base: ubuntu:22.04, python: \"3.10\", miniconda: \"24.4.0-0\"}\nimage:\n  tag: \"c{miniconda}-python{python}-{base}\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            ids(&p),
+            [
+                "py3.10-ubuntu22.04-amd64-conda24.4.0-0",
+                "py3.10-ubuntu22.04-amd64-conda24.5.0-0",
+                "py3.11-ubuntu22.04-amd64"
+            ]
+        );
+        assert!(p.excluded.is_empty());
+    }
+
+    #[test]
+    fn exclusions_carry_reasons_and_unused_ones_warn() {
+        let p = plan("version: 1\nbases: [ubuntu:22.04, ubuntu:24.04]\npython: [\"3.10\"]\nexclude:\n  - {os: ubuntu24.04, reason: \"not yet\"}\n  - {cuda: \"12.*\", reason: \"no cuda here\"}\n").unwrap();
+        assert_eq!(p.excluded.len(), 1);
+        assert_eq!(p.excluded[0].reason, "not yet");
+        assert_eq!(p.excluded[0].line, 5);
+        assert!(p
+            .warnings
+            .iter()
+            .any(|w| w.message.contains("matches no cell")));
+    }
+
+    #[test]
+    fn every_error_is_reported_at_once() {
+        let e = plan("version: 1\nbases: [ubuntu:18.04, \"nvidia/cuda:12.4.1-cudnn9-devel-ubuntu22.04\"]\npython: [\"3.8\", \"2.7\"]\npackages:\n  pip: [\"a b\"]\n").unwrap_err();
+        assert_eq!(e.len(), 4, "{e:#?}");
+        for want in [
+            "`ubuntu:18.04`",
+            "cuDNN token `cudnn9`",
+            "Python 2.7 is not offered",
+            "`a b` is not a plain pip requirement",
+        ] {
+            assert!(e.iter().any(|x| x.contains(want)), "missing {want}: {e:#?}");
+        }
+    }
+
+    #[test]
+    fn templates_expand_known_placeholders() {
+        assert_eq!(expand("a{x}b{y}", &|k| k.to_uppercase()), "aXbY");
+        assert_eq!(
+            expand("no placeholders", &|_| String::new()),
+            "no placeholders"
+        );
+        assert_eq!(expand("open{", &|_| String::new()), "open{");
+    }
 }

@@ -50,6 +50,8 @@ pub struct Options {
     /// First back-off; doubles per re-try.
     pub backoff: Duration,
     pub force: bool,
+    /// Verify each image in its worker right after it builds.
+    pub verify: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -62,6 +64,7 @@ pub struct Outcome {
     pub tail: Vec<String>,
     pub image: Option<(String, u64)>,
     pub reason: Option<String>,
+    pub verification: Option<crate::manifest::Verification>,
 }
 
 #[derive(Clone, Debug)]
@@ -153,6 +156,7 @@ pub fn run(
                         tail: o.tail.clone(),
                         image: None,
                         reason: Some(reason),
+                        verification: None,
                     };
                     on_event(&Event::Finished(out.clone()));
                     results[*m] = Some(out);
@@ -184,6 +188,7 @@ fn up_to_date(job: &Job, exec: &dyn Executor) -> Option<Outcome> {
         tail: Vec::new(),
         image: exec.image_info(job),
         reason: None,
+        verification: None,
     })
 }
 
@@ -197,6 +202,7 @@ fn not_started(id: &str) -> Outcome {
         tail: Vec::new(),
         image: None,
         reason: None,
+        verification: None,
     }
 }
 
@@ -347,6 +353,19 @@ fn run_job(
         } else {
             None
         };
+        let verification = if opts.verify && status == Status::Built && !cancel.is_set() {
+            emit(Event::Step {
+                id: job.id.clone(),
+                step: Step {
+                    index: 1,
+                    total: 1,
+                    text: "verifying the image".into(),
+                },
+            });
+            exec.verify(job, cancel)
+        } else {
+            None
+        };
         return Outcome {
             id: job.id.clone(),
             status,
@@ -356,6 +375,7 @@ fn run_job(
             tail: r.tail,
             image,
             reason,
+            verification,
         };
     }
 }
@@ -393,6 +413,7 @@ mod tests {
             retries: 0,
             backoff: Duration::from_millis(1),
             force: false,
+            verify: false,
         }
     }
 

@@ -524,7 +524,10 @@ pub fn verify_records(
     cancel: &Cancel,
 ) -> Vec<(String, Verification)> {
     let mut out = Vec::new();
-    for c in cells.iter_mut().filter(|c| c.status.succeeded()) {
+    for c in cells
+        .iter_mut()
+        .filter(|c| c.status.succeeded() && c.verification.is_none())
+    {
         if cancel.is_set() {
             break;
         }

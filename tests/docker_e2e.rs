@@ -353,7 +353,10 @@ build:
     .unwrap();
     assert!(
         log.contains("DOCKER_BUILDKIT=1 /usr/bin/docker build --progress=plain")
-            && log.contains("\n#1 [internal] load build definition"),
+            && log.contains("[internal] load build definition from Dockerfile")
+            && log
+                .lines()
+                .any(|l| l.starts_with('#') && l.contains("] RUN bash /tmp/image-matrix/")),
         "BuildKit plain output expected:\n{}",
         &log[..log.len().min(2000)]
     );

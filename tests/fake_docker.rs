@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const MATRIX: &str = "version: 1\nbases: [ubuntu:22.04]\npython: [\"3.9\", \"3.10\", \"3.11\"]\n";
+const MATRIX: &str = "version: 1\nimage:\n  aliases: [\"{tag}-nightly\"]\nbases: [ubuntu:22.04]\npython: [\"3.9\", \"3.10\", \"3.11\"]\n";
 const A: &str = "py3.9-ubuntu22.04-amd64";
 const B: &str = "py3.10-ubuntu22.04-amd64";
 const C: &str = "py3.11-ubuntu22.04-amd64";
@@ -255,4 +255,92 @@ fn resume_reruns_only_what_did_not_succeed() {
         (e.status(A), e.status(B), e.status(C)),
         ("up-to-date".into(), "built".into(), "up-to-date".into())
     );
+}
+
+#[test]
+fn push_is_two_phase_and_never_half_publishes() {
+    let e = Env::new(31009);
+    e.mode(B, "fail");
+    let (code, _) = e.run(&["-j", "1"]);
+    assert_eq!(code, 1);
+    let push = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_matrix"))
+            .current_dir(e.dir.path())
+            .env("FAKE_DOCKER_STATE", e.path("state"))
+            .env(
+                "DOCKER",
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake/docker"),
+            )
+            .args(["push", "out/manifest.json"])
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    std::fs::write(e.path("state/calls"), "").unwrap();
+    let (code, err) = push(&[]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("1 of 3 cells did not build; publishing nothing"),
+        "{err}"
+    );
+    let calls = std::fs::read_to_string(e.path("state/calls")).unwrap();
+    assert!(
+        !calls.lines().any(|l| l.starts_with("push")),
+        "nothing may be pushed: {calls}"
+    );
+
+    let (code, err) = push(&["--allow-partial"]);
+    assert_eq!(code, 0, "{err}");
+    let calls = std::fs::read_to_string(e.path("state/calls")).unwrap();
+    let pushes: Vec<&str> = calls.lines().filter(|l| l.starts_with("push")).collect();
+    assert_eq!(
+        pushes,
+        [
+            "push miniconda:conda3-python3.9-ubuntu22.04",
+            "push miniconda:conda3-python3.11-ubuntu22.04",
+            "push miniconda:conda3-python3.9-ubuntu22.04-nightly",
+            "push miniconda:conda3-python3.11-ubuntu22.04-nightly",
+        ],
+        "primary tags first, then aliases, and never the failed cell"
+    );
+    let m = e.manifest();
+    let a = m["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == A)
+        .unwrap();
+    assert_eq!(a["pushed"].as_array().unwrap().len(), 2);
+    assert!(a["pushed"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .starts_with("sha256:"));
+}
+
+#[test]
+fn failed_pushes_are_retried_and_recorded() {
+    let e = Env::new(31010);
+    let (code, _) = e.run(&["-j", "1", "--filter", "python=3.9"]);
+    assert_eq!(code, 0);
+    std::fs::write(e.path("state/push-fails"), "").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_matrix"))
+        .current_dir(e.dir.path())
+        .env("FAKE_DOCKER_STATE", e.path("state"))
+        .env(
+            "DOCKER",
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake/docker"),
+        )
+        .args(["push", "out/manifest.json", "--retries", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let m = e.manifest();
+    let pushed = &m["cells"][0]["pushed"][0];
+    assert_eq!(pushed["ok"], false);
+    assert_eq!(pushed["attempts"], 2);
+    assert!(pushed["error"].as_str().unwrap().contains("denied"));
 }

@@ -8,8 +8,8 @@ here=$(dirname "$0")
 . "$here/conda.env"
 prefix=/opt/miniconda3
 
-# An extra CA bundle (corporate proxy) is trusted for this step only: it lives in this
-# throw-away stage and never reaches the image.
+# An extra CA bundle (corporate proxy) is trusted for this step only: it is never added
+# to the image's trust store, and the step deletes it when done.
 if [ -f "$here/extra-ca.pem" ]; then
   cat /etc/ssl/certs/ca-certificates.crt "$here/extra-ca.pem" > "$here/trust.pem"
   export SSL_CERT_FILE="$here/trust.pem" CURL_CA_BUNDLE="$here/trust.pem" \

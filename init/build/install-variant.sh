@@ -1,6 +1,6 @@
 #!/bin/bash
-# Build step 3 (stage `conda`): the variant's extra pip packages, kept in their own
-# layer so that cells differing only by variant share everything before it.
+# Build step 3 (final stage): the variant's extra pip packages, in their own layer on
+# top of the shared Miniconda layers, so cells differing only by variant share those.
 set -euo pipefail
 here=$(dirname "$0")
 mapfile -t pip_packages < "$here/pip-packages.txt"

@@ -6,6 +6,20 @@ here=$(dirname "$0")
 # shellcheck source=/dev/null
 . "$here/system.env"
 
+# Documentation, man pages (no man reader is installed) and message catalogues other
+# than Chinese and English are not installed: about 70 MB less, nothing a user of the
+# image reads. Copyright files stay.
+cat > /etc/dpkg/dpkg.cfg.d/image-matrix-slim <<'DPKG'
+path-exclude /usr/share/doc/*
+path-include /usr/share/doc/*/copyright
+path-exclude /usr/share/man/*
+path-exclude /usr/share/info/*
+path-exclude /usr/share/locale/*
+path-include /usr/share/locale/locale.alias
+path-include /usr/share/locale/zh*
+path-include /usr/share/locale/en*
+DPKG
+
 mapfile -t packages < "$here/apt-packages.txt"
 apt-get update
 apt-get install -y --no-install-recommends "${packages[@]}"
