@@ -87,23 +87,34 @@ pub struct Base {
     pub reference: String,
     pub os: Os,
     pub cuda: Option<Cuda>,
+    slug: String,
 }
 
 impl Base {
-    /// `cuda12.1.0-cudnn8-devel-ubuntu22.04` or `ubuntu22.04`: the part of the seed's tags
-    /// that names the base.
-    pub fn slug(&self) -> String {
-        match &self.cuda {
+    pub fn new(reference: String, os: Os, cuda: Option<Cuda>) -> Base {
+        let slug = match &cuda {
             Some(c) => {
                 let mut s = format!("cuda{}", c.version);
                 if let Some(t) = &c.cudnn {
                     s.push('-');
                     s.push_str(t);
                 }
-                format!("{s}-{}-{}", c.flavor, self.os.slug())
+                format!("{s}-{}-{}", c.flavor, os.slug())
             }
-            None => self.os.slug(),
+            None => os.slug(),
+        };
+        Base {
+            reference,
+            os,
+            cuda,
+            slug,
         }
+    }
+
+    /// `cuda12.1.0-cudnn8-devel-ubuntu22.04` or `ubuntu22.04`: the part of the seed's tags
+    /// that names the base (computed once: tags, ids and sorting all use it).
+    pub fn slug(&self) -> &str {
+        &self.slug
     }
 }
 
@@ -173,14 +184,7 @@ pub fn parse(
             Some(s) => Os::parse_slug(s)?,
             None => os_parsed,
         };
-        return Ok((
-            Base {
-                reference,
-                os: os_final,
-                cuda: Some(cuda),
-            },
-            notes,
-        ));
+        return Ok((Base::new(reference, os_final, Some(cuda)), notes));
     }
 
     let os_final = if let Some(s) = os {
@@ -207,14 +211,7 @@ pub fn parse(
         }
     };
     os_final.check()?;
-    Ok((
-        Base {
-            reference,
-            os: os_final,
-            cuda: None,
-        },
-        notes,
-    ))
+    Ok((Base::new(reference, os_final, None), notes))
 }
 
 fn parse_cuda_tag(tag: &str, notes: &mut BaseNotes) -> Result<(Cuda, Os), String> {

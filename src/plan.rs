@@ -763,7 +763,7 @@ fn tag_value(c: &Cell, key: &str, date: &str) -> String {
     match key {
         "py" => c.python.tag(),
         "date" => date.to_string(),
-        "base" => c.base.slug(),
+        "base" => c.base.slug().to_string(),
         "cuda" => c
             .base
             .cuda

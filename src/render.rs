@@ -49,6 +49,11 @@ const STATIC_FILES: &[(&str, &str, bool)] = &[
         true,
     ),
     (
+        "image/init/bin/run-sshd",
+        include_str!("../init/bin/run-sshd"),
+        true,
+    ),
+    (
         "image/init/bin/run-jupyter",
         include_str!("../init/bin/run-jupyter"),
         true,
@@ -367,4 +372,51 @@ pub fn write(ctx: &Context, dir: &Path) -> io::Result<()> {
     fs::rename(&staged, dir).inspect_err(|_| {
         let _ = fs::remove_dir_all(&staged);
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every file under init/ reaches the context: a new boot helper that is not wired
+    /// into STATIC_FILES would otherwise be missing from every image.
+    #[test]
+    fn every_init_file_is_rendered() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("init");
+        let mut missing = Vec::new();
+        for dir in ["boot", "bin", "etc", "supervisor", "build"] {
+            for e in fs::read_dir(root.join(dir)).unwrap() {
+                let name = e.unwrap().file_name().into_string().unwrap();
+                let rel = format!("../init/{dir}/{name}");
+                let text = fs::read_to_string(root.join(dir).join(&name)).unwrap();
+                let known = STATIC_FILES.iter().any(|(_, t, _)| *t == text)
+                    || text == LOCALE_DEBIAN
+                    || text == LOCALE_UBUNTU;
+                if !known {
+                    missing.push(rel);
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "not rendered into contexts: {missing:?}"
+        );
+    }
+
+    #[test]
+    fn password_hashes_are_crypt_sha512_and_deterministic() {
+        let a = password_hash("123456", "miniconda");
+        assert!(a.starts_with("$6$") && a.len() > 90, "{a}");
+        assert_eq!(a, password_hash("123456", "miniconda"));
+        assert_ne!(a, password_hash("123457", "miniconda"));
+    }
+
+    #[test]
+    fn env_files_quote_every_value() {
+        let s = env_file(&[("A", "plain".into()), ("B", "has space".into())]);
+        assert!(
+            s.contains("A='plain'\n") && s.contains("B='has space'\n"),
+            "{s}"
+        );
+    }
 }

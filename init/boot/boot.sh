@@ -22,10 +22,16 @@ mkdir -p "$state"
 first_boot=0
 [ -f "$state/initialized" ] || first_boot=1
 
-# SSH host keys: made here, once per container, so no two containers share them.
+# SSH host keys: made here, once per container, so no two containers share them. The
+# RSA key takes a moment, so it is made while the other services start; run-sshd waits
+# for the marker.
+hostkeys_ready=/run/image-matrix-hostkeys
+rm -f "$hostkeys_ready"
+mkdir -p /run
 if ! ls /etc/ssh/ssh_host_*_key >/dev/null 2>&1; then
-  ssh-keygen -A >/dev/null
-  log "generated SSH host keys"
+  (ssh-keygen -A >/dev/null && touch "$hostkeys_ready" && log "generated SSH host keys") &
+else
+  touch "$hostkeys_ready"
 fi
 
 # Root password, in order: ROOT_PASSWORD_FILE, /etc/sync_passwd (platform sync, removed
