@@ -989,7 +989,7 @@ pub fn field_matches(c: &Cell, key: &str, pattern: &str) -> bool {
     // `base` also matches the base's slug, and versions match by prefix component
     // (`cuda: "12"` selects every 12.x).
     match key {
-        "base" => wildmatch::WildMatch::new(pattern).matches(&c.base.slug()),
+        "base" => wildmatch::WildMatch::new(pattern).matches(c.base.slug()),
         "cuda" | "python" | "miniconda" => {
             v.starts_with(&format!("{pattern}.")) || v.starts_with(&format!("{pattern}-"))
         }
