@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-test-env.sh
-cargo test --locked --all-targets -- --test-threads 2
+cargo test --locked --lib --bins --tests -- --test-threads 2

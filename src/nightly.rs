@@ -52,6 +52,30 @@ pub fn install_signals(cancel: &Cancel, on_second: fn()) {
     });
 }
 
+/// The docker client the arguments name, once its daemon has answered; otherwise one
+/// clear error and the preflight exit code.
+pub fn connect(
+    args: &crate::cli::DockerArgs,
+    builder: crate::cli::Builder,
+) -> Result<(Docker, (String, String, String)), i32> {
+    let docker = Docker {
+        client: args.docker.clone(),
+        context: args.context.clone(),
+        builder,
+    };
+    match docker.versions() {
+        Ok(v) => Ok((docker, v)),
+        Err(e) => {
+            crate::err(&format!(
+                "error: the Docker daemon does not answer ({}{}): {e}\nstart one (e.g. scripts/start-dockerd.sh) or point DOCKER_HOST / --context at one",
+                docker.client.display(),
+                docker.context.as_ref().map(|c| format!(" --context {c}")).unwrap_or_default()
+            ));
+            Err(exit::PREFLIGHT)
+        }
+    }
+}
+
 pub fn record_for(c: &Cell, input_hash: Option<String>) -> CellRecord {
     CellRecord {
         id: c.id.clone(),
@@ -161,22 +185,10 @@ fn warm_groups(
 
 pub fn build(plan: &Plan, args: &BuildArgs) -> i32 {
     let cells: Vec<&Cell> = filter::select(&plan.cells, &args.select.filters);
-    let docker = Docker {
-        client: args.docker.docker.clone(),
-        context: args.docker.context.clone(),
-        builder: args.builder,
-    };
     // Preflight: one clear error instead of N identical failures.
-    let (client_v, server_v, arch) = match docker.versions() {
-        Ok(v) => v,
-        Err(e) => {
-            crate::err(&format!(
-                "error: the Docker daemon does not answer ({}{}): {e}\nstart one (e.g. scripts/start-dockerd.sh) or point DOCKER_HOST / --context at one",
-                docker.client.display(),
-                docker.context.as_ref().map(|c| format!(" --context {c}")).unwrap_or_default()
-            ));
-            return exit::PREFLIGHT;
-        }
+    let (docker, (client_v, server_v, arch)) = match connect(&args.docker, args.builder) {
+        Ok(d) => d,
+        Err(code) => return code,
     };
     let contexts_dir = args.out.join("contexts");
     let log_dir = args
@@ -593,15 +605,10 @@ pub fn push(args: &PushArgs) -> i32 {
             return exit::PREFLIGHT;
         }
     };
-    let docker = Docker {
-        client: args.docker.docker.clone(),
-        context: args.docker.context.clone(),
-        builder: crate::cli::Builder::Auto,
+    let (docker, _) = match connect(&args.docker, crate::cli::Builder::Auto) {
+        Ok(d) => d,
+        Err(code) => return code,
     };
-    if let Err(e) = docker.versions() {
-        crate::err(&format!("error: the Docker daemon does not answer: {e}"));
-        return exit::PREFLIGHT;
-    }
     let verified = man.cells.iter().any(|c| c.verification.is_some());
     let ok = push_records(
         &docker,

@@ -568,15 +568,10 @@ pub fn table(report: &[(String, Verification)]) -> String {
 }
 
 pub fn run(args: &VerifyArgs) -> i32 {
-    let docker = Docker {
-        client: args.docker.docker.clone(),
-        context: args.docker.context.clone(),
-        builder: crate::cli::Builder::Auto,
+    let (docker, _) = match crate::nightly::connect(&args.docker, crate::cli::Builder::Auto) {
+        Ok(d) => d,
+        Err(code) => return code,
     };
-    if let Err(e) = docker.versions() {
-        crate::err(&format!("error: the Docker daemon does not answer: {e}"));
-        return crate::exit::PREFLIGHT;
-    }
     if run_program(
         Path::new("sshpass"),
         &["-V".to_string()],

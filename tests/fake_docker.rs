@@ -51,6 +51,24 @@ impl Env {
             .args(args);
         c
     }
+    fn push(&self, args: &[&str]) -> (i32, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_matrix"))
+            .current_dir(self.dir.path())
+            .env("FAKE_DOCKER_STATE", self.path("state"))
+            .env(
+                "DOCKER",
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake/docker"),
+            )
+            .args(["push", "out/manifest.json"])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     fn run(&self, args: &[&str]) -> (i32, String) {
         let out = self.cmd(args).output().unwrap();
         (
@@ -263,23 +281,7 @@ fn push_is_two_phase_and_never_half_publishes() {
     e.mode(B, "fail");
     let (code, _) = e.run(&["-j", "1"]);
     assert_eq!(code, 1);
-    let push = |extra: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_matrix"))
-            .current_dir(e.dir.path())
-            .env("FAKE_DOCKER_STATE", e.path("state"))
-            .env(
-                "DOCKER",
-                Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake/docker"),
-            )
-            .args(["push", "out/manifest.json"])
-            .args(extra)
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let push = |extra: &[&str]| e.push(extra);
     std::fs::write(e.path("state/calls"), "").unwrap();
     let (code, err) = push(&[]);
     assert_eq!(code, 1);
@@ -327,17 +329,8 @@ fn failed_pushes_are_retried_and_recorded() {
     let (code, _) = e.run(&["-j", "1", "--filter", "python=3.9"]);
     assert_eq!(code, 0);
     std::fs::write(e.path("state/push-fails"), "").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_matrix"))
-        .current_dir(e.dir.path())
-        .env("FAKE_DOCKER_STATE", e.path("state"))
-        .env(
-            "DOCKER",
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake/docker"),
-        )
-        .args(["push", "out/manifest.json", "--retries", "1"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    let (code, _) = e.push(&["--retries", "1"]);
+    assert_eq!(code, 1);
     let m = e.manifest();
     let pushed = &m["cells"][0]["pushed"][0];
     assert_eq!(pushed["ok"], false);
