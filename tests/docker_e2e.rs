@@ -294,8 +294,19 @@ build:
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let (_, status, _) = docker(&["exec", &cid, "supervisorctl", "status"]);
-    assert_eq!(status.matches("RUNNING").count(), 3, "{status}");
+    // Healthy means Jupyter answers and sshd listens; supervisor calls a program RUNNING
+    // once it has stayed up for its startsecs, so wait for all three.
+    loop {
+        let (_, status, _) = docker(&["exec", &cid, "supervisorctl", "status"]);
+        if status.matches("RUNNING").count() == 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every service reached RUNNING offline:\n{status}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let (code, tb, _) = docker(&[
         "exec",
         &cid,
