@@ -38,6 +38,9 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Push the cells of a manifest that built (and verified), then their alias tags.
     Push(PushArgs),
+    /// Work with manifests (merge the manifests of sharded builds).
+    #[command(subcommand)]
+    Manifest(ManifestCommand),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -46,6 +49,10 @@ pub struct Selection {
     /// variant, base, miniconda, tag, id. Repeat to narrow further.
     #[arg(long = "filter", value_name = "KEY=VALUE")]
     pub filters: Vec<Filter>,
+    /// Only the cells of shard I of N (cells of one base stay together; see
+    /// `plan --format gha --shards N`).
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<crate::shard::Shard>,
     /// Date stamp for `{date}` in tags (default: today, UTC).
     #[arg(long, value_name = "YYYYMMDD", value_parser = parse_date)]
     pub date: Option<String>,
@@ -73,6 +80,9 @@ pub struct PlanArgs {
     pub select: Selection,
     #[arg(long, value_enum, default_value = "table")]
     pub format: PlanFormat,
+    /// With --format gha: one matrix entry per shard (N CI jobs) instead of per cell.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub shards: Option<u16>,
     /// With --format bake: where `matrix render -o` put the contexts.
     #[arg(long, default_value = "out/contexts")]
     pub contexts: PathBuf,
@@ -206,4 +216,17 @@ pub struct PushArgs {
     /// Re-tries per push.
     #[arg(long, default_value_t = 2)]
     pub retries: u32,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ManifestCommand {
+    /// Combine the manifests of shards into one; refuses conflicting entries for a cell.
+    Merge {
+        /// Shard manifests.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// Where to write the merged manifest.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
 }

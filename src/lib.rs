@@ -24,6 +24,7 @@ pub mod render;
 pub mod reporter;
 pub mod scheduler;
 pub mod settings;
+pub mod shard;
 pub mod verify;
 pub mod version;
 pub mod yaml;
@@ -77,6 +78,15 @@ fn json_text(v: &serde_json::Value) -> String {
     s
 }
 
+/// The cells a command works on: the filters, then the shard.
+pub fn select<'a>(plan: &'a plan::Plan, s: &cli::Selection) -> Vec<&'a plan::Cell> {
+    let cells = filter::select(&plan.cells, &s.filters);
+    match s.shard {
+        Some(shard) => shard::select(&cells, shard),
+        None => cells,
+    }
+}
+
 /// Run a parsed command line and return the process exit code.
 pub fn run(cli: Cli) -> i32 {
     match &cli.command {
@@ -85,7 +95,7 @@ pub fn run(cli: Cli) -> i32 {
                 Ok(p) => p,
                 Err(code) => return code,
             };
-            let cells = filter::select(&plan.cells, &args.select.filters);
+            let cells = select(&plan, &args.select);
             let text = match args.format {
                 PlanFormat::Table => plan_out::table(&plan, &cells),
                 PlanFormat::Json => {
@@ -98,6 +108,10 @@ pub fn run(cli: Cli) -> i32 {
                     return exit::OK;
                 }
                 PlanFormat::Bake => json_text(&plan_out::bake(&plan, &cells, &args.contexts)),
+                PlanFormat::Gha if args.shards.is_some() => {
+                    let n = usize::from(args.shards.unwrap_or(1));
+                    json_text(&plan_out::gha_shards(&cells, n))
+                }
                 PlanFormat::Gha => {
                     if cells.len() > 256 {
                         err(&format!("warning: {} cells exceed GitHub Actions' 256 jobs per matrix; use --filter to split", cells.len()));
@@ -113,7 +127,7 @@ pub fn run(cli: Cli) -> i32 {
                 Ok(p) => p,
                 Err(code) => return code,
             };
-            let cells = filter::select(&plan.cells, &args.select.filters);
+            let cells = select(&plan, &args.select);
             for c in &cells {
                 let ctx = render::render(&plan.settings, c);
                 let dir = args.output.join(&c.id);
@@ -145,5 +159,28 @@ pub fn run(cli: Cli) -> i32 {
         }
         Command::Verify(args) => verify::run(args),
         Command::Push(args) => nightly::push(args),
+        Command::Manifest(cli::ManifestCommand::Merge { inputs, output }) => {
+            match manifest::merge_files(inputs) {
+                Ok(m) => match manifest::write(output, &m) {
+                    Ok(()) => {
+                        err(&format!(
+                            "merged {} manifests ({} cells) into {}",
+                            inputs.len(),
+                            m.cells.len(),
+                            output.display()
+                        ));
+                        exit::OK
+                    }
+                    Err(e) => {
+                        err(&format!("error: cannot write {}: {e}", output.display()));
+                        exit::PREFLIGHT
+                    }
+                },
+                Err(e) => {
+                    err(&format!("error: {e}"));
+                    exit::FAILED
+                }
+            }
+        }
     }
 }

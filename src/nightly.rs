@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use crate::cli::{BuildArgs, PushArgs};
 use crate::docker::{BuildRequest, Docker};
 use crate::executor::{DockerExecutor, Job};
+use crate::exit;
 use crate::manifest::{
     self, CellRecord, Coordinates, DockerInfo, Installer, Manifest, Pushed, Status,
 };
@@ -20,7 +21,6 @@ use crate::plan::{hex, Cell, Plan};
 use crate::render;
 use crate::reporter::Reporter;
 use crate::scheduler::{self, Cancel, Event, Warm};
-use crate::{exit, filter};
 
 /// Install SIGINT/SIGTERM handling: the first signal cancels (builds get SIGTERM, then
 /// SIGKILL after a grace period); a second one kills every build group at once and exits.
@@ -184,7 +184,7 @@ fn warm_groups(
 }
 
 pub fn build(plan: &Plan, args: &BuildArgs) -> i32 {
-    let cells: Vec<&Cell> = filter::select(&plan.cells, &args.select.filters);
+    let cells: Vec<&Cell> = crate::select(plan, &args.select);
     // Preflight: one clear error instead of N identical failures.
     let (docker, (client_v, server_v, arch)) = match connect(&args.docker, args.builder) {
         Ok(d) => d,

@@ -120,6 +120,25 @@ pub fn gha(cells: &[&Cell]) -> Value {
     })
 }
 
+/// A GitHub Actions matrix of N shard jobs; each runs `matrix build --shard I/N`.
+pub fn gha_shards(cells: &[&Cell], n: usize) -> Value {
+    let a = crate::shard::assign(cells, n);
+    let include: Vec<Value> = (0..n)
+        .filter_map(|s| {
+            let ids: Vec<&str> = cells
+                .iter()
+                .zip(&a)
+                .filter(|(_, x)| **x == s)
+                .map(|(c, _)| c.id.as_str())
+                .collect();
+            (!ids.is_empty()).then(
+                || json!({ "shard": format!("{}/{n}", s + 1), "count": ids.len(), "ids": ids }),
+            )
+        })
+        .collect();
+    json!({ "include": include })
+}
+
 pub fn table(plan: &Plan, cells: &[&Cell]) -> String {
     let mut rows: Vec<[String; 6]> = vec![[
         "ID".into(),

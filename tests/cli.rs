@@ -374,3 +374,62 @@ fn rendering_is_deterministic() {
         rendered("id=py3.9-ubuntu22.04-amd64")
     );
 }
+
+#[test]
+fn gha_shards_group_cells_by_base() {
+    let out = stdout_of(&["plan", "--format", "gha", "--shards", "3"], &root());
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let shards = v["include"].as_array().unwrap();
+    assert_eq!(shards.len(), 3);
+    let total: u64 = shards.iter().map(|s| s["count"].as_u64().unwrap()).sum();
+    assert_eq!(total, 26);
+    // each build job selects exactly its shard's cells
+    for s in shards {
+        let shard = s["shard"].as_str().unwrap();
+        let plan: serde_json::Value = serde_json::from_str(&stdout_of(
+            &["plan", "--format", "json", "--shard", shard],
+            &root(),
+        ))
+        .unwrap();
+        let ids: Vec<&str> = plan["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["id"].as_str().unwrap())
+            .collect();
+        let want: Vec<&str> = s["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
+        assert_eq!(ids, want, "shard {shard}");
+        let bases: std::collections::BTreeSet<&str> = plan["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["base"].as_str().unwrap())
+            .collect();
+        for other in shards.iter().filter(|o| o["shard"] != s["shard"]) {
+            let o: serde_json::Value = serde_json::from_str(&stdout_of(
+                &[
+                    "plan",
+                    "--format",
+                    "json",
+                    "--shard",
+                    other["shard"].as_str().unwrap(),
+                ],
+                &root(),
+            ))
+            .unwrap();
+            assert!(
+                o["cells"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|c| !bases.contains(c["base"].as_str().unwrap())),
+                "a base is split across shards"
+            );
+        }
+    }
+}

@@ -337,3 +337,69 @@ fn failed_pushes_are_retried_and_recorded() {
     assert_eq!(pushed["attempts"], 2);
     assert!(pushed["error"].as_str().unwrap().contains("denied"));
 }
+
+#[test]
+fn sharded_builds_merge_into_one_manifest_and_conflicts_are_refused() {
+    let e = Env::new(31011);
+    std::fs::write(
+        e.path("matrix.yaml"),
+        "version: 1\nbases: [ubuntu:20.04, ubuntu:22.04, ubuntu:24.04]\npython: [\"3.10\", \"3.11\"]\n",
+    )
+    .unwrap();
+    for i in 1..=2 {
+        let shard = format!("{i}/2");
+        let out = format!("out{i}");
+        let (code, err) = e.run(&["--shard", &shard, "-o", &out]);
+        assert_eq!(code, 0, "{err}");
+    }
+    let ids = |p: &str| -> Vec<String> {
+        let m: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(e.path(p)).unwrap()).unwrap();
+        m["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (a, b) = (ids("out1/manifest.json"), ids("out2/manifest.json"));
+    assert_eq!(
+        (a.len(), b.len()),
+        (4, 2),
+        "cells of one base stay together: {a:?} {b:?}"
+    );
+    assert!(a.iter().all(|x| !b.contains(x)));
+
+    let merge = |inputs: &[&str], out: &str| {
+        Command::new(env!("CARGO_BIN_EXE_matrix"))
+            .current_dir(e.dir.path())
+            .args(["manifest", "merge"])
+            .args(inputs)
+            .args(["-o", out])
+            .output()
+            .unwrap()
+    };
+    let res = merge(&["out1/manifest.json", "out2/manifest.json"], "all.json");
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let all = ids("all.json");
+    assert_eq!(all.len(), 6);
+
+    // The same cell recorded differently in two manifests is a conflict.
+    let mut m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(e.path("out1/manifest.json")).unwrap())
+            .unwrap();
+    m["cells"][0]["status"] = "failed".into();
+    std::fs::write(e.path("conflict.json"), serde_json::to_string(&m).unwrap()).unwrap();
+    let res = merge(&["out1/manifest.json", "conflict.json"], "bad.json");
+    assert_eq!(res.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(
+        err.contains("differs between out1/manifest.json and conflict.json; refusing to merge"),
+        "{err}"
+    );
+    assert!(!e.path("bad.json").exists(), "no half-written output");
+}
