@@ -403,3 +403,67 @@ fn sharded_builds_merge_into_one_manifest_and_conflicts_are_refused() {
     );
     assert!(!e.path("bad.json").exists(), "no half-written output");
 }
+
+/// The example workflow's plan, build and merge commands, exactly as written there, run
+/// locally against the fake docker (verify needs a real daemon, push a registry).
+#[test]
+fn the_example_workflow_plans_builds_shards_and_merges() {
+    let e = Env::new(31012);
+    std::fs::write(e.path("matrix.yaml"), "version: 1\nbases: [ubuntu:20.04, ubuntu:22.04, ubuntu:24.04, \"debian:12\", \"debian:11\"]\npython: [\"3.10\"]\n").unwrap();
+    let wf = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/github-workflow.yml"),
+    )
+    .unwrap();
+    let commands: Vec<String> = wf
+        .lines()
+        .map(str::trim)
+        .map(|l| l.strip_prefix("- run: ").unwrap_or(l))
+        .filter(|l| l.starts_with("matrix "))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(commands.len(), 4, "{commands:?}");
+    let sh = |cmd: &str| {
+        let bin = Path::new(env!("CARGO_BIN_EXE_matrix"));
+        let line = cmd.replacen("matrix ", &format!("{} ", bin.display()), 1);
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(&line)
+            .current_dir(e.dir.path())
+            .env("FAKE_DOCKER_STATE", e.path("state"))
+            .env(
+                "DOCKER",
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake/docker"),
+            )
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{line}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    sh(&commands[0]);
+    let shards: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(e.path("shards.json")).unwrap()).unwrap();
+    let shards = shards["include"].as_array().unwrap().clone();
+    assert_eq!(shards.len(), 4);
+    let build = commands[1].replace(" --verify", "");
+    assert!(build.contains("${{ matrix.shard }}"));
+    for (i, s) in shards.iter().enumerate() {
+        let line = build.replace("${{ matrix.shard }}", s["shard"].as_str().unwrap());
+        sh(&line);
+        std::fs::create_dir_all(e.path(&format!("shards/manifest-{i}"))).unwrap();
+        std::fs::rename(
+            e.path("out/manifest.json"),
+            e.path(&format!("shards/manifest-{i}/manifest.json")),
+        )
+        .unwrap();
+    }
+    sh(&commands[2]);
+    let all: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(e.path("all.json")).unwrap()).unwrap();
+    let cells = all["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), 5);
+    assert!(cells.iter().all(|c| c["status"] == "built"));
+    assert!(commands[3].starts_with("matrix push all.json"));
+}
