@@ -80,6 +80,10 @@ pub struct PlanArgs {
     pub select: Selection,
     #[arg(long, value_enum, default_value = "table")]
     pub format: PlanFormat,
+    /// Compare with a previous build manifest: which cells will change and why
+    /// (table, or JSON with --format json).
+    #[arg(long, value_name = "MANIFEST")]
+    pub diff: Option<PathBuf>,
     /// With --format gha: one matrix entry per shard (N CI jobs) instead of per cell.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub shards: Option<u16>,

@@ -11,6 +11,7 @@ pub mod catalogue;
 pub mod cli;
 pub mod diag;
 pub mod docker;
+pub mod drift;
 pub mod executor;
 pub mod exit;
 pub mod filter;
@@ -96,6 +97,23 @@ pub fn run(cli: Cli) -> i32 {
                 Err(code) => return code,
             };
             let cells = select(&plan, &args.select);
+            if let Some(prev) = &args.diff {
+                let m = match manifest::read(prev) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        err(&format!("error: --diff: {e}"));
+                        return exit::PREFLIGHT;
+                    }
+                };
+                let changes = drift::diff(&plan, &cells, &m);
+                out(&match args.format {
+                    PlanFormat::Json => json_text(
+                        &serde_json::json!({ "version": 1, "against": prev.display().to_string(), "cells": changes }),
+                    ),
+                    _ => drift::table(&changes),
+                });
+                return exit::OK;
+            }
             let text = match args.format {
                 PlanFormat::Table => plan_out::table(&plan, &cells),
                 PlanFormat::Json => {

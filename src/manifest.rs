@@ -90,6 +90,10 @@ pub struct CellRecord {
     pub coordinates: Coordinates,
     pub installer: Option<Installer>,
     pub input_hash: Option<String>,
+    /// Hashes of the context's parts (`Dockerfile`, `system`, `conda`, `variant`,
+    /// `image`), so that `plan --diff` can say what changed.
+    #[serde(default)]
+    pub input_parts: std::collections::BTreeMap<String, String>,
     pub status: Status,
     pub attempts: u32,
     pub exit_code: Option<i32>,

@@ -96,6 +96,7 @@ pub fn record_for(c: &Cell, input_hash: Option<String>) -> CellRecord {
             sha256: c.installer.sha256.clone(),
         }),
         input_hash,
+        input_parts: std::collections::BTreeMap::new(),
         status: Status::NotStarted,
         attempts: 0,
         exit_code: None,
@@ -263,6 +264,7 @@ pub fn build(plan: &Plan, args: &BuildArgs) -> i32 {
         let ctx = render::render(&plan.settings, c);
         let input_hash = render::input_hash(&ctx, c, &[]);
         let mut rec = record_for(c, Some(input_hash.clone()));
+        rec.input_parts = render::part_hashes(&ctx);
         if let Some(prev) = previous.get(&c.id) {
             if prev.input_hash.as_deref() == Some(input_hash.as_str()) {
                 let mut kept = prev.clone();

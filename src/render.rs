@@ -330,6 +330,22 @@ pub fn input_hash(ctx: &Context, c: &Cell, extra: &[String]) -> String {
     hex(&h.finalize())
 }
 
+/// Hashes of the context's parts: the Dockerfile and each top-level directory.
+pub fn part_hashes(ctx: &Context) -> std::collections::BTreeMap<String, String> {
+    let mut parts: std::collections::BTreeMap<String, Sha256> = std::collections::BTreeMap::new();
+    for f in ctx.files.iter().filter(|f| f.path != "cell.json") {
+        let part = f.path.split('/').next().unwrap_or("").to_string();
+        let h = parts.entry(part).or_default();
+        h.update(f.path.as_bytes());
+        h.update([0, u8::from(f.executable)]);
+        h.update(&f.bytes);
+    }
+    parts
+        .into_iter()
+        .map(|(k, h)| (k, hex(&h.finalize())))
+        .collect()
+}
+
 /// Write a context to `dir` atomically: into a sibling temp directory, then renamed
 /// over any previous one, so a crash never leaves a half-written context.
 pub fn write(ctx: &Context, dir: &Path) -> io::Result<()> {

@@ -467,3 +467,63 @@ fn the_example_workflow_plans_builds_shards_and_merges() {
     assert!(cells.iter().all(|c| c["status"] == "built"));
     assert!(commands[3].starts_with("matrix push all.json"));
 }
+
+#[test]
+fn plan_diff_says_which_cells_change_and_why() {
+    let e = Env::new(31013);
+    e.mode(B, "fail");
+    let (code, _) = e.run(&["-j", "1"]);
+    assert_eq!(code, 1);
+    std::fs::copy(e.path("out/manifest.json"), e.path("last.json")).unwrap();
+    let diff = |yaml: &str| {
+        std::fs::write(e.path("matrix.yaml"), yaml).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_matrix"))
+            .current_dir(e.dir.path())
+            .args(["plan", "--diff", "last.json", "--format", "json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} {} {}",
+                    c["id"].as_str().unwrap(),
+                    c["change"].as_str().unwrap(),
+                    c["why"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|w| w.as_str().unwrap())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        diff(MATRIX),
+        [
+            format!("{A} unchanged "),
+            format!("{B} rebuild previous status failed"),
+            format!("{C} unchanged ")
+        ]
+    );
+    let changed = MATRIX.replace("python: [\"3.9\", \"3.10\", \"3.11\"]", "python: [\"3.10\", \"3.11\", \"3.12\"]\npackages:\n  pip: [jupyterlab, tensorboard, pandas]");
+    assert_eq!(
+        diff(&changed),
+        [
+            format!("{B} changed Miniconda layer (installer, pip packages, sources or its script)"),
+            format!("{C} changed Miniconda layer (installer, pip packages, sources or its script)"),
+            "py3.12-ubuntu22.04-amd64 new not in the previous manifest".to_string(),
+            format!("{A} removed no longer in the matrix"),
+        ]
+    );
+}
