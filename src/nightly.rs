@@ -186,6 +186,15 @@ fn warm_groups(
 
 pub fn build(plan: &Plan, args: &BuildArgs) -> i32 {
     let cells: Vec<&Cell> = crate::select(plan, &args.select);
+    if cells.is_empty() {
+        // A nightly whose filter matches nothing must not look like a quiet success.
+        crate::err(&format!(
+            "error: no cell of {} matches the selection ({} cells planned); check --filter / --shard with `matrix plan`",
+            plan.matrix_file.display(),
+            plan.cells.len()
+        ));
+        return exit::USAGE;
+    }
     // Preflight: one clear error instead of N identical failures.
     let (docker, (client_v, server_v, arch)) = match connect(&args.docker, args.builder) {
         Ok(d) => d,

@@ -527,3 +527,15 @@ fn plan_diff_says_which_cells_change_and_why() {
         ]
     );
 }
+
+#[test]
+fn a_selection_that_matches_nothing_is_an_error() {
+    let e = Env::new(31014);
+    let (code, err) = e.run(&["--filter", "python=2.7"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("no cell of matrix.yaml matches the selection (3 cells planned)"),
+        "{err}"
+    );
+    assert!(!e.path("out/manifest.json").exists());
+}
