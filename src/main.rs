@@ -1,3 +1,5 @@
+//! The `matrix` binary: parse the command line, run it, exit with its code.
+
 use clap::Parser;
 
 fn main() {

@@ -23,6 +23,13 @@ use crate::yaml;
 
 /// The seed's Miniconda release, used when `miniconda` is not given.
 pub const DEFAULT_MINICONDA: &str = "24.5.0-0";
+
+fn default_release() -> CondaRelease {
+    CondaRelease {
+        version: semver::Version::new(24, 5, 0),
+        build: Some(0),
+    }
+}
 pub const DEFAULT_MAX_CELLS: u64 = 1000;
 
 #[derive(Clone, Debug, Serialize)]
@@ -574,8 +581,7 @@ fn read_pythons(raw: &RawConfig, d: &mut Diags) -> Vec<PyEntry> {
                 return Vec::new();
             }
         },
-        None => CondaRelease::parse(DEFAULT_MINICONDA)
-            .unwrap_or_else(|_| unreachable!("the default release parses")),
+        None => default_release(),
     };
     if raw.python.is_empty() && !raw.present.iter().any(|k| k == "python") {
         d.error(
@@ -1061,7 +1067,7 @@ fn include_coord<'a>(
         },
         None => match pythons.iter().find(|p| p.0 == pyv) {
             Some(p) => p.1.clone(),
-            None => CondaRelease::parse(DEFAULT_MINICONDA).ok()?,
+            None => default_release(),
         },
     };
     let base_i = match bases
@@ -1237,6 +1243,11 @@ mod tests {
         ] {
             assert!(e.iter().any(|x| x.contains(want)), "missing {want}: {e:#?}");
         }
+    }
+
+    #[test]
+    fn the_default_release_is_the_documented_one() {
+        assert_eq!(default_release().to_string(), DEFAULT_MINICONDA);
     }
 
     #[test]
