@@ -25,10 +25,17 @@ impl Cancel {
     pub const INTERRUPT: u8 = 2;
     pub const TERMINATE: u8 = 3;
 
+    /// Record why work stops. The first reason wins, except that a signal replaces
+    /// fail-fast: after `--fail-fast` stopped the run, Ctrl-C must still exit 130 and a
+    /// second Ctrl-C must still kill at once.
     pub fn set(&self, why: u8) {
         let _ = self
             .0
-            .compare_exchange(Self::NONE, why, Ordering::SeqCst, Ordering::SeqCst);
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |cur| {
+                let replace =
+                    cur == Self::NONE || (cur == Self::FAIL_FAST && why > Self::FAIL_FAST);
+                replace.then_some(why)
+            });
     }
 
     pub fn get(&self) -> u8 {
@@ -419,6 +426,17 @@ mod tests {
 
     fn statuses(o: &[Outcome]) -> Vec<&'static str> {
         o.iter().map(|x| x.status.as_str()).collect()
+    }
+
+    #[test]
+    fn a_signal_overrides_fail_fast_but_not_another_signal() {
+        let c = Cancel::default();
+        c.set(Cancel::FAIL_FAST);
+        c.set(Cancel::INTERRUPT);
+        assert_eq!(c.get(), Cancel::INTERRUPT);
+        c.set(Cancel::TERMINATE);
+        c.set(Cancel::FAIL_FAST);
+        assert_eq!(c.get(), Cancel::INTERRUPT);
     }
 
     #[test]
