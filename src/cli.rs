@@ -117,8 +117,14 @@ pub struct DockerArgs {
     #[arg(long, env = "DOCKER", hide_env_values = true, default_value = "docker")]
     pub docker: PathBuf,
     /// Docker context to use (otherwise DOCKER_HOST / the current context).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "engines")]
     pub context: Option<String>,
+    /// A Docker engine: NAME=TARGET[,jobs=N], TARGET a DOCKER_HOST URL (unix://,
+    /// tcp://, ssh://) or a docker context. Repeat for several engines; replaces the
+    /// matrix's `engines:` list. Push and verify reach each cell on the engine the
+    /// manifest names (this option overrides where an engine name points).
+    #[arg(long = "engine", value_name = "NAME=TARGET[,jobs=N]")]
+    pub engines: Vec<crate::engine::EngineSpec>,
 }
 
 #[derive(Args, Debug)]
@@ -127,9 +133,14 @@ pub struct BuildArgs {
     pub select: Selection,
     #[command(flatten)]
     pub docker: DockerArgs,
-    /// Builds to run at once.
+    /// Builds to run at once (per engine, unless an engine sets its own `jobs`).
     #[arg(short, long, default_value_t = 2)]
     pub jobs: usize,
+    /// How often to check that every engine still answers (with several engines; 0s
+    /// turns it off); an engine that misses two checks in a row is marked down and its
+    /// unfinished cells go to the others.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    pub engine_check: std::time::Duration,
     /// Where contexts, logs and the manifest go.
     #[arg(short, long, default_value = "out")]
     pub out: PathBuf,

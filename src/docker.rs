@@ -56,6 +56,9 @@ pub fn shell_word(w: &str) -> String {
 pub struct Docker {
     pub client: PathBuf,
     pub context: Option<String>,
+    /// DOCKER_HOST for this client (an engine given as `unix://…`, `tcp://…`,
+    /// `ssh://…`); None keeps the caller's environment.
+    pub host: Option<String>,
     pub builder: Builder,
 }
 
@@ -107,7 +110,24 @@ impl Docker {
     fn expr(&self, args: &[&str]) -> duct::Expression {
         let mut argv = self.prefix();
         argv.extend(args.iter().map(OsString::from));
-        duct::cmd(self.client.as_os_str(), argv)
+        self.target_env(duct::cmd(self.client.as_os_str(), argv))
+    }
+
+    /// Point a command at this client's engine: an explicit host replaces whatever
+    /// DOCKER_HOST / DOCKER_CONTEXT the tool was started with.
+    fn target_env(&self, e: duct::Expression) -> duct::Expression {
+        match &self.host {
+            Some(h) => e.env("DOCKER_HOST", h).env_remove("DOCKER_CONTEXT"),
+            None => e,
+        }
+    }
+
+    /// How the engine is named in messages: its host, its context or "default".
+    pub fn target(&self) -> String {
+        self.host
+            .clone()
+            .or_else(|| self.context.as_ref().map(|c| format!("context {c}")))
+            .unwrap_or_else(|| "the default engine".into())
     }
 
     /// Environment the build client needs for the chosen builder.
@@ -170,6 +190,9 @@ impl Docker {
     /// A copy-pasteable shell line reproducing a build.
     pub fn build_command_line(&self, r: &BuildRequest) -> String {
         let mut words: Vec<String> = Vec::new();
+        if let Some(h) = &self.host {
+            words.push(format!("DOCKER_HOST={}", shell_word(h)));
+        }
         if let Some((k, v)) = self.build_env() {
             words.push(format!("{k}={v}"));
         }
@@ -188,9 +211,11 @@ impl Docker {
         grace: Duration,
     ) -> std::io::Result<(Exit, Option<Stop>)> {
         let args = self.build_args(r);
-        let mut e = duct::cmd(self.client.as_os_str(), &args)
-            .stderr_to_stdout()
-            .unchecked();
+        let mut e = self.target_env(
+            duct::cmd(self.client.as_os_str(), &args)
+                .stderr_to_stdout()
+                .unchecked(),
+        );
         if let Some((k, v)) = self.build_env() {
             e = e.env(k, v);
         }
@@ -291,6 +316,45 @@ impl Docker {
         match (p.next(), p.next(), p.next()) {
             (Some(c), Some(v), Some(a)) if !v.is_empty() => Ok((c.into(), v.into(), a.into())),
             _ => Err(format!("unexpected `docker version` output: {s}")),
+        }
+    }
+
+    /// Whether the daemon answers within `timeout` (a hung daemon must not hang the
+    /// health check).
+    pub fn ping(&self, timeout: Duration) -> Result<(), String> {
+        let e = self
+            .expr(&["version", "--format", "{{.Server.Version}}"])
+            .stdout_capture()
+            .stderr_capture()
+            .unchecked();
+        let handle = e
+            .start()
+            .map_err(|err| format!("cannot run {}: {err}", self.client.display()))?;
+        let start = Instant::now();
+        loop {
+            match handle.try_wait() {
+                Ok(Some(o)) if o.status.success() && !o.stdout.trim_ascii().is_empty() => {
+                    return Ok(())
+                }
+                Ok(Some(o)) => {
+                    let err = String::from_utf8_lossy(&o.stderr).trim().to_string();
+                    return Err(if err.is_empty() {
+                        format!("docker version exited with {}", o.status)
+                    } else {
+                        err
+                    });
+                }
+                Ok(None) if start.elapsed() > timeout => {
+                    let _ = handle.kill();
+                    return Err(format!(
+                        "{} did not answer within {}s",
+                        self.target(),
+                        timeout.as_secs()
+                    ));
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(25)),
+                Err(err) => return Err(err.to_string()),
+            }
         }
     }
 
@@ -403,6 +467,7 @@ mod tests {
         let d = Docker {
             client: "docker".into(),
             context: None,
+            host: None,
             builder: Builder::Buildkit,
         };
         let r = BuildRequest {

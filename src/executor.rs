@@ -20,6 +20,9 @@ pub struct Job {
     pub input_hash: String,
     /// Tag checked for `up-to-date` (None for shared stages, which are never skipped).
     pub primary_tag: Option<String>,
+    /// Jobs with the same affinity (the same base) share layers, so they are best
+    /// built on the same engine.
+    pub affinity: String,
 }
 
 /// Progress inside a build: step k of n and its text.
@@ -63,6 +66,11 @@ pub trait Executor: Sync {
     ) -> AttemptResult;
     /// Image id and size after a successful build.
     fn image_info(&self, job: &Job) -> Option<(String, u64)>;
+    /// Whether the engine still answers (asked after a failure, and by the health
+    /// check when there are several engines).
+    fn alive(&self) -> Result<(), String> {
+        Ok(())
+    }
     /// Check a freshly built image from outside (`build --verify`); None when the
     /// executor cannot verify.
     fn verify(
@@ -244,6 +252,10 @@ impl Executor for DockerExecutor {
         AttemptResult { end, tail }
     }
 
+    fn alive(&self) -> Result<(), String> {
+        self.docker.ping(Duration::from_secs(10))
+    }
+
     fn image_info(&self, job: &Job) -> Option<(String, u64)> {
         let id = job
             .request
@@ -262,6 +274,8 @@ pub struct FakeExecutor {
     pub scripts: Mutex<std::collections::HashMap<String, VecDeque<FakeAttempt>>>,
     pub up_to_date: Vec<String>,
     pub calls: Mutex<Vec<String>>,
+    /// Set once the fake engine "dies"; `alive` fails from then on.
+    pub dead: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Clone, Debug)]
@@ -275,6 +289,11 @@ pub enum FakeAttempt {
     },
     /// Runs until stopped (for timeouts and cancellation).
     Hang,
+    /// The engine dies under the build: the attempt fails and `alive` fails after.
+    KillEngine,
+    /// The engine stops answering but the build never returns (only the health
+    /// check can notice).
+    FreezeEngine,
 }
 
 impl FakeExecutor {
@@ -331,6 +350,26 @@ impl Executor for FakeExecutor {
                 exit_code: code,
                 transient,
             },
+            FakeAttempt::KillEngine => {
+                self.dead.store(true, std::sync::atomic::Ordering::SeqCst);
+                AttemptEnd::Failed {
+                    exit_code: 1,
+                    transient: false,
+                }
+            }
+            FakeAttempt::FreezeEngine => {
+                self.dead.store(true, std::sync::atomic::Ordering::SeqCst);
+                loop {
+                    if let Some(s) = stop() {
+                        break if s == Stop::Cancelled {
+                            AttemptEnd::Cancelled
+                        } else {
+                            AttemptEnd::TimedOut
+                        };
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
             FakeAttempt::Hang => loop {
                 if let Some(s) = stop() {
                     break if s == Stop::Cancelled {
@@ -350,6 +389,14 @@ impl Executor for FakeExecutor {
 
     fn image_info(&self, job: &Job) -> Option<(String, u64)> {
         Some((format!("sha256:{}", job.id), 1000))
+    }
+
+    fn alive(&self) -> Result<(), String> {
+        if self.dead.load(std::sync::atomic::Ordering::SeqCst) {
+            Err("fake engine is gone".into())
+        } else {
+            Ok(())
+        }
     }
 }
 

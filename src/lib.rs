@@ -12,6 +12,7 @@ pub mod cli;
 pub mod diag;
 pub mod docker;
 pub mod drift;
+pub mod engine;
 pub mod executor;
 pub mod exit;
 pub mod filter;

@@ -83,6 +83,15 @@ pub struct Pushed {
     pub error: Option<String>,
 }
 
+/// A build lost because its engine stopped answering; the cell went back to the queue.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Requeue {
+    pub engine: String,
+    pub reason: String,
+    /// Time spent on that engine before the cell was taken away from it.
+    pub seconds: f64,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct CellRecord {
     pub id: String,
@@ -106,6 +115,13 @@ pub struct CellRecord {
     pub verification: Option<Verification>,
     #[serde(default)]
     pub pushed: Vec<Pushed>,
+    /// The engine that built the image (or holds it, for up-to-date cells); push and
+    /// verify go there.
+    #[serde(default)]
+    pub engine: Option<String>,
+    /// Engines this cell was taken away from because they went down.
+    #[serde(default)]
+    pub requeued: Vec<Requeue>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -113,6 +129,17 @@ pub struct DockerInfo {
     pub client: String,
     pub server: String,
     pub builder: String,
+}
+
+/// One engine of the run: how to reach it again, and whether it stayed up.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct EngineRecord {
+    pub name: String,
+    pub target: crate::engine::Target,
+    pub jobs: usize,
+    pub server: String,
+    /// Why it was marked down during the run.
+    pub down: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -128,6 +155,9 @@ pub struct Manifest {
     /// CPU time (user + system) the tool itself used, without its children.
     #[serde(default)]
     pub tool_cpu_seconds: Option<f64>,
+    /// The engines cells were built on (empty: the client's default engine).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub engines: Vec<EngineRecord>,
     pub cells: Vec<CellRecord>,
 }
 
@@ -143,6 +173,7 @@ impl Manifest {
             matrix_sha256: matrix_sha256.into(),
             docker,
             tool_cpu_seconds: None,
+            engines: Vec::new(),
             cells: Vec::new(),
         }
     }
@@ -240,6 +271,13 @@ pub fn merge(inputs: Vec<(String, Manifest)>) -> Result<Manifest, String> {
             (Some(a), Some(b)) => Some(a + b),
             (a, b) => a.or(b),
         };
+        // Engines are named per shard run; keep each name once (the first shard's
+        // target), since a cell records only the name.
+        for e in m.engines {
+            if !out.engines.iter().any(|x| x.name == e.name) {
+                out.engines.push(e);
+            }
+        }
         for c in m.cells {
             match out.cells.iter().find(|x| x.id == c.id) {
                 Some(existing) if *existing == c => {}

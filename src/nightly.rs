@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 
 use crate::cli::{BuildArgs, PushArgs};
 use crate::docker::{BuildRequest, Docker};
+use crate::engine::{EngineSpec, Engines, Target};
 use crate::executor::{DockerExecutor, Job};
 use crate::exit;
 use crate::manifest::{
@@ -52,25 +53,118 @@ pub fn install_signals(cancel: &Cancel, on_second: fn()) {
     });
 }
 
-/// The docker client the arguments name, once its daemon has answered; otherwise one
-/// clear error and the preflight exit code.
+/// The name of the one engine when none is configured.
+pub const DEFAULT_ENGINE: &str = "default";
+
+/// Which engines to use: those a manifest recorded, re-pointed or extended by
+/// `--engine`; with nothing recorded, `--engine` alone, else the matrix's `engines:`,
+/// else the client's default engine.
+pub fn engine_specs(
+    args: &crate::cli::DockerArgs,
+    configured: &[EngineSpec],
+    recorded: &[manifest::EngineRecord],
+) -> Vec<EngineSpec> {
+    let mut specs: Vec<EngineSpec> = recorded
+        .iter()
+        .map(|r| EngineSpec {
+            name: r.name.clone(),
+            target: r.target.clone(),
+            jobs: Some(r.jobs),
+        })
+        .collect();
+    for a in &args.engines {
+        match specs.iter_mut().find(|s| s.name == a.name) {
+            Some(s) => *s = a.clone(),
+            None => specs.push(a.clone()),
+        }
+    }
+    if specs.is_empty() {
+        specs = configured.to_vec();
+    }
+    if specs.is_empty() {
+        specs.push(EngineSpec {
+            name: DEFAULT_ENGINE.into(),
+            target: args
+                .context
+                .clone()
+                .map_or(Target::Default, Target::Context),
+            jobs: None,
+        });
+    }
+    specs
+}
+
+/// The engines that answered the preflight (with their client version, server
+/// version and arch, in the same order) and those that did not (with why).
+pub struct Connected {
+    pub engines: Engines,
+    pub versions: Vec<(String, String, String)>,
+    pub down: Vec<(EngineSpec, String)>,
+}
+
+/// Ask every engine whether it answers (in parallel). Engines that do not are left out
+/// with a warning, unless none answers: then one clear error and the preflight code.
 pub fn connect(
     args: &crate::cli::DockerArgs,
     builder: crate::cli::Builder,
-) -> Result<(Docker, (String, String, String)), i32> {
-    let docker = Docker {
-        client: args.docker.clone(),
-        context: args.context.clone(),
-        builder,
-    };
-    match docker.versions() {
-        Ok(v) => Ok((docker, v)),
-        Err(e) => {
-            crate::err(&format!(
-                "error: the Docker daemon does not answer ({}{}): {e}\nstart one (e.g. scripts/start-dockerd.sh) or point DOCKER_HOST / --context at one",
-                docker.client.display(),
-                docker.context.as_ref().map(|c| format!(" --context {c}")).unwrap_or_default()
-            ));
+    specs: Vec<EngineSpec>,
+) -> Result<Connected, i32> {
+    if let Err(e) = crate::engine::check_unique(&specs) {
+        crate::err(&format!("error: {e}"));
+        return Err(exit::USAGE);
+    }
+    let checked: Vec<(EngineSpec, Docker, _)> = std::thread::scope(|s| {
+        let handles: Vec<_> = specs
+            .into_iter()
+            .map(|spec| {
+                s.spawn(move || {
+                    let d = spec.docker(&args.docker, builder);
+                    let v = d.versions();
+                    (spec, d, v)
+                })
+            })
+            .collect();
+        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+    });
+    let several = checked.len() > 1;
+    let (mut up, mut answered, mut down) = (Vec::new(), Vec::new(), Vec::new());
+    for (spec, d, v) in checked {
+        match v {
+            Ok(v) => {
+                up.push((spec, d));
+                answered.push(v);
+            }
+            Err(e) => {
+                let place = if several {
+                    format!("engine {} at {}", spec.name, spec.target)
+                } else {
+                    format!(
+                        "{}{}",
+                        d.client.display(),
+                        d.context
+                            .as_ref()
+                            .map(|c| format!(" --context {c}"))
+                            .unwrap_or_default()
+                    )
+                };
+                crate::err(&format!(
+                    "{}: the Docker daemon does not answer ({place}): {e}",
+                    if several { "warning" } else { "error" }
+                ));
+                down.push((spec, e));
+            }
+        }
+    }
+    match Engines::new(up) {
+        Some(engines) => Ok(Connected {
+            engines,
+            versions: answered,
+            down,
+        }),
+        None => {
+            crate::err(
+                "error: no Docker engine answers; start one (e.g. scripts/start-dockerd.sh) or point DOCKER_HOST / --context / --engine at one",
+            );
             Err(exit::PREFLIGHT)
         }
     }
@@ -107,6 +201,8 @@ pub fn record_for(c: &Cell, input_hash: Option<String>) -> CellRecord {
         reason: None,
         verification: None,
         pushed: Vec::new(),
+        engine: None,
+        requeued: Vec::new(),
     }
 }
 
@@ -177,6 +273,7 @@ fn warm_groups(
                     log_path: log_dir.join(format!("{}.log", id.replace(':', "-"))),
                     input_hash: k.to_string(),
                     primary_tag: None,
+                    affinity: first.affinity.clone(),
                 },
                 members,
             }
@@ -196,10 +293,16 @@ pub fn build(plan: &Plan, args: &BuildArgs) -> i32 {
         return exit::USAGE;
     }
     // Preflight: one clear error instead of N identical failures.
-    let (docker, (client_v, server_v, arch)) = match connect(&args.docker, args.builder) {
+    let specs = engine_specs(&args.docker, &plan.settings.engines, &[]);
+    let Connected {
+        engines,
+        versions,
+        down: down_at_start,
+    } = match connect(&args.docker, args.builder, specs) {
         Ok(d) => d,
         Err(code) => return code,
     };
+    let (client_v, server_v, _) = versions[0].clone();
     let contexts_dir = args.out.join("contexts");
     let log_dir = args
         .log_dir
@@ -253,6 +356,28 @@ pub fn build(plan: &Plan, args: &BuildArgs) -> i32 {
             builder: builder_name.into(),
         }),
     );
+    man.engines = engines
+        .iter()
+        .zip(&versions)
+        .map(|((spec, _), v)| manifest::EngineRecord {
+            name: spec.name.clone(),
+            target: spec.target.clone(),
+            jobs: spec.jobs.unwrap_or(args.jobs).max(1),
+            server: v.1.clone(),
+            down: None,
+        })
+        .chain(
+            down_at_start
+                .iter()
+                .map(|(spec, e)| manifest::EngineRecord {
+                    name: spec.name.clone(),
+                    target: spec.target.clone(),
+                    jobs: spec.jobs.unwrap_or(args.jobs).max(1),
+                    server: String::new(),
+                    down: Some(format!("did not answer at the start: {e}")),
+                }),
+        )
+        .collect();
     let matrix_dir = plan
         .matrix_file
         .parent()
@@ -264,7 +389,9 @@ pub fn build(plan: &Plan, args: &BuildArgs) -> i32 {
         .network
         .clone()
         .or_else(|| plan.settings.network.clone());
-    let daemon_platform = format!("linux/{}", arch);
+    // `--platform` only where some engine would otherwise build for its own arch.
+    let native: std::collections::BTreeSet<String> =
+        versions.iter().map(|v| format!("linux/{}", v.2)).collect();
 
     let mut jobs: Vec<Job> = Vec::new();
     let mut job_cells: Vec<&Cell> = Vec::new();
@@ -314,7 +441,8 @@ pub fn build(plan: &Plan, args: &BuildArgs) -> i32 {
             }))
             .collect(),
             network: network.clone(),
-            platform: (c.platform != daemon_platform).then(|| c.platform.clone()),
+            platform: (native.len() != 1 || !native.contains(&c.platform))
+                .then(|| c.platform.clone()),
             pull: args.pull,
             no_cache: args.no_cache,
             iidfile: Some(iid_dir.join(format!("{}.iid", c.id))),
@@ -328,6 +456,7 @@ pub fn build(plan: &Plan, args: &BuildArgs) -> i32 {
             log_path: log_dir.join(format!("{}.log", c.id)),
             input_hash,
             primary_tag: Some(c.primary_tag().to_string()),
+            affinity: format!("{} {}", c.base.reference, c.platform),
         });
         job_cells.push(c);
         man.cells.push(rec);
@@ -378,11 +507,24 @@ pub fn build(plan: &Plan, args: &BuildArgs) -> i32 {
         crate::docker::kill_all_groups();
         crate::verify::remove_all_containers();
     });
-    let exec = DockerExecutor {
-        docker: docker.clone(),
-        grace: Duration::from_secs(10),
-    };
+    let execs: Vec<DockerExecutor> = engines
+        .iter()
+        .map(|(_, d)| DockerExecutor {
+            docker: d.clone(),
+            grace: args.kill_grace,
+        })
+        .collect();
+    let sched_engines: Vec<scheduler::Engine> = engines
+        .iter()
+        .zip(&execs)
+        .map(|((spec, _), exec)| scheduler::Engine {
+            name: spec.name.clone(),
+            exec,
+            jobs: spec.jobs.unwrap_or(args.jobs).max(1),
+        })
+        .collect();
     let opts = scheduler::Options {
+        engine_check: args.engine_check,
         jobs: args.jobs.max(1),
         fail_fast: args.fail_fast,
         timeout: args.timeout,
@@ -392,6 +534,7 @@ pub fn build(plan: &Plan, args: &BuildArgs) -> i32 {
         verify: args.verify,
     };
     let mut reporter = Reporter::new(jobs.len(), args.quiet);
+    reporter.show_engines(engines.len() > 1);
     let warm_logs: HashMap<String, (PathBuf, BuildRequest)> = warm
         .iter()
         .flatten()
@@ -409,7 +552,14 @@ pub fn build(plan: &Plan, args: &BuildArgs) -> i32 {
         .collect();
     let mut on_event = |ev: &Event| {
         reporter.event(ev);
+        if let Event::EngineDown { engine, reason } = ev {
+            if let Some(r) = man.engines.iter_mut().find(|r| &r.name == engine) {
+                r.down = Some(reason.clone());
+            }
+            return;
+        }
         let Event::Finished(o) = ev else { return };
+        let docker = engines.get(o.engine.as_deref()).unwrap_or(engines.first());
         if let Some((log, req)) = warm_logs.get(&o.id) {
             if !o.status.succeeded() && o.status != Status::NotStarted {
                 reporter.failure(
@@ -429,6 +579,8 @@ pub fn build(plan: &Plan, args: &BuildArgs) -> i32 {
             rec.exit_code = o.exit_code;
             rec.duration_seconds = (o.duration.as_secs_f64() * 10.0).round() / 10.0;
             rec.reason.clone_from(&o.reason);
+            rec.engine.clone_from(&o.engine);
+            rec.requeued.clone_from(&o.requeues);
             if let Some(v) = &o.verification {
                 rec.verification = Some(v.clone());
             }
@@ -476,13 +628,14 @@ pub fn build(plan: &Plan, args: &BuildArgs) -> i32 {
             ));
         }
     };
-    let outcomes = scheduler::run(&warm, &jobs, &exec, &opts, &cancel, &mut on_event);
+    let outcomes = scheduler::run(&sched_engines, &warm, &jobs, &opts, &cancel, &mut on_event);
     reporter.finish();
 
     // Up-to-date cells keep their image; refresh alias tags (dates move nightly).
     for (o, c) in outcomes.iter().zip(&job_cells) {
         if o.status == Status::UpToDate {
             for t in c.tags.iter().skip(1) {
+                let docker = engines.get(o.engine.as_deref()).unwrap_or(engines.first());
                 if let Err(e) = docker.tag(c.primary_tag(), t) {
                     crate::err(&format!("warning: cannot tag {t}: {e}"));
                 }
@@ -492,7 +645,7 @@ pub fn build(plan: &Plan, args: &BuildArgs) -> i32 {
 
     if args.verify && !cancel.is_set() {
         // Cells that were up to date were not built, so not verified yet.
-        crate::verify::verify_records(&docker, &mut man.cells, 90, &cancel);
+        crate::verify::verify_records(&engines, &mut man.cells, 90, &cancel);
         let report: Vec<(String, crate::manifest::Verification)> = man
             .cells
             .iter()
@@ -501,7 +654,7 @@ pub fn build(plan: &Plan, args: &BuildArgs) -> i32 {
         crate::out(&crate::verify::table(&report));
     }
     if args.push && !cancel.is_set() {
-        push_records(&docker, &mut man, args.verify, false, args.retries.max(2));
+        push_records(&engines, &mut man, args.verify, false, args.retries.max(2));
     }
     man.finished = Some(manifest::now());
     man.tool_cpu_seconds = Some((manifest::own_cpu_seconds() * 1000.0).round() / 1000.0);
@@ -538,7 +691,7 @@ pub fn build(plan: &Plan, args: &BuildArgs) -> i32 {
 /// Two-phase publish: primary tags of every eligible cell first, then alias tags.
 /// Eligible: built or up-to-date, and verified when `need_verified`.
 fn push_records(
-    docker: &Docker,
+    engines: &Engines,
     man: &mut Manifest,
     need_verified: bool,
     allow_partial: bool,
@@ -578,6 +731,12 @@ fn push_records(
                 let mut attempts = 0;
                 let result = loop {
                     attempts += 1;
+                    let Some(docker) = engines.get(man.cells[i].engine.as_deref()) else {
+                        break Err(format!(
+                            "engine {} that holds the image is not reachable",
+                            man.cells[i].engine.as_deref().unwrap_or_default()
+                        ));
+                    };
                     match docker.push(&t) {
                         Ok(d) => break Ok(d),
                         Err(e) if attempts <= retries => {
@@ -616,13 +775,14 @@ pub fn push(args: &PushArgs) -> i32 {
             return exit::PREFLIGHT;
         }
     };
-    let (docker, _) = match connect(&args.docker, crate::cli::Builder::Auto) {
-        Ok(d) => d,
+    let specs = engine_specs(&args.docker, &[], &man.engines);
+    let engines = match connect(&args.docker, crate::cli::Builder::Auto, specs) {
+        Ok(c) => c.engines,
         Err(code) => return code,
     };
     let verified = man.cells.iter().any(|c| c.verification.is_some());
     let ok = push_records(
-        &docker,
+        &engines,
         &mut man,
         verified,
         args.allow_partial,

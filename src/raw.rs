@@ -25,6 +25,7 @@ pub struct RawConfig {
     pub packages: RawPackages,
     pub runtime: RawRuntime,
     pub build: RawBuild,
+    pub engines: Vec<RawEngine>,
     pub max_cells: Option<Sp<u64>>,
     /// Top-level keys present in the file, even when their value was unreadable.
     pub present: Vec<String>,
@@ -107,6 +108,17 @@ pub struct RawRuntime {
     pub locale: Option<Sp<String>>,
 }
 
+/// One entry of `engines:`; exactly one of `host` and `context`.
+#[derive(Debug, Clone)]
+pub struct RawEngine {
+    pub key: String,
+    pub at: Pos,
+    pub name: Option<Sp<String>>,
+    pub host: Option<Sp<String>>,
+    pub context: Option<Sp<String>>,
+    pub jobs: Option<Sp<u64>>,
+}
+
 #[derive(Debug, Default)]
 pub struct RawBuild {
     pub network: Option<Sp<String>>,
@@ -127,6 +139,7 @@ const TOP: &[&str] = &[
     "packages",
     "runtime",
     "build",
+    "engines",
     "limits",
 ];
 /// Keys a selector may test; `include` accepts only the coordinates that define a cell.
@@ -183,6 +196,7 @@ pub fn walk(root: &Node, d: &mut Diags) -> RawConfig {
                         .and_then(|n| w.string(n, "build.network"));
                 }
             }
+            "engines" => cfg.engines = w.list(v, "engines", |w, n, key| w.engine(n, key)),
             "limits" => {
                 if let Some(m) = w.mapping(v, "limits", &["max_cells"]) {
                     cfg.max_cells = m
@@ -514,6 +528,25 @@ impl Walker<'_> {
             );
         }
         Some(rule)
+    }
+
+    fn engine(&mut self, node: &Node, key: String) -> Option<RawEngine> {
+        let m = self.mapping(node, &key, &["name", "host", "context", "jobs"])?;
+        let field = |w: &mut Self, f: &str| m.get_node(f).and_then(|n| w.string(n, &join(&key, f)));
+        let name = field(self, "name");
+        let host = field(self, "host");
+        let context = field(self, "context");
+        let jobs = m
+            .get_node("jobs")
+            .and_then(|n| self.uint(n, &join(&key, "jobs"), 1, 256));
+        Some(RawEngine {
+            at: yaml::pos(node),
+            key,
+            name,
+            host,
+            context,
+            jobs,
+        })
     }
 
     fn installer(&mut self, node: &Node, key: String) -> Option<RawInstaller> {

@@ -21,6 +21,8 @@ pub struct Reporter {
     failed: usize,
     started: Instant,
     steps: HashMap<String, String>,
+    /// Say which engine runs a build (only worth the noise with several engines).
+    engines: bool,
 }
 
 enum Mode {
@@ -79,6 +81,7 @@ impl Reporter {
             failed: 0,
             started: Instant::now(),
             steps: HashMap::new(),
+            engines: false,
         }
     }
 
@@ -100,14 +103,25 @@ impl Reporter {
         }
     }
 
+    pub fn show_engines(&mut self, yes: bool) {
+        self.engines = yes;
+    }
+
     pub fn event(&mut self, ev: &Event) {
         match ev {
-            Event::Started { id, attempt } => {
-                let again = if *attempt > 1 {
+            Event::Started {
+                id,
+                attempt,
+                engine,
+            } => {
+                let mut again = if *attempt > 1 {
                     format!(" (attempt {attempt})")
                 } else {
                     String::new()
                 };
+                if self.engines {
+                    again = format!(" on {engine}{again}");
+                }
                 match &mut self.mode {
                     Mode::Bars { multi, lines, .. } => {
                         let pb = lines.entry(id.clone()).or_insert_with(|| {
@@ -150,6 +164,18 @@ impl Reporter {
                     "[{}] {id}: transient failure; attempt {attempt} in {}",
                     self.clock(),
                     fmt_duration(*wait)
+                ));
+            }
+            Event::Requeued { id, from, reason } => {
+                self.line(&format!(
+                    "[{}] {id}: engine {from} lost it ({reason}); back in the queue",
+                    self.clock()
+                ));
+            }
+            Event::EngineDown { engine, reason } => {
+                self.line(&format!(
+                    "[{}] engine {engine} is down: {reason}; its unfinished cells go to the other engines",
+                    self.clock()
                 ));
             }
             Event::Finished(o) => self.finished(o),

@@ -75,6 +75,9 @@ pub struct Settings {
     pub pip: Vec<String>,
     pub runtime: Runtime,
     pub network: Option<String>,
+    /// Where to build (`engines:`); host-specific, so not part of any cell's inputs.
+    #[serde(skip)]
+    pub engines: Vec<crate::engine::EngineSpec>,
 }
 
 /// Characters that never appear in any accepted value: they would split words or
@@ -351,7 +354,9 @@ pub fn read(raw: &RawConfig, dir: &Path, d: &mut Diags) -> Settings {
         }
     });
 
+    let engines = read_engines(raw, d);
     Settings {
+        engines,
         repository,
         tag_template,
         alias_templates,
@@ -366,6 +371,68 @@ pub fn read(raw: &RawConfig, dir: &Path, d: &mut Diags) -> Settings {
         runtime,
         network,
     }
+}
+
+fn read_engines(raw: &RawConfig, d: &mut Diags) -> Vec<crate::engine::EngineSpec> {
+    use crate::engine::{check_name, parse_target, EngineSpec, Target};
+    let mut out: Vec<EngineSpec> = Vec::new();
+    for e in &raw.engines {
+        let Some(name) = &e.name else {
+            d.error(Some(e.at), &e.key, "an engine needs a `name`");
+            continue;
+        };
+        if let Err(m) = check_name(&name.value) {
+            d.error(Some(name.at), format!("{}.name", e.key), m);
+            continue;
+        }
+        let target = match (&e.host, &e.context) {
+            (Some(h), None) => match parse_target(&h.value) {
+                Ok(t @ Target::Host(_)) => t,
+                _ => {
+                    d.error(
+                        Some(h.at),
+                        format!("{}.host", e.key),
+                        format!("`{}` is not a DOCKER_HOST URL (unix://, tcp://, ssh://, npipe://, fd://)", h.value),
+                    );
+                    continue;
+                }
+            },
+            (None, Some(c)) => {
+                match parse_target(&c.value) {
+                    Ok(t @ Target::Context(_)) => t,
+                    _ => {
+                        d.error(
+                        Some(c.at),
+                        format!("{}.context", e.key),
+                        format!("`{}` is not a docker context name (letters, digits, `_`, `.`, `-`)", c.value),
+                    );
+                        continue;
+                    }
+                }
+            }
+            _ => {
+                d.error(
+                    Some(e.at),
+                    &e.key,
+                    "an engine needs exactly one of `host` (a DOCKER_HOST URL) and `context` (a docker context name)",
+                );
+                continue;
+            }
+        };
+        let spec = EngineSpec {
+            name: name.value.clone(),
+            target,
+            jobs: e.jobs.as_ref().and_then(|j| usize::try_from(j.value).ok()),
+        };
+        let mut both = out.clone();
+        both.push(spec.clone());
+        if let Err(m) = crate::engine::check_unique(&both) {
+            d.error(Some(e.at), &e.key, m);
+            continue;
+        }
+        out.push(spec);
+    }
+    out
 }
 
 fn read_runtime(raw: &RawConfig, d: &mut Diags) -> Runtime {

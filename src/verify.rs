@@ -17,20 +17,15 @@ use crate::docker::{run_program, Docker};
 use crate::manifest::{self, CellRecord, CheckResult, Verification};
 use crate::scheduler::Cancel;
 
-fn containers() -> &'static Mutex<Vec<(PathBuf, String)>> {
-    static C: OnceLock<Mutex<Vec<(PathBuf, String)>>> = OnceLock::new();
+fn containers() -> &'static Mutex<Vec<(Docker, String)>> {
+    static C: OnceLock<Mutex<Vec<(Docker, String)>>> = OnceLock::new();
     C.get_or_init(|| Mutex::new(Vec::new()))
 }
 
 /// Remove every container verify started (second Ctrl-C, or a panic path).
 pub fn remove_all_containers() {
     let list = containers().lock().map(|l| l.clone()).unwrap_or_default();
-    for (client, name) in list {
-        let d = Docker {
-            client,
-            context: None,
-            builder: crate::cli::Builder::Auto,
-        };
+    for (d, name) in list {
         d.remove_container(&name);
     }
 }
@@ -107,7 +102,7 @@ fn start<'d>(
 ) -> Result<Container<'d>, String> {
     let name = format!("image-matrix-verify-{}", random_hex(6));
     if let Ok(mut l) = containers().lock() {
-        l.push((docker.client.clone(), name.clone()));
+        l.push((docker.clone(), name.clone()));
     }
     let c = Container {
         docker,
@@ -518,7 +513,7 @@ fn verify_inner(
 
 /// Verify the built cells of a manifest in place.
 pub fn verify_records(
-    docker: &Docker,
+    engines: &crate::engine::Engines,
     cells: &mut [CellRecord],
     ready_timeout: u64,
     cancel: &Cancel,
@@ -535,6 +530,23 @@ pub fn verify_records(
             continue;
         };
         crate::err(&format!("verifying {tag} ..."));
+        let Some(docker) = engines.get(c.engine.as_deref()) else {
+            let v = Verification {
+                ok: false,
+                ready_seconds: None,
+                checks: vec![CheckResult {
+                    name: "engine".into(),
+                    ok: false,
+                    detail: format!(
+                        "engine {} that holds the image is not reachable",
+                        c.engine.as_deref().unwrap_or_default()
+                    ),
+                }],
+            };
+            c.verification = Some(v.clone());
+            out.push((tag, v));
+            continue;
+        };
         let v = verify_image(
             docker,
             &tag,
@@ -568,8 +580,25 @@ pub fn table(report: &[(String, Verification)]) -> String {
 }
 
 pub fn run(args: &VerifyArgs) -> i32 {
-    let (docker, _) = match crate::nightly::connect(&args.docker, crate::cli::Builder::Auto) {
-        Ok(d) => d,
+    let path = args
+        .manifest
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("out/manifest.json"));
+    let manifest_in = if args.images.is_empty() {
+        match manifest::read(&path) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                crate::err(&format!("error: {e}"));
+                return crate::exit::PREFLIGHT;
+            }
+        }
+    } else {
+        None
+    };
+    let recorded = manifest_in.as_ref().map_or(&[][..], |m| &m.engines[..]);
+    let specs = crate::nightly::engine_specs(&args.docker, &[], recorded);
+    let engines = match crate::nightly::connect(&args.docker, crate::cli::Builder::Auto, specs) {
+        Ok(c) => c.engines,
         Err(code) => return code,
     };
     if run_program(
@@ -587,18 +616,7 @@ pub fn run(args: &VerifyArgs) -> i32 {
     crate::nightly::install_signals(&cancel, remove_all_containers);
     let mut report = Vec::new();
     let mut manifest_out = None;
-    if args.images.is_empty() {
-        let path = args
-            .manifest
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("out/manifest.json"));
-        let mut m = match manifest::read(&path) {
-            Ok(m) => m,
-            Err(e) => {
-                crate::err(&format!("error: {e}"));
-                return crate::exit::PREFLIGHT;
-            }
-        };
+    if let Some(mut m) = manifest_in {
         let selected: Vec<usize> = (0..m.cells.len())
             .filter(|i| {
                 args.filters
@@ -612,7 +630,7 @@ pub fn run(args: &VerifyArgs) -> i32 {
             }
             let mut one = [m.cells[i].clone()];
             report.extend(verify_records(
-                &docker,
+                &engines,
                 &mut one,
                 args.ready_timeout,
                 &cancel,
@@ -621,12 +639,14 @@ pub fn run(args: &VerifyArgs) -> i32 {
         }
         manifest_out = Some((path, m));
     } else {
+        // Loose images are looked up on the first engine given.
+        let docker = engines.first();
         for image in &args.images {
             let py = docker.label(image, "io.image-matrix.python");
             crate::err(&format!("verifying {image} ..."));
             report.push((
                 image.clone(),
-                verify_image(&docker, image, py.as_deref(), args.ready_timeout, &cancel),
+                verify_image(docker, image, py.as_deref(), args.ready_timeout, &cancel),
             ));
         }
     }

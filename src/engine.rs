@@ -1,0 +1,248 @@
+//! Docker engines: where cells are built.
+//!
+//! An engine is a name, a target (a `DOCKER_HOST` URL or a docker context) and how many
+//! builds it runs at once. Engines come from `--engine NAME=TARGET[,jobs=N]` or the
+//! `engines:` list of matrix.yaml; without either, the one engine is whatever the
+//! docker client points at. Names are what the manifest records per cell, so that
+//! push and verify reach the engine that holds the image.
+
+use std::fmt;
+use std::str::FromStr;
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Target {
+    /// A `DOCKER_HOST` value: `unix:///…`, `tcp://…`, `ssh://…`, `npipe://…`, `fd://…`.
+    Host(String),
+    /// A docker context name (`docker context ls`).
+    Context(String),
+    /// Whatever the client points at (DOCKER_HOST, or its current context).
+    Default,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EngineSpec {
+    pub name: String,
+    pub target: Target,
+    /// Builds at once on this engine; None means the global `-j`.
+    pub jobs: Option<usize>,
+}
+
+pub const MAX_ENGINES: usize = 64;
+const SCHEMES: &[&str] = &["unix://", "tcp://", "ssh://", "npipe://", "fd://"];
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Host(h) => f.write_str(h),
+            Target::Context(c) => f.write_str(c),
+            Target::Default => f.write_str("the client's default engine"),
+        }
+    }
+}
+
+pub fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 32
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"_.-".contains(&c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{name}` is not an engine name (1–32 of a-z, 0-9, `_`, `.`, `-`, starting with a letter or digit)"
+        ))
+    }
+}
+
+/// A `DOCKER_HOST` URL when it has a scheme, otherwise a context name.
+pub fn parse_target(t: &str) -> Result<Target, String> {
+    if t.is_empty() || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "`{t}` is not an engine target (a DOCKER_HOST URL such as unix:///run/docker-b.sock or ssh://user@host, or a docker context name)"
+        ));
+    }
+    if t.contains("://") {
+        if SCHEMES
+            .iter()
+            .any(|s| t.starts_with(s) && t.len() > s.len())
+        {
+            Ok(Target::Host(t.to_string()))
+        } else {
+            Err(format!(
+                "`{t}` is not a DOCKER_HOST URL (expected one of the schemes: {})",
+                SCHEMES.join(", ")
+            ))
+        }
+    } else if t
+        .bytes()
+        .all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(&c))
+    {
+        Ok(Target::Context(t.to_string()))
+    } else {
+        Err(format!(
+            "`{t}` is neither a DOCKER_HOST URL ({}) nor a docker context name",
+            SCHEMES.join(", ")
+        ))
+    }
+}
+
+pub fn check_jobs(n: &str) -> Result<usize, String> {
+    match n.parse::<usize>() {
+        Ok(j) if (1..=256).contains(&j) => Ok(j),
+        _ => Err(format!(
+            "`jobs={n}` is not a number of builds (expected 1 to 256)"
+        )),
+    }
+}
+
+impl FromStr for EngineSpec {
+    type Err = String;
+
+    /// `NAME=TARGET` or `NAME=TARGET,jobs=N`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (name, rest) = s.split_once('=').ok_or_else(|| {
+            format!("`{s}` is not an engine (expected NAME=TARGET or NAME=TARGET,jobs=N, e.g. b=unix:///run/docker-b.sock,jobs=2)")
+        })?;
+        check_name(name)?;
+        let (target, jobs) = match rest.rsplit_once(",jobs=") {
+            Some((t, j)) => (t, Some(check_jobs(j)?)),
+            None => (rest, None),
+        };
+        Ok(EngineSpec {
+            name: name.to_string(),
+            target: parse_target(target)?,
+            jobs,
+        })
+    }
+}
+
+/// Refuse two engines with one name or one target (the second would only add
+/// contention on the same daemon while looking like more capacity).
+pub fn check_unique(specs: &[EngineSpec]) -> Result<(), String> {
+    if specs.len() > MAX_ENGINES {
+        return Err(format!(
+            "{} engines given; at most {MAX_ENGINES} are supported",
+            specs.len()
+        ));
+    }
+    for (i, a) in specs.iter().enumerate() {
+        for b in &specs[..i] {
+            if a.name == b.name {
+                return Err(format!("engine name `{}` is given twice", a.name));
+            }
+            if a.target == b.target {
+                return Err(format!(
+                    "engines `{}` and `{}` both point at {}",
+                    b.name, a.name, a.target
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+impl EngineSpec {
+    /// The client that reaches this engine.
+    pub fn docker(
+        &self,
+        client: &std::path::Path,
+        builder: crate::cli::Builder,
+    ) -> crate::docker::Docker {
+        crate::docker::Docker {
+            client: client.to_path_buf(),
+            context: match &self.target {
+                Target::Context(c) => Some(c.clone()),
+                _ => None,
+            },
+            host: match &self.target {
+                Target::Host(h) => Some(h.clone()),
+                _ => None,
+            },
+            builder,
+        }
+    }
+}
+
+/// The engines of a run, each with the client that reaches it. Never empty; the
+/// first one stands in for cells that name no engine (manifests of one engine).
+pub struct Engines {
+    list: Vec<(EngineSpec, crate::docker::Docker)>,
+}
+
+impl Engines {
+    pub fn new(list: Vec<(EngineSpec, crate::docker::Docker)>) -> Option<Self> {
+        (!list.is_empty()).then_some(Engines { list })
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &(EngineSpec, crate::docker::Docker)> {
+        self.list.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    pub fn first(&self) -> &crate::docker::Docker {
+        &self.list[0].1
+    }
+
+    /// The client for the engine a cell names (the first engine for a cell that names
+    /// none); None when that engine is not among these, e.g. it did not answer. Never
+    /// another engine: the same tag there may be a different image.
+    pub fn get(&self, name: Option<&str>) -> Option<&crate::docker::Docker> {
+        match name {
+            None => Some(&self.list[0].1),
+            Some(n) => self.list.iter().find(|(s, _)| s.name == n).map(|(_, d)| d),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engines_parse_from_the_command_line() {
+        let e: EngineSpec = "b=unix:///run/docker-b.sock,jobs=3".parse().unwrap();
+        assert_eq!(e.name, "b");
+        assert_eq!(e.target, Target::Host("unix:///run/docker-b.sock".into()));
+        assert_eq!(e.jobs, Some(3));
+        let e: EngineSpec = "gpu-1=gpu-box".parse().unwrap();
+        assert_eq!(e.target, Target::Context("gpu-box".into()));
+        assert_eq!(e.jobs, None);
+        let e: EngineSpec = "r=ssh://ci@build-3".parse().unwrap();
+        assert_eq!(e.target, Target::Host("ssh://ci@build-3".into()));
+    }
+
+    #[test]
+    fn bad_engines_say_what_would_be_valid() {
+        let err = |s: &str| s.parse::<EngineSpec>().unwrap_err();
+        assert!(err("unix:///x.sock").contains("expected NAME=TARGET"));
+        assert!(err("B=ctx").contains("not an engine name"));
+        assert!(err("b=http://x").contains("expected one of the schemes"));
+        assert!(err("b=ctx,jobs=0").contains("expected 1 to 256"));
+        assert!(err("b=a b").contains("not an engine target"));
+        assert!(err("b=unix://").contains("schemes"));
+    }
+
+    #[test]
+    fn names_and_targets_are_unique() {
+        let a: EngineSpec = "a=unix:///a.sock".parse().unwrap();
+        let b: EngineSpec = "b=unix:///a.sock".parse().unwrap();
+        let a2: EngineSpec = "a=ctx".parse().unwrap();
+        assert!(check_unique(&[a.clone(), b])
+            .unwrap_err()
+            .contains("both point at unix:///a.sock"));
+        assert!(check_unique(&[a.clone(), a2])
+            .unwrap_err()
+            .contains("given twice"));
+        assert!(check_unique(&[a]).is_ok());
+    }
+}
