@@ -697,22 +697,46 @@ fn push_records(
     allow_partial: bool,
     retries: u32,
 ) -> bool {
-    let eligible = |c: &CellRecord| {
+    let built = |c: &CellRecord| {
         c.status.succeeded() && (!need_verified || c.verification.as_ref().is_some_and(|v| v.ok))
     };
+    // An image is pushed only from the engine that holds it; an engine that does not
+    // answer makes its cells ineligible before anything is published.
+    let reachable = |c: &CellRecord| engines.get(c.engine.as_deref()).is_some();
+    let eligible = |c: &CellRecord| built(c) && reachable(c);
     let selected: Vec<usize> = (0..man.cells.len())
         .filter(|i| man.cells[*i].status != Status::Excluded)
         .collect();
-    let ok_count = selected
+    let not_built = selected.iter().filter(|i| !built(&man.cells[**i])).count();
+    let mut away: Vec<&str> = selected
         .iter()
-        .filter(|i| eligible(&man.cells[**i]))
+        .filter(|i| built(&man.cells[**i]) && !reachable(&man.cells[**i]))
+        .filter_map(|i| man.cells[*i].engine.as_deref())
+        .collect();
+    away.sort_unstable();
+    away.dedup();
+    let unreachable = selected
+        .iter()
+        .filter(|i| built(&man.cells[**i]) && !reachable(&man.cells[**i]))
         .count();
-    if ok_count < selected.len() && !allow_partial {
+    if not_built + unreachable > 0 && !allow_partial {
+        let mut why = Vec::new();
+        if not_built > 0 {
+            why.push(format!(
+                "{not_built} of {} cells did not build{}",
+                selected.len(),
+                if need_verified { " and verify" } else { "" }
+            ));
+        }
+        if unreachable > 0 {
+            why.push(format!(
+                "{unreachable} are on engines that do not answer ({})",
+                away.join(", ")
+            ));
+        }
         crate::err(&format!(
-            "push: {} of {} cells did not build{}; publishing nothing (use --allow-partial to publish the rest)",
-            selected.len() - ok_count,
-            selected.len(),
-            if need_verified { " and verify" } else { "" }
+            "push: {}; publishing nothing (use --allow-partial to publish the rest)",
+            why.join(" and ")
         ));
         return false;
     }
@@ -732,10 +756,7 @@ fn push_records(
                 let result = loop {
                     attempts += 1;
                     let Some(docker) = engines.get(man.cells[i].engine.as_deref()) else {
-                        break Err(format!(
-                            "engine {} that holds the image is not reachable",
-                            man.cells[i].engine.as_deref().unwrap_or_default()
-                        ));
+                        break Err("the engine that holds the image does not answer".into());
                     };
                     match docker.push(&t) {
                         Ok(d) => break Ok(d),

@@ -539,3 +539,146 @@ fn a_selection_that_matches_nothing_is_an_error() {
     );
     assert!(!e.path("out/manifest.json").exists());
 }
+
+/// Calls the fake docker received, as (engine, arguments).
+fn calls_by_engine(e: &Env) -> Vec<(String, String)> {
+    std::fs::read_to_string(e.path("state/calls-by-engine"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+#[test]
+fn an_engine_that_dies_mid_run_loses_its_cell_to_the_other_and_push_follows_the_cells() {
+    let e = Env::new(31011);
+    std::fs::write(
+        e.path("matrix.yaml"),
+        "version: 1\nimage:\n  aliases: [\"{tag}-nightly\"]\nbases: [ubuntu:22.04, ubuntu:24.04]\npython: [\"3.10\", \"3.11\"]\n",
+    )
+    .unwrap();
+    let killed = "py3.10-ubuntu24.04-amd64";
+    e.mode(killed, "kill-engine-once");
+    let engines = [
+        "--engine",
+        "fa=unix:///fake/fa.sock,jobs=1",
+        "--engine",
+        "fb=unix:///fake/fb.sock,jobs=1",
+    ];
+    let (code, err) = e.run(&engines);
+    assert_eq!(code, 0, "{err}");
+    let m = e.manifest();
+    // exactly one engine went down: the one the killed cell first ran on
+    let recs = m["engines"].as_array().unwrap();
+    assert_eq!(recs.len(), 2);
+    let down: Vec<&str> = recs
+        .iter()
+        .filter(|r| !r["down"].is_null())
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(down.len(), 1, "{recs:?}");
+    let (dead, alive) = if down[0] == "fa" {
+        ("fa", "fb")
+    } else {
+        ("fb", "fa")
+    };
+    assert!(err.contains(&format!("engine {dead} is down")), "{err}");
+    let cells = m["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), 4);
+    for c in cells {
+        assert_eq!(c["status"], "built", "{c}");
+    }
+    let k = cells.iter().find(|c| c["id"] == killed).unwrap();
+    assert_eq!(k["engine"], alive);
+    assert_eq!(k["attempts"], 2, "the lost attempt counts as a retry");
+    assert_eq!(k["requeued"][0]["engine"], dead);
+    assert!(k["requeued"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("Cannot connect to the Docker daemon"));
+    // nothing was built on the dead engine after it died
+    let calls = calls_by_engine(&e);
+    let died_at = calls
+        .iter()
+        .position(|(en, a)| en == dead && a.contains(" -t ") && a.ends_with(killed))
+        .unwrap();
+    assert!(
+        !calls[died_at + 1..]
+            .iter()
+            .any(|(en, a)| en == dead && a.starts_with("build")),
+        "{calls:#?}"
+    );
+    // cells of one base were built on one engine (the killed cell aside)
+    for base in ["ubuntu22.04", "ubuntu24.04"] {
+        let on: std::collections::BTreeSet<&str> = cells
+            .iter()
+            .filter(|c| c["id"].as_str().unwrap().contains(base))
+            .map(|c| c["engine"].as_str().unwrap())
+            .collect();
+        assert_eq!(on.len(), 1, "{base} split over {on:?}");
+    }
+
+    // push reads the engines from the manifest and pushes each tag from its engine
+    let before = calls_by_engine(&e).len();
+    let (code, err) = e.push(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains(&format!("engine {dead} at unix:///fake/{dead}.sock")),
+        "{err}"
+    );
+    let pushes: Vec<(String, String)> = calls_by_engine(&e)[before..]
+        .iter()
+        .filter(|(_, a)| a.starts_with("push "))
+        .cloned()
+        .collect();
+    assert_eq!(pushes.len(), 8, "4 primary tags + 4 aliases: {pushes:?}");
+    for (en, a) in &pushes {
+        let tag = a.trim_start_matches("push ");
+        let cell = cells
+            .iter()
+            .find(|c| c["tags"].as_array().unwrap().iter().any(|t| t == tag))
+            .unwrap();
+        assert_eq!(cell["engine"], en.as_str(), "{tag} pushed from {en}");
+    }
+}
+
+#[test]
+fn push_refuses_cells_whose_engine_does_not_answer() {
+    let e = Env::new(31012);
+    // engines from the matrix file this time
+    let yaml = format!(
+        "{MATRIX}engines:\n  - name: fa\n    host: unix:///fake/fa.sock\n  - name: fb\n    host: unix:///fake/fb.sock\n    jobs: 1\n"
+    );
+    std::fs::write(e.path("matrix.yaml"), yaml).unwrap();
+    let (code, err) = e.run(&[]);
+    assert_eq!(code, 0, "{err}");
+    let m = e.manifest();
+    let on: Vec<&str> = m["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["engine"].as_str().unwrap())
+        .collect();
+    assert_eq!(on.len(), 3);
+    let jobs: Vec<u64> = m["engines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["jobs"].as_u64().unwrap())
+        .collect();
+    assert_eq!(jobs, [2, 1], "fa takes -j, fb its own jobs");
+    // the single base stays on one engine; take that engine away
+    let holder = on[0].to_string();
+    std::fs::write(e.path(&format!("state/down-{holder}")), "").unwrap();
+    let (code, err) = e.push(&[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!("are on engines that do not answer ({holder})"))
+            && err.contains("publishing nothing"),
+        "{err}"
+    );
+    assert!(!calls_by_engine(&e)
+        .iter()
+        .any(|(_, a)| a.starts_with("push ")));
+}
