@@ -1,0 +1,117 @@
+//! Helpers shared by the real-Docker test binaries: running commands, checking the
+//! environment (failing loudly when it is missing), the stand-in installer mirror,
+//! image clean-up and manifest access.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::Command;
+
+pub const BASE: &str = "image-matrix-test/debian:bookworm";
+
+pub fn sh(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+pub fn docker(args: &[&str]) -> (i32, String, String) {
+    sh(Command::new("docker").args(args))
+}
+
+pub fn require_environment() {
+    let (code, out, err) = docker(&["version", "--format", "{{.Server.Version}}"]);
+    assert!(
+        code == 0 && !out.trim().is_empty(),
+        "these tests need a running Docker daemon (run scripts/setup-test-env.sh): {err}"
+    );
+    let (code, _, _) = docker(&["image", "inspect", BASE]);
+    assert_eq!(
+        code, 0,
+        "base image {BASE} is missing: run scripts/setup-test-env.sh"
+    );
+    let (code, _, _) = docker(&["image", "inspect", "image-matrix-test/debian:12"]);
+    assert_eq!(
+        code, 0,
+        "base image image-matrix-test/debian:12 is missing: run scripts/setup-test-env.sh"
+    );
+    assert!(
+        Command::new("sshpass").arg("-V").output().is_ok(),
+        "verify needs sshpass: run scripts/setup-test-env.sh"
+    );
+}
+
+/// The stand-in mirror, stopped when dropped.
+pub struct Mirror {
+    pub port: String,
+    pub sha: String,
+    pid: String,
+}
+
+impl Mirror {
+    pub fn start(dir: &Path) -> Mirror {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/standin-mirror.sh");
+        let (code, out, err) = sh(Command::new(script).arg(dir).args([
+            "Miniconda3-py311_24.5.0-0-Linux-x86_64.sh",
+            "Miniconda3-py311_23.11.0-2-Linux-x86_64.sh",
+        ]));
+        assert_eq!(code, 0, "mirror did not start: {err}");
+        let mut w = out.split_whitespace();
+        let (port, sha) = (w.next().unwrap().to_string(), w.next().unwrap().to_string());
+        let pid = std::fs::read_to_string(dir.join("server.pid"))
+            .unwrap()
+            .trim()
+            .to_string();
+        Mirror { port, sha, pid }
+    }
+}
+
+impl Drop for Mirror {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(&self.pid).status();
+    }
+}
+
+/// Images of this run, removed at the end.
+pub struct Cleanup(pub String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let (_, ids, _) = docker(&[
+            "image",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("reference={}/*", self.0),
+        ]);
+        let (_, broken, _) = docker(&["image", "ls", "-q", &format!("{}/broken", self.0)]);
+        // Children first: an image another one is built FROM cannot go before it.
+        for id in broken.lines().chain(ids.lines()) {
+            let _ = docker(&["rmi", "-f", id]);
+        }
+    }
+}
+
+pub fn matrix(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    sh(Command::new(env!("CARGO_BIN_EXE_matrix"))
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .args(args))
+}
+
+pub fn manifest(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).expect("manifest parses")
+}
+
+pub fn cell<'a>(m: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    m["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id)
+        .unwrap_or_else(|| panic!("no cell {id}"))
+}

@@ -1,0 +1,174 @@
+//! Two real Docker engines on this machine: the main daemon and a second `dockerd`
+//! with its own data root, exec root and socket (`scripts/engine.sh`). The second one
+//! is killed while it builds a cell; the cell must go back to the queue, be built on
+//! the first engine, be recorded with both, and `matrix verify` must find every image
+//! on the engine that holds it.
+//!
+//! Needs root, the main daemon and the base image (`scripts/setup-test-env.sh`).
+//! Without them it fails, loudly; it never skips.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+mod common;
+use common::*;
+
+const ENGINE: &str = "e2e-b";
+
+fn engine_sh(args: &[&str]) -> (i32, String, String) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/engine.sh");
+    sh(Command::new(script).args(args))
+}
+
+/// The second engine, stopped and wiped whatever happens.
+struct SecondEngine {
+    host: String,
+}
+
+impl SecondEngine {
+    fn start() -> SecondEngine {
+        // --fresh: an empty cache, so that its build is still running when it dies
+        let (code, out, err) = engine_sh(&["start", ENGINE, "--fresh"]);
+        assert_eq!(code, 0, "the second engine did not start: {err}");
+        SecondEngine {
+            host: out.trim().to_string(),
+        }
+    }
+}
+
+impl Drop for SecondEngine {
+    fn drop(&mut self) {
+        let _ = engine_sh(&["stop", ENGINE, "--wipe"]);
+    }
+}
+
+#[test]
+fn a_killed_engine_loses_its_cell_to_the_other_engine() {
+    require_environment();
+    let dir = tempfile::tempdir().unwrap();
+    let mirror = Mirror::start(&dir.path().join("mirror"));
+    let repo = format!("image-matrix-engines-{}", std::process::id());
+    let _cleanup = Cleanup(repo.clone());
+    let second = SecondEngine::start();
+    // Two bases (two tags of one image), one cell each: each engine takes one, and no
+    // shared stage is built ahead of them.
+    let yaml = format!(
+        r#"version: 1
+image:
+  repository: {repo}/miniconda
+  tag: "conda3-python{{python}}-{{base}}-{{variant}}"
+bases:
+  - image-matrix-test/debian:bookworm
+  - image-matrix-test/debian:12
+python: ["3.11"]
+variants:
+  - name: base
+  - name: extra
+    pip: ["six"]
+exclude:
+  - {{base: "image-matrix-test/debian:bookworm", variant: extra, reason: "one cell per base"}}
+  - {{base: "image-matrix-test/debian:12", variant: base, reason: "one cell per base"}}
+installers:
+  - file: Miniconda3-py311_24.5.0-0-Linux-x86_64.sh
+    sha256: "{sha}"
+sources:
+  installer_mirrors: ["http://127.0.0.1:{port}/"]
+  ca_bundle: /etc/ssl/certs/ca-certificates.crt
+build:
+  network: host
+engines:
+  - name: a
+    host: unix:///var/run/docker.sock
+    jobs: 1
+  - name: b
+    host: {host}
+    jobs: 1
+"#,
+        sha = mirror.sha,
+        port = mirror.port,
+        host = second.host,
+    );
+    std::fs::write(dir.path().join("matrix.yaml"), yaml).unwrap();
+
+    let t0 = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_matrix"))
+        .current_dir(dir.path())
+        .env("NO_COLOR", "1")
+        .args(["build", "--engine-check", "2s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut log = String::new();
+    let mut lost: Option<String> = None;
+    let mut killed_at = None;
+    for line in BufReader::new(stderr).lines() {
+        let line = line.unwrap();
+        log.push_str(&line);
+        log.push('\n');
+        // "[1.2s] started <id> on b": let it get going, then kill its daemon
+        if lost.is_none() && line.contains(" started ") && line.ends_with(" on b") {
+            let id = line.split(" started ").nth(1).unwrap();
+            lost = Some(id.trim_end_matches(" on b").to_string());
+            std::thread::sleep(Duration::from_secs(4));
+            let (code, _, err) = engine_sh(&["kill", ENGINE]);
+            assert_eq!(code, 0, "{err}");
+            killed_at = Some(t0.elapsed());
+        }
+    }
+    let code = child.wait().unwrap().code();
+    let lost = lost.unwrap_or_else(|| panic!("engine b never started a build:\n{log}"));
+    assert_eq!(code, Some(0), "the build must survive the engine:\n{log}");
+    assert!(log.contains("engine b is down"), "{log}");
+    eprintln!(
+        "engine b killed at {:.1}s, run finished at {:.1}s",
+        killed_at.unwrap().as_secs_f64(),
+        t0.elapsed().as_secs_f64()
+    );
+
+    let m = manifest(&dir.path().join("out/manifest.json"));
+    let engines = m["engines"].as_array().unwrap();
+    assert_eq!(engines.len(), 2);
+    assert!(engines[0]["down"].is_null(), "{engines:?}");
+    assert!(engines[1]["down"].is_string(), "{engines:?}");
+    let cells: Vec<&serde_json::Value> = m["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["status"] != "excluded")
+        .collect();
+    assert_eq!(cells.len(), 2);
+    for c in &cells {
+        assert_eq!(c["status"], "built", "{c}");
+        assert_eq!(c["engine"], "a", "{c}");
+        // the image is on engine a, with this run's input hash
+        let (code, label, err) = docker(&[
+            "image",
+            "inspect",
+            "--format",
+            "{{ index .Config.Labels \"io.image-matrix.input-hash\" }}",
+            c["tags"][0].as_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(label.trim(), c["input_hash"].as_str().unwrap());
+    }
+    let k = cell(&m, &lost);
+    assert_eq!(k["attempts"], 2, "the lost attempt counts: {k}");
+    let rq = k["requeued"].as_array().unwrap();
+    assert_eq!(rq.len(), 1, "{k}");
+    assert_eq!(rq[0]["engine"], "b");
+    assert!(rq[0]["seconds"].as_f64().unwrap() >= 3.0, "{k}");
+
+    // verify reads the engines from the manifest: b does not answer, every image is on a
+    let (code, out, err) = matrix(dir.path(), &["verify", "--format", "json"]);
+    assert_eq!(code, 0, "verification failed:\n{out}\n{err}");
+    assert!(
+        err.contains(&format!("engine b at {}", second.host)),
+        "a warning names the engine that does not answer:\n{err}"
+    );
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report.as_array().unwrap().len(), 2);
+}
