@@ -6,7 +6,6 @@
 //! These tests need a daemon and the base image (`scripts/setup-test-env.sh`, which
 //! `scripts/test.sh` runs). Without them they fail, loudly; they never skip.
 
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
