@@ -6,9 +6,14 @@
 //!   `matrix build -j 2`, both from the same cold cache; then a warm nightly where
 //!   nothing changed; image sizes; the tool's own CPU share.
 //! - `ready`: time from `docker run` to every service answering, with no network.
+//! - `engines`: the same 4 cells (two independent bases x 2 package sets) on one
+//!   engine against two, every run on fresh engines with empty caches
+//!   (`scripts/engine.sh start NAME --fresh`); wall times, ratios and which engine
+//!   built what.
 //!
-//! `nightly` and `ready` need `scripts/setup-test-env.sh` first. `nightly` deletes
-//! every image except the local base images, to start from a cold cache.
+//! `nightly`, `ready` and `engines` need `scripts/setup-test-env.sh` first. `nightly`
+//! deletes every image except the local base images, to start from a cold cache;
+//! `engines` leaves the main daemon alone and wipes its own engines when done.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -345,13 +350,128 @@ fn bench_ready() {
     println!("  min {:.2} s   median {:.2} s   max {:.2} s   (target < 5 s; the seed's image starts no service offline)", times[0].as_secs_f64(), times[2].as_secs_f64(), times[4].as_secs_f64());
 }
 
+fn engine_sh(args: &[&str]) -> String {
+    let (ok, out) = run(Command::new(root().join("scripts/engine.sh")).args(args));
+    assert!(ok, "scripts/engine.sh {args:?}: {out}");
+    out.trim().lines().last().unwrap_or_default().to_string()
+}
+
+/// Bench engines, wiped when the benchmark ends however it ends.
+struct BenchEngines;
+
+impl Drop for BenchEngines {
+    fn drop(&mut self) {
+        for n in ["bench-1", "bench-2"] {
+            let _ = run(Command::new(root().join("scripts/engine.sh")).args(["stop", n, "--wipe"]));
+        }
+    }
+}
+
+fn bench_engines() {
+    const ALT: &str = "image-matrix-test/debian-alt:12";
+    // A second base that shares no layer above Debian's with the first, as two CUDA
+    // bases would not: the cells of one base are independent of the other's.
+    let mut child = Command::new("docker")
+        .args(["build", "-q", "-t", ALT, "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        child.stdin.as_mut().unwrap(),
+        b"FROM image-matrix-test/debian:bookworm
+RUN echo alt > /etc/image-matrix-bench-alt
+",
+    )
+    .unwrap();
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success(), "cannot build {ALT}");
+    let _engines = BenchEngines;
+    let dir = tempfile::tempdir().unwrap();
+    let m = mirror(&dir.path().join("mirror"));
+    let ca = "/etc/ssl/certs/ca-certificates.crt";
+    let yaml = format!(
+        "version: 1\nimage:\n  repository: bench-engines/miniconda\n  tag: \"conda3-python{{python}}-{{miniconda}}-{{base}}-{{variant}}\"\nbases:\n  - image-matrix-test/debian:bookworm\n  - {{image: \"{ALT}\", os: debian12}}\npython: [\"3.11\"]\nexclude:\n  - {{base: \"{ALT}\", reason: \"built with 24.4.0-0 below\"}}\ninclude:\n  - {{base: \"{ALT}\", python: \"3.11\", miniconda: \"24.4.0-0\", variant: default}}\n  - {{base: \"{ALT}\", python: \"3.11\", miniconda: \"24.4.0-0\", variant: pandas}}\nvariants:\n  - name: default\n  - name: pandas\n    pip: [pandas]\ninstallers:\n  - {{file: {a}, sha256: \"{s}\"}}\n  - {{file: {b}, sha256: \"{s}\"}}\nsources:\n  installer_mirrors: [\"http://127.0.0.1:{p}/\"]\n  ca_bundle: {ca}\nbuild:\n  network: host\n",
+        a = INSTALLERS[0], b = INSTALLERS[1], s = m.sha, p = m.port
+    );
+    std::fs::write(dir.path().join("matrix.yaml"), yaml).unwrap();
+    let bin = matrix_bin();
+    let runs: [(&str, &[(&str, u32)]); 3] = [
+        ("1 engine,  -j 2          ", &[("bench-1", 2)]),
+        (
+            "2 engines, jobs 2 each   ",
+            &[("bench-1", 2), ("bench-2", 2)],
+        ),
+        (
+            "2 engines, jobs 1 each   ",
+            &[("bench-1", 1), ("bench-2", 1)],
+        ),
+    ];
+    let mut results = Vec::new();
+    for (label, engines) in runs {
+        let mut args = vec!["build".to_string(), "--force".into()];
+        for (name, jobs) in engines {
+            // fresh: an empty data root, only the base images loaded
+            let host = run(Command::new(root().join("scripts/engine.sh"))
+                .env(
+                    "ENGINE_BASES",
+                    format!("image-matrix-test/debian:bookworm {ALT}"),
+                )
+                .args(["start", name, "--fresh"]));
+            assert!(host.0, "{}", host.1);
+            let host = host.1.trim().lines().last().unwrap_or_default().to_string();
+            args.push("--engine".into());
+            args.push(format!("{name}={host},jobs={jobs}"));
+        }
+        let t = Instant::now();
+        let (ok, out) = run(Command::new(&bin).current_dir(dir.path()).args(&args));
+        let wall = t.elapsed();
+        assert!(ok, "matrix build failed: {out}");
+        let man: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("out/manifest.json")).unwrap(),
+        )
+        .unwrap();
+        let cells = man["cells"].as_array().unwrap();
+        assert_eq!(
+            cells.iter().filter(|c| c["status"] == "built").count(),
+            4,
+            "{out}"
+        );
+        let placement: Vec<String> = cells
+            .iter()
+            .map(|c| {
+                format!(
+                    "{}->{}",
+                    c["id"].as_str().unwrap_or_default(),
+                    c["engine"].as_str().unwrap_or_default()
+                )
+            })
+            .collect();
+        results.push((label, wall, placement));
+        for (name, _) in engines {
+            engine_sh(&["stop", name]);
+        }
+    }
+    let one = results[0].1.as_secs_f64();
+    println!("4 cells (2 independent bases x package sets default and +pandas, Python 3.11 stand-ins), legacy builder, fresh engines with empty caches for every run, on this {}-core machine:", std::thread::available_parallelism().map_or(0, |n| n.get()));
+    for (label, wall, placement) in &results {
+        println!(
+            "  {label}: {:>6.1} s  ratio to 1 engine {:.2}   {}",
+            wall.as_secs_f64(),
+            wall.as_secs_f64() / one,
+            placement.join("  ")
+        );
+    }
+}
+
 fn main() {
     match std::env::args().nth(1).as_deref() {
         Some("plan") => bench_plan(),
         Some("nightly") => bench_nightly(),
         Some("ready") => bench_ready(),
+        Some("engines") => bench_engines(),
         _ => {
-            eprintln!("usage: cargo run --release --example bench -- plan|nightly|ready");
+            eprintln!("usage: cargo run --release --example bench -- plan|nightly|ready|engines");
             std::process::exit(2);
         }
     }

@@ -1038,7 +1038,17 @@ fn include_coord<'a>(
         );
         return None;
     };
-    let base = match base::parse(&base_s.value, None, cuda_registry) {
+    // A base declared in `bases:` (perhaps with its `os`) is reused as declared; an
+    // include cannot carry `os` itself.
+    let declared = bases
+        .iter()
+        .find(|(_, b)| b.reference == base_s.value)
+        .map(|(_, b)| (**b).clone());
+    let parsed = match declared {
+        Some(b) => Ok((b, base::BaseNotes::default())),
+        None => base::parse(&base_s.value, None, cuda_registry),
+    };
+    let base = match parsed {
         Ok((b, notes)) => {
             for w in notes.warnings {
                 d.warn(Some(base_s.at), format!("{}.base", inc.key), w);
@@ -1046,7 +1056,11 @@ fn include_coord<'a>(
             b
         }
         Err(e) => {
-            d.error(Some(base_s.at), format!("{}.base", inc.key), e);
+            d.error(
+                Some(base_s.at),
+                format!("{}.base", inc.key),
+                format!("{e} (an inclusion takes `os` from a base declared in `bases:`)"),
+            );
             return None;
         }
     };
@@ -1217,6 +1231,27 @@ mod tests {
             ]
         );
         assert!(p.excluded.is_empty());
+    }
+
+    #[test]
+    fn include_reuses_the_os_of_a_declared_base() {
+        let yaml = "version: 1\nbases:\n  - ubuntu:22.04\n  - {image: \"reg.example/ml/os:1\", os: debian12}\npython: [\"3.11\"]\nexclude:\n  - {base: \"reg.example/ml/os:1\", reason: r}\ninclude:\n  - {base: \"reg.example/ml/os:1\", python: \"3.11\", miniconda: \"24.4.0-0\"}\nimage:\n  tag: \"c{miniconda}-python{python}-{base}\"\n";
+        let p = plan(yaml).unwrap();
+        let c = p
+            .cells
+            .iter()
+            .find(|c| c.base.reference == "reg.example/ml/os:1")
+            .unwrap();
+        assert_eq!(c.base.os.slug(), "debian12");
+        let e = plan(&yaml.replace(
+            "include:\n  - {base: \"reg.example/ml/os:1\"",
+            "include:\n  - {base: \"reg.example/ml/other:1\"",
+        ))
+        .unwrap_err();
+        assert!(
+            e[0].contains("takes `os` from a base declared in `bases:`"),
+            "{e:?}"
+        );
     }
 
     #[test]
