@@ -92,6 +92,9 @@ impl Exit {
     }
 }
 
+/// How long a query (version, inspect) may take before its engine counts as hung.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// What stopped a streamed child early.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stop {
@@ -307,11 +310,14 @@ impl Docker {
 
     /// (client version, server version, server arch) or why the daemon does not answer.
     pub fn versions(&self) -> Result<(String, String, String), String> {
-        let s = self.capture(&[
-            "version",
-            "--format",
-            "{{.Client.Version}}|{{.Server.Version}}|{{.Server.Arch}}",
-        ])?;
+        let s = self.capture_within(
+            &[
+                "version",
+                "--format",
+                "{{.Client.Version}}|{{.Server.Version}}|{{.Server.Arch}}",
+            ],
+            QUERY_TIMEOUT,
+        )?;
         let mut p = s.split('|');
         match (p.next(), p.next(), p.next()) {
             (Some(c), Some(v), Some(a)) if !v.is_empty() => Ok((c.into(), v.into(), a.into())),
@@ -319,27 +325,31 @@ impl Docker {
         }
     }
 
-    /// Whether the daemon answers within `timeout` (a hung daemon must not hang the
-    /// health check).
-    pub fn ping(&self, timeout: Duration) -> Result<(), String> {
-        let e = self
-            .expr(&["version", "--format", "{{.Server.Version}}"])
+    /// Like [`Docker::capture`], but a daemon that does not answer within `timeout`
+    /// is an error: a hung engine must not hang the preflight, the up-to-date checks
+    /// or the health check.
+    pub fn capture_within(&self, args: &[&str], timeout: Duration) -> Result<String, String> {
+        let handle = self
+            .expr(args)
             .stdout_capture()
             .stderr_capture()
-            .unchecked();
-        let handle = e
+            .unchecked()
             .start()
             .map_err(|err| format!("cannot run {}: {err}", self.client.display()))?;
         let start = Instant::now();
         loop {
             match handle.try_wait() {
-                Ok(Some(o)) if o.status.success() && !o.stdout.trim_ascii().is_empty() => {
-                    return Ok(())
+                Ok(Some(o)) if o.status.success() => {
+                    return Ok(String::from_utf8_lossy(&o.stdout).trim_end().to_string())
                 }
                 Ok(Some(o)) => {
                     let err = String::from_utf8_lossy(&o.stderr).trim().to_string();
                     return Err(if err.is_empty() {
-                        format!("docker version exited with {}", o.status)
+                        format!(
+                            "docker {} exited with {}",
+                            args.first().unwrap_or(&""),
+                            o.status
+                        )
                     } else {
                         err
                     });
@@ -358,16 +368,32 @@ impl Docker {
         }
     }
 
+    /// Whether the daemon answers within `timeout`.
+    pub fn ping(&self, timeout: Duration) -> Result<(), String> {
+        let v = self.capture_within(&["version", "--format", "{{.Server.Version}}"], timeout)?;
+        if v.trim().is_empty() {
+            Err("docker version printed no server version".into())
+        } else {
+            Ok(())
+        }
+    }
+
     pub fn label(&self, image: &str, label: &str) -> Option<String> {
         let fmt = format!("{{{{ index .Config.Labels \"{label}\" }}}}");
-        self.capture(&["image", "inspect", "--format", &fmt, image])
-            .ok()
-            .filter(|s| !s.is_empty() && s != "<no value>")
+        self.capture_within(
+            &["image", "inspect", "--format", &fmt, image],
+            QUERY_TIMEOUT,
+        )
+        .ok()
+        .filter(|s| !s.is_empty() && s != "<no value>")
     }
 
     pub fn image_id_and_size(&self, image: &str) -> Option<(String, u64)> {
         let s = self
-            .capture(&["image", "inspect", "--format", "{{.Id}}|{{.Size}}", image])
+            .capture_within(
+                &["image", "inspect", "--format", "{{.Id}}|{{.Size}}", image],
+                QUERY_TIMEOUT,
+            )
             .ok()?;
         let (id, size) = s.split_once('|')?;
         Some((id.to_string(), size.parse().ok()?))
