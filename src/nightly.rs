@@ -821,3 +821,60 @@ pub fn push(args: &PushArgs) -> i32 {
         exit::FAILED
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::DockerArgs;
+
+    fn args(engines: &[&str], context: Option<&str>) -> DockerArgs {
+        DockerArgs {
+            docker: "docker".into(),
+            context: context.map(str::to_string),
+            engines: engines.iter().map(|e| e.parse().unwrap()).collect(),
+        }
+    }
+
+    fn rec(name: &str, target: &str) -> manifest::EngineRecord {
+        manifest::EngineRecord {
+            name: name.into(),
+            target: crate::engine::parse_target(target).unwrap(),
+            jobs: 3,
+            server: "x".into(),
+            down: None,
+        }
+    }
+
+    fn names(s: &[EngineSpec]) -> Vec<String> {
+        s.iter()
+            .map(|e| format!("{}={}", e.name, e.target))
+            .collect()
+    }
+
+    #[test]
+    fn engines_come_from_flags_then_the_matrix_then_the_default() {
+        let configured: Vec<EngineSpec> = vec!["m=unix:///m.sock".parse().unwrap()];
+        assert_eq!(
+            names(&engine_specs(&args(&["a=ctx-a"], None), &configured, &[])),
+            ["a=ctx-a"],
+            "--engine replaces the matrix's list"
+        );
+        assert_eq!(
+            names(&engine_specs(&args(&[], None), &configured, &[])),
+            ["m=unix:///m.sock"]
+        );
+        let d = engine_specs(&args(&[], None), &[], &[]);
+        assert_eq!(d[0].name, DEFAULT_ENGINE);
+        assert_eq!(d[0].target, Target::Default);
+        let c = engine_specs(&args(&[], Some("remote")), &[], &[]);
+        assert_eq!(c[0].target, Target::Context("remote".into()));
+    }
+
+    #[test]
+    fn a_manifests_engines_can_be_re_pointed_by_name() {
+        let recorded = [rec("a", "unix:///a.sock"), rec("b", "unix:///b.sock")];
+        let s = engine_specs(&args(&["b=unix:///moved.sock"], None), &[], &recorded);
+        assert_eq!(names(&s), ["a=unix:///a.sock", "b=unix:///moved.sock"]);
+        assert_eq!(s[0].jobs, Some(3));
+    }
+}

@@ -270,8 +270,38 @@ impl Reporter {
             .filter(|(_, n)| *n > 0)
             .map(|(s, n)| format!("{n} {}", s.as_str()))
             .collect();
+        // With several engines: where the cells went, and which engines were lost.
+        let engines: Vec<String> = m
+            .engines
+            .iter()
+            .map(|e| {
+                let n = m
+                    .cells
+                    .iter()
+                    .filter(|c| c.engine.as_deref() == Some(e.name.as_str()))
+                    .count();
+                match &e.down {
+                    Some(why) => format!("{} {n} (down: {why})", e.name),
+                    None => format!("{} {n}", e.name),
+                }
+            })
+            .collect();
+        let requeued: usize = m.cells.iter().map(|c| c.requeued.len()).sum();
+        let placement = if engines.len() > 1 {
+            format!(
+                "\nengines: {}{}",
+                engines.join(", "),
+                if requeued > 0 {
+                    format!("; {requeued} build(s) requeued from a lost engine")
+                } else {
+                    String::new()
+                }
+            )
+        } else {
+            String::new()
+        };
         crate::err(&format!(
-            "\n{} cell{} in {}: {}\nmanifest: {manifest_path}",
+            "\n{} cell{} in {}: {}{placement}\nmanifest: {manifest_path}",
             self.total,
             if self.total == 1 { "" } else { "s" },
             fmt_duration(self.started.elapsed()),
