@@ -396,27 +396,32 @@ RUN echo alt > /etc/image-matrix-bench-alt
     );
     std::fs::write(dir.path().join("matrix.yaml"), yaml).unwrap();
     let bin = matrix_bin();
-    let runs: [(&str, &[(&str, u32)]); 3] = [
-        ("1 engine,  -j 2          ", &[("bench-1", 2)]),
+    // (label, [(engine, jobs, CPUs it is pinned to)]). The pinned pair stands in for
+    // build hosts of one core each: one such host against two.
+    type Run<'a> = (&'a str, &'a [(&'a str, u32, &'a str)]);
+    let runs: [Run; 4] = [
+        ("1 engine,  all CPUs,        -j 2", &[("bench-1", 2, "")]),
         (
-            "2 engines, jobs 2 each   ",
-            &[("bench-1", 2), ("bench-2", 2)],
+            "2 engines, sharing all CPUs, -j 2 each",
+            &[("bench-1", 2, ""), ("bench-2", 2, "")],
         ),
+        ("1 engine,  pinned to CPU 0, -j 2", &[("bench-1", 2, "0")]),
         (
-            "2 engines, jobs 1 each   ",
-            &[("bench-1", 1), ("bench-2", 1)],
+            "2 engines, pinned to CPU 0 / CPU 1, -j 2 each",
+            &[("bench-1", 2, "0"), ("bench-2", 2, "1")],
         ),
     ];
     let mut results = Vec::new();
     for (label, engines) in runs {
         let mut args = vec!["build".to_string(), "--force".into()];
-        for (name, jobs) in engines {
+        for (name, jobs, cpus) in engines {
             // fresh: an empty data root, only the base images loaded
             let host = run(Command::new(root().join("scripts/engine.sh"))
                 .env(
                     "ENGINE_BASES",
                     format!("image-matrix-test/debian:bookworm {ALT}"),
                 )
+                .env("ENGINE_CPUS", cpus)
                 .args(["start", name, "--fresh"]));
             assert!(host.0, "{}", host.1);
             let host = host.1.trim().lines().last().unwrap_or_default().to_string();
@@ -439,6 +444,7 @@ RUN echo alt > /etc/image-matrix-bench-alt
         );
         let placement: Vec<String> = cells
             .iter()
+            .filter(|c| c["status"] != "excluded")
             .map(|c| {
                 format!(
                     "{}->{}",
@@ -448,17 +454,18 @@ RUN echo alt > /etc/image-matrix-bench-alt
             })
             .collect();
         results.push((label, wall, placement));
-        for (name, _) in engines {
+        for (name, _, _) in engines {
             engine_sh(&["stop", name]);
         }
     }
-    let one = results[0].1.as_secs_f64();
     println!("4 cells (2 independent bases x package sets default and +pandas, Python 3.11 stand-ins), legacy builder, fresh engines with empty caches for every run, on this {}-core machine:", std::thread::available_parallelism().map_or(0, |n| n.get()));
-    for (label, wall, placement) in &results {
+    for (i, (label, wall, placement)) in results.iter().enumerate() {
+        // each two-engine run against the one-engine run just before it
+        let base = results[i - i % 2].1.as_secs_f64();
         println!(
-            "  {label}: {:>6.1} s  ratio to 1 engine {:.2}   {}",
+            "  {label:<46}: {:>6.1} s  ratio {:.2}   {}",
             wall.as_secs_f64(),
-            wall.as_secs_f64() / one,
+            wall.as_secs_f64() / base,
             placement.join("  ")
         );
     }

@@ -8,6 +8,9 @@
 #   scripts/engine.sh kill NAME              SIGKILL the daemon only (an engine dying)
 #   scripts/engine.sh stop NAME [--wipe]     stop it and everything it started
 #   scripts/engine.sh host NAME              print its DOCKER_HOST
+#
+# ENGINE_CPUS=0 pins an engine (and every build it runs) to those CPUs, so that two
+# engines on one machine can stand in for two build hosts in benchmarks.
 set -euo pipefail
 cmd=${1:?usage: engine.sh start|kill|stop|host NAME}
 name=${2:?engine name}
@@ -59,7 +62,9 @@ case "$cmd" in
       # the exec root is runtime state only; stale pid files there can stall containerd
       rm -rf "$run"
       mkdir -p "$data" "$run"
-      dockerd --bridge=none --iptables=false \
+      pin=()
+      if [ -n "${ENGINE_CPUS:-}" ]; then pin=(taskset -c "$ENGINE_CPUS"); fi
+      "${pin[@]}" dockerd --bridge=none --iptables=false \
         --data-root "$data" --exec-root "$run" -H "$host" --pidfile "$pidfile" \
         >"/tmp/image-matrix-engine-$name.log" 2>&1 &
       for _ in $(seq 1 60); do answers && break; sleep 0.5; done
