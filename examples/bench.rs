@@ -183,6 +183,23 @@ fn size_mb(image: &str) -> f64 {
     s.trim().parse::<f64>().unwrap_or(0.0) / 1e6
 }
 
+fn read_manifest(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("out/manifest.json")).unwrap()).unwrap()
+}
+
+/// The run's manifest, after checking that `n` cells were built (`out`: the run's output).
+fn all_built(dir: &Path, n: usize, out: &str) -> serde_json::Value {
+    let man = read_manifest(dir);
+    let built = man["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["status"] == "built")
+        .count();
+    assert_eq!(built, n, "{out}");
+    man
+}
+
 fn bench_nightly() {
     let dir = tempfile::tempdir().unwrap();
     let m = mirror(&dir.path().join("mirror"));
@@ -253,16 +270,8 @@ fn bench_nightly() {
             .args(&extra));
         let wall = t.elapsed();
         assert!(ok, "matrix build failed: {out}");
-        let man: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(dir.path().join("out/manifest.json")).unwrap(),
-        )
-        .unwrap();
+        let man = all_built(dir.path(), 4, &out);
         let cells = man["cells"].as_array().unwrap();
-        assert_eq!(
-            cells.iter().filter(|c| c["status"] == "built").count(),
-            4,
-            "{out}"
-        );
         let cpu = man["tool_cpu_seconds"].as_f64().unwrap_or(0.0);
         let size = cells
             .iter()
@@ -281,10 +290,7 @@ fn bench_nightly() {
         .args(&ours[1].4));
     let warm = t.elapsed();
     assert!(ok, "{out}");
-    let man: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.path().join("out/manifest.json")).unwrap(),
-    )
-    .unwrap();
+    let man = read_manifest(dir.path());
     let fresh = man["cells"]
         .as_array()
         .unwrap()
@@ -432,16 +438,8 @@ RUN echo alt > /etc/image-matrix-bench-alt
         let (ok, out) = run(Command::new(&bin).current_dir(dir.path()).args(&args));
         let wall = t.elapsed();
         assert!(ok, "matrix build failed: {out}");
-        let man: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(dir.path().join("out/manifest.json")).unwrap(),
-        )
-        .unwrap();
+        let man = all_built(dir.path(), 4, &out);
         let cells = man["cells"].as_array().unwrap();
-        assert_eq!(
-            cells.iter().filter(|c| c["status"] == "built").count(),
-            4,
-            "{out}"
-        );
         let placement: Vec<String> = cells
             .iter()
             .filter(|c| c["status"] != "excluded")

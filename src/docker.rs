@@ -329,43 +329,35 @@ impl Docker {
     /// is an error: a hung engine must not hang the preflight, the up-to-date checks
     /// or the health check.
     pub fn capture_within(&self, args: &[&str], timeout: Duration) -> Result<String, String> {
-        let handle = self
+        let e = self
             .expr(args)
             .stdout_capture()
             .stderr_capture()
-            .unchecked()
-            .start()
-            .map_err(|err| format!("cannot run {}: {err}", self.client.display()))?;
-        let start = Instant::now();
-        loop {
-            match handle.try_wait() {
-                Ok(Some(o)) if o.status.success() => {
-                    return Ok(String::from_utf8_lossy(&o.stdout).trim_end().to_string())
-                }
-                Ok(Some(o)) => {
-                    let err = String::from_utf8_lossy(&o.stderr).trim().to_string();
-                    return Err(if err.is_empty() {
-                        format!(
-                            "docker {} exited with {}",
-                            args.first().unwrap_or(&""),
-                            o.status
-                        )
-                    } else {
-                        err
-                    });
-                }
-                Ok(None) if start.elapsed() > timeout => {
-                    let _ = handle.kill();
-                    return Err(format!(
-                        "{} did not answer within {}s",
-                        self.target(),
-                        timeout.as_secs()
-                    ));
-                }
-                Ok(None) => std::thread::sleep(Duration::from_millis(25)),
-                Err(err) => return Err(err.to_string()),
+            .unchecked();
+        let o = match wait_within(e, timeout) {
+            Err(err) => return Err(format!("cannot run {}: {err}", self.client.display())),
+            Ok(None) => {
+                return Err(format!(
+                    "{} did not answer within {}s",
+                    self.target(),
+                    timeout.as_secs()
+                ))
             }
+            Ok(Some(o)) => o,
+        };
+        if o.status.success() {
+            return Ok(String::from_utf8_lossy(&o.stdout).trim_end().to_string());
         }
+        let err = String::from_utf8_lossy(&o.stderr).trim().to_string();
+        Err(if err.is_empty() {
+            format!(
+                "docker {} exited with {}",
+                args.first().unwrap_or(&""),
+                o.status
+            )
+        } else {
+            err
+        })
     }
 
     /// Whether the daemon answers within `timeout`.
@@ -454,30 +446,33 @@ pub fn run_program(
         Some(b) => e.stdin_bytes(b.to_vec()),
         None => e.stdin_null(),
     };
-    let handle = e
-        .start()
-        .map_err(|err| format!("cannot run {}: {err}", program.display()))?;
+    match wait_within(e, timeout) {
+        Ok(Some(o)) => Ok((o.status.code().unwrap_or(-1), o.stdout, o.stderr)),
+        Ok(None) => Err(format!(
+            "{} did not finish within {}s",
+            program.display(),
+            timeout.as_secs()
+        )),
+        Err(err) => Err(format!("cannot run {}: {err}", program.display())),
+    }
+}
+
+/// Run an expression to its end, or kill it after `timeout` (then `Ok(None)`).
+fn wait_within(
+    e: duct::Expression,
+    timeout: Duration,
+) -> std::io::Result<Option<std::process::Output>> {
+    let handle = e.start()?;
     let start = Instant::now();
     loop {
-        match handle.try_wait() {
-            Ok(Some(o)) => {
-                return Ok((
-                    o.status.code().unwrap_or(-1),
-                    o.stdout.clone(),
-                    o.stderr.clone(),
-                ))
-            }
-            Ok(None) if start.elapsed() > timeout => {
-                let _ = handle.kill();
-                return Err(format!(
-                    "{} did not finish within {}s",
-                    program.display(),
-                    timeout.as_secs()
-                ));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-            Err(err) => return Err(format!("{} failed: {err}", program.display())),
+        if let Some(o) = handle.try_wait()? {
+            return Ok(Some(o.clone()));
         }
+        if start.elapsed() > timeout {
+            let _ = handle.kill();
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(25));
     }
 }
 

@@ -304,6 +304,25 @@ impl FakeExecutor {
     }
 }
 
+/// A fake build that runs until `stop` says so, or succeeds after `run_for`.
+fn until_stopped(
+    stop: &(dyn Fn() -> Option<Stop> + Sync),
+    run_for: Option<Duration>,
+) -> AttemptEnd {
+    let t = std::time::Instant::now();
+    loop {
+        match stop() {
+            Some(Stop::Cancelled) => return AttemptEnd::Cancelled,
+            Some(Stop::TimedOut) => return AttemptEnd::TimedOut,
+            None => {}
+        }
+        if run_for.is_some_and(|d| t.elapsed() >= d) {
+            return AttemptEnd::Succeeded;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 impl Executor for FakeExecutor {
     fn up_to_date(&self, job: &Job) -> bool {
         self.up_to_date.contains(&job.id)
@@ -330,22 +349,7 @@ impl Executor for FakeExecutor {
             text: "RUN fake".into(),
         });
         let end = match next.unwrap_or(FakeAttempt::Ok { millis: 0 }) {
-            FakeAttempt::Ok { millis } => {
-                let t = std::time::Instant::now();
-                loop {
-                    if let Some(s) = stop() {
-                        break if s == Stop::Cancelled {
-                            AttemptEnd::Cancelled
-                        } else {
-                            AttemptEnd::TimedOut
-                        };
-                    }
-                    if t.elapsed() >= Duration::from_millis(millis) {
-                        break AttemptEnd::Succeeded;
-                    }
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-            }
+            FakeAttempt::Ok { millis } => until_stopped(stop, Some(Duration::from_millis(millis))),
             FakeAttempt::Fail { code, transient } => AttemptEnd::Failed {
                 exit_code: code,
                 transient,
@@ -359,27 +363,9 @@ impl Executor for FakeExecutor {
             }
             FakeAttempt::FreezeEngine => {
                 self.dead.store(true, std::sync::atomic::Ordering::SeqCst);
-                loop {
-                    if let Some(s) = stop() {
-                        break if s == Stop::Cancelled {
-                            AttemptEnd::Cancelled
-                        } else {
-                            AttemptEnd::TimedOut
-                        };
-                    }
-                    std::thread::sleep(Duration::from_millis(2));
-                }
+                until_stopped(stop, None)
             }
-            FakeAttempt::Hang => loop {
-                if let Some(s) = stop() {
-                    break if s == Stop::Cancelled {
-                        AttemptEnd::Cancelled
-                    } else {
-                        AttemptEnd::TimedOut
-                    };
-                }
-                std::thread::sleep(Duration::from_millis(2));
-            },
+            FakeAttempt::Hang => until_stopped(stop, None),
         };
         AttemptResult {
             end,

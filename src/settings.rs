@@ -385,36 +385,30 @@ fn read_engines(raw: &RawConfig, d: &mut Diags) -> Vec<crate::engine::EngineSpec
             d.error(Some(name.at), format!("{}.name", e.key), m);
             continue;
         }
-        let target = match (&e.host, &e.context) {
-            (Some(h), None) => match parse_target(&h.value) {
-                Ok(t @ Target::Host(_)) => t,
-                _ => {
-                    d.error(
-                        Some(h.at),
-                        format!("{}.host", e.key),
-                        format!("`{}` is not a DOCKER_HOST URL (unix://, tcp://, ssh://, npipe://, fd://)", h.value),
-                    );
-                    continue;
-                }
-            },
-            (None, Some(c)) => {
-                match parse_target(&c.value) {
-                    Ok(t @ Target::Context(_)) => t,
-                    _ => {
-                        d.error(
-                        Some(c.at),
-                        format!("{}.context", e.key),
-                        format!("`{}` is not a docker context name (letters, digits, `_`, `.`, `-`)", c.value),
-                    );
-                        continue;
-                    }
-                }
-            }
+        let (field, given) = match (&e.host, &e.context) {
+            (Some(h), None) => ("host", h),
+            (None, Some(c)) => ("context", c),
             _ => {
                 d.error(
                     Some(e.at),
                     &e.key,
                     "an engine needs exactly one of `host` (a DOCKER_HOST URL) and `context` (a docker context name)",
+                );
+                continue;
+            }
+        };
+        let target = match parse_target(&given.value) {
+            Ok(t) if matches!(t, Target::Host(_)) == (field == "host") => t,
+            _ => {
+                let want = if field == "host" {
+                    "a DOCKER_HOST URL (unix://, tcp://, ssh://, npipe://, fd://)"
+                } else {
+                    "a docker context name (letters, digits, `_`, `.`, `-`)"
+                };
+                d.error(
+                    Some(given.at),
+                    format!("{}.{field}", e.key),
+                    format!("`{}` is not {want}", given.value),
                 );
                 continue;
             }
