@@ -422,13 +422,18 @@ fn the_example_workflow_plans_builds_shards_and_merges() {
         .map(str::to_string)
         .collect();
     assert_eq!(commands.len(), 4, "{commands:?}");
-    let sh = |cmd: &str| {
+    // the variables the workflow's runners provide
+    let publish_engines =
+        "--engine build-1=ssh://ci@build-1.internal --engine build-2=ssh://ci@build-2.internal";
+    let sh = |cmd: &str, runner: &str| {
         let bin = Path::new(env!("CARGO_BIN_EXE_matrix"));
         let line = cmd.replacen("matrix ", &format!("{} ", bin.display()), 1);
         let out = Command::new("bash")
             .arg("-c")
             .arg(&line)
             .current_dir(e.dir.path())
+            .env("RUNNER_NAME", runner)
+            .env("PUBLISH_ENGINES", publish_engines)
             .env("FAKE_DOCKER_STATE", e.path("state"))
             .env(
                 "DOCKER",
@@ -442,7 +447,7 @@ fn the_example_workflow_plans_builds_shards_and_merges() {
             String::from_utf8_lossy(&out.stderr)
         );
     };
-    sh(&commands[0]);
+    sh(&commands[0], "hosted");
     let shards: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(e.path("shards.json")).unwrap()).unwrap();
     let shards = shards["include"].as_array().unwrap().clone();
@@ -451,7 +456,8 @@ fn the_example_workflow_plans_builds_shards_and_merges() {
     assert!(build.contains("${{ matrix.shard }}"));
     for (i, s) in shards.iter().enumerate() {
         let line = build.replace("${{ matrix.shard }}", s["shard"].as_str().unwrap());
-        sh(&line);
+        // two build hosts take the four shards
+        sh(&line, &format!("build-{}", i % 2 + 1));
         std::fs::create_dir_all(e.path(&format!("shards/manifest-{i}"))).unwrap();
         std::fs::rename(
             e.path("out/manifest.json"),
@@ -459,13 +465,38 @@ fn the_example_workflow_plans_builds_shards_and_merges() {
         )
         .unwrap();
     }
-    sh(&commands[2]);
+    sh(&commands[2], "publisher");
     let all: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(e.path("all.json")).unwrap()).unwrap();
     let cells = all["cells"].as_array().unwrap();
     assert_eq!(cells.len(), 5);
     assert!(cells.iter().all(|c| c["status"] == "built"));
-    assert!(commands[3].starts_with("matrix push all.json"));
+    let names: Vec<&str> = all["engines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["build-1", "build-2"]);
+
+    // publish: every tag is pushed from the build host that holds it
+    let before = calls_by_engine(&e).len();
+    sh(&commands[3], "publisher");
+    let pushes: Vec<(String, String)> = calls_by_engine(&e)[before..]
+        .iter()
+        .filter(|(_, a)| a.starts_with("push "))
+        .cloned()
+        .collect();
+    assert_eq!(pushes.len(), 5, "{pushes:?}");
+    for (engine, a) in &pushes {
+        let tag = a.trim_start_matches("push ");
+        let cell = cells
+            .iter()
+            .find(|c| c["tags"][0] == tag)
+            .unwrap_or_else(|| panic!("{tag} is no cell's primary tag"));
+        let host = cell["engine"].as_str().unwrap();
+        assert_eq!(engine, &format!("ci@{host}.internal"), "{tag}");
+    }
 }
 
 #[test]
