@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Make this machine ready for the Docker tests, from scratch if need be: packages,
+# Make this machine ready for the Docker tests, from scratch if need be: packages
+# (docker.io, debootstrap, sshpass + openssh-client, docker-registry for push tests),
 # a daemon (bridge off: containers only reach loopback through --network host), and
 # the local Debian base image. Idempotent; safe to run again.
 set -euo pipefail
@@ -9,6 +10,7 @@ command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
 command -v sshpass >/dev/null 2>&1 || need+=(sshpass)
 command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
+command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   if [ "$(id -u)" != 0 ]; then echo "setup: need root to install ${need[*]}" >&2; exit 1; fi

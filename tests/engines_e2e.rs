@@ -49,7 +49,12 @@ fn a_killed_engine_loses_its_cell_to_the_other_engine() {
     require_environment();
     let dir = tempfile::tempdir().unwrap();
     let mirror = Mirror::start(&dir.path().join("mirror"));
-    let repo = format!("image-matrix-engines-{}", std::process::id());
+    let registry = Registry::start(&dir.path().join("registry"));
+    let repo = format!(
+        "127.0.0.1:{}/image-matrix-engines-{}",
+        registry.port,
+        std::process::id()
+    );
     let _cleanup = Cleanup(repo.clone());
     let second = SecondEngine::start();
     // Two bases (two tags of one image), one cell each: each engine takes one, and no
@@ -59,6 +64,7 @@ fn a_killed_engine_loses_its_cell_to_the_other_engine() {
 image:
   repository: {repo}/miniconda
   tag: "conda3-python{{python}}-{{base}}-{{variant}}"
+  aliases: ["{{tag}}-nightly"]
 bases:
   - image-matrix-test/debian:bookworm
   - image-matrix-test/debian:12
@@ -171,4 +177,33 @@ engines:
     );
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report.as_array().unwrap().len(), 2);
+
+    // push (to a loopback registry) from engine a, which holds both images, while b is
+    // still down: primary tags, then aliases, each digest as the registry has it
+    let (code, _, err) = matrix(dir.path(), &["push", "out/manifest.json"]);
+    assert_eq!(code, 0, "push failed:\n{err}");
+    let m = manifest(&dir.path().join("out/manifest.json"));
+    let name = repo.split_once('/').unwrap().1.to_string() + "/miniconda";
+    let (_, tags) = registry.get(&format!("/v2/{name}/tags/list"));
+    for c in m["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["status"] == "built")
+    {
+        let pushed = c["pushed"].as_array().unwrap();
+        assert_eq!(pushed.len(), 2, "{c}");
+        for p in pushed {
+            assert_eq!(p["ok"], true, "{p}");
+            let tag = p["tag"].as_str().unwrap().rsplit_once(':').unwrap().1;
+            assert!(tags.contains(&format!("\"{tag}\"")), "{tag} not in {tags}");
+            let (head, _) = registry.get(&format!("/v2/{name}/manifests/{tag}"));
+            let digest = p["digest"].as_str().unwrap();
+            assert!(
+                head.to_ascii_lowercase()
+                    .contains(&format!("docker-content-digest: {digest}")),
+                "{tag}: the manifest records {digest}, the registry says:\n{head}"
+            );
+        }
+    }
 }

@@ -77,6 +77,51 @@ impl Drop for Mirror {
 }
 
 /// Images of this run, removed at the end.
+/// A loopback registry (`scripts/local-registry.sh`), stopped when dropped.
+pub struct Registry {
+    pub port: String,
+    pid: String,
+}
+
+impl Registry {
+    pub fn start(dir: &Path) -> Registry {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/local-registry.sh");
+        let (code, out, err) = sh(Command::new(script).arg(dir));
+        assert_eq!(
+            code, 0,
+            "the registry did not start (run scripts/setup-test-env.sh): {err}"
+        );
+        let pid = std::fs::read_to_string(dir.join("registry.pid"))
+            .unwrap()
+            .trim()
+            .to_string();
+        Registry {
+            port: out.trim().to_string(),
+            pid,
+        }
+    }
+
+    /// GET a registry API path; (status line + headers, body).
+    pub fn get(&self, path: &str) -> (String, String) {
+        let (code, out, err) = sh(Command::new("curl").args([
+            "-sS",
+            "-i",
+            "-H",
+            "Accept: application/vnd.docker.distribution.manifest.v2+json",
+            &format!("http://127.0.0.1:{}{path}", self.port),
+        ]));
+        assert_eq!(code, 0, "{err}");
+        let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+        (head.to_string(), body.to_string())
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(&self.pid).status();
+    }
+}
+
 pub struct Cleanup(pub String);
 
 impl Drop for Cleanup {
