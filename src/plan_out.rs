@@ -194,5 +194,25 @@ pub fn table(plan: &Plan, cells: &[&Cell]) -> String {
         let _ = write!(out, " ({filtered} more filtered out)");
     }
     let _ = writeln!(out, ", {} excluded", plan.excluded.len());
+    // Where they will build; which engine takes which cell is decided as engines free
+    // up, so only the engines are known ahead (`--engine` on build replaces them).
+    if !plan.settings.engines.is_empty() {
+        let engines: Vec<String> = plan
+            .settings
+            .engines
+            .iter()
+            .map(|e| {
+                let jobs = e
+                    .jobs
+                    .map_or_else(|| "-j builds".to_string(), |j| format!("{j} builds"));
+                let target = match &e.target {
+                    crate::engine::Target::Context(c) => format!("context {c}"),
+                    t => t.to_string(),
+                };
+                format!("{} ({target}, {jobs})", e.name)
+            })
+            .collect();
+        let _ = writeln!(out, "engines: {}", engines.join(", "));
+    }
     out
 }

@@ -433,3 +433,20 @@ fn gha_shards_group_cells_by_base() {
         }
     }
 }
+
+#[test]
+fn plan_names_the_engines_of_the_matrix() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("matrix.yaml"),
+        "version: 1\nbases: [ubuntu:22.04]\npython: [\"3.10\"]\nengines:\n  - {name: a, host: \"unix:///run/a.sock\", jobs: 3}\n  - {name: gpu, context: gpu-box}\n",
+    )
+    .unwrap();
+    let out = stdout_of(&["plan"], dir.path());
+    assert!(
+        out.ends_with(
+            "engines: a (unix:///run/a.sock, 3 builds), gpu (context gpu-box, -j builds)\n"
+        ),
+        "{out}"
+    );
+}
