@@ -360,6 +360,36 @@ impl Docker {
         })
     }
 
+    /// The engine's endpoint URL: the explicit host, else what the client resolves
+    /// from `--context`, DOCKER_CONTEXT, DOCKER_HOST or its current context.
+    pub fn endpoint(&self) -> Result<String, String> {
+        match &self.host {
+            Some(h) => Ok(h.clone()),
+            None => self.capture_within(
+                &[
+                    "context",
+                    "inspect",
+                    "--format",
+                    "{{.Endpoints.docker.Host}}",
+                ],
+                QUERY_TIMEOUT,
+            ),
+        }
+    }
+
+    /// Ok when containers of this engine run on this machine (a local socket, or TCP
+    /// to loopback), so that their host-network ports are this machine's.
+    pub fn on_this_host(&self) -> Result<(), String> {
+        let ep = self.endpoint()?;
+        if endpoint_is_local(&ep) {
+            Ok(())
+        } else {
+            Err(format!(
+                "the engine at {ep} runs containers on another host; verify reaches services on 127.0.0.1, so run `matrix verify` on that host"
+            ))
+        }
+    }
+
     /// Whether the daemon answers within `timeout`.
     pub fn ping(&self, timeout: Duration) -> Result<(), String> {
         let v = self.capture_within(&["version", "--format", "{{.Server.Version}}"], timeout)?;
@@ -457,6 +487,29 @@ pub fn run_program(
     }
 }
 
+/// Local socket schemes, or TCP to a loopback address.
+pub fn endpoint_is_local(ep: &str) -> bool {
+    if ["unix://", "npipe://", "fd://"]
+        .iter()
+        .any(|s| ep.starts_with(s))
+    {
+        return true;
+    }
+    let Some(rest) = ep.strip_prefix("tcp://") else {
+        return false;
+    };
+    let host = rest.split('/').next().unwrap_or_default();
+    let host = match host.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|c| c.is_ascii_digit()) => h,
+        _ => host,
+    };
+    let ip = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || ip
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|a| a.is_loopback())
+}
+
 /// Run an expression to its end, or kill it after `timeout` (then `Ok(None)`).
 fn wait_within(
     e: duct::Expression,
@@ -479,6 +532,36 @@ fn wait_within(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_sockets_and_loopback_tcp_are_this_host() {
+        for ep in [
+            "unix:///var/run/docker.sock",
+            "tcp://127.0.0.1:2375",
+            "tcp://localhost:2376",
+            "tcp://[::1]:2375",
+        ] {
+            assert!(endpoint_is_local(ep), "{ep}");
+        }
+        for ep in [
+            "ssh://ci@build-1",
+            "tcp://10.0.0.5:2376",
+            "tcp://build-2",
+            "tcp://127.0.0.1.example.com:2375",
+        ] {
+            assert!(!endpoint_is_local(ep), "{ep}");
+        }
+        let remote = Docker {
+            client: "docker".into(),
+            context: None,
+            host: Some("ssh://ci@build-1".into()),
+            builder: Builder::Auto,
+        };
+        assert!(remote
+            .on_this_host()
+            .unwrap_err()
+            .contains("run `matrix verify` on that host"));
+    }
 
     #[test]
     fn reproducing_command_lines_quote_only_what_needs_it() {

@@ -221,6 +221,16 @@ pub fn verify_image(
     cancel: &Cancel,
 ) -> Verification {
     let mut checks = Checks(Vec::new());
+    // The checks reach the container's services on 127.0.0.1: an engine on another
+    // host would only time out, after a long wait, with a misleading message.
+    if let Err(e) = docker.on_this_host() {
+        checks.add("engine", false, e);
+        return Verification {
+            ok: false,
+            ready_seconds: None,
+            checks: checks.0,
+        };
+    }
     let result = verify_inner(
         docker,
         image,
