@@ -813,6 +813,24 @@ mod tests {
         ]
     }
 
+    /// Engines a and b with `slots` builds each; events dropped.
+    fn run2(
+        a: &FakeExecutor,
+        b: &FakeExecutor,
+        slots: usize,
+        warm: &[Vec<Warm>],
+        jobs: &[Job],
+    ) -> Vec<Outcome> {
+        run(
+            &two(a, b, slots),
+            warm,
+            jobs,
+            &opts(slots),
+            &Cancel::default(),
+            &mut |_| {},
+        )
+    }
+
     fn calls(f: &FakeExecutor) -> Vec<String> {
         let mut c = f.calls.lock().unwrap().clone();
         c.sort();
@@ -1045,14 +1063,7 @@ mod tests {
             b.script(id, vec![FakeAttempt::Ok { millis: 30 }]);
         }
         let jobs = [on("x1", "X"), on("y1", "Y"), on("x2", "X"), on("y2", "Y")];
-        let out = run(
-            &two(&a, &b, 1),
-            &[],
-            &jobs,
-            &opts(1),
-            &Cancel::default(),
-            &mut |_| {},
-        );
+        let out = run2(&a, &b, 1, &[], &jobs);
         assert_eq!(statuses(&out), ["built"; 4]);
         let (ca, cb) = (calls(&a), calls(&b));
         assert!(
@@ -1088,14 +1099,7 @@ mod tests {
                 members: vec![2, 3],
             },
         ]];
-        let out = run(
-            &two(&a, &b, 2),
-            &warm,
-            &jobs,
-            &opts(2),
-            &Cancel::default(),
-            &mut |_| {},
-        );
+        let out = run2(&a, &b, 2, &warm, &jobs);
         assert_eq!(statuses(&out), ["built"; 4]);
         let mut both = [calls(&a), calls(&b)];
         both.sort();
@@ -1114,14 +1118,7 @@ mod tests {
             b.script(id, vec![FakeAttempt::Ok { millis: 40 }]);
         }
         let jobs: Vec<Job> = ids.iter().map(|i| on(i, "X")).collect();
-        let out = run(
-            &two(&a, &b, 1),
-            &[],
-            &jobs,
-            &opts(1),
-            &Cancel::default(),
-            &mut |_| {},
-        );
+        let out = run2(&a, &b, 1, &[], &jobs);
         assert_eq!(statuses(&out), ["built"; 4]);
         let (ca, cb) = (calls(&a), calls(&b));
         assert!(!ca.is_empty() && !cb.is_empty(), "a {ca:?} b {cb:?}");
@@ -1195,14 +1192,7 @@ mod tests {
         };
         b.script("y1", vec![FakeAttempt::FreezeEngine]);
         let jobs = [on("x1", "X"), on("y1", "Y"), on("y0", "Y")];
-        let out = run(
-            &two(&a, &b, 1),
-            &[],
-            &jobs,
-            &opts(1),
-            &Cancel::default(),
-            &mut |_| {},
-        );
+        let out = run2(&a, &b, 1, &[], &jobs);
         assert_eq!(statuses(&out), ["built", "built", "up-to-date"]);
         assert_eq!(out[1].engine.as_deref(), Some("a"));
         assert_eq!(out[1].requeues.len(), 1);
@@ -1217,14 +1207,7 @@ mod tests {
             f.script("x2", vec![FakeAttempt::KillEngine]);
         }
         let jobs = [on("x1", "X"), on("x2", "X"), on("x3", "X")];
-        let out = run(
-            &two(&a, &b, 1),
-            &[],
-            &jobs,
-            &opts(1),
-            &Cancel::default(),
-            &mut |_| {},
-        );
+        let out = run2(&a, &b, 1, &[], &jobs);
         assert_eq!(statuses(&out), ["failed"; 3]);
         for o in &out {
             let r = o.reason.as_deref().unwrap();
