@@ -6,13 +6,15 @@
 #   scripts/engine.sh start NAME [--fresh]   start (--fresh: empty data root first);
 #                                            prints the engine's DOCKER_HOST
 #   scripts/engine.sh kill NAME              SIGKILL the daemon only (an engine dying)
+#   scripts/engine.sh freeze NAME            SIGSTOP the daemon (an engine that hangs:
+#                                            connections open, nothing answers)
 #   scripts/engine.sh stop NAME [--wipe]     stop it and everything it started
 #   scripts/engine.sh host NAME              print its DOCKER_HOST
 #
 # ENGINE_CPUS=0 pins an engine (and every build it runs) to those CPUs, so that two
 # engines on one machine can stand in for two build hosts in benchmarks.
 set -euo pipefail
-cmd=${1:?usage: engine.sh start|kill|stop|host NAME}
+cmd=${1:?usage: engine.sh start|kill|freeze|stop|host NAME}
 name=${2:?engine name}
 case "$name" in *[!a-z0-9_-]*) echo "engine.sh: bad name $name" >&2; exit 2 ;; esac
 data=/var/lib/image-matrix-engines/$name
@@ -38,6 +40,8 @@ stop() {
   local p; p=$(pids)
   if [ -n "$p" ]; then
     # shellcheck disable=SC2086
+    kill -CONT $p 2>/dev/null || true
+    # shellcheck disable=SC2086
     kill -TERM $p 2>/dev/null || true
     for _ in $(seq 1 40); do [ -z "$(pids)" ] && break; sleep 0.25; done
     p=$(pids)
@@ -52,6 +56,8 @@ case "$cmd" in
   host) echo "$host" ;;
   kill)
     [ -f "$pidfile" ] && kill -KILL "$(cat "$pidfile")" 2>/dev/null || true ;;
+  freeze)
+    [ -f "$pidfile" ] && kill -STOP "$(cat "$pidfile")" ;;
   stop)
     stop
     if [ "${3:-}" = --wipe ]; then rm -rf "$data" "$run"; fi ;;

@@ -1,11 +1,13 @@
 //! Two real Docker engines on this machine: the main daemon and a second `dockerd`
 //! with its own data root, exec root and socket (`scripts/engine.sh`). The second one
-//! is killed while it builds a cell; the cell must go back to the queue, be built on
-//! the first engine, be recorded with both, and `matrix verify` must find every image
-//! on the engine that holds it.
+//! breaks while it builds a cell — killed (SIGKILL), or hung (SIGSTOP: connections
+//! accepted, nothing answers, only the health check can tell) — and the cell must go
+//! back to the queue, be built on the first engine and be recorded with both. After the
+//! kill, `matrix verify` and `matrix push` (to a loopback registry) must find every
+//! image on the engine that holds it.
 //!
 //! Needs root, the main daemon and the base image (`scripts/setup-test-env.sh`).
-//! Without them it fails, loudly; it never skips.
+//! Without them these tests fail, loudly; they never skip.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -15,8 +17,6 @@ use std::time::{Duration, Instant};
 mod common;
 use common::*;
 
-const ENGINE: &str = "e2e-b";
-
 fn engine_sh(args: &[&str]) -> (i32, String, String) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/engine.sh");
     sh(Command::new(script).args(args))
@@ -24,15 +24,17 @@ fn engine_sh(args: &[&str]) -> (i32, String, String) {
 
 /// The second engine, stopped and wiped whatever happens.
 struct SecondEngine {
+    name: &'static str,
     host: String,
 }
 
 impl SecondEngine {
-    fn start() -> SecondEngine {
-        // --fresh: an empty cache, so that its build is still running when it dies
-        let (code, out, err) = engine_sh(&["start", ENGINE, "--fresh"]);
+    fn start(name: &'static str) -> SecondEngine {
+        // --fresh: an empty cache, so that its build is still running when it breaks
+        let (code, out, err) = engine_sh(&["start", name, "--fresh"]);
         assert_eq!(code, 0, "the second engine did not start: {err}");
         SecondEngine {
+            name,
             host: out.trim().to_string(),
         }
     }
@@ -40,23 +42,38 @@ impl SecondEngine {
 
 impl Drop for SecondEngine {
     fn drop(&mut self) {
-        let _ = engine_sh(&["stop", ENGINE, "--wipe"]);
+        let _ = engine_sh(&["stop", self.name, "--wipe"]);
     }
 }
 
-#[test]
-fn a_killed_engine_loses_its_cell_to_the_other_engine() {
+/// A two-engine build (engine a: the main daemon; engine b: a fresh second daemon)
+/// during which b is broken with `engine.sh BREAK` 4 s into its first build.
+struct Broken {
+    // dropped in this order: images, the second engine, then the servers
+    _cleanup: Cleanup,
+    second: SecondEngine,
+    registry: Registry,
+    _mirror: Mirror,
+    dir: tempfile::TempDir,
+    repo: String,
+    /// The cell engine b was building when it broke.
+    lost: String,
+    code: Option<i32>,
+    log: String,
+}
+
+fn build_and_break(engine: &'static str, how: &str) -> Broken {
     require_environment();
     let dir = tempfile::tempdir().unwrap();
     let mirror = Mirror::start(&dir.path().join("mirror"));
     let registry = Registry::start(&dir.path().join("registry"));
     let repo = format!(
-        "127.0.0.1:{}/image-matrix-engines-{}",
+        "127.0.0.1:{}/image-matrix-{engine}-{}",
         registry.port,
         std::process::id()
     );
-    let _cleanup = Cleanup(repo.clone());
-    let second = SecondEngine::start();
+    let cleanup = Cleanup(repo.clone());
+    let second = SecondEngine::start(engine);
     // Two bases (two tags of one image), one cell each: each engine takes one, and no
     // shared stage is built ahead of them.
     let yaml = format!(
@@ -110,32 +127,52 @@ engines:
     let stderr = child.stderr.take().unwrap();
     let mut log = String::new();
     let mut lost: Option<String> = None;
-    let mut killed_at = None;
+    let mut broken_at = None;
     for line in BufReader::new(stderr).lines() {
         let line = line.unwrap();
         log.push_str(&line);
         log.push('\n');
-        // "[1.2s] started <id> on b": let it get going, then kill its daemon
+        // "[1.2s] started <id> on b": let it get going, then break its daemon
         if lost.is_none() && line.contains(" started ") && line.ends_with(" on b") {
             let id = line.split(" started ").nth(1).unwrap();
             lost = Some(id.trim_end_matches(" on b").to_string());
             std::thread::sleep(Duration::from_secs(4));
-            let (code, _, err) = engine_sh(&["kill", ENGINE]);
+            let (code, _, err) = engine_sh(&[how, engine]);
             assert_eq!(code, 0, "{err}");
-            killed_at = Some(t0.elapsed());
+            broken_at = Some(t0.elapsed());
         }
     }
     let code = child.wait().unwrap().code();
     let lost = lost.unwrap_or_else(|| panic!("engine b never started a build:\n{log}"));
-    assert_eq!(code, Some(0), "the build must survive the engine:\n{log}");
-    assert!(log.contains("engine b is down"), "{log}");
     eprintln!(
-        "engine b killed at {:.1}s, run finished at {:.1}s",
-        killed_at.unwrap().as_secs_f64(),
+        "engine b: `{how}` at {:.1}s, run finished at {:.1}s",
+        broken_at.unwrap_or_default().as_secs_f64(),
         t0.elapsed().as_secs_f64()
     );
+    Broken {
+        _cleanup: cleanup,
+        second,
+        registry,
+        _mirror: mirror,
+        dir,
+        repo,
+        lost,
+        code,
+        log,
+    }
+}
 
-    let m = manifest(&dir.path().join("out/manifest.json"));
+/// Both cells built on engine a, the lost one after a requeue from b, whose loss the
+/// manifest records; returns the manifest.
+fn check_requeued(r: &Broken) -> serde_json::Value {
+    assert_eq!(
+        r.code,
+        Some(0),
+        "the build must survive the engine:\n{}",
+        r.log
+    );
+    assert!(r.log.contains("engine b is down"), "{}", r.log);
+    let m = manifest(&r.dir.path().join("out/manifest.json"));
     let engines = m["engines"].as_array().unwrap();
     assert_eq!(engines.len(), 2);
     assert!(engines[0]["down"].is_null(), "{engines:?}");
@@ -161,13 +198,43 @@ engines:
         assert_eq!(code, 0, "{err}");
         assert_eq!(label.trim(), c["input_hash"].as_str().unwrap());
     }
-    let k = cell(&m, &lost);
+    let k = cell(&m, &r.lost);
     assert_eq!(k["attempts"], 2, "the lost attempt counts: {k}");
     let rq = k["requeued"].as_array().unwrap();
     assert_eq!(rq.len(), 1, "{k}");
     assert_eq!(rq[0]["engine"], "b");
     assert!(rq[0]["seconds"].as_f64().unwrap() >= 3.0, "{k}");
+    m
+}
 
+#[test]
+fn a_hung_engine_is_caught_by_the_health_check() {
+    // SIGSTOP: the socket still accepts connections, nothing answers, and the build
+    // client waits forever; only the health check can notice.
+    let r = build_and_break("e2e-hung", "freeze");
+    let m = check_requeued(&r);
+    let reason = cell(&m, &r.lost)["requeued"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        reason.starts_with("stopped answering: ") && reason.contains("did not answer within 10s"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn a_killed_engine_loses_its_cell_to_the_other_engine() {
+    let r = build_and_break("e2e-killed", "kill");
+    let m = check_requeued(&r);
+    let (dir, registry, repo, second) = (&r.dir, &r.registry, &r.repo, &r.second);
+    assert!(
+        cell(&m, &r.lost)["requeued"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("Cannot connect to the Docker daemon"),
+        "{m}"
+    );
     // verify reads the engines from the manifest: b does not answer, every image is on a
     let (code, out, err) = matrix(dir.path(), &["verify", "--format", "json"]);
     assert_eq!(code, 0, "verification failed:\n{out}\n{err}");
