@@ -313,6 +313,7 @@ impl Shared<'_> {
                         self.wake.notify_all();
                         break t;
                     }
+                    self.fail_if_stuck(&mut st, tx);
                     st = self
                         .wake
                         .wait_timeout(st, Duration::from_millis(50))
@@ -477,6 +478,8 @@ impl Shared<'_> {
                     });
                     if st.down.iter().all(Option::is_some) {
                         self.fail_for_no_engine(st, i, tx);
+                    } else if let Some(why) = self.failed_stage(st, i) {
+                        self.fail_unrunnable(st, i, why, tx);
                     } else {
                         st.pending[i] = true;
                         let _ = tx.send(Event::Requeued {
@@ -552,22 +555,66 @@ impl Shared<'_> {
     }
 
     fn fail_for_no_engine(&self, st: &mut State, i: usize, tx: &Tx) {
-        st.pending[i] = false;
         let why: Vec<String> = self
             .engines
             .iter()
             .zip(&st.down)
             .map(|(eng, d)| format!("{} ({})", eng.name, d.as_deref().unwrap_or("up")))
             .collect();
+        let reason = format!("no engine left to build on: {}", why.join("; "));
+        self.fail_unrunnable(st, i, reason, tx);
+    }
+
+    /// A pending cell that cannot run any more ends as failed, with why.
+    fn fail_unrunnable(&self, st: &mut State, i: usize, reason: String, tx: &Tx) {
+        st.pending[i] = false;
         let o = Outcome {
             status: Status::Failed,
             attempts: st.attempts[i],
-            reason: Some(format!("no engine left to build on: {}", why.join("; "))),
+            reason: Some(reason),
             requeues: std::mem::take(&mut st.requeues[i]),
             ..not_started(&self.jobs[i].id)
         };
         st.results[i] = Some(o.clone());
         let _ = tx.send(Event::Finished(o));
+    }
+
+    /// A shared stage of cell `i` that failed on its own on some engine: the cell would
+    /// fail the same way anywhere (and that engine would never start it).
+    fn failed_stage(&self, st: &State, i: usize) -> Option<String> {
+        self.needs[i].iter().find_map(|&w| {
+            st.warm.iter().find_map(|((x, on), s)| {
+                (*x == w && *s == WarmState::Failed).then(|| {
+                    format!(
+                        "shared stage {} failed on engine {}",
+                        self.warm[w].job.id, self.engines[*on].name
+                    )
+                })
+            })
+        })
+    }
+
+    /// Defence against a stall: with nothing running anywhere, if no engine that is up
+    /// would take any pending cell, those cells can never run; fail them rather than
+    /// wait for ever.
+    fn fail_if_stuck(&self, st: &mut State, tx: &Tx) {
+        if st.busy.iter().any(|b| *b > 0) {
+            return;
+        }
+        let takers = (0..self.engines.len())
+            .filter(|&f| st.down[f].is_none())
+            .any(|f| self.pick(st, f).is_some());
+        if takers {
+            return;
+        }
+        for i in 0..self.jobs.len() {
+            if st.pending[i] {
+                let why = self
+                    .failed_stage(st, i)
+                    .unwrap_or_else(|| "no engine that is up can build it".into());
+                self.fail_unrunnable(st, i, why, tx);
+            }
+        }
     }
 }
 
@@ -1216,5 +1263,107 @@ mod tests {
                 "{r}"
             );
         }
+    }
+
+    /// Shared state for driving `end` and `fail_if_stuck` by hand: engines a and b,
+    /// cells x1 and x2 of one base, both needing shared stage wx.
+    fn by_hand<'a>(
+        engines: &'a [Engine<'a>],
+        warm: &'a [Warm],
+        jobs: &'a [Job],
+        opts: &'a Options,
+        cancel: &'a Cancel,
+    ) -> Shared<'a> {
+        Shared {
+            engines,
+            warm: warm.iter().collect(),
+            needs: vec![vec![0], vec![0]],
+            jobs,
+            opts,
+            cancel,
+            state: Mutex::new(State {
+                pending: vec![false; 2],
+                running: vec![None; 2],
+                results: vec![None; 2],
+                attempts: vec![0; 2],
+                requeues: vec![Vec::new(); 2],
+                warm: HashMap::new(),
+                bound: HashMap::new(),
+                down: vec![None; 2],
+                busy: vec![0; 2],
+            }),
+            wake: Condvar::new(),
+        }
+    }
+
+    #[test]
+    fn a_cell_lost_with_its_engine_is_not_requeued_onto_a_failed_shared_stage() {
+        let (a, b) = (FakeExecutor::default(), FakeExecutor::default());
+        let engines = two(&a, &b, 1);
+        let warm = [Warm {
+            job: on("wx", "X"),
+            members: vec![0, 1],
+        }];
+        let jobs = [on("x1", "X"), on("x2", "X")];
+        let (o, cancel) = (opts(1), Cancel::default());
+        let sh = by_hand(&engines, &warm, &jobs, &o, &cancel);
+        let (tx, rx) = mpsc::channel();
+        {
+            // wx failed on a while x1 ran on b, then b died under x1
+            let mut st = sh.lock();
+            st.warm.insert((0, 0), WarmState::Failed);
+            st.running[0] = Some(1);
+            st.busy[1] = 1;
+            let ran = Ran {
+                outcome: Outcome {
+                    attempts: 1,
+                    status: Status::Failed,
+                    ..not_started("x1")
+                },
+                engine_down: Some("gone".into()),
+            };
+            sh.end(&mut st, Task::Cell(0), 1, ran, &tx);
+            let r = st.results[0].as_ref().expect("x1 ended");
+            assert_eq!(r.status, Status::Failed);
+            assert_eq!(
+                r.reason.as_deref(),
+                Some("shared stage wx failed on engine a")
+            );
+            assert_eq!(r.requeues.len(), 1, "the loss is still recorded");
+            assert!(!st.pending[0]);
+        }
+        drop(tx);
+        assert!(rx
+            .iter()
+            .any(|e| matches!(e, Event::Finished(o) if o.id == "x1")));
+    }
+
+    #[test]
+    fn cells_nobody_can_build_fail_instead_of_waiting_for_ever() {
+        let (a, b) = (FakeExecutor::default(), FakeExecutor::default());
+        let engines = two(&a, &b, 1);
+        let warm = [Warm {
+            job: on("wx", "X"),
+            members: vec![0, 1],
+        }];
+        let jobs = [on("x1", "X"), on("x2", "X")];
+        let (o, cancel) = (opts(1), Cancel::default());
+        let sh = by_hand(&engines, &warm, &jobs, &o, &cancel);
+        let (tx, _rx) = mpsc::channel();
+        let mut st = sh.lock();
+        // x2 pending; b is down and wx failed on a, the only engine left
+        st.pending[1] = true;
+        st.down[1] = Some("gone".into());
+        st.warm.insert((0, 0), WarmState::Failed);
+        st.busy[0] = 1;
+        sh.fail_if_stuck(&mut st, &tx);
+        assert!(st.pending[1], "something still runs: not stuck yet");
+        st.busy[0] = 0;
+        sh.fail_if_stuck(&mut st, &tx);
+        assert!(!st.pending[1]);
+        assert_eq!(
+            st.results[1].as_ref().unwrap().reason.as_deref(),
+            Some("shared stage wx failed on engine a")
+        );
     }
 }
