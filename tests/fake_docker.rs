@@ -713,3 +713,42 @@ fn push_refuses_cells_whose_engine_does_not_answer() {
         .iter()
         .any(|(_, a)| a.starts_with("push ")));
 }
+
+#[test]
+fn an_engine_that_does_not_answer_at_the_start_is_left_out_with_a_warning() {
+    let e = Env::new(31013);
+    std::fs::write(e.path("state/down-fb"), "").unwrap();
+    let (code, err) = e.run(&[
+        "--engine",
+        "fa=unix:///fake/fa.sock",
+        "--engine",
+        "fb=unix:///fake/fb.sock",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains(
+            "warning: the Docker daemon does not answer (engine fb at unix:///fake/fb.sock)"
+        ),
+        "{err}"
+    );
+    let m = e.manifest();
+    let fb = &m["engines"][1];
+    assert_eq!(fb["name"], "fb");
+    assert!(fb["down"]
+        .as_str()
+        .unwrap()
+        .starts_with("did not answer at the start: Cannot connect"));
+    for c in m["cells"].as_array().unwrap() {
+        assert_eq!(c["engine"], "fa", "{c}");
+    }
+    // with no engine answering, nothing starts: one error, the preflight code
+    std::fs::write(e.path("state/down-fa"), "").unwrap();
+    let (code, err) = e.run(&[
+        "--engine",
+        "fa=unix:///fake/fa.sock",
+        "--engine",
+        "fb=unix:///fake/fb.sock",
+    ]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("error: no Docker engine answers"), "{err}");
+}
