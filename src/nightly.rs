@@ -653,9 +653,11 @@ pub fn build(plan: &Plan, args: &BuildArgs) -> i32 {
             .collect();
         crate::out(&crate::verify::table(&report));
     }
-    if args.push && !cancel.is_set() {
-        push_records(&engines, &mut man, args.verify, false, args.retries.max(2));
-    }
+    // A refused push (some cell not built, or its engine gone) fails the run even when
+    // every cell built: nothing was published.
+    let published = !args.push
+        || cancel.is_set()
+        || push_records(&engines, &mut man, args.verify, false, args.retries.max(2));
     man.finished = Some(manifest::now());
     man.tool_cpu_seconds = Some((manifest::own_cpu_seconds() * 1000.0).round() / 1000.0);
     if let Err(e) = manifest::write(&manifest_path, &man) {
@@ -678,7 +680,8 @@ pub fn build(plan: &Plan, args: &BuildArgs) -> i32 {
                 .cells
                 .iter()
                 .any(|c| c.verification.as_ref().is_some_and(|v| !v.ok))
-                || man.cells.iter().any(|c| c.pushed.iter().any(|p| !p.ok));
+                || man.cells.iter().any(|c| c.pushed.iter().any(|p| !p.ok))
+                || !published;
             if bad {
                 exit::FAILED
             } else {
@@ -700,18 +703,29 @@ fn push_records(
     let built = |c: &CellRecord| {
         c.status.succeeded() && (!need_verified || c.verification.as_ref().is_some_and(|v| v.ok))
     };
-    // An image is pushed only from the engine that holds it; an engine that does not
-    // answer makes its cells ineligible before anything is published.
-    let reachable = |c: &CellRecord| engines.get(c.engine.as_deref()).is_some();
-    let eligible = |c: &CellRecord| built(c) && reachable(c);
     let selected: Vec<usize> = (0..man.cells.len())
         .filter(|i| man.cells[*i].status != Status::Excluded)
         .collect();
+    // An image is pushed only from the engine that holds it; an engine that does not
+    // answer now (left out at the start, or gone since the build) makes its cells
+    // ineligible before anything is published. Each engine is asked once.
+    let mut answers: HashMap<Option<String>, bool> = HashMap::new();
+    for &i in &selected {
+        let c = &man.cells[i];
+        if built(c) && !answers.contains_key(&c.engine) {
+            let up = engines
+                .get(c.engine.as_deref())
+                .is_some_and(|d| d.ping(Duration::from_secs(10)).is_ok());
+            answers.insert(c.engine.clone(), up);
+        }
+    }
+    let reachable = |c: &CellRecord| answers.get(&c.engine).copied().unwrap_or(false);
+    let eligible = |c: &CellRecord| built(c) && reachable(c);
     let not_built = selected.iter().filter(|i| !built(&man.cells[**i])).count();
     let mut away: Vec<&str> = selected
         .iter()
         .filter(|i| built(&man.cells[**i]) && !reachable(&man.cells[**i]))
-        .filter_map(|i| man.cells[*i].engine.as_deref())
+        .map(|i| man.cells[*i].engine.as_deref().unwrap_or(DEFAULT_ENGINE))
         .collect();
     away.sort_unstable();
     away.dedup();

@@ -752,3 +752,42 @@ fn an_engine_that_does_not_answer_at_the_start_is_left_out_with_a_warning() {
     assert_eq!(code, 4, "{err}");
     assert!(err.contains("error: no Docker engine answers"), "{err}");
 }
+
+#[test]
+fn build_push_publishes_nothing_when_an_engine_died_after_building_a_cell() {
+    let e = Env::new(31014);
+    std::fs::write(
+        e.path("matrix.yaml"),
+        "version: 1\nbases: [ubuntu:22.04, ubuntu:24.04]\npython: [\"3.10\"]\n",
+    )
+    .unwrap();
+    // one cell per base, so one per engine; the 24.04 cell's engine dies once it is built
+    e.mode("py3.10-ubuntu24.04-amd64", "die-after");
+    let (code, err) = e.run(&[
+        "--engine",
+        "fa=unix:///fake/fa.sock,jobs=1",
+        "--engine",
+        "fb=unix:///fake/fb.sock,jobs=1",
+        "--push",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    let m = e.manifest();
+    let dead = m["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "py3.10-ubuntu24.04-amd64")
+        .unwrap()["engine"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains(&format!(
+            "push: 1 are on engines that do not answer ({dead}); publishing nothing"
+        )),
+        "{err}"
+    );
+    assert!(!calls_by_engine(&e)
+        .iter()
+        .any(|(_, a)| a.starts_with("push ")));
+}
