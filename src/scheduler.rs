@@ -1265,22 +1265,42 @@ mod tests {
         }
     }
 
-    /// Shared state for driving `end` and `fail_if_stuck` by hand: engines a and b,
-    /// cells x1 and x2 of one base, both needing shared stage wx.
-    fn by_hand<'a>(
-        engines: &'a [Engine<'a>],
-        warm: &'a [Warm],
-        jobs: &'a [Job],
-        opts: &'a Options,
-        cancel: &'a Cancel,
-    ) -> Shared<'a> {
+    /// What `by_hand` drives: engines a and b, cells x1 and x2 of one base, both
+    /// needing shared stage wx.
+    struct Fixture {
+        a: FakeExecutor,
+        b: FakeExecutor,
+        warm: [Warm; 1],
+        jobs: [Job; 2],
+        opts: Options,
+        cancel: Cancel,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            Fixture {
+                a: FakeExecutor::default(),
+                b: FakeExecutor::default(),
+                warm: [Warm {
+                    job: on("wx", "X"),
+                    members: vec![0, 1],
+                }],
+                jobs: [on("x1", "X"), on("x2", "X")],
+                opts: opts(1),
+                cancel: Cancel::default(),
+            }
+        }
+    }
+
+    /// Shared state for driving `end` and `fail_if_stuck` by hand, nothing running.
+    fn by_hand<'a>(f: &'a Fixture, engines: &'a [Engine<'a>]) -> Shared<'a> {
         Shared {
             engines,
-            warm: warm.iter().collect(),
+            warm: f.warm.iter().collect(),
             needs: vec![vec![0], vec![0]],
-            jobs,
-            opts,
-            cancel,
+            jobs: &f.jobs,
+            opts: &f.opts,
+            cancel: &f.cancel,
             state: Mutex::new(State {
                 pending: vec![false; 2],
                 running: vec![None; 2],
@@ -1298,15 +1318,9 @@ mod tests {
 
     #[test]
     fn a_cell_lost_with_its_engine_is_not_requeued_onto_a_failed_shared_stage() {
-        let (a, b) = (FakeExecutor::default(), FakeExecutor::default());
-        let engines = two(&a, &b, 1);
-        let warm = [Warm {
-            job: on("wx", "X"),
-            members: vec![0, 1],
-        }];
-        let jobs = [on("x1", "X"), on("x2", "X")];
-        let (o, cancel) = (opts(1), Cancel::default());
-        let sh = by_hand(&engines, &warm, &jobs, &o, &cancel);
+        let f = Fixture::new();
+        let engines = two(&f.a, &f.b, 1);
+        let sh = by_hand(&f, &engines);
         let (tx, rx) = mpsc::channel();
         {
             // wx failed on a while x1 ran on b, then b died under x1
@@ -1340,15 +1354,9 @@ mod tests {
 
     #[test]
     fn cells_nobody_can_build_fail_instead_of_waiting_for_ever() {
-        let (a, b) = (FakeExecutor::default(), FakeExecutor::default());
-        let engines = two(&a, &b, 1);
-        let warm = [Warm {
-            job: on("wx", "X"),
-            members: vec![0, 1],
-        }];
-        let jobs = [on("x1", "X"), on("x2", "X")];
-        let (o, cancel) = (opts(1), Cancel::default());
-        let sh = by_hand(&engines, &warm, &jobs, &o, &cancel);
+        let f = Fixture::new();
+        let engines = two(&f.a, &f.b, 1);
+        let sh = by_hand(&f, &engines);
         let (tx, _rx) = mpsc::channel();
         let mut st = sh.lock();
         // x2 pending; b is down and wx failed on a, the only engine left
