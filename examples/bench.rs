@@ -385,9 +385,7 @@ fn bench_engines() {
         .unwrap();
     std::io::Write::write_all(
         child.stdin.as_mut().unwrap(),
-        b"FROM image-matrix-test/debian:bookworm
-RUN echo alt > /etc/image-matrix-bench-alt
-",
+        b"FROM image-matrix-test/debian:bookworm\nRUN echo alt > /etc/image-matrix-bench-alt\n",
     )
     .unwrap();
     drop(child.stdin.take());
@@ -400,26 +398,60 @@ RUN echo alt > /etc/image-matrix-bench-alt
         "version: 1\nimage:\n  repository: bench-engines/miniconda\n  tag: \"conda3-python{{python}}-{{miniconda}}-{{base}}-{{variant}}\"\nbases:\n  - image-matrix-test/debian:bookworm\n  - {{image: \"{ALT}\", os: debian12}}\npython: [\"3.11\"]\nexclude:\n  - {{base: \"{ALT}\", reason: \"built with 24.4.0-0 below\"}}\ninclude:\n  - {{base: \"{ALT}\", python: \"3.11\", miniconda: \"24.4.0-0\", variant: default}}\n  - {{base: \"{ALT}\", python: \"3.11\", miniconda: \"24.4.0-0\", variant: pandas}}\nvariants:\n  - name: default\n  - name: pandas\n    pip: [pandas]\ninstallers:\n  - {{file: {a}, sha256: \"{s}\"}}\n  - {{file: {b}, sha256: \"{s}\"}}\nsources:\n  installer_mirrors: [\"http://127.0.0.1:{p}/\"]\n  ca_bundle: {ca}\nbuild:\n  network: host\n",
         a = INSTALLERS[0], b = INSTALLERS[1], s = m.sha, p = m.port
     );
-    std::fs::write(dir.path().join("matrix.yaml"), yaml).unwrap();
+    std::fs::write(dir.path().join("matrix.yaml"), &yaml).unwrap();
+    // The same 4 cells on one base: they share its OS and Miniconda stages, so a
+    // second engine can only help by building those again (the dependent case).
+    let one_base = yaml
+        .replace(&format!("  - {{image: \"{ALT}\", os: debian12}}\n"), "")
+        .replace(ALT, "image-matrix-test/debian:bookworm");
+    let one_base = one_base[..one_base.find("exclude:").unwrap()].to_string()
+        + "include:"
+        + one_base.split("include:").nth(1).unwrap();
+    std::fs::write(dir.path().join("one-base.yaml"), one_base).unwrap();
     let bin = matrix_bin();
-    // (label, [(engine, jobs, CPUs it is pinned to)]). The pinned pair stands in for
-    // build hosts of one core each: one such host against two.
-    type Run<'a> = (&'a str, &'a [(&'a str, u32, &'a str)]);
-    let runs: [Run; 4] = [
-        ("1 engine,  all CPUs,        -j 2", &[("bench-1", 2, "")]),
+    // (label, matrix, [(engine, jobs, CPUs it is pinned to)]). The pinned pairs stand
+    // in for build hosts of one core each: one such host against two.
+    type Run<'a> = (&'a str, &'a str, &'a [(&'a str, u32, &'a str)]);
+    let runs: [Run; 6] = [
         (
-            "2 engines, sharing all CPUs, -j 2 each",
+            "2 bases, 1 engine,  all CPUs,        -j 2",
+            "matrix.yaml",
+            &[("bench-1", 2, "")],
+        ),
+        (
+            "2 bases, 2 engines, sharing all CPUs, -j 2 each",
+            "matrix.yaml",
             &[("bench-1", 2, ""), ("bench-2", 2, "")],
         ),
-        ("1 engine,  pinned to CPU 0, -j 2", &[("bench-1", 2, "0")]),
         (
-            "2 engines, pinned to CPU 0 / CPU 1, -j 2 each",
+            "2 bases, 1 engine,  pinned to CPU 0, -j 2",
+            "matrix.yaml",
+            &[("bench-1", 2, "0")],
+        ),
+        (
+            "2 bases, 2 engines, pinned to CPU 0 / CPU 1, -j 2 each",
+            "matrix.yaml",
+            &[("bench-1", 2, "0"), ("bench-2", 2, "1")],
+        ),
+        (
+            "1 base,  1 engine,  pinned to CPU 0, -j 2",
+            "one-base.yaml",
+            &[("bench-1", 2, "0")],
+        ),
+        (
+            "1 base,  2 engines, pinned to CPU 0 / CPU 1, -j 2 each",
+            "one-base.yaml",
             &[("bench-1", 2, "0"), ("bench-2", 2, "1")],
         ),
     ];
     let mut results = Vec::new();
-    for (label, engines) in runs {
-        let mut args = vec!["build".to_string(), "--force".into()];
+    for (label, matrix, engines) in runs {
+        let mut args = vec![
+            "-f".to_string(),
+            matrix.into(),
+            "build".into(),
+            "--force".into(),
+        ];
         for (name, jobs, cpus) in engines {
             // fresh: an empty data root, only the base images loaded
             let host = run(Command::new(root().join("scripts/engine.sh"))
@@ -456,12 +488,12 @@ RUN echo alt > /etc/image-matrix-bench-alt
             engine_sh(&["stop", name]);
         }
     }
-    println!("4 cells (2 independent bases x package sets default and +pandas, Python 3.11 stand-ins), legacy builder, fresh engines with empty caches for every run, on this {}-core machine:", std::thread::available_parallelism().map_or(0, |n| n.get()));
+    println!("4 cells (2 independent bases, or 1 shared base, x Miniconda 24.5.0-0/24.4.0-0 or package sets default/+pandas, Python 3.11 stand-ins), legacy builder, fresh engines with empty caches for every run, on this {}-core machine:", std::thread::available_parallelism().map_or(0, |n| n.get()));
     for (i, (label, wall, placement)) in results.iter().enumerate() {
         // each two-engine run against the one-engine run just before it
         let base = results[i - i % 2].1.as_secs_f64();
         println!(
-            "  {label:<46}: {:>6.1} s  ratio {:.2}   {}",
+            "  {label:<55}: {:>6.1} s  ratio {:.2}   {}",
             wall.as_secs_f64(),
             wall.as_secs_f64() / base,
             placement.join("  ")

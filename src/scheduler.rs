@@ -416,16 +416,36 @@ impl Shared<'_> {
                 return self.task_for(st, i, e);
             }
         }
-        // 3. rather than sit idle, take a cell queued behind a saturated engine
+        // 3. rather than sit idle, take a cell queued behind a saturated engine: one
+        // this engine can start as is, or, when the queue is long enough to repay
+        // building that base's shared stages here too, the first of those stages
         for i in pending() {
-            let owner = st.bound.get(self.affinity_of(i)).copied();
-            if owner.is_some_and(|f| f != e && !self.has_free_slot(st, f)) {
-                if let Some(t) = self.task_for(st, i, e) {
-                    return Some(t);
-                }
+            let Some(f) = st.bound.get(self.affinity_of(i)).copied() else {
+                continue;
+            };
+            if f == e || self.has_free_slot(st, f) {
+                continue;
+            }
+            match self.task_for(st, i, e) {
+                Some(t @ Task::Cell(_)) => return Some(t),
+                Some(t @ Task::Warm(_)) if self.long_queue(st, i, f) => return Some(t),
+                _ => {}
             }
         }
         None
+    }
+
+    /// Whether the cells of `i`'s base waiting for engine `f` are more than two rounds
+    /// of its slots. Below that, `f` starts them about as soon as another engine could
+    /// finish building the base's shared stages (measured: with 4 cells of one base on
+    /// two one-core engines of 2 slots, the second engine built the stages and never
+    /// got a cell), so building them twice would only cost.
+    fn long_queue(&self, st: &State, i: usize, f: usize) -> bool {
+        let a = self.affinity_of(i);
+        let waiting = (0..self.jobs.len())
+            .filter(|&j| st.pending[j] && self.affinity_of(j) == a)
+            .count();
+        waiting > 2 * self.engines[f].jobs.max(1)
     }
 
     fn begin(&self, st: &mut State, t: Task, e: usize) {
@@ -1373,5 +1393,34 @@ mod tests {
             st.results[1].as_ref().unwrap().reason.as_deref(),
             Some("shared stage wx failed on engine a")
         );
+    }
+
+    #[test]
+    fn an_idle_engine_builds_another_base_s_stages_only_for_a_long_queue() {
+        for (cells, b_helps) in [(4, false), (7, true)] {
+            let (a, b) = (FakeExecutor::default(), FakeExecutor::default());
+            let jobs: Vec<Job> = (0..cells).map(|i| on(&format!("x{i}"), "X")).collect();
+            for f in [&a, &b] {
+                f.script("wx", vec![FakeAttempt::Ok { millis: 60 }]);
+                for j in &jobs {
+                    f.script(&j.id, vec![FakeAttempt::Ok { millis: 40 }]);
+                }
+            }
+            let warm = vec![vec![Warm {
+                job: on("wx", "X"),
+                members: (0..cells).collect(),
+            }]];
+            let out = run2(&a, &b, 2, &warm, &jobs);
+            assert!(out.iter().all(|o| o.status == Status::Built));
+            let cb = calls(&b);
+            assert_eq!(
+                cb.contains(&"wx#1".to_string()),
+                b_helps,
+                "{cells} cells: b ran {cb:?}"
+            );
+            if b_helps {
+                assert!(cb.len() > 1, "b built cells too: {cb:?}");
+            }
+        }
     }
 }
