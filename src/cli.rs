@@ -1,16 +1,30 @@
-//! Command-line definitions (clap). Parsing only; `lib.rs` runs the commands.
+//! Command-line definitions (clap). Parsing only; `commands/` runs them.
 
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::filter::Filter;
+use crate::config::engine::EngineSpec;
+use crate::coord::Filter;
+use crate::docker::Builder;
+use crate::plan::shard::Shard;
+
+const EXIT_CODES: &str = "Exit codes:
+  0    everything planned was done and every check passed
+  1    a cell failed, timed out, was not started or failed verification; or a push was refused
+  2    the command line was wrong, or the selection matched no cell
+  3    the matrix file is invalid; nothing was started
+  4    a precondition failed before any work (Docker, output directory, input manifest)
+  5    an output (manifest, plan, report) could not be written
+  129  stopped by SIGHUP; 130 by SIGINT (Ctrl-C); 143 by SIGTERM";
 
 #[derive(Parser, Debug)]
 #[command(
     name = "matrix",
     version,
-    about = "Plan, build, verify and publish a matrix of Miniconda + JupyterLab + TensorBoard images"
+    about = "Plan, build, verify and publish a matrix of Miniconda + JupyterLab + TensorBoard images",
+    after_help = EXIT_CODES
 )]
 pub struct Cli {
     /// The matrix file.
@@ -29,14 +43,34 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Print what `build` would do, without doing it.
+    #[command(after_help = "Examples:
+  matrix plan
+  matrix plan --filter cuda=12 --filter python=3.11
+  matrix plan --format json > plan.json
+  matrix plan --diff out/manifest.json
+  matrix plan --format gha --shards 4")]
     Plan(PlanArgs),
     /// Write one self-contained build context per cell (Dockerfile + init + inputs).
+    #[command(after_help = "Examples:
+  matrix render -o out/contexts
+  docker build -t my:tag out/contexts/py3.11-ubuntu22.04-amd64")]
     Render(RenderArgs),
     /// Build every planned cell in parallel and write a manifest.
+    #[command(after_help = "Examples:
+  matrix build -j 4
+  matrix build --filter os=ubuntu22.04 --verify
+  matrix build --engine a=unix:///var/run/docker.sock --engine b=ssh://ci@b,jobs=4
+  matrix build --shard 2/4 -o out/shard-2")]
     Build(Box<BuildArgs>),
     /// Start each built image and check, from outside, that it does what it promises.
+    #[command(after_help = "Examples:
+  matrix verify --manifest out/manifest.json
+  matrix verify --image miniconda:conda3-python3.11-ubuntu22.04")]
     Verify(VerifyArgs),
     /// Push the cells of a manifest that built (and verified), then their alias tags.
+    #[command(after_help = "Examples:
+  matrix push out/manifest.json
+  matrix push all.json --engine build-1=ssh://ci@build-1")]
     Push(PushArgs),
     /// Work with manifests (merge the manifests of sharded builds).
     #[command(subcommand)]
@@ -44,15 +78,16 @@ pub enum Command {
 }
 
 #[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Selection")]
 pub struct Selection {
     /// Select cells: KEY=GLOB with KEY one of python, cuda, cudnn, flavor, os, platform,
-    /// variant, base, miniconda, tag, id. Repeat to narrow further.
+    /// arch, variant, base, miniconda, tag, id. Repeat to narrow further.
     #[arg(long = "filter", value_name = "KEY=VALUE")]
     pub filters: Vec<Filter>,
     /// Only the cells of shard I of N (cells of one base stay together; see
     /// `plan --format gha --shards N`).
     #[arg(long, value_name = "I/N")]
-    pub shard: Option<crate::shard::Shard>,
+    pub shard: Option<Shard>,
     /// Date stamp for `{date}` in tags (default: today, UTC).
     #[arg(long, value_name = "YYYYMMDD", value_parser = parse_date)]
     pub date: Option<String>,
@@ -64,6 +99,19 @@ fn parse_date(s: &str) -> Result<String, String> {
     } else {
         Err(format!("`{s}` is not a date in YYYYMMDD form"))
     }
+}
+
+/// `-j`: 1 to 256, like an engine's `jobs`.
+fn parse_jobs(s: &str) -> Result<NonZeroUsize, String> {
+    crate::config::engine::check_jobs(s)
+        .ok()
+        .and_then(NonZeroUsize::new)
+        .ok_or_else(|| format!("`{s}` is not a number of builds (expected 1 to 256)"))
+}
+
+/// `--network`: a network name, as `build.network` accepts.
+fn parse_network(s: &str) -> Result<String, String> {
+    crate::config::settings::check_network(s).map(|()| s.to_string())
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,17 +126,17 @@ pub enum PlanFormat {
 pub struct PlanArgs {
     #[command(flatten)]
     pub select: Selection,
-    #[arg(long, value_enum, default_value = "table")]
+    #[arg(long, value_enum, default_value = "table", help_heading = "Output")]
     pub format: PlanFormat,
     /// Compare with a previous build manifest: which cells will change and why
     /// (table, or JSON with --format json).
-    #[arg(long, value_name = "MANIFEST")]
+    #[arg(long, value_name = "MANIFEST", help_heading = "Output")]
     pub diff: Option<PathBuf>,
     /// With --format gha: one matrix entry per shard (N CI jobs) instead of per cell.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256), help_heading = "Output")]
     pub shards: Option<u16>,
     /// With --format bake: where `matrix render -o` put the contexts.
-    #[arg(long, default_value = "out/contexts")]
+    #[arg(long, default_value = "out/contexts", help_heading = "Output")]
     pub contexts: PathBuf,
 }
 
@@ -97,21 +145,12 @@ pub struct RenderArgs {
     #[command(flatten)]
     pub select: Selection,
     /// Output directory; each cell's context goes to DIR/<cell id>/.
-    #[arg(short, long, default_value = "out/contexts")]
+    #[arg(short, long, default_value = "out/contexts", help_heading = "Output")]
     pub output: PathBuf,
 }
 
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Builder {
-    /// Whatever the client does by default.
-    Auto,
-    /// The legacy builder (DOCKER_BUILDKIT=0).
-    Legacy,
-    /// BuildKit (DOCKER_BUILDKIT=1, --progress=plain).
-    Buildkit,
-}
-
 #[derive(Args, Debug)]
+#[command(next_help_heading = "Engines")]
 pub struct DockerArgs {
     /// The docker client to run.
     #[arg(long, env = "DOCKER", hide_env_values = true, default_value = "docker")]
@@ -124,7 +163,7 @@ pub struct DockerArgs {
     /// matrix's `engines:` list. Push and verify reach each cell on the engine the
     /// manifest names (this option overrides where an engine name points).
     #[arg(long = "engine", value_name = "NAME=TARGET[,jobs=N]")]
-    pub engines: Vec<crate::engine::EngineSpec>,
+    pub engines: Vec<EngineSpec>,
 }
 
 #[derive(Args, Debug)]
@@ -133,64 +172,65 @@ pub struct BuildArgs {
     pub select: Selection,
     #[command(flatten)]
     pub docker: DockerArgs,
-    /// Builds to run at once (per engine, unless an engine sets its own `jobs`).
-    #[arg(short, long, default_value_t = 2)]
-    pub jobs: usize,
+    /// Builds to run at once, 1 to 256 (per engine, unless an engine sets its own `jobs`).
+    #[arg(short, long, default_value = "2", value_parser = parse_jobs, help_heading = "Engines")]
+    pub jobs: NonZeroUsize,
     /// How often to check that every engine still answers (with several engines; 0s
     /// turns it off); an engine that misses two checks in a row is marked down and its
     /// unfinished cells go to the others.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s", help_heading = "Engines")]
     pub engine_check: std::time::Duration,
-    /// Where contexts, logs and the manifest go.
-    #[arg(short, long, default_value = "out")]
-    pub out: PathBuf,
-    /// Per-build logs (default OUT/logs).
-    #[arg(long)]
-    pub log_dir: Option<PathBuf>,
-    /// Manifest path (default OUT/manifest.json).
-    #[arg(long)]
-    pub manifest: Option<PathBuf>,
     /// Which builder the client should use.
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(long, value_enum, default_value = "auto", help_heading = "Build")]
     pub builder: Builder,
     /// Stop at the first failure: start nothing new and cancel running builds.
-    #[arg(long)]
+    #[arg(long, help_heading = "Build")]
     pub fail_fast: bool,
     /// Time limit per build attempt, e.g. 45m or 2h.
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_parser = humantime::parse_duration, help_heading = "Build")]
     pub timeout: Option<std::time::Duration>,
     /// Re-tries after a failure that looks transient (network, registry 5xx, mirror
     /// sync): N re-tries means at most N+1 attempts. Never re-tried: rejected
     /// arguments (exit 125), timeouts, cancellations.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, help_heading = "Build")]
     pub retries: u32,
     /// How long a stopped build gets between SIGTERM and SIGKILL.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s", help_heading = "Build")]
     pub kill_grace: std::time::Duration,
-    /// Re-run only the cells of this manifest that did not succeed.
-    #[arg(long, value_name = "MANIFEST")]
+    /// Check the cells that succeeded in this manifest like a normal run (their image
+    /// and its input hash), even with --force; build the rest.
+    #[arg(long, value_name = "MANIFEST", help_heading = "Build")]
     pub resume: Option<PathBuf>,
     /// Rebuild cells whose image is already up to date.
-    #[arg(long)]
+    #[arg(long, help_heading = "Build")]
     pub force: bool,
     /// Pass --pull to docker build (fetch newer base layers).
-    #[arg(long)]
+    #[arg(long, help_heading = "Build")]
     pub pull: bool,
     /// Pass --no-cache to docker build.
-    #[arg(long)]
+    #[arg(long, help_heading = "Build")]
     pub no_cache: bool,
     /// Network for RUN steps (overrides build.network in the matrix).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_network, help_heading = "Build")]
     pub network: Option<String>,
-    /// Verify each image right after it builds.
-    #[arg(long)]
+    /// Where contexts, logs and the manifest go.
+    #[arg(short, long, default_value = "out", help_heading = "Output")]
+    pub out: PathBuf,
+    /// Per-build logs (default OUT/logs).
+    #[arg(long, help_heading = "Output")]
+    pub log_dir: Option<PathBuf>,
+    /// Manifest path (default OUT/manifest.json).
+    #[arg(long, help_heading = "Output")]
+    pub manifest: Option<PathBuf>,
+    /// Print only failures and the summary.
+    #[arg(short, long, help_heading = "Output")]
+    pub quiet: bool,
+    /// Verify each image after the builds.
+    #[arg(long, help_heading = "Publishing")]
     pub verify: bool,
     /// Push cells that built (and verified, with --verify) after every build is done.
-    #[arg(long)]
+    #[arg(long, help_heading = "Publishing")]
     pub push: bool,
-    /// Print only failures and the summary.
-    #[arg(short, long)]
-    pub quiet: bool,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -212,10 +252,10 @@ pub struct VerifyArgs {
     pub filters: Vec<Filter>,
     #[command(flatten)]
     pub docker: DockerArgs,
-    #[arg(long, value_enum, default_value = "table")]
+    #[arg(long, value_enum, default_value = "table", help_heading = "Output")]
     pub format: VerifyFormat,
     /// Seconds to wait for the services of one container.
-    #[arg(long, default_value_t = 90)]
+    #[arg(long, default_value_t = 90, help_heading = "Checks")]
     pub ready_timeout: u64,
 }
 
@@ -226,10 +266,10 @@ pub struct PushArgs {
     #[command(flatten)]
     pub docker: DockerArgs,
     /// Publish the cells that succeeded even when others did not.
-    #[arg(long)]
+    #[arg(long, help_heading = "Publishing")]
     pub allow_partial: bool,
     /// Re-tries per push.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, help_heading = "Publishing")]
     pub retries: u32,
 }
 
@@ -244,4 +284,30 @@ pub enum ManifestCommand {
         #[arg(short, long)]
         output: PathBuf,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EXIT_CODES;
+    use crate::exit;
+
+    #[test]
+    fn the_help_lists_every_exit_code() {
+        for code in [
+            exit::OK,
+            exit::FAILED,
+            exit::USAGE,
+            exit::INVALID_MATRIX,
+            exit::PREFLIGHT,
+            exit::IO,
+            exit::HANGUP,
+            exit::INTERRUPTED,
+            exit::TERMINATED,
+        ] {
+            assert!(
+                EXIT_CODES.contains(&format!(" {code} ")),
+                "exit code {code} is missing from --help"
+            );
+        }
+    }
 }

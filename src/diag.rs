@@ -110,6 +110,17 @@ impl Diags {
     }
 }
 
+/// Every diagnostic on its own line, then how many errors blocked the plan.
+pub fn render(d: &[Diagnostic]) -> String {
+    let errors = d.iter().filter(|x| x.severity == Severity::Error).count();
+    let mut s: String = d.iter().map(|x| format!("{x}\n")).collect();
+    s.push_str(&format!(
+        "{errors} error{} in the matrix; nothing was built",
+        if errors == 1 { "" } else { "s" }
+    ));
+    s
+}
+
 /// "did you mean" for a misspelt word, when one candidate is close enough.
 pub fn did_you_mean<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
     if word.len() >= 3 {

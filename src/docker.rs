@@ -13,8 +13,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::cli::Builder;
-
 /// Process groups of running children, for the emergency stop.
 fn groups() -> &'static Mutex<HashSet<i32>> {
     static G: OnceLock<Mutex<HashSet<i32>>> = OnceLock::new();
@@ -40,15 +38,24 @@ pub fn signal_group(pgid: i32, sig: i32) {
     }
 }
 
-/// Quote a word for a POSIX shell only when it needs it (`--progress=plain` stays bare).
-pub fn shell_word(w: &str) -> String {
-    let plain = !w.is_empty()
-        && w.bytes()
-            .all(|c| c.is_ascii_alphanumeric() || b"_./:=@%+,-".contains(&c));
-    if plain {
-        w.to_string()
-    } else {
-        format!("'{}'", w.replace('\'', r"'\''"))
+/// Which builder `docker build` uses.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Builder {
+    /// Whatever the client does by default.
+    Auto,
+    /// The legacy builder (DOCKER_BUILDKIT=0).
+    Legacy,
+    /// BuildKit (DOCKER_BUILDKIT=1, --progress=plain).
+    Buildkit,
+}
+
+impl Builder {
+    pub fn name(self) -> &'static str {
+        match self {
+            Builder::Auto => "auto",
+            Builder::Legacy => "legacy",
+            Builder::Buildkit => "buildkit",
+        }
     }
 }
 
@@ -194,13 +201,13 @@ impl Docker {
     pub fn build_command_line(&self, r: &BuildRequest) -> String {
         let mut words: Vec<String> = Vec::new();
         if let Some(h) = &self.host {
-            words.push(format!("DOCKER_HOST={}", shell_word(h)));
+            words.push(format!("DOCKER_HOST={}", crate::shell::word(h)));
         }
         if let Some((k, v)) = self.build_env() {
             words.push(format!("{k}={v}"));
         }
-        words.push(shell_word(&self.client.display().to_string()));
-        words.extend(self.build_args(r).iter().map(|w| shell_word(w)));
+        words.push(crate::shell::word(&self.client.display().to_string()));
+        words.extend(self.build_args(r).iter().map(|w| crate::shell::word(w)));
         words.join(" ")
     }
 
@@ -565,9 +572,6 @@ mod tests {
 
     #[test]
     fn reproducing_command_lines_quote_only_what_needs_it() {
-        assert_eq!(shell_word("--progress=plain"), "--progress=plain");
-        assert_eq!(shell_word("a b"), "'a b'");
-        assert_eq!(shell_word("it's"), r"'it'\''s'");
         let d = Docker {
             client: "docker".into(),
             context: None,

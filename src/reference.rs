@@ -66,10 +66,16 @@ fn check_host(h: &str) -> bool {
         Some((n, p)) => (n, Some(p)),
         None => (h, None),
     };
+    // DNS labels: letters, digits and inner hyphens, joined by single dots.
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
     !name.is_empty()
-        && name
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'-')
+        && name.split('.').all(label_ok)
         && port
             .is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|c| c.is_ascii_digit()))
 }
@@ -115,6 +121,38 @@ pub fn split(reference: &str) -> (&str, Option<&str>, Option<&str>) {
         Some(i) => (&rest[..slash + i], Some(&rest[slash + i + 1..]), digest),
         None => (rest, None, digest),
     }
+}
+
+/// The one spelling of a reference: Docker Hub's implicit host and `library/` dropped,
+/// `:latest` added when neither tag nor digest is given. `ubuntu:22.04`,
+/// `library/ubuntu:22.04` and `docker.io/library/ubuntu:22.04` are one image.
+pub fn normalize(reference: &str) -> String {
+    let (name, tag, digest) = split(reference);
+    let mut name = name;
+    for hub in ["docker.io/", "index.docker.io/", "registry-1.docker.io/"] {
+        if let Some(rest) = name.strip_prefix(hub) {
+            name = rest;
+        }
+    }
+    if let Some(rest) = name.strip_prefix("library/") {
+        if !rest.contains('/') {
+            name = rest;
+        }
+    }
+    let mut out = name.to_string();
+    match (tag, digest) {
+        (Some(t), _) => {
+            out.push(':');
+            out.push_str(t);
+        }
+        (None, None) => out.push_str(":latest"),
+        (None, Some(_)) => {}
+    }
+    if let Some(d) = digest {
+        out.push('@');
+        out.push_str(d);
+    }
+    out
 }
 
 /// Check a full base reference (`name[:tag][@sha256:…]`).
@@ -175,12 +213,35 @@ mod tests {
             "a_-b",
             "a___b",
             "bad host:x/y",
+            "..",
+            "-.-",
+            "../x",
+            "../nvidia/cuda",
+            "a.-b.io/x",
         ] {
             assert!(check_repository(bad).is_err(), "{bad}");
         }
         assert!(check_repository("ML/conda")
             .unwrap_err()
             .contains("lowercase"));
+    }
+
+    #[test]
+    fn one_image_has_one_spelling() {
+        for same in [
+            "ubuntu:22.04",
+            "library/ubuntu:22.04",
+            "docker.io/library/ubuntu:22.04",
+            "index.docker.io/library/ubuntu:22.04",
+        ] {
+            assert_eq!(normalize(same), "ubuntu:22.04", "{same}");
+        }
+        assert_eq!(normalize("ubuntu"), "ubuntu:latest");
+        assert_eq!(
+            normalize("docker.io/nvidia/cuda:12.4.1-base-ubuntu22.04"),
+            "nvidia/cuda:12.4.1-base-ubuntu22.04"
+        );
+        assert_ne!(normalize("ghcr.io/library/ubuntu:22.04"), "ubuntu:22.04");
     }
 
     #[test]

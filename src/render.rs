@@ -15,9 +15,9 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::base::OsFamily;
+use crate::config::settings::{PasswordPolicy, Settings};
+use crate::plan::base::OsFamily;
 use crate::plan::{hex, Cell};
-use crate::settings::{PasswordPolicy, Settings};
 
 const DOCKERFILE: &str = include_str!("../dockerfiles/Dockerfile.in");
 
@@ -110,14 +110,7 @@ fn env_file(pairs: &[(&str, String)]) -> String {
     let mut s =
         String::from("# Rendered by image-matrix; values are validated and single-quoted.\n");
     for (k, v) in pairs {
-        let quoted = shlex::try_quote(v).map_or_else(|_| "''".to_string(), |q| q.into_owned());
-        // try_quote leaves plain words bare; quote everything for uniformity.
-        let quoted = if quoted.starts_with('\'') || quoted.starts_with('"') {
-            quoted
-        } else {
-            format!("'{quoted}'")
-        };
-        s.push_str(&format!("{k}={quoted}\n"));
+        s.push_str(&format!("{k}={}\n", crate::shell::quoted(v)));
     }
     s
 }
@@ -148,18 +141,67 @@ fn password_hash(password: &str, repository: &str) -> String {
     format!("$6${salt}${hash}")
 }
 
+/// The files of a context, as they are added.
+#[derive(Default)]
+struct Files(Vec<File>);
+
+impl Files {
+    fn add(&mut self, path: &str, text: String, executable: bool) {
+        self.0.push(File {
+            path: path.into(),
+            bytes: text.into_bytes(),
+            executable,
+        });
+    }
+}
+
+/// Render one cell's build context.
 pub fn render(s: &Settings, c: &Cell) -> Context {
+    let mut files = Files::default();
+    files.add("Dockerfile", dockerfile(s, c), false);
+    for (path, text, x) in STATIC_FILES {
+        files.add(path, (*text).to_string(), *x);
+    }
+    system_files(&mut files, s, c);
+    conda_files(&mut files, s, c);
+    files.add("variant/pip-packages.txt", lines(&c.variant.pip), false);
+    files.add("image/apt-packages.txt", lines(&c.variant.apt), false);
+    image_files(&mut files, s);
+    if let Some(ca) = &s.sources.ca_bundle {
+        if let Ok(pem) = fs::read_to_string(ca) {
+            files.add("conda/extra-ca.pem", pem.clone(), false);
+            files.add("variant/extra-ca.pem", pem, false);
+        }
+    }
+    let cell_json = crate::plan::output::cell_doc(c);
+    files.add(
+        "cell.json",
+        format!(
+            "{}\n",
+            serde_json::to_string_pretty(&cell_json).unwrap_or_default()
+        ),
+        false,
+    );
+    let mut files = files.0;
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Context {
+        files,
+        local_installer: c.installer.local.clone(),
+    }
+}
+
+/// The Dockerfile: the template with the cell's validated values.
+fn dockerfile(s: &Settings, c: &Cell) -> String {
     let rt = &s.runtime;
     let tag = c.primary_tag();
     let (repo, version) = tag.rsplit_once(':').unwrap_or((tag, ""));
-    let language = language_of(&rt.locale);
     let cuda = c.base.cuda.as_ref();
     let subst: Vec<(&str, String)> = vec![
         ("CELL_ID", c.id.clone()),
         ("BASE", c.base.reference.clone()),
         ("OS_SLUG", c.base.os.slug()),
         ("LOCALE", rt.locale.clone()),
-        ("LANGUAGE", language.clone()),
+        ("LANGUAGE", language_of(&rt.locale)),
         ("TIMEZONE", rt.timezone.clone()),
         ("TITLE", format!("{repo} {version}")),
         ("VERSION", version.to_string()),
@@ -181,31 +223,21 @@ pub fn render(s: &Settings, c: &Cell) -> Context {
     for (k, v) in &subst {
         dockerfile = dockerfile.replace(&format!("{{{{{k}}}}}"), v);
     }
+    dockerfile
+}
 
-    let mut files: Vec<File> = Vec::new();
-    let mut add = |path: &str, text: String, executable: bool| {
-        files.push(File {
-            path: path.into(),
-            bytes: text.into_bytes(),
-            executable,
-        })
-    };
-    add("Dockerfile", dockerfile, false);
-    for (path, text, x) in STATIC_FILES {
-        add(path, (*text).to_string(), *x);
-    }
-
-    let mut apt = crate::settings::REQUIRED_APT
-        .iter()
-        .map(|p| (*p).to_string())
-        .collect::<Vec<_>>();
+/// Stage 1, the OS layer: packages, locale, timezone.
+fn system_files(files: &mut Files, s: &Settings, c: &Cell) {
+    let rt = &s.runtime;
+    let required = crate::config::settings::REQUIRED_APT;
+    let mut apt: Vec<String> = required.iter().map(|p| (*p).to_string()).collect();
     apt.extend(
         s.apt
             .iter()
-            .filter(|p| !crate::settings::REQUIRED_APT.contains(&p.as_str()))
+            .filter(|p| !required.contains(&p.as_str()))
             .cloned(),
     );
-    add(
+    files.add(
         "system/system.env",
         env_file(&[
             (
@@ -213,44 +245,45 @@ pub fn render(s: &Settings, c: &Cell) -> Context {
                 format!("{:?}", c.base.os.family).to_lowercase(),
             ),
             ("LOCALE", rt.locale.clone()),
-            ("LANGUAGE", language),
+            ("LANGUAGE", language_of(&rt.locale)),
             ("TIMEZONE", rt.timezone.clone()),
         ]),
         false,
     );
-    add("system/apt-packages.txt", lines(&apt), false);
+    files.add("system/apt-packages.txt", lines(&apt), false);
     let locale_script = match c.base.os.family {
         OsFamily::Debian => LOCALE_DEBIAN,
         OsFamily::Ubuntu => LOCALE_UBUNTU,
     };
-    add("system/locale.sh", locale_script.to_string(), true);
+    files.add("system/locale.sh", locale_script.to_string(), true);
+}
 
-    add(
+/// Stage 2, Miniconda and the common Python stack.
+fn conda_files(files: &mut Files, s: &Settings, c: &Cell) {
+    let tos = if c.miniconda.has_tos_gate() { "1" } else { "0" };
+    files.add(
         "conda/conda.env",
         env_file(&[
             ("INSTALLER_FILE", c.installer.file.clone()),
             ("INSTALLER_SHA256", c.installer.sha256.clone()),
-            ("PIP_INDEX", s.pip_index.clone().unwrap_or_default()),
-            (
-                "TOS_GATE",
-                if c.miniconda.has_tos_gate() {
-                    "1".into()
-                } else {
-                    "0".into()
-                },
-            ),
+            ("PIP_INDEX", s.sources.pip_index.clone().unwrap_or_default()),
+            ("TOS_GATE", tos.into()),
         ]),
         false,
     );
-    add("conda/mirrors.txt", lines(&c.installer.urls), false);
-    add("conda/pip-packages.txt", lines(&s.pip), false);
-    add("conda/conda-channels.txt", lines(&s.conda_channels), false);
-    let lang = rt.locale.split('.').next().unwrap_or("zh_CN").to_string();
+    files.add("conda/mirrors.txt", lines(&c.installer.urls), false);
+    files.add("conda/pip-packages.txt", lines(&s.pip), false);
+    files.add(
+        "conda/conda-channels.txt",
+        lines(&s.sources.conda_channels),
+        false,
+    );
+    let lang = s.runtime.locale.split('.').next().unwrap_or("zh_CN");
     let overrides = serde_json::json!({
         "@jupyterlab/translation-extension:plugin": { "locale": lang },
         "@jupyterlab/terminal-extension:plugin": { "theme": "dark" },
     });
-    add(
+    files.add(
         "conda/overrides.json",
         format!(
             "{}\n",
@@ -258,14 +291,16 @@ pub fn render(s: &Settings, c: &Cell) -> Context {
         ),
         false,
     );
-    add("variant/pip-packages.txt", lines(&c.variant.pip), false);
-    add("image/apt-packages.txt", lines(&c.variant.apt), false);
+}
 
+/// Stage 3's runtime defaults (ports, paths, password policy).
+fn image_files(files: &mut Files, s: &Settings) {
+    let rt = &s.runtime;
     let policy = match &rt.root_password {
         PasswordPolicy::Random => "random",
         PasswordPolicy::Disabled => "disabled",
         PasswordPolicy::Fixed { password } => {
-            add(
+            files.add(
                 "image/init/etc/root-password.hash",
                 format!("{}\n", password_hash(password, &s.repository)),
                 false,
@@ -273,7 +308,7 @@ pub fn render(s: &Settings, c: &Cell) -> Context {
             "fixed"
         }
     };
-    add(
+    files.add(
         "image/init/etc/defaults.env",
         env_file(&[
             ("DEFAULT_SSH_PORT", rt.ssh_port.to_string()),
@@ -287,26 +322,6 @@ pub fn render(s: &Settings, c: &Cell) -> Context {
         ]),
         false,
     );
-    if let Some(ca) = &s.ca_bundle {
-        if let Ok(pem) = fs::read_to_string(ca) {
-            add("conda/extra-ca.pem", pem.clone(), false);
-            add("variant/extra-ca.pem", pem, false);
-        }
-    }
-    let cell_json = crate::plan_out::cell_doc(c);
-    add(
-        "cell.json",
-        format!(
-            "{}\n",
-            serde_json::to_string_pretty(&cell_json).unwrap_or_default()
-        ),
-        false,
-    );
-    files.sort_by(|a, b| a.path.cmp(&b.path));
-    Context {
-        files,
-        local_installer: c.installer.local.clone(),
-    }
 }
 
 /// SHA256 over everything that decides the image: every context file (path, mode,

@@ -395,7 +395,11 @@ fn sharded_builds_merge_into_one_manifest_and_conflicts_are_refused() {
     m["cells"][0]["status"] = "failed".into();
     std::fs::write(e.path("conflict.json"), serde_json::to_string(&m).unwrap()).unwrap();
     let res = merge(&["out1/manifest.json", "conflict.json"], "bad.json");
-    assert_eq!(res.status.code(), Some(1));
+    assert_eq!(
+        res.status.code(),
+        Some(4),
+        "a conflict is a precondition that failed"
+    );
     let err = String::from_utf8_lossy(&res.stderr);
     assert!(
         err.contains("differs between out1/manifest.json and conflict.json; refusing to merge"),

@@ -8,6 +8,7 @@
 use serde::Serialize;
 
 use crate::manifest::{CellRecord, Manifest};
+use crate::plan::axes::short;
 use crate::plan::{Cell, Plan};
 use crate::render;
 
@@ -48,8 +49,8 @@ fn reasons(
         }
         Some(i) if i.sha256 != cell.installer.sha256 => why.push(format!(
             "installer SHA256 {}… → {}…",
-            &i.sha256[..12],
-            &cell.installer.sha256[..12]
+            short(&i.sha256),
+            short(&cell.installer.sha256)
         )),
         _ => {}
     }

@@ -1,4 +1,4 @@
-//! Docker engines: where cells are built.
+//! Docker engines as the user names them: where cells are built.
 //!
 //! An engine is a name, a target (a `DOCKER_HOST` URL or a docker context) and how many
 //! builds it runs at once. Engines come from `--engine NAME=TARGET[,jobs=N]` or the
@@ -142,66 +142,6 @@ pub fn check_unique(specs: &[EngineSpec]) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-impl EngineSpec {
-    /// The client that reaches this engine.
-    pub fn docker(
-        &self,
-        client: &std::path::Path,
-        builder: crate::cli::Builder,
-    ) -> crate::docker::Docker {
-        crate::docker::Docker {
-            client: client.to_path_buf(),
-            context: match &self.target {
-                Target::Context(c) => Some(c.clone()),
-                _ => None,
-            },
-            host: match &self.target {
-                Target::Host(h) => Some(h.clone()),
-                _ => None,
-            },
-            builder,
-        }
-    }
-}
-
-/// The engines of a run, each with the client that reaches it. Never empty; the
-/// first one stands in for cells that name no engine (manifests of one engine).
-pub struct Engines {
-    list: Vec<(EngineSpec, crate::docker::Docker)>,
-}
-
-impl Engines {
-    pub fn new(list: Vec<(EngineSpec, crate::docker::Docker)>) -> Option<Self> {
-        (!list.is_empty()).then_some(Engines { list })
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = &(EngineSpec, crate::docker::Docker)> {
-        self.list.iter()
-    }
-
-    pub fn len(&self) -> usize {
-        self.list.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.list.is_empty()
-    }
-
-    pub fn first(&self) -> &crate::docker::Docker {
-        &self.list[0].1
-    }
-
-    /// The client for the engine a cell names (the first engine for a cell that names
-    /// none); None when that engine is not among these, e.g. it did not answer. Never
-    /// another engine: the same tag there may be a different image.
-    pub fn get(&self, name: Option<&str>) -> Option<&crate::docker::Docker> {
-        match name {
-            None => Some(&self.list[0].1),
-            Some(n) => self.list.iter().find(|(s, _)| s.name == n).map(|(_, d)| d),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,13 +1,15 @@
 //! Image-wide settings: sources, packages and runtime defaults, validated.
 //!
 //! Every value here can reach the Dockerfile or a build script, so each is checked
-//! against a strict character class before it is accepted. Anything that could
-//! word-split or inject shell syntax is refused with the rule it broke.
+//! against a strict character class (and, for time zones and locales, against the
+//! real lists) before it is accepted. Anything that could word-split, inject shell
+//! syntax or be read as an option is refused with the rule it broke.
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
+use crate::config::raw::RawConfig;
 use crate::diag::{Diags, Sp};
-use crate::raw::RawConfig;
 use crate::reference;
 
 pub const DEFAULT_MIRROR: &str = "https://repo.anaconda.com/miniconda/";
@@ -30,6 +32,9 @@ pub const DEFAULT_PIP: &[&str] = &[
     "jupyterlab_pygments",
     "tensorboard",
 ];
+
+const TIMEZONES: &str = include_str!("../../data/timezones.txt");
+const LOCALES: &str = include_str!("../../data/locales.txt");
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "policy", rename_all = "lowercase")]
@@ -60,24 +65,31 @@ pub struct Runtime {
     pub locale: String,
 }
 
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct Settings {
-    pub repository: String,
-    pub tag_template: String,
-    pub alias_templates: Vec<String>,
+/// Where the build fetches things from.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Sources {
+    /// Installer mirrors, each ending in `/`, tried in order.
     pub mirrors: Vec<String>,
     pub installer_dir: Option<PathBuf>,
     pub pip_index: Option<String>,
     pub conda_channels: Vec<String>,
     pub ca_bundle: Option<PathBuf>,
     pub cuda_registry: Option<String>,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Settings {
+    pub repository: String,
+    pub tag_template: String,
+    pub alias_templates: Vec<String>,
+    pub sources: Sources,
     pub apt: Vec<String>,
     pub pip: Vec<String>,
     pub runtime: Runtime,
     pub network: Option<String>,
     /// Where to build (`engines:`); host-specific, so not part of any cell's inputs.
     #[serde(skip)]
-    pub engines: Vec<crate::engine::EngineSpec>,
+    pub engines: Vec<crate::config::engine::EngineSpec>,
 }
 
 /// Characters that never appear in any accepted value: they would split words or
@@ -153,23 +165,42 @@ pub fn check_pip(s: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// An http(s) URL curl and pip take literally: a host (and port), a path, no fragment,
+/// no brackets (curl would expand them as a glob), nothing a shell would act on.
 pub fn check_url(s: &str) -> Result<(), String> {
-    let rest = s
+    let bad = |why: &str| {
+        Err(format!(
+            "`{s}` is not a usable mirror URL: {why} (expected http(s)://HOST[:PORT]/PATH)"
+        ))
+    };
+    let Some(rest) = s
         .strip_prefix("https://")
-        .or_else(|| s.strip_prefix("http://"));
-    match rest {
-        Some(r)
-            if !r.is_empty()
-                && !r.starts_with('/')
-                && !s.chars().any(forbidden)
-                && !s.contains(['<', '>']) =>
-        {
-            Ok(())
-        }
-        _ => Err(format!(
-            "`{s}` is not an http(s) URL without spaces, quotes or shell characters"
-        )),
+        .or_else(|| s.strip_prefix("http://"))
+    else {
+        return bad("it must start with https:// or http://");
+    };
+    if s.chars().any(forbidden) || s.contains(['<', '>']) {
+        return bad("it holds spaces, quotes or shell characters");
     }
+    if s.contains(['#', '[', ']']) {
+        return bad("`#` starts a fragment and `[…]` is a curl glob");
+    }
+    let host = rest.split('/').next().unwrap_or_default();
+    let name = match host.rsplit_once(':') {
+        Some((h, p)) if !p.is_empty() && p.len() <= 5 && p.bytes().all(|c| c.is_ascii_digit()) => h,
+        Some(_) => return bad("its port is not a number"),
+        None => host,
+    };
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if name.is_empty() || !name.split('.').all(label_ok) {
+        return bad("it names no valid host");
+    }
+    Ok(())
 }
 
 fn check_url_path(s: &str, what: &str) -> Result<(), String> {
@@ -184,8 +215,14 @@ fn check_url_path(s: &str, what: &str) -> Result<(), String> {
     }
 }
 
+/// A Docker network name for `RUN` steps (`host`, `none`, a user network).
+pub fn check_network(s: &str) -> Result<(), String> {
+    check_word(s, "network name", b"._-")
+}
+
 fn check_word(s: &str, what: &str, extra: &[u8]) -> Result<(), String> {
     if !s.is_empty()
+        && s.as_bytes()[0].is_ascii_alphanumeric()
         && s.bytes()
             .all(|c| c.is_ascii_alphanumeric() || extra.contains(&c))
     {
@@ -197,35 +234,78 @@ fn check_word(s: &str, what: &str, extra: &[u8]) -> Result<(), String> {
             .collect::<Vec<_>>()
             .join(" ");
         Err(format!(
-            "`{s}` is not a valid {what} (ASCII letters, digits and {extra})"
+            "`{s}` is not a valid {what} (an ASCII letter or digit, then letters, digits and {extra})"
         ))
     }
+}
+
+/// A conda channel: a name (`conda-forge`, `pytorch/label/nightly`) or a URL.
+pub fn check_channel(s: &str) -> Result<(), String> {
+    if s.contains("://") {
+        return check_url(s);
+    }
+    check_word(s, "conda channel name", b"._-/")
+}
+
+fn listed(
+    list: &'static str,
+    cache: &'static OnceLock<Vec<&'static str>>,
+) -> &'static [&'static str] {
+    cache.get_or_init(|| {
+        list.lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .collect()
+    })
+}
+
+/// An IANA time zone name the image's tzdata knows (`Asia/Shanghai`, `UTC`).
+pub fn check_timezone(s: &str) -> Result<(), String> {
+    static ZONES: OnceLock<Vec<&'static str>> = OnceLock::new();
+    let zones = listed(TIMEZONES, &ZONES);
+    if zones.binary_search(&s).is_ok() {
+        return Ok(());
+    }
+    let hint = crate::diag::did_you_mean(s, zones)
+        .map(|z| format!("did you mean `{z}`? "))
+        .unwrap_or_default();
+    Err(format!(
+        "`{s}` is not a time zone name ({hint}expected an IANA name such as Asia/Shanghai or UTC; data/timezones.txt lists them)"
+    ))
+}
+
+/// A UTF-8 locale glibc can generate, written `ll_CC.UTF-8` (`zh_CN.UTF-8`).
+pub fn check_locale(s: &str) -> Result<(), String> {
+    static NAMES: OnceLock<Vec<&'static str>> = OnceLock::new();
+    let shape = s.strip_suffix(".UTF-8").is_some_and(|l| {
+        let (a, b) = l.split_once('_').unwrap_or(("", ""));
+        (2..=3).contains(&a.len())
+            && a.bytes().all(|c| c.is_ascii_lowercase())
+            && b.len() == 2
+            && b.bytes().all(|c| c.is_ascii_uppercase())
+    });
+    if shape && listed(LOCALES, &NAMES).binary_search(&s).is_ok() {
+        return Ok(());
+    }
+    Err(format!(
+        "`{s}` is not a UTF-8 locale glibc can generate (expected a name such as zh_CN.UTF-8 or en_US.UTF-8; data/locales.txt lists them)"
+    ))
 }
 
 /// Read the image-wide settings. `dir` is the matrix file's folder, against which
 /// relative paths are resolved.
 pub fn read(raw: &RawConfig, dir: &Path, d: &mut Diags) -> Settings {
-    let mut check = |v: &Sp<String>, key: &str, r: Result<(), String>| {
-        if let Err(e) = r {
-            d.error(Some(v.at), key, e);
-            false
-        } else {
-            true
-        }
-    };
-
-    let repository = raw
-        .image
-        .repository
-        .clone()
-        .map_or("miniconda".to_string(), |r| {
-            check(
-                &r,
+    let repository = raw.image.repository.as_ref().map_or_else(
+        || "miniconda".to_string(),
+        |r| {
+            accept(
+                r,
                 "image.repository",
                 reference::check_repository(&r.value),
+                d,
             );
-            r.value
-        });
+            r.value.clone()
+        },
+    );
     let tag_template = raw
         .image
         .tag
@@ -233,13 +313,72 @@ pub fn read(raw: &RawConfig, dir: &Path, d: &mut Diags) -> Settings {
         .map_or("conda3-python{python}-{base}".to_string(), |t| {
             t.value.clone()
         });
-    let alias_templates = raw.image.aliases.iter().map(|a| a.value.clone()).collect();
+    let apt = list(&raw.packages.apt, DEFAULT_APT, "packages.apt", check_apt, d);
+    let pip = list(&raw.packages.pip, DEFAULT_PIP, "packages.pip", check_pip, d);
+    let network = raw
+        .build
+        .network
+        .as_ref()
+        .filter(|n| accept(n, "build.network", check_network(&n.value), d))
+        .map(|n| n.value.clone());
+    Settings {
+        repository,
+        tag_template,
+        alias_templates: raw.image.aliases.iter().map(|a| a.value.clone()).collect(),
+        sources: read_sources(raw, dir, d),
+        apt,
+        pip,
+        runtime: read_runtime(raw, d),
+        network,
+        engines: read_engines(raw, d),
+    }
+}
 
-    let mirrors = match &raw.sources.installer_mirrors {
+/// Report a failed check at the value's place; whether it passed.
+fn accept(v: &Sp<String>, key: &str, r: Result<(), String>, d: &mut Diags) -> bool {
+    match r {
+        Ok(()) => true,
+        Err(e) => {
+            d.error(Some(v.at), key, e);
+            false
+        }
+    }
+}
+
+/// A list setting: the default when absent, else the valid entries (each invalid one
+/// reported).
+fn list(
+    v: &Option<Vec<Sp<String>>>,
+    dflt: &[&str],
+    key: &str,
+    f: fn(&str) -> Result<(), String>,
+    d: &mut Diags,
+) -> Vec<String> {
+    match v {
+        None => dflt.iter().map(|s| (*s).to_string()).collect(),
+        Some(items) => items
+            .iter()
+            .filter(|i| accept(i, key, f(&i.value), d))
+            .map(|i| i.value.clone())
+            .collect(),
+    }
+}
+
+fn read_sources(raw: &RawConfig, dir: &Path, d: &mut Diags) -> Sources {
+    let src = &raw.sources;
+    let mirrors = match &src.installer_mirrors {
         None => vec![DEFAULT_MIRROR.to_string()],
+        Some(list) if list.is_empty() => {
+            d.error(
+                src.installer_mirrors_at,
+                "sources.installer_mirrors",
+                format!("an empty list leaves no way to fetch the installers; list at least one mirror (Anaconda's is {DEFAULT_MIRROR}) or use `sources.installer_dir`"),
+            );
+            Vec::new()
+        }
         Some(list) => list
             .iter()
-            .filter(|m| check(m, "sources.installer_mirrors", check_url(&m.value)))
+            .filter(|m| accept(m, "sources.installer_mirrors", check_url(&m.value), d))
             .map(|m| {
                 if m.value.ends_with('/') {
                     m.value.clone()
@@ -249,60 +388,32 @@ pub fn read(raw: &RawConfig, dir: &Path, d: &mut Diags) -> Settings {
             })
             .collect(),
     };
-    let pip_index =
-        raw.sources.pip_index.as_ref().and_then(|p| {
-            check(p, "sources.pip_index", check_url(&p.value)).then(|| p.value.clone())
-        });
-    let conda_channels = raw
-        .sources
+    let pip_index = src
+        .pip_index
+        .as_ref()
+        .filter(|p| accept(p, "sources.pip_index", check_url(&p.value), d))
+        .map(|p| p.value.clone());
+    let conda_channels = src
         .conda_channels
         .iter()
-        .filter(|c| {
-            check(
-                c,
-                "sources.conda_channels",
-                check_word(&c.value, "conda channel", b"._-:/"),
-            )
-        })
+        .filter(|c| accept(c, "sources.conda_channels", check_channel(&c.value), d))
         .map(|c| c.value.clone())
         .collect();
-    let cuda_registry = raw.sources.cuda_registry.as_ref().and_then(|r| {
-        check(
-            r,
-            "sources.cuda_registry",
-            reference::check_repository(&r.value),
-        )
-        .then(|| r.value.clone())
-    });
-
-    let existing = |p: &Sp<String>, key: &str, want_dir: bool, d: &mut Diags| -> Option<PathBuf> {
-        let path = dir.join(&p.value);
-        let ok = if want_dir {
-            path.is_dir()
-        } else {
-            path.is_file()
-        };
-        if !ok {
-            d.error(
-                Some(p.at),
-                key,
-                format!(
-                    "{} `{}` does not exist",
-                    if want_dir { "directory" } else { "file" },
-                    path.display()
-                ),
-            );
-            return None;
-        }
-        Some(path)
-    };
-    let installer_dir = raw
-        .sources
+    let cuda_registry = src
+        .cuda_registry
+        .as_ref()
+        .filter(|r| {
+            let ok = reference::check_repository(&r.value)
+                .map_err(|e| format!("{e} (a registry path such as nvcr.io/nvidia/cuda)"));
+            accept(r, "sources.cuda_registry", ok, d)
+        })
+        .map(|r| r.value.clone());
+    let installer_dir = src
         .installer_dir
         .as_ref()
-        .and_then(|p| existing(p, "sources.installer_dir", true, d));
-    let ca_bundle = raw.sources.ca_bundle.as_ref().and_then(|p| {
-        let path = existing(p, "sources.ca_bundle", false, d)?;
+        .and_then(|p| existing(dir, p, "sources.installer_dir", true, d));
+    let ca_bundle = src.ca_bundle.as_ref().and_then(|p| {
+        let path = existing(dir, p, "sources.ca_bundle", false, d)?;
         match std::fs::read_to_string(&path) {
             Ok(text) if text.contains("-----BEGIN CERTIFICATE-----") => Some(path),
             _ => {
@@ -318,63 +429,47 @@ pub fn read(raw: &RawConfig, dir: &Path, d: &mut Diags) -> Settings {
             }
         }
     });
-
-    let list = |v: &Option<Vec<Sp<String>>>,
-                dflt: &[&str],
-                key: &str,
-                f: fn(&str) -> Result<(), String>,
-                d: &mut Diags|
-     -> Vec<String> {
-        match v {
-            None => dflt.iter().map(|s| (*s).to_string()).collect(),
-            Some(items) => items
-                .iter()
-                .filter(|i| match f(&i.value) {
-                    Ok(()) => true,
-                    Err(e) => {
-                        d.error(Some(i.at), key, e);
-                        false
-                    }
-                })
-                .map(|i| i.value.clone())
-                .collect(),
-        }
-    };
-    let apt = list(&raw.packages.apt, DEFAULT_APT, "packages.apt", check_apt, d);
-    let pip = list(&raw.packages.pip, DEFAULT_PIP, "packages.pip", check_pip, d);
-
-    let runtime = read_runtime(raw, d);
-    let network = raw.build.network.as_ref().and_then(|n| {
-        match check_word(&n.value, "network name", b"._-") {
-            Ok(()) => Some(n.value.clone()),
-            Err(e) => {
-                d.error(Some(n.at), "build.network", e);
-                None
-            }
-        }
-    });
-
-    let engines = read_engines(raw, d);
-    Settings {
-        engines,
-        repository,
-        tag_template,
-        alias_templates,
+    Sources {
         mirrors,
         installer_dir,
         pip_index,
         conda_channels,
         ca_bundle,
         cuda_registry,
-        apt,
-        pip,
-        runtime,
-        network,
     }
 }
 
-fn read_engines(raw: &RawConfig, d: &mut Diags) -> Vec<crate::engine::EngineSpec> {
-    use crate::engine::{check_name, parse_target, EngineSpec, Target};
+/// A path setting, resolved against the matrix's folder, that must exist.
+fn existing(
+    dir: &Path,
+    p: &Sp<String>,
+    key: &str,
+    want_dir: bool,
+    d: &mut Diags,
+) -> Option<PathBuf> {
+    let path = dir.join(&p.value);
+    let ok = if want_dir {
+        path.is_dir()
+    } else {
+        path.is_file()
+    };
+    if ok {
+        return Some(path);
+    }
+    d.error(
+        Some(p.at),
+        key,
+        format!(
+            "{} `{}` does not exist",
+            if want_dir { "directory" } else { "file" },
+            path.display()
+        ),
+    );
+    None
+}
+
+fn read_engines(raw: &RawConfig, d: &mut Diags) -> Vec<crate::config::engine::EngineSpec> {
+    use crate::config::engine::{check_name, parse_target, EngineSpec, Target};
     let mut out: Vec<EngineSpec> = Vec::new();
     for e in &raw.engines {
         let Some(name) = &e.name else {
@@ -420,7 +515,7 @@ fn read_engines(raw: &RawConfig, d: &mut Diags) -> Vec<crate::engine::EngineSpec
         };
         let mut both = out.clone();
         both.push(spec.clone());
-        if let Err(m) = crate::engine::check_unique(&both) {
+        if let Err(m) = crate::config::engine::check_unique(&both) {
             d.error(Some(e.at), &e.key, m);
             continue;
         }
@@ -429,34 +524,35 @@ fn read_engines(raw: &RawConfig, d: &mut Diags) -> Vec<crate::engine::EngineSpec
     out
 }
 
+/// A text setting: the default when absent, else the value if it passes `f`.
+fn text(
+    v: &Option<Sp<String>>,
+    key: &str,
+    dflt: &str,
+    f: &dyn Fn(&str) -> Result<(), String>,
+    d: &mut Diags,
+) -> String {
+    match v {
+        None => dflt.to_string(),
+        Some(v) => match f(&v.value) {
+            Ok(()) => v.value.clone(),
+            Err(e) => {
+                d.error(Some(v.at), key, e);
+                dflt.to_string()
+            }
+        },
+    }
+}
+
 fn read_runtime(raw: &RawConfig, d: &mut Diags) -> Runtime {
     let r = &raw.runtime;
-    let port = |p: &Option<Sp<u64>>, dflt: u16| {
-        p.as_ref()
-            .and_then(|p| u16::try_from(p.value).ok())
-            .unwrap_or(dflt)
-    };
-    let mut text = |v: &Option<Sp<String>>,
-                    key: &str,
-                    dflt: &str,
-                    f: &dyn Fn(&str) -> Result<(), String>|
-     -> String {
-        match v {
-            None => dflt.to_string(),
-            Some(v) => match f(&v.value) {
-                Ok(()) => v.value.clone(),
-                Err(e) => {
-                    d.error(Some(v.at), key, e);
-                    dflt.to_string()
-                }
-            },
-        }
-    };
+    let (ssh_port, jupyter_port, tensorboard_port) = read_ports(raw, d);
     let mut jupyter_base_url = text(
         &r.jupyter_base_url,
         "runtime.jupyter_base_url",
         "/jupyter/",
         &|s| check_url_path(s, "URL path"),
+        d,
     );
     if !jupyter_base_url.ends_with('/') {
         jupyter_base_url.push('/');
@@ -475,12 +571,14 @@ fn read_runtime(raw: &RawConfig, d: &mut Diags) -> Runtime {
             }
             Ok(())
         },
+        d,
     );
     let tensorboard_logdir = text(
         &r.tensorboard_logdir,
         "runtime.tensorboard_logdir",
         "/root/tensorboard-logs",
         &|s| check_url_path(s, "absolute path"),
+        d,
     );
     let tensorboard_bind = text(
         &r.tensorboard_bind,
@@ -488,31 +586,69 @@ fn read_runtime(raw: &RawConfig, d: &mut Diags) -> Runtime {
         "localhost",
         &|s| {
             match s {
-        "localhost" | "all" => Ok(()),
-        _ => Err(format!("`{s}` is not a bind policy (expected one of: localhost, all); TensorBoard has no authentication, so `all` exposes it to the network")),
-    }
-        },
-    );
-    let timezone = text(&r.timezone, "runtime.timezone", "Asia/Shanghai", &|s| {
-        check_word(s, "timezone name", b"/_+-")
-    });
-    let locale = text(&r.locale, "runtime.locale", "zh_CN.UTF-8", &|s| {
-        let ok = s.strip_suffix(".UTF-8").is_some_and(|l| {
-            let (a, b) = l.split_once('_').unwrap_or(("", ""));
-            (2..=3).contains(&a.len())
-                && a.bytes().all(|c| c.is_ascii_lowercase())
-                && b.len() == 2
-                && b.bytes().all(|c| c.is_ascii_uppercase())
-        });
-        if ok {
-            Ok(())
-        } else {
-            Err(format!(
-                "`{s}` is not a UTF-8 locale name such as zh_CN.UTF-8"
-            ))
+            "localhost" | "all" => Ok(()),
+            _ => Err(format!("`{s}` is not a bind policy (expected one of: localhost, all); TensorBoard has no authentication, so `all` exposes it to the network")),
         }
-    });
-    let root_password = match r.root_password.as_ref().map(|p| p.value.as_str()) {
+        },
+        d,
+    );
+    Runtime {
+        root_password: read_password(raw, d),
+        ssh_port,
+        jupyter_port,
+        tensorboard_port,
+        jupyter_base_url,
+        tensorboard_prefix,
+        tensorboard_logdir,
+        tensorboard_bind,
+        timezone: text(
+            &r.timezone,
+            "runtime.timezone",
+            "Asia/Shanghai",
+            &check_timezone,
+            d,
+        ),
+        locale: text(&r.locale, "runtime.locale", "zh_CN.UTF-8", &check_locale, d),
+    }
+}
+
+/// The three service ports: each valid, and no two the same (the services could not
+/// all listen).
+fn read_ports(raw: &RawConfig, d: &mut Diags) -> (u16, u16, u16) {
+    let r = &raw.runtime;
+    let ports = [
+        ("runtime.ssh_port", &r.ssh_port, 22u16),
+        ("runtime.jupyter_port", &r.jupyter_port, 8888),
+        ("runtime.tensorboard_port", &r.tensorboard_port, 6006),
+    ];
+    let value = |p: &Option<Sp<u64>>, dflt: u16| {
+        p.as_ref()
+            .and_then(|p| u16::try_from(p.value).ok())
+            .unwrap_or(dflt)
+    };
+    let values: Vec<u16> = ports.iter().map(|(_, p, dflt)| value(p, *dflt)).collect();
+    for i in 0..ports.len() {
+        for j in 0..i {
+            if values[i] == values[j] {
+                let at = ports[i].1.as_ref().or(ports[j].1.as_ref()).map(|p| p.at);
+                d.error(
+                    at,
+                    ports[i].0,
+                    format!(
+                        "port {} is also `{}`; sshd, JupyterLab and TensorBoard each need their own port",
+                        values[i], ports[j].0
+                    ),
+                );
+            }
+        }
+    }
+    (values[0], values[1], values[2])
+}
+
+fn read_password(raw: &RawConfig, d: &mut Diags) -> PasswordPolicy {
+    let r = &raw.runtime;
+    let at = r.root_password.as_ref().map(|p| p.at);
+    match r.root_password.as_ref().map(|p| p.value.as_str()) {
         None | Some("random") => PasswordPolicy::Random,
         Some("disabled") => PasswordPolicy::Disabled,
         Some("fixed") => match &r.fixed_password {
@@ -535,7 +671,6 @@ fn read_runtime(raw: &RawConfig, d: &mut Diags) -> Runtime {
                 PasswordPolicy::Random
             }
             None => {
-                let at = r.root_password.as_ref().map(|p| p.at);
                 d.error(
                     at,
                     "runtime.root_password",
@@ -545,22 +680,9 @@ fn read_runtime(raw: &RawConfig, d: &mut Diags) -> Runtime {
             }
         },
         Some(other) => {
-            let at = r.root_password.as_ref().map(|p| p.at);
             d.error(at, "runtime.root_password", format!("unknown policy `{other}` (expected one of: random, disabled, {{fixed: \"…\"}})"));
             PasswordPolicy::Random
         }
-    };
-    Runtime {
-        root_password,
-        ssh_port: port(&r.ssh_port, 22),
-        jupyter_port: port(&r.jupyter_port, 8888),
-        tensorboard_port: port(&r.tensorboard_port, 6006),
-        jupyter_base_url,
-        tensorboard_prefix,
-        tensorboard_logdir,
-        tensorboard_bind,
-        timezone,
-        locale,
     }
 }
 
@@ -606,8 +728,37 @@ mod tests {
     fn urls() {
         assert!(check_url("https://mirrors.tuna.tsinghua.edu.cn/anaconda/miniconda/").is_ok());
         assert!(check_url("http://127.0.0.1:8000/").is_ok());
-        assert!(check_url("ftp://x/").is_err());
-        assert!(check_url("https://x/$(id)").is_err());
-        assert!(check_url("https://x/ y").is_err());
+        for bad in [
+            "ftp://x/",
+            "https://x/$(id)",
+            "https://x/ y",
+            "https://x/a#frag",
+            "https://x/[a-b]/",
+            "https:///path",
+            "https://-x-/",
+            "https://x:port/",
+        ] {
+            assert!(check_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn channels_zones_and_locales_are_checked_against_what_exists() {
+        assert!(check_channel("conda-forge").is_ok());
+        assert!(check_channel("https://mirrors.tuna.tsinghua.edu.cn/anaconda/pkgs/main").is_ok());
+        assert!(check_channel("--set").is_err());
+        assert!(check_timezone("Asia/Shanghai").is_ok());
+        assert!(check_timezone("UTC").is_ok());
+        assert!(check_timezone("/etc/shadow").is_err());
+        let e = check_timezone("Asia/Shangai").unwrap_err();
+        assert!(e.contains("did you mean `Asia/Shanghai`"), "{e}");
+        assert!(check_timezone("Mars/Olympus_Mons").is_err());
+        assert!(check_locale("zh_CN.UTF-8").is_ok());
+        assert!(check_locale("en_US.UTF-8").is_ok());
+        assert!(check_locale("zz_ZZ.UTF-8").is_err());
+        assert!(check_locale("zh_CN.GB2312").is_err());
+        assert!(check_network("host").is_ok());
+        assert!(check_network("host --privileged").is_err());
+        assert!(check_network("-x").is_err());
     }
 }

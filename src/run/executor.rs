@@ -1,28 +1,42 @@
 //! Executors run one build attempt. The scheduler only talks to the [`Executor`]
 //! trait, so scheduling, retries, timeouts, cancellation and the manifest are tested
-//! with [`FakeExecutor`] — fast and deterministic — while [`DockerExecutor`] runs real
-//! `docker build`s.
+//! with a scripted fake (`run::fake`, tests only) — fast and deterministic — while
+//! [`DockerExecutor`] runs real `docker build`s.
 
 use std::collections::VecDeque;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::docker::{BuildRequest, Docker, Exit, Stop};
 
+/// What a job builds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum JobKind {
+    /// The image of cell `n` (an index into the run's cell jobs).
+    Cell(usize),
+    /// Shared stage `n`: layers several cells build on, built once per engine.
+    Stage(usize),
+}
+
 /// One unit of work: a cell's image, or a shared stage built once ahead of its cells.
 #[derive(Clone, Debug)]
 pub struct Job {
+    pub kind: JobKind,
+    /// What people see: the cell id, or a stage's name (`debian12 · OS layer`).
     pub id: String,
     pub request: BuildRequest,
     pub log_path: PathBuf,
     pub input_hash: String,
     /// Tag checked for `up-to-date` (None for shared stages, which are never skipped).
     pub primary_tag: Option<String>,
-    /// Jobs with the same affinity (the same base) share layers, so they are best
-    /// built on the same engine.
+    /// Jobs with the same affinity (the same base and platform) share layers, so
+    /// they are best built on the same engine.
     pub affinity: String,
+    /// The platform it builds for (`linux/amd64`): only engines that can build it run it.
+    pub platform: String,
+    /// Skip it when its tag already carries the same input hash (not with `--force`).
+    pub check_current: bool,
 }
 
 /// Progress inside a build: step k of n and its text.
@@ -70,15 +84,6 @@ pub trait Executor: Sync {
     /// check when there are several engines).
     fn alive(&self) -> Result<(), String> {
         Ok(())
-    }
-    /// Check a freshly built image from outside (`build --verify`); None when the
-    /// executor cannot verify.
-    fn verify(
-        &self,
-        _job: &Job,
-        _cancel: &crate::scheduler::Cancel,
-    ) -> Option<crate::manifest::Verification> {
-        None
     }
 }
 
@@ -265,124 +270,6 @@ impl Executor for DockerExecutor {
             .map(|s| s.trim().to_string());
         let reference = id.clone().or_else(|| job.primary_tag.clone())?;
         self.docker.image_id_and_size(&reference)
-    }
-}
-
-/// A scripted executor for tests: each job id maps to a queue of attempt results.
-#[derive(Default)]
-pub struct FakeExecutor {
-    pub scripts: Mutex<std::collections::HashMap<String, VecDeque<FakeAttempt>>>,
-    pub up_to_date: Vec<String>,
-    pub calls: Mutex<Vec<String>>,
-    /// Set once the fake engine "dies"; `alive` fails from then on.
-    pub dead: std::sync::atomic::AtomicBool,
-}
-
-#[derive(Clone, Debug)]
-pub enum FakeAttempt {
-    Ok {
-        millis: u64,
-    },
-    Fail {
-        code: i32,
-        transient: bool,
-    },
-    /// Runs until stopped (for timeouts and cancellation).
-    Hang,
-    /// The engine dies under the build: the attempt fails and `alive` fails after.
-    KillEngine,
-    /// The engine stops answering but the build never returns (only the health
-    /// check can notice).
-    FreezeEngine,
-}
-
-impl FakeExecutor {
-    pub fn script(&self, id: &str, attempts: Vec<FakeAttempt>) {
-        if let Ok(mut s) = self.scripts.lock() {
-            s.insert(id.to_string(), attempts.into());
-        }
-    }
-}
-
-/// A fake build that runs until `stop` says so, or succeeds after `run_for`.
-fn until_stopped(
-    stop: &(dyn Fn() -> Option<Stop> + Sync),
-    run_for: Option<Duration>,
-) -> AttemptEnd {
-    let t = std::time::Instant::now();
-    loop {
-        match stop() {
-            Some(Stop::Cancelled) => return AttemptEnd::Cancelled,
-            Some(Stop::TimedOut) => return AttemptEnd::TimedOut,
-            None => {}
-        }
-        if run_for.is_some_and(|d| t.elapsed() >= d) {
-            return AttemptEnd::Succeeded;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
-
-impl Executor for FakeExecutor {
-    fn up_to_date(&self, job: &Job) -> bool {
-        self.up_to_date.contains(&job.id)
-    }
-
-    fn attempt(
-        &self,
-        job: &Job,
-        attempt: u32,
-        on_step: &mut dyn FnMut(Step),
-        stop: &(dyn Fn() -> Option<Stop> + Sync),
-    ) -> AttemptResult {
-        if let Ok(mut c) = self.calls.lock() {
-            c.push(format!("{}#{attempt}", job.id));
-        }
-        let next = self
-            .scripts
-            .lock()
-            .ok()
-            .and_then(|mut s| s.get_mut(&job.id).and_then(VecDeque::pop_front));
-        on_step(Step {
-            index: 1,
-            total: 2,
-            text: "RUN fake".into(),
-        });
-        let end = match next.unwrap_or(FakeAttempt::Ok { millis: 0 }) {
-            FakeAttempt::Ok { millis } => until_stopped(stop, Some(Duration::from_millis(millis))),
-            FakeAttempt::Fail { code, transient } => AttemptEnd::Failed {
-                exit_code: code,
-                transient,
-            },
-            FakeAttempt::KillEngine => {
-                self.dead.store(true, std::sync::atomic::Ordering::SeqCst);
-                AttemptEnd::Failed {
-                    exit_code: 1,
-                    transient: false,
-                }
-            }
-            FakeAttempt::FreezeEngine => {
-                self.dead.store(true, std::sync::atomic::Ordering::SeqCst);
-                until_stopped(stop, None)
-            }
-            FakeAttempt::Hang => until_stopped(stop, None),
-        };
-        AttemptResult {
-            end,
-            tail: vec![format!("fake output of {}", job.id)],
-        }
-    }
-
-    fn image_info(&self, job: &Job) -> Option<(String, u64)> {
-        Some((format!("sha256:{}", job.id), 1000))
-    }
-
-    fn alive(&self) -> Result<(), String> {
-        if self.dead.load(std::sync::atomic::Ordering::SeqCst) {
-            Err("fake engine is gone".into())
-        } else {
-            Ok(())
-        }
     }
 }
 

@@ -1,169 +1,129 @@
 //! The scheduler: runs jobs on one or more Docker engines, each with its own number
-//! of build slots (rayon workers), in plan order, with retries, timeouts, fail-fast and
-//! cancellation. It never touches the terminal or the manifest: it emits [`Event`]s,
-//! which the caller's thread turns into progress lines and manifest updates.
+//! of build slots, in plan order, with retries, timeouts, fail-fast and cancellation.
+//! It never touches the terminal or the manifest: it emits [`Event`]s, which the
+//! caller's thread hands to the reporter and the manifest recorder.
 //!
 //! Invariants:
-//! - Cells that share a base (their `affinity`) go to the engine that already holds
-//!   that base's layers; another engine takes one only when it would otherwise idle.
-//! - Shared stages (`warm` groups) are built once per engine, before the first of their
-//!   cells runs there, so that cells of one base do not race to build the same layers;
-//!   a shared stage that fails on its own fails its member cells without running them.
+//! - Cells that share a base and platform (their `affinity`) go to the engine that
+//!   already holds that base's layers; another engine takes one only when it would
+//!   otherwise idle. A cell runs only on an engine that can build its platform.
+//! - Shared stages are built once per engine, before the first of their cells runs
+//!   there, so that cells of one base do not race to build the same layers; a shared
+//!   stage that fails on its own fails its member cells without running them.
 //! - An engine that stops answering is marked down for the rest of the run; a cell lost
 //!   with it goes back to the queue (its attempt counts, and the loss is recorded).
 //! - Every cell ends with exactly one outcome; `Finished` is emitted once per cell.
+//!
+//! Cost: pending cells sit in lanes (one per affinity and set of shared stages, in
+//! plan order), so picking the next task looks at lanes, not at every cell.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::collections::{BTreeSet, HashMap};
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::docker::Stop;
-use crate::executor::{AttemptEnd, Executor, Job, Step};
 use crate::manifest::{Requeue, Status};
-
-/// Why work is being stopped. Shared by the signal handler and the workers.
-#[derive(Clone, Default)]
-pub struct Cancel(Arc<AtomicU8>);
-
-impl Cancel {
-    pub const NONE: u8 = 0;
-    pub const FAIL_FAST: u8 = 1;
-    pub const INTERRUPT: u8 = 2;
-    pub const TERMINATE: u8 = 3;
-
-    /// Record why work stops. The first reason wins, except that a signal replaces
-    /// fail-fast: after `--fail-fast` stopped the run, Ctrl-C must still exit 130 and a
-    /// second Ctrl-C must still kill at once.
-    pub fn set(&self, why: u8) {
-        let _ = self
-            .0
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |cur| {
-                let replace =
-                    cur == Self::NONE || (cur == Self::FAIL_FAST && why > Self::FAIL_FAST);
-                replace.then_some(why)
-            });
-    }
-
-    pub fn get(&self) -> u8 {
-        self.0.load(Ordering::SeqCst)
-    }
-
-    pub fn is_set(&self) -> bool {
-        self.get() != Self::NONE
-    }
-}
+use crate::run::events::{Event, Outcome};
+use crate::run::executor::{AttemptEnd, Executor, Job};
+use crate::signals::{Cancel, Reason};
 
 #[derive(Clone, Debug)]
 pub struct Options {
-    pub jobs: usize,
     pub fail_fast: bool,
     pub timeout: Option<Duration>,
     /// Re-tries after transient failures (attempts = retries + 1).
     pub retries: u32,
     /// First back-off; doubles per re-try.
     pub backoff: Duration,
-    pub force: bool,
-    /// Verify each image in its worker right after it builds.
-    pub verify: bool,
     /// How often every engine is asked whether it still answers (several engines
     /// only; zero turns the check off).
     pub engine_check: Duration,
+    /// Threads for the up-front up-to-date checks.
+    pub check_threads: NonZeroUsize,
 }
 
+/// Layers several cells build on (the OS layer of a base, the Miniconda layer of a
+/// base and installer), built once per engine before the first of its cells there.
 #[derive(Clone, Debug)]
-pub struct Outcome {
-    pub id: String,
-    pub status: Status,
-    pub attempts: u32,
-    pub exit_code: Option<i32>,
-    pub duration: Duration,
-    pub tail: Vec<String>,
-    pub image: Option<(String, u64)>,
-    pub reason: Option<String>,
-    pub verification: Option<crate::manifest::Verification>,
-    /// The engine that ran (or holds) it.
-    pub engine: Option<String>,
-    pub requeues: Vec<Requeue>,
-}
-
-#[derive(Clone, Debug)]
-pub enum Event {
-    Started {
-        id: String,
-        attempt: u32,
-        engine: String,
-    },
-    /// A cell lost with its engine, back in the queue.
-    Requeued {
-        id: String,
-        from: String,
-        reason: String,
-    },
-    EngineDown {
-        engine: String,
-        reason: String,
-    },
-    Step {
-        id: String,
-        step: Step,
-    },
-    Retrying {
-        id: String,
-        attempt: u32,
-        wait: Duration,
-    },
-    Finished(Outcome),
-}
-
-/// A shared stage and the indexes (into the cell jobs) of the cells that need it.
-#[derive(Clone, Debug)]
-pub struct Warm {
+pub struct SharedStage {
     pub job: Job,
+    /// Indexes (into the cell jobs) of the cells that need it.
     pub members: Vec<usize>,
 }
 
-/// An engine as the scheduler sees it: a name, an executor bound to its daemon and
-/// how many builds it runs at once.
+/// An engine as the scheduler sees it.
 pub struct Engine<'a> {
     pub name: String,
     pub exec: &'a dyn Executor,
-    pub jobs: usize,
+    pub slots: NonZeroUsize,
+    /// Platforms it can build (natively or emulated); empty means any.
+    pub platforms: Vec<String>,
+}
+
+impl Engine<'_> {
+    fn builds(&self, platform: &str) -> bool {
+        self.platforms.is_empty() || self.platforms.iter().any(|p| p == platform)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Task {
-    Warm(usize),
+    Stage(usize),
     Cell(usize),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum WarmState {
+enum StageState {
     Running,
     Done,
     Failed,
 }
 
-/// What the workers share, behind one lock. Cells are in plan order; `bound` maps a
-/// cell's affinity (its base) to the engine that holds that base's layers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Pending,
+    Running(usize),
+    Done,
+}
+
+/// Everything the run knows about one cell.
+#[derive(Clone, Debug)]
+struct CellState {
+    phase: Phase,
+    attempts: u32,
+    requeues: Vec<Requeue>,
+    result: Option<Outcome>,
+}
+
+/// What the workers share, behind one lock.
 struct State {
-    pending: Vec<bool>,
-    running: Vec<Option<usize>>,
-    results: Vec<Option<Outcome>>,
-    attempts: Vec<u32>,
-    requeues: Vec<Vec<Requeue>>,
-    warm: HashMap<(usize, usize), WarmState>,
-    bound: HashMap<String, usize>,
+    cells: Vec<CellState>,
+    /// Pending cells of each lane, in plan order.
+    pending: Vec<BTreeSet<usize>>,
+    pending_total: usize,
+    running_total: usize,
+    stages: HashMap<(usize, usize), StageState>,
+    /// Shared stages left with fewer than two cells to build (the others were up to
+    /// date): each such cell builds its layers itself.
+    unshared: Vec<bool>,
+    /// The engine that holds each affinity group's base.
+    bound: Vec<Option<usize>>,
     down: Vec<Option<String>>,
     busy: Vec<usize>,
 }
 
+/// The run's fixed structure, and its state.
 struct Shared<'a> {
     engines: &'a [Engine<'a>],
-    warm: Vec<&'a Warm>,
-    /// Per cell: the shared stages (indexes into `warm`) it needs, in build order.
-    needs: Vec<Vec<usize>>,
+    stages: &'a [SharedStage],
     jobs: &'a [Job],
+    /// Per cell: the shared stages it needs, in build order.
+    needs: Vec<Vec<usize>>,
+    /// Per cell: its lane; per lane: its affinity group and platform.
+    lane_of: Vec<usize>,
+    lanes: Vec<(usize, String)>,
     opts: &'a Options,
     cancel: &'a Cancel,
     state: Mutex<State>,
@@ -175,94 +135,46 @@ type Tx = mpsc::Sender<Event>;
 /// Run everything on the given engines; `on_event` is called on the caller's thread,
 /// in arrival order. Returns one outcome per cell job, in job order.
 ///
-/// Workers (one per build slot of each engine) take the next task for their engine:
-/// first cells of bases bound to it, then a base nobody holds yet (bound to the least
-/// loaded engine), and only when the engine would otherwise sit idle, cells queued
-/// behind a saturated engine. A cell's shared stages are built once per engine, just
-/// before the first of its cells runs there. An engine that stops answering is marked
-/// down and its unfinished cells go back to the queue.
+/// Workers (one per build slot of each engine, never more than there is work) take
+/// the next task for their engine: first cells of bases bound to it, then a base
+/// nobody holds yet (bound to the least loaded engine that can build it), and only
+/// when the engine would otherwise sit idle, cells queued behind a saturated engine.
 pub fn run(
     engines: &[Engine],
-    warm_phases: &[Vec<Warm>],
+    stages: &[SharedStage],
     jobs: &[Job],
     opts: &Options,
     cancel: &Cancel,
     on_event: &mut dyn FnMut(&Event),
 ) -> Vec<Outcome> {
-    let warm: Vec<&Warm> = warm_phases.iter().flatten().collect();
-    let mut needs = vec![Vec::new(); jobs.len()];
-    for (w, wm) in warm.iter().enumerate() {
-        for &m in &wm.members {
-            needs[m].push(w);
-        }
-    }
-    let mut st = State {
-        pending: vec![true; jobs.len()],
-        running: vec![None; jobs.len()],
-        results: vec![None; jobs.len()],
-        attempts: vec![0; jobs.len()],
-        requeues: vec![Vec::new(); jobs.len()],
-        warm: HashMap::new(),
-        bound: HashMap::new(),
-        down: vec![None; engines.len()],
-        busy: vec![0; engines.len()],
-    };
     if engines.is_empty() {
-        return jobs.iter().map(|j| not_started(&j.id)).collect();
+        return jobs
+            .iter()
+            .map(|j| Outcome::not_started(j.kind, &j.id))
+            .collect();
     }
-    // Up-to-date cells first, so that a nightly where nothing changed builds no shared
-    // stage at all. The checks are independent, so they run on the pool too. A base
-    // whose cells are already on an engine stays bound to that engine.
-    if !opts.force {
-        use rayon::prelude::*;
-        let check = |j: &Job| {
-            engines
-                .iter()
-                .enumerate()
-                .find_map(|(e, eng)| up_to_date(j, eng).map(|o| (e, o)))
-        };
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(opts.jobs.clamp(1, 8))
-            .build();
-        let fresh: Vec<Option<(usize, Outcome)>> = match pool {
-            Ok(p) => p.install(|| jobs.par_iter().map(check).collect()),
-            Err(_) => jobs.iter().map(check).collect(),
-        };
-        for (i, o) in fresh.into_iter().enumerate() {
-            if let Some((e, o)) = o {
-                on_event(&Event::Finished(o.clone()));
-                st.bound.entry(jobs[i].affinity.clone()).or_insert(e);
-                st.pending[i] = false;
-                st.results[i] = Some(o);
-            }
-        }
-    }
-    let shared = Shared {
-        engines,
-        warm,
-        needs,
-        jobs,
-        opts,
-        cancel,
-        state: Mutex::new(st),
-        wake: Condvar::new(),
-    };
-    let slots: usize = engines.iter().map(|e| e.jobs.max(1)).sum();
+    let shared = Shared::new(engines, stages, jobs, opts, cancel);
+    shared.skip_up_to_date(on_event);
+    let workers: usize = engines
+        .iter()
+        .map(|e| e.slots.get().min(jobs.len() + stages.len()).max(1))
+        .sum();
     let all_done = AtomicBool::new(false);
     let (tx, rx) = mpsc::channel::<Event>();
     std::thread::scope(|s| {
-        let (shared, all_done) = (&shared, &all_done);
+        let (sh, all_done) = (&shared, &all_done);
         let txw = tx.clone();
         s.spawn(move || {
-            let pool = match rayon::ThreadPoolBuilder::new().num_threads(slots).build() {
-                Ok(p) => p,
-                Err(_) => return,
+            let Ok(pool) = rayon::ThreadPoolBuilder::new().num_threads(workers).build() else {
+                sh.cancel.set(Reason::FailFast);
+                all_done.store(true, Ordering::SeqCst);
+                return;
             };
             pool.scope(|ps| {
-                for (e, eng) in engines.iter().enumerate() {
-                    for _ in 0..eng.jobs.max(1) {
+                for (e, eng) in sh.engines.iter().enumerate() {
+                    for _ in 0..eng.slots.get().min(sh.jobs.len() + sh.stages.len()).max(1) {
                         let tx = txw.clone();
-                        ps.spawn(move |_| shared.worker(e, &tx));
+                        ps.spawn(move |_| sh.worker(e, &tx));
                     }
                 }
             });
@@ -270,7 +182,7 @@ pub fn run(
         });
         if engines.len() > 1 && !opts.engine_check.is_zero() {
             let tx = tx.clone();
-            s.spawn(move || shared.monitor(all_done, &tx));
+            s.spawn(move || sh.monitor(all_done, &tx));
         }
         drop(tx);
         for ev in rx {
@@ -278,22 +190,129 @@ pub fn run(
         }
     });
     let st = shared.state.into_inner().unwrap_or_else(|p| p.into_inner());
-    st.results
+    st.cells
         .into_iter()
         .zip(jobs)
-        .zip(st.requeues)
-        .map(|((r, j), rq)| {
-            r.unwrap_or_else(|| Outcome {
-                requeues: rq,
-                ..not_started(&j.id)
+        .map(|(c, j)| {
+            c.result.unwrap_or_else(|| Outcome {
+                requeues: c.requeues,
+                attempts: c.attempts,
+                reason: cancel.reason().map(Reason::describe),
+                ..Outcome::not_started(j.kind, &j.id)
             })
         })
         .collect()
 }
 
-impl Shared<'_> {
+impl<'a> Shared<'a> {
+    fn new(
+        engines: &'a [Engine<'a>],
+        stages: &'a [SharedStage],
+        jobs: &'a [Job],
+        opts: &'a Options,
+        cancel: &'a Cancel,
+    ) -> Self {
+        let mut needs = vec![Vec::new(); jobs.len()];
+        for (w, stage) in stages.iter().enumerate() {
+            for &m in &stage.members {
+                needs[m].push(w);
+            }
+        }
+        let mut groups: HashMap<&str, usize> = HashMap::new();
+        let mut lane_ids: HashMap<(usize, &[usize]), usize> = HashMap::new();
+        let mut lanes: Vec<(usize, String)> = Vec::new();
+        let mut lane_of = Vec::with_capacity(jobs.len());
+        for (i, j) in jobs.iter().enumerate() {
+            let n = groups.len();
+            let g = *groups.entry(j.affinity.as_str()).or_insert(n);
+            let l = *lane_ids.entry((g, needs[i].as_slice())).or_insert_with(|| {
+                lanes.push((g, j.platform.clone()));
+                lanes.len() - 1
+            });
+            lane_of.push(l);
+        }
+        let mut pending = vec![BTreeSet::new(); lanes.len()];
+        for (i, l) in lane_of.iter().enumerate() {
+            pending[*l].insert(i);
+        }
+        let state = State {
+            cells: vec![
+                CellState {
+                    phase: Phase::Pending,
+                    attempts: 0,
+                    requeues: Vec::new(),
+                    result: None,
+                };
+                jobs.len()
+            ],
+            pending,
+            pending_total: jobs.len(),
+            running_total: 0,
+            stages: HashMap::new(),
+            unshared: vec![false; stages.len()],
+            bound: vec![None; groups.len()],
+            down: vec![None; engines.len()],
+            busy: vec![0; engines.len()],
+        };
+        Shared {
+            engines,
+            stages,
+            jobs,
+            needs,
+            lane_of,
+            lanes,
+            opts,
+            cancel,
+            state: Mutex::new(state),
+            wake: Condvar::new(),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Up-to-date cells first, so that a nightly where nothing changed builds no shared
+    /// stage at all. The checks are independent, so they run on a pool. A base whose
+    /// cells are already on an engine stays bound to that engine.
+    fn skip_up_to_date(&self, on_event: &mut dyn FnMut(&Event)) {
+        use rayon::prelude::*;
+        let check = |j: &Job| {
+            if !j.check_current {
+                return None;
+            }
+            self.engines
+                .iter()
+                .enumerate()
+                .filter(|(_, eng)| eng.builds(&j.platform))
+                .find_map(|(e, eng)| up_to_date(j, eng).map(|o| (e, o)))
+        };
+        let threads = self.opts.check_threads.get().clamp(1, 8);
+        let fresh: Vec<Option<(usize, Outcome)>> =
+            match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
+                Ok(p) => p.install(|| self.jobs.par_iter().map(check).collect()),
+                Err(_) => self.jobs.iter().map(check).collect(),
+            };
+        let mut st = self.lock();
+        for (i, o) in fresh.into_iter().enumerate() {
+            if let Some((e, o)) = o {
+                on_event(&Event::Finished(o.clone()));
+                let g = self.lanes[self.lane_of[i]].0;
+                st.bound[g].get_or_insert(e);
+                st.pending[self.lane_of[i]].remove(&i);
+                st.pending_total -= 1;
+                st.cells[i].phase = Phase::Done;
+                st.cells[i].result = Some(o);
+            }
+        }
+        for (w, stage) in self.stages.iter().enumerate() {
+            let left = stage
+                .members
+                .iter()
+                .filter(|&&m| st.cells[m].phase == Phase::Pending)
+                .count();
+            st.unshared[w] = left < 2;
+        }
     }
 
     fn worker(&self, e: usize, tx: &Tx) {
@@ -301,8 +320,7 @@ impl Shared<'_> {
             let task = {
                 let mut st = self.lock();
                 loop {
-                    let finished =
-                        !st.pending.iter().any(|p| *p) && st.running.iter().all(Option::is_none);
+                    let finished = st.pending_total == 0 && st.running_total == 0;
                     if st.down[e].is_some() || self.cancel.is_set() || finished {
                         self.wake.notify_all();
                         return;
@@ -324,8 +342,8 @@ impl Shared<'_> {
             let eng = &self.engines[e];
             let down = || self.lock().down[e].is_some();
             let (job, first) = match task {
-                Task::Warm(w) => (&self.warm[w].job, 1),
-                Task::Cell(i) => (&self.jobs[i], self.lock().attempts[i] + 1),
+                Task::Stage(w) => (&self.stages[w].job, 1),
+                Task::Cell(i) => (&self.jobs[i], self.lock().cells[i].attempts + 1),
             };
             let ran = run_job(job, eng, first, self.opts, self.cancel, &down, &|ev| {
                 let _ = tx.send(ev);
@@ -366,47 +384,75 @@ impl Shared<'_> {
         }
     }
 
-    fn affinity_of(&self, i: usize) -> &str {
-        &self.jobs[i].affinity
+    fn group_of(&self, i: usize) -> usize {
+        self.lanes[self.lane_of[i]].0
     }
 
     /// The next thing engine `e` should do for cell `i`: a shared stage it still lacks,
     /// or the cell itself; None while one of its shared stages is being built there.
     fn task_for(&self, st: &State, i: usize, e: usize) -> Option<Task> {
-        for &w in &self.needs[i] {
-            match st.warm.get(&(w, e)) {
-                Some(WarmState::Done) => {}
+        for &w in self.needs[i].iter().filter(|&&w| !st.unshared[w]) {
+            match st.stages.get(&(w, e)) {
+                Some(StageState::Done) => {}
                 Some(_) => return None,
-                None => return Some(Task::Warm(w)),
+                None => return Some(Task::Stage(w)),
             }
         }
         Some(Task::Cell(i))
     }
 
+    /// Cells queued for engine `e` (of bases bound to it) plus those it runs, per slot.
     fn load(&self, st: &State, e: usize) -> f64 {
-        let queued = (0..self.jobs.len())
-            .filter(|&i| st.pending[i] && st.bound.get(self.affinity_of(i)) == Some(&e))
-            .count();
-        (queued + st.busy[e]) as f64 / self.engines[e].jobs.max(1) as f64
+        let queued: usize = self
+            .lanes
+            .iter()
+            .enumerate()
+            .filter(|(_, (g, _))| st.bound[*g] == Some(e))
+            .map(|(l, _)| st.pending[l].len())
+            .sum();
+        (queued + st.busy[e]) as f64 / self.engines[e].slots.get() as f64
     }
 
     fn has_free_slot(&self, st: &State, e: usize) -> bool {
-        st.down[e].is_none() && st.busy[e] < self.engines[e].jobs.max(1)
+        st.down[e].is_none() && st.busy[e] < self.engines[e].slots.get()
+    }
+
+    /// Lanes with pending cells, as (first pending cell, lane), in plan order.
+    fn heads(&self, st: &State) -> Vec<(usize, usize)> {
+        let mut h: Vec<(usize, usize)> = st
+            .pending
+            .iter()
+            .enumerate()
+            .filter_map(|(l, p)| p.first().map(|i| (*i, l)))
+            .collect();
+        h.sort_unstable();
+        h
     }
 
     fn pick(&self, st: &State, e: usize) -> Option<Task> {
-        let pending = || (0..self.jobs.len()).filter(|&i| st.pending[i]);
+        if st.pending_total == 0 {
+            return None;
+        }
+        let eng = &self.engines[e];
+        let heads = self.heads(st);
         // 1. cells whose base this engine already holds
-        for i in pending().filter(|&i| st.bound.get(self.affinity_of(i)) == Some(&e)) {
-            if let Some(t) = self.task_for(st, i, e) {
-                return Some(t);
+        for &(i, l) in &heads {
+            if st.bound[self.lanes[l].0] == Some(e) {
+                if let Some(t) = self.task_for(st, i, e) {
+                    return Some(t);
+                }
             }
         }
         // 2. a base nobody holds: it goes to the least loaded engine with a free slot
-        if let Some(i) = pending().find(|&i| !st.bound.contains_key(self.affinity_of(i))) {
-            let groups = |f: usize| st.bound.values().filter(|o| **o == f).count();
+        // that can build its platform
+        if let Some(&(i, l)) = heads
+            .iter()
+            .find(|(_, l)| st.bound[self.lanes[*l].0].is_none())
+        {
+            let platform = &self.lanes[l].1;
+            let groups = |f: usize| st.bound.iter().filter(|o| **o == Some(f)).count();
             let best = (0..self.engines.len())
-                .filter(|&f| self.has_free_slot(st, f))
+                .filter(|&f| self.has_free_slot(st, f) && self.engines[f].builds(platform))
                 .min_by(|&a, &b| {
                     self.load(st, a)
                         .total_cmp(&self.load(st, b))
@@ -419,50 +465,72 @@ impl Shared<'_> {
         // 3. rather than sit idle, take a cell queued behind a saturated engine: one
         // this engine can start as is, or, when the queue is long enough to repay
         // building that base's shared stages here too, the first of those stages
-        for i in pending() {
-            let Some(f) = st.bound.get(self.affinity_of(i)).copied() else {
-                continue;
-            };
-            if f == e || self.has_free_slot(st, f) {
+        for &(i, l) in &heads {
+            let (g, platform) = &self.lanes[l];
+            let Some(f) = st.bound[*g] else { continue };
+            if f == e || self.has_free_slot(st, f) || !eng.builds(platform) {
                 continue;
             }
             match self.task_for(st, i, e) {
                 Some(t @ Task::Cell(_)) => return Some(t),
-                Some(t @ Task::Warm(_)) if self.long_queue(st, i, f) => return Some(t),
+                Some(t @ Task::Stage(_)) if self.long_queue(st, *g, f) => return Some(t),
                 _ => {}
             }
         }
         None
     }
 
-    /// Whether the cells of `i`'s base waiting for engine `f` are more than two rounds
+    /// Whether the cells of group `g` waiting for engine `f` are more than two rounds
     /// of its slots. Below that, `f` starts them about as soon as another engine could
     /// finish building the base's shared stages (measured: with 4 cells of one base on
     /// two one-core engines of 2 slots, the second engine built the stages and never
     /// got a cell), so building them twice would only cost.
-    fn long_queue(&self, st: &State, i: usize, f: usize) -> bool {
-        let a = self.affinity_of(i);
-        let waiting = (0..self.jobs.len())
-            .filter(|&j| st.pending[j] && self.affinity_of(j) == a)
-            .count();
-        waiting > 2 * self.engines[f].jobs.max(1)
+    fn long_queue(&self, st: &State, g: usize, f: usize) -> bool {
+        let waiting: usize = self
+            .lanes
+            .iter()
+            .enumerate()
+            .filter(|(_, (lg, _))| *lg == g)
+            .map(|(l, _)| st.pending[l].len())
+            .sum();
+        waiting > 2 * self.engines[f].slots.get()
     }
 
     fn begin(&self, st: &mut State, t: Task, e: usize) {
         st.busy[e] += 1;
         match t {
-            Task::Warm(w) => {
-                st.warm.insert((w, e), WarmState::Running);
-                for &m in &self.warm[w].members {
-                    st.bound.entry(self.jobs[m].affinity.clone()).or_insert(e);
+            Task::Stage(w) => {
+                st.stages.insert((w, e), StageState::Running);
+                for &m in &self.stages[w].members {
+                    st.bound[self.group_of(m)].get_or_insert(e);
                 }
             }
             Task::Cell(i) => {
-                st.pending[i] = false;
-                st.running[i] = Some(e);
-                st.bound.entry(self.jobs[i].affinity.clone()).or_insert(e);
+                st.pending[self.lane_of[i]].remove(&i);
+                st.pending_total -= 1;
+                st.running_total += 1;
+                st.cells[i].phase = Phase::Running(e);
+                st.bound[self.group_of(i)].get_or_insert(e);
             }
         }
+    }
+
+    fn requeue(&self, st: &mut State, i: usize) {
+        st.cells[i].phase = Phase::Pending;
+        st.pending[self.lane_of[i]].insert(i);
+        st.pending_total += 1;
+    }
+
+    /// Settle a cell: its one outcome, sent once.
+    fn settle(&self, st: &mut State, i: usize, mut o: Outcome, tx: &Tx) {
+        if st.cells[i].phase == Phase::Pending {
+            st.pending[self.lane_of[i]].remove(&i);
+            st.pending_total -= 1;
+        }
+        st.cells[i].phase = Phase::Done;
+        o.requeues = std::mem::take(&mut st.cells[i].requeues);
+        st.cells[i].result = Some(o.clone());
+        let _ = tx.send(Event::Finished(o));
     }
 
     fn end(&self, st: &mut State, t: Task, e: usize, ran: Ran, tx: &Tx) {
@@ -472,85 +540,85 @@ impl Shared<'_> {
             self.mark_down(st, e, why, tx);
         }
         match t {
-            Task::Warm(w) => {
-                if lost {
-                    st.warm.remove(&(w, e));
-                } else if ran.outcome.status.succeeded() {
-                    st.warm.insert((w, e), WarmState::Done);
-                } else if ran.outcome.status == Status::Cancelled {
-                    st.warm.remove(&(w, e));
-                    let _ = tx.send(Event::Finished(ran.outcome));
-                } else {
-                    st.warm.insert((w, e), WarmState::Failed);
-                    self.fail_members(st, w, &ran.outcome, tx);
-                    let _ = tx.send(Event::Finished(ran.outcome));
-                }
-            }
+            Task::Stage(w) => self.end_stage(st, w, e, lost, ran.outcome, tx),
             Task::Cell(i) => {
-                st.running[i] = None;
-                st.attempts[i] = ran.outcome.attempts;
+                st.running_total -= 1;
+                st.cells[i].attempts = ran.outcome.attempts;
                 if lost {
-                    let reason = st.down[e].clone().unwrap_or_default();
-                    st.requeues[i].push(Requeue {
-                        engine: self.engines[e].name.clone(),
-                        reason: reason.clone(),
-                        seconds: (ran.outcome.duration.as_secs_f64() * 10.0).round() / 10.0,
-                    });
-                    if st.down.iter().all(Option::is_some) {
-                        self.fail_for_no_engine(st, i, tx);
-                    } else if let Some(why) = self.failed_stage(st, i) {
-                        self.fail_unrunnable(st, i, why, tx);
-                    } else {
-                        st.pending[i] = true;
-                        let _ = tx.send(Event::Requeued {
-                            id: self.jobs[i].id.clone(),
-                            from: self.engines[e].name.clone(),
-                            reason,
-                        });
-                    }
+                    self.lost(st, i, e, &ran.outcome, tx);
                 } else {
-                    let mut o = ran.outcome;
-                    o.requeues = std::mem::take(&mut st.requeues[i]);
-                    st.results[i] = Some(o.clone());
-                    let _ = tx.send(Event::Finished(o));
+                    self.settle(st, i, ran.outcome, tx);
                 }
             }
+        }
+    }
+
+    fn end_stage(&self, st: &mut State, w: usize, e: usize, lost: bool, o: Outcome, tx: &Tx) {
+        if lost {
+            st.stages.remove(&(w, e));
+        } else if o.status.succeeded() {
+            st.stages.insert((w, e), StageState::Done);
+        } else if o.status == Status::Cancelled {
+            st.stages.remove(&(w, e));
+            let _ = tx.send(Event::Finished(o));
+        } else {
+            st.stages.insert((w, e), StageState::Failed);
+            self.fail_members(st, w, &o, tx);
+            let _ = tx.send(Event::Finished(o));
+        }
+    }
+
+    /// A cell whose engine went down under it: back in the queue, unless nothing can
+    /// run it any more.
+    fn lost(&self, st: &mut State, i: usize, e: usize, o: &Outcome, tx: &Tx) {
+        let reason = st.down[e].clone().unwrap_or_default();
+        st.cells[i].requeues.push(Requeue {
+            engine: self.engines[e].name.clone(),
+            reason: reason.clone(),
+            seconds: (o.duration.as_secs_f64() * 10.0).round() / 10.0,
+        });
+        self.requeue(st, i);
+        if st.down.iter().all(Option::is_some) {
+            self.fail_for_no_engine(st, i, tx);
+        } else if let Some(why) = self.failed_stage(st, i) {
+            self.fail_unrunnable(st, i, why, tx);
+        } else {
+            let _ = tx.send(Event::Requeued {
+                job: self.jobs[i].kind,
+                id: self.jobs[i].id.clone(),
+                from: self.engines[e].name.clone(),
+                reason,
+            });
         }
     }
 
     /// A shared stage that failed for a reason of its own fails its waiting members once,
     /// instead of each of them building the same broken layers again.
     fn fail_members(&self, st: &mut State, w: usize, o: &Outcome, tx: &Tx) {
-        let wm = self.warm[w];
-        for &m in &wm.members {
-            if !st.pending[m] {
+        let stage = &self.stages[w];
+        for &m in &stage.members {
+            if st.cells[m].phase != Phase::Pending {
                 continue;
             }
-            st.pending[m] = false;
             let status = match o.status {
                 Status::NotStarted | Status::Cancelled => o.status,
                 _ => Status::Failed,
             };
             let out = Outcome {
-                id: self.jobs[m].id.clone(),
                 status,
-                attempts: 0,
                 exit_code: o.exit_code,
-                duration: Duration::ZERO,
                 tail: o.tail.clone(),
-                image: None,
                 reason: Some(format!(
                     "shared stage {} {}: {}",
-                    wm.job.id,
+                    stage.job.id,
                     o.status.as_str(),
                     o.reason.clone().unwrap_or_default()
                 )),
-                verification: None,
                 engine: o.engine.clone(),
-                requeues: std::mem::take(&mut st.requeues[m]),
+                attempts: st.cells[m].attempts,
+                ..Outcome::not_started(self.jobs[m].kind, &self.jobs[m].id)
             };
-            st.results[m] = Some(out.clone());
-            let _ = tx.send(Event::Finished(out));
+            self.settle(st, m, out, tx);
         }
     }
 
@@ -559,17 +627,22 @@ impl Shared<'_> {
             return;
         }
         st.down[e] = Some(why.to_string());
-        st.bound.retain(|_, owner| *owner != e);
-        st.warm.retain(|(_, on), _| *on != e);
+        for b in &mut st.bound {
+            if *b == Some(e) {
+                *b = None;
+            }
+        }
+        st.stages.retain(|(_, on), _| *on != e);
+        let left = st.down.iter().filter(|d| d.is_none()).count();
         let _ = tx.send(Event::EngineDown {
             engine: self.engines[e].name.clone(),
             reason: why.to_string(),
+            left,
         });
-        if st.down.iter().all(Option::is_some) {
-            for i in 0..self.jobs.len() {
-                if st.pending[i] {
-                    self.fail_for_no_engine(st, i, tx);
-                }
+        if left == 0 {
+            let pending: Vec<usize> = st.pending.iter().flatten().copied().collect();
+            for i in pending {
+                self.fail_for_no_engine(st, i, tx);
             }
         }
     }
@@ -587,27 +660,24 @@ impl Shared<'_> {
 
     /// A pending cell that cannot run any more ends as failed, with why.
     fn fail_unrunnable(&self, st: &mut State, i: usize, reason: String, tx: &Tx) {
-        st.pending[i] = false;
         let o = Outcome {
             status: Status::Failed,
-            attempts: st.attempts[i],
+            attempts: st.cells[i].attempts,
             reason: Some(reason),
-            requeues: std::mem::take(&mut st.requeues[i]),
-            ..not_started(&self.jobs[i].id)
+            ..Outcome::not_started(self.jobs[i].kind, &self.jobs[i].id)
         };
-        st.results[i] = Some(o.clone());
-        let _ = tx.send(Event::Finished(o));
+        self.settle(st, i, o, tx);
     }
 
     /// A shared stage of cell `i` that failed on its own on some engine: the cell would
     /// fail the same way anywhere (and that engine would never start it).
     fn failed_stage(&self, st: &State, i: usize) -> Option<String> {
         self.needs[i].iter().find_map(|&w| {
-            st.warm.iter().find_map(|((x, on), s)| {
-                (*x == w && *s == WarmState::Failed).then(|| {
+            st.stages.iter().find_map(|((x, on), s)| {
+                (*x == w && *s == StageState::Failed).then(|| {
                     format!(
                         "shared stage {} failed on engine {}",
-                        self.warm[w].job.id, self.engines[*on].name
+                        self.stages[w].job.id, self.engines[*on].name
                     )
                 })
             })
@@ -618,7 +688,7 @@ impl Shared<'_> {
     /// would take any pending cell, those cells can never run; fail them rather than
     /// wait for ever.
     fn fail_if_stuck(&self, st: &mut State, tx: &Tx) {
-        if st.busy.iter().any(|b| *b > 0) {
+        if st.pending_total == 0 || st.busy.iter().any(|b| *b > 0) {
             return;
         }
         let takers = (0..self.engines.len())
@@ -627,13 +697,15 @@ impl Shared<'_> {
         if takers {
             return;
         }
-        for i in 0..self.jobs.len() {
-            if st.pending[i] {
-                let why = self
-                    .failed_stage(st, i)
-                    .unwrap_or_else(|| "no engine that is up can build it".into());
-                self.fail_unrunnable(st, i, why, tx);
-            }
+        let pending: Vec<usize> = st.pending.iter().flatten().copied().collect();
+        for i in pending {
+            let why = self.failed_stage(st, i).unwrap_or_else(|| {
+                format!(
+                    "no engine that is up can build it (platform {})",
+                    self.jobs[i].platform
+                )
+            });
+            self.fail_unrunnable(st, i, why, tx);
         }
     }
 }
@@ -645,24 +717,8 @@ fn up_to_date(job: &Job, eng: &Engine) -> Option<Outcome> {
         image: eng.exec.image_info(job),
         engine: Some(eng.name.clone()),
         status: Status::UpToDate,
-        ..not_started(&job.id)
+        ..Outcome::not_started(job.kind, &job.id)
     })
-}
-
-fn not_started(id: &str) -> Outcome {
-    Outcome {
-        id: id.to_string(),
-        status: Status::NotStarted,
-        attempts: 0,
-        exit_code: None,
-        duration: Duration::ZERO,
-        tail: Vec::new(),
-        image: None,
-        reason: None,
-        verification: None,
-        engine: None,
-        requeues: Vec::new(),
-    }
 }
 
 /// One job's run on one engine, and whether the engine turned out to be gone.
@@ -671,6 +727,7 @@ struct Ran {
     engine_down: Option<String>,
 }
 
+/// Attempts of one job on one engine, with retries after transient failures.
 fn run_job(
     job: &Job,
     eng: &Engine,
@@ -686,6 +743,7 @@ fn run_job(
     loop {
         attempt += 1;
         emit(Event::Started {
+            job: job.kind,
             id: job.id.clone(),
             attempt,
             engine: eng.name.clone(),
@@ -705,6 +763,7 @@ fn run_job(
             attempt,
             &mut |step| {
                 emit(Event::Step {
+                    job: job.kind,
                     id: job.id.clone(),
                     step,
                 })
@@ -712,17 +771,14 @@ fn run_job(
             &stop,
         );
         let outcome = |status, exit_code, reason, tail: Vec<String>| Outcome {
-            id: job.id.clone(),
             status,
             attempts: attempt,
             exit_code,
             duration: start.elapsed(),
             tail,
-            image: None,
             reason,
-            verification: None,
             engine: Some(eng.name.clone()),
-            requeues: Vec::new(),
+            ..Outcome::not_started(job.kind, &job.id)
         };
         // A failure may be the engine's, not the build's: ask it before blaming the cell.
         let engine_gone = match &r.end {
@@ -738,73 +794,34 @@ fn run_job(
                 engine_down: Some(why),
             };
         }
-        let (status, code, reason) = match &r.end {
-            AttemptEnd::Succeeded => (Status::Built, Some(0), None),
-            AttemptEnd::Failed {
-                exit_code,
-                transient,
-            } => {
-                if *transient && attempt < first_attempt + opts.retries && !cancel.is_set() {
-                    let wait = opts.backoff * 2u32.saturating_pow(attempt - first_attempt);
-                    emit(Event::Retrying {
-                        id: job.id.clone(),
-                        attempt: attempt + 1,
-                        wait,
-                    });
-                    let until = Instant::now() + wait;
-                    while Instant::now() < until && !cancel.is_set() {
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                    if !cancel.is_set() {
-                        continue;
-                    }
+        if let AttemptEnd::Failed {
+            transient: true, ..
+        } = r.end
+        {
+            if attempt < first_attempt + opts.retries && !cancel.is_set() {
+                let wait = opts.backoff * 2u32.saturating_pow(attempt - first_attempt);
+                emit(Event::Retrying {
+                    job: job.kind,
+                    id: job.id.clone(),
+                    attempt: attempt + 1,
+                    wait,
+                });
+                let until = Instant::now() + wait;
+                while Instant::now() < until && !cancel.is_set() {
+                    std::thread::sleep(Duration::from_millis(20));
                 }
-                let why = match *exit_code {
-                    125 => "docker rejected the build arguments (exit 125)".to_string(),
-                    c if c > 128 => format!("docker build was killed by signal {}", c - 128),
-                    c => format!(
-                        "docker build exited with {c}{}",
-                        if *transient {
-                            " (looked transient)"
-                        } else {
-                            ""
-                        }
-                    ),
-                };
-                (Status::Failed, Some(*exit_code), Some(why))
+                if !cancel.is_set() {
+                    continue;
+                }
             }
-            AttemptEnd::TimedOut => (
-                Status::TimedOut,
-                None,
-                Some(format!(
-                    "no result within {}",
-                    humantime::format_duration(opts.timeout.unwrap_or_default())
-                )),
-            ),
-            AttemptEnd::Cancelled => (
-                Status::Cancelled,
-                None,
-                Some(cancel_reason(cancel.get()).into()),
-            ),
-            AttemptEnd::Error(e) => (Status::Failed, None, Some(e.clone())),
-        };
-        if opts.fail_fast && !status.succeeded() {
-            cancel.set(Cancel::FAIL_FAST);
+        }
+        let (status, code, reason) = judge(&r.end, opts, cancel);
+        if opts.fail_fast && !status.succeeded() && status != Status::Cancelled {
+            cancel.set(Reason::FailFast);
         }
         let mut o = outcome(status, code, reason, r.tail);
         if status == Status::Built {
             o.image = exec.image_info(job);
-        }
-        if opts.verify && status == Status::Built && !cancel.is_set() && job.primary_tag.is_some() {
-            emit(Event::Step {
-                id: job.id.clone(),
-                step: Step {
-                    index: 1,
-                    total: 1,
-                    text: "verifying the image".into(),
-                },
-            });
-            o.verification = exec.verify(job, cancel);
         }
         o.duration = start.elapsed();
         return Ran {
@@ -814,29 +831,93 @@ fn run_job(
     }
 }
 
-pub fn cancel_reason(why: u8) -> &'static str {
-    match why {
-        Cancel::FAIL_FAST => "stopped by --fail-fast after another cell failed",
-        Cancel::INTERRUPT => "interrupted (SIGINT)",
-        Cancel::TERMINATE => "terminated (SIGTERM)",
-        _ => "cancelled",
+/// Status, exit code and reason of an attempt's end.
+fn judge(
+    end: &AttemptEnd,
+    opts: &Options,
+    cancel: &Cancel,
+) -> (Status, Option<i32>, Option<String>) {
+    match end {
+        AttemptEnd::Succeeded => (Status::Built, Some(0), None),
+        AttemptEnd::Failed {
+            exit_code,
+            transient,
+        } => {
+            let why = match *exit_code {
+                125 => "docker rejected the build arguments (exit 125)".to_string(),
+                c if c > 128 => format!("docker build was killed by signal {}", c - 128),
+                c => format!(
+                    "docker build exited with {c}{}",
+                    if *transient {
+                        " (looked transient)"
+                    } else {
+                        ""
+                    }
+                ),
+            };
+            (Status::Failed, Some(*exit_code), Some(why))
+        }
+        AttemptEnd::TimedOut => (
+            Status::TimedOut,
+            None,
+            Some(format!(
+                "no result within {}",
+                humantime::format_duration(opts.timeout.unwrap_or_default())
+            )),
+        ),
+        AttemptEnd::Cancelled => (
+            Status::Cancelled,
+            None,
+            Some(
+                cancel
+                    .reason()
+                    .map_or_else(|| "cancelled".into(), Reason::describe),
+            ),
+        ),
+        AttemptEnd::Error(e) => (Status::Failed, None, Some(e.clone())),
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::docker::BuildRequest;
-    use crate::executor::{FakeAttempt, FakeExecutor};
+    use crate::run::executor::JobKind;
+    use crate::run::fake::{FakeAttempt, FakeExecutor};
+    use crate::signals::Signal;
 
     fn job(id: &str) -> Job {
         Job {
+            kind: JobKind::Cell(0),
             id: id.into(),
             request: BuildRequest::default(),
             log_path: "/dev/null".into(),
             input_hash: "h".into(),
             primary_tag: Some(format!("r:{id}")),
             affinity: String::new(),
+            platform: "linux/amd64".into(),
+            check_current: true,
+        }
+    }
+
+    /// Cell jobs numbered in order.
+    fn cells<const N: usize>(jobs: [Job; N]) -> Vec<Job> {
+        jobs.into_iter()
+            .enumerate()
+            .map(|(i, j)| Job {
+                kind: JobKind::Cell(i),
+                ..j
+            })
+            .collect()
+    }
+
+    fn stage(n: usize, j: Job, members: Vec<usize>) -> SharedStage {
+        SharedStage {
+            job: Job {
+                kind: JobKind::Stage(n),
+                primary_tag: None,
+                ..j
+            },
+            members,
         }
     }
 
@@ -848,36 +929,41 @@ mod tests {
         }
     }
 
-    /// One engine with `opts.jobs` slots.
+    fn engine<'a>(name: &str, exec: &'a dyn Executor, slots: usize) -> Engine<'a> {
+        Engine {
+            name: name.into(),
+            exec,
+            slots: NonZeroUsize::new(slots).unwrap(),
+            platforms: Vec::new(),
+        }
+    }
+
+    /// One engine with `slots` slots.
     fn run1(
-        warm: &[Vec<Warm>],
+        stages: &[SharedStage],
         jobs: &[Job],
         exec: &dyn Executor,
+        slots: usize,
         opts: &Options,
         cancel: &Cancel,
         on_event: &mut dyn FnMut(&Event),
     ) -> Vec<Outcome> {
-        let engines = [Engine {
-            name: "only".into(),
-            exec,
-            jobs: opts.jobs,
-        }];
-        run(&engines, warm, jobs, opts, cancel, on_event)
+        let engines = [engine("only", exec, slots)];
+        run(&engines, stages, &renumber(jobs), opts, cancel, on_event)
     }
 
-    fn two<'a>(a: &'a FakeExecutor, b: &'a FakeExecutor, jobs: usize) -> [Engine<'a>; 2] {
-        [
-            Engine {
-                name: "a".into(),
-                exec: a,
-                jobs,
-            },
-            Engine {
-                name: "b".into(),
-                exec: b,
-                jobs,
-            },
-        ]
+    fn renumber(jobs: &[Job]) -> Vec<Job> {
+        jobs.iter()
+            .enumerate()
+            .map(|(i, j)| Job {
+                kind: JobKind::Cell(i),
+                ..j.clone()
+            })
+            .collect()
+    }
+
+    fn two<'a>(a: &'a FakeExecutor, b: &'a FakeExecutor, slots: usize) -> [Engine<'a>; 2] {
+        [engine("a", a, slots), engine("b", b, slots)]
     }
 
     /// Engines a and b with `slots` builds each; events dropped.
@@ -885,14 +971,14 @@ mod tests {
         a: &FakeExecutor,
         b: &FakeExecutor,
         slots: usize,
-        warm: &[Vec<Warm>],
+        stages: &[SharedStage],
         jobs: &[Job],
     ) -> Vec<Outcome> {
         run(
             &two(a, b, slots),
-            warm,
-            jobs,
-            &opts(slots),
+            stages,
+            &renumber(jobs),
+            &opts(),
             &Cancel::default(),
             &mut |_| {},
         )
@@ -904,32 +990,19 @@ mod tests {
         c
     }
 
-    fn opts(jobs: usize) -> Options {
+    fn opts() -> Options {
         Options {
-            jobs,
             fail_fast: false,
             timeout: None,
             retries: 0,
             backoff: Duration::from_millis(1),
-            force: false,
-            verify: false,
             engine_check: Duration::from_millis(20),
+            check_threads: NonZeroUsize::new(2).unwrap(),
         }
     }
 
     fn statuses(o: &[Outcome]) -> Vec<&'static str> {
         o.iter().map(|x| x.status.as_str()).collect()
-    }
-
-    #[test]
-    fn a_signal_overrides_fail_fast_but_not_another_signal() {
-        let c = Cancel::default();
-        c.set(Cancel::FAIL_FAST);
-        c.set(Cancel::INTERRUPT);
-        assert_eq!(c.get(), Cancel::INTERRUPT);
-        c.set(Cancel::TERMINATE);
-        c.set(Cancel::FAIL_FAST);
-        assert_eq!(c.get(), Cancel::INTERRUPT);
     }
 
     #[test]
@@ -944,9 +1017,15 @@ mod tests {
         );
         let jobs = vec![job("a"), job("b"), job("c")];
         let mut events = Vec::new();
-        let o = run1(&[], &jobs, &fake, &opts(1), &Cancel::default(), &mut |e| {
-            events.push(format!("{e:?}"))
-        });
+        let o = run1(
+            &[],
+            &jobs,
+            &fake,
+            1,
+            &opts(),
+            &Cancel::default(),
+            &mut |e| events.push(format!("{e:?}")),
+        );
         assert_eq!(statuses(&o), ["built", "failed", "built"]);
         assert_eq!(*fake.calls.lock().unwrap(), ["a#1", "b#1", "c#1"]);
         assert!(events.iter().filter(|e| e.starts_with("Finished")).count() == 3);
@@ -964,16 +1043,16 @@ mod tests {
             }],
         );
         let jobs = vec![job("a"), job("b"), job("c"), job("d")];
-        let mut o = opts(2);
+        let mut o = opts();
         o.fail_fast = true;
-        let out = run1(&[], &jobs, &fake, &o, &Cancel::default(), &mut |_| {});
+        let out = run1(&[], &jobs, &fake, 2, &o, &Cancel::default(), &mut |_| {});
         assert_eq!(
             statuses(&out),
             ["cancelled", "failed", "not-started", "not-started"]
         );
         assert_eq!(
             out[0].reason.as_deref(),
-            Some("stopped by --fail-fast after another cell failed")
+            Some("stopped by --fail-fast after a failure")
         );
     }
 
@@ -1010,12 +1089,13 @@ mod tests {
                 FakeAttempt::Ok { millis: 0 },
             ],
         );
-        let mut o = opts(1);
+        let mut o = opts();
         o.retries = 2;
         let out = run1(
             &[],
             &[job("a"), job("b"), job("c")],
             &fake,
+            1,
             &o,
             &Cancel::default(),
             &mut |_| {},
@@ -1032,13 +1112,14 @@ mod tests {
     fn timeouts_stop_a_hung_build() {
         let fake = FakeExecutor::default();
         fake.script("a", vec![FakeAttempt::Hang]);
-        let mut o = opts(1);
+        let mut o = opts();
         o.timeout = Some(Duration::from_millis(30));
         o.retries = 3;
         let out = run1(
             &[],
             &[job("a"), job("b")],
             &fake,
+            1,
             &o,
             &Cancel::default(),
             &mut |_| {},
@@ -1057,14 +1138,25 @@ mod tests {
             &[],
             &[job("a"), job("b")],
             &fake,
-            &opts(2),
+            2,
+            &opts(),
             &Cancel::default(),
             &mut |_| {},
         );
         assert_eq!(statuses(&out), ["up-to-date", "built"]);
-        let mut o = opts(2);
-        o.force = true;
-        let out = run1(&[], &[job("a")], &fake, &o, &Cancel::default(), &mut |_| {});
+        let forced = Job {
+            check_current: false,
+            ..job("a")
+        };
+        let out = run1(
+            &[],
+            &[forced],
+            &fake,
+            2,
+            &opts(),
+            &Cancel::default(),
+            &mut |_| {},
+        );
         assert_eq!(statuses(&out), ["built"]);
     }
 
@@ -1079,15 +1171,13 @@ mod tests {
             }],
         );
         let jobs = vec![job("a"), job("b"), job("c")];
-        let warm = vec![vec![Warm {
-            job: job("warm"),
-            members: vec![0, 2],
-        }]];
+        let stages = [stage(0, job("warm"), vec![0, 2])];
         let out = run1(
-            &warm,
+            &stages,
             &jobs,
             &fake,
-            &opts(2),
+            2,
+            &opts(),
             &Cancel::default(),
             &mut |_| {},
         );
@@ -1110,16 +1200,22 @@ mod tests {
             &[],
             &[job("a"), job("b")],
             &fake,
-            &opts(1),
+            1,
+            &opts(),
             &cancel,
             &mut |e| {
                 if matches!(e, Event::Started { .. }) {
-                    c2.set(Cancel::INTERRUPT);
+                    c2.set(Reason::Signal(Signal::Interrupt));
                 }
             },
         );
         assert_eq!(statuses(&out), ["cancelled", "not-started"]);
-        assert_eq!(out[0].reason.as_deref(), Some("interrupted (SIGINT)"));
+        assert_eq!(out[0].reason.as_deref(), Some("interrupted by SIGINT"));
+        assert_eq!(
+            out[1].reason.as_deref(),
+            Some("interrupted by SIGINT"),
+            "a cell that never started says why"
+        );
     }
 
     #[test]
@@ -1156,17 +1252,11 @@ mod tests {
             b.script(id, vec![FakeAttempt::Ok { millis: 30 }]);
         }
         let jobs = [on("x1", "X"), on("x2", "X"), on("y1", "Y"), on("y2", "Y")];
-        let warm = vec![vec![
-            Warm {
-                job: on("wx", "X"),
-                members: vec![0, 1],
-            },
-            Warm {
-                job: on("wy", "Y"),
-                members: vec![2, 3],
-            },
-        ]];
-        let out = run2(&a, &b, 2, &warm, &jobs);
+        let stages = [
+            stage(0, on("wx", "X"), vec![0, 1]),
+            stage(1, on("wy", "Y"), vec![2, 3]),
+        ];
+        let out = run2(&a, &b, 2, &stages, &jobs);
         assert_eq!(statuses(&out), ["built"; 4]);
         let mut both = [calls(&a), calls(&b)];
         both.sort();
@@ -1215,8 +1305,8 @@ mod tests {
         let out = run(
             &two(&a, &b, 1),
             &[],
-            &jobs,
-            &opts(1),
+            &renumber(&jobs),
+            &opts(),
             &Cancel::default(),
             &mut |e| events.push(e.clone()),
         );
@@ -1290,8 +1380,8 @@ mod tests {
     struct Fixture {
         a: FakeExecutor,
         b: FakeExecutor,
-        warm: [Warm; 1],
-        jobs: [Job; 2],
+        stages: [SharedStage; 1],
+        jobs: Vec<Job>,
         opts: Options,
         cancel: Cancel,
     }
@@ -1301,39 +1391,27 @@ mod tests {
             Fixture {
                 a: FakeExecutor::default(),
                 b: FakeExecutor::default(),
-                warm: [Warm {
-                    job: on("wx", "X"),
-                    members: vec![0, 1],
-                }],
-                jobs: [on("x1", "X"), on("x2", "X")],
-                opts: opts(1),
+                stages: [stage(0, on("wx", "X"), vec![0, 1])],
+                jobs: cells([on("x1", "X"), on("x2", "X")]),
+                opts: opts(),
                 cancel: Cancel::default(),
             }
         }
     }
 
-    /// Shared state for driving `end` and `fail_if_stuck` by hand, nothing running.
+    /// Shared state for driving `end` and `fail_if_stuck` by hand: both cells taken
+    /// out of the queue, nothing running.
     fn by_hand<'a>(f: &'a Fixture, engines: &'a [Engine<'a>]) -> Shared<'a> {
-        Shared {
-            engines,
-            warm: f.warm.iter().collect(),
-            needs: vec![vec![0], vec![0]],
-            jobs: &f.jobs,
-            opts: &f.opts,
-            cancel: &f.cancel,
-            state: Mutex::new(State {
-                pending: vec![false; 2],
-                running: vec![None; 2],
-                results: vec![None; 2],
-                attempts: vec![0; 2],
-                requeues: vec![Vec::new(); 2],
-                warm: HashMap::new(),
-                bound: HashMap::new(),
-                down: vec![None; 2],
-                busy: vec![0; 2],
-            }),
-            wake: Condvar::new(),
+        let sh = Shared::new(engines, &f.stages, &f.jobs, &f.opts, &f.cancel);
+        {
+            let mut st = sh.lock();
+            for i in 0..2 {
+                st.pending[sh.lane_of[i]].remove(&i);
+                st.cells[i].phase = Phase::Done;
+            }
+            st.pending_total = 0;
         }
+        sh
     }
 
     #[test]
@@ -1345,26 +1423,28 @@ mod tests {
         {
             // wx failed on a while x1 ran on b, then b died under x1
             let mut st = sh.lock();
-            st.warm.insert((0, 0), WarmState::Failed);
-            st.running[0] = Some(1);
+            st.stages.insert((0, 0), StageState::Failed);
+            st.cells[0].phase = Phase::Running(1);
+            st.running_total = 1;
             st.busy[1] = 1;
             let ran = Ran {
                 outcome: Outcome {
                     attempts: 1,
                     status: Status::Failed,
-                    ..not_started("x1")
+                    ..Outcome::not_started(JobKind::Cell(0), "x1")
                 },
                 engine_down: Some("gone".into()),
             };
             sh.end(&mut st, Task::Cell(0), 1, ran, &tx);
-            let r = st.results[0].as_ref().expect("x1 ended");
+            let r = st.cells[0].result.as_ref().expect("x1 ended");
             assert_eq!(r.status, Status::Failed);
             assert_eq!(
                 r.reason.as_deref(),
                 Some("shared stage wx failed on engine a")
             );
             assert_eq!(r.requeues.len(), 1, "the loss is still recorded");
-            assert!(!st.pending[0]);
+            assert_eq!(st.cells[0].phase, Phase::Done);
+            assert_eq!(st.pending_total, 0);
         }
         drop(tx);
         assert!(rx
@@ -1380,19 +1460,68 @@ mod tests {
         let (tx, _rx) = mpsc::channel();
         let mut st = sh.lock();
         // x2 pending; b is down and wx failed on a, the only engine left
-        st.pending[1] = true;
+        sh.requeue(&mut st, 1);
         st.down[1] = Some("gone".into());
-        st.warm.insert((0, 0), WarmState::Failed);
+        st.stages.insert((0, 0), StageState::Failed);
         st.busy[0] = 1;
         sh.fail_if_stuck(&mut st, &tx);
-        assert!(st.pending[1], "something still runs: not stuck yet");
+        assert_eq!(
+            st.cells[1].phase,
+            Phase::Pending,
+            "something still runs: not stuck yet"
+        );
         st.busy[0] = 0;
         sh.fail_if_stuck(&mut st, &tx);
-        assert!(!st.pending[1]);
+        assert_eq!(st.cells[1].phase, Phase::Done);
         assert_eq!(
-            st.results[1].as_ref().unwrap().reason.as_deref(),
+            st.cells[1].result.as_ref().unwrap().reason.as_deref(),
             Some("shared stage wx failed on engine a")
         );
+    }
+
+    #[test]
+    fn a_platform_no_engine_builds_is_never_started() {
+        let (a, b) = (FakeExecutor::default(), FakeExecutor::default());
+        let mut engines = two(&a, &b, 1);
+        engines[0].platforms = vec!["linux/amd64".into()];
+        engines[1].platforms = vec!["linux/amd64".into(), "linux/arm64".into()];
+        let arm = Job {
+            platform: "linux/arm64".into(),
+            ..on("arm", "A")
+        };
+        let jobs = cells([on("x1", "X"), arm.clone(), on("x2", "X")]);
+        let out = run(
+            &engines,
+            &[],
+            &jobs,
+            &opts(),
+            &Cancel::default(),
+            &mut |_| {},
+        );
+        assert_eq!(statuses(&out), ["built"; 3]);
+        assert_eq!(out[1].engine.as_deref(), Some("b"), "only b builds arm64");
+        engines[1].platforms = vec!["linux/amd64".into()];
+        let out = run(
+            &engines,
+            &[],
+            &cells([arm]),
+            &opts(),
+            &Cancel::default(),
+            &mut |_| {},
+        );
+        assert_eq!(statuses(&out), ["failed"]);
+        assert!(out[0].reason.as_deref().unwrap().contains("linux/arm64"));
+    }
+
+    #[test]
+    fn many_instant_cells_on_many_slots_each_run_once() {
+        let a = FakeExecutor::default();
+        let jobs: Vec<Job> = (0..2000)
+            .map(|i| on(&format!("c{i}"), &format!("B{}", i % 7)))
+            .collect();
+        let out = run1(&[], &jobs, &a, 8, &opts(), &Cancel::default(), &mut |_| {});
+        assert!(out.iter().all(|o| o.status == Status::Built));
+        assert_eq!(a.calls.lock().unwrap().len(), 2000);
     }
 
     #[test]
@@ -1406,11 +1535,8 @@ mod tests {
                     f.script(&j.id, vec![FakeAttempt::Ok { millis: 40 }]);
                 }
             }
-            let warm = vec![vec![Warm {
-                job: on("wx", "X"),
-                members: (0..cells).collect(),
-            }]];
-            let out = run2(&a, &b, 2, &warm, &jobs);
+            let stages = [stage(0, on("wx", "X"), (0..cells).collect())];
+            let out = run2(&a, &b, 2, &stages, &jobs);
             assert!(out.iter().all(|o| o.status == Status::Built));
             let cb = calls(&b);
             assert_eq!(

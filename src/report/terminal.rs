@@ -1,8 +1,10 @@
-//! The only module that draws on the terminal during a build.
+//! The terminal reporter: draws a build's events.
 //!
 //! On a terminal: an indicatif root bar (done/total, failures, elapsed, ETA) and one
-//! line per running build with its current step. Elsewhere (CI): one plain line per
-//! event. `--quiet` keeps failures and the summary. `NO_COLOR` turns colour off.
+//! line per running build with its current step, each cut to the terminal's width;
+//! finished lines are cleared. Elsewhere (CI): one plain line per event. `--quiet`
+//! keeps failures and the summary. `NO_COLOR` turns colour off. Other lines printed
+//! meanwhile (signals, verify, push) go through [`crate::term`], above the bars.
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -11,7 +13,9 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::manifest::{Manifest, Status};
-use crate::scheduler::{Event, Outcome};
+use crate::run::events::{Event, Outcome};
+use crate::run::executor::JobKind;
+use crate::term;
 
 pub struct Reporter {
     mode: Mode,
@@ -52,11 +56,12 @@ impl Reporter {
             Mode::Quiet
         } else if std::io::stderr().is_terminal() {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+            term::attach(&multi);
             let root = multi.add(ProgressBar::new(total as u64));
             let tpl = if color {
-                "{prefix:.bold} [{bar:30.cyan/blue}] {pos}/{len} {msg} elapsed {elapsed} eta {eta}"
+                "{prefix:.bold} [{bar:30.cyan/blue}] {pos}/{len} elapsed {elapsed} eta {eta} {wide_msg}"
             } else {
-                "{prefix} [{bar:30}] {pos}/{len} {msg} elapsed {elapsed} eta {eta}"
+                "{prefix} [{bar:30}] {pos}/{len} elapsed {elapsed} eta {eta} {wide_msg}"
             };
             root.set_style(
                 ProgressStyle::with_template(tpl)
@@ -87,12 +92,7 @@ impl Reporter {
 
     /// Print a line without tearing the bars.
     pub fn line(&self, text: &str) {
-        match &self.mode {
-            Mode::Bars { multi, .. } => {
-                let _ = multi.println(text);
-            }
-            _ => crate::err(text),
-        }
+        term::line(text);
     }
 
     fn paint(&self, text: &str, code: &str) -> String {
@@ -113,6 +113,7 @@ impl Reporter {
                 id,
                 attempt,
                 engine,
+                ..
             } => {
                 let mut again = if *attempt > 1 {
                     format!(" (attempt {attempt})")
@@ -127,20 +128,22 @@ impl Reporter {
                         let pb = lines.entry(id.clone()).or_insert_with(|| {
                             let pb = multi.add(ProgressBar::new_spinner());
                             pb.set_style(
-                                ProgressStyle::with_template("  {spinner} {prefix} {msg}")
+                                ProgressStyle::with_template("  {spinner} {prefix} {wide_msg}")
                                     .unwrap_or_else(|_| ProgressStyle::default_spinner()),
                             );
-                            pb.set_prefix(id.clone());
+                            // the id keeps at most half the line; the step text the rest
+                            let half = term::width().unwrap_or(80) / 2;
+                            pb.set_prefix(term::cut(id, half.max(16)));
                             pb.enable_steady_tick(Duration::from_millis(120));
                             pb
                         });
                         pb.set_message(format!("starting{again}"));
                     }
-                    Mode::Plain => crate::err(&format!("[{}] started {id}{again}", self.clock())),
+                    Mode::Plain => term::line(&format!("[{}] started {id}{again}", self.clock())),
                     Mode::Quiet => {}
                 }
             }
-            Event::Step { id, step } => {
+            Event::Step { id, step, .. } => {
                 let text: String = step.text.chars().take(70).collect();
                 let msg = format!("{}/{} {text}", step.index, step.total);
                 match &mut self.mode {
@@ -152,29 +155,42 @@ impl Reporter {
                     Mode::Plain => {
                         // one line per step change, not per output line
                         if self.steps.get(id) != Some(&msg) {
-                            crate::err(&format!("[{}] {id} step {msg}", self.clock()));
+                            term::line(&format!("[{}] {id} step {msg}", self.clock()));
                             self.steps.insert(id.clone(), msg);
                         }
                     }
                     Mode::Quiet => {}
                 }
             }
-            Event::Retrying { id, attempt, wait } => {
+            Event::Retrying {
+                id, attempt, wait, ..
+            } => {
                 self.line(&format!(
                     "[{}] {id}: transient failure; attempt {attempt} in {}",
                     self.clock(),
                     fmt_duration(*wait)
                 ));
             }
-            Event::Requeued { id, from, reason } => {
+            Event::Requeued {
+                id, from, reason, ..
+            } => {
                 self.line(&format!(
                     "[{}] {id}: engine {from} lost it ({reason}); back in the queue",
                     self.clock()
                 ));
             }
-            Event::EngineDown { engine, reason } => {
+            Event::EngineDown {
+                engine,
+                reason,
+                left,
+            } => {
+                let then = match left {
+                    0 => "no engine is left: the cells not yet built fail".to_string(),
+                    1 => "its unfinished cells go to the one engine left".to_string(),
+                    n => format!("its unfinished cells go to the {n} engines left"),
+                };
                 self.line(&format!(
-                    "[{}] engine {engine} is down: {reason}; its unfinished cells go to the other engines",
+                    "[{}] engine {engine} is down: {reason}; {then}",
                     self.clock()
                 ));
             }
@@ -187,7 +203,7 @@ impl Reporter {
     }
 
     fn finished(&mut self, o: &Outcome) {
-        let counts = !o.id.starts_with("shared:");
+        let counts = matches!(o.job, JobKind::Cell(_));
         if counts {
             self.done += 1;
             if !o.status.succeeded() {
@@ -222,10 +238,10 @@ impl Reporter {
                 }
                 let _ = multi.println(text);
             }
-            Mode::Plain => crate::err(&text),
+            Mode::Plain => term::line(&text),
             Mode::Quiet => {
                 if !o.status.succeeded() && o.status != Status::NotStarted {
-                    crate::err(&text);
+                    term::line(&text);
                 }
             }
         }
@@ -248,10 +264,17 @@ impl Reporter {
         self.line(&s);
     }
 
+    /// Clear every bar (running lines included) and route lines to stderr again.
     pub fn finish(&mut self) {
-        if let Mode::Bars { root, .. } = &self.mode {
+        if let Mode::Bars { root, lines, multi } = &mut self.mode {
+            for (_, pb) in lines.drain() {
+                pb.finish_and_clear();
+                multi.remove(&pb);
+            }
             root.finish_and_clear();
+            let _ = multi.clear();
         }
+        term::detach();
     }
 
     pub fn summary(&self, m: &Manifest, manifest_path: &str) {
@@ -300,7 +323,7 @@ impl Reporter {
         } else {
             String::new()
         };
-        crate::err(&format!(
+        term::line(&format!(
             "\n{} cell{} in {}: {}{placement}\nmanifest: {manifest_path}",
             self.total,
             if self.total == 1 { "" } else { "s" },

@@ -7,10 +7,10 @@
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use crate::version::{parse_installer_file, CondaRelease, PyVersion};
+use crate::plan::version::{parse_installer_file, CondaRelease, PyVersion};
 
-const INSTALLERS_TSV: &str = include_str!("../data/miniconda-installers.tsv");
-const CUDA_TAGS_TSV: &str = include_str!("../data/nvidia-cuda-tags.tsv");
+const INSTALLERS_TSV: &str = include_str!("../../data/miniconda-installers.tsv");
+const CUDA_TAGS_TSV: &str = include_str!("../../data/nvidia-cuda-tags.tsv");
 
 #[derive(Debug, Clone)]
 pub struct Installer {
@@ -94,6 +94,25 @@ impl Catalogue {
             .filter(|i| i.py == py && i.arch == arch)
             .map(|i| i.release.clone())
             .max()
+    }
+
+    /// The release nearest to `near` (newer first on a tie) that ships `py` on `arch`.
+    pub fn closest_with(
+        &self,
+        py: PyVersion,
+        arch: &str,
+        near: &CondaRelease,
+    ) -> Option<CondaRelease> {
+        let key = |r: &CondaRelease| {
+            let (a, b) = (&r.version, &near.version);
+            let dist = |x: &semver::Version| x.major * 10_000 + x.minor * 100 + x.patch;
+            (dist(a).abs_diff(dist(b)), std::cmp::Reverse(r.clone()))
+        };
+        self.by_file
+            .values()
+            .filter(|i| i.py == py && i.arch == arch)
+            .map(|i| i.release.clone())
+            .min_by_key(key)
     }
 
     /// Whether any installer of this release is known, on any arch.

@@ -1,13 +1,15 @@
-//! The build manifest: what a run did, per cell. The only module that writes it.
-//!
-//! Written atomically (temp file in the same directory, fsync, rename) after every
-//! cell finishes, so that a crash at any moment leaves the previous complete version.
-//! Schema version 1 is documented in the README.
+//! The build manifest: what a run did, per cell. Its schema (version 1, documented in
+//! the README) lives here; [`io`] is the only code that writes it, [`merge`] joins the
+//! manifests of shards, and [`drift`] compares a plan with a previous manifest.
 
-use std::io::Write;
-use std::path::Path;
+pub mod drift;
+pub mod io;
+pub mod merge;
 
 use serde::{Deserialize, Serialize};
+
+pub use crate::coord::Coordinate as Coordinates;
+use crate::coord::{Coordinate, Subject};
 
 pub const SCHEMA: u32 = 1;
 
@@ -39,19 +41,6 @@ impl Status {
             Status::Excluded => "excluded",
         }
     }
-}
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Coordinates {
-    pub python: String,
-    pub miniconda: String,
-    pub base: String,
-    pub os: String,
-    pub cuda: Option<String>,
-    pub cudnn: Option<String>,
-    pub flavor: Option<String>,
-    pub platform: String,
-    pub variant: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -96,7 +85,7 @@ pub struct Requeue {
 pub struct CellRecord {
     pub id: String,
     pub tags: Vec<String>,
-    pub coordinates: Coordinates,
+    pub coordinates: Coordinate,
     pub installer: Option<Installer>,
     pub input_hash: Option<String>,
     /// Hashes of the context's parts (`Dockerfile`, `system`, `conda`, `variant`,
@@ -124,6 +113,20 @@ pub struct CellRecord {
     pub requeued: Vec<Requeue>,
 }
 
+/// How a run ended.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "result", rename_all = "kebab-case")]
+pub enum RunOutcome {
+    /// Every selected cell was attempted.
+    Completed,
+    /// A signal stopped it; what was running is `cancelled`, the rest `not-started`.
+    Interrupted { signal: String },
+    /// `--fail-fast` stopped it after the first failure.
+    FailedFast,
+    /// Every engine went down.
+    EnginesLost,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct DockerInfo {
     pub client: String,
@@ -135,7 +138,7 @@ pub struct DockerInfo {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct EngineRecord {
     pub name: String,
-    pub target: crate::engine::Target,
+    pub target: crate::config::engine::Target,
     pub jobs: usize,
     pub server: String,
     /// Why it was marked down during the run.
@@ -151,10 +154,17 @@ pub struct Manifest {
     pub finished: Option<String>,
     pub matrix: String,
     pub matrix_sha256: String,
+    /// The image repository of the matrix's tags; `push` publishes only there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
     pub docker: Option<DockerInfo>,
     /// CPU time (user + system) the tool itself used, without its children.
     #[serde(default)]
     pub tool_cpu_seconds: Option<f64>,
+    /// How the run ended: `completed`, `interrupted` (with the signal), `failed-fast`
+    /// or `engines-lost`. None while it runs, or in a manifest killed outright.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<RunOutcome>,
     /// The engines cells were built on (empty: the client's default engine).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub engines: Vec<EngineRecord>,
@@ -171,8 +181,10 @@ impl Manifest {
             finished: None,
             matrix: matrix.into(),
             matrix_sha256: matrix_sha256.into(),
+            repository: None,
             docker,
             tool_cpu_seconds: None,
+            outcome: None,
             engines: Vec::new(),
             cells: Vec::new(),
         }
@@ -180,6 +192,44 @@ impl Manifest {
 
     pub fn count(&self, s: Status) -> usize {
         self.cells.iter().filter(|c| c.status == s).count()
+    }
+}
+
+impl CellRecord {
+    /// A record of a cell that has not started.
+    pub fn new(id: &str, coordinates: Coordinate) -> CellRecord {
+        CellRecord {
+            id: id.to_string(),
+            tags: Vec::new(),
+            coordinates,
+            installer: None,
+            input_hash: None,
+            input_parts: std::collections::BTreeMap::new(),
+            status: Status::NotStarted,
+            attempts: 0,
+            exit_code: None,
+            duration_seconds: 0.0,
+            log: None,
+            image_id: None,
+            size_bytes: None,
+            reason: None,
+            verification: None,
+            pushed: Vec::new(),
+            engine: None,
+            requeued: Vec::new(),
+        }
+    }
+}
+
+impl Subject for CellRecord {
+    fn coordinate(&self) -> &Coordinate {
+        &self.coordinates
+    }
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn tags(&self) -> &[String] {
+        &self.tags
     }
 }
 
@@ -199,108 +249,4 @@ pub fn own_cpu_seconds() -> f64 {
 
 pub fn now() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
-}
-
-/// Write atomically: temp file beside the target, fsync, rename, fsync the directory.
-pub fn write(path: &Path, m: &Manifest) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".manifest.")
-        .suffix(".tmp")
-        .tempfile_in(dir)?;
-    serde_json::to_writer_pretty(&mut tmp, m).map_err(std::io::Error::other)?;
-    tmp.write_all(b"\n")?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
-
-pub fn read(path: &Path) -> Result<Manifest, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read manifest {}: {e}", path.display()))?;
-    let m: Manifest = serde_json::from_str(&text).map_err(|e| {
-        format!(
-            "{}:{}:{}: not a manifest: {e}",
-            path.display(),
-            e.line(),
-            e.column()
-        )
-    })?;
-    if m.version != SCHEMA {
-        return Err(format!(
-            "{}: manifest version {} is not supported (expected {SCHEMA})",
-            path.display(),
-            m.version
-        ));
-    }
-    Ok(m)
-}
-
-/// Merge shard manifests: one matrix (same SHA256), each cell once. A cell present in
-/// several inputs must be recorded identically in all of them (excluded cells are);
-/// otherwise the merge is refused, naming the cell and the files.
-pub fn merge(inputs: Vec<(String, Manifest)>) -> Result<Manifest, String> {
-    let mut it = inputs.into_iter();
-    let (first_name, mut out) = it.next().ok_or("nothing to merge")?;
-    let mut origin: std::collections::HashMap<String, String> = out
-        .cells
-        .iter()
-        .map(|c| (c.id.clone(), first_name.clone()))
-        .collect();
-    for (name, m) in it {
-        if m.matrix_sha256 != out.matrix_sha256 {
-            return Err(format!(
-                "{name} was built from another matrix (sha256 {}…) than {first_name} ({}…)",
-                &m.matrix_sha256[..12.min(m.matrix_sha256.len())],
-                &out.matrix_sha256[..12.min(out.matrix_sha256.len())]
-            ));
-        }
-        out.started = out.started.clone().min(m.started.clone());
-        out.finished = match (out.finished.take(), m.finished.clone()) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            _ => None,
-        };
-        out.tool_cpu_seconds = match (out.tool_cpu_seconds, m.tool_cpu_seconds) {
-            (Some(a), Some(b)) => Some(a + b),
-            (a, b) => a.or(b),
-        };
-        // Engines are named per shard run; keep each name once (the first shard's
-        // target), since a cell records only the name.
-        for e in m.engines {
-            if !out.engines.iter().any(|x| x.name == e.name) {
-                out.engines.push(e);
-            }
-        }
-        for c in m.cells {
-            match out.cells.iter().find(|x| x.id == c.id) {
-                Some(existing) if *existing == c => {}
-                Some(_) => {
-                    return Err(format!(
-                        "cell {} differs between {} and {name}; refusing to merge",
-                        c.id, origin[&c.id]
-                    ))
-                }
-                None => {
-                    origin.insert(c.id.clone(), name.clone());
-                    out.cells.push(c);
-                }
-            }
-        }
-    }
-    Ok(out)
-}
-
-pub fn merge_files(paths: &[std::path::PathBuf]) -> Result<Manifest, String> {
-    let mut inputs = Vec::new();
-    for p in paths {
-        inputs.push((p.display().to_string(), read(p)?));
-    }
-    merge(inputs)
 }

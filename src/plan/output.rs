@@ -58,7 +58,7 @@ pub fn cell_doc(c: &Cell) -> CellDoc<'_> {
         flavor: cuda.map(|x| x.flavor.as_str()),
         python: c.python.to_string(),
         miniconda: c.miniconda.to_string(),
-        platform: &c.platform,
+        platform: c.platform(),
         variant: &c.variant.name,
         installer: InstallerDoc {
             file: &c.installer.file,
@@ -85,44 +85,77 @@ pub fn bake_name(id: &str) -> String {
     id.replace('.', "_")
 }
 
-/// A `docker-bake.json` whose targets build the contexts `matrix render -o DIR` writes.
-pub fn bake(plan: &Plan, cells: &[&Cell], contexts: &Path) -> Value {
-    let mut targets = serde_json::Map::new();
-    for c in cells {
-        let mut t = json!({
-            "context": contexts.join(&c.id).display().to_string(),
-            "dockerfile": "Dockerfile",
-            "tags": c.tags,
-            "platforms": [c.platform],
-        });
-        if let Some(n) = &plan.settings.network {
-            t["network"] = json!(n);
-        }
-        targets.insert(bake_name(&c.id), t);
-    }
-    json!({
-        "group": { "default": { "targets": cells.iter().map(|c| bake_name(&c.id)).collect::<Vec<_>>() } },
-        "target": targets,
-    })
+#[derive(Serialize)]
+struct BakeTarget<'a> {
+    context: String,
+    dockerfile: &'static str,
+    tags: &'a [String],
+    platforms: [&'a str; 1],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    network: Option<&'a str>,
 }
 
-/// A GitHub Actions matrix: `strategy.matrix: ${{ fromJSON(...) }}`.
-pub fn gha(cells: &[&Cell]) -> Value {
-    json!({
-        "include": cells.iter().map(|c| json!({
-            "id": c.id,
-            "tag": c.primary_tag(),
-            "python": c.python.to_string(),
-            "base": c.base.reference,
-            "platform": c.platform,
-            "variant": c.variant.name,
-        })).collect::<Vec<_>>()
-    })
+/// A `docker-bake.json` whose targets build the contexts `matrix render -o DIR` writes.
+/// Streamed: targets are written one by one, never held as one JSON tree.
+pub fn write_bake(
+    w: &mut dyn std::io::Write,
+    plan: &Plan,
+    cells: &[&Cell],
+    contexts: &Path,
+) -> std::io::Result<()> {
+    let names: Vec<String> = cells.iter().map(|c| bake_name(&c.id)).collect();
+    w.write_all(b"{\n  \"group\": {\"default\": {\"targets\": ")?;
+    serde_json::to_writer(&mut *w, &names)?;
+    w.write_all(b"}},\n  \"target\": {")?;
+    for (i, (c, name)) in cells.iter().zip(&names).enumerate() {
+        w.write_all(if i == 0 { b"\n    " } else { b",\n    " })?;
+        serde_json::to_writer(&mut *w, name)?;
+        w.write_all(b": ")?;
+        let t = BakeTarget {
+            context: contexts.join(&c.id).display().to_string(),
+            dockerfile: "Dockerfile",
+            tags: &c.tags,
+            platforms: [c.platform()],
+            network: plan.settings.network.as_deref(),
+        };
+        serde_json::to_writer(&mut *w, &t)?;
+    }
+    w.write_all(b"\n  }\n}\n")
+}
+
+#[derive(Serialize)]
+struct GhaEntry<'a> {
+    id: &'a str,
+    tag: &'a str,
+    python: String,
+    base: &'a str,
+    platform: &'a str,
+    variant: &'a str,
+}
+
+/// A GitHub Actions matrix, `strategy.matrix: ${{ fromJSON(...) }}`, streamed.
+pub fn write_gha(w: &mut dyn std::io::Write, cells: &[&Cell]) -> std::io::Result<()> {
+    w.write_all(b"{\n  \"include\": [")?;
+    for (i, c) in cells.iter().enumerate() {
+        w.write_all(if i == 0 { b"\n    " } else { b",\n    " })?;
+        serde_json::to_writer(
+            &mut *w,
+            &GhaEntry {
+                id: &c.id,
+                tag: c.primary_tag(),
+                python: c.python.to_string(),
+                base: &c.base.reference,
+                platform: c.platform(),
+                variant: &c.variant.name,
+            },
+        )?;
+    }
+    w.write_all(b"\n  ]\n}\n")
 }
 
 /// A GitHub Actions matrix of N shard jobs; each runs `matrix build --shard I/N`.
 pub fn gha_shards(cells: &[&Cell], n: usize) -> Value {
-    let a = crate::shard::assign(cells, n);
+    let a = crate::plan::shard::assign(cells, n);
     let include: Vec<Value> = (0..n)
         .filter_map(|s| {
             let ids: Vec<&str> = cells
@@ -153,7 +186,7 @@ pub fn table(plan: &Plan, cells: &[&Cell]) -> String {
             c.id.clone(),
             c.python.to_string(),
             c.base.reference.clone(),
-            c.platform.clone(),
+            c.platform().to_string(),
             format!("{} ({})", c.installer.file, &c.installer.sha256[..12]),
             c.tags.join(" "),
         ]);
@@ -206,7 +239,7 @@ pub fn table(plan: &Plan, cells: &[&Cell]) -> String {
                     .jobs
                     .map_or_else(|| "-j builds".to_string(), |j| format!("{j} builds"));
                 let target = match &e.target {
-                    crate::engine::Target::Context(c) => format!("context {c}"),
+                    crate::config::engine::Target::Context(c) => format!("context {c}"),
                     t => t.to_string(),
                 };
                 format!("{} ({target}, {jobs})", e.name)

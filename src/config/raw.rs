@@ -6,8 +6,9 @@
 //! checks shapes only; meaning (is this a real installer? a valid tag?) is the
 //! planner's job.
 
+use crate::config::yaml::Node;
+use crate::coord::Key;
 use crate::diag::{did_you_mean, Diags, Pos, Sp};
-use crate::yaml::{self, MarkedMappingNode, MarkedSequenceNode, Node};
 
 #[derive(Debug, Default)]
 pub struct RawConfig {
@@ -66,7 +67,7 @@ pub struct RawVariant {
 pub struct RawRule {
     pub key: String,
     pub at: Pos,
-    pub fields: Vec<(String, Sp<String>)>,
+    pub fields: Vec<(Key, Sp<String>)>,
     pub reason: Option<Sp<String>>,
 }
 
@@ -80,6 +81,8 @@ pub struct RawInstaller {
 #[derive(Debug, Default)]
 pub struct RawSources {
     pub installer_mirrors: Option<Vec<Sp<String>>>,
+    /// Where `installer_mirrors` was written.
+    pub installer_mirrors_at: Option<Pos>,
     pub installer_dir: Option<Sp<String>>,
     pub pip_index: Option<Sp<String>>,
     pub conda_channels: Vec<Sp<String>>,
@@ -142,20 +145,6 @@ const TOP: &[&str] = &[
     "engines",
     "limits",
 ];
-/// Keys a selector may test; `include` accepts only the coordinates that define a cell.
-pub const RULE_KEYS: &[&str] = &[
-    "python",
-    "base",
-    "cuda",
-    "cudnn",
-    "flavor",
-    "os",
-    "platform",
-    "variant",
-    "miniconda",
-];
-pub const INCLUDE_KEYS: &[&str] = &["base", "python", "miniconda", "platform", "variant"];
-
 /// Walk a parsed document. Problems go to `d`; the result holds whatever was readable.
 pub fn walk(root: &Node, d: &mut Diags) -> RawConfig {
     let mut w = Walker { d };
@@ -163,9 +152,9 @@ pub fn walk(root: &Node, d: &mut Diags) -> RawConfig {
     let Some(top) = w.mapping(root, "", TOP) else {
         return cfg;
     };
-    for (k, v) in top.iter() {
-        cfg.present.push(k.as_str().to_string());
-        match k.as_str() {
+    for (k, v) in top.entries().unwrap_or_default() {
+        cfg.present.push(k.text.clone());
+        match k.text.as_str() {
             "version" => cfg.version = w.string(v, "version"),
             "image" => cfg.image = w.image(v),
             "bases" => {
@@ -177,11 +166,11 @@ pub fn walk(root: &Node, d: &mut Diags) -> RawConfig {
             "variants" => cfg.variants = w.list(v, "variants", |w, n, key| w.variant(n, key)),
             "include" => {
                 cfg.include = w.list(v, "include", |w, n, key| {
-                    w.rule(n, key, INCLUDE_KEYS, false)
+                    w.rule(n, key, Key::INCLUDE, false)
                 });
             }
             "exclude" => {
-                cfg.exclude = w.list(v, "exclude", |w, n, key| w.rule(n, key, RULE_KEYS, true));
+                cfg.exclude = w.list(v, "exclude", |w, n, key| w.rule(n, key, Key::RULE, true));
             }
             "installers" => {
                 cfg.installers = w.list(v, "installers", |w, n, key| w.installer(n, key));
@@ -191,16 +180,14 @@ pub fn walk(root: &Node, d: &mut Diags) -> RawConfig {
             "runtime" => cfg.runtime = w.runtime(v),
             "build" => {
                 if let Some(m) = w.mapping(v, "build", &["network"]) {
-                    cfg.build.network = m
-                        .get_node("network")
-                        .and_then(|n| w.string(n, "build.network"));
+                    cfg.build.network = m.get("network").and_then(|n| w.string(n, "build.network"));
                 }
             }
             "engines" => cfg.engines = w.list(v, "engines", |w, n, key| w.engine(n, key)),
             "limits" => {
                 if let Some(m) = w.mapping(v, "limits", &["max_cells"]) {
                     cfg.max_cells = m
-                        .get_node("max_cells")
+                        .get("max_cells")
                         .and_then(|n| w.uint(n, "limits.max_cells", 1, 1_000_000));
                 }
             }
@@ -222,78 +209,59 @@ fn join(parent: &str, key: &str) -> String {
     }
 }
 
-fn is_null(node: &Node) -> bool {
-    node.as_scalar().is_some_and(|s| {
-        s.may_coerce() && matches!(s.as_str(), "" | "~" | "null" | "Null" | "NULL")
-    })
-}
-
-fn kind(node: &Node) -> &'static str {
-    match node {
-        Node::Scalar(_) => "a scalar",
-        Node::Mapping(_) => "a mapping",
-        Node::Sequence(_) => "a list",
-    }
-}
-
 impl Walker<'_> {
     /// A mapping whose keys must come from `allowed`.
-    fn mapping<'n>(
-        &mut self,
-        node: &'n Node,
-        key: &str,
-        allowed: &[&str],
-    ) -> Option<&'n MarkedMappingNode> {
-        let Some(m) = node.as_mapping() else {
+    fn mapping<'n>(&mut self, node: &'n Node, key: &str, allowed: &[&str]) -> Option<&'n Node> {
+        let Some(entries) = node.entries() else {
             let what = if key.is_empty() {
                 "the document".to_string()
             } else {
                 format!("`{key}`")
             };
             self.d.error(
-                Some(yaml::pos(node)),
+                Some(node.at()),
                 "",
                 format!(
                     "{what} must be a mapping with keys {}, not {}",
                     allowed.join(", "),
-                    kind(node)
+                    node.kind()
                 ),
             );
             return None;
         };
-        for k in m.keys() {
-            if !allowed.contains(&k.as_str()) {
+        for (k, _) in entries {
+            if !allowed.contains(&k.text.as_str()) {
                 let place = if key.is_empty() {
                     "at the top level".to_string()
                 } else {
                     format!("in `{key}`")
                 };
-                let hint = did_you_mean(k.as_str(), allowed)
+                let hint = did_you_mean(&k.text, allowed)
                     .map(|s| format!("did you mean `{s}`? "))
                     .unwrap_or_default();
                 self.d.error(
-                    Some(yaml::scalar_pos(k)),
+                    Some(k.at),
                     "",
                     format!(
                         "unknown key `{}` {place} ({hint}expected one of: {})",
-                        k.as_str(),
+                        k.text,
                         allowed.join(", ")
                     ),
                 );
             }
         }
-        Some(m)
+        Some(node)
     }
 
-    fn seq<'n>(&mut self, node: &'n Node, key: &str) -> Option<&'n MarkedSequenceNode> {
-        if let Some(s) = node.as_sequence() {
+    fn seq<'n>(&mut self, node: &'n Node, key: &str) -> Option<&'n [Node]> {
+        if let Some(s) = node.items() {
             return Some(s);
         }
-        if !is_null(node) {
+        if !node.is_null() {
             self.d.error(
-                Some(yaml::pos(node)),
+                Some(node.at()),
                 key,
-                format!("expected a list, found {}", kind(node)),
+                format!("expected a list, found {}", node.kind()),
             );
         }
         None
@@ -316,14 +284,18 @@ impl Walker<'_> {
 
     fn string(&mut self, node: &Node, key: &str) -> Option<Sp<String>> {
         match node.as_scalar() {
-            Some(s) if !is_null(node) => Some(Sp::new(s.as_str().to_string(), yaml::pos(node))),
+            Some(s) if !node.is_null() => Some(Sp::new(s.text.clone(), node.at())),
             _ => {
                 self.d.error(
-                    Some(yaml::pos(node)),
+                    Some(node.at()),
                     key,
                     format!(
                         "expected a string, found {}",
-                        if is_null(node) { "nothing" } else { kind(node) }
+                        if node.is_null() {
+                            "nothing"
+                        } else {
+                            node.kind()
+                        }
                     ),
                 );
                 None
@@ -335,7 +307,7 @@ impl Walker<'_> {
     /// plain scalars that look like numbers are refused with a hint to quote them.
     fn version(&mut self, node: &Node, key: &str) -> Option<Sp<String>> {
         let v = self.string(node, key)?;
-        if node.as_scalar().is_some_and(|s| s.may_coerce()) && v.value.parse::<f64>().is_ok() {
+        if node.as_scalar().is_some_and(|s| s.plain) && v.value.parse::<f64>().is_ok() {
             let as_float = v
                 .value
                 .parse::<f64>()
@@ -382,12 +354,12 @@ impl Walker<'_> {
         else {
             return out;
         };
-        for (k, v) in m.iter() {
-            match k.as_str() {
+        for (k, v) in m.entries().unwrap_or_default() {
+            match k.text.as_str() {
                 "repository" => out.repository = self.string(v, "image.repository"),
                 "tag" => out.tag = self.string(v, "image.tag"),
                 "aliases" => out.aliases = self.strings(v, "image.aliases"),
-                "latest" => out.latest = self.rule(v, "image.latest".into(), RULE_KEYS, false),
+                "latest" => out.latest = self.rule(v, "image.latest".into(), Key::RULE, false),
                 _ => {}
             }
         }
@@ -404,20 +376,18 @@ impl Walker<'_> {
             });
         }
         let m = self.mapping(node, &key, &["image", "os"])?;
-        let image = match m.get_node("image") {
+        let image = match m.get("image") {
             Some(n) => self.string(n, &join(&key, "image"))?,
             None => {
                 self.d.error(
-                    Some(yaml::pos(node)),
+                    Some(node.at()),
                     &key,
                     "a base needs `image` (a reference such as ubuntu:22.04)",
                 );
                 return None;
             }
         };
-        let os = m
-            .get_node("os")
-            .and_then(|n| self.string(n, &join(&key, "os")));
+        let os = m.get("os").and_then(|n| self.string(n, &join(&key, "os")));
         Some(RawBase { key, image, os })
     }
 
@@ -431,11 +401,11 @@ impl Walker<'_> {
             });
         }
         let m = self.mapping(node, &key, &["version", "miniconda"])?;
-        let version = match m.get_node("version") {
+        let version = match m.get("version") {
             Some(n) => self.version(n, &join(&key, "version")),
             None => {
                 self.d.error(
-                    Some(yaml::pos(node)),
+                    Some(node.at()),
                     &key,
                     "a python entry needs `version` (for example \"3.10\")",
                 );
@@ -443,7 +413,7 @@ impl Walker<'_> {
             }
         };
         let miniconda = m
-            .get_node("miniconda")
+            .get("miniconda")
             .and_then(|n| self.version(n, &join(&key, "miniconda")));
         Some(RawPython {
             key,
@@ -454,20 +424,20 @@ impl Walker<'_> {
 
     fn variant(&mut self, node: &Node, key: String) -> Option<RawVariant> {
         let m = self.mapping(node, &key, &["name", "pip", "apt"])?;
-        let name = match m.get_node("name") {
+        let name = match m.get("name") {
             Some(n) => self.string(n, &join(&key, "name")),
             None => {
                 self.d
-                    .error(Some(yaml::pos(node)), &key, "a variant needs `name`");
+                    .error(Some(node.at()), &key, "a variant needs `name`");
                 None
             }
         };
         let pip = m
-            .get_node("pip")
+            .get("pip")
             .map(|n| self.strings(n, &join(&key, "pip")))
             .unwrap_or_default();
         let apt = m
-            .get_node("apt")
+            .get("apt")
             .map(|n| self.strings(n, &join(&key, "apt")))
             .unwrap_or_default();
         Some(RawVariant {
@@ -482,33 +452,33 @@ impl Walker<'_> {
         &mut self,
         node: &Node,
         key: String,
-        fields: &[&str],
+        fields: &[Key],
         with_reason: bool,
     ) -> Option<RawRule> {
-        let mut allowed: Vec<&str> = fields.to_vec();
+        let mut allowed: Vec<&str> = Key::names(fields);
         if with_reason {
             allowed.push("reason");
         }
         let m = self.mapping(node, &key, &allowed)?;
         let mut rule = RawRule {
             key: key.clone(),
-            at: yaml::pos(node),
+            at: node.at(),
             fields: Vec::new(),
             reason: None,
         };
-        for (k, v) in m.iter() {
-            let name = k.as_str();
+        for (k, v) in m.entries().unwrap_or_default() {
+            let name = k.text.as_str();
             let child = join(&key, name);
             if name == "reason" && with_reason {
                 rule.reason = self.string(v, &child);
-            } else if fields.contains(&name) {
-                let value = if matches!(name, "python" | "cuda" | "miniconda") {
+            } else if let Some(f) = Key::parse(name).filter(|f| fields.contains(f)) {
+                let value = if matches!(f, Key::Python | Key::Cuda | Key::Miniconda) {
                     self.version(v, &child)
                 } else {
                     self.string(v, &child)
                 };
                 if let Some(value) = value {
-                    rule.fields.push((name.to_string(), value));
+                    rule.fields.push((f, value));
                 }
             }
         }
@@ -516,7 +486,10 @@ impl Walker<'_> {
             self.d.error(
                 Some(rule.at),
                 &key,
-                format!("a selector needs at least one of: {}", fields.join(", ")),
+                format!(
+                    "a selector needs at least one of: {}",
+                    Key::names(fields).join(", ")
+                ),
             );
             return None;
         }
@@ -532,15 +505,15 @@ impl Walker<'_> {
 
     fn engine(&mut self, node: &Node, key: String) -> Option<RawEngine> {
         let m = self.mapping(node, &key, &["name", "host", "context", "jobs"])?;
-        let field = |w: &mut Self, f: &str| m.get_node(f).and_then(|n| w.string(n, &join(&key, f)));
+        let field = |w: &mut Self, f: &str| m.get(f).and_then(|n| w.string(n, &join(&key, f)));
         let name = field(self, "name");
         let host = field(self, "host");
         let context = field(self, "context");
         let jobs = m
-            .get_node("jobs")
+            .get("jobs")
             .and_then(|n| self.uint(n, &join(&key, "jobs"), 1, 256));
         Some(RawEngine {
-            at: yaml::pos(node),
+            at: node.at(),
             key,
             name,
             host,
@@ -552,16 +525,16 @@ impl Walker<'_> {
     fn installer(&mut self, node: &Node, key: String) -> Option<RawInstaller> {
         let m = self.mapping(node, &key, &["file", "sha256"])?;
         let file = m
-            .get_node("file")
+            .get("file")
             .and_then(|n| self.string(n, &join(&key, "file")));
         let sha256 = m
-            .get_node("sha256")
+            .get("sha256")
             .and_then(|n| self.string(n, &join(&key, "sha256")));
         match (file, sha256) {
             (Some(file), Some(sha256)) => Some(RawInstaller { key, file, sha256 }),
             _ => {
                 self.d.error(
-                    Some(yaml::pos(node)),
+                    Some(node.at()),
                     &key,
                     "an installer entry needs both `file` and `sha256`",
                 );
@@ -583,10 +556,13 @@ impl Walker<'_> {
         let Some(m) = self.mapping(node, "sources", &keys) else {
             return out;
         };
-        for (k, v) in m.iter() {
-            let key = join("sources", k.as_str());
-            match k.as_str() {
-                "installer_mirrors" => out.installer_mirrors = Some(self.strings(v, &key)),
+        for (k, v) in m.entries().unwrap_or_default() {
+            let key = join("sources", &k.text);
+            match k.text.as_str() {
+                "installer_mirrors" => {
+                    out.installer_mirrors = Some(self.strings(v, &key));
+                    out.installer_mirrors_at = Some(v.at());
+                }
                 "installer_dir" => out.installer_dir = self.string(v, &key),
                 "pip_index" => out.pip_index = self.string(v, &key),
                 "conda_channels" => out.conda_channels = self.strings(v, &key),
@@ -603,10 +579,10 @@ impl Walker<'_> {
         let Some(m) = self.mapping(node, "packages", &["apt", "pip"]) else {
             return out;
         };
-        if let Some(n) = m.get_node("apt") {
+        if let Some(n) = m.get("apt") {
             out.apt = Some(self.strings(n, "packages.apt"));
         }
-        if let Some(n) = m.get_node("pip") {
+        if let Some(n) = m.get("pip") {
             out.pip = Some(self.strings(n, "packages.pip"));
         }
         out
@@ -629,15 +605,15 @@ impl Walker<'_> {
         let Some(m) = self.mapping(node, "runtime", &keys) else {
             return out;
         };
-        for (k, v) in m.iter() {
-            let key = join("runtime", k.as_str());
-            match k.as_str() {
+        for (k, v) in m.entries().unwrap_or_default() {
+            let key = join("runtime", &k.text);
+            match k.text.as_str() {
                 "root_password" => {
-                    if v.as_mapping().is_some() {
+                    if v.entries().is_some() {
                         if let Some(pm) = self.mapping(v, &key, &["fixed"]) {
-                            out.root_password = Some(Sp::new("fixed".into(), yaml::pos(v)));
+                            out.root_password = Some(Sp::new("fixed".into(), v.at()));
                             out.fixed_password = pm
-                                .get_node("fixed")
+                                .get("fixed")
                                 .and_then(|n| self.string(n, &join(&key, "fixed")));
                         }
                     } else {

@@ -5,7 +5,7 @@
 //! From that the planner gets the CUDA version, cuDNN token, flavor and OS, which
 //! feed tags, labels and the OS-specific parts of the Dockerfile.
 
-use crate::catalogue::{cuda_tag_status, supported_successor, TagStatus};
+use crate::plan::catalogue::{cuda_tag_status, supported_successor, TagStatus};
 use crate::reference;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -109,6 +109,11 @@ impl Base {
             cuda,
             slug,
         }
+    }
+
+    /// Whether two bases name the same image, however each was spelt.
+    pub fn same_image(&self, other: &Base) -> bool {
+        reference::normalize(&self.reference) == reference::normalize(&other.reference)
     }
 
     /// `cuda12.1.0-cudnn8-devel-ubuntu22.04` or `ubuntu22.04`: the part of the seed's tags

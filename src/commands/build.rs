@@ -1,0 +1,410 @@
+//! `matrix build`: plan → engines → prepare → schedule (the reporter and the manifest
+//! recorder listen) → tags → verify → publish → the final record and summary.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{load_plan, print, select};
+use crate::cli::{BuildArgs, Cli};
+use crate::docker::{BuildRequest, Docker};
+use crate::engines::{self, Connected, Engines};
+use crate::error::{Error, Exit};
+use crate::manifest::{io, DockerInfo, EngineRecord, Manifest, RunOutcome, Status};
+use crate::plan::Plan;
+use crate::publish;
+use crate::report::terminal::Reporter;
+use crate::run::events::{Event, Outcome};
+use crate::run::executor::{DockerExecutor, Job, JobKind};
+use crate::run::prepare::{self, Paths, Prepared};
+use crate::run::recorder::Recorder;
+use crate::run::scheduler;
+use crate::signals::{self, Cancel, Reason};
+
+/// How often the manifest is rewritten while cells finish (and at the end).
+const RECORD_EVERY: Duration = Duration::from_secs(2);
+
+pub fn run(cli: &Cli, args: &BuildArgs) -> Result<Exit, Error> {
+    let plan = load_plan(cli, &args.select)?;
+    let cells = select(&plan, &args.select);
+    if cells.is_empty() {
+        // A nightly whose filter matches nothing must not look like a quiet success.
+        return Err(Error::Usage(format!(
+            "no cell of {} matches the selection ({} cells planned); check --filter / --shard with `matrix plan`",
+            plan.matrix_file.display(),
+            plan.cells.len()
+        )));
+    }
+    let out = Outputs::new(args);
+    out.preflight()?;
+    let connected = connect(&plan, args)?;
+    let settings = prepare_settings(&plan, args, &connected.engines)?;
+    let prepared = prepare::prepare(&plan, &cells, &out.paths, &settings);
+    for (job, ctx) in prepared.jobs.iter().zip(&prepared.contexts) {
+        crate::render::write(ctx, &job.request.context_dir)
+            .map_err(|e| Error::write(&job.request.context_dir, e))?;
+    }
+    for j in prepared
+        .jobs
+        .iter()
+        .chain(prepared.stages.iter().map(|s| &s.job))
+    {
+        let _ = std::fs::remove_file(&j.log_path);
+    }
+    let manifest = initial_manifest(&plan, args, &connected, &prepared);
+    let mut recorder = Recorder::new(manifest, &out.manifest, RECORD_EVERY);
+    recorder
+        .write()
+        .map_err(|e| Error::write(&out.manifest, e))?;
+
+    let cancel = Cancel::default();
+    signals::install(&cancel, || {
+        crate::docker::kill_all_groups();
+        crate::verify::remove_all_containers();
+    });
+    let mut reporter = Reporter::new(prepared.jobs.len(), args.quiet);
+    reporter.show_engines(connected.engines.len() > 1);
+    let outcomes = schedule(
+        args,
+        &connected.engines,
+        &prepared,
+        &cancel,
+        &mut recorder,
+        &mut reporter,
+    );
+    refresh_aliases(&connected.engines, &prepared, &outcomes);
+    if args.verify && !cancel.is_set() {
+        verify_built(&connected.engines, &mut recorder, &cancel)?;
+    }
+    // A refused push (some cell not built, or its engine gone) fails the run even when
+    // every cell built: nothing was published.
+    let published = !args.push || cancel.is_set() || push(args, &connected.engines, &mut recorder);
+    finish(recorder, &reporter, &cancel, &out.manifest, published)
+}
+
+/// Where this run's files go, and the lock that keeps a second run out.
+struct Outputs {
+    paths: Paths,
+    manifest: PathBuf,
+    out: PathBuf,
+}
+
+impl Outputs {
+    fn new(args: &BuildArgs) -> Outputs {
+        Outputs {
+            paths: Paths {
+                contexts: args.out.join("contexts"),
+                logs: args
+                    .log_dir
+                    .clone()
+                    .unwrap_or_else(|| args.out.join("logs")),
+                iid: args.out.join("iid"),
+            },
+            manifest: args
+                .manifest
+                .clone()
+                .unwrap_or_else(|| args.out.join("manifest.json")),
+            out: args.out.clone(),
+        }
+    }
+
+    /// Every directory writable, the manifest ours to replace, and what a killed run
+    /// left behind cleaned up.
+    fn preflight(&self) -> Result<(), Error> {
+        let manifest_dir = self
+            .manifest
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        for d in [
+            &self.out,
+            &self.paths.contexts,
+            &self.paths.logs,
+            &self.paths.iid,
+            &manifest_dir,
+        ] {
+            prepare::writable_dir(d).map_err(Error::Preflight)?;
+        }
+        io::check_target(&self.manifest).map_err(|e| {
+            Error::Preflight(format!("--manifest {}: {e}", self.manifest.display()))
+        })?;
+        io::clean_stale_temps(&manifest_dir);
+        Ok(())
+    }
+}
+
+fn connect(plan: &Plan, args: &BuildArgs) -> Result<Connected, Error> {
+    let specs = engines::specs(
+        &args.docker.engines,
+        args.docker.context.as_deref(),
+        &plan.settings.engines,
+        &[],
+    )
+    .map_err(Error::Usage)?;
+    engines::connect(&args.docker.docker, args.builder, specs, args.jobs)
+}
+
+fn prepare_settings(
+    plan: &Plan,
+    args: &BuildArgs,
+    engines: &Engines,
+) -> Result<prepare::Settings, Error> {
+    let resumed = match &args.resume {
+        None => HashMap::new(),
+        Some(p) => io::read(p)
+            .map_err(|e| Error::Preflight(format!("--resume: {e}")))?
+            .cells
+            .into_iter()
+            .filter(|c| c.status.succeeded())
+            .filter_map(|c| Some((c.id, c.input_hash?)))
+            .collect(),
+    };
+    let mut native: Vec<String> = engines
+        .iter()
+        .map(engines::Engine::native_platform)
+        .collect();
+    native.sort();
+    native.dedup();
+    let mut labels = vec![
+        (
+            "org.opencontainers.image.created".to_string(),
+            crate::manifest::now(),
+        ),
+        (
+            "org.opencontainers.image.source".to_string(),
+            std::env::var("IMAGE_MATRIX_SOURCE")
+                .unwrap_or_else(|_| "https://github.com/matrix-dc/mlops-images".into()),
+        ),
+    ];
+    let matrix_dir = plan
+        .matrix_file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if let Some(rev) = git_revision(matrix_dir) {
+        labels.push(("org.opencontainers.image.revision".to_string(), rev));
+    }
+    Ok(prepare::Settings {
+        network: args
+            .network
+            .clone()
+            .or_else(|| plan.settings.network.clone()),
+        pull: args.pull,
+        no_cache: args.no_cache,
+        check_current: !args.force,
+        native,
+        labels,
+        resumed,
+    })
+}
+
+fn git_revision(dir: &Path) -> Option<String> {
+    let args = vec![
+        "-C".to_string(),
+        dir.display().to_string(),
+        "rev-parse".into(),
+        "HEAD".into(),
+    ];
+    crate::docker::run_program(Path::new("git"), &args, None, Duration::from_secs(5))
+        .ok()
+        .filter(|(c, _, _)| *c == 0)
+        .map(|(_, o, _)| String::from_utf8_lossy(&o).trim().to_string())
+        .filter(|r| !r.is_empty())
+}
+
+fn initial_manifest(
+    plan: &Plan,
+    args: &BuildArgs,
+    connected: &Connected,
+    prepared: &Prepared,
+) -> Manifest {
+    let first = connected.engines.first();
+    let mut m = Manifest::new(
+        &plan.matrix_file.display().to_string(),
+        &plan.matrix_sha256,
+        Some(DockerInfo {
+            client: first.server.client_version.clone(),
+            server: first.server.server_version.clone(),
+            builder: args.builder.name().into(),
+        }),
+    );
+    m.repository = Some(plan.settings.repository.clone());
+    m.engines = connected
+        .engines
+        .iter()
+        .map(engines::Engine::record)
+        .chain(connected.down.iter().map(|(spec, e)| EngineRecord {
+            name: spec.name.clone(),
+            target: spec.target.clone(),
+            jobs: spec.jobs.unwrap_or(args.jobs.get()),
+            server: String::new(),
+            down: Some(format!("did not answer at the start: {e}")),
+        }))
+        .collect();
+    m.cells = prepared.records.clone();
+    m
+}
+
+/// Run the jobs; the reporter draws each event and the recorder applies it.
+fn schedule(
+    args: &BuildArgs,
+    engines: &Engines,
+    prepared: &Prepared,
+    cancel: &Cancel,
+    recorder: &mut Recorder,
+    reporter: &mut Reporter,
+) -> Vec<Outcome> {
+    let execs: Vec<DockerExecutor> = engines
+        .iter()
+        .map(|e| DockerExecutor {
+            docker: e.docker.clone(),
+            grace: args.kill_grace,
+        })
+        .collect();
+    let sched_engines: Vec<scheduler::Engine> = engines
+        .iter()
+        .zip(&execs)
+        .map(|(e, exec)| scheduler::Engine {
+            name: e.name.clone(),
+            exec,
+            slots: e.slots,
+            platforms: vec![e.native_platform()],
+        })
+        .collect();
+    let opts = scheduler::Options {
+        engine_check: args.engine_check,
+        fail_fast: args.fail_fast,
+        timeout: args.timeout,
+        retries: args.retries,
+        backoff: Duration::from_secs(5),
+        check_threads: args.jobs,
+    };
+    let outcomes = scheduler::run(
+        &sched_engines,
+        &prepared.stages,
+        &prepared.jobs,
+        &opts,
+        cancel,
+        &mut |ev: &Event| {
+            reporter.event(ev);
+            recorder.apply(ev);
+            if let Event::Finished(o) = ev {
+                report_failure(reporter, engines, prepared, o);
+            }
+        },
+    );
+    reporter.finish();
+    outcomes
+}
+
+/// A failed build: its last lines, its log and the command that reproduces it.
+fn report_failure(reporter: &Reporter, engines: &Engines, prepared: &Prepared, o: &Outcome) {
+    if !matches!(o.status, Status::Failed | Status::TimedOut) || o.attempts == 0 {
+        return;
+    }
+    let job: &Job = match o.job {
+        JobKind::Cell(i) => &prepared.jobs[i],
+        JobKind::Stage(s) => &prepared.stages[s].job,
+    };
+    let docker: &Docker = engines
+        .get(o.engine.as_deref())
+        .unwrap_or(&engines.first().docker);
+    let repro = format!(
+        "cd {} && {}",
+        crate::shell::word(&job.request.context_dir.display().to_string()),
+        docker.build_command_line(&BuildRequest {
+            context_dir: ".".into(),
+            iidfile: None,
+            labels: Vec::new(),
+            ..job.request.clone()
+        })
+    );
+    reporter.failure(o, &job.log_path.display().to_string(), &repro);
+}
+
+/// Up-to-date cells keep their image; their aliases are refreshed (dates move nightly).
+fn refresh_aliases(engines: &Engines, prepared: &Prepared, outcomes: &[Outcome]) {
+    for (o, c) in outcomes.iter().zip(&prepared.cells) {
+        if o.status != Status::UpToDate {
+            continue;
+        }
+        let Some(docker) = engines.get(o.engine.as_deref()) else {
+            continue;
+        };
+        for t in c.tags.iter().skip(1) {
+            if let Err(e) = docker.tag(c.primary_tag(), t) {
+                crate::term::line(&format!("warning: cannot tag {t}: {e}"));
+            }
+        }
+    }
+}
+
+fn verify_built(engines: &Engines, recorder: &mut Recorder, cancel: &Cancel) -> Result<(), Error> {
+    let cells = &mut recorder.manifest.cells;
+    let which: Vec<usize> = (0..cells.len())
+        .filter(|&i| cells[i].status.succeeded())
+        .collect();
+    let report =
+        crate::verify::verify_records(engines, cells, &which, 90, cancel, &crate::term::line);
+    let _ = recorder.touch_and_write();
+    print("the verification results", &crate::verify::table(&report))
+}
+
+fn push(args: &BuildArgs, engines: &Engines, recorder: &mut Recorder) -> bool {
+    let opts = publish::Options {
+        need_verified: args.verify,
+        allow_partial: false,
+        retries: args.retries.max(2),
+    };
+    let r = publish::publish(engines, &mut recorder.manifest, &opts, &crate::term::line);
+    let _ = recorder.touch_and_write();
+    match r {
+        Ok(all) => all,
+        Err(why) => {
+            crate::term::line(&format!("push: {why}"));
+            false
+        }
+    }
+}
+
+/// The run's outcome into the manifest, the last write (a failure to record is an
+/// I/O error that names the stale file), the summary and the exit.
+fn finish(
+    mut recorder: Recorder,
+    reporter: &Reporter,
+    cancel: &Cancel,
+    manifest_path: &Path,
+    published: bool,
+) -> Result<Exit, Error> {
+    let m = &mut recorder.manifest;
+    m.outcome = Some(match cancel.reason() {
+        Some(Reason::Signal(s)) => RunOutcome::Interrupted {
+            signal: s.name().into(),
+        },
+        Some(Reason::FailFast) => RunOutcome::FailedFast,
+        None if m.engines.iter().all(|e| e.down.is_some()) => RunOutcome::EnginesLost,
+        None => RunOutcome::Completed,
+    });
+    m.finished = Some(crate::manifest::now());
+    m.tool_cpu_seconds = Some((crate::manifest::own_cpu_seconds() * 1000.0).round() / 1000.0);
+    let written = recorder.touch_and_write();
+    let m = &recorder.manifest;
+    reporter.summary(m, &manifest_path.display().to_string());
+    if let Err(source) = written {
+        return Err(Error::StaleManifest {
+            path: manifest_path.to_path_buf(),
+            source,
+        });
+    }
+    if let Some(s) = cancel.signal() {
+        return Ok(Exit::Stopped(s));
+    }
+    let bad = m.cells.iter().any(|c| {
+        matches!(
+            c.status,
+            Status::Failed | Status::TimedOut | Status::Cancelled | Status::NotStarted
+        ) || c.verification.as_ref().is_some_and(|v| !v.ok)
+            || c.pushed.iter().any(|p| !p.ok)
+    });
+    Ok(Exit::from_ok(!bad && published))
+}

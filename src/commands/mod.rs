@@ -1,0 +1,62 @@
+//! One file per subcommand, each the subcommand's story: read its options, call the
+//! library, report. Helpers they share are here.
+
+mod build;
+mod merge;
+mod plan;
+mod push;
+mod render;
+mod verify;
+
+use crate::cli::{Cli, Command, ManifestCommand, Selection};
+use crate::error::{Error, Exit};
+use crate::plan::{Cell, Plan, PlanOptions};
+
+pub fn run(cli: Cli) -> Result<Exit, Error> {
+    match &cli.command {
+        Command::Plan(args) => plan::run(&cli, args),
+        Command::Render(args) => render::run(&cli, args),
+        Command::Build(args) => build::run(&cli, args),
+        Command::Verify(args) => verify::run(args),
+        Command::Push(args) => push::run(args),
+        Command::Manifest(ManifestCommand::Merge { inputs, output }) => merge::run(inputs, output),
+    }
+}
+
+/// Today as `YYYYMMDD` (UTC).
+pub fn today() -> String {
+    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    now[..10].replace('-', "")
+}
+
+/// Plan the matrix; warnings go to stderr.
+fn load_plan(cli: &Cli, select: &Selection) -> Result<Plan, Error> {
+    let opts = PlanOptions {
+        date: select.date.clone().unwrap_or_else(today),
+    };
+    let plan = crate::plan::load(&cli.matrix, &opts)?;
+    for w in &plan.warnings {
+        crate::term::line(&w.to_string());
+    }
+    Ok(plan)
+}
+
+/// The cells a command works on: the filters, then the shard.
+fn select<'a>(plan: &'a Plan, s: &Selection) -> Vec<&'a Cell> {
+    let cells = crate::coord::select(&plan.cells, &s.filters);
+    match s.shard {
+        Some(shard) => crate::plan::shard::select(&cells, shard),
+        None => cells,
+    }
+}
+
+/// Print a result on stdout; only a closed pipe may cut it short.
+fn print(what: &'static str, text: &str) -> Result<(), Error> {
+    crate::term::out(text).map_err(|source| Error::Output { what, source })
+}
+
+fn json_text(v: &impl serde::Serialize) -> String {
+    let mut s = serde_json::to_string_pretty(v).unwrap_or_default();
+    s.push('\n');
+    s
+}

@@ -1,0 +1,288 @@
+//! The engines of a run, connected: which engines to use (flags, the matrix, a
+//! manifest's record, or the client's default), whether each answers, and the client
+//! that reaches it. Used by build, verify and push alike.
+
+use std::num::NonZeroUsize;
+use std::path::Path;
+
+use crate::config::engine::{check_unique, EngineSpec, Target};
+use crate::docker::{Builder, Docker};
+use crate::error::Error;
+use crate::manifest::EngineRecord;
+
+/// The name of the one engine when none is configured.
+pub const DEFAULT_ENGINE: &str = "default";
+
+/// What the daemon said about itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerInfo {
+    pub client_version: String,
+    pub server_version: String,
+    /// `amd64`, `arm64`…: the platform it builds natively.
+    pub arch: String,
+}
+
+/// An engine that answered: its name and target, how many builds it runs at once,
+/// the client that reaches it and what its daemon is.
+#[derive(Clone, Debug)]
+pub struct Engine {
+    pub name: String,
+    pub target: Target,
+    pub slots: NonZeroUsize,
+    pub docker: Docker,
+    pub server: ServerInfo,
+}
+
+impl Engine {
+    /// `linux/amd64` for an amd64 daemon.
+    pub fn native_platform(&self) -> String {
+        format!("linux/{}", self.server.arch)
+    }
+
+    pub fn record(&self) -> EngineRecord {
+        EngineRecord {
+            name: self.name.clone(),
+            target: self.target.clone(),
+            jobs: self.slots.get(),
+            server: self.server.server_version.clone(),
+            down: None,
+        }
+    }
+}
+
+/// The engines of a run. Never empty; the first one stands in for cells that name no
+/// engine (manifests of one engine).
+pub struct Engines {
+    list: Vec<Engine>,
+}
+
+impl Engines {
+    pub fn iter(&self) -> impl Iterator<Item = &Engine> {
+        self.list.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    pub fn first(&self) -> &Engine {
+        &self.list[0]
+    }
+
+    /// The client for the engine a cell names (the first engine for a cell that names
+    /// none); None when that engine is not among these, e.g. it did not answer. Never
+    /// another engine: the same tag there may be a different image.
+    pub fn get(&self, name: Option<&str>) -> Option<&Docker> {
+        match name {
+            None => Some(&self.list[0].docker),
+            Some(n) => self.list.iter().find(|e| e.name == n).map(|e| &e.docker),
+        }
+    }
+}
+
+/// The engines that answered, and those that did not (with why).
+pub struct Connected {
+    pub engines: Engines,
+    pub down: Vec<(EngineSpec, String)>,
+}
+
+/// Which engines to use: those a manifest recorded, re-pointed or extended by
+/// `--engine`; with nothing recorded, `--engine` alone, else the matrix's `engines:`,
+/// else the client's default engine (or `--context`).
+pub fn specs(
+    flags: &[EngineSpec],
+    context: Option<&str>,
+    configured: &[EngineSpec],
+    recorded: &[EngineRecord],
+) -> Result<Vec<EngineSpec>, String> {
+    for (i, a) in flags.iter().enumerate() {
+        if flags[..i].iter().any(|b| b.name == a.name) {
+            return Err(format!(
+                "--engine {} is given twice; give each engine name once",
+                a.name
+            ));
+        }
+    }
+    let mut specs: Vec<EngineSpec> = recorded
+        .iter()
+        .map(|r| EngineSpec {
+            name: r.name.clone(),
+            target: r.target.clone(),
+            jobs: Some(r.jobs),
+        })
+        .collect();
+    for a in flags {
+        match specs.iter_mut().find(|s| s.name == a.name) {
+            Some(s) => *s = a.clone(),
+            None => specs.push(a.clone()),
+        }
+    }
+    if specs.is_empty() {
+        specs = configured.to_vec();
+    }
+    if specs.is_empty() {
+        specs.push(EngineSpec {
+            name: DEFAULT_ENGINE.into(),
+            target: context.map_or(Target::Default, |c| Target::Context(c.to_string())),
+            jobs: None,
+        });
+    }
+    Ok(specs)
+}
+
+/// The client that reaches an engine.
+pub fn client(spec: &EngineSpec, client: &Path, builder: Builder) -> Docker {
+    Docker {
+        client: client.to_path_buf(),
+        context: match &spec.target {
+            Target::Context(c) => Some(c.clone()),
+            _ => None,
+        },
+        host: match &spec.target {
+            Target::Host(h) => Some(h.clone()),
+            _ => None,
+        },
+        builder,
+    }
+}
+
+/// Ask every engine whether it answers (in parallel). Engines that do not are left out
+/// with a warning, unless none answers: then one clear error. `default_slots` is the
+/// `-j` of engines that set no `jobs` of their own.
+pub fn connect(
+    docker: &Path,
+    builder: Builder,
+    specs: Vec<EngineSpec>,
+    default_slots: NonZeroUsize,
+) -> Result<Connected, Error> {
+    check_unique(&specs).map_err(Error::Usage)?;
+    let checked: Vec<(EngineSpec, Docker, Result<ServerInfo, String>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = specs
+            .into_iter()
+            .map(|spec| {
+                s.spawn(move || {
+                    let d = client(&spec, docker, builder);
+                    let v = d.versions().map(|(c, v, a)| ServerInfo {
+                        client_version: c,
+                        server_version: v,
+                        arch: a,
+                    });
+                    (spec, d, v)
+                })
+            })
+            .collect();
+        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+    });
+    let several = checked.len() > 1;
+    let (mut up, mut down) = (Vec::new(), Vec::new());
+    let mut last_error = String::new();
+    for (spec, d, v) in checked {
+        match v {
+            Ok(server) => up.push(Engine {
+                slots: spec
+                    .jobs
+                    .and_then(NonZeroUsize::new)
+                    .unwrap_or(default_slots),
+                name: spec.name,
+                target: spec.target,
+                docker: d,
+                server,
+            }),
+            Err(e) => {
+                let place = if several {
+                    format!("engine {} at {}", spec.name, spec.target)
+                } else {
+                    format!(
+                        "{}{}",
+                        d.client.display(),
+                        d.context
+                            .as_ref()
+                            .map(|c| format!(" --context {c}"))
+                            .unwrap_or_default()
+                    )
+                };
+                last_error = format!("the Docker daemon does not answer ({place}): {e}");
+                if several {
+                    crate::term::line(&format!("warning: {last_error}"));
+                }
+                down.push((spec, e));
+            }
+        }
+    }
+    if up.is_empty() {
+        let what = if several {
+            format!(
+                "no Docker engine answers (each of the {} is named above)",
+                down.len()
+            )
+        } else {
+            last_error
+        };
+        return Err(Error::Preflight(format!(
+            "{what}; start one (e.g. scripts/start-dockerd.sh) or point DOCKER_HOST / --context / --engine at one"
+        )));
+    }
+    Ok(Connected {
+        engines: Engines { list: up },
+        down,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(name: &str, target: &str) -> EngineRecord {
+        EngineRecord {
+            name: name.into(),
+            target: crate::config::engine::parse_target(target).unwrap(),
+            jobs: 3,
+            server: "x".into(),
+            down: None,
+        }
+    }
+
+    fn names(s: &[EngineSpec]) -> Vec<String> {
+        s.iter()
+            .map(|e| format!("{}={}", e.name, e.target))
+            .collect()
+    }
+
+    fn flags(f: &[&str]) -> Vec<EngineSpec> {
+        f.iter().map(|e| e.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn engines_come_from_flags_then_the_matrix_then_the_default() {
+        let configured = flags(&["m=unix:///m.sock"]);
+        assert_eq!(
+            names(&specs(&flags(&["a=ctx-a"]), None, &configured, &[]).unwrap()),
+            ["a=ctx-a"],
+            "--engine replaces the matrix's list"
+        );
+        assert_eq!(
+            names(&specs(&[], None, &configured, &[]).unwrap()),
+            ["m=unix:///m.sock"]
+        );
+        let d = specs(&[], None, &[], &[]).unwrap();
+        assert_eq!(d[0].name, DEFAULT_ENGINE);
+        assert_eq!(d[0].target, Target::Default);
+        let c = specs(&[], Some("remote"), &[], &[]).unwrap();
+        assert!(specs(&flags(&["a=x", "a=y"]), None, &[], &[])
+            .unwrap_err()
+            .contains("given twice"));
+        assert_eq!(c[0].target, Target::Context("remote".into()));
+    }
+
+    #[test]
+    fn a_manifests_engines_can_be_re_pointed_by_name() {
+        let recorded = [rec("a", "unix:///a.sock"), rec("b", "unix:///b.sock")];
+        let s = specs(&flags(&["b=unix:///moved.sock"]), None, &[], &recorded).unwrap();
+        assert_eq!(names(&s), ["a=unix:///a.sock", "b=unix:///moved.sock"]);
+        assert_eq!(s[0].jobs, Some(3));
+    }
+}

@@ -1,0 +1,381 @@
+//! Expansion: the axes' cross product, then exclusions (first matching rule wins),
+//! then inclusions, then one cell per remaining point with its installer, sorted by
+//! coordinates (versions as versions).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use crate::config::raw::{RawConfig, RawRule};
+use crate::config::settings::Settings;
+use crate::coord::{Coordinate, Key};
+use crate::diag::{Diags, Pos};
+use crate::plan::axes::{self, default_release, Platform, PyEntry};
+use crate::plan::base::{self, Base};
+use crate::plan::catalogue::Catalogue;
+use crate::plan::version::{CondaRelease, PyVersion};
+use crate::plan::{rule_matches, tags, Cell, Excluded, Variant};
+
+/// The axes of a matrix, as read.
+pub struct Axes {
+    pub bases: Vec<Arc<Base>>,
+    pub pythons: Vec<PyEntry>,
+    pub variants: Vec<Arc<Variant>>,
+    pub platforms: Vec<Platform>,
+}
+
+impl Axes {
+    pub fn product(&self) -> u64 {
+        self.bases.len() as u64
+            * self.pythons.len() as u64
+            * self.variants.len() as u64
+            * self.platforms.len() as u64
+    }
+
+    fn coordinate(&self, p: &Point) -> Coordinate {
+        coordinate(
+            &self.pythons[p.py],
+            &self.bases[p.base],
+            &self.variants[p.variant],
+            &self.platforms[p.platform].name,
+        )
+    }
+}
+
+/// A cell's coordinates from its parts.
+pub fn coordinate(py: &PyEntry, base: &Base, variant: &Variant, platform: &str) -> Coordinate {
+    let cuda = base.cuda.as_ref();
+    Coordinate {
+        python: py.version.to_string(),
+        miniconda: py.release.to_string(),
+        base: base.reference.clone(),
+        os: base.os.slug(),
+        cuda: cuda.map(|c| c.version.to_string()),
+        cudnn: cuda.and_then(|c| c.cudnn.clone()),
+        flavor: cuda.map(|c| c.flavor.clone()),
+        platform: platform.to_string(),
+        variant: variant.name.clone(),
+    }
+}
+
+/// One point of the product: indexes into the axes, and the rule that excluded it.
+struct Point<'a> {
+    base: usize,
+    py: usize,
+    variant: usize,
+    platform: usize,
+    rule: Option<&'a RawRule>,
+}
+
+impl Point<'_> {
+    fn same_cell(&self, o: &Point) -> bool {
+        (self.base, self.py, self.variant, self.platform) == (o.base, o.py, o.variant, o.platform)
+    }
+}
+
+/// Cells and exclusions of the matrix. Errors (no installer, an empty matrix) go to `d`.
+pub fn cells(
+    raw: &RawConfig,
+    mut axes: Axes,
+    settings: &Settings,
+    user_catalogue: &Catalogue,
+    d: &mut Diags,
+) -> (Vec<Cell>, Vec<Excluded>) {
+    let mut points = product(raw, &axes, d);
+    for inc in &raw.include {
+        let Some(p) = include_point(inc, &mut axes, settings.sources.cuda_registry.as_deref(), d)
+        else {
+            continue;
+        };
+        if points.iter().any(|x| x.rule.is_none() && x.same_cell(&p)) {
+            d.warn(
+                Some(inc.at),
+                &inc.key,
+                "this inclusion names a cell the matrix already has",
+            );
+        } else {
+            // An inclusion adds a cell; it also brings back a cell an exclusion removed.
+            points.retain(|x| !(x.rule.is_some() && x.same_cell(&p)));
+            points.push(p);
+        }
+    }
+    let (mut cells, mut excluded) = build_cells(&points, &axes, settings, user_catalogue, d);
+    if !d.has_errors() && cells.is_empty() {
+        let why = match points.len() {
+            0 => "no bases or no python versions are listed".to_string(),
+            1 => "its only cell is excluded".to_string(),
+            n => format!("all {n} cells are excluded"),
+        };
+        d.error(
+            Some(Pos { line: 1, col: 1 }),
+            "",
+            format!("the matrix is empty: {why}"),
+        );
+    }
+    cells.sort_by_cached_key(sort_key);
+    excluded.sort_by(|a, b| a.id.cmp(&b.id));
+    tags::disambiguate_ids(&mut cells);
+    (cells, excluded)
+}
+
+/// The cross product with each point's excluding rule; unused rules warn.
+fn product<'a>(raw: &'a RawConfig, axes: &Axes, d: &mut Diags) -> Vec<Point<'a>> {
+    let mut points = Vec::new();
+    for base in 0..axes.bases.len() {
+        for py in 0..axes.pythons.len() {
+            for variant in 0..axes.variants.len() {
+                for platform in 0..axes.platforms.len() {
+                    points.push(Point {
+                        base,
+                        py,
+                        variant,
+                        platform,
+                        rule: None,
+                    });
+                }
+            }
+        }
+    }
+    let mut hits = vec![0usize; raw.exclude.len()];
+    if !raw.exclude.is_empty() {
+        for p in &mut points {
+            let coord = axes.coordinate(p);
+            if let Some((i, rule)) = raw
+                .exclude
+                .iter()
+                .enumerate()
+                .find(|(_, r)| rule_matches(r, &coord))
+            {
+                hits[i] += 1;
+                p.rule = Some(rule);
+            }
+        }
+    }
+    for (n, rule) in hits.iter().zip(&raw.exclude) {
+        if *n == 0 {
+            d.warn(Some(rule.at), &rule.key, "this exclusion matches no cell");
+        }
+    }
+    points
+}
+
+fn build_cells(
+    points: &[Point],
+    axes: &Axes,
+    settings: &Settings,
+    user_catalogue: &Catalogue,
+    d: &mut Diags,
+) -> (Vec<Cell>, Vec<Excluded>) {
+    let mut cells = Vec::new();
+    let mut excluded = Vec::new();
+    let mut reported: BTreeSet<String> = BTreeSet::new();
+    for p in points {
+        let base = &axes.bases[p.base];
+        let py = &axes.pythons[p.py];
+        let variant = &axes.variants[p.variant];
+        let platform = &axes.platforms[p.platform];
+        let id = tags::cell_id(py.version, base, variant, &platform.name);
+        if let Some(rule) = p.rule {
+            excluded.push(Excluded {
+                id,
+                python: py.version.to_string(),
+                base: base.reference.clone(),
+                platform: platform.name.clone(),
+                variant: variant.name.clone(),
+                reason: rule
+                    .reason
+                    .as_ref()
+                    .map(|r| r.value.clone())
+                    .unwrap_or_default(),
+                line: rule.at.line,
+            });
+            continue;
+        }
+        match axes::installer_for(py, &platform.arch, user_catalogue, settings) {
+            Ok(installer) => cells.push(Cell {
+                id,
+                coord: axes.coordinate(p),
+                python: py.version,
+                miniconda: py.release.clone(),
+                base: base.clone(),
+                variant: variant.clone(),
+                installer,
+                tags: Vec::new(),
+            }),
+            Err(msg) => {
+                if reported.insert(msg.clone()) {
+                    d.error(Some(py.at), &py.key, msg);
+                }
+            }
+        }
+    }
+    (cells, excluded)
+}
+
+type SortKey = (
+    u8,
+    String,
+    Option<semver::Version>,
+    Option<String>,
+    Option<String>,
+    PyVersion,
+    CondaRelease,
+    String,
+    String,
+    String,
+);
+
+fn sort_key(c: &Cell) -> SortKey {
+    let os = &c.base.os;
+    let osv = os
+        .version
+        .split('.')
+        .map(|p| format!("{p:0>4}"))
+        .collect::<Vec<_>>()
+        .join(".");
+    (
+        u8::from(c.base.cuda.is_some()),
+        format!("{:?}{osv}", os.family),
+        c.base.cuda.as_ref().map(|x| x.version.clone()),
+        c.base.cuda.as_ref().map(|x| x.flavor.clone()),
+        c.base.cuda.as_ref().and_then(|x| x.cudnn.clone()),
+        c.python,
+        c.miniconda.clone(),
+        c.variant.name.clone(),
+        c.coord.platform.clone(),
+        c.base.reference.clone(),
+    )
+}
+
+/// The base an `include` names. A base declared in `bases:` (perhaps with its `os`)
+/// is reused as declared; an include cannot carry `os` itself.
+fn include_base(
+    inc: &RawRule,
+    base_s: &crate::diag::Sp<String>,
+    axes: &Axes,
+    cuda_registry: Option<&str>,
+    d: &mut Diags,
+) -> Option<Base> {
+    let declared = axes
+        .bases
+        .iter()
+        .find(|b| b.reference == base_s.value)
+        .map(|b| (**b).clone());
+    let parsed = match declared {
+        Some(b) => Ok((b, base::BaseNotes::default())),
+        None => base::parse(&base_s.value, None, cuda_registry),
+    };
+    match parsed {
+        Ok((b, notes)) => {
+            for w in notes.warnings {
+                d.warn(Some(base_s.at), format!("{}.base", inc.key), w);
+            }
+            Some(b)
+        }
+        Err(e) => {
+            d.error(
+                Some(base_s.at),
+                format!("{}.base", inc.key),
+                format!("{e} (an inclusion takes `os` from a base declared in `bases:`)"),
+            );
+            None
+        }
+    }
+}
+
+/// The point an `include` names, adding its base or Python to the axes if new.
+fn include_point<'a>(
+    inc: &'a RawRule,
+    axes: &mut Axes,
+    cuda_registry: Option<&str>,
+    d: &mut Diags,
+) -> Option<Point<'a>> {
+    let get = |k: Key| inc.fields.iter().find(|(n, _)| *n == k).map(|(_, v)| v);
+    let (Some(base_s), Some(py_s)) = (get(Key::Base), get(Key::Python)) else {
+        d.error(
+            Some(inc.at),
+            &inc.key,
+            "an inclusion names a whole cell: it needs at least `base` and `python`",
+        );
+        return None;
+    };
+    let base = include_base(inc, base_s, axes, cuda_registry, d)?;
+    let version = match PyVersion::parse(&py_s.value) {
+        Ok(v) => v,
+        Err(e) => {
+            d.error(Some(py_s.at), format!("{}.python", inc.key), e);
+            return None;
+        }
+    };
+    let release = match get(Key::Miniconda) {
+        Some(m) => match CondaRelease::parse(&m.value) {
+            Ok(r) => r,
+            Err(e) => {
+                d.error(Some(m.at), format!("{}.miniconda", inc.key), e);
+                return None;
+            }
+        },
+        None => axes
+            .pythons
+            .iter()
+            .find(|p| p.version == version)
+            .map_or_else(default_release, |p| p.release.clone()),
+    };
+    let base = match axes.bases.iter().position(|b| b.same_image(&base)) {
+        Some(i) => i,
+        None => {
+            axes.bases.push(Arc::new(base));
+            axes.bases.len() - 1
+        }
+    };
+    let py = match axes
+        .pythons
+        .iter()
+        .position(|p| p.version == version && p.release == release)
+    {
+        Some(i) => i,
+        None => {
+            axes.pythons.push(PyEntry {
+                version,
+                release,
+                at: py_s.at,
+                key: format!("{}.python", inc.key),
+            });
+            axes.pythons.len() - 1
+        }
+    };
+    let variant = match get(Key::Variant) {
+        Some(v) => match axes.variants.iter().position(|x| x.name == v.value) {
+            Some(i) => i,
+            None => {
+                d.error(
+                    Some(v.at),
+                    format!("{}.variant", inc.key),
+                    format!("no variant is named `{}`", v.value),
+                );
+                return None;
+            }
+        },
+        None => 0,
+    };
+    let platform = match get(Key::Platform) {
+        Some(p) => match axes.platforms.iter().position(|x| x.name == p.value) {
+            Some(i) => i,
+            None => {
+                d.error(
+                    Some(p.at),
+                    format!("{}.platform", inc.key),
+                    format!("platform `{}` is not in `platforms`", p.value),
+                );
+                return None;
+            }
+        },
+        None => 0,
+    };
+    Some(Point {
+        base,
+        py,
+        variant,
+        platform,
+        rule: None,
+    })
+}

@@ -1,0 +1,392 @@
+//! The planner: `matrix.yaml` → a complete, validated [`Plan`].
+//!
+//! Everything `build` will do is decided here: each cell's base, Python, Miniconda
+//! installer (name, SHA256, download URLs), platform, variant and tags. The plan is
+//! deterministic: cells sort by their coordinates (versions as versions), and a
+//! cell's id is made from its coordinates, so reordering the YAML changes neither.
+//!
+//! Steps, each its own module: the axes ([`axes`]), their expansion with rules
+//! ([`expand`]), then tags and ids ([`tags`]).
+
+pub mod axes;
+pub mod base;
+pub mod catalogue;
+pub mod expand;
+pub mod output;
+pub mod shard;
+pub mod tags;
+pub mod version;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::config::raw::{self, RawRule};
+use crate::config::{settings, yaml};
+use crate::coord::{Coordinate, Key, Subject, PLATFORMS};
+use crate::diag::{Diagnostic, Diags, Pos};
+use crate::error::Error;
+use base::Base;
+use version::{CondaRelease, PyVersion};
+
+pub use axes::DEFAULT_MINICONDA;
+pub const DEFAULT_MAX_CELLS: u64 = 1000;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Variant {
+    pub name: String,
+    pub pip: Vec<String>,
+    pub apt: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct InstallerRef {
+    pub file: String,
+    pub sha256: String,
+    pub urls: Vec<String>,
+    /// A pre-downloaded copy in `sources.installer_dir`, used instead of the mirrors.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Cell {
+    pub id: String,
+    /// Where the cell sits: the values filters, rules, templates and records use.
+    pub coord: Coordinate,
+    pub python: PyVersion,
+    pub miniconda: CondaRelease,
+    pub base: Arc<Base>,
+    pub variant: Arc<Variant>,
+    pub installer: InstallerRef,
+    /// Full references; the first is the primary tag.
+    pub tags: Vec<String>,
+}
+
+impl Cell {
+    pub fn primary_tag(&self) -> &str {
+        &self.tags[0]
+    }
+
+    /// `linux/amd64`.
+    pub fn platform(&self) -> &str {
+        &self.coord.platform
+    }
+
+    /// The installer's arch word for the platform (`x86_64`).
+    pub fn arch(&self) -> &str {
+        crate::coord::installer_arch(&self.coord.platform).unwrap_or("")
+    }
+}
+
+impl Subject for Cell {
+    fn coordinate(&self) -> &Coordinate {
+        &self.coord
+    }
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn tags(&self) -> &[String] {
+        &self.tags
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Excluded {
+    pub id: String,
+    pub python: String,
+    pub base: String,
+    pub platform: String,
+    pub variant: String,
+    pub reason: String,
+    pub line: usize,
+}
+
+#[derive(Debug)]
+pub struct Plan {
+    pub matrix_file: PathBuf,
+    pub matrix_sha256: String,
+    pub settings: settings::Settings,
+    pub cells: Vec<Cell>,
+    pub excluded: Vec<Excluded>,
+    pub warnings: Vec<Diagnostic>,
+    pub date: String,
+}
+
+pub struct PlanOptions {
+    /// `YYYYMMDD` for `{date}` in tags.
+    pub date: String,
+}
+
+/// Plan from a file on disk.
+pub fn load(path: &Path, opts: &PlanOptions) -> Result<Plan, Error> {
+    let text = crate::config::read_text(path)?;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    plan_text(&text, &path.display().to_string(), &dir, opts).map(|mut p| {
+        p.matrix_file = path.to_path_buf();
+        p
+    })
+}
+
+/// Plan from text; `file` names it in diagnostics, `dir` resolves relative paths.
+pub fn plan_text(text: &str, file: &str, dir: &Path, opts: &PlanOptions) -> Result<Plan, Error> {
+    let mut d = Diags::new(file);
+    let root = match yaml::parse(text) {
+        Ok(n) => n,
+        Err((at, msg)) => {
+            d.error(at, "", msg);
+            return Err(Error::InvalidMatrix(d.sorted()));
+        }
+    };
+    let raw = raw::walk(&root, &mut d);
+    check_version(&raw, &mut d);
+    let settings = settings::read(&raw, dir, &mut d);
+    let user_catalogue = axes::user_catalogue(&raw, &mut d);
+    let axes = expand::Axes {
+        bases: axes::bases(&raw, settings.sources.cuda_registry.as_deref(), &mut d),
+        pythons: axes::pythons(&raw, &mut d),
+        variants: axes::variants(&raw, &mut d),
+        platforms: axes::platforms(&raw, &mut d),
+    };
+    tags::check_templates(&raw, &settings, &mut d);
+    check_rules(&raw.exclude, &mut d);
+    let max = raw
+        .max_cells
+        .as_ref()
+        .map_or(DEFAULT_MAX_CELLS, |m| m.value);
+    let total = axes.product() + raw.include.len() as u64;
+    if total > max {
+        d.error(
+            raw.max_cells.as_ref().map(|m| m.at).or(Some(Pos { line: 1, col: 1 })),
+            "limits.max_cells",
+            format!(
+                "the matrix expands to {total} cells ({} bases × {} pythons × {} variants × {} platforms), over the cap of {max}; narrow it or raise `limits.max_cells`",
+                axes.bases.len(), axes.pythons.len(), axes.variants.len(), axes.platforms.len()
+            ),
+        );
+    }
+    if d.has_errors() {
+        return Err(Error::InvalidMatrix(d.sorted()));
+    }
+    let (mut cells, excluded) = expand::cells(&raw, axes, &settings, &user_catalogue, &mut d);
+    if d.has_errors() {
+        return Err(Error::InvalidMatrix(d.sorted()));
+    }
+    tags::assign(&mut cells, &settings, &raw, &opts.date, &mut d);
+    if d.has_errors() {
+        return Err(Error::InvalidMatrix(d.sorted()));
+    }
+    Ok(Plan {
+        matrix_file: PathBuf::from(file),
+        matrix_sha256: hex(&Sha256::digest(text.as_bytes())),
+        settings,
+        cells,
+        excluded,
+        warnings: d.sorted(),
+        date: opts.date.clone(),
+    })
+}
+
+fn check_version(raw: &raw::RawConfig, d: &mut Diags) {
+    match &raw.version {
+        Some(v) if v.value == "1" => {}
+        Some(v) => d.error(
+            Some(v.at),
+            "version",
+            format!(
+                "unsupported matrix version `{}` (this tool reads version: 1)",
+                v.value
+            ),
+        ),
+        None => d.error(
+            Some(Pos { line: 1, col: 1 }),
+            "version",
+            "missing `version: 1` at the top of the file",
+        ),
+    }
+}
+
+/// Exclusions naming a platform must name a real one (a glob may match several).
+fn check_rules(rules: &[RawRule], d: &mut Diags) {
+    for r in rules {
+        for (k, v) in &r.fields {
+            if *k == Key::Platform
+                && !v.value.contains(['*', '?'])
+                && !PLATFORMS.iter().any(|a| a.0 == v.value)
+            {
+                d.error(
+                    Some(v.at),
+                    format!("{}.platform", r.key),
+                    format!("unknown platform `{}`", v.value),
+                );
+            }
+        }
+    }
+}
+
+/// Every field of the selector must match (globs `*` and `?` allowed).
+pub fn rule_matches(rule: &RawRule, c: &Coordinate) -> bool {
+    rule.fields.iter().all(|(k, pat)| c.matches(*k, &pat.value))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(yaml: &str) -> Result<Plan, Vec<String>> {
+        let opts = PlanOptions {
+            date: "20260101".into(),
+        };
+        plan_text(yaml, "m.yaml", Path::new("."), &opts).map_err(|e| match e {
+            Error::InvalidMatrix(d) => d.iter().map(ToString::to_string).collect(),
+            e => vec![e.to_string()],
+        })
+    }
+
+    fn ids(p: &Plan) -> Vec<&str> {
+        p.cells.iter().map(|c| c.id.as_str()).collect()
+    }
+
+    #[test]
+    fn expansion_order_is_by_coordinates_with_versions_as_versions() {
+        let p = plan("version: 1\nimage: {tag: \"conda3-python{python}-{base}-{arch}\"}\nbases: [nvidia/cuda:12.4.1-cudnn-devel-ubuntu22.04, ubuntu:24.04, ubuntu:22.04]\npython: [\"3.10\", \"3.9\"]\nplatforms: [linux/arm64, linux/amd64]\n").unwrap();
+        assert_eq!(
+            ids(&p),
+            [
+                "py3.9-ubuntu22.04-amd64",
+                "py3.9-ubuntu22.04-arm64",
+                "py3.10-ubuntu22.04-amd64",
+                "py3.10-ubuntu22.04-arm64",
+                "py3.9-ubuntu24.04-amd64",
+                "py3.9-ubuntu24.04-arm64",
+                "py3.10-ubuntu24.04-amd64",
+                "py3.10-ubuntu24.04-arm64",
+                "py3.9-cuda12.4.1-cudnn-devel-ubuntu22.04-amd64",
+                "py3.9-cuda12.4.1-cudnn-devel-ubuntu22.04-arm64",
+                "py3.10-cuda12.4.1-cudnn-devel-ubuntu22.04-amd64",
+                "py3.10-cuda12.4.1-cudnn-devel-ubuntu22.04-arm64",
+            ]
+        );
+        // the arm64 cells get aarch64 installers
+        assert_eq!(
+            p.cells[1].installer.file,
+            "Miniconda3-py39_24.5.0-0-Linux-aarch64.sh"
+        );
+    }
+
+    #[test]
+    fn seed_tags_are_reproduced() {
+        let p = plan("version: 1\nbases: [nvidia/cuda:12.1.0-cudnn8-devel-ubuntu22.04, ubuntu:22.04]\npython: [\"3.10\"]\n").unwrap();
+        let tags: Vec<&str> = p.cells.iter().map(|c| c.primary_tag()).collect();
+        assert_eq!(
+            tags,
+            [
+                "miniconda:conda3-python3.10-ubuntu22.04",
+                "miniconda:conda3-python3.10-cuda12.1.0-cudnn8-devel-ubuntu22.04"
+            ]
+        );
+        assert_eq!(
+            p.warnings.len(),
+            1,
+            "the EOL seed base is a warning, not an error"
+        );
+    }
+
+    #[test]
+    fn aliases_and_latest() {
+        let p = plan("version: 1\nimage:\n  repository: reg.example:5000/ml/conda\n  aliases: [\"{tag}-{date}\"]\n  latest: {python: \"3.11\"}\nbases: [ubuntu:22.04]\npython: [\"3.10\", \"3.11\"]\n").unwrap();
+        assert_eq!(
+            p.cells[1].tags,
+            [
+                "reg.example:5000/ml/conda:conda3-python3.11-ubuntu22.04",
+                "reg.example:5000/ml/conda:conda3-python3.11-ubuntu22.04-20260101",
+                "reg.example:5000/ml/conda:latest"
+            ]
+        );
+        let e = plan("version: 1\nimage:\n  latest: {os: ubuntu22.04}\nbases: [ubuntu:22.04]\npython: [\"3.10\", \"3.11\"]\n").unwrap_err();
+        assert!(e[0].contains("matches 2 cells"), "{e:?}");
+    }
+
+    #[test]
+    fn include_adds_cells_and_restores_excluded_ones() {
+        let p = plan(
+            "version: 1\nbases: [ubuntu:22.04]\npython: [\"3.10\", \"3.11\"]\nexclude:\n  - {python: \"3.11\", reason: r}\ninclude:\n  - {base: ubuntu:22.04, python: \"3.11\"}\n  - {base: ubuntu:22.04, python: \"3.10\", miniconda: \"24.4.0-0\"}\nimage:\n  tag: \"c{miniconda}-python{python}-{base}\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            ids(&p),
+            [
+                "py3.10-ubuntu22.04-amd64-conda24.4.0-0",
+                "py3.10-ubuntu22.04-amd64-conda24.5.0-0",
+                "py3.11-ubuntu22.04-amd64"
+            ]
+        );
+        assert!(p.excluded.is_empty());
+    }
+
+    #[test]
+    fn include_reuses_the_os_of_a_declared_base() {
+        let yaml = "version: 1\nbases:\n  - ubuntu:22.04\n  - {image: \"reg.example/ml/os:1\", os: debian12}\npython: [\"3.11\"]\nexclude:\n  - {base: \"reg.example/ml/os:1\", reason: r}\ninclude:\n  - {base: \"reg.example/ml/os:1\", python: \"3.11\", miniconda: \"24.4.0-0\"}\nimage:\n  tag: \"c{miniconda}-python{python}-{base}\"\n";
+        let p = plan(yaml).unwrap();
+        let c = p
+            .cells
+            .iter()
+            .find(|c| c.base.reference == "reg.example/ml/os:1")
+            .unwrap();
+        assert_eq!(c.base.os.slug(), "debian12");
+        let e = plan(&yaml.replace(
+            "include:\n  - {base: \"reg.example/ml/os:1\"",
+            "include:\n  - {base: \"reg.example/ml/other:1\"",
+        ))
+        .unwrap_err();
+        assert!(
+            e[0].contains("takes `os` from a base declared in `bases:`"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn exclusions_carry_reasons_and_unused_ones_warn() {
+        let p = plan("version: 1\nbases: [ubuntu:22.04, ubuntu:24.04]\npython: [\"3.10\"]\nexclude:\n  - {os: ubuntu24.04, reason: \"not yet\"}\n  - {cuda: \"12.*\", reason: \"no cuda here\"}\n").unwrap();
+        assert_eq!(p.excluded.len(), 1);
+        assert_eq!(p.excluded[0].reason, "not yet");
+        assert_eq!(p.excluded[0].line, 5);
+        assert!(p
+            .warnings
+            .iter()
+            .any(|w| w.message.contains("matches no cell")));
+    }
+
+    #[test]
+    fn every_error_is_reported_at_once() {
+        let e = plan("version: 1\nbases: [ubuntu:18.04, \"nvidia/cuda:12.4.1-cudnn9-devel-ubuntu22.04\"]\npython: [\"3.8\", \"2.7\"]\npackages:\n  pip: [\"a b\"]\n").unwrap_err();
+        assert_eq!(e.len(), 4, "{e:#?}");
+        for want in [
+            "`ubuntu:18.04`",
+            "cuDNN token `cudnn9`",
+            "Python 2.7 is not offered",
+            "`a b` is not a plain pip requirement",
+        ] {
+            assert!(e.iter().any(|x| x.contains(want)), "missing {want}: {e:#?}");
+        }
+    }
+
+    #[test]
+    fn the_default_release_is_the_documented_one() {
+        assert_eq!(axes::default_release().to_string(), DEFAULT_MINICONDA);
+    }
+}

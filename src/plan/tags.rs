@@ -1,0 +1,285 @@
+//! Tags and ids: tag templates checked and expanded per cell, collisions refused, and
+//! readable cell ids made unique from their coordinates.
+
+use std::collections::HashMap;
+
+use sha2::{Digest, Sha256};
+
+use crate::config::raw::{RawConfig, RawRule};
+use crate::config::settings::Settings;
+use crate::coord::{Key, Subject};
+use crate::diag::{Diags, Sp};
+use crate::plan::base::Base;
+use crate::plan::version::PyVersion;
+use crate::plan::{hex, rule_matches, Cell, Variant};
+use crate::reference;
+
+/// Every placeholder an `image.tag` (and, with `{tag}`, an alias) may use: the
+/// coordinates, `{py}` (`py310`) after `{python}`, and `{date}`.
+pub fn template_keys(alias: bool) -> Vec<&'static str> {
+    let mut k = Key::names(Key::TEMPLATE);
+    k.insert(1, "py");
+    k.push("date");
+    if alias {
+        k.push("tag");
+    }
+    k
+}
+
+/// Check the matrix's tag templates: known placeholders, balanced braces.
+pub fn check_templates(raw: &RawConfig, s: &Settings, d: &mut Diags) {
+    check_template(
+        raw.image.tag.as_ref(),
+        &s.tag_template,
+        "image.tag",
+        &template_keys(false),
+        d,
+    );
+    let alias_keys = template_keys(true);
+    for (i, a) in raw.image.aliases.iter().enumerate() {
+        let key = format!("image.aliases[{i}]");
+        check_template(Some(a), &a.value, &key, &alias_keys, d);
+        if a.value == "{tag}" || a.value == s.tag_template {
+            d.error(
+                Some(a.at),
+                key,
+                "this alias is the primary tag itself; an alias must add something (e.g. \"{tag}-{date}\")",
+            );
+        }
+    }
+}
+
+fn check_template(
+    at: Option<&Sp<String>>,
+    template: &str,
+    key: &str,
+    allowed: &[&str],
+    d: &mut Diags,
+) {
+    let pos = at.map(|a| a.at);
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let Some(close) = rest[open..].find('}') else {
+            d.error(pos, key, format!("unclosed `{{` in `{template}`"));
+            return;
+        };
+        let name = &rest[open + 1..open + close];
+        if !allowed.contains(&name) {
+            let hint = crate::diag::did_you_mean(name, allowed)
+                .map(|s| format!("did you mean `{{{s}}}`? "))
+                .unwrap_or_default();
+            d.error(
+                pos,
+                key,
+                format!(
+                    "unknown placeholder `{{{name}}}` ({hint}expected one of: {})",
+                    allowed
+                        .iter()
+                        .map(|a| format!("{{{a}}}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+        }
+        rest = &rest[open + close + 1..];
+    }
+    if rest.contains('}') {
+        d.error(pos, key, format!("unmatched `}}` in `{template}`"));
+    }
+}
+
+/// Fill a template's `{placeholders}`.
+pub fn expand(template: &str, values: &dyn Fn(&str) -> String) -> String {
+    let mut out = String::with_capacity(template.len() + 32);
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        match rest[open..].find('}') {
+            Some(close) => {
+                out.push_str(&values(&rest[open + 1..open + close]));
+                rest = &rest[open + close + 1..];
+            }
+            None => {
+                out.push_str(&rest[open..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn tag_value(c: &Cell, key: &str, date: &str) -> String {
+    match key {
+        "py" => c.python.tag(),
+        "date" => date.to_string(),
+        other => Key::parse(other)
+            .map(|k| c.coord.template_value(k))
+            .unwrap_or_default(),
+    }
+}
+
+/// Expand the primary tag and aliases of every cell; refuse invalid and colliding
+/// tags, naming the two cells and the line of the template.
+pub fn assign(cells: &mut [Cell], s: &Settings, raw: &RawConfig, date: &str, d: &mut Diags) {
+    let tag_at = raw.image.tag.as_ref().map(|t| t.at);
+    let mut owners: HashMap<String, String> = HashMap::new();
+    let mut reported = 0;
+    for c in cells.iter_mut() {
+        let tag = expand(&s.tag_template, &|k| tag_value(c, k, date));
+        if let Err(e) = reference::check_tag(&tag) {
+            if reported < 5 {
+                d.error(tag_at, "image.tag", format!("cell {}: {e}", c.id));
+            }
+            reported += 1;
+            continue;
+        }
+        let mut tags = vec![format!("{}:{tag}", s.repository)];
+        for (i, a) in s.alias_templates.iter().enumerate() {
+            let alias = expand(a, &|k| {
+                if k == "tag" {
+                    tag.clone()
+                } else {
+                    tag_value(c, k, date)
+                }
+            });
+            let alias_at = raw.image.aliases.get(i).map(|a| a.at);
+            // an alias that is the primary tag by its very template is reported once,
+            // by check_templates
+            let literal = a == "{tag}" || *a == s.tag_template;
+            match reference::check_tag(&alias) {
+                Ok(()) if alias == tag && literal => {}
+                Ok(()) if alias == tag => d.error(
+                    alias_at,
+                    format!("image.aliases[{i}]"),
+                    format!(
+                        "cell {}: the alias `{alias}` is the primary tag itself",
+                        c.id
+                    ),
+                ),
+                Ok(()) => tags.push(format!("{}:{alias}", s.repository)),
+                Err(e) => d.error(
+                    alias_at,
+                    format!("image.aliases[{i}]"),
+                    format!("cell {}: {e}", c.id),
+                ),
+            }
+        }
+        for t in &tags {
+            if let Some(other) = owners.insert(t.clone(), c.id.clone()) {
+                if other != c.id {
+                    d.error(
+                        tag_at.or(Some(crate::diag::Pos { line: 1, col: 1 })),
+                        "image.tag",
+                        format!("tag `{t}` is made by both cell {other} and cell {}; add a placeholder that tells them apart ({{variant}}, {{arch}}, {{miniconda}}…)", c.id),
+                    );
+                }
+            }
+        }
+        c.tags = tags;
+    }
+    if reported > 5 {
+        d.error(
+            tag_at,
+            "image.tag",
+            format!("…and {} more cells with an invalid tag", reported - 5),
+        );
+    }
+    if let Some(rule) = &raw.image.latest {
+        latest(cells, s, rule, &owners, d);
+    }
+}
+
+fn latest(
+    cells: &mut [Cell],
+    s: &Settings,
+    rule: &RawRule,
+    owners: &HashMap<String, String>,
+    d: &mut Diags,
+) {
+    let hits: Vec<usize> = cells
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| rule_matches(rule, c.coordinate()))
+        .map(|(i, _)| i)
+        .collect();
+    match hits.as_slice() {
+        [one] => {
+            let t = format!("{}:latest", s.repository);
+            if let Some(other) = owners.get(&t) {
+                d.error(
+                    Some(rule.at),
+                    "image.latest",
+                    format!("`latest` is already made by cell {other}"),
+                );
+            }
+            cells[*one].tags.push(t);
+        }
+        [] => d.error(
+            Some(rule.at),
+            "image.latest",
+            "this selector matches no cell; `latest` must name exactly one",
+        ),
+        many => d.error(
+            Some(rule.at),
+            "image.latest",
+            format!(
+                "this selector matches {} cells ({}); `latest` must name exactly one",
+                many.len(),
+                many.iter()
+                    .map(|i| cells[*i].id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ),
+    }
+}
+
+/// `py3.10-cuda12.1.0-cudnn8-devel-ubuntu22.04-amd64`, plus `-VARIANT` for named variants.
+pub fn cell_id(py: PyVersion, base: &Base, variant: &Variant, platform: &str) -> String {
+    let arch = platform.rsplit('/').next().unwrap_or(platform);
+    let mut id = format!("py{py}-{}-{arch}", base.slug());
+    if variant.name != "default" {
+        id.push('-');
+        id.push_str(&variant.name);
+    }
+    id
+}
+
+/// Cells whose readable ids collide (same Python, OS slug, arch and variant) get the
+/// Miniconda release and, if still needed, a short hash of the base reference: both
+/// are coordinates, so ids stay independent of the order of the YAML.
+pub fn disambiguate_ids(cells: &mut [Cell]) {
+    for round in 0..2 {
+        let mut count: HashMap<String, usize> = HashMap::new();
+        for c in cells.iter() {
+            *count.entry(c.id.clone()).or_default() += 1;
+        }
+        for c in cells.iter_mut() {
+            if count[&c.id] > 1 {
+                if round == 0 {
+                    c.id = format!("{}-conda{}", c.id, c.miniconda);
+                } else {
+                    let h = hex(&Sha256::digest(c.base.reference.as_bytes()));
+                    c.id = format!("{}-{}", c.id, &h[..6]);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_expand_known_placeholders() {
+        let v = |k: &str| match k {
+            "python" => "3.10".to_string(),
+            _ => String::new(),
+        };
+        assert_eq!(expand("py{python}-x", &v), "py3.10-x");
+        assert_eq!(expand("no braces", &v), "no braces");
+        assert_eq!(expand("open {python", &v), "open {python");
+    }
+}

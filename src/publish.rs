@@ -1,0 +1,212 @@
+//! Publishing a manifest's images: every tag checked first, then two phases — the
+//! primary tag of every eligible cell, then the aliases — each image pushed from the
+//! engine that holds it. Nothing is published while a cell that should be is not
+//! built (or verified), or while its engine does not answer, unless the caller allows
+//! a partial publish.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::engines::{Engines, DEFAULT_ENGINE};
+use crate::manifest::{CellRecord, Manifest, Pushed, Status};
+use crate::reference;
+
+pub struct Options {
+    /// Only cells whose verification passed.
+    pub need_verified: bool,
+    pub allow_partial: bool,
+    /// Re-tries per push.
+    pub retries: u32,
+}
+
+/// Every tag of the manifest against the Docker reference grammar and the matrix's
+/// repository: a forged or damaged manifest must not make us push elsewhere.
+pub fn check_tags(man: &Manifest) -> Result<(), String> {
+    let Some(repo) = man.repository.as_deref() else {
+        return Err("the manifest does not name its repository (it was written by an older image-matrix); build again to publish it".into());
+    };
+    reference::check_repository(repo).map_err(|e| format!("the manifest's repository: {e}"))?;
+    for c in man.cells.iter().filter(|c| c.status != Status::Excluded) {
+        for t in &c.tags {
+            let ok = t
+                .strip_prefix(repo)
+                .and_then(|r| r.strip_prefix(':'))
+                .map(reference::check_tag);
+            match ok {
+                Some(Ok(())) => {}
+                Some(Err(e)) => return Err(format!("cell {}: {e}", c.id)),
+                None => {
+                    return Err(format!(
+                        "cell {}: tag `{t}` is not in the matrix's repository `{repo}`; refusing to publish anything",
+                        c.id
+                    ))
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Publish; returns whether everything that should be published was, or why nothing
+/// was. `say` gets one line per push.
+pub fn publish(
+    engines: &Engines,
+    man: &mut Manifest,
+    opts: &Options,
+    say: &dyn Fn(&str),
+) -> Result<bool, String> {
+    check_tags(man)?;
+    let built = |c: &CellRecord| {
+        c.status.succeeded()
+            && (!opts.need_verified || c.verification.as_ref().is_some_and(|v| v.ok))
+    };
+    let selected: Vec<usize> = (0..man.cells.len())
+        .filter(|i| man.cells[*i].status != Status::Excluded)
+        .collect();
+    // An image is pushed only from the engine that holds it; an engine that does not
+    // answer now makes its cells ineligible before anything is published.
+    let mut answers: HashMap<Option<String>, bool> = HashMap::new();
+    for &i in &selected {
+        let c = &man.cells[i];
+        if built(c) && !answers.contains_key(&c.engine) {
+            let up = engines
+                .get(c.engine.as_deref())
+                .is_some_and(|d| d.ping(Duration::from_secs(10)).is_ok());
+            answers.insert(c.engine.clone(), up);
+        }
+    }
+    let reachable = |c: &CellRecord| answers.get(&c.engine).copied().unwrap_or(false);
+    let not_built = selected.iter().filter(|i| !built(&man.cells[**i])).count();
+    let mut away: Vec<&str> = selected
+        .iter()
+        .map(|i| &man.cells[*i])
+        .filter(|c| built(c) && !reachable(c))
+        .map(|c| c.engine.as_deref().unwrap_or(DEFAULT_ENGINE))
+        .collect();
+    let unreachable = away.len();
+    away.sort_unstable();
+    away.dedup();
+    if not_built + unreachable > 0 && !opts.allow_partial {
+        let mut why = Vec::new();
+        if not_built > 0 {
+            why.push(format!(
+                "{not_built} of {} cells did not build{}",
+                selected.len(),
+                if opts.need_verified {
+                    " and verify"
+                } else {
+                    ""
+                }
+            ));
+        }
+        if unreachable > 0 {
+            why.push(format!(
+                "{unreachable} are on engines that do not answer ({})",
+                away.join(", ")
+            ));
+        }
+        return Err(format!(
+            "{}; publishing nothing (use --allow-partial to publish the rest)",
+            why.join(" and ")
+        ));
+    }
+    let eligible: Vec<usize> = selected
+        .into_iter()
+        .filter(|i| built(&man.cells[*i]) && reachable(&man.cells[*i]))
+        .collect();
+    let mut all_ok = true;
+    for phase in 0..2 {
+        for &i in &eligible {
+            let tags: Vec<String> = if phase == 0 {
+                man.cells[i].tags.iter().take(1).cloned().collect()
+            } else {
+                man.cells[i].tags.iter().skip(1).cloned().collect()
+            };
+            for t in tags {
+                let p = push_one(engines, &man.cells[i], &t, opts.retries, say);
+                all_ok &= p.ok;
+                man.cells[i].pushed.push(p);
+            }
+        }
+    }
+    Ok(all_ok)
+}
+
+fn push_one(
+    engines: &Engines,
+    c: &CellRecord,
+    tag: &str,
+    retries: u32,
+    say: &dyn Fn(&str),
+) -> Pushed {
+    let mut attempts = 0;
+    let result = loop {
+        attempts += 1;
+        let Some(docker) = engines.get(c.engine.as_deref()) else {
+            break Err("the engine that holds the image does not answer".to_string());
+        };
+        match docker.push(tag) {
+            Ok(d) => break Ok(d),
+            Err(e) if attempts <= retries => {
+                say(&format!("push {tag}: {e}; retrying"));
+                std::thread::sleep(Duration::from_secs(2u64.pow(attempts)));
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    say(&format!(
+        "push {tag}: {}",
+        match &result {
+            Ok(_) => "ok".to_string(),
+            Err(e) => format!("failed: {e}"),
+        }
+    ));
+    Pushed {
+        tag: tag.to_string(),
+        ok: result.is_ok(),
+        digest: result.as_ref().ok().cloned().flatten(),
+        attempts,
+        error: result.err(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::CellRecord;
+
+    fn man(tags: &[&str]) -> Manifest {
+        let mut m = Manifest::new("m.yaml", "0", None);
+        m.repository = Some("reg.example:5000/ml/conda".into());
+        let mut c: CellRecord = crate::run::prepare::excluded_record(&crate::plan::Excluded {
+            id: "x".into(),
+            python: "3.11".into(),
+            base: "b".into(),
+            platform: "linux/amd64".into(),
+            variant: "default".into(),
+            reason: String::new(),
+            line: 1,
+        });
+        c.status = Status::Built;
+        c.tags = tags.iter().map(|t| (*t).to_string()).collect();
+        m.cells.push(c);
+        m
+    }
+
+    #[test]
+    fn forged_tags_are_refused_before_any_push() {
+        assert!(check_tags(&man(&["reg.example:5000/ml/conda:conda3-python3.11"])).is_ok());
+        for bad in [
+            "evil.example:5000/steal:1",
+            "--all-tags",
+            "reg.example:5000/ml/conda:Bad Tag With Spaces",
+            "reg.example:5000/ml/conda:-x",
+            "reg.example:5000/ml/conda",
+        ] {
+            assert!(check_tags(&man(&[bad])).is_err(), "{bad}");
+        }
+        let mut m = man(&["reg.example:5000/ml/conda:a"]);
+        m.repository = None;
+        assert!(check_tags(&m).unwrap_err().contains("repository"));
+    }
+}

@@ -1,0 +1,3 @@
+//! Reporting what a run did: the terminal reporter (live), and later documents.
+
+pub mod terminal;

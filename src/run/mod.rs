@@ -1,0 +1,13 @@
+//! Running a build, in three parts that never import each other backwards: a pure
+//! preparation ([`prepare`]: plan + engines → jobs, shared stages, records), the
+//! [`scheduler`] (runs jobs on engines through an [`executor::Executor`] and emits
+//! [`events`]), and the listeners: the manifest [`recorder`] here and the terminal
+//! reporter in `report`.
+
+pub mod events;
+pub mod executor;
+#[cfg(test)]
+pub mod fake;
+pub mod prepare;
+pub mod recorder;
+pub mod scheduler;

@@ -1,0 +1,356 @@
+//! Preparation, pure: the selected cells and the engines' platforms → one job per cell
+//! (its rendered context, its `docker build` request, its input hash), the shared
+//! stages several cells build on, and the initial manifest. Nothing here talks to
+//! Docker, so all of it is tested without a daemon.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::docker::BuildRequest;
+use crate::manifest::{CellRecord, Installer, Status};
+use crate::plan::{hex, Cell, Excluded, Plan};
+use crate::render;
+use crate::run::executor::{Job, JobKind};
+use crate::run::scheduler::SharedStage;
+
+/// Label that carries a cell's input hash; `build` skips a cell whose tag has it.
+pub const INPUT_HASH_LABEL: &str = "io.image-matrix.input-hash";
+
+/// Where a run's files go.
+#[derive(Clone, Debug)]
+pub struct Paths {
+    pub contexts: PathBuf,
+    pub logs: PathBuf,
+    pub iid: PathBuf,
+}
+
+/// What the build options decide about each request.
+#[derive(Clone, Debug, Default)]
+pub struct Settings {
+    pub network: Option<String>,
+    pub pull: bool,
+    pub no_cache: bool,
+    /// Skip cells whose image is current (false with `--force`).
+    pub check_current: bool,
+    /// Platforms some engine builds natively: `--platform` is passed only where it
+    /// differs (or where engines differ).
+    pub native: Vec<String>,
+    /// OCI labels every image gets (created, source, revision).
+    pub labels: Vec<(String, String)>,
+    /// Cells that succeeded in a resumed manifest, with their input hash: checked for
+    /// being current even with `--force`.
+    pub resumed: HashMap<String, String>,
+}
+
+/// Everything a run needs, decided before it starts.
+pub struct Prepared<'p> {
+    /// The cell of each job (job `i` builds `cells[i]`).
+    pub cells: Vec<&'p Cell>,
+    /// The rendered context of each job, to be written to `request.context_dir`.
+    pub contexts: Vec<render::Context>,
+    pub jobs: Vec<Job>,
+    pub stages: Vec<SharedStage>,
+    /// One record per job (same order), then the exclusions.
+    pub records: Vec<CellRecord>,
+}
+
+/// A new record for a planned cell, not started.
+pub fn record_for(c: &Cell, input_hash: Option<String>) -> CellRecord {
+    CellRecord {
+        tags: c.tags.clone(),
+        installer: Some(Installer {
+            file: c.installer.file.clone(),
+            sha256: c.installer.sha256.clone(),
+        }),
+        input_hash,
+        ..CellRecord::new(&c.id, c.coord.clone())
+    }
+}
+
+/// The record of an excluded cell.
+pub fn excluded_record(e: &Excluded) -> CellRecord {
+    let coord = crate::coord::Coordinate {
+        python: e.python.clone(),
+        base: e.base.clone(),
+        platform: e.platform.clone(),
+        variant: e.variant.clone(),
+        ..Default::default()
+    };
+    CellRecord {
+        status: Status::Excluded,
+        reason: Some(e.reason.clone()),
+        ..CellRecord::new(&e.id, coord)
+    }
+}
+
+/// Jobs, shared stages and records for the selected cells.
+pub fn prepare<'p>(
+    plan: &'p Plan,
+    cells: &[&'p Cell],
+    paths: &Paths,
+    s: &Settings,
+) -> Prepared<'p> {
+    let mut p = Prepared {
+        cells: Vec::with_capacity(cells.len()),
+        contexts: Vec::with_capacity(cells.len()),
+        jobs: Vec::with_capacity(cells.len()),
+        stages: Vec::new(),
+        records: Vec::with_capacity(cells.len() + plan.excluded.len()),
+    };
+    let (mut os_keys, mut conda_keys) = (Vec::new(), Vec::new());
+    for c in cells {
+        let ctx = render::render(&plan.settings, c);
+        let input_hash = render::input_hash(&ctx, c, &[]);
+        let mut rec = record_for(c, Some(input_hash.clone()));
+        rec.input_parts = render::part_hashes(&ctx);
+        let log_path = paths.logs.join(format!("{}.log", c.id));
+        rec.log = Some(log_path.display().to_string());
+        let resumed = s.resumed.get(&c.id);
+        if resumed.is_some_and(|h| *h != input_hash) {
+            rec.reason = Some("resumed, but its inputs changed since".into());
+        }
+        let i = p.jobs.len();
+        p.jobs.push(Job {
+            kind: JobKind::Cell(i),
+            id: c.id.clone(),
+            request: request(c, &input_hash, paths, s),
+            log_path,
+            input_hash: input_hash.clone(),
+            primary_tag: Some(c.primary_tag().to_string()),
+            affinity: format!("{} {}", c.base.reference, c.platform()),
+            platform: c.platform().to_string(),
+            check_current: s.check_current || resumed == Some(&input_hash),
+        });
+        os_keys.push(stage_key(&ctx, &["system/"], c));
+        conda_keys.push(stage_key(&ctx, &["system/", "conda/"], c));
+        p.cells.push(c);
+        p.contexts.push(ctx);
+        p.records.push(rec);
+    }
+    if !s.no_cache {
+        let os = stages(&os_keys, Layer::Os, &p, paths, s);
+        let conda = stages(&conda_keys, Layer::Conda, &p, paths, s);
+        p.stages = os.into_iter().chain(conda).collect();
+        for (n, st) in p.stages.iter_mut().enumerate() {
+            st.job.kind = JobKind::Stage(n);
+        }
+    }
+    p.records.extend(plan.excluded.iter().map(excluded_record));
+    p
+}
+
+fn request(c: &Cell, input_hash: &str, paths: &Paths, s: &Settings) -> BuildRequest {
+    let mut labels = vec![(INPUT_HASH_LABEL.to_string(), input_hash.to_string())];
+    labels.extend(s.labels.iter().cloned());
+    let one_native = s.native.len() == 1 && s.native[0] == c.platform();
+    BuildRequest {
+        context_dir: paths.contexts.join(&c.id),
+        tags: c.tags.clone(),
+        target: None,
+        labels,
+        network: s.network.clone(),
+        platform: (!one_native).then(|| c.platform().to_string()),
+        pull: s.pull,
+        no_cache: s.no_cache,
+        iidfile: Some(paths.iid.join(format!("{}.iid", c.id))),
+    }
+}
+
+/// What decides a shared stage: the base, the platform and the stage's own files.
+fn stage_key(ctx: &render::Context, prefixes: &[&str], c: &Cell) -> String {
+    let mut h = Sha256::new();
+    h.update(c.base.reference.as_bytes());
+    h.update([0]);
+    h.update(c.platform().as_bytes());
+    for f in ctx
+        .files
+        .iter()
+        .filter(|f| prefixes.iter().any(|p| f.path.starts_with(p)))
+    {
+        h.update(f.path.as_bytes());
+        h.update([0]);
+        h.update(&f.bytes);
+    }
+    hex(&h.finalize())
+}
+
+#[derive(Clone, Copy)]
+enum Layer {
+    Os,
+    Conda,
+}
+
+impl Layer {
+    /// The Dockerfile stage it builds.
+    fn target(self) -> &'static str {
+        match self {
+            Layer::Os => "system",
+            Layer::Conda => "conda",
+        }
+    }
+
+    /// A name people understand: `debian12 amd64 · OS layer`.
+    fn name(self, c: &Cell) -> String {
+        let arch = c.platform().rsplit('/').next().unwrap_or_default();
+        match self {
+            Layer::Os => format!("{} {arch} · OS layer", c.base.slug()),
+            Layer::Conda => format!(
+                "{} {arch} · Miniconda {} py{}",
+                c.base.slug(),
+                c.miniconda,
+                c.python
+            ),
+        }
+    }
+}
+
+/// Cells whose stage is identical share it; a group of two or more gets one build of
+/// that stage before its cells run.
+fn stages(
+    keys: &[String],
+    layer: Layer,
+    p: &Prepared,
+    paths: &Paths,
+    s: &Settings,
+) -> Vec<SharedStage> {
+    let mut groups: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, k) in keys.iter().enumerate() {
+        groups.entry(k).or_default().push(i);
+    }
+    let mut names: HashMap<String, usize> = HashMap::new();
+    let mut out: Vec<SharedStage> = groups
+        .into_iter()
+        .filter(|(_, m)| m.len() >= 2)
+        .map(|(k, members)| {
+            let first = &p.jobs[members[0]];
+            let name = layer.name(p.cells[members[0]]);
+            *names.entry(name.clone()).or_default() += 1;
+            let mut request = first.request.clone();
+            request.tags.clear();
+            request.labels.clear();
+            request.iidfile = None;
+            request.target = Some(layer.target().to_string());
+            request.network.clone_from(&s.network);
+            SharedStage {
+                job: Job {
+                    kind: JobKind::Stage(0),
+                    id: format!("{name} [{}]", &k[..8]),
+                    request,
+                    log_path: paths
+                        .logs
+                        .join(format!("stage-{}-{}.log", layer.target(), &k[..12])),
+                    input_hash: k.to_string(),
+                    primary_tag: None,
+                    affinity: first.affinity.clone(),
+                    platform: first.platform.clone(),
+                    check_current: false,
+                },
+                members,
+            }
+        })
+        .collect();
+    // The hash is only shown where two stages would otherwise share a name.
+    for st in &mut out {
+        if let Some((name, _)) = st.job.id.rsplit_once(" [") {
+            if names.get(name) == Some(&1) {
+                st.job.id = name.to_string();
+            }
+        }
+    }
+    out
+}
+
+/// Create a directory and check it is writable.
+pub fn writable_dir(dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    tempfile::tempfile_in(dir)
+        .map(|_| ())
+        .map_err(|e| format!("{} is not writable: {e}", dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{plan_text, PlanOptions};
+
+    fn plan(yaml: &str) -> Plan {
+        plan_text(
+            yaml,
+            "m.yaml",
+            Path::new("."),
+            &PlanOptions {
+                date: "20260101".into(),
+            },
+        )
+        .unwrap()
+    }
+
+    fn paths() -> Paths {
+        Paths {
+            contexts: "out/contexts".into(),
+            logs: "out/logs".into(),
+            iid: "out/iid".into(),
+        }
+    }
+
+    #[test]
+    fn cells_of_one_base_share_named_stages() {
+        let p = plan("version: 1\nimage: {tag: \"c{python}-{base}-{variant}\"}\nbases: [ubuntu:22.04, ubuntu:24.04]\npython: [\"3.10\", \"3.11\"]\nvariants: [{name: a}, {name: b, pip: [pandas]}]\n");
+        let cells: Vec<&Cell> = p.cells.iter().collect();
+        let s = Settings {
+            check_current: true,
+            native: vec!["linux/amd64".into()],
+            ..Settings::default()
+        };
+        let prep = prepare(&p, &cells, &paths(), &s);
+        assert_eq!(prep.jobs.len(), 8);
+        assert_eq!(prep.records.len(), 8);
+        let mut names: Vec<&str> = prep.stages[2..].iter().map(|s| s.job.id.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            [
+                "ubuntu22.04 amd64 · Miniconda 24.5.0-0 py3.10",
+                "ubuntu22.04 amd64 · Miniconda 24.5.0-0 py3.11",
+                "ubuntu24.04 amd64 · Miniconda 24.5.0-0 py3.10",
+                "ubuntu24.04 amd64 · Miniconda 24.5.0-0 py3.11",
+            ]
+        );
+        let mut os: Vec<&str> = prep.stages[..2].iter().map(|s| s.job.id.as_str()).collect();
+        os.sort_unstable();
+        assert_eq!(
+            os,
+            [
+                "ubuntu22.04 amd64 · OS layer",
+                "ubuntu24.04 amd64 · OS layer"
+            ]
+        );
+        for (n, st) in prep.stages.iter().enumerate() {
+            assert_eq!(st.job.kind, JobKind::Stage(n));
+            assert_eq!(st.members.len(), if n < 2 { 4 } else { 2 });
+            assert!(st.job.request.tags.is_empty() && st.job.request.target.is_some());
+        }
+        assert!(prep.jobs.iter().all(|j| j.request.platform.is_none()));
+        assert!(prep.jobs.iter().all(|j| j.check_current));
+    }
+
+    #[test]
+    fn no_cache_builds_no_stages_and_other_platforms_are_named() {
+        let p = plan("version: 1\nimage: {tag: \"c{python}-{base}-{variant}\"}\nbases: [ubuntu:22.04]\npython: [\"3.10\"]\nvariants: [{name: a}, {name: b}]\nplatforms: [linux/arm64]\n");
+        let cells: Vec<&Cell> = p.cells.iter().collect();
+        let s = Settings {
+            no_cache: true,
+            native: vec!["linux/amd64".into()],
+            ..Settings::default()
+        };
+        let prep = prepare(&p, &cells, &paths(), &s);
+        assert!(prep.stages.is_empty());
+        assert_eq!(
+            prep.jobs[0].request.platform.as_deref(),
+            Some("linux/arm64")
+        );
+        assert!(!prep.jobs[0].check_current);
+    }
+}

@@ -1,0 +1,88 @@
+//! The one printer. Every line the tool writes goes through here: messages to stderr
+//! (printed above the progress bars while they are live, so nothing tears them), and
+//! results to stdout, where a closed pipe (`matrix plan | head`) is fine but any other
+//! write error (a full disk) is reported, so that a truncated document never passes
+//! for a whole one.
+
+use std::io::{self, Write};
+use std::sync::Mutex;
+
+use indicatif::MultiProgress;
+
+static BARS: Mutex<Option<MultiProgress>> = Mutex::new(None);
+
+/// Route stderr lines above these bars until [`detach`].
+pub fn attach(multi: &MultiProgress) {
+    if let Ok(mut b) = BARS.lock() {
+        *b = Some(multi.clone());
+    }
+}
+
+pub fn detach() {
+    if let Ok(mut b) = BARS.lock() {
+        *b = None;
+    }
+}
+
+/// One message line on stderr. Errors writing to stderr are ignored: there is nowhere
+/// left to report them.
+pub fn line(text: &str) {
+    let bars = BARS.lock().ok().and_then(|b| b.clone());
+    if let Some(m) = bars {
+        if m.println(text).is_ok() {
+            return;
+        }
+    }
+    let mut e = io::stderr().lock();
+    let _ = writeln!(e, "{text}");
+}
+
+/// Results on stdout. A closed pipe ends output quietly; other errors are returned.
+pub fn out(text: &str) -> io::Result<()> {
+    out_with(|w| w.write_all(text.as_bytes()))
+}
+
+/// Stream a large result to stdout through a buffer.
+pub fn out_with(f: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> io::Result<()> {
+    let mut o = io::BufWriter::with_capacity(1 << 16, io::stdout().lock());
+    let r = f(&mut o).and_then(|()| o.flush());
+    match r {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
+/// The width of the terminal on stderr, if it is one.
+pub fn width() -> Option<usize> {
+    let mut ws = std::mem::MaybeUninit::<libc::winsize>::zeroed();
+    // SAFETY: TIOCGWINSZ fills a winsize struct; the pointer is valid for its size.
+    let ok = unsafe { libc::ioctl(libc::STDERR_FILENO, libc::TIOCGWINSZ, ws.as_mut_ptr()) } == 0;
+    if !ok {
+        return None;
+    }
+    // SAFETY: the ioctl succeeded, so the struct is initialised.
+    let ws = unsafe { ws.assume_init() };
+    (ws.ws_col > 0).then_some(usize::from(ws.ws_col))
+}
+
+/// Cut a line to `width` characters, marking the cut with `…`.
+pub fn cut(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_string();
+    }
+    let mut s: String = text.chars().take(width.saturating_sub(1)).collect();
+    s.push('…');
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_cut_to_the_width() {
+        assert_eq!(cut("short", 10), "short");
+        assert_eq!(cut("a long line of text", 8), "a long …");
+        assert_eq!(cut("中文中文中文", 4), "中文中…");
+    }
+}

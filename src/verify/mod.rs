@@ -1,0 +1,148 @@
+//! Verification: start an image and check from outside that it does what the seed's
+//! screenshots showed — SSH login with a banner, Chinese locale, CST, JupyterLab with
+//! a token and a Chinese UI, TensorBoard — and that it leaks no credentials.
+//!
+//! SSH uses the system OpenSSH client (the client users have), driven by argv with
+//! the password given through `sshpass -f FILE` (never on a command line), and with
+//! strict host-key checking against the key read from the container. The checks
+//! themselves are in [`checks`], one named function each.
+
+mod checks;
+pub mod http;
+
+use std::sync::{Mutex, OnceLock};
+
+use crate::docker::Docker;
+use crate::engines::Engines;
+use crate::manifest::{CellRecord, CheckResult, Verification};
+use crate::signals::Cancel;
+
+pub use checks::find_secrets;
+
+fn containers() -> &'static Mutex<Vec<(Docker, String)>> {
+    static C: OnceLock<Mutex<Vec<(Docker, String)>>> = OnceLock::new();
+    C.get_or_init(|| Mutex::new(Vec::new()))
+}
+
+/// Remove every container verify started (a second signal).
+pub fn remove_all_containers() {
+    let list = containers().lock().map(|l| l.clone()).unwrap_or_default();
+    for (d, name) in list {
+        d.remove_container(&name);
+    }
+}
+
+/// Verify one image. `expect_python` comes from the cell (or the image's label).
+pub fn verify_image(
+    docker: &Docker,
+    image: &str,
+    expect_python: Option<&str>,
+    ready_timeout: u64,
+    cancel: &Cancel,
+) -> Verification {
+    let mut results = Vec::new();
+    // The checks reach the container's services on 127.0.0.1: an engine on another
+    // host would only time out, after a long wait, with a misleading message.
+    if let Err(e) = docker.on_this_host() {
+        results.push(CheckResult {
+            name: "engine".into(),
+            ok: false,
+            detail: e,
+        });
+        return Verification {
+            ok: false,
+            ready_seconds: None,
+            checks: results,
+        };
+    }
+    let mut ready_seconds = None;
+    match checks::run_all(
+        docker,
+        image,
+        expect_python,
+        ready_timeout,
+        cancel,
+        &mut results,
+    ) {
+        Ok(r) => ready_seconds = r,
+        Err(e) => results.push(CheckResult {
+            name: "verify".into(),
+            ok: false,
+            detail: e,
+        }),
+    }
+    let ok = !results.is_empty() && results.iter().all(|c| c.ok);
+    Verification {
+        ok,
+        ready_seconds,
+        checks: results,
+    }
+}
+
+/// Verify the given cells of a manifest in place (each on the engine that holds it);
+/// a new result replaces the old one. `say` gets one progress line per image.
+pub fn verify_records(
+    engines: &Engines,
+    cells: &mut [CellRecord],
+    which: &[usize],
+    ready_timeout: u64,
+    cancel: &Cancel,
+    say: &dyn Fn(&str),
+) -> Vec<(String, Verification)> {
+    let mut out = Vec::new();
+    for &i in which {
+        if cancel.is_set() {
+            break;
+        }
+        let c = &mut cells[i];
+        let Some(tag) = c.tags.first().cloned() else {
+            continue;
+        };
+        let image = c.image_id.clone().unwrap_or_else(|| tag.clone());
+        say(&format!("verifying {tag} ..."));
+        let v = match engines.get(c.engine.as_deref()) {
+            Some(docker) => verify_image(
+                docker,
+                &image,
+                Some(&c.coordinates.python),
+                ready_timeout,
+                cancel,
+            ),
+            None => Verification {
+                ok: false,
+                ready_seconds: None,
+                checks: vec![CheckResult {
+                    name: "engine".into(),
+                    ok: false,
+                    detail: format!(
+                        "engine {} that holds the image is not reachable",
+                        c.engine.as_deref().unwrap_or_default()
+                    ),
+                }],
+            },
+        };
+        c.verification = Some(v.clone());
+        out.push((tag, v));
+    }
+    out
+}
+
+/// The results as people read them.
+pub fn table(report: &[(String, Verification)]) -> String {
+    let mut s = String::new();
+    for (image, v) in report {
+        s.push_str(&format!(
+            "{image}: {}\n",
+            if v.ok { "PASS" } else { "FAIL" }
+        ));
+        for c in &v.checks {
+            s.push_str(&format!(
+                "  {:<4} {:<14} {}\n",
+                if c.ok { "ok" } else { "FAIL" },
+                c.name,
+                c.detail
+            ));
+        }
+    }
+    s
+}
