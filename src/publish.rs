@@ -178,15 +178,7 @@ mod tests {
     fn man(tags: &[&str]) -> Manifest {
         let mut m = Manifest::new("m.yaml", "0", None);
         m.repository = Some("reg.example:5000/ml/conda".into());
-        let mut c: CellRecord = crate::run::prepare::excluded_record(&crate::plan::Excluded {
-            id: "x".into(),
-            python: "3.11".into(),
-            base: "b".into(),
-            platform: "linux/amd64".into(),
-            variant: "default".into(),
-            reason: String::new(),
-            line: 1,
-        });
+        let mut c = CellRecord::new("x", Default::default());
         c.status = Status::Built;
         c.tags = tags.iter().map(|t| (*t).to_string()).collect();
         m.cells.push(c);

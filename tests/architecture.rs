@@ -115,7 +115,12 @@ fn no_function_is_longer_than_120_lines() {
                 started |= lj.contains('{');
                 if started && depth <= 0 {
                     if j - i + 1 > 120 {
-                        long.push(format!("{}:{} ({} lines)", path.display(), i + 1, j - i + 1));
+                        long.push(format!(
+                            "{}:{} ({} lines)",
+                            path.display(),
+                            i + 1,
+                            j - i + 1
+                        ));
                     }
                     break;
                 }

@@ -3,107 +3,17 @@
 //! preflight, fail-fast and resume. Afterwards no child may remain and the manifest
 //! must parse.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const MATRIX: &str = "version: 1\nimage:\n  aliases: [\"{tag}-nightly\"]\nbases: [ubuntu:22.04]\npython: [\"3.9\", \"3.10\", \"3.11\"]\n";
+use common::fake::{Env, MATRIX};
+
 const A: &str = "py3.9-ubuntu22.04-amd64";
 const B: &str = "py3.10-ubuntu22.04-amd64";
 const C: &str = "py3.11-ubuntu22.04-amd64";
-
-struct Env {
-    dir: tempfile::TempDir,
-    mark: String,
-}
-
-impl Env {
-    fn new(mark: u32) -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("matrix.yaml"), MATRIX).unwrap();
-        std::fs::create_dir(dir.path().join("state")).unwrap();
-        Env {
-            dir,
-            mark: mark.to_string(),
-        }
-    }
-    fn mode(&self, id: &str, mode: &str) {
-        std::fs::write(
-            self.dir.path().join("state").join(format!("mode-{id}")),
-            mode,
-        )
-        .unwrap();
-    }
-    fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
-    }
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_matrix"));
-        c.current_dir(self.dir.path())
-            .env("FAKE_DOCKER_STATE", self.path("state"))
-            .env("FAKE_SLEEP", &self.mark)
-            .env("NO_COLOR", "1")
-            .env(
-                "DOCKER",
-                Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake/docker"),
-            )
-            .arg("build")
-            .args(args);
-        c
-    }
-    fn push(&self, args: &[&str]) -> (i32, String) {
-        let out = Command::new(env!("CARGO_BIN_EXE_matrix"))
-            .current_dir(self.dir.path())
-            .env("FAKE_DOCKER_STATE", self.path("state"))
-            .env(
-                "DOCKER",
-                Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake/docker"),
-            )
-            .args(["push", "out/manifest.json"])
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
-    fn run(&self, args: &[&str]) -> (i32, String) {
-        let out = self.cmd(args).output().unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-    fn manifest(&self) -> serde_json::Value {
-        let text = std::fs::read_to_string(self.path("out/manifest.json")).unwrap();
-        serde_json::from_str(&text).expect("the manifest parses")
-    }
-    fn status(&self, id: &str) -> String {
-        let m = self.manifest();
-        let cell = m["cells"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["id"] == id)
-            .unwrap()
-            .clone();
-        cell["status"].as_str().unwrap().to_string()
-    }
-    /// Processes of this test's fake builds still alive.
-    fn leftovers(&self) -> Vec<String> {
-        let out = Command::new("pgrep")
-            .args(["-af", &format!("sleep {}", self.mark)])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| !l.contains("pgrep"))
-            .map(str::to_string)
-            .collect()
-    }
-}
 
 #[test]
 fn a_timed_out_build_that_ignores_sigterm_is_killed_with_its_grandchildren() {
@@ -794,4 +704,51 @@ fn build_push_publishes_nothing_when_an_engine_died_after_building_a_cell() {
     assert!(!calls_by_engine(&e)
         .iter()
         .any(|(_, a)| a.starts_with("push ")));
+}
+
+/// The manifest's schema as a snapshot: every field name and shape of a run with a
+/// built, a failed and an up-to-date cell (values that change per run are masked).
+#[test]
+fn the_manifest_schema_is_stable() {
+    let e = Env::new(31030);
+    let (code, _) = e.run(&["-j", "1"]);
+    assert_eq!(code, 0);
+    e.mode(B, "fail");
+    std::fs::write(
+        e.path("matrix.yaml"),
+        MATRIX.replace(
+            "\"3.11\"]",
+            "\"3.11\"]\nexclude: [{python: \"3.11\", reason: \"not tonight\"}]",
+        ),
+    )
+    .unwrap();
+    std::fs::remove_file(e.path("state/image-miniconda_conda3-python3.10-ubuntu22.04")).unwrap();
+    let (code, err) = e.run(&["-j", "1"]);
+    assert_eq!(code, 1, "{err}");
+    let mut m = e.manifest();
+    fn mask(v: &mut serde_json::Value, key: &str) {
+        match v {
+            serde_json::Value::Object(o) => {
+                for (k, x) in o.iter_mut() {
+                    let volatile = matches!(
+                        k.as_str(),
+                        "started"
+                            | "finished"
+                            | "tool_cpu_seconds"
+                            | "duration_seconds"
+                            | "input_hash"
+                    ) || key == "input_parts";
+                    if volatile && !x.is_null() {
+                        *x = serde_json::Value::String("[masked]".into());
+                    } else {
+                        mask(x, k);
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(|x| mask(x, key)),
+            _ => {}
+        }
+    }
+    mask(&mut m, "");
+    insta::assert_json_snapshot!("manifest", m);
 }

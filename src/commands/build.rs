@@ -79,7 +79,7 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> Result<Exit, Error> {
     // A refused push (some cell not built, or its engine gone) fails the run even when
     // every cell built: nothing was published.
     let published = !args.push || cancel.is_set() || push(args, &connected.engines, &mut recorder);
-    finish(recorder, &reporter, &cancel, &out.manifest, published)
+    finish(recorder, &mut reporter, &cancel, &out.manifest, published)
 }
 
 /// Where this run's files go, and the lock that keeps a second run out.
@@ -298,7 +298,7 @@ fn schedule(
 }
 
 /// A failed build: its last lines, its log and the command that reproduces it.
-fn report_failure(reporter: &Reporter, engines: &Engines, prepared: &Prepared, o: &Outcome) {
+fn report_failure(reporter: &mut Reporter, engines: &Engines, prepared: &Prepared, o: &Outcome) {
     if !matches!(o.status, Status::Failed | Status::TimedOut) || o.attempts == 0 {
         return;
     }
@@ -371,7 +371,7 @@ fn push(args: &BuildArgs, engines: &Engines, recorder: &mut Recorder) -> bool {
 /// I/O error that names the stale file), the summary and the exit.
 fn finish(
     mut recorder: Recorder,
-    reporter: &Reporter,
+    reporter: &mut Reporter,
     cancel: &Cancel,
     manifest_path: &Path,
     published: bool,

@@ -145,3 +145,89 @@ pub fn table(changes: &[Change]) -> String {
     ));
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{CellRecord, Installer, Status};
+    use crate::plan::{plan_text, PlanOptions};
+    use crate::run::prepare::record_for;
+
+    fn plan(yaml: &str) -> Plan {
+        plan_text(
+            yaml,
+            "m.yaml",
+            std::path::Path::new("."),
+            &PlanOptions {
+                date: "20260101".into(),
+            },
+        )
+        .unwrap()
+    }
+
+    /// A manifest in which every cell of `p` built with today's inputs.
+    fn built(p: &Plan) -> Manifest {
+        let mut m = Manifest::new("m.yaml", "0", None);
+        for c in &p.cells {
+            let ctx = render::render(&p.settings, c);
+            let mut r = record_for(c, Some(render::input_hash(&ctx, c, &[])));
+            r.input_parts = render::part_hashes(&ctx);
+            r.status = Status::Built;
+            m.cells.push(r);
+        }
+        m
+    }
+
+    fn kinds(ch: &[Change]) -> Vec<(&str, &str)> {
+        ch.iter().map(|c| (c.id.as_str(), c.change)).collect()
+    }
+
+    #[test]
+    fn every_kind_of_change_is_named() {
+        let yaml = "version: 1\nbases: [ubuntu:22.04]\npython: [\"3.10\", \"3.11\"]\n";
+        let p = plan(yaml);
+        let mut prev = built(&p);
+        prev.cells[1].status = Status::Failed;
+        prev.cells.push(CellRecord {
+            status: Status::Built,
+            ..CellRecord::new("py3.9-ubuntu22.04-amd64", Default::default())
+        });
+        let cells: Vec<&Cell> = p.cells.iter().collect();
+        let ch = diff(&p, &cells, &prev);
+        assert_eq!(
+            kinds(&ch),
+            [
+                ("py3.10-ubuntu22.04-amd64", "unchanged"),
+                ("py3.11-ubuntu22.04-amd64", "rebuild"),
+                ("py3.9-ubuntu22.04-amd64", "removed"),
+            ]
+        );
+        let p2 = plan(&format!("{yaml}packages: {{apt: [vim]}}\n"));
+        let cells: Vec<&Cell> = p2.cells.iter().collect();
+        let ch = diff(&p2, &cells, &built(&p));
+        assert_eq!(ch[0].change, "changed");
+        assert_eq!(
+            ch[0].why,
+            ["OS layer (apt packages, locale, timezone or its script)"]
+        );
+    }
+
+    #[test]
+    fn a_short_recorded_sha256_is_shown_not_sliced() {
+        let p = plan("version: 1\nbases: [ubuntu:22.04]\npython: [\"3.10\"]\n");
+        let mut prev = built(&p);
+        prev.cells[0].input_hash = Some("old".into());
+        prev.cells[0].installer = Some(Installer {
+            file: p.cells[0].installer.file.clone(),
+            sha256: "abc".into(),
+        });
+        let cells: Vec<&Cell> = p.cells.iter().collect();
+        let ch = diff(&p, &cells, &prev);
+        assert_eq!(ch[0].change, "changed");
+        assert!(
+            ch[0].why[0].starts_with("installer SHA256 abc… → "),
+            "{:?}",
+            ch[0].why
+        );
+    }
+}

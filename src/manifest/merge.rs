@@ -64,3 +64,46 @@ pub fn merge_files(paths: &[std::path::PathBuf]) -> Result<Manifest, String> {
     }
     merge(inputs)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coord::Coordinate;
+    use crate::manifest::{CellRecord, Status};
+
+    fn shard(sha: &str, cells: &[(&str, Status)]) -> Manifest {
+        let mut m = Manifest::new("m.yaml", sha, None);
+        m.cells = cells
+            .iter()
+            .map(|(id, s)| CellRecord {
+                status: *s,
+                ..CellRecord::new(id, Coordinate::default())
+            })
+            .collect();
+        m
+    }
+
+    #[test]
+    fn shards_join_and_shared_exclusions_count_once() {
+        let a = shard("s", &[("a", Status::Built), ("x", Status::Excluded)]);
+        let b = shard("s", &[("b", Status::Failed), ("x", Status::Excluded)]);
+        let m = merge(vec![("a.json".into(), a), ("b.json".into(), b)]).unwrap();
+        let ids: Vec<&str> = m.cells.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["a", "x", "b"]);
+    }
+
+    #[test]
+    fn conflicts_and_other_matrices_are_refused_by_name() {
+        let a = shard("s", &[("a", Status::Built)]);
+        let a2 = shard("s", &[("a", Status::Failed)]);
+        let e = merge(vec![("1.json".into(), a.clone()), ("2.json".into(), a2)]).unwrap_err();
+        assert_eq!(
+            e,
+            "cell a differs between 1.json and 2.json; refusing to merge"
+        );
+        let other = shard("t", &[("b", Status::Built)]);
+        let e = merge(vec![("1.json".into(), a), ("3.json".into(), other)]).unwrap_err();
+        assert!(e.contains("3.json was built from another matrix"), "{e}");
+        assert!(merge(Vec::new()).is_err());
+    }
+}

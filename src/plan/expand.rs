@@ -177,6 +177,7 @@ fn build_cells(
         if let Some(rule) = p.rule {
             excluded.push(Excluded {
                 id,
+                coord: axes.coordinate(p),
                 python: py.version.to_string(),
                 base: base.reference.clone(),
                 platform: platform.name.clone(),

@@ -96,6 +96,9 @@ impl Subject for Cell {
 #[derive(Clone, Debug, Serialize)]
 pub struct Excluded {
     pub id: String,
+    /// All of its coordinates (the fields below are what `plan` prints).
+    #[serde(skip)]
+    pub coord: Coordinate,
     pub python: String,
     pub base: String,
     pub platform: String,

@@ -27,6 +27,8 @@ pub struct Reporter {
     steps: HashMap<String, String>,
     /// Say which engine runs a build (only worth the noise with several engines).
     engines: bool,
+    /// Where plain and quiet lines go (stderr through `term`; a buffer in tests).
+    sink: Box<dyn FnMut(&str)>,
 }
 
 enum Mode {
@@ -87,12 +89,31 @@ impl Reporter {
             started: Instant::now(),
             steps: HashMap::new(),
             engines: false,
+            sink: Box::new(term::line),
+        }
+    }
+
+    /// Plain lines, without colour, into `sink` (for tests of what CI logs show).
+    pub fn plain_into(total: usize, quiet: bool, sink: Box<dyn FnMut(&str)>) -> Self {
+        Reporter {
+            mode: if quiet { Mode::Quiet } else { Mode::Plain },
+            color: false,
+            total,
+            done: 0,
+            failed: 0,
+            started: Instant::now(),
+            steps: HashMap::new(),
+            engines: false,
+            sink,
         }
     }
 
     /// Print a line without tearing the bars.
-    pub fn line(&self, text: &str) {
-        term::line(text);
+    pub fn line(&mut self, text: &str) {
+        match self.mode {
+            Mode::Bars { .. } => term::line(text),
+            _ => (self.sink)(text),
+        }
     }
 
     fn paint(&self, text: &str, code: &str) -> String {
@@ -139,7 +160,10 @@ impl Reporter {
                         });
                         pb.set_message(format!("starting{again}"));
                     }
-                    Mode::Plain => term::line(&format!("[{}] started {id}{again}", self.clock())),
+                    Mode::Plain => {
+                        let t = format!("[{}] started {id}{again}", self.clock());
+                        (self.sink)(&t);
+                    }
                     Mode::Quiet => {}
                 }
             }
@@ -155,7 +179,8 @@ impl Reporter {
                     Mode::Plain => {
                         // one line per step change, not per output line
                         if self.steps.get(id) != Some(&msg) {
-                            term::line(&format!("[{}] {id} step {msg}", self.clock()));
+                            let t = format!("[{}] {id} step {msg}", self.clock());
+                            (self.sink)(&t);
                             self.steps.insert(id.clone(), msg);
                         }
                     }
@@ -165,18 +190,18 @@ impl Reporter {
             Event::Retrying {
                 id, attempt, wait, ..
             } => {
+                let clock = self.clock();
                 self.line(&format!(
-                    "[{}] {id}: transient failure; attempt {attempt} in {}",
-                    self.clock(),
+                    "[{clock}] {id}: transient failure; attempt {attempt} in {}",
                     fmt_duration(*wait)
                 ));
             }
             Event::Requeued {
                 id, from, reason, ..
             } => {
+                let clock = self.clock();
                 self.line(&format!(
-                    "[{}] {id}: engine {from} lost it ({reason}); back in the queue",
-                    self.clock()
+                    "[{clock}] {id}: engine {from} lost it ({reason}); back in the queue"
                 ));
             }
             Event::EngineDown {
@@ -189,9 +214,9 @@ impl Reporter {
                     1 => "its unfinished cells go to the one engine left".to_string(),
                     n => format!("its unfinished cells go to the {n} engines left"),
                 };
+                let clock = self.clock();
                 self.line(&format!(
-                    "[{}] engine {engine} is down: {reason}; {then}",
-                    self.clock()
+                    "[{clock}] engine {engine} is down: {reason}; {then}"
                 ));
             }
             Event::Finished(o) => self.finished(o),
@@ -238,17 +263,17 @@ impl Reporter {
                 }
                 let _ = multi.println(text);
             }
-            Mode::Plain => term::line(&text),
+            Mode::Plain => (self.sink)(&text),
             Mode::Quiet => {
                 if !o.status.succeeded() && o.status != Status::NotStarted {
-                    term::line(&text);
+                    (self.sink)(&text);
                 }
             }
         }
     }
 
     /// A failed build: its last lines between rulers, the log and how to reproduce it.
-    pub fn failure(&self, o: &Outcome, log: &str, repro: &str) {
+    pub fn failure(&mut self, o: &Outcome, log: &str, repro: &str) {
         let rule = "─".repeat(78);
         let mut s = format!(
             "\n{} {} ({})\n{rule}\n",
@@ -277,7 +302,7 @@ impl Reporter {
         term::detach();
     }
 
-    pub fn summary(&self, m: &Manifest, manifest_path: &str) {
+    pub fn summary(&mut self, m: &Manifest, manifest_path: &str) {
         let order = [
             Status::Built,
             Status::UpToDate,
@@ -323,12 +348,100 @@ impl Reporter {
         } else {
             String::new()
         };
-        term::line(&format!(
+        let text = format!(
             "\n{} cell{} in {}: {}{placement}\nmanifest: {manifest_path}",
             self.total,
             if self.total == 1 { "" } else { "s" },
             fmt_duration(self.started.elapsed()),
             parts.join(", ")
-        ));
+        );
+        self.line(&text);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    fn reporter(quiet: bool) -> (Reporter, Arc<Mutex<Vec<String>>>) {
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let l = lines.clone();
+        let r = Reporter::plain_into(
+            2,
+            quiet,
+            Box::new(move |t: &str| l.lock().unwrap().push(t.to_string())),
+        );
+        (r, lines)
+    }
+
+    fn finished(i: usize, id: &str, status: Status) -> Event {
+        Event::Finished(Outcome {
+            status,
+            attempts: 1,
+            ..Outcome::not_started(JobKind::Cell(i), id)
+        })
+    }
+
+    #[test]
+    fn plain_lines_say_what_happened_once_per_step() {
+        let (mut r, lines) = reporter(false);
+        r.event(&Event::Started {
+            job: JobKind::Cell(0),
+            id: "a".into(),
+            attempt: 1,
+            engine: "e".into(),
+        });
+        let step = crate::run::executor::Step {
+            index: 2,
+            total: 5,
+            text: "RUN x".into(),
+        };
+        for _ in 0..3 {
+            r.event(&Event::Step {
+                job: JobKind::Cell(0),
+                id: "a".into(),
+                step: step.clone(),
+            });
+        }
+        r.event(&Event::EngineDown {
+            engine: "e".into(),
+            reason: "gone".into(),
+            left: 0,
+        });
+        r.event(&finished(0, "a", Status::Built));
+        r.event(&Event::Finished(Outcome {
+            status: Status::Failed,
+            ..Outcome::not_started(JobKind::Stage(0), "debian12 amd64 · OS layer")
+        }));
+        let l = lines.lock().unwrap();
+        assert_eq!(l.len(), 5, "{l:?}");
+        assert!(l[0].ends_with("started a"));
+        assert!(
+            l[1].ends_with("a step 2/5 RUN x"),
+            "one line per step change"
+        );
+        assert!(l[2].contains("no engine is left"), "{}", l[2]);
+        assert!(l[3].contains("finished a built"));
+        assert!(l[4].contains("debian12 amd64 · OS layer failed"));
+        assert_eq!((r.done, r.failed), (1, 0), "a shared stage is not a cell");
+    }
+
+    #[test]
+    fn quiet_keeps_failures_and_the_summary() {
+        let (mut r, lines) = reporter(true);
+        r.event(&finished(0, "a", Status::Built));
+        r.event(&finished(1, "b", Status::Failed));
+        let mut m = Manifest::new("m.yaml", "0", None);
+        m.cells.push(crate::manifest::CellRecord {
+            status: Status::Failed,
+            ..crate::manifest::CellRecord::new("b", Default::default())
+        });
+        r.summary(&m, "out/manifest.json");
+        let l = lines.lock().unwrap();
+        assert_eq!(l.len(), 2, "{l:?}");
+        assert!(l[0].contains("finished b failed"));
+        assert!(l[1].contains("2 cells in") && l[1].contains("1 failed"));
+        assert!(l[1].ends_with("manifest: out/manifest.json"));
     }
 }

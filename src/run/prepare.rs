@@ -71,17 +71,10 @@ pub fn record_for(c: &Cell, input_hash: Option<String>) -> CellRecord {
 
 /// The record of an excluded cell.
 pub fn excluded_record(e: &Excluded) -> CellRecord {
-    let coord = crate::coord::Coordinate {
-        python: e.python.clone(),
-        base: e.base.clone(),
-        platform: e.platform.clone(),
-        variant: e.variant.clone(),
-        ..Default::default()
-    };
     CellRecord {
         status: Status::Excluded,
         reason: Some(e.reason.clone()),
-        ..CellRecord::new(&e.id, coord)
+        ..CellRecord::new(&e.id, e.coord.clone())
     }
 }
 

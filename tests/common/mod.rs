@@ -160,3 +160,4 @@ pub fn cell<'a>(m: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
         .find(|c| c["id"] == id)
         .unwrap_or_else(|| panic!("no cell {id}"))
 }
+pub mod fake;
