@@ -11,6 +11,9 @@ use indicatif::MultiProgress;
 
 static BARS: Mutex<Option<MultiProgress>> = Mutex::new(None);
 
+/// What results are written into.
+pub type Out = io::BufWriter<io::StdoutLock<'static>>;
+
 /// Route stderr lines above these bars until [`detach`].
 pub fn attach(multi: &MultiProgress) {
     if let Ok(mut b) = BARS.lock() {
@@ -42,8 +45,9 @@ pub fn out(text: &str) -> io::Result<()> {
     out_with(|w| w.write_all(text.as_bytes()))
 }
 
-/// Stream a large result to stdout through a buffer.
-pub fn out_with(f: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> io::Result<()> {
+/// Stream a large result to stdout through a buffer (a concrete writer, so that the
+/// serializer's many small writes are not dynamic calls).
+pub fn out_with(f: impl FnOnce(&mut Out) -> io::Result<()>) -> io::Result<()> {
     let mut o = io::BufWriter::with_capacity(1 << 16, io::stdout().lock());
     let r = f(&mut o).and_then(|()| o.flush());
     match r {

@@ -1,6 +1,8 @@
 //! `matrix plan`: what `build` would do, as a table, JSON, a bake file or a GitHub
 //! Actions matrix; with `--diff`, what changes against a previous manifest.
 
+use std::io::Write;
+
 use super::{json_text, load_plan, print, select};
 use crate::cli::{Cli, PlanArgs, PlanFormat};
 use crate::error::{Error, Exit};

@@ -97,8 +97,8 @@ struct BakeTarget<'a> {
 
 /// A `docker-bake.json` whose targets build the contexts `matrix render -o DIR` writes.
 /// Streamed: targets are written one by one, never held as one JSON tree.
-pub fn write_bake(
-    w: &mut dyn std::io::Write,
+pub fn write_bake<W: std::io::Write>(
+    w: &mut W,
     plan: &Plan,
     cells: &[&Cell],
     contexts: &Path,
@@ -134,7 +134,7 @@ struct GhaEntry<'a> {
 }
 
 /// A GitHub Actions matrix, `strategy.matrix: ${{ fromJSON(...) }}`, streamed.
-pub fn write_gha(w: &mut dyn std::io::Write, cells: &[&Cell]) -> std::io::Result<()> {
+pub fn write_gha<W: std::io::Write>(w: &mut W, cells: &[&Cell]) -> std::io::Result<()> {
     w.write_all(b"{\n  \"include\": [")?;
     for (i, c) in cells.iter().enumerate() {
         w.write_all(if i == 0 { b"\n    " } else { b",\n    " })?;
