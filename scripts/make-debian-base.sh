@@ -12,7 +12,7 @@ if docker image inspect "$image" >/dev/null 2>&1; then
   echo "make-debian-base: $image already exists"; exit 0
 fi
 dir=$(mktemp -d /tmp/image-matrix-rootfs.XXXXXX)
-trap 'rm -rf "$dir"' EXIT
+trap 'rm -rf "$dir" "$dir.log"' EXIT
 debootstrap --variant=minbase --include=python3-venv "$suite" "$dir" "$mirror" >"$dir.log" 2>&1 || {
   echo "make-debian-base: debootstrap failed; last lines of $dir.log:" >&2; tail -n 20 "$dir.log" >&2; exit 1; }
 rm -rf "$dir"/var/lib/apt/lists/* "$dir"/var/cache/apt/*.bin

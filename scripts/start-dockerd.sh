@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # Start a Docker daemon for tests when none answers, with the bridge off so that
-# containers can only reach loopback through --network host.
-# Usage: scripts/start-dockerd.sh [DATA_ROOT]   (writes its pid to $DATA_ROOT.pid)
+# containers can only reach loopback through --network host. Only a daemon started
+# here is recorded (in $DATA_ROOT.started-by-image-matrix), so that
+# scripts/stop-dockerd.sh stops what the tests started and nothing else.
+# Usage: scripts/start-dockerd.sh [DATA_ROOT]
 set -euo pipefail
 if docker version --format '{{.Server.Version}}' >/dev/null 2>&1; then
-  echo "start-dockerd: a daemon already answers"; exit 0
+  echo "start-dockerd: a daemon already answers; leaving it alone"; exit 0
 fi
 root=${1:-/var/lib/docker}
 log=${DOCKERD_LOG:-/tmp/image-matrix-dockerd.log}
 dockerd --bridge=none --iptables=false --data-root "$root" >"$log" 2>&1 &
-echo $! >"$root.pid"
+pid=$!
+echo "$pid" >"$root.started-by-image-matrix"
 for _ in $(seq 1 60); do
   if docker version --format '{{.Server.Version}}' >/dev/null 2>&1; then
-    echo "start-dockerd: daemon $(docker version --format '{{.Server.Version}}') up (log: $log)"; exit 0
+    echo "start-dockerd: daemon $(docker version --format '{{.Server.Version}}') up, pid $pid (log: $log; stop it with scripts/stop-dockerd.sh)"; exit 0
   fi
   sleep 0.5
 done

@@ -283,6 +283,10 @@ pub enum ManifestCommand {
         /// Where to write the merged manifest.
         #[arg(short, long)]
         output: PathBuf,
+        /// Merge even when shards are missing (the result stays marked incomplete, and
+        /// push refuses it without --allow-partial too).
+        #[arg(long)]
+        allow_partial: bool,
     },
 }
 

@@ -16,6 +16,7 @@ pub mod docker;
 pub mod engines;
 pub mod error;
 pub mod exit;
+pub mod lock;
 pub mod manifest;
 pub mod plan;
 pub mod publish;

@@ -34,7 +34,12 @@ pub fn check_tags(man: &Manifest) -> Result<(), String> {
                 .map(reference::check_tag);
             match ok {
                 Some(Ok(())) => {}
-                Some(Err(e)) => return Err(format!("cell {}: {e}", c.id)),
+                Some(Err(e)) => {
+                    return Err(format!(
+                        "cell {}: {e}; refusing to publish anything",
+                        c.id
+                    ))
+                }
                 None => {
                     return Err(format!(
                         "cell {}: tag `{t}` is not in the matrix's repository `{repo}`; refusing to publish anything",
@@ -56,6 +61,11 @@ pub fn publish(
     say: &dyn Fn(&str),
 ) -> Result<bool, String> {
     check_tags(man)?;
+    if let Some(why) = man.incomplete().filter(|_| !opts.allow_partial) {
+        return Err(format!(
+            "{why}; publishing nothing (merge every shard first, or --allow-partial)"
+        ));
+    }
     let built = |c: &CellRecord| {
         c.status.succeeded()
             && (!opts.need_verified || c.verification.as_ref().is_some_and(|v| v.ok))

@@ -450,3 +450,64 @@ fn plan_names_the_engines_of_the_matrix() {
         "{out}"
     );
 }
+
+#[test]
+fn a_byte_order_mark_is_legal_and_a_fifo_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("m.yaml"),
+        "\u{feff}version: 1\nbases: [ubuntu:22.04]\npython: [\"3.11\"]\n",
+    )
+    .unwrap();
+    matrix()
+        .current_dir(dir.path())
+        .args(["-f", "m.yaml", "plan"])
+        .assert()
+        .success()
+        .stdout(predicates::str::contains("py3.11-ubuntu22.04-amd64"));
+    let fifo = dir.path().join("fifo.yaml");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo reads a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    matrix()
+        .current_dir(dir.path())
+        .args(["-f", "fifo.yaml", "plan"])
+        .timeout(std::time::Duration::from_secs(10))
+        .assert()
+        .code(3)
+        .stderr(predicates::str::contains("not a regular file"));
+}
+
+#[test]
+fn options_are_checked_like_the_matrix_values_they_override() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("matrix.yaml"),
+        "version: 1\nbases: [ubuntu:22.04]\npython: [\"3.11\"]\n",
+    )
+    .unwrap();
+    matrix()
+        .current_dir(dir.path())
+        .args(["build", "--network", "host --privileged"])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("not a valid network name"));
+    matrix()
+        .current_dir(dir.path())
+        .args(["build", "-j", "0"])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("expected 1 to 256"));
+    matrix()
+        .current_dir(dir.path())
+        .args([
+            "build",
+            "--engine",
+            "a=unix:///run/a.sock",
+            "--engine",
+            "a=unix:///run/b.sock",
+        ])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("--engine a is given twice"));
+}

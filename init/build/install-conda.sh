@@ -33,7 +33,7 @@ else
   mapfile -t mirrors < "$here/mirrors.txt"
   for url in "${mirrors[@]}"; do
     echo "image-matrix: fetching $url"
-    if curl -fL --retry 3 --retry-delay 2 --retry-connrefused --connect-timeout 20 -sS -o "$installer" "$url"; then
+    if curl -fL --globoff --retry 3 --retry-delay 2 --retry-connrefused --connect-timeout 20 -sS -o "$installer" "$url"; then
       if verify "$installer" "$url"; then ok=1; break; fi
     else
       echo "image-matrix: $url failed; trying the next mirror" >&2

@@ -36,6 +36,8 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> Result<Exit, Error> {
         )));
     }
     let out = Outputs::new(args);
+    prepare::writable_dir(&out.out).map_err(Error::Preflight)?;
+    let _lock = crate::lock::acquire(&out.out).map_err(Error::Preflight)?;
     out.preflight()?;
     let connected = connect(&plan, args)?;
     let settings = prepare_settings(&plan, args, &connected.engines)?;
@@ -51,7 +53,15 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> Result<Exit, Error> {
     {
         let _ = std::fs::remove_file(&j.log_path);
     }
-    let manifest = initial_manifest(&plan, args, &connected, &prepared);
+    let mut manifest = initial_manifest(&plan, args, &connected, &prepared);
+    if let Some(shard) = args.select.shard {
+        // the whole selection, so that merge and push can tell a missing shard
+        manifest.planned = crate::coord::select(&plan.cells, &args.select.filters)
+            .iter()
+            .map(|c| c.id.clone())
+            .collect();
+        manifest.shards = vec![shard.to_string()];
+    }
     let mut recorder = Recorder::new(manifest, &out.manifest, RECORD_EVERY);
     recorder
         .write()

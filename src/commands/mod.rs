@@ -19,7 +19,11 @@ pub fn run(cli: Cli) -> Result<Exit, Error> {
         Command::Build(args) => build::run(&cli, args),
         Command::Verify(args) => verify::run(args),
         Command::Push(args) => push::run(args),
-        Command::Manifest(ManifestCommand::Merge { inputs, output }) => merge::run(inputs, output),
+        Command::Manifest(ManifestCommand::Merge {
+            inputs,
+            output,
+            allow_partial,
+        }) => merge::run(inputs, output, *allow_partial),
     }
 }
 

@@ -182,8 +182,11 @@ pub fn check_url(s: &str) -> Result<(), String> {
     if s.chars().any(forbidden) || s.contains(['<', '>']) {
         return bad("it holds spaces, quotes or shell characters");
     }
-    if s.contains(['#', '[', ']']) {
-        return bad("`#` starts a fragment and `[…]` is a curl glob");
+    if s.contains('#') {
+        return bad("`#` starts a fragment, which is never sent to the server");
+    }
+    if s.contains(['[', ']']) {
+        return bad("`[…]` would be expanded by curl as a URL glob");
     }
     let host = rest.split('/').next().unwrap_or_default();
     let name = match host.rsplit_once(':') {

@@ -165,6 +165,13 @@ pub struct Manifest {
     /// or `engines-lost`. None while it runs, or in a manifest killed outright.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<RunOutcome>,
+    /// The ids of every cell the run's selection planned (filters applied, before
+    /// `--shard`): what a complete set of shard manifests must cover.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub planned: Vec<String>,
+    /// The shards (`2/4`) this manifest covers; empty for an unsharded run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<String>,
     /// The engines cells were built on (empty: the client's default engine).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub engines: Vec<EngineRecord>,
@@ -185,6 +192,8 @@ impl Manifest {
             docker,
             tool_cpu_seconds: None,
             outcome: None,
+            planned: Vec::new(),
+            shards: Vec::new(),
             engines: Vec::new(),
             cells: Vec::new(),
         }
@@ -192,6 +201,48 @@ impl Manifest {
 
     pub fn count(&self, s: Status) -> usize {
         self.cells.iter().filter(|c| c.status == s).count()
+    }
+
+    /// Planned cells with no record here (shards not merged in), and, when the
+    /// shards are known, which of them are missing.
+    pub fn missing(&self) -> (Vec<&str>, Vec<String>) {
+        let have: std::collections::HashSet<&str> =
+            self.cells.iter().map(|c| c.id.as_str()).collect();
+        let cells = self
+            .planned
+            .iter()
+            .map(String::as_str)
+            .filter(|id| !have.contains(id))
+            .collect();
+        let count = self
+            .shards
+            .first()
+            .and_then(|s| s.split_once('/'))
+            .and_then(|(_, n)| n.parse::<usize>().ok());
+        let shards = count.map_or_else(Vec::new, |n| {
+            (1..=n)
+                .map(|i| format!("{i}/{n}"))
+                .filter(|s| !self.shards.contains(s))
+                .collect()
+        });
+        (cells, shards)
+    }
+
+    /// Why this manifest does not cover its whole plan, if it does not.
+    pub fn incomplete(&self) -> Option<String> {
+        let (cells, shards) = self.missing();
+        if cells.is_empty() && shards.is_empty() {
+            return None;
+        }
+        let mut why = format!(
+            "{} of the {} planned cells have no record",
+            cells.len(),
+            self.planned.len()
+        );
+        if !shards.is_empty() {
+            why.push_str(&format!(" (shards {} are missing)", shards.join(", ")));
+        }
+        Some(why)
     }
 }
 

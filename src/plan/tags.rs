@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use crate::config::raw::{RawConfig, RawRule};
 use crate::config::settings::Settings;
 use crate::coord::{Key, Subject};
-use crate::diag::{Diags, Sp};
+use crate::diag::{Diags, Pos, Sp};
 use crate::plan::base::Base;
 use crate::plan::version::PyVersion;
 use crate::plan::{hex, rule_matches, Cell, Variant};
@@ -123,9 +123,10 @@ fn tag_value(c: &Cell, key: &str, date: &str) -> String {
 /// tags, naming the two cells and the line of the template.
 pub fn assign(cells: &mut [Cell], s: &Settings, raw: &RawConfig, date: &str, d: &mut Diags) {
     let tag_at = raw.image.tag.as_ref().map(|t| t.at);
-    let mut owners: HashMap<String, String> = HashMap::new();
+    let mut owners: HashMap<String, usize> = HashMap::new();
     let mut reported = 0;
-    for c in cells.iter_mut() {
+    for i in 0..cells.len() {
+        let c = &cells[i];
         let tag = expand(&s.tag_template, &|k| tag_value(c, k, date));
         if let Err(e) = reference::check_tag(&tag) {
             if reported < 5 {
@@ -166,17 +167,14 @@ pub fn assign(cells: &mut [Cell], s: &Settings, raw: &RawConfig, date: &str, d: 
             }
         }
         for t in &tags {
-            if let Some(other) = owners.insert(t.clone(), c.id.clone()) {
-                if other != c.id {
-                    d.error(
-                        tag_at.or(Some(crate::diag::Pos { line: 1, col: 1 })),
-                        "image.tag",
-                        format!("tag `{t}` is made by both cell {other} and cell {}; add a placeholder that tells them apart ({{variant}}, {{arch}}, {{miniconda}}…)", c.id),
-                    );
+            if let Some(other) = owners.insert(t.clone(), i) {
+                if other != i {
+                    let (at, msg) = collision(t, &cells[other], &cells[i], raw);
+                    d.error(tag_at.or(at), "image.tag", msg);
                 }
             }
         }
-        c.tags = tags;
+        cells[i].tags = tags;
     }
     if reported > 5 {
         d.error(
@@ -190,11 +188,72 @@ pub fn assign(cells: &mut [Cell], s: &Settings, raw: &RawConfig, date: &str, d: 
     }
 }
 
+/// Two cells make one tag: say how they differ, which placeholder tells them apart,
+/// and where that axis is written (the template's own line when the file has one).
+fn collision(tag: &str, a: &Cell, b: &Cell, raw: &RawConfig) -> (Option<Pos>, String) {
+    let axes = [
+        (Key::Variant, "{variant}"),
+        (Key::Platform, "{arch}"),
+        (Key::Miniconda, "{miniconda}"),
+        (Key::Base, "{base}"),
+        (Key::Python, "{python}"),
+    ];
+    // the axes on which they differ in a way a placeholder would show
+    let differ: Vec<&(Key, &str)> = axes
+        .iter()
+        .filter(|(k, _)| match k {
+            Key::Base => a.coord.base_slug() != b.coord.base_slug(),
+            k => a.coord.value(*k) != b.coord.value(*k),
+        })
+        .collect();
+    let Some((key, placeholder)) = differ.first().copied() else {
+        return (
+            None,
+            format!(
+                "tag `{tag}` is made by both cell {} and cell {}; add a placeholder that tells them apart",
+                a.id, b.id
+            ),
+        );
+    };
+    let (va, vb) = (
+        a.coord.value(*key).unwrap_or_default(),
+        b.coord.value(*key).unwrap_or_default(),
+    );
+    let at = match key {
+        Key::Variant => raw
+            .variants
+            .iter()
+            .find(|v| v.name.value == vb)
+            .map(|v| v.name.at),
+        Key::Platform => raw.platforms.iter().find(|p| p.value == vb).map(|p| p.at),
+        Key::Base => raw
+            .bases
+            .iter()
+            .find(|x| x.image.value == vb)
+            .map(|x| x.image.at),
+        _ => raw
+            .python
+            .iter()
+            .find(|p| p.version.value == b.coord.python)
+            .map(|p| p.version.at),
+    };
+    (
+        at,
+        format!(
+            "tag `{tag}` is made by both cell {} and cell {}, which differ {}in {} ({va} and {vb}); add {placeholder} to `image.tag`",
+            a.id,
+            b.id,
+            if differ.len() == 1 { "only " } else { "" },
+            key.name()
+        ),
+    )
+}
+
 fn latest(
     cells: &mut [Cell],
     s: &Settings,
     rule: &RawRule,
-    owners: &HashMap<String, String>,
+    owners: &HashMap<String, usize>,
     d: &mut Diags,
 ) {
     let hits: Vec<usize> = cells
@@ -210,7 +269,7 @@ fn latest(
                 d.error(
                     Some(rule.at),
                     "image.latest",
-                    format!("`latest` is already made by cell {other}"),
+                    format!("`latest` is already made by cell {}", cells[*other].id),
                 );
             }
             cells[*one].tags.push(t);

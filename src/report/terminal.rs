@@ -235,6 +235,10 @@ impl Reporter {
                 self.failed += 1;
             }
         }
+        if o.status == Status::NotStarted {
+            // a stopped run: the summary counts these; one line each would be noise
+            return;
+        }
         let status = match o.status {
             Status::Built | Status::UpToDate => self.paint(o.status.as_str(), "32"),
             Status::NotStarted | Status::Cancelled => self.paint(o.status.as_str(), "33"),

@@ -189,16 +189,21 @@ pub fn run(
             on_event(&ev);
         }
     });
+    // Cells that never ran (a cancelled run) end here, with why.
     let st = shared.state.into_inner().unwrap_or_else(|p| p.into_inner());
     st.cells
         .into_iter()
         .zip(jobs)
         .map(|(c, j)| {
-            c.result.unwrap_or_else(|| Outcome {
-                requeues: c.requeues,
-                attempts: c.attempts,
-                reason: cancel.reason().map(Reason::describe),
-                ..Outcome::not_started(j.kind, &j.id)
+            c.result.unwrap_or_else(|| {
+                let o = Outcome {
+                    requeues: c.requeues,
+                    attempts: c.attempts,
+                    reason: cancel.reason().map(Reason::describe),
+                    ..Outcome::not_started(j.kind, &j.id)
+                };
+                on_event(&Event::Finished(o.clone()));
+                o
             })
         })
         .collect()
@@ -278,7 +283,7 @@ impl<'a> Shared<'a> {
     fn skip_up_to_date(&self, on_event: &mut dyn FnMut(&Event)) {
         use rayon::prelude::*;
         let check = |j: &Job| {
-            if !j.check_current {
+            if !j.check_current || self.cancel.is_set() {
                 return None;
             }
             self.engines

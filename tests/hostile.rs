@@ -1,0 +1,425 @@
+//! What a hostile run found (issue 12), each as a process test against the fake
+//! docker: device files as outputs, a full disk, SIGHUP, concurrent runs, runs stopped
+//! before they start, forged and incomplete manifests, a resumed manifest whose
+//! images are gone, an unbounded `-j`, a failing stdout, and the CI clean-up.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::fake::Env;
+
+const A: &str = "py3.9-ubuntu22.04-amd64";
+const B: &str = "py3.10-ubuntu22.04-amd64";
+const C: &str = "py3.11-ubuntu22.04-amd64";
+
+fn matrix_in(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_matrix"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn signal(child: &std::process::Child, sig: i32) {
+    // SAFETY: plain kill(2) on our own child.
+    unsafe {
+        libc::kill(child.id() as i32, sig);
+    }
+}
+
+/// Wait until `cond` holds (or fail after 20 s).
+fn wait_for(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_device_or_fifo_is_never_replaced_by_the_manifest() {
+    use std::os::unix::fs::FileTypeExt;
+    let e = Env::new(32001);
+    // a null device of our own (the same device as /dev/null), so that a regression
+    // clobbers this node and not the machine's /dev/null
+    let dev = e.path("null");
+    let c = std::ffi::CString::new(dev.to_str().unwrap()).unwrap();
+    // SAFETY: mknod reads a valid NUL-terminated path; (1, 3) is the null device.
+    let made = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)) };
+    assert_eq!(made, 0, "cannot make a device node (run as root)");
+    let (code, err) = e.run(&["--manifest", "null"]);
+    assert_eq!(code, 4, "{err}");
+    assert!(
+        err.contains("null") && err.contains("not a regular file"),
+        "{err}"
+    );
+    let meta = std::fs::metadata(&dev).unwrap();
+    assert!(
+        meta.file_type().is_char_device(),
+        "the device is still a device"
+    );
+    let fifo = e.path("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo reads a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    let (code, _) = e.run(&["--manifest", "fifo"]);
+    assert_eq!(code, 4);
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+    let calls = std::fs::read_to_string(e.path("state/calls")).unwrap_or_default();
+    assert!(!calls.contains("build"), "nothing was built: {calls}");
+}
+
+/// A small tmpfs, unmounted when dropped.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &Path, size: &str) -> SmallDisk {
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        assert!(
+            root,
+            "this test mounts a small tmpfs to fill it up: run it as root"
+        );
+        std::fs::create_dir_all(at).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "cannot mount a tmpfs at {}", at.display());
+        SmallDisk(at.to_path_buf())
+    }
+
+    /// Fill it up: write until the disk says no.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.0.join("filler")).unwrap();
+        let block = vec![0u8; 4096];
+        while f.write_all(&block).is_ok() {}
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_manifest_that_cannot_be_written_fails_the_run_and_says_which_is_stale() {
+    let e = Env::new(32002);
+    let disk = SmallDisk::mount(&e.path("small"), "256k");
+    for id in [A, B, C] {
+        e.mode(id, "slow");
+    }
+    let child = e
+        .cmd(&["-j", "1", "--manifest", "small/manifest.json"])
+        .env("FAKE_SLOW", "1")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the first manifest", || {
+        e.path("small/manifest.json").exists()
+    });
+    disk.fill();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "the I/O exit code: {err}");
+    let last = err.trim_end().lines().last().unwrap_or_default();
+    assert!(
+        last.contains("small/manifest.json") && last.contains("stale"),
+        "the last line names the stale manifest: {last}"
+    );
+    // what is on disk is an earlier, complete manifest
+    let text = std::fs::read_to_string(e.path("small/manifest.json")).unwrap();
+    let m: serde_json::Value = serde_json::from_str(&text).expect("still whole JSON");
+    assert!(m["finished"].is_null());
+}
+
+#[test]
+fn sighup_stops_the_builds_like_sigterm_and_records_them() {
+    let e = Env::new(32003);
+    e.mode(A, "hang");
+    let child = e
+        .cmd(&["-j", "2", "--kill-grace", "1s"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the build", || !e.leftovers().is_empty());
+    signal(&child, libc::SIGHUP);
+    let status = child.wait_with_output().unwrap().status;
+    assert_eq!(status.code(), Some(129));
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        e.leftovers().is_empty(),
+        "left running: {:?}",
+        e.leftovers()
+    );
+    let m = e.manifest();
+    assert_eq!(m["outcome"]["signal"], "SIGHUP");
+    assert_eq!(e.status(A), "cancelled");
+}
+
+#[test]
+fn a_second_run_in_the_same_directory_is_refused_with_the_holders_pid() {
+    let e = Env::new(32004);
+    e.mode(A, "hang");
+    let first = e
+        .cmd(&["-j", "1", "--kill-grace", "1s"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the first build", || !e.leftovers().is_empty());
+    let builds_before = std::fs::read_to_string(e.path("state/calls"))
+        .unwrap()
+        .matches("build ")
+        .count();
+    let (code, err) = e.run(&["-j", "1"]);
+    assert_eq!(code, 4, "{err}");
+    assert!(
+        err.contains(&format!("pid {}", first.id())) && err.contains("another --out"),
+        "{err}"
+    );
+    let builds_after = std::fs::read_to_string(e.path("state/calls"))
+        .unwrap()
+        .matches("build ")
+        .count();
+    assert_eq!(builds_before, builds_after, "the second run built nothing");
+    // another --out works alongside
+    let (code, err) = e.run(&["-j", "1", "--filter", "python=3.11", "-o", "out2"]);
+    assert_eq!(code, 0, "{err}");
+    signal(&first, libc::SIGTERM);
+    let _ = first.wait_with_output();
+}
+
+#[test]
+fn a_run_stopped_before_it_starts_records_an_outcome_and_every_reason() {
+    let e = Env::new(32005);
+    // the first up-to-date check hangs, so the signal lands before any build starts
+    let child = e
+        .cmd(&["-j", "1"])
+        .env("FAKE_INSPECT_SLEEP", "3")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the first manifest", || {
+        e.path("out/manifest.json").exists()
+    });
+    signal(&child, libc::SIGINT);
+    let status = child.wait_with_output().unwrap().status;
+    assert_eq!(status.code(), Some(130));
+    let m = e.manifest();
+    assert_eq!(m["outcome"]["result"], "interrupted");
+    for c in m["cells"].as_array().unwrap() {
+        assert_eq!(c["status"], "not-started", "{c}");
+        assert_eq!(c["reason"], "interrupted by SIGINT", "{c}");
+    }
+}
+
+#[test]
+fn push_refuses_forged_tags_before_pushing_anything() {
+    let e = Env::new(32006);
+    let (code, _) = e.run(&["-j", "1"]);
+    assert_eq!(code, 0);
+    let mut m = e.manifest();
+    for (i, bad) in [
+        "evil.example:5000/steal:1",
+        "--all-tags",
+        "miniconda:Bad Tag With Spaces",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut forged = m.clone();
+        forged["cells"][i]["tags"] = serde_json::json!([bad]);
+        std::fs::write(e.path("out/manifest.json"), forged.to_string()).unwrap();
+        std::fs::write(e.path("state/calls"), "").unwrap();
+        let (code, err) = e.push(&[]);
+        assert_eq!(code, 1, "{bad}: {err}");
+        assert!(
+            err.contains("refusing") || err.contains("not a"),
+            "{bad}: {err}"
+        );
+        let calls = std::fs::read_to_string(e.path("state/calls")).unwrap();
+        assert!(!calls.contains("push"), "{bad}: pushed {calls}");
+    }
+    m["cells"][0]["tags"] = serde_json::json!(["miniconda:ok-tag"]);
+    std::fs::write(e.path("out/manifest.json"), m.to_string()).unwrap();
+    let (code, err) = e.push(&[]);
+    assert_eq!(code, 0, "a valid tag of the repository is published: {err}");
+}
+
+#[test]
+fn an_incomplete_set_of_shards_is_neither_merged_nor_pushed() {
+    let e = Env::new(32007);
+    // two bases, so that each of two shards gets one
+    let two = common::fake::MATRIX.replace("[ubuntu:22.04]", "[ubuntu:22.04, ubuntu:24.04]");
+    std::fs::write(e.path("matrix.yaml"), two).unwrap();
+    let (code, err) = e.run(&["--shard", "1/2", "-o", "s1"]);
+    assert_eq!(code, 0, "{err}");
+    let out = matrix_in(
+        e.dir.path(),
+        &["manifest", "merge", "s1/manifest.json", "-o", "all.json"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains("shards 2/2 are missing"), "{err}");
+    assert!(!e.path("all.json").exists());
+    // pushing the lone shard is refused too
+    std::fs::create_dir_all(e.path("out")).unwrap();
+    std::fs::copy(e.path("s1/manifest.json"), e.path("out/manifest.json")).unwrap();
+    std::fs::write(e.path("state/calls"), "").unwrap();
+    let (code, err) = e.push(&[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("have no record"), "{err}");
+    let calls = std::fs::read_to_string(e.path("state/calls")).unwrap();
+    assert!(!calls.contains("push "), "{calls}");
+    // with both shards the merge is whole
+    let (code, err) = e.run(&["--shard", "2/2", "-o", "s2"]);
+    assert_eq!(code, 0, "{err}");
+    let out = matrix_in(
+        e.dir.path(),
+        &[
+            "manifest",
+            "merge",
+            "s1/manifest.json",
+            "s2/manifest.json",
+            "-o",
+            "all.json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("merged 2 manifests"));
+}
+
+#[test]
+fn resume_checks_each_image_and_takes_no_path_from_the_old_manifest() {
+    let e = Env::new(32008);
+    let (code, _) = e.run(&["-j", "1"]);
+    assert_eq!(code, 0);
+    let mut m = e.manifest();
+    m["cells"][0]["log"] = "../../../../etc/passwd".into();
+    std::fs::write(e.path("previous.json"), m.to_string()).unwrap();
+    // the images are gone since
+    for t in std::fs::read_dir(e.path("state")).unwrap() {
+        let p = t.unwrap().path();
+        if p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("image-")
+        {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+    std::fs::write(e.path("state/calls"), "").unwrap();
+    let (code, err) = e.run(&["-j", "1", "--resume", "previous.json"]);
+    assert_eq!(code, 0, "{err}");
+    let calls = std::fs::read_to_string(e.path("state/calls")).unwrap();
+    assert_eq!(
+        calls.lines().filter(|l| l.starts_with("build -")).count(),
+        4,
+        "{calls}"
+    );
+    for id in [A, B, C] {
+        assert_eq!(e.status(id), "built");
+    }
+    let log = &e.manifest()["cells"][0]["log"];
+    assert_eq!(log, &format!("out/logs/{A}.log"));
+}
+
+#[test]
+fn jobs_are_bounded_like_an_engines_jobs() {
+    let e = Env::new(32009);
+    let (code, err) = e.run(&["-j", "10000"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("expected 1 to 256"), "{err}");
+    // 256 slots on 3 cells start at most 3 workers, and a signal still ends it at once
+    e.mode(A, "hang");
+    let child = e
+        .cmd(&["-j", "256", "--kill-grace", "1s"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the build", || !e.leftovers().is_empty());
+    let threads = std::fs::read_dir(format!("/proc/{}/task", child.id()))
+        .unwrap()
+        .count();
+    assert!(threads < 32, "{threads} threads for 3 cells");
+    let t = Instant::now();
+    signal(&child, libc::SIGTERM);
+    assert_eq!(child.wait_with_output().unwrap().status.code(), Some(143));
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
+}
+
+#[test]
+fn a_plan_that_cannot_be_written_is_an_error_but_a_closed_pipe_is_not() {
+    let e = Env::new(32010);
+    for format in ["table", "json", "bake", "gha"] {
+        let full = std::fs::File::options()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_matrix"))
+            .current_dir(e.dir.path())
+            .args(["plan", "--format", format])
+            .stdout(full)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(5), "{format}: {err}");
+        assert!(err.contains("No space left"), "{format}: {err}");
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_matrix"))
+        .current_dir(e.dir.path())
+        .args(["plan", "--format", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn ci_stops_only_the_daemon_it_started() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("docker");
+    // a PID recorded by an earlier run, now reused by an unrelated process
+    let mut unrelated = Command::new("sleep").arg("30").spawn().unwrap();
+    std::fs::write(
+        root.path().join("docker.started-by-image-matrix"),
+        unrelated.id().to_string(),
+    )
+    .unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/stop-dockerd.sh");
+    let out = Command::new(&script).arg(&data).output().unwrap();
+    assert!(out.status.success());
+    assert!(
+        unrelated.try_wait().unwrap().is_none(),
+        "the unrelated process lives"
+    );
+    assert!(!root.path().join("docker.started-by-image-matrix").exists());
+    // nothing recorded: nothing stopped
+    let out = Command::new(&script).arg(&data).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no daemon was started"));
+    let _ = unrelated.kill();
+    let _ = unrelated.wait();
+}
