@@ -451,6 +451,53 @@ impl Docker {
         let _ = self.capture(&["rm", "-f", "-v", name]);
     }
 
+    /// Remove the stopped containers of our own build steps (their command runs a
+    /// script under /tmp/image-matrix/) created since `since` (RFC 3339, UTC): what a
+    /// daemon that died mid-build leaves behind. Returns how many went.
+    pub fn remove_build_leftovers(&self, since: &str) -> Result<usize, String> {
+        let ids = self.capture_within(
+            &[
+                "ps",
+                "-a",
+                "-q",
+                "--no-trunc",
+                "--filter",
+                "status=exited",
+                "--filter",
+                "status=created",
+                "--filter",
+                "status=dead",
+            ],
+            QUERY_TIMEOUT,
+        )?;
+        let ids: Vec<&str> = ids.split_whitespace().collect();
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut args = vec![
+            "container",
+            "inspect",
+            "--format",
+            "{{.Id}}|{{.Created}}|{{json .Config.Cmd}}",
+        ];
+        args.extend(ids);
+        let listing = self.capture_within(&args, QUERY_TIMEOUT)?;
+        let since = since.get(..19).unwrap_or(since);
+        let mut removed = 0;
+        for line in listing.lines() {
+            let mut f = line.splitn(3, '|');
+            let (Some(id), Some(created), Some(cmd)) = (f.next(), f.next(), f.next()) else {
+                continue;
+            };
+            let ours = cmd.contains("/tmp/image-matrix/");
+            let recent = created.get(..19).is_some_and(|c| c >= since);
+            if ours && recent && self.capture(&["rm", "-f", "-v", id]).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     pub fn exec(&self, container: &str, argv: &[&str]) -> Result<String, String> {
         let mut a = vec!["exec", container];
         a.extend_from_slice(argv);

@@ -423,3 +423,66 @@ fn ci_stops_only_the_daemon_it_started() {
     let _ = unrelated.kill();
     let _ = unrelated.wait();
 }
+
+#[test]
+fn build_containers_a_dead_engine_left_are_removed_once_it_answers_again() {
+    let e = Env::new(32011);
+    std::fs::write(
+        e.path("matrix.yaml"),
+        "version: 1\nbases: [ubuntu:22.04, ubuntu:24.04]\npython: [\"3.10\", \"3.11\"]\n",
+    )
+    .unwrap();
+    let killed = "py3.10-ubuntu24.04-amd64";
+    for id in [
+        "py3.10-ubuntu22.04-amd64",
+        "py3.11-ubuntu22.04-amd64",
+        "py3.11-ubuntu24.04-amd64",
+    ] {
+        e.mode(id, "slow");
+    }
+    e.mode(killed, "kill-engine-once");
+    let child = e
+        .cmd(&[
+            "--engine",
+            "fa=unix:///fake/fa.sock,jobs=1",
+            "--engine",
+            "fb=unix:///fake/fb.sock,jobs=1",
+        ])
+        .env("FAKE_SLOW", "1")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let down = || {
+        ["fa", "fb"]
+            .into_iter()
+            .find(|n| e.path(&format!("state/down-{n}")).exists())
+    };
+    wait_for("an engine to die", || down().is_some());
+    let dead = down().unwrap();
+    // the daemon is restarted while the run goes on
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::remove_file(e.path(&format!("state/down-{dead}"))).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains(&format!(
+            "removed 1 stopped build container this run left on engine {dead}"
+        )),
+        "{err}"
+    );
+    let left: Vec<String> = std::fs::read_dir(e.path("state"))
+        .unwrap()
+        .map(|f| f.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("leftover-"))
+        .collect();
+    assert!(
+        !left.iter().any(|n| n.starts_with("leftover-c0ffee")),
+        "{left:?}"
+    );
+    assert_eq!(
+        left.len(),
+        2,
+        "an older one and a foreign one stay: {left:?}"
+    );
+}

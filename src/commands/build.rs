@@ -89,6 +89,7 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> Result<Exit, Error> {
     // A refused push (some cell not built, or its engine gone) fails the run even when
     // every cell built: nothing was published.
     let published = !args.push || cancel.is_set() || push(args, &connected.engines, &mut recorder);
+    remove_leftovers(&connected.engines, &recorder.manifest);
     finish(recorder, &mut reporter, &cancel, &out.manifest, published)
 }
 
@@ -373,6 +374,39 @@ fn push(args: &BuildArgs, engines: &Engines, recorder: &mut Recorder) -> bool {
         Err(why) => {
             crate::term::line(&format!("push: {why}"));
             false
+        }
+    }
+}
+
+/// A daemon that died mid-build (and answers again) keeps the stopped containers of
+/// the steps it was running; remove those this run left, on every engine that answers.
+fn remove_leftovers(engines: &Engines, m: &Manifest) {
+    let lost: Vec<&str> = m
+        .cells
+        .iter()
+        .flat_map(|c| c.requeued.iter().map(|r| r.engine.as_str()))
+        .chain(
+            m.cells
+                .iter()
+                .filter(|c| c.status == Status::Failed)
+                .filter_map(|c| c.engine.as_deref()),
+        )
+        .collect();
+    for e in engines.iter().filter(|e| lost.contains(&e.name.as_str())) {
+        if e.docker.ping(Duration::from_secs(5)).is_err() {
+            continue;
+        }
+        match e.docker.remove_build_leftovers(&m.started) {
+            Ok(0) => {}
+            Ok(n) => crate::term::line(&format!(
+                "removed {n} stopped build container{} this run left on engine {}",
+                if n == 1 { "" } else { "s" },
+                e.name
+            )),
+            Err(err) => crate::term::line(&format!(
+                "warning: cannot list the build containers left on engine {}: {err}",
+                e.name
+            )),
         }
     }
 }
