@@ -52,14 +52,19 @@ fn child_peak_rss_kib() -> i64 {
 }
 
 fn big_matrix() -> String {
+    big_matrix_bases(20, 125)
+}
+
+/// `bases` CUDA bases × 4 Pythons × `variants` variants.
+fn big_matrix_bases(bases: usize, variants: usize) -> String {
     let tags: Vec<&str> = include_str!("../data/nvidia-cuda-tags.tsv")
         .lines()
         .filter(|l| l.ends_with("\tsupported") && l.contains("ubuntu2") && !l.contains("-base-"))
         .filter_map(|l| l.split('\t').next())
         .filter(|t| !t.starts_with("11.") || t.contains("ubuntu22.04"))
-        .take(20)
+        .take(bases)
         .collect();
-    assert_eq!(tags.len(), 20);
+    assert_eq!(tags.len(), bases);
     let mut y = String::from("version: 1\nlimits: {max_cells: 10000}\nimage:\n  tag: \"conda3-python{python}-{base}-{variant}\"\nbases:\n");
     for t in &tags {
         y.push_str(&format!("  - nvidia/cuda:{t}\n"));
@@ -68,7 +73,7 @@ fn big_matrix() -> String {
         "python: [\"3.9\", \"3.10\", \"3.11\", \"3.12\"]\nplatforms: [linux/amd64]\nvariants:\n",
     );
     // 20 bases × 4 pythons × 125 variants = 10,000 cells
-    for i in 0..125 {
+    for i in 0..variants {
         y.push_str(&format!("  - {{name: set{i}, pip: [\"pkg{i}>=1.0\"]}}\n"));
     }
     y
@@ -501,14 +506,118 @@ fn bench_engines() {
     }
 }
 
+/// Run a command to its end: wall time and the peak RSS of that one process (wait4 on
+/// it, never the cumulative RUSAGE_CHILDREN of this process, which a fork inherits).
+fn measured(cmd: &mut Command) -> (Duration, f64, std::process::ExitStatus) {
+    use std::os::unix::process::ExitStatusExt;
+    let t = Instant::now();
+    let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let mut status = 0;
+    let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: wait4 on our own child's pid, with valid out-pointers.
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, ru.as_mut_ptr()) };
+    assert!(pid > 0, "wait4 failed");
+    let wall = t.elapsed();
+    // SAFETY: wait4 succeeded, so the struct is filled.
+    let ru = unsafe { ru.assume_init() };
+    (wall, ru.ru_maxrss as f64 / 1024.0, std::process::ExitStatus::from_raw(status))
+}
+
+/// A matrix of `n` cells (100, 1,000 or 10,000): CUDA bases × 4 Pythons × variants.
+fn scale_matrix(n: usize) -> String {
+    let (bases, variants) = match n {
+        100 => (5, 5),
+        1000 => (10, 25),
+        _ => (20, n / 80),
+    };
+    big_matrix_bases(bases, variants)
+}
+
+fn bench_scale() {
+    let before = std::env::var_os("BENCH_BEFORE").map(PathBuf::from);
+    let fake = root().join("bench/fake-docker-instant");
+    let bin = matrix_bin();
+    println!("matrix build -j 8 against a docker that succeeds at once (bench/fake-docker-instant):");
+    println!("{:>7}  {:<7} {:>9} {:>14} {:>10}", "cells", "binary", "wall", "tool CPU/cell", "peak RSS");
+    for n in [100usize, 1000, 10_000] {
+        let mut runs: Vec<(&str, PathBuf)> = vec![("after", bin.clone())];
+        if let Some(b) = &before {
+            // the old scheduler is quadratic: 10,000 cells would take hours
+            if n <= 1000 {
+                runs.insert(0, ("before", b.clone()));
+            }
+        }
+        for (label, exe) in runs {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("m.yaml"), scale_matrix(n)).unwrap();
+            let (wall, rss, status) = measured(
+                Command::new(&exe)
+                    .current_dir(dir.path())
+                    .env("DOCKER", &fake)
+                    .args(["-f", "m.yaml", "build", "-j", "8", "--quiet"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null()),
+            );
+            assert!(status.success(), "{label} failed on {n} cells");
+            let man = read_manifest(dir.path());
+            let cells = man["cells"].as_array().unwrap().len();
+            assert_eq!(cells, n);
+            let cpu = man["tool_cpu_seconds"].as_f64().unwrap_or(0.0);
+            println!(
+                "{n:>7}  {label:<7} {:>8.2}s {:>11.2} ms {:>7.1} MB",
+                wall.as_secs_f64(),
+                cpu * 1000.0 / n as f64,
+                rss
+            );
+        }
+    }
+    println!("targets: 1,000 cells under 10 s wall and 5 ms of tool CPU per cell, linear to 10,000");
+}
+
+/// Plan output for 10,000 cells in every format, through the whole command.
+fn bench_formats() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.yaml");
+    std::fs::write(&file, big_matrix()).unwrap();
+    let bin = matrix_bin();
+    println!("`matrix plan --format F` of 10,000 cells, 11 runs each (wall; peak RSS of the process):");
+    for f in ["table", "json", "bake", "gha"] {
+        let mut walls = Vec::new();
+        let mut rss = 0.0f64;
+        for _ in 0..11 {
+            let (w, r, st) = measured(
+                Command::new(&bin)
+                    .arg("-f")
+                    .arg(&file)
+                    .args(["plan", "--format", f])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null()),
+            );
+            assert!(st.success());
+            walls.push(w);
+            rss = rss.max(r);
+        }
+        walls.sort();
+        println!(
+            "  {f:<6} min {:>6.1} ms  median {:>6.1} ms  max {:>6.1} ms  peak RSS {rss:.1} MB",
+            ms(walls[0]),
+            ms(walls[5]),
+            ms(walls[10])
+        );
+    }
+    println!("  target: each under 100 ms");
+}
+
 fn main() {
     match std::env::args().nth(1).as_deref() {
         Some("plan") => bench_plan(),
+        Some("scale") => bench_scale(),
+        Some("formats") => bench_formats(),
         Some("nightly") => bench_nightly(),
         Some("ready") => bench_ready(),
         Some("engines") => bench_engines(),
         _ => {
-            eprintln!("usage: cargo run --release --example bench -- plan|nightly|ready|engines");
+            eprintln!("usage: cargo run --release --example bench -- plan|formats|scale|nightly|ready|engines");
             std::process::exit(2);
         }
     }
