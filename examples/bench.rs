@@ -508,10 +508,14 @@ fn bench_engines() {
 
 /// Run a command to its end: wall time and the peak RSS of that one process (wait4 on
 /// it, never the cumulative RUSAGE_CHILDREN of this process, which a fork inherits).
+// The child is reaped by wait4 below, which std's Child cannot express.
+#[allow(clippy::zombie_processes)]
 fn measured(cmd: &mut Command) -> (Duration, f64, std::process::ExitStatus) {
     use std::os::unix::process::ExitStatusExt;
     let t = Instant::now();
-    let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     let mut status = 0;
     let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
     // SAFETY: wait4 on our own child's pid, with valid out-pointers.
@@ -520,7 +524,11 @@ fn measured(cmd: &mut Command) -> (Duration, f64, std::process::ExitStatus) {
     let wall = t.elapsed();
     // SAFETY: wait4 succeeded, so the struct is filled.
     let ru = unsafe { ru.assume_init() };
-    (wall, ru.ru_maxrss as f64 / 1024.0, std::process::ExitStatus::from_raw(status))
+    (
+        wall,
+        ru.ru_maxrss as f64 / 1024.0,
+        std::process::ExitStatus::from_raw(status),
+    )
 }
 
 /// A matrix of `n` cells (100, 1,000 or 10,000): CUDA bases × 4 Pythons × variants.
@@ -537,8 +545,13 @@ fn bench_scale() {
     let before = std::env::var_os("BENCH_BEFORE").map(PathBuf::from);
     let fake = root().join("bench/fake-docker-instant");
     let bin = matrix_bin();
-    println!("matrix build -j 8 against a docker that succeeds at once (bench/fake-docker-instant):");
-    println!("{:>7}  {:<7} {:>9} {:>14} {:>10}", "cells", "binary", "wall", "tool CPU/cell", "peak RSS");
+    println!(
+        "matrix build -j 8 against a docker that succeeds at once (bench/fake-docker-instant):"
+    );
+    println!(
+        "{:>7}  {:<7} {:>9} {:>14} {:>10}",
+        "cells", "binary", "wall", "tool CPU/cell", "peak RSS"
+    );
     for n in [100usize, 1000, 10_000] {
         let mut runs: Vec<(&str, PathBuf)> = vec![("after", bin.clone())];
         if let Some(b) = &before {
@@ -571,7 +584,9 @@ fn bench_scale() {
             );
         }
     }
-    println!("targets: 1,000 cells under 10 s wall and 5 ms of tool CPU per cell, linear to 10,000");
+    println!(
+        "targets: 1,000 cells under 10 s wall and 5 ms of tool CPU per cell, linear to 10,000"
+    );
 }
 
 /// Plan output for 10,000 cells in every format, through the whole command.
@@ -580,7 +595,9 @@ fn bench_formats() {
     let file = dir.path().join("big.yaml");
     std::fs::write(&file, big_matrix()).unwrap();
     let bin = matrix_bin();
-    println!("`matrix plan --format F` of 10,000 cells, 11 runs each (wall; peak RSS of the process):");
+    println!(
+        "`matrix plan --format F` of 10,000 cells, 11 runs each (wall; peak RSS of the process):"
+    );
     for f in ["table", "json", "bake", "gha"] {
         let mut walls = Vec::new();
         let mut rss = 0.0f64;

@@ -417,6 +417,42 @@ impl Docker {
         .filter(|s| !s.is_empty() && s != "<no value>")
     }
 
+    /// What an image reference resolves to here: its registry digest
+    /// (`name@sha256:…`, after a pull) or, for an image that never came from a
+    /// registry, its local ID. `Ok(None)` when this engine has no such image.
+    pub fn image_digest(&self, image: &str) -> Result<Option<String>, String> {
+        let r = self.capture_within(
+            &[
+                "image",
+                "inspect",
+                "--format",
+                "{{.Id}}|{{join .RepoDigests \" \"}}",
+                image,
+            ],
+            QUERY_TIMEOUT,
+        );
+        let s = match r {
+            Ok(s) => s,
+            Err(e) if e.contains("No such image") || e.contains("No such object") => {
+                return Ok(None)
+            }
+            Err(e) => return Err(e),
+        };
+        let (id, digests) = s.split_once('|').unwrap_or((s.as_str(), ""));
+        let name = crate::reference::split(image).0;
+        let digest = digests
+            .split_whitespace()
+            .find(|d| d.split('@').next() == Some(name))
+            .or_else(|| digests.split_whitespace().next());
+        Ok(Some(digest.map_or_else(|| id.to_string(), str::to_string)))
+    }
+
+    /// `docker pull` (for one platform).
+    pub fn pull(&self, image: &str, platform: &str) -> Result<(), String> {
+        self.capture(&["pull", "--platform", platform, image])
+            .map(|_| ())
+    }
+
     pub fn image_id_and_size(&self, image: &str) -> Option<(String, u64)> {
         let s = self
             .capture_within(
@@ -426,6 +462,106 @@ impl Docker {
             .ok()?;
         let (id, size) = s.split_once('|')?;
         Some((id.to_string(), size.parse().ok()?))
+    }
+
+    /// The image a reference points at here (its ID), if any.
+    pub fn image_id(&self, image: &str) -> Option<String> {
+        self.capture_within(
+            &["image", "inspect", "--format", "{{.Id}}", image],
+            QUERY_TIMEOUT,
+        )
+        .ok()
+        .filter(|s| s.starts_with("sha256:"))
+    }
+
+    /// An image's labels and environment (`KEY=VALUE` each).
+    pub fn labels_and_env(
+        &self,
+        image: &str,
+    ) -> Result<(std::collections::BTreeMap<String, String>, Vec<String>), String> {
+        let s = self.capture_within(
+            &[
+                "image",
+                "inspect",
+                "--format",
+                "{{json .Config.Labels}}|{{json .Config.Env}}",
+                image,
+            ],
+            QUERY_TIMEOUT,
+        )?;
+        let (l, e) = s.split_once('|').unwrap_or((s.as_str(), "[]"));
+        let labels = serde_json::from_str::<Option<std::collections::BTreeMap<String, String>>>(l)
+            .map_err(|e| format!("unexpected labels of {image}: {e}"))?
+            .unwrap_or_default();
+        let env = serde_json::from_str::<Option<Vec<String>>>(e)
+            .map_err(|e| format!("unexpected environment of {image}: {e}"))?
+            .unwrap_or_default();
+        Ok((labels, env))
+    }
+
+    /// Print a file of an image: `docker run --rm --network none` with `cat`, so it
+    /// works for any platform the engine runs (emulated ones too).
+    pub fn read_file(&self, image: &str, platform: &str, path: &str) -> Result<String, String> {
+        self.capture(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--platform",
+            platform,
+            "--entrypoint",
+            "/bin/cat",
+            image,
+            path,
+        ])
+    }
+
+    /// A new image: `base` with these labels (no layer; a metadata-only build).
+    /// Returns its ID and size.
+    pub fn relabel(
+        &self,
+        base: &str,
+        tag: &str,
+        platform: &str,
+        labels: &[(String, String)],
+    ) -> Result<(String, u64), String> {
+        let iid = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
+        let mut args = self.prefix();
+        args.extend(["build".into(), "--quiet".into(), "-t".into(), tag.into()]);
+        args.extend(["--platform".into(), platform.into()]);
+        args.extend(["--iidfile".into(), iid.path().as_os_str().to_owned()]);
+        for (k, v) in labels {
+            args.push("--label".into());
+            args.push(format!("{k}={v}").into());
+        }
+        args.push("-".into());
+        let mut e = self.target_env(
+            duct::cmd(self.client.as_os_str(), &args)
+                .stdin_bytes(format!("FROM {base}\n"))
+                .stdout_capture()
+                .stderr_capture()
+                .unchecked(),
+        );
+        if let Some((k, v)) = self.build_env() {
+            e = e.env(k, v);
+        }
+        let o = wait_within(e, Duration::from_secs(300))
+            .map_err(|err| format!("cannot run {}: {err}", self.client.display()))?
+            .ok_or("labelling the image took over 5 minutes")?;
+        if !o.status.success() {
+            return Err(String::from_utf8_lossy(&o.stderr).trim().to_string());
+        }
+        let id = std::fs::read_to_string(iid.path())
+            .map_err(|e| e.to_string())?
+            .trim()
+            .to_string();
+        self.image_id_and_size(&id)
+            .ok_or_else(|| format!("the labelled image {id} is missing"))
+    }
+
+    /// Remove a tag (the image stays while another tag or container holds it).
+    pub fn untag(&self, tag: &str) -> Result<(), String> {
+        self.capture(&["image", "rm", tag]).map(|_| ())
     }
 
     pub fn tag(&self, src: &str, dst: &str) -> Result<(), String> {

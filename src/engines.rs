@@ -31,12 +31,19 @@ pub struct Engine {
     pub slots: NonZeroUsize,
     pub docker: Docker,
     pub server: ServerInfo,
+    /// Platforms it builds: its own, and those it runs under emulation.
+    pub platforms: Vec<String>,
 }
 
 impl Engine {
     /// `linux/amd64` for an amd64 daemon.
     pub fn native_platform(&self) -> String {
         format!("linux/{}", self.server.arch)
+    }
+
+    /// Whether it builds images of `platform`.
+    pub fn builds(&self, platform: &str) -> bool {
+        self.platforms.iter().any(|p| p == platform)
     }
 
     pub fn record(&self) -> EngineRecord {
@@ -82,6 +89,53 @@ impl Engines {
             Some(n) => self.list.iter().find(|e| e.name == n).map(|e| &e.docker),
         }
     }
+}
+
+/// What a base reference resolved to for one platform.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BaseDigest {
+    /// The registry digest, or the local image ID for an image that never came from
+    /// a registry; None when no engine has the image and it could not be pulled.
+    pub digest: Option<String>,
+    /// Engines that hold a different image under the same reference.
+    pub disagree: Vec<String>,
+}
+
+/// Resolve a base on the engines that build its platform: with `pull`, `docker pull`
+/// first (a republished tag moves); without, what they hold (and a pull only when
+/// none holds it, as `docker build` itself would do).
+pub fn resolve_base(engines: &Engines, reference: &str, platform: &str, pull: bool) -> BaseDigest {
+    let capable: Vec<&Engine> = engines.iter().filter(|e| e.builds(platform)).collect();
+    let mut found: Vec<(String, String)> = Vec::new();
+    for e in &capable {
+        if pull {
+            if let Err(err) = e.docker.pull(reference, platform) {
+                crate::term::line(&format!(
+                    "warning: engine {}: cannot pull {reference}: {err}",
+                    e.name
+                ));
+            }
+        }
+        if let Ok(Some(d)) = e.docker.image_digest(reference) {
+            found.push((e.name.clone(), d));
+        }
+    }
+    if found.is_empty() && !pull {
+        if let Some(e) = capable.first() {
+            if e.docker.pull(reference, platform).is_ok() {
+                if let Ok(Some(d)) = e.docker.image_digest(reference) {
+                    found.push((e.name.clone(), d));
+                }
+            }
+        }
+    }
+    let digest = found.first().map(|(_, d)| d.clone());
+    let disagree = found
+        .iter()
+        .filter(|(_, d)| Some(d) != digest.as_ref())
+        .map(|(n, _)| n.clone())
+        .collect();
+    BaseDigest { digest, disagree }
 }
 
 /// The engines that answered, and those that did not (with why).
@@ -183,6 +237,7 @@ pub fn connect(
     for (spec, d, v) in checked {
         match v {
             Ok(server) => up.push(Engine {
+                platforms: vec![format!("linux/{}", server.arch)],
                 slots: spec
                     .jobs
                     .and_then(NonZeroUsize::new)

@@ -193,8 +193,6 @@ pub fn render(s: &Settings, c: &Cell) -> Context {
 /// The Dockerfile: the template with the cell's validated values.
 fn dockerfile(s: &Settings, c: &Cell) -> String {
     let rt = &s.runtime;
-    let tag = c.primary_tag();
-    let (repo, version) = tag.rsplit_once(':').unwrap_or((tag, ""));
     let cuda = c.base.cuda.as_ref();
     let subst: Vec<(&str, String)> = vec![
         ("CELL_ID", c.id.clone()),
@@ -203,8 +201,7 @@ fn dockerfile(s: &Settings, c: &Cell) -> String {
         ("LOCALE", rt.locale.clone()),
         ("LANGUAGE", language_of(&rt.locale)),
         ("TIMEZONE", rt.timezone.clone()),
-        ("TITLE", format!("{repo} {version}")),
-        ("VERSION", version.to_string()),
+        ("TITLE", format!("{} {}", s.repository, c.id)),
         ("PYTHON", c.python.to_string()),
         ("MINICONDA", c.miniconda.to_string()),
         (
@@ -324,12 +321,25 @@ fn image_files(files: &mut Files, s: &Settings) {
     );
 }
 
-/// SHA256 over everything that decides the image: every context file (path, mode,
-/// bytes), the base reference and the installer's SHA256 (which stands in for the
-/// local installer's bytes). `extra` carries build options that change the result.
-pub fn input_hash(ctx: &Context, c: &Cell, extra: &[String]) -> String {
+/// What a base resolves to when no engine has it and it cannot be pulled: the cell
+/// is still built (and `docker build` says why the base is missing).
+pub const UNRESOLVED: &str = "unresolved";
+
+/// Files that decide how things are fetched, not what the image holds: the plan
+/// document, the installer's mirrors (its SHA256 pins the bytes) and an extra CA
+/// bundle (trusted during the build only). They are left out of a cell's identity, so
+/// that a new mirror port or proxy certificate rebuilds nothing.
+pub fn transport_only(path: &str) -> bool {
+    path == "cell.json" || path == "conda/mirrors.txt" || path.ends_with("/extra-ca.pem")
+}
+
+/// A cell's identity: SHA256 over everything that decides the image's content —
+/// every context file that reaches the image (path, mode, bytes), the base image's
+/// resolved digest and the installer's SHA256 (which stands in for the installer's
+/// bytes). Tags and transport settings are not part of it.
+pub fn input_hash(ctx: &Context, c: &Cell, base_digest: &str) -> String {
     let mut h = Sha256::new();
-    for f in &ctx.files {
+    for f in ctx.files.iter().filter(|f| !transport_only(&f.path)) {
         h.update(f.path.as_bytes());
         h.update([0, u8::from(f.executable), 0]);
         h.update((f.bytes.len() as u64).to_le_bytes());
@@ -337,18 +347,16 @@ pub fn input_hash(ctx: &Context, c: &Cell, extra: &[String]) -> String {
     }
     h.update(c.base.reference.as_bytes());
     h.update([0]);
+    h.update(base_digest.as_bytes());
+    h.update([0]);
     h.update(c.installer.sha256.as_bytes());
-    for e in extra {
-        h.update([0]);
-        h.update(e.as_bytes());
-    }
     hex(&h.finalize())
 }
 
 /// Hashes of the context's parts: the Dockerfile and each top-level directory.
 pub fn part_hashes(ctx: &Context) -> std::collections::BTreeMap<String, String> {
     let mut parts: std::collections::BTreeMap<String, Sha256> = std::collections::BTreeMap::new();
-    for f in ctx.files.iter().filter(|f| f.path != "cell.json") {
+    for f in ctx.files.iter().filter(|f| !transport_only(&f.path)) {
         let part = f.path.split('/').next().unwrap_or("").to_string();
         let h = parts.entry(part).or_default();
         h.update(f.path.as_bytes());

@@ -28,3 +28,26 @@ RC
 
 . /init/etc/defaults.env
 mkdir -p "$TENSORBOARD_LOGDIR" /root/.jupyter /var/lib/image-matrix
+
+# The versions a user asks about ("which image had numpy 1.26?"), read by image-matrix
+# after the build into the manifest and the image's labels.
+mkdir -p /etc/image-matrix
+/opt/miniconda3/bin/python - > /etc/image-matrix/versions.json <<'PY'
+import json, platform, subprocess
+from importlib import metadata
+v = {"python": platform.python_version()}
+for name in ("jupyterlab", "tensorboard", "numpy", "pandas", "torch", "torchvision",
+             "torchaudio", "tensorflow"):
+    try:
+        v[name] = metadata.version(name)
+    except metadata.PackageNotFoundError:
+        pass
+try:
+    out = subprocess.run(["/opt/miniconda3/bin/conda", "--version"],
+                         capture_output=True, text=True, check=False).stdout.split()
+    if len(out) > 1:
+        v["conda"] = out[1]
+except OSError:
+    pass
+print(json.dumps(v, sort_keys=True))
+PY

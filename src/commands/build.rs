@@ -10,10 +10,11 @@ use crate::cli::{BuildArgs, Cli};
 use crate::docker::{BuildRequest, Docker};
 use crate::engines::{self, Connected, Engines};
 use crate::error::{Error, Exit};
-use crate::manifest::{io, DockerInfo, EngineRecord, Manifest, RunOutcome, Status};
+use crate::manifest::{io, DockerInfo, EngineRecord, Manifest, RunOutcome, Status, Verification};
 use crate::plan::Plan;
 use crate::publish;
 use crate::report::terminal::Reporter;
+use crate::run::accept;
 use crate::run::events::{Event, Outcome};
 use crate::run::executor::{DockerExecutor, Job, JobKind};
 use crate::run::prepare::{self, Paths, Prepared};
@@ -39,8 +40,11 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> Result<Exit, Error> {
     prepare::writable_dir(&out.out).map_err(Error::Preflight)?;
     let _lock = crate::lock::acquire(&out.out).map_err(Error::Preflight)?;
     out.preflight()?;
+    // last night's record: where bases were, which images were verified
+    let previous = io::read(&out.manifest).ok();
     let connected = connect(&plan, args)?;
-    let settings = prepare_settings(&plan, args, &connected.engines)?;
+    let mut settings = prepare_settings(&plan, args, &connected.engines)?;
+    settings.base_digests = resolve_bases(&cells, &connected.engines, args.pull, previous.as_ref());
     let prepared = prepare::prepare(&plan, &cells, &out.paths, &settings);
     for (job, ctx) in prepared.jobs.iter().zip(&prepared.contexts) {
         crate::render::write(ctx, &job.request.context_dir)
@@ -52,6 +56,10 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> Result<Exit, Error> {
         .chain(prepared.stages.iter().map(|s| &s.job))
     {
         let _ = std::fs::remove_file(&j.log_path);
+        // a stale image ID would make an up-to-date cell report last night's build
+        if let Some(iid) = &j.request.iidfile {
+            let _ = std::fs::remove_file(iid);
+        }
     }
     let mut manifest = initial_manifest(&plan, args, &connected, &prepared);
     if let Some(shard) = args.select.shard {
@@ -82,10 +90,15 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> Result<Exit, Error> {
         &mut recorder,
         &mut reporter,
     );
-    refresh_aliases(&connected.engines, &prepared, &outcomes);
-    if args.verify && !cancel.is_set() {
-        verify_built(&connected.engines, &mut recorder, &cancel)?;
-    }
+    drop(outcomes);
+    accept_cells(
+        args,
+        &connected.engines,
+        &prepared,
+        &mut recorder,
+        previous.as_ref(),
+        &cancel,
+    )?;
     // A refused push (some cell not built, or its engine gone) fails the run even when
     // every cell built: nothing was published.
     let published = !args.push || cancel.is_set() || push(args, &connected.engines, &mut recorder);
@@ -206,6 +219,7 @@ fn prepare_settings(
         native,
         labels,
         resumed,
+        base_digests: HashMap::new(),
     })
 }
 
@@ -333,32 +347,106 @@ fn report_failure(reporter: &mut Reporter, engines: &Engines, prepared: &Prepare
     reporter.failure(o, &job.log_path.display().to_string(), &repro);
 }
 
-/// Up-to-date cells keep their image; their aliases are refreshed (dates move nightly).
-fn refresh_aliases(engines: &Engines, prepared: &Prepared, outcomes: &[Outcome]) {
-    for (o, c) in outcomes.iter().zip(&prepared.cells) {
-        if o.status != Status::UpToDate {
-            continue;
-        }
-        let Some(docker) = engines.get(o.engine.as_deref()) else {
-            continue;
-        };
-        for t in c.tags.iter().skip(1) {
-            if let Err(e) = docker.tag(c.primary_tag(), t) {
-                crate::term::line(&format!("warning: cannot tag {t}: {e}"));
-            }
-        }
+/// Versions, verification, then the public tags, for every cell that built or was
+/// up to date.
+fn accept_cells(
+    args: &BuildArgs,
+    engines: &Engines,
+    prepared: &Prepared,
+    recorder: &mut Recorder,
+    previous: Option<&Manifest>,
+    cancel: &Cancel,
+) -> Result<(), Error> {
+    let candidates: Vec<accept::Candidate> = prepared
+        .jobs
+        .iter()
+        .zip(&prepared.cells)
+        .enumerate()
+        .map(|(i, (j, c))| accept::Candidate {
+            record: i,
+            cell: c,
+            candidate: j.request.tags[0].clone(),
+        })
+        .collect();
+    let opts = accept::Options {
+        verify: args.verify,
+        ready_timeout: 90,
+    };
+    let before: Vec<Option<Verification>> = recorder
+        .manifest
+        .cells
+        .iter()
+        .map(|c| c.verification.clone())
+        .collect();
+    accept::accept(
+        engines,
+        &mut recorder.manifest,
+        &candidates,
+        previous,
+        &opts,
+        cancel,
+        &crate::term::line,
+    );
+    let _ = recorder.touch_and_write();
+    if args.verify {
+        let report: Vec<(String, Verification)> = recorder
+            .manifest
+            .cells
+            .iter()
+            .zip(before)
+            .filter_map(|(c, b)| {
+                let v = c.verification.clone()?;
+                let tag = c.tags.first()?.clone();
+                (b.as_ref() != Some(&v)).then_some((tag, v))
+            })
+            .collect();
+        print("the verification results", &crate::verify::table(&report))?;
     }
+    Ok(())
 }
 
-fn verify_built(engines: &Engines, recorder: &mut Recorder, cancel: &Cancel) -> Result<(), Error> {
-    let cells = &mut recorder.manifest.cells;
-    let which: Vec<usize> = (0..cells.len())
-        .filter(|&i| cells[i].status.succeeded())
-        .collect();
-    let report =
-        crate::verify::verify_records(engines, cells, &which, 90, cancel, &crate::term::line);
-    let _ = recorder.touch_and_write();
-    print("the verification results", &crate::verify::table(&report))
+/// What each base of the selection resolves to (per platform), and a line for every
+/// base that moved since the previous manifest.
+fn resolve_bases(
+    cells: &[&crate::plan::Cell],
+    engines: &Engines,
+    pull: bool,
+    previous: Option<&Manifest>,
+) -> HashMap<(String, String), String> {
+    let mut out = HashMap::new();
+    for c in cells {
+        let key = (c.base.reference.clone(), c.platform().to_string());
+        if out.contains_key(&key) {
+            continue;
+        }
+        let r = engines::resolve_base(engines, &key.0, &key.1, pull);
+        if !r.disagree.is_empty() {
+            crate::term::line(&format!(
+                "warning: engines {} hold another image under {} than the one used ({}); --pull aligns them",
+                r.disagree.join(", "),
+                key.0,
+                r.digest.as_deref().map_or("none", crate::plan::axes::short)
+            ));
+        }
+        let digest = r.digest.unwrap_or_else(|| prepare::UNRESOLVED.to_string());
+        let before = previous.and_then(|m| {
+            m.cells
+                .iter()
+                .find(|p| p.coordinates.base == key.0 && p.coordinates.platform == key.1)
+                .and_then(|p| p.base_digest.clone())
+        });
+        if let Some(b) = before.filter(|b| *b != digest) {
+            crate::term::line(&format!(
+                "base {} ({}) moved since the last run: {} → {}",
+                key.0,
+                key.1,
+                crate::plan::axes::short(&b),
+                crate::plan::axes::short(&digest)
+            ));
+        }
+        out.insert(key, digest);
+    }
+    out
 }
 
 fn push(args: &BuildArgs, engines: &Engines, recorder: &mut Recorder) -> bool {

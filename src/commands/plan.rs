@@ -9,12 +9,42 @@ use crate::error::{Error, Exit};
 use crate::manifest::{drift, io};
 use crate::plan::output;
 
+/// The bases' digests as the local Docker engine (DOCKER / DOCKER_HOST) has them now,
+/// so that `--diff` sees a base that moved; without an engine, the previous
+/// manifest's are assumed (and it says so).
+fn current_digests(cells: &[&crate::plan::Cell]) -> drift::Digests {
+    let docker = crate::docker::Docker {
+        client: std::env::var_os("DOCKER").map_or_else(|| "docker".into(), Into::into),
+        context: None,
+        host: None,
+        builder: crate::docker::Builder::Auto,
+    };
+    let mut out = drift::Digests::new();
+    if let Err(e) = docker.ping(std::time::Duration::from_secs(5)) {
+        crate::term::line(&format!(
+            "note: base digests not checked (no Docker engine answers: {e}); the previous manifest's are assumed"
+        ));
+        return out;
+    }
+    for c in cells {
+        let key = (c.base.reference.clone(), c.platform().to_string());
+        if out.contains_key(&key) {
+            continue;
+        }
+        if let Ok(Some(d)) = docker.image_digest(&key.0) {
+            out.insert(key, d);
+        }
+    }
+    out
+}
+
 pub fn run(cli: &Cli, args: &PlanArgs) -> Result<Exit, Error> {
     let plan = load_plan(cli, &args.select)?;
     let cells = select(&plan, &args.select);
     if let Some(prev) = &args.diff {
         let m = io::read(prev).map_err(|e| Error::Preflight(format!("--diff: {e}")))?;
-        let changes = drift::diff(&plan, &cells, &m);
+        let digests = current_digests(&cells);
+        let changes = drift::diff(&plan, &cells, &m, &digests);
         let text = match args.format {
             PlanFormat::Json => json_text(&serde_json::json!({
                 "version": 1,

@@ -1,9 +1,11 @@
 //! `matrix plan --diff MANIFEST`: which cells tonight's build will change, and why.
 //!
-//! Each planned cell is rendered in memory and its input hash compared with the one
-//! the previous manifest recorded. Where they differ, the recorded per-part hashes
-//! (Dockerfile, OS layer, Miniconda layer, variant, boot files) and coordinates say
-//! what changed.
+//! Each planned cell is rendered in memory and its identity (input hash, with the
+//! base's current digest) compared with the one the previous manifest recorded. Where
+//! they differ, the recorded base digest, installer and per-part hashes (Dockerfile,
+//! OS layer, Miniconda layer, variant, boot files) say what changed. A cell whose
+//! identity is the same but whose tags differ (tonight's date) is `retag`: nothing
+//! is built, tags are added.
 
 use serde::Serialize;
 
@@ -15,7 +17,7 @@ use crate::render;
 #[derive(Debug, Serialize, PartialEq, Eq)]
 pub struct Change {
     pub id: String,
-    /// `new`, `changed`, `rebuild`, `unchanged` or `removed`.
+    /// `new`, `changed`, `rebuild`, `retag`, `unchanged` or `removed`.
     pub change: &'static str,
     pub why: Vec<String>,
 }
@@ -35,8 +37,17 @@ fn reasons(
     cell: &Cell,
     prev: &CellRecord,
     parts: &std::collections::BTreeMap<String, String>,
+    base_digest: &str,
 ) -> Vec<String> {
     let mut why = Vec::new();
+    match prev.base_digest.as_deref() {
+        Some(d) if d != base_digest => why.push(format!(
+            "base digest moved: {} → {}",
+            short(d),
+            short(base_digest)
+        )),
+        _ => {}
+    }
     if prev.coordinates.base != cell.base.reference {
         why.push(format!(
             "base reference {} → {}",
@@ -54,9 +65,6 @@ fn reasons(
         )),
         _ => {}
     }
-    if prev.tags != cell.tags {
-        why.push("tags".into());
-    }
     if prev.input_parts.is_empty() {
         if why.is_empty() {
             why.push("inputs changed (the previous manifest records no per-part hashes)".into());
@@ -71,12 +79,16 @@ fn reasons(
     why
 }
 
-pub fn diff(plan: &Plan, cells: &[&Cell], prev: &Manifest) -> Vec<Change> {
+/// The base digest a cell is compared with: the one resolved now, or, where no engine
+/// could be asked, the one the previous manifest recorded.
+pub type Digests = std::collections::HashMap<(String, String), String>;
+
+pub fn diff(plan: &Plan, cells: &[&Cell], prev: &Manifest, digests: &Digests) -> Vec<Change> {
+    let by_id: std::collections::HashMap<&str, &CellRecord> =
+        prev.cells.iter().map(|r| (r.id.as_str(), r)).collect();
     let mut out = Vec::new();
     for c in cells {
-        let ctx = render::render(&plan.settings, c);
-        let hash = render::input_hash(&ctx, c, &[]);
-        let Some(p) = prev.cells.iter().find(|r| r.id == c.id) else {
+        let Some(p) = by_id.get(c.id.as_str()) else {
             out.push(Change {
                 id: c.id.clone(),
                 change: "new",
@@ -84,26 +96,38 @@ pub fn diff(plan: &Plan, cells: &[&Cell], prev: &Manifest) -> Vec<Change> {
             });
             continue;
         };
-        if p.input_hash.as_deref() == Some(hash.as_str()) {
-            if p.status.succeeded() {
-                out.push(Change {
-                    id: c.id.clone(),
-                    change: "unchanged",
-                    why: Vec::new(),
-                });
-            } else {
-                out.push(Change {
-                    id: c.id.clone(),
-                    change: "rebuild",
-                    why: vec![format!("previous status {}", p.status.as_str())],
-                });
-            }
-            continue;
-        }
+        let digest = digests
+            .get(&(c.base.reference.clone(), c.platform().to_string()))
+            .cloned()
+            .or_else(|| p.base_digest.clone())
+            .unwrap_or_else(|| render::UNRESOLVED.into());
+        let ctx = render::render(&plan.settings, c);
+        let hash = render::input_hash(&ctx, c, &digest);
+        let (change, why) = if p.input_hash.as_deref() != Some(hash.as_str()) {
+            (
+                "changed",
+                reasons(c, p, &render::part_hashes(&ctx), &digest),
+            )
+        } else if !p.status.succeeded() {
+            (
+                "rebuild",
+                vec![format!("previous status {}", p.status.as_str())],
+            )
+        } else if p.tags != c.tags {
+            let added: Vec<&str> = c
+                .tags
+                .iter()
+                .filter(|t| !p.tags.contains(t))
+                .map(String::as_str)
+                .collect();
+            ("retag", vec![format!("tags only: {}", added.join(" "))])
+        } else {
+            ("unchanged", Vec::new())
+        };
         out.push(Change {
             id: c.id.clone(),
-            change: "changed",
-            why: reasons(c, p, &render::part_hashes(&ctx)),
+            change,
+            why,
         });
     }
     for p in prev
@@ -135,11 +159,12 @@ pub fn table(changes: &[Change]) -> String {
     }
     let count = |k: &str| changes.iter().filter(|c| c.change == k).count();
     s.push_str(&format!(
-        "\n{} to build ({} new, {} changed, {} to rebuild), {} unchanged, {} removed\n",
+        "\n{} to build ({} new, {} changed, {} to rebuild), {} to retag only, {} unchanged, {} removed\n",
         count("new") + count("changed") + count("rebuild"),
         count("new"),
         count("changed"),
         count("rebuild"),
+        count("retag"),
         count("unchanged"),
         count("removed")
     ));
@@ -170,7 +195,8 @@ mod tests {
         let mut m = Manifest::new("m.yaml", "0", None);
         for c in &p.cells {
             let ctx = render::render(&p.settings, c);
-            let mut r = record_for(c, Some(render::input_hash(&ctx, c, &[])));
+            let mut r = record_for(c, Some(render::input_hash(&ctx, c, "sha256:base")));
+            r.base_digest = Some("sha256:base".into());
             r.input_parts = render::part_hashes(&ctx);
             r.status = Status::Built;
             m.cells.push(r);
@@ -193,7 +219,7 @@ mod tests {
             ..CellRecord::new("py3.9-ubuntu22.04-amd64", Default::default())
         });
         let cells: Vec<&Cell> = p.cells.iter().collect();
-        let ch = diff(&p, &cells, &prev);
+        let ch = diff(&p, &cells, &prev, &Digests::new());
         assert_eq!(
             kinds(&ch),
             [
@@ -204,11 +230,30 @@ mod tests {
         );
         let p2 = plan(&format!("{yaml}packages: {{apt: [vim]}}\n"));
         let cells: Vec<&Cell> = p2.cells.iter().collect();
-        let ch = diff(&p2, &cells, &built(&p));
+        let ch = diff(&p2, &cells, &built(&p), &Digests::new());
         assert_eq!(ch[0].change, "changed");
         assert_eq!(
             ch[0].why,
             ["OS layer (apt packages, locale, timezone or its script)"]
+        );
+        // a moved base, and a night where only the date tag changes
+        let mut moved = Digests::new();
+        moved.insert(
+            ("ubuntu:22.04".into(), "linux/amd64".into()),
+            "sha256:rebuilt".into(),
+        );
+        let cells: Vec<&Cell> = p.cells.iter().collect();
+        let ch = diff(&p, &cells, &built(&p), &moved);
+        assert_eq!(ch[0].why, ["base digest moved: base → rebuilt"]);
+        let dated = plan(&format!(
+            "{yaml}image: {{aliases: [\"{{tag}}-{{date}}\"]}}\n"
+        ));
+        let cells: Vec<&Cell> = dated.cells.iter().collect();
+        let ch = diff(&dated, &cells, &built(&p), &Digests::new());
+        assert_eq!(ch[0].change, "retag");
+        assert_eq!(
+            ch[0].why,
+            ["tags only: miniconda:conda3-python3.10-ubuntu22.04-20260101"]
         );
     }
 
@@ -222,7 +267,7 @@ mod tests {
             sha256: "abc".into(),
         });
         let cells: Vec<&Cell> = p.cells.iter().collect();
-        let ch = diff(&p, &cells, &prev);
+        let ch = diff(&p, &cells, &prev, &Digests::new());
         assert_eq!(ch[0].change, "changed");
         assert!(
             ch[0].why[0].starts_with("installer SHA256 abc… → "),

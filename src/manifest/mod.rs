@@ -111,6 +111,22 @@ pub struct CellRecord {
     /// Engines this cell was taken away from because they went down.
     #[serde(default)]
     pub requeued: Vec<Requeue>,
+    /// What the base reference resolved to (registry digest, or the local image ID of
+    /// a base that never came from a registry): part of the cell's identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_digest: Option<String>,
+    /// Public tags this run moved to the cell's image (new ones, and ones that pointed
+    /// elsewhere, e.g. tonight's date tag on an up-to-date image).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags_added: Vec<String>,
+    /// The local reference of a build that was not promoted to the public tags (its
+    /// verification failed or did not run); the public tags stayed where they were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate: Option<String>,
+    /// Versions read from the image after its build: python, conda, jupyterlab,
+    /// tensorboard, numpy, and cuda/cudnn from the base's environment.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub versions: std::collections::BTreeMap<String, String>,
 }
 
 /// How a run ended.
@@ -268,6 +284,10 @@ impl CellRecord {
             pushed: Vec::new(),
             engine: None,
             requeued: Vec::new(),
+            base_digest: None,
+            tags_added: Vec::new(),
+            candidate: None,
+            versions: std::collections::BTreeMap::new(),
         }
     }
 }

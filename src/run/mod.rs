@@ -4,6 +4,7 @@
 //! [`events`]), and the listeners: the manifest [`recorder`] here and the terminal
 //! reporter in `report`.
 
+pub mod accept;
 pub mod events;
 pub mod executor;
 #[cfg(test)]

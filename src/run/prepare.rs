@@ -17,6 +17,11 @@ use crate::run::scheduler::SharedStage;
 
 /// Label that carries a cell's input hash; `build` skips a cell whose tag has it.
 pub const INPUT_HASH_LABEL: &str = "io.image-matrix.input-hash";
+/// Label naming the repository a matrix image belongs to (what `prune` looks for).
+pub const REPOSITORY_LABEL: &str = "io.image-matrix.repository";
+/// Label with the base's resolved digest.
+pub const BASE_DIGEST_LABEL: &str = "io.image-matrix.base-digest";
+pub use crate::render::UNRESOLVED;
 
 /// Where a run's files go.
 #[derive(Clone, Debug)]
@@ -42,6 +47,28 @@ pub struct Settings {
     /// Cells that succeeded in a resumed manifest, with their input hash: checked for
     /// being current even with `--force`.
     pub resumed: HashMap<String, String>,
+    /// What each (base reference, platform) resolved to.
+    pub base_digests: HashMap<(String, String), String>,
+}
+
+impl Settings {
+    pub fn base_digest(&self, c: &Cell) -> &str {
+        self.base_digests
+            .get(&(c.base.reference.clone(), c.platform().to_string()))
+            .map_or(UNRESOLVED, String::as_str)
+    }
+}
+
+/// The local tag a cell is built under; public tags move to it only once it is
+/// accepted (verified, with `--verify`), so a failed or interrupted night never moves
+/// them.
+pub fn candidate_tag(c: &Cell, repository: &str) -> String {
+    let tag = format!("candidate-{}", c.id);
+    if tag.len() <= 128 {
+        return format!("{repository}:{tag}");
+    }
+    let h = hex(&Sha256::digest(c.id.as_bytes()));
+    format!("{repository}:candidate-{}", &h[..32])
 }
 
 /// Everything a run needs, decided before it starts.
@@ -95,9 +122,11 @@ pub fn prepare<'p>(
     let (mut os_keys, mut conda_keys) = (Vec::new(), Vec::new());
     for c in cells {
         let ctx = render::render(&plan.settings, c);
-        let input_hash = render::input_hash(&ctx, c, &[]);
+        let base_digest = s.base_digest(c);
+        let input_hash = render::input_hash(&ctx, c, base_digest);
         let mut rec = record_for(c, Some(input_hash.clone()));
         rec.input_parts = render::part_hashes(&ctx);
+        rec.base_digest = Some(base_digest.to_string());
         let log_path = paths.logs.join(format!("{}.log", c.id));
         rec.log = Some(log_path.display().to_string());
         let resumed = s.resumed.get(&c.id);
@@ -108,7 +137,7 @@ pub fn prepare<'p>(
         p.jobs.push(Job {
             kind: JobKind::Cell(i),
             id: c.id.clone(),
-            request: request(c, &input_hash, paths, s),
+            request: request(c, &plan.settings.repository, &input_hash, paths, s),
             log_path,
             input_hash: input_hash.clone(),
             primary_tag: Some(c.primary_tag().to_string()),
@@ -134,13 +163,23 @@ pub fn prepare<'p>(
     p
 }
 
-fn request(c: &Cell, input_hash: &str, paths: &Paths, s: &Settings) -> BuildRequest {
-    let mut labels = vec![(INPUT_HASH_LABEL.to_string(), input_hash.to_string())];
+fn request(
+    c: &Cell,
+    repository: &str,
+    input_hash: &str,
+    paths: &Paths,
+    s: &Settings,
+) -> BuildRequest {
+    let mut labels = vec![
+        (INPUT_HASH_LABEL.to_string(), input_hash.to_string()),
+        (REPOSITORY_LABEL.to_string(), repository.to_string()),
+        (BASE_DIGEST_LABEL.to_string(), s.base_digest(c).to_string()),
+    ];
     labels.extend(s.labels.iter().cloned());
     let one_native = s.native.len() == 1 && s.native[0] == c.platform();
     BuildRequest {
         context_dir: paths.contexts.join(&c.id),
-        tags: c.tags.clone(),
+        tags: vec![candidate_tag(c, repository)],
         target: None,
         labels,
         network: s.network.clone(),
