@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::settings::{PasswordPolicy, Settings};
 use crate::plan::base::OsFamily;
-use crate::plan::{hex, Cell};
+use crate::plan::{hex, stack, Cell};
 
 const DOCKERFILE: &str = include_str!("../dockerfiles/Dockerfile.in");
 
@@ -90,6 +90,7 @@ const STATIC_FILES: &[(&str, &str, bool)] = &[
     ),
 ];
 const LOCALE_DEBIAN: &str = include_str!("../init/build/locale-debian.sh");
+const APT_MIRROR: &str = include_str!("../init/build/apt-mirror.sh");
 const LOCALE_UBUNTU: &str = include_str!("../init/build/locale-ubuntu.sh");
 
 #[derive(Debug, Clone)]
@@ -164,13 +165,14 @@ pub fn render(s: &Settings, c: &Cell) -> Context {
     }
     system_files(&mut files, s, c);
     conda_files(&mut files, s, c);
-    files.add("variant/pip-packages.txt", lines(&c.variant.pip), false);
+    variant_files(&mut files, c);
     files.add("image/apt-packages.txt", lines(&c.variant.apt), false);
-    image_files(&mut files, s);
+    image_files(&mut files, s, c);
     if let Some(ca) = &s.sources.ca_bundle {
         if let Ok(pem) = fs::read_to_string(ca) {
-            files.add("conda/extra-ca.pem", pem.clone(), false);
-            files.add("variant/extra-ca.pem", pem, false);
+            for stage in ["system", "conda", "variant"] {
+                files.add(&format!("{stage}/extra-ca.pem"), pem.clone(), false);
+            }
         }
     }
     let cell_json = crate::plan::output::cell_doc(c);
@@ -244,10 +246,15 @@ fn system_files(files: &mut Files, s: &Settings, c: &Cell) {
             ("LOCALE", rt.locale.clone()),
             ("LANGUAGE", language_of(&rt.locale)),
             ("TIMEZONE", rt.timezone.clone()),
+            (
+                "APT_MIRROR",
+                s.sources.apt_mirror.clone().unwrap_or_default(),
+            ),
         ]),
         false,
     );
     files.add("system/apt-packages.txt", lines(&apt), false);
+    files.add("system/apt-mirror.sh", APT_MIRROR.to_string(), true);
     let locale_script = match c.base.os.family {
         OsFamily::Debian => LOCALE_DEBIAN,
         OsFamily::Ubuntu => LOCALE_UBUNTU,
@@ -265,11 +272,18 @@ fn conda_files(files: &mut Files, s: &Settings, c: &Cell) {
             ("INSTALLER_SHA256", c.installer.sha256.clone()),
             ("PIP_INDEX", s.sources.pip_index.clone().unwrap_or_default()),
             ("TOS_GATE", tos.into()),
+            ("CONDA_TOS", tos_choice(s, c).into()),
         ]),
         false,
     );
     files.add("conda/mirrors.txt", lines(&c.installer.urls), false);
-    files.add("conda/pip-packages.txt", lines(&s.pip), false);
+    // the common stack as this cell's Python installs it (markers resolved)
+    let py = c.python.to_string();
+    files.add(
+        "conda/pip-packages.txt",
+        lines(&stack::common_for(&s.pip, &py, &[])),
+        false,
+    );
     files.add(
         "conda/conda-channels.txt",
         lines(&s.sources.conda_channels),
@@ -290,8 +304,23 @@ fn conda_files(files: &mut Files, s: &Settings, c: &Cell) {
     );
 }
 
+/// Stage 3's packages: the variant's own, installed under constraints made from the
+/// common stack (so a variant cannot silently move a common pin), except for the
+/// packages it deliberately overrides.
+fn variant_files(files: &mut Files, c: &Cell) {
+    let py = c.python.to_string();
+    let mut pip = stack::variant_for(&c.variant.pip, &py);
+    pip.extend(stack::variant_for(&c.variant.overrides, &py));
+    files.add("variant/pip-packages.txt", lines(&pip), false);
+    files.add(
+        "variant/unpinned.txt",
+        lines(&stack::overridden(&c.variant.overrides)),
+        false,
+    );
+}
+
 /// Stage 3's runtime defaults (ports, paths, password policy).
-fn image_files(files: &mut Files, s: &Settings) {
+fn image_files(files: &mut Files, s: &Settings, c: &Cell) {
     let rt = &s.runtime;
     let policy = match &rt.root_password {
         PasswordPolicy::Random => "random",
@@ -316,9 +345,28 @@ fn image_files(files: &mut Files, s: &Settings) {
             ("TENSORBOARD_PREFIX", rt.tensorboard_prefix.clone()),
             ("TENSORBOARD_LOGDIR", rt.tensorboard_logdir.clone()),
             ("ROOT_PASSWORD_POLICY", policy.to_string()),
+            ("CONDA_TOS", tos_choice(s, c).into()),
         ]),
         false,
     );
+}
+
+/// What the image does about Anaconda's channel terms: `none` (no gate: Miniconda
+/// before 25, or mirror channels only), `accepted` (at build time, by the matrix's
+/// choice) or `user` (left to the image's users; the MOTD says how).
+fn tos_choice(s: &Settings, c: &Cell) -> &'static str {
+    let anaconda = s.sources.conda_channels.is_empty()
+        || s.sources
+            .conda_channels
+            .iter()
+            .any(|ch| ch == "defaults" || ch.contains("repo.anaconda.com"));
+    if !c.miniconda.has_tos_gate() || !anaconda {
+        "none"
+    } else if s.sources.conda_tos == crate::config::settings::CondaTos::Accept {
+        "accepted"
+    } else {
+        "user"
+    }
 }
 
 /// What a base resolves to when no engine has it and it cannot be pulled: the cell
@@ -430,6 +478,7 @@ mod tests {
                 let text = fs::read_to_string(root.join(dir).join(&name)).unwrap();
                 let known = STATIC_FILES.iter().any(|(_, t, _)| *t == text)
                     || text == LOCALE_DEBIAN
+                    || text == APT_MIRROR
                     || text == LOCALE_UBUNTU;
                 if !known {
                     missing.push(rel);
@@ -448,6 +497,41 @@ mod tests {
         assert!(a.starts_with("$6$") && a.len() > 90, "{a}");
         assert_eq!(a, password_hash("123456", "miniconda"));
         assert_ne!(a, password_hash("123457", "miniconda"));
+    }
+
+    /// The mirror script on sources files as Debian (deb822) and Ubuntu (one-line)
+    /// bases ship them.
+    #[test]
+    fn apt_mirror_rewrites_debian_and_ubuntu_layouts() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("sources.list.d");
+        fs::create_dir_all(&d).unwrap();
+        fs::write(d.join("debian.sources"), "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm\n\nTypes: deb\nURIs: http://deb.debian.org/debian-security\nSuites: bookworm-security\n").unwrap();
+        fs::write(dir.path().join("sources.list"), "deb http://archive.ubuntu.com/ubuntu/ jammy main\ndeb http://security.ubuntu.com/ubuntu/ jammy-security main\ndeb http://ports.ubuntu.com/ubuntu-ports/ jammy main\n").unwrap();
+        let script = dir.path().join("apt-mirror.sh");
+        fs::write(&script, APT_MIRROR).unwrap();
+        let ok = std::process::Command::new("bash")
+            .arg(&script)
+            .arg("https://mirrors.tuna.tsinghua.edu.cn")
+            .arg(dir.path())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        let deb = fs::read_to_string(d.join("debian.sources")).unwrap();
+        assert!(
+            deb.contains("URIs: https://mirrors.tuna.tsinghua.edu.cn/debian\n"),
+            "{deb}"
+        );
+        assert!(
+            deb.contains("URIs: https://mirrors.tuna.tsinghua.edu.cn/debian-security\n"),
+            "{deb}"
+        );
+        let ubu = fs::read_to_string(dir.path().join("sources.list")).unwrap();
+        assert_eq!(
+            ubu,
+            "deb https://mirrors.tuna.tsinghua.edu.cn/ubuntu/ jammy main\ndeb https://mirrors.tuna.tsinghua.edu.cn/ubuntu/ jammy-security main\ndeb https://mirrors.tuna.tsinghua.edu.cn/ubuntu-ports/ jammy main\n"
+        );
     }
 
     #[test]

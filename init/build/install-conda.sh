@@ -50,8 +50,15 @@ bash "$installer" -b -p "$prefix"
 rm -f "$installer"
 export PATH="$prefix/bin:$PATH"
 # Miniconda 25+ refuses unattended use of Anaconda's channels until its terms are
-# accepted; accept for the build's own conda calls only, never on the user's behalf.
+# accepted. The build's own conda calls accept them; the image's users do so themselves
+# (the MOTD says how) unless the matrix chose `sources.conda_tos: accept`, which accepts
+# them here for every user of the image.
 if [ "$TOS_GATE" = 1 ]; then export CONDA_PLUGINS_AUTO_ACCEPT_TOS=true; fi
+if [ "$CONDA_TOS" = accepted ]; then
+  for ch in https://repo.anaconda.com/pkgs/main https://repo.anaconda.com/pkgs/r; do
+    conda tos accept --override-channels --channel "$ch"
+  done
+fi
 
 if [ -s "$here/conda-channels.txt" ]; then
   mapfile -t channels < "$here/conda-channels.txt"
@@ -62,8 +69,11 @@ if [ -n "$PIP_INDEX" ]; then
   printf '[global]\nindex-url = %s\n' "$PIP_INDEX" > "$prefix/pip.conf"
 fi
 
-mapfile -t pip_packages < "$here/pip-packages.txt"
-pip install --no-cache-dir "${pip_packages[@]}"
+# The common stack (its markers already resolved for this Python by image-matrix),
+# then its exact versions as the constraints every variant installs under.
+pip install --no-cache-dir -r "$here/pip-packages.txt"
+mkdir -p /etc/image-matrix
+pip list --format=freeze > /etc/image-matrix/constraints.txt
 
 # JupyterLab defaults for every user of this environment: Chinese UI, dark terminal.
 mkdir -p "$prefix/share/jupyter/lab/settings"

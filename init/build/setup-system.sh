@@ -20,9 +20,19 @@ path-include /usr/share/locale/zh*
 path-include /usr/share/locale/en*
 DPKG
 
+# A mirror (kept in the image), and an extra CA bundle for an https mirror or a proxy
+# (trusted for this step only, never added to the image's trust store).
+if [ -n "${APT_MIRROR:-}" ]; then bash "$here/apt-mirror.sh" "$APT_MIRROR"; fi
+apt_opts=()
+if [ -f "$here/extra-ca.pem" ]; then
+  cat /etc/ssl/certs/ca-certificates.crt "$here/extra-ca.pem" > "$here/trust.pem" 2>/dev/null \
+    || cp "$here/extra-ca.pem" "$here/trust.pem"
+  apt_opts=(-o "Acquire::https::CaInfo=$here/trust.pem")
+fi
+
 mapfile -t packages < "$here/apt-packages.txt"
-apt-get update
-apt-get install -y --no-install-recommends "${packages[@]}"
+apt-get "${apt_opts[@]}" update
+apt-get "${apt_opts[@]}" install -y --no-install-recommends "${packages[@]}"
 
 # Timezone: TIMEZONE is set before it is used (the seed linked an empty $TZ).
 ln -snf "/usr/share/zoneinfo/$TIMEZONE" /etc/localtime

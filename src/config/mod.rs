@@ -4,6 +4,7 @@
 
 pub mod engine;
 pub mod raw;
+pub mod requirement;
 pub mod settings;
 pub mod yaml;
 

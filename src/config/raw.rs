@@ -60,6 +60,8 @@ pub struct RawVariant {
     pub name: Sp<String>,
     pub pip: Vec<Sp<String>>,
     pub apt: Vec<Sp<String>>,
+    /// Requirements that replace the common stack's pins for this variant.
+    pub overrides: Vec<Sp<String>>,
 }
 
 /// A selector used by `include`, `exclude` and `image.latest`.
@@ -88,6 +90,8 @@ pub struct RawSources {
     pub conda_channels: Vec<Sp<String>>,
     pub ca_bundle: Option<Sp<String>>,
     pub cuda_registry: Option<Sp<String>>,
+    pub apt_mirror: Option<Sp<String>>,
+    pub conda_tos: Option<Sp<String>>,
 }
 
 #[derive(Debug, Default)]
@@ -423,7 +427,7 @@ impl Walker<'_> {
     }
 
     fn variant(&mut self, node: &Node, key: String) -> Option<RawVariant> {
-        let m = self.mapping(node, &key, &["name", "pip", "apt"])?;
+        let m = self.mapping(node, &key, &["name", "pip", "apt", "override"])?;
         let name = match m.get("name") {
             Some(n) => self.string(n, &join(&key, "name")),
             None => {
@@ -440,11 +444,16 @@ impl Walker<'_> {
             .get("apt")
             .map(|n| self.strings(n, &join(&key, "apt")))
             .unwrap_or_default();
+        let overrides = m
+            .get("override")
+            .map(|n| self.strings(n, &join(&key, "override")))
+            .unwrap_or_default();
         Some(RawVariant {
             key,
             name: name?,
             pip,
             apt,
+            overrides,
         })
     }
 
@@ -552,6 +561,8 @@ impl Walker<'_> {
             "conda_channels",
             "ca_bundle",
             "cuda_registry",
+            "apt_mirror",
+            "conda_tos",
         ];
         let Some(m) = self.mapping(node, "sources", &keys) else {
             return out;
@@ -568,6 +579,8 @@ impl Walker<'_> {
                 "conda_channels" => out.conda_channels = self.strings(v, &key),
                 "ca_bundle" => out.ca_bundle = self.string(v, &key),
                 "cuda_registry" => out.cuda_registry = self.string(v, &key),
+                "apt_mirror" => out.apt_mirror = self.string(v, &key),
+                "conda_tos" => out.conda_tos = self.string(v, &key),
                 _ => {}
             }
         }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use crate::config::raw::RawConfig;
+use crate::config::requirement::Requirement;
 use crate::diag::{Diags, Sp};
 use crate::reference;
 
@@ -24,9 +25,11 @@ pub const REQUIRED_APT: &[&str] = &[
 ];
 /// The seed's tools plus git, git-lfs and ping; `packages.apt` replaces this list.
 pub const DEFAULT_APT: &[&str] = &["vim", "tmux", "wget", "git", "git-lfs", "iputils-ping"];
-/// The seed's pip list (numpy pinned below 2.0 for TensorBoard, as the seed does).
+/// The seed's pip list. numpy is pinned below 2.0 for older TensorBoard, as the seed
+/// does, but only where such a numpy has wheels: not for Python 3.13 and later, whose
+/// cells get numpy 2 (and a TensorBoard that works with it).
 pub const DEFAULT_PIP: &[&str] = &[
-    "numpy<2.0",
+    "numpy<2.0; python_version < \"3.13\"",
     "jupyterlab",
     "jupyterlab-language-pack-zh-CN",
     "jupyterlab_pygments",
@@ -75,6 +78,22 @@ pub struct Sources {
     pub conda_channels: Vec<String>,
     pub ca_bundle: Option<PathBuf>,
     pub cuda_registry: Option<String>,
+    /// A mirror root with Debian's and Ubuntu's layouts (`/debian`, `/debian-security`,
+    /// `/ubuntu`, `/ubuntu-ports`), used for the build and kept in the image.
+    pub apt_mirror: Option<String>,
+    /// Anaconda's channel terms (Miniconda 25+): accepted in the image at build time,
+    /// or left to the user (the default; the MOTD says how).
+    pub conda_tos: CondaTos,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CondaTos {
+    /// The image's users accept them (or use mirror channels); the MOTD says how.
+    #[default]
+    User,
+    /// The release engineer accepts them for every user of the image, at build time.
+    Accept,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -122,47 +141,10 @@ pub fn check_apt(s: &str) -> Result<(), String> {
     }
 }
 
-/// A PEP 508 requirement without markers or URLs: `name[extra]` plus version clauses.
+/// A pip requirement: `NAME[extras]` with version clauses and, optionally, a marker on
+/// the Python version (see [`Requirement`]).
 pub fn check_pip(s: &str) -> Result<(), String> {
-    let bad = || {
-        format!("`{s}` is not a plain pip requirement (NAME[extras] followed by clauses like >=1.0,<2; no spaces, quotes, markers, URLs or options)")
-    };
-    let name_end = s
-        .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-        .unwrap_or(s.len());
-    let (name, mut rest) = s.split_at(name_end);
-    if name.is_empty() || !name.as_bytes()[0].is_ascii_alphanumeric() {
-        return Err(bad());
-    }
-    if let Some(r) = rest.strip_prefix('[') {
-        let close = r.find(']').ok_or_else(bad)?;
-        if !r[..close].split(',').all(|e| {
-            !e.is_empty()
-                && e.bytes()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
-        }) {
-            return Err(bad());
-        }
-        rest = &r[close + 1..];
-    }
-    if rest.is_empty() {
-        return Ok(());
-    }
-    for clause in rest.split(',') {
-        let op_len = clause
-            .find(|c: char| !matches!(c, '<' | '>' | '=' | '!' | '~'))
-            .unwrap_or(clause.len());
-        let (op, ver) = clause.split_at(op_len);
-        let op_ok = matches!(op, "<" | ">" | "<=" | ">=" | "==" | "!=" | "~=" | "===");
-        let ver_ok = !ver.is_empty()
-            && ver.bytes().all(|c| {
-                c.is_ascii_alphanumeric() || matches!(c, b'.' | b'*' | b'+' | b'!' | b'-' | b'_')
-            });
-        if !op_ok || !ver_ok {
-            return Err(bad());
-        }
-    }
-    Ok(())
+    Requirement::parse(s).map(|_| ())
 }
 
 /// An http(s) URL curl and pip take literally: a host (and port), a path, no fragment,
@@ -432,6 +414,23 @@ fn read_sources(raw: &RawConfig, dir: &Path, d: &mut Diags) -> Sources {
             }
         }
     });
+    let apt_mirror = src
+        .apt_mirror
+        .as_ref()
+        .filter(|m| accept(m, "sources.apt_mirror", check_url(&m.value), d))
+        .map(|m| m.value.trim_end_matches('/').to_string());
+    let conda_tos = match src.conda_tos.as_ref().map(|t| (t, t.value.as_str())) {
+        None | Some((_, "user")) => CondaTos::User,
+        Some((_, "accept")) => CondaTos::Accept,
+        Some((t, other)) => {
+            d.error(
+                Some(t.at),
+                "sources.conda_tos",
+                format!("`{other}` is not a choice (expected one of: user, accept); `accept` accepts Anaconda's channel terms for every user of the image"),
+            );
+            CondaTos::User
+        }
+    };
     Sources {
         mirrors,
         installer_dir,
@@ -439,6 +438,8 @@ fn read_sources(raw: &RawConfig, dir: &Path, d: &mut Diags) -> Sources {
         conda_channels,
         ca_bundle,
         cuda_registry,
+        apt_mirror,
+        conda_tos,
     }
 }
 
@@ -711,7 +712,7 @@ mod tests {
             "x @ https://e/x.whl",
             "-r req.txt",
             "x==$(id)",
-            "x; python_version<'3.8'",
+            "x; sys_platform=='linux'",
             "x=1",
             "",
         ] {

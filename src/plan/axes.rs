@@ -165,6 +165,7 @@ pub fn variants(raw: &RawConfig, d: &mut Diags) -> Vec<Arc<Variant>> {
             name: "default".into(),
             pip: Vec::new(),
             apt: Vec::new(),
+            overrides: Vec::new(),
         })];
     }
     let mut out: Vec<Arc<Variant>> = Vec::new();
@@ -200,11 +201,18 @@ pub fn variants(raw: &RawConfig, d: &mut Diags) -> Vec<Arc<Variant>> {
                 ok_all = false;
             }
         }
+        for p in &v.overrides {
+            if let Err(e) = check_pip(&p.value) {
+                d.error(Some(p.at), format!("{}.override", v.key), e);
+                ok_all = false;
+            }
+        }
         if ok_all {
             out.push(Arc::new(Variant {
                 name: n.clone(),
                 pip: v.pip.iter().map(|p| p.value.clone()).collect(),
                 apt: v.apt.iter().map(|p| p.value.clone()).collect(),
+                overrides: v.overrides.iter().map(|p| p.value.clone()).collect(),
             }));
         }
     }

@@ -14,6 +14,7 @@ pub mod catalogue;
 pub mod expand;
 pub mod output;
 pub mod shard;
+pub mod stack;
 pub mod tags;
 pub mod version;
 
@@ -39,6 +40,9 @@ pub struct Variant {
     pub name: String,
     pub pip: Vec<String>,
     pub apt: Vec<String>,
+    /// Requirements that replace the common stack's pins (`numpy>=2`): the variant
+    /// says so, and gets them.
+    pub overrides: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -180,6 +184,7 @@ pub fn plan_text(text: &str, file: &str, dir: &Path, opts: &PlanOptions) -> Resu
     if d.has_errors() {
         return Err(Error::InvalidMatrix(d.sorted()));
     }
+    stack::check(&cells, &settings.pip, &raw, &mut d);
     tags::assign(&mut cells, &settings, &raw, &opts.date, &mut d);
     if d.has_errors() {
         return Err(Error::InvalidMatrix(d.sorted()));

@@ -52,6 +52,7 @@ RC
     ;;
   clean) echo "stand-in conda: nothing to clean" ;;
   config) shift; echo "stand-in conda config $*" >> "$prefix/.condarc-standin.log" ;;
+  tos) shift; echo "stand-in conda tos $*" >> "$prefix/.tos-standin.log" ;;
   info) echo "stand-in conda $release at $prefix" ;;
   *) echo "stand-in conda: '${1:-}' is not supported by the stand-in" >&2; exit 1 ;;
 esac
