@@ -750,6 +750,7 @@ fn the_manifest_schema_is_stable() {
                             | "tool_cpu_seconds"
                             | "duration_seconds"
                             | "input_hash"
+                            | "image_id"
                     ) || key == "input_parts";
                     if volatile && !x.is_null() {
                         *x = serde_json::Value::String("[masked]".into());
