@@ -75,6 +75,33 @@ pub enum Command {
     /// Work with manifests (merge the manifests of sharded builds).
     #[command(subcommand)]
     Manifest(ManifestCommand),
+    /// Write what a run did as a page people look at (HTML) or a summary (Markdown).
+    #[command(after_help = "Examples:
+  matrix report out/manifest.json -o report.html
+  matrix report out/manifest.json --previous last-night.json -o report.html
+  matrix report out/manifest.json --format markdown >> \"$GITHUB_STEP_SUMMARY\"")]
+    Report(ReportArgs),
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReportFormat {
+    Html,
+    Markdown,
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// The manifest of the run.
+    pub manifest: PathBuf,
+    /// Where to write it (default: stdout).
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// html or markdown (default: from -o's extension, else html).
+    #[arg(long, value_enum)]
+    pub format: Option<ReportFormat>,
+    /// A previous run's manifest: the report says what changed since.
+    #[arg(long, value_name = "MANIFEST")]
+    pub previous: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -103,7 +103,14 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> Result<Exit, Error> {
     // every cell built: nothing was published.
     let published = !args.push || cancel.is_set() || push(args, &connected.engines, &mut recorder);
     remove_leftovers(&connected.engines, &recorder.manifest);
-    finish(recorder, &mut reporter, &cancel, &out.manifest, published)
+    finish(
+        recorder,
+        &mut reporter,
+        &cancel,
+        &out.manifest,
+        previous.as_ref(),
+        published,
+    )
 }
 
 /// Where this run's files go, and the lock that keeps a second run out.
@@ -314,7 +321,11 @@ fn schedule(
             reporter.event(ev);
             recorder.apply(ev);
             if let Event::Finished(o) = ev {
-                report_failure(reporter, engines, prepared, o);
+                if let Some(repro) = report_failure(reporter, engines, prepared, o) {
+                    if let JobKind::Cell(i) = o.job {
+                        recorder.manifest.cells[i].reproduce = Some(repro);
+                    }
+                }
             }
         },
     );
@@ -322,10 +333,16 @@ fn schedule(
     outcomes
 }
 
-/// A failed build: its last lines, its log and the command that reproduces it.
-fn report_failure(reporter: &mut Reporter, engines: &Engines, prepared: &Prepared, o: &Outcome) {
-    if !matches!(o.status, Status::Failed | Status::TimedOut) || o.attempts == 0 {
-        return;
+/// A failed build: its last lines, its log and the command that reproduces it (which
+/// is returned, for the record; a cell whose shared stage failed gets its own).
+fn report_failure(
+    reporter: &mut Reporter,
+    engines: &Engines,
+    prepared: &Prepared,
+    o: &Outcome,
+) -> Option<String> {
+    if !matches!(o.status, Status::Failed | Status::TimedOut) {
+        return None;
     }
     let job: &Job = match o.job {
         JobKind::Cell(i) => &prepared.jobs[i],
@@ -344,7 +361,11 @@ fn report_failure(reporter: &mut Reporter, engines: &Engines, prepared: &Prepare
             ..job.request.clone()
         })
     );
-    reporter.failure(o, &job.log_path.display().to_string(), &repro);
+    // a cell failed with its shared stage did not run; the stage's failure was shown
+    if o.attempts > 0 {
+        reporter.failure(o, &job.log_path.display().to_string(), &repro);
+    }
+    Some(repro)
 }
 
 /// Versions, verification, then the public tags, for every cell that built or was
@@ -499,6 +520,25 @@ fn remove_leftovers(engines: &Engines, m: &Manifest) {
     }
 }
 
+/// report.html and report.md beside the manifest (derived from it: a failure to
+/// write them is said, and does not change how the run ended).
+fn write_reports(m: &Manifest, previous: Option<&Manifest>, manifest_path: &Path) {
+    let dir = manifest_path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    for (name, format) in [
+        ("report.html", crate::cli::ReportFormat::Html),
+        ("report.md", crate::cli::ReportFormat::Markdown),
+    ] {
+        let path = dir.join(name);
+        let text = super::report::render(format, m, previous, manifest_path);
+        if let Err(e) = io::write_text(&path, &text) {
+            crate::term::line(&format!("warning: cannot write {}: {e}", path.display()));
+        }
+    }
+}
+
 /// The run's outcome into the manifest, the last write (a failure to record is an
 /// I/O error that names the stale file), the summary and the exit.
 fn finish(
@@ -506,6 +546,7 @@ fn finish(
     reporter: &mut Reporter,
     cancel: &Cancel,
     manifest_path: &Path,
+    previous: Option<&Manifest>,
     published: bool,
 ) -> Result<Exit, Error> {
     let m = &mut recorder.manifest;
@@ -521,6 +562,7 @@ fn finish(
     m.tool_cpu_seconds = Some((crate::manifest::own_cpu_seconds() * 1000.0).round() / 1000.0);
     let written = recorder.touch_and_write();
     let m = &recorder.manifest;
+    write_reports(m, previous, manifest_path);
     reporter.summary(m, &manifest_path.display().to_string());
     if let Err(source) = written {
         return Err(Error::StaleManifest {

@@ -6,6 +6,7 @@ mod merge;
 mod plan;
 mod push;
 mod render;
+pub(crate) mod report;
 mod verify;
 
 use crate::cli::{Cli, Command, ManifestCommand, Selection};
@@ -19,6 +20,7 @@ pub fn run(cli: Cli) -> Result<Exit, Error> {
         Command::Build(args) => build::run(&cli, args),
         Command::Verify(args) => verify::run(args),
         Command::Push(args) => push::run(args),
+        Command::Report(args) => report::run(args),
         Command::Manifest(ManifestCommand::Merge {
             inputs,
             output,

@@ -32,6 +32,25 @@ pub fn write(path: &Path, m: &Manifest) -> std::io::Result<()> {
     write_json(path, m)
 }
 
+/// A text document (a report), written the same way as a manifest.
+pub fn write_text(path: &Path, text: &str) -> std::io::Result<()> {
+    check_target(path)?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".report.")
+        .suffix(".tmp")
+        .permissions(std::fs::Permissions::from_mode(0o666))
+        .tempfile_in(dir)?;
+    tmp.write_all(text.as_bytes())?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
 /// Any JSON document the tool records (manifests, reports' data), written the same way.
 pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
     check_target(path)?;

@@ -123,6 +123,9 @@ pub struct CellRecord {
     /// verification failed or did not run); the public tags stayed where they were.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub candidate: Option<String>,
+    /// For a failed build: the command that reproduces it (from its context).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reproduce: Option<String>,
     /// Versions read from the image after its build: python, conda, jupyterlab,
     /// tensorboard, numpy, and cuda/cudnn from the base's environment.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
@@ -287,6 +290,7 @@ impl CellRecord {
             base_digest: None,
             tags_added: Vec::new(),
             candidate: None,
+            reproduce: None,
             versions: std::collections::BTreeMap::new(),
         }
     }
