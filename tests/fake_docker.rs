@@ -751,6 +751,7 @@ fn the_manifest_schema_is_stable() {
                             | "duration_seconds"
                             | "input_hash"
                             | "image_id"
+                            | "reproduce"
                     ) || key == "input_parts";
                     if volatile && !x.is_null() {
                         *x = serde_json::Value::String("[masked]".into());
