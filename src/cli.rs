@@ -75,12 +75,64 @@ pub enum Command {
     /// Work with manifests (merge the manifests of sharded builds).
     #[command(subcommand)]
     Manifest(ManifestCommand),
+    /// Refresh the installer catalogue and the nvidia/cuda tag list from upstream.
+    #[command(subcommand)]
+    Catalogue(CatalogueCommand),
+    /// Remove this matrix's images that none of the last N runs produced or tagged.
+    #[command(after_help = "Examples:
+  matrix prune --keep 3
+  matrix prune --keep 1 --manifest out/local/manifest.json")]
+    Prune(PruneArgs),
     /// Write what a run did as a page people look at (HTML) or a summary (Markdown).
     #[command(after_help = "Examples:
   matrix report out/manifest.json -o report.html
   matrix report out/manifest.json --previous last-night.json -o report.html
   matrix report out/manifest.json --format markdown >> \"$GITHUB_STEP_SUMMARY\"")]
     Report(ReportArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CatalogueCommand {
+    /// Read Anaconda's Miniconda listing and NVIDIA's tag lists, say what changed and
+    /// write the data files that plans then read.
+    #[command(after_help = "Sources (under --from, or upstream by default):
+  miniconda/.files.json, else miniconda/ (the HTML index)   https://repo.anaconda.com/miniconda/
+  cuda/supported-tags.md and cuda/unsupported-tags.md     https://gitlab.com/nvidia/container-images/cuda/-/raw/master/doc/
+
+Examples:
+  matrix catalogue update
+  matrix catalogue update --from /srv/mirror-copy --to data")]
+    Update(CatalogueUpdateArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CatalogueUpdateArgs {
+    /// A directory or URL holding miniconda/ and cuda/ copies of the upstream listings.
+    #[arg(long, value_name = "URL|DIR")]
+    pub from: Option<String>,
+    /// Where to write the data files (default: $IMAGE_MATRIX_DATA, else
+    /// ~/.local/share/image-matrix; `data` in a checkout updates the built-in ones).
+    #[arg(long, value_name = "DIR")]
+    pub to: Option<PathBuf>,
+    /// Take a new SHA256 for an installer the catalogue already knows (normally
+    /// refused: a published installer whose checksum changes needs a look first).
+    #[arg(long)]
+    pub accept_changed_sha256: bool,
+    /// Say what would change; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    /// The manifest of the latest run (its history/ folder holds the earlier ones).
+    #[arg(long, default_value = "out/manifest.json")]
+    pub manifest: PathBuf,
+    /// How many runs' images to keep (the latest included).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep: u32,
+    #[command(flatten)]
+    pub docker: DockerArgs,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -258,6 +310,10 @@ pub struct BuildArgs {
     /// Push cells that built (and verified, with --verify) after every build is done.
     #[arg(long, help_heading = "Publishing")]
     pub push: bool,
+    /// After the run, remove this matrix's images that none of the last N runs
+    /// produced or tagged (see `matrix prune`).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..), help_heading = "Output")]
+    pub keep: Option<u32>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -19,6 +19,7 @@ pub mod exit;
 pub mod lock;
 pub mod manifest;
 pub mod plan;
+pub mod prune;
 pub mod publish;
 pub mod reference;
 pub mod render;

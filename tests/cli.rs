@@ -7,7 +7,10 @@ use assert_cmd::Command;
 
 fn matrix() -> Command {
     let mut c = Command::cargo_bin("matrix").expect("binary");
-    c.env_remove("MATRIX_FILE").env("NO_COLOR", "1");
+    // the built-in catalogue, whatever this machine's data directory holds
+    c.env_remove("MATRIX_FILE")
+        .env("NO_COLOR", "1")
+        .env("IMAGE_MATRIX_DATA", "/nonexistent/image-matrix-data");
     c
 }
 

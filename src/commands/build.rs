@@ -103,14 +103,24 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> Result<Exit, Error> {
     // every cell built: nothing was published.
     let published = !args.push || cancel.is_set() || push(args, &connected.engines, &mut recorder);
     remove_leftovers(&connected.engines, &recorder.manifest);
-    finish(
+    let keep = args.keep;
+    let done = finish(
         recorder,
         &mut reporter,
         &cancel,
         &out.manifest,
         previous.as_ref(),
         published,
-    )
+    )?;
+    if let (Some(n), false) = (keep, cancel.is_set()) {
+        super::prune::prune_all(
+            &connected.engines,
+            &plan.settings.repository,
+            &out.manifest,
+            n as usize,
+        );
+    }
+    Ok(done)
 }
 
 /// Where this run's files go, and the lock that keeps a second run out.
@@ -563,6 +573,11 @@ fn finish(
     let written = recorder.touch_and_write();
     let m = &recorder.manifest;
     write_reports(m, previous, manifest_path);
+    if written.is_ok() {
+        if let Err(e) = crate::prune::archive(m, manifest_path) {
+            crate::term::line(&format!("warning: cannot keep this run in history/: {e}"));
+        }
+    }
     reporter.summary(m, &manifest_path.display().to_string());
     if let Err(source) = written {
         return Err(Error::StaleManifest {

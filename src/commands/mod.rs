@@ -2,8 +2,10 @@
 //! library, report. Helpers they share are here.
 
 mod build;
+mod catalogue;
 mod merge;
 mod plan;
+mod prune;
 mod push;
 mod render;
 pub(crate) mod report;
@@ -21,6 +23,8 @@ pub fn run(cli: Cli) -> Result<Exit, Error> {
         Command::Verify(args) => verify::run(args),
         Command::Push(args) => push::run(args),
         Command::Report(args) => report::run(args),
+        Command::Prune(args) => prune::run(args),
+        Command::Catalogue(crate::cli::CatalogueCommand::Update(args)) => catalogue::update(args),
         Command::Manifest(ManifestCommand::Merge {
             inputs,
             output,
@@ -43,6 +47,12 @@ fn load_plan(cli: &Cli, select: &Selection) -> Result<Plan, Error> {
     let plan = crate::plan::load(&cli.matrix, &opts)?;
     for w in &plan.warnings {
         crate::term::line(&w.to_string());
+    }
+    let d = today();
+    for note in
+        crate::plan::catalogue::staleness(&format!("{}-{}-{}", &d[..4], &d[4..6], &d[6..]), 90)
+    {
+        crate::term::line(&note);
     }
     Ok(plan)
 }

@@ -2,15 +2,113 @@
 //! and NVIDIA's list of `nvidia/cuda` tags with their support status.
 //!
 //! Both are compiled into the binary from `data/`, so a plan never depends on the
-//! network. A user can extend the installer catalogue from `matrix.yaml`.
+//! network. `matrix catalogue update` writes fresher copies into a data directory
+//! (`$IMAGE_MATRIX_DATA`, else `~/.local/share/image-matrix`), which is read instead
+//! when it holds them. A user can also extend the installer catalogue from
+//! `matrix.yaml`. Each file starts with `# updated: YYYY-MM-DD from SOURCE`.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use crate::plan::version::{parse_installer_file, CondaRelease, PyVersion};
 
 const INSTALLERS_TSV: &str = include_str!("../../data/miniconda-installers.tsv");
 const CUDA_TAGS_TSV: &str = include_str!("../../data/nvidia-cuda-tags.tsv");
+pub const INSTALLERS_FILE: &str = "miniconda-installers.tsv";
+pub const CUDA_TAGS_FILE: &str = "nvidia-cuda-tags.tsv";
+
+/// Where `catalogue update` writes and where fresher copies are read from.
+pub fn data_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("IMAGE_MATRIX_DATA").filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(d));
+    }
+    let home = std::env::var_os("XDG_DATA_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))?;
+    Some(home.join("image-matrix"))
+}
+
+/// A data file: the data directory's copy if it has one, else the built-in one.
+fn text(file: &str, builtin: &'static str) -> &'static str {
+    let fresh = data_dir()
+        .map(|d| d.join(file))
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .filter(|t| stamp(t).is_some());
+    match fresh {
+        // leaked once per process: the catalogue lives as long as the process
+        Some(t) => Box::leak(t.into_boxed_str()),
+        None => builtin,
+    }
+}
+
+fn installers_text() -> &'static str {
+    static T: OnceLock<&'static str> = OnceLock::new();
+    T.get_or_init(|| text(INSTALLERS_FILE, INSTALLERS_TSV))
+}
+
+fn cuda_tags_text() -> &'static str {
+    static T: OnceLock<&'static str> = OnceLock::new();
+    T.get_or_init(|| text(CUDA_TAGS_FILE, CUDA_TAGS_TSV))
+}
+
+/// `# updated: YYYY-MM-DD from SOURCE` → (date, source).
+pub fn stamp(text: &str) -> Option<(String, String)> {
+    let rest = text.lines().next()?.strip_prefix("# updated: ")?;
+    let (date, source) = rest.split_once(" from ").unwrap_or((rest, ""));
+    let ok = date.len() == 10
+        && date.bytes().enumerate().all(|(i, c)| {
+            if i == 4 || i == 7 {
+                c == b'-'
+            } else {
+                c.is_ascii_digit()
+            }
+        });
+    ok.then(|| (date.to_string(), source.to_string()))
+}
+
+/// Days from `a` to `b` (`YYYY-MM-DD` each).
+pub fn days_between(a: &str, b: &str) -> Option<i64> {
+    fn days(d: &str) -> Option<i64> {
+        let y: i64 = d.get(..4)?.parse().ok()?;
+        let m: i64 = d.get(5..7)?.parse().ok()?;
+        let dd: i64 = d.get(8..10)?.parse().ok()?;
+        // days since the civil epoch (Howard Hinnant's algorithm)
+        let y = if m <= 2 { y - 1 } else { y };
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let mp = (m + 9) % 12;
+        let doy = (153 * mp + 2) / 5 + dd - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        Some(era * 146_097 + doe)
+    }
+    Some(days(b)? - days(a)?)
+}
+
+/// A note for each catalogue older than `max_days` on `today` (`YYYY-MM-DD`).
+pub fn staleness(today: &str, max_days: i64) -> Vec<String> {
+    let mut out = Vec::new();
+    for (what, text) in [
+        ("the Miniconda installer catalogue", installers_text()),
+        ("the nvidia/cuda tag list", cuda_tags_text()),
+    ] {
+        let Some((date, _)) = stamp(text) else {
+            continue;
+        };
+        if let Some(age) = days_between(&date, today).filter(|a| *a > max_days) {
+            out.push(format!(
+                "note: {what} is from {date} ({age} days ago); `matrix catalogue update` refreshes it"
+            ));
+        }
+    }
+    out
+}
+
+/// The current data files' text (for `catalogue update` to compare against).
+pub fn current() -> (&'static str, &'static str) {
+    (installers_text(), cuda_tags_text())
+}
 
 #[derive(Debug, Clone)]
 pub struct Installer {
@@ -31,7 +129,7 @@ impl Catalogue {
         static CAT: OnceLock<Catalogue> = OnceLock::new();
         CAT.get_or_init(|| {
             let mut c = Catalogue::default();
-            for line in INSTALLERS_TSV
+            for line in installers_text()
                 .lines()
                 .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
             {
@@ -131,7 +229,7 @@ pub enum TagStatus {
 pub fn cuda_tag_status(tag: &str) -> Option<TagStatus> {
     static TAGS: OnceLock<HashMap<&'static str, TagStatus>> = OnceLock::new();
     TAGS.get_or_init(|| {
-        CUDA_TAGS_TSV
+        cuda_tags_text()
             .lines()
             .filter(|l| !l.starts_with('#'))
             .filter_map(|l| l.split_once('\t'))
@@ -148,7 +246,7 @@ pub fn cuda_tag_status(tag: &str) -> Option<TagStatus> {
 
 /// Newest supported tag with the same shape (cudnn token, flavor, os) as `tag`, for hints.
 pub fn supported_successor(cuda: &semver::Version, rest: &str) -> Option<String> {
-    CUDA_TAGS_TSV
+    cuda_tags_text()
         .lines()
         .filter_map(|l| l.split_once('\t'))
         .filter(|(_, s)| s.trim() == "supported")
@@ -185,6 +283,18 @@ mod tests {
             c.latest_for(py38, "x86_64").unwrap().to_string(),
             "23.11.0-2"
         );
+    }
+
+    #[test]
+    fn stamps_and_ages_are_read() {
+        assert_eq!(
+            stamp("# updated: 2026-11-27 from https://x\nrest"),
+            Some(("2026-11-27".into(), "https://x".into()))
+        );
+        assert_eq!(stamp("# no stamp"), None);
+        assert_eq!(days_between("2026-08-31", "2026-11-29"), Some(90));
+        assert_eq!(days_between("2024-02-28", "2024-03-01"), Some(2));
+        assert!(stamp(INSTALLERS_TSV).is_some() && stamp(CUDA_TAGS_TSV).is_some());
     }
 
     #[test]

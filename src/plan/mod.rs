@@ -12,6 +12,7 @@ pub mod axes;
 pub mod base;
 pub mod catalogue;
 pub mod expand;
+pub mod listing;
 pub mod output;
 pub mod shard;
 pub mod stack;

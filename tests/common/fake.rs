@@ -37,6 +37,7 @@ impl Env {
         let mut c = Command::new(env!("CARGO_BIN_EXE_matrix"));
         c.current_dir(self.dir.path())
             .env("FAKE_DOCKER_STATE", self.path("state"))
+            .env("IMAGE_MATRIX_DATA", "/nonexistent/image-matrix-data")
             .env("FAKE_SLEEP", &self.mark)
             .env("NO_COLOR", "1")
             .env(

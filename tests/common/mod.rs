@@ -145,6 +145,7 @@ pub fn matrix(dir: &Path, args: &[&str]) -> (i32, String, String) {
     sh(Command::new(env!("CARGO_BIN_EXE_matrix"))
         .current_dir(dir)
         .env("NO_COLOR", "1")
+        .env("IMAGE_MATRIX_DATA", "/nonexistent/image-matrix-data")
         .args(args))
 }
 

@@ -1,0 +1,173 @@
+//! Housekeeping: every build keeps its manifest in `history/` beside the manifest;
+//! `matrix prune --keep N` removes this matrix's images (found by their repository
+//! label, so nothing else is ever touched) that none of the last N runs produced or
+//! tagged, and says how much disk that freed. Build caches are left alone.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use crate::docker::Docker;
+use crate::manifest::{io, Manifest};
+use crate::run::prepare::REPOSITORY_LABEL;
+
+/// How many run manifests `history/` keeps.
+const HISTORY: usize = 60;
+
+/// The history directory of a manifest path.
+pub fn history_dir(manifest: &Path) -> PathBuf {
+    manifest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .join("history")
+}
+
+/// Keep a copy of a finished run's manifest (named by when it started), and drop the
+/// oldest beyond what history keeps.
+pub fn archive(m: &Manifest, manifest: &Path) -> std::io::Result<()> {
+    let dir = history_dir(manifest);
+    std::fs::create_dir_all(&dir)?;
+    let name: String = m
+        .started
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    io::write(&dir.join(format!("{name}.json")), m)?;
+    let mut runs = runs(&dir);
+    while runs.len() > HISTORY {
+        let _ = std::fs::remove_file(runs.remove(0));
+    }
+    Ok(())
+}
+
+/// The archived run manifests, oldest first.
+fn runs(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// What the last `keep` runs hold on to: every image ID they recorded (built, up to
+/// date, or a candidate kept after a failed verification).
+pub fn kept(history: &Path, keep: usize) -> (HashSet<String>, Vec<Manifest>) {
+    let all = runs(history);
+    let recent: Vec<Manifest> = all
+        .iter()
+        .rev()
+        .take(keep)
+        .filter_map(|p| io::read(p).ok())
+        .collect();
+    let ids = recent
+        .iter()
+        .flat_map(|m| m.cells.iter().filter_map(|c| c.image_id.clone()))
+        .collect();
+    (ids, recent)
+}
+
+/// What a prune did on one engine.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub removed: usize,
+    pub kept: usize,
+    /// Bytes of image storage freed (from `docker system df`, so shared layers are
+    /// counted once).
+    pub freed: u64,
+}
+
+/// Remove the images of `repository` on this engine that are not in `keep`.
+pub fn prune(docker: &Docker, repository: &str, keep: &HashSet<String>) -> Result<Pruned, String> {
+    let before = images_size(docker)?;
+    let listed = docker.capture(&[
+        "image",
+        "ls",
+        "-a",
+        "--no-trunc",
+        "--filter",
+        &format!("label={REPOSITORY_LABEL}={repository}"),
+        "--format",
+        "{{.ID}}",
+    ])?;
+    let mut ids: Vec<&str> = listed
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut out = Pruned::default();
+    for id in ids {
+        if keep.contains(id) {
+            out.kept += 1;
+            continue;
+        }
+        // -f: our image may carry several of our tags; the label says it is ours
+        if docker.capture(&["image", "rm", "-f", id]).is_ok() {
+            out.removed += 1;
+        }
+    }
+    out.freed = before.saturating_sub(images_size(docker)?);
+    Ok(out)
+}
+
+/// The engine's image storage in bytes.
+fn images_size(docker: &Docker) -> Result<u64, String> {
+    let s = docker.capture(&["system", "df", "--format", "{{.Type}}\t{{.Size}}"])?;
+    Ok(s.lines()
+        .filter_map(|l| l.split_once('\t'))
+        .find(|(t, _)| *t == "Images")
+        .map_or(0, |(_, size)| bytes(size)))
+}
+
+/// `2.5GB`, `853.2MB`, `0B` → bytes (docker prints decimal units).
+pub fn bytes(s: &str) -> u64 {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: f64 = n.parse().unwrap_or(0.0);
+    let mult = match unit.trim().to_ascii_uppercase().as_str() {
+        "KB" | "K" => 1e3,
+        "MB" | "M" => 1e6,
+        "GB" | "G" => 1e9,
+        "TB" | "T" => 1e12,
+        _ => 1.0,
+    };
+    (n * mult) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_sizes_are_read() {
+        assert_eq!(bytes("2.5GB"), 2_500_000_000);
+        assert_eq!(bytes("853.2MB"), 853_200_000);
+        assert_eq!(bytes("0B"), 0);
+    }
+
+    #[test]
+    fn history_keeps_the_newest_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = dir.path().join("manifest.json");
+        for day in 1..=3 {
+            let mut m = Manifest::new("m.yaml", "0", None);
+            m.started = format!("2026-11-0{day}T00:00:00Z");
+            let mut c = crate::manifest::CellRecord::new("a", Default::default());
+            c.image_id = Some(format!("sha256:{day}"));
+            m.cells.push(c);
+            archive(&m, &manifest).unwrap();
+        }
+        let (ids, recent) = kept(&history_dir(&manifest), 2);
+        assert_eq!(recent.len(), 2);
+        assert!(ids.contains("sha256:3") && ids.contains("sha256:2") && !ids.contains("sha256:1"));
+    }
+}
