@@ -330,6 +330,7 @@ impl<'a> Shared<'a> {
                         self.wake.notify_all();
                         return;
                     }
+                    self.fail_unbuildable(&mut st, tx);
                     if let Some(t) = self.pick(&st, e) {
                         self.begin(&mut st, t, e);
                         // a new binding or a busier engine changes what the others pick
@@ -450,9 +451,13 @@ impl<'a> Shared<'a> {
         }
         // 2. a base nobody holds: it goes to the least loaded engine with a free slot
         // that can build its platform
+        let buildable = |platform: &str| {
+            (0..self.engines.len())
+                .any(|f| st.down[f].is_none() && self.engines[f].builds(platform))
+        };
         if let Some(&(i, l)) = heads
             .iter()
-            .find(|(_, l)| st.bound[self.lanes[*l].0].is_none())
+            .find(|(_, l)| st.bound[self.lanes[*l].0].is_none() && buildable(&self.lanes[*l].1))
         {
             let platform = &self.lanes[l].1;
             let groups = |f: usize| st.bound.iter().filter(|o| **o == Some(f)).count();
@@ -687,6 +692,39 @@ impl<'a> Shared<'a> {
                 })
             })
         })
+    }
+
+    /// Pending cells of a platform no engine that is up can build end as failed at once;
+    /// left queued they would stand in front of every cell after them.
+    fn fail_unbuildable(&self, st: &mut State, tx: &Tx) {
+        let doomed: Vec<usize> = st
+            .pending
+            .iter()
+            .enumerate()
+            .filter(|(l, p)| {
+                let platform = &self.lanes[*l].1;
+                !p.is_empty()
+                    && !(0..self.engines.len())
+                        .any(|f| st.down[f].is_none() && self.engines[f].builds(platform))
+            })
+            .flat_map(|(_, p)| p.iter().copied())
+            .collect();
+        for i in doomed {
+            let up: Vec<&str> = (0..self.engines.len())
+                .filter(|&f| st.down[f].is_none())
+                .map(|f| self.engines[f].name.as_str())
+                .collect();
+            let why = format!(
+                "no engine that is up builds platform {} (up: {})",
+                self.jobs[i].platform,
+                if up.is_empty() {
+                    "none".to_string()
+                } else {
+                    up.join(", ")
+                }
+            );
+            self.fail_unrunnable(st, i, why, tx);
+        }
     }
 
     /// Defence against a stall: with nothing running anywhere, if no engine that is up
@@ -1516,6 +1554,50 @@ mod tests {
         );
         assert_eq!(statuses(&out), ["failed"]);
         assert!(out[0].reason.as_deref().unwrap().contains("linux/arm64"));
+    }
+
+    #[test]
+    fn cells_of_a_platform_no_engine_builds_do_not_stop_the_others() {
+        let (a, b) = (FakeExecutor::default(), FakeExecutor::default());
+        let mut engines = two(&a, &b, 1);
+        for e in &mut engines {
+            e.platforms = vec!["linux/amd64".into()];
+        }
+        let arm = |id: &str| Job {
+            platform: "linux/arm64".into(),
+            ..on(id, "A")
+        };
+        // arm64 cells first in plan order, amd64 cells of several bases behind them
+        let jobs = cells([
+            arm("arm1"),
+            arm("arm2"),
+            on("x1", "X"),
+            on("y1", "Y"),
+            on("x2", "X"),
+        ]);
+        let out = run(
+            &engines,
+            &[],
+            &jobs,
+            &opts(),
+            &Cancel::default(),
+            &mut |_| {},
+        );
+        assert_eq!(
+            statuses(&out),
+            ["failed", "failed", "built", "built", "built"]
+        );
+        for o in &out[..2] {
+            let why = o.reason.as_deref().unwrap();
+            assert!(
+                why.contains("linux/arm64") && why.contains("up: a, b"),
+                "{why}"
+            );
+        }
+        assert!(calls(&a)
+            .iter()
+            .chain(calls(&b).iter())
+            .all(|c| !c.starts_with("arm")));
     }
 
     #[test]
