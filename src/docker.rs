@@ -426,7 +426,7 @@ impl Docker {
                 "image",
                 "inspect",
                 "--format",
-                "{{.Id}}|{{join .RepoDigests \" \"}}",
+                "{{.Id}}|{{json .RepoDigests}}",
                 image,
             ],
             QUERY_TIMEOUT,
@@ -438,13 +438,19 @@ impl Docker {
             }
             Err(e) => return Err(e),
         };
-        let (id, digests) = s.split_once('|').unwrap_or((s.as_str(), ""));
+        // json, not join: clients format a daemon's list differently (a 28.x client
+        // cannot `join` a 20.10 daemon's RepoDigests)
+        let (id, digests) = s.split_once('|').unwrap_or((s.as_str(), "null"));
+        let digests: Vec<String> = serde_json::from_str::<Option<Vec<String>>>(digests)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
         let name = crate::reference::split(image).0;
         let digest = digests
-            .split_whitespace()
+            .iter()
             .find(|d| d.split('@').next() == Some(name))
-            .or_else(|| digests.split_whitespace().next());
-        Ok(Some(digest.map_or_else(|| id.to_string(), str::to_string)))
+            .or_else(|| digests.first());
+        Ok(Some(digest.map_or_else(|| id.to_string(), Clone::clone)))
     }
 
     /// `docker pull` (for one platform).
