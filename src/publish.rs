@@ -155,6 +155,9 @@ fn push_one(
         let Some(docker) = engines.get(c.engine.as_deref()) else {
             break Err("the engine that holds the image does not answer".to_string());
         };
+        if let Err(e) = pin(docker, c, tag, say) {
+            break Err(e);
+        }
         match docker.push(tag) {
             Ok(d) => break Ok(d),
             Err(e) if attempts <= retries => {
@@ -178,6 +181,36 @@ fn push_one(
         attempts,
         error: result.err(),
     }
+}
+
+/// Point `tag` at the image the manifest records before pushing it: a local tag may have
+/// moved since the build (another run, a hand-made `docker tag`), and what goes out must
+/// be what was built and verified.
+fn pin(
+    docker: &crate::docker::Docker,
+    c: &CellRecord,
+    tag: &str,
+    say: &dyn Fn(&str),
+) -> Result<(), String> {
+    let Some(want) = c.image_id.as_deref() else {
+        return Err(format!("cell {} records no image ID", c.id));
+    };
+    let have = docker.image_id(tag);
+    if have.as_deref() == Some(want) {
+        return Ok(());
+    }
+    if docker.image_id(want).is_none() {
+        return Err(format!(
+            "the image cell {} built ({want}) is gone from its engine; build again",
+            c.id
+        ));
+    }
+    docker.tag(want, tag)?;
+    say(&format!(
+        "{tag}: pointed back at {want} (it was {})",
+        have.as_deref().unwrap_or("not there")
+    ));
+    Ok(())
 }
 
 #[cfg(test)]

@@ -308,23 +308,30 @@ fn resume_checks_each_image_and_takes_no_path_from_the_old_manifest() {
     let mut m = e.manifest();
     m["cells"][0]["log"] = "../../../../etc/passwd".into();
     std::fs::write(e.path("previous.json"), m.to_string()).unwrap();
-    // the images are gone since
-    for t in std::fs::read_dir(e.path("state")).unwrap() {
-        let p = t.unwrap().path();
-        if p.file_name()
-            .unwrap()
-            .to_string_lossy()
-            .starts_with("image-")
-        {
-            std::fs::remove_file(p).unwrap();
+    // the images are gone since (the fake engine keeps one store per engine)
+    let mut gone = 0;
+    for store in std::fs::read_dir(e.path("state")).unwrap() {
+        let store = store.unwrap().path();
+        if !store.is_dir() {
+            continue;
+        }
+        for f in std::fs::read_dir(&store).unwrap() {
+            std::fs::remove_file(f.unwrap().path()).unwrap();
+            gone += 1;
         }
     }
+    assert!(gone > 0, "the fake engine stored no image to remove");
     std::fs::write(e.path("state/calls"), "").unwrap();
     let (code, err) = e.run(&["-j", "1", "--resume", "previous.json"]);
     assert_eq!(code, 0, "{err}");
     let calls = std::fs::read_to_string(e.path("state/calls")).unwrap();
+    // every image is built again: the shared stage and three cells (each then
+    // relabelled with its versions in a quiet second build)
     assert_eq!(
-        calls.lines().filter(|l| l.starts_with("build -")).count(),
+        calls
+            .lines()
+            .filter(|l| l.starts_with("build --force-rm"))
+            .count(),
         4,
         "{calls}"
     );

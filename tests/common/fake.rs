@@ -15,6 +15,11 @@ pub struct Env {
 
 impl Env {
     pub fn new(mark: u32) -> Env {
+        // a fake build left hanging by an earlier, interrupted run of this test would
+        // otherwise count as one of this run's
+        let _ = Command::new("pkill")
+            .args(["-f", &format!("^sleep {mark}$")])
+            .status();
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("matrix.yaml"), MATRIX).unwrap();
         std::fs::create_dir(dir.path().join("state")).unwrap();
