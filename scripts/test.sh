@@ -6,9 +6,10 @@
 #   scripts/test.sh --fast   only the tests that need no Docker (about a minute)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-fast=(--lib --bins --test cli --test fake_docker --test hostile --test catalogue --test architecture)
+fast=(--lib --bins --test cli --test fake_docker --test hostile --test catalogue --test architecture --test report)
 if [ "${1:-}" = --fast ]; then
   exec cargo test --locked "${fast[@]}" -- --test-threads 2
 fi
 scripts/setup-test-env.sh
+scripts/setup-browser.sh
 cargo test --locked --lib --bins --tests -- --test-threads 2
