@@ -2,17 +2,35 @@
 # The nightly job, runnable on any machine with Docker and no registry access: the
 # local Debian base (made with debootstrap) and the STAND-IN Miniconda installer served
 # from a loopback mirror stand in for nvidia/cuda and Anaconda's servers. It builds
-# and verifies the cells of examples/local.yaml.tmpl and leaves out/local/manifest.json.
-# With registry access, the real nightly is: matrix build -j 4 --verify --push
+# and verifies the cells of examples/local.yaml.tmpl into out/local/.
+# With registry access, the real nightly is: matrix build -j 4 --verify --push --keep 3
 set -euo pipefail
 cd "$(dirname "$0")/.."
+start=$SECONDS
+port=${MIRROR_PORT:-38471}
+cat <<MSG
+nightly-local: what this does
+  - installs docker.io, debootstrap, sshpass, openssh-client and docker-registry with apt if missing
+  - starts a Docker daemon (bridge off) if none answers, and leaves it running
+    (stop it with scripts/stop-dockerd.sh)
+  - makes the local Debian base images with debootstrap if missing (about a minute each, once)
+  - builds the tool (cargo build --release; the first time takes a few minutes)
+  - serves the stand-in installer on 127.0.0.1:$port while it runs
+  - builds and verifies the cells of examples/local.yaml.tmpl: manifest, logs and
+    report.html in out/local/, images tagged image-matrix-local/miniconda:*; images no
+    longer used by the last 2 runs are pruned
+MSG
 scripts/setup-test-env.sh
+t=$SECONDS; echo "nightly-local: building the tool ..."
 cargo build --release --locked -q
+echo "nightly-local: done in $((SECONDS - t))s"
 mirror_dir=$(mktemp -d /tmp/image-matrix-mirror.XXXXXX)
-read -r port sha < <(scripts/standin-mirror.sh "$mirror_dir" Miniconda3-py311_24.5.0-0-Linux-x86_64.sh)
+read -r port sha < <(MIRROR_PORT=$port scripts/standin-mirror.sh "$mirror_dir" Miniconda3-py311_24.5.0-0-Linux-x86_64.sh)
 trap 'kill "$(cat "$mirror_dir/server.pid")" 2>/dev/null || true; rm -rf "$mirror_dir"' EXIT
 mkdir -p out/local
 sed -e "s/@PORT@/$port/g" -e "s/@SHA256@/$sha/g" -e "s|@CA@|${CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}|g" \
   examples/local.yaml.tmpl > out/local/matrix.yaml
 ./target/release/matrix -f out/local/matrix.yaml plan
-./target/release/matrix -f out/local/matrix.yaml build -j 2 --verify -o out/local "$@"
+./target/release/matrix -f out/local/matrix.yaml build -j 2 --verify --keep 2 -o out/local "$@" || status=$?
+echo "nightly-local: finished in $((SECONDS - start))s; report: out/local/report.html; the matrix it used: out/local/matrix.yaml (matrix plan -f out/local/matrix.yaml)"
+exit "${status:-0}"

@@ -7,6 +7,8 @@ use std::path::Path;
 use std::process::Command;
 
 pub const BASE: &str = "image-matrix-test/debian:bookworm";
+/// Debian trixie, whose system Python is 3.13.
+pub const TRIXIE: &str = "image-matrix-test/debian:trixie";
 
 pub fn sh(cmd: &mut Command) -> (i32, String, String) {
     let out = cmd
@@ -54,11 +56,19 @@ pub struct Mirror {
 
 impl Mirror {
     pub fn start(dir: &Path) -> Mirror {
+        Mirror::start_with(
+            dir,
+            &[
+                "Miniconda3-py311_24.5.0-0-Linux-x86_64.sh",
+                "Miniconda3-py311_23.11.0-2-Linux-x86_64.sh",
+            ],
+        )
+    }
+
+    /// The stand-in served under these installer names.
+    pub fn start_with(dir: &Path, names: &[&str]) -> Mirror {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/standin-mirror.sh");
-        let (code, out, err) = sh(Command::new(script).arg(dir).args([
-            "Miniconda3-py311_24.5.0-0-Linux-x86_64.sh",
-            "Miniconda3-py311_23.11.0-2-Linux-x86_64.sh",
-        ]));
+        let (code, out, err) = sh(Command::new(script).arg(dir).args(names));
         assert_eq!(code, 0, "mirror did not start: {err}");
         let mut w = out.split_whitespace();
         let (port, sha) = (w.next().unwrap().to_string(), w.next().unwrap().to_string());
