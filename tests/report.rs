@@ -65,6 +65,7 @@ fn verified(ok: bool) -> Verification {
                 name: "ssh login".into(),
                 ok: true,
                 detail: "root@container answered".into(),
+                seconds: Some(1.5),
             },
             CheckResult {
                 name: "jupyterlab answers".into(),
@@ -75,8 +76,10 @@ fn verified(ok: bool) -> Verification {
                     "HTTP 502 on port 8888"
                 }
                 .into(),
+                seconds: Some(0.4),
             },
         ],
+        ..Verification::default()
     }
 }
 
@@ -94,6 +97,7 @@ fn run() -> Manifest {
             jobs: 2,
             server: "27.0.1".into(),
             down: None,
+            platforms: vec!["linux/amd64".into()],
         },
         EngineRecord {
             name: "b".into(),
@@ -101,6 +105,7 @@ fn run() -> Manifest {
             jobs: 4,
             server: "26.1.0".into(),
             down: Some("lost at 00:03:00: connection refused".into()),
+            platforms: vec!["linux/amd64".into(), "linux/arm64".into()],
         },
     ];
     let statuses = [

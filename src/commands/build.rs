@@ -44,7 +44,8 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> Result<Exit, Error> {
     let previous = io::read(&out.manifest).ok();
     let connected = connect(&plan, args)?;
     let mut settings = prepare_settings(&plan, args, &connected.engines)?;
-    settings.base_digests = resolve_bases(&cells, &connected.engines, args.pull, previous.as_ref());
+    check_platforms(&cells, &connected.engines)?;
+    settings.bases = resolve_bases(&cells, &connected.engines, args.pull, previous.as_ref())?;
     let prepared = prepare::prepare(&plan, &cells, &out.paths, &settings);
     for (job, ctx) in prepared.jobs.iter().zip(&prepared.contexts) {
         crate::render::write(ctx, &job.request.context_dir)
@@ -236,7 +237,7 @@ fn prepare_settings(
         native,
         labels,
         resumed,
-        base_digests: HashMap::new(),
+        bases: prepare::Bases::default(),
     })
 }
 
@@ -281,6 +282,7 @@ fn initial_manifest(
             jobs: spec.jobs.unwrap_or(args.jobs.get()),
             server: String::new(),
             down: Some(format!("did not answer at the start: {e}")),
+            platforms: spec.platforms.clone(),
         }))
         .collect();
     m.cells = prepared.records.clone();
@@ -310,7 +312,7 @@ fn schedule(
             name: e.name.clone(),
             exec,
             slots: e.slots,
-            platforms: vec![e.native_platform()],
+            platforms: e.platforms.clone(),
         })
         .collect();
     let opts = scheduler::Options {
@@ -420,6 +422,7 @@ fn accept_cells(
     );
     let _ = recorder.touch_and_write();
     if args.verify {
+        let started = recorder.manifest.started.clone();
         let report: Vec<(String, Verification)> = recorder
             .manifest
             .cells
@@ -427,7 +430,14 @@ fn accept_cells(
             .zip(before)
             .filter_map(|(c, b)| {
                 let v = c.verification.clone()?;
-                let tag = c.tags.first()?.clone();
+                let mut tag = c.local_tag()?.to_string();
+                // a result carried over for the same image ID ran in an earlier run
+                if let Some(at) = v.verified_at.as_ref().filter(|at| **at < started) {
+                    tag.push_str(&format!(" (this same image, verified {at})"));
+                }
+                if v.emulated {
+                    tag.push_str(&format!(" (under emulation, {})", c.coordinates.platform));
+                }
                 (b.as_ref() != Some(&v)).then_some((tag, v))
             })
             .collect();
@@ -436,28 +446,91 @@ fn accept_cells(
     Ok(())
 }
 
-/// What each base of the selection resolves to (per platform), and a line for every
-/// base that moved since the previous manifest.
+/// Which engine builds which of the selection's platforms, and how; a platform no
+/// engine builds stops the run before anything is built.
+fn check_platforms(cells: &[&crate::plan::Cell], engines: &Engines) -> Result<(), Error> {
+    let mut platforms: Vec<&str> = cells.iter().map(|c| c.platform()).collect();
+    platforms.sort_unstable();
+    platforms.dedup();
+    let foreign = engines
+        .iter()
+        .any(|e| platforms.iter().any(|p| e.builds(p) && e.emulates(p)));
+    if platforms.len() > 1 || foreign {
+        for e in engines.iter() {
+            let what: Vec<String> = platforms
+                .iter()
+                .filter(|p| e.builds(p))
+                .map(|p| format!("{p} ({})", e.how(p)))
+                .collect();
+            if !what.is_empty() {
+                crate::term::line(&format!("engine {} builds {}", e.name, what.join(", ")));
+            }
+        }
+    }
+    let missing: Vec<&str> = platforms
+        .iter()
+        .copied()
+        .filter(|p| !engines.iter().any(|e| e.builds(p)))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let have: Vec<String> = engines
+        .iter()
+        .map(|e| format!("{} builds {}", e.name, e.platforms.join(", ")))
+        .collect();
+    Err(Error::Preflight(format!(
+        "no engine builds {} ({}); add one that does (--engine NAME=TARGET,platform={}) or, on an engine on this host, enable emulation: {}",
+        missing.join(", "),
+        have.join("; "),
+        missing[0],
+        crate::emulation::how_to_enable(missing[0])
+    )))
+}
+
+/// What each base of the selection resolves to (per platform) and which engines hold
+/// it, and a line for every base that moved since the previous manifest. A base no
+/// engine that builds its platform can hold (they hold the name for another platform)
+/// stops the run before anything is built.
 fn resolve_bases(
     cells: &[&crate::plan::Cell],
     engines: &Engines,
     pull: bool,
     previous: Option<&Manifest>,
-) -> HashMap<(String, String), String> {
-    let mut out = HashMap::new();
-    for c in cells {
-        let key = (c.base.reference.clone(), c.platform().to_string());
-        if out.contains_key(&key) {
-            continue;
-        }
-        let r = engines::resolve_base(engines, &key.0, &key.1, pull);
+) -> Result<prepare::Bases, Error> {
+    let mut keys: Vec<(String, String)> = cells
+        .iter()
+        .map(|c| (c.base.reference.clone(), c.platform().to_string()))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    let fetch = if pull {
+        engines::Fetch::Always
+    } else {
+        engines::Fetch::IfMissing
+    };
+    let resolved = engines::resolve_bases(engines, &keys, fetch);
+    let mut out = prepare::Bases::default();
+    for (key, r) in keys.into_iter().zip(resolved) {
         if !r.disagree.is_empty() {
             crate::term::line(&format!(
-                "warning: engines {} hold another image under {} than the one used ({}); --pull aligns them",
+                "warning: engines {} hold another image under {} for {} than the one used ({}); its cells build elsewhere; --pull aligns them",
                 r.disagree.join(", "),
                 key.0,
+                key.1,
                 r.digest.as_deref().map_or("none", crate::plan::axes::short)
             ));
+        }
+        if r.holders.is_empty() && !r.other_platform.is_empty() {
+            let held: Vec<String> = r
+                .other_platform
+                .iter()
+                .map(|(e, p)| format!("engine {e} holds it for {p}"))
+                .collect();
+            return Err(Error::Preflight(format!(
+                "base {} for {}: no engine that builds {} holds it ({}), and pulling it there would take it from that platform's cells; give an engine of its own to {} (--engine NAME=TARGET,platform={}), or build on the buildx backend",
+                key.0, key.1, key.1, held.join("; "), key.1, key.1
+            )));
         }
         let digest = r.digest.unwrap_or_else(|| prepare::UNRESOLVED.to_string());
         let before = previous.and_then(|m| {
@@ -475,9 +548,10 @@ fn resolve_bases(
                 crate::plan::axes::short(&digest)
             ));
         }
-        out.insert(key, digest);
+        out.holders.insert(key.clone(), r.holders);
+        out.digests.insert(key, digest);
     }
-    out
+    Ok(out)
 }
 
 fn push(args: &BuildArgs, engines: &Engines, recorder: &mut Recorder) -> bool {

@@ -124,6 +124,7 @@ pub struct RawEngine {
     pub host: Option<Sp<String>>,
     pub context: Option<Sp<String>>,
     pub jobs: Option<Sp<u64>>,
+    pub platforms: Vec<Sp<String>>,
 }
 
 #[derive(Debug, Default)]
@@ -513,7 +514,11 @@ impl Walker<'_> {
     }
 
     fn engine(&mut self, node: &Node, key: String) -> Option<RawEngine> {
-        let m = self.mapping(node, &key, &["name", "host", "context", "jobs"])?;
+        let m = self.mapping(
+            node,
+            &key,
+            &["name", "host", "context", "jobs", "platforms"],
+        )?;
         let field = |w: &mut Self, f: &str| m.get(f).and_then(|n| w.string(n, &join(&key, f)));
         let name = field(self, "name");
         let host = field(self, "host");
@@ -521,7 +526,12 @@ impl Walker<'_> {
         let jobs = m
             .get("jobs")
             .and_then(|n| self.uint(n, &join(&key, "jobs"), 1, 256));
+        let platforms = m
+            .get("platforms")
+            .map(|n| self.strings(n, &join(&key, "platforms")))
+            .unwrap_or_default();
         Some(RawEngine {
+            platforms,
             at: node.at(),
             key,
             name,

@@ -512,10 +512,19 @@ fn read_engines(raw: &RawConfig, d: &mut Diags) -> Vec<crate::config::engine::En
                 continue;
             }
         };
+        let mut platforms = Vec::new();
+        for p in &e.platforms {
+            match crate::config::engine::check_platform(&p.value) {
+                Ok(p) if !platforms.contains(&p) => platforms.push(p),
+                Ok(_) => {}
+                Err(m) => d.error(Some(p.at), format!("{}.platforms", e.key), m),
+            }
+        }
         let spec = EngineSpec {
             name: name.value.clone(),
             target,
             jobs: e.jobs.as_ref().and_then(|j| usize::try_from(j.value).ok()),
+            platforms,
         };
         let mut both = out.clone();
         both.push(spec.clone());

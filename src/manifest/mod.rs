@@ -49,18 +49,31 @@ pub struct Installer {
     pub sha256: String,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct CheckResult {
     pub name: String,
     pub ok: bool,
     pub detail: String,
+    /// How long the check took.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<f64>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Verification {
     pub ok: bool,
     pub ready_seconds: Option<f64>,
     pub checks: Vec<CheckResult>,
+    /// The image ran under emulation (a foreign platform), with longer deadlines.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub emulated: bool,
+    /// Wall time of the whole verification.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<f64>,
+    /// When it ran (RFC 3339): a later run that carries it over for the same image
+    /// keeps this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_at: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -130,6 +143,37 @@ pub struct CellRecord {
     /// tensorboard, numpy, and cuda/cudnn from the base's environment.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub versions: std::collections::BTreeMap<String, String>,
+    /// The tag group it belongs to (cells of other platforms that share its tags).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// In a tag group: the tag its own image has on its engine and is pushed under
+    /// (`REPO:TAG-arm64`); its `tags` then name the group's image index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform_tag: Option<String>,
+    /// Built (and verified) under emulation, not on a machine of its platform.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub emulated: bool,
+}
+
+/// A tag group's image index, as `push` published it: one index per shared tag, all
+/// with the same content, over the members' pushed images.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IndexRecord {
+    pub group: String,
+    pub tags: Vec<String>,
+    /// Each member's platform, cell and the digest its platform tag was pushed with.
+    pub platforms: Vec<IndexEntry>,
+    /// The index's own digest, once pushed.
+    pub digest: Option<String>,
+    pub ok: bool,
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IndexEntry {
+    pub platform: String,
+    pub cell: String,
+    pub digest: Option<String>,
 }
 
 /// How a run ended.
@@ -162,6 +206,9 @@ pub struct EngineRecord {
     pub server: String,
     /// Why it was marked down during the run.
     pub down: Option<String>,
+    /// The platforms it builds (its own and emulated ones).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub platforms: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -195,6 +242,9 @@ pub struct Manifest {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub engines: Vec<EngineRecord>,
     pub cells: Vec<CellRecord>,
+    /// The image indexes `push` made for tag groups.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub indexes: Vec<IndexRecord>,
 }
 
 impl Manifest {
@@ -215,6 +265,7 @@ impl Manifest {
             shards: Vec::new(),
             engines: Vec::new(),
             cells: Vec::new(),
+            indexes: Vec::new(),
         }
     }
 
@@ -292,7 +343,18 @@ impl CellRecord {
             candidate: None,
             reproduce: None,
             versions: std::collections::BTreeMap::new(),
+            group: None,
+            platform_tag: None,
+            emulated: false,
         }
+    }
+
+    /// The tag its image has on its engine: the platform tag in a tag group, else the
+    /// primary tag.
+    pub fn local_tag(&self) -> Option<&str> {
+        self.platform_tag
+            .as_deref()
+            .or_else(|| self.tags.first().map(String::as_str))
     }
 }
 
