@@ -2,9 +2,10 @@
 # Make this machine ready for the Docker tests, from scratch if need be: packages
 # (docker.io, debootstrap, sshpass + openssh-client, docker-registry for push tests,
 # qemu-user-static + binfmt-support for arm64), a daemon (bridge off: containers only
-# reach loopback through --network host, left running; scripts/stop-dockerd.sh --all
+# reach loopback through --network host, left running; scripts/stop-dockerd.sh
 # stops it), the local Debian base images (bookworm, and trixie for Python 3.13), and
-# a second daemon, the "arm" engine, holding an arm64 bookworm base run under QEMU.
+# a second daemon, the "arm" engine (scripts/engine.sh; stop it with
+# `scripts/engine.sh stop arm`), holding an arm64 bookworm base run under QEMU.
 # Idempotent; says what each phase does and how long it took.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -54,8 +55,7 @@ emulation() {
   fi
 }
 phase "registering arm64 emulation (qemu-aarch64, binfmt_misc)" emulation
-"$here/start-dockerd.sh" --name arm
-arm=unix:///run/image-matrix-arm/docker.sock
+arm=$(ENGINE_BASES="" "$here/engine.sh" start arm)
 if DOCKER_HOST=$arm docker image inspect image-matrix-test/debian:bookworm >/dev/null 2>&1; then
   echo "setup: the arm engine's image-matrix-test/debian:bookworm is there"
 else

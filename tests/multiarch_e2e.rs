@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use common::{cell, docker, manifest, matrix, require_environment, sh, Mirror, Registry, BASE};
 
-const ARM_HOST: &str = "unix:///run/image-matrix-arm/docker.sock";
+const ARM_HOST: &str = "unix:///run/image-matrix-engines/arm.sock";
 const AMD: &str = "py3.11-debian12-amd64";
 const ARM: &str = "py3.11-debian12-arm64";
 
