@@ -303,7 +303,12 @@ pub fn table(plan: &Plan, cells: &[&Cell]) -> String {
                     crate::config::engine::Target::Context(c) => format!("context {c}"),
                     t => t.to_string(),
                 };
-                format!("{} ({target}, {jobs})", e.name)
+                let platforms = if e.platforms.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {}", e.platforms.join(" "))
+                };
+                format!("{} ({target}, {jobs}{platforms})", e.name)
             })
             .collect();
         let _ = writeln!(out, "engines: {}", engines.join(", "));
