@@ -344,7 +344,7 @@ fn schedule(
                 Event::Finished(o) => reproduce(engines, prepared, o).map(|r| (o, r)),
                 _ => None,
             };
-            reporter.event(ev, failed.as_ref().map(|(_, r)| r.1.as_str()));
+            reporter.event(ev, failed.as_ref().map(|(_, (_, repro))| repro.as_str()));
             recorder.apply(ev);
             if let Some((o, (log, repro))) = failed {
                 // a cell failed with its shared stage did not run; the stage's failure
