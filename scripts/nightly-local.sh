@@ -35,6 +35,17 @@ mkdir -p out/local
 sed -e "s/@PORT@/$port/g" -e "s/@SHA256@/$sha/g" -e "s|@CA@|${CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}|g" \
   examples/local.yaml.tmpl > out/local/matrix.yaml
 ./target/release/matrix -f out/local/matrix.yaml plan
+t=$SECONDS; echo "nightly-local: building and verifying (progress below) ..."
 ./target/release/matrix -f out/local/matrix.yaml build -j 2 --verify --keep 2 -o out/local "$@" || status=$?
-echo "nightly-local: finished in $((SECONDS - start))s; report: out/local/report.html; the matrix it used: out/local/matrix.yaml (matrix plan -f out/local/matrix.yaml)"
+echo "nightly-local: build done in $((SECONDS - t))s"
+cat <<DONE
+nightly-local: finished in $((SECONDS - start))s (exit ${status:-0})
+  report:   out/local/report.html (and report.md)
+  manifest: out/local/manifest.json, logs in out/local/logs/
+  matrix:   out/local/matrix.yaml; what the next night would change:
+              target/release/matrix -f out/local/matrix.yaml plan --diff out/local/manifest.json
+            (\`matrix\` instead of target/release/matrix once \`cargo install --locked --path .\`
+            has put it on PATH; a bare \`matrix plan\` plans the shipped matrix.yaml)
+  daemon:   still running; scripts/stop-dockerd.sh stops it if this script started it
+DONE
 exit "${status:-0}"

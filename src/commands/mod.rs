@@ -3,6 +3,8 @@
 
 mod build;
 mod catalogue;
+mod completions;
+mod man;
 mod merge;
 mod plan;
 mod prune;
@@ -24,6 +26,8 @@ pub fn run(cli: Cli) -> Result<Exit, Error> {
         Command::Push(args) => push::run(args),
         Command::Report(args) => report::run(args),
         Command::Prune(args) => prune::run(args),
+        Command::Completions(args) => completions::run(args),
+        Command::Man(args) => man::run(args),
         Command::Catalogue(crate::cli::CatalogueCommand::Update(args)) => catalogue::update(args),
         Command::Manifest(ManifestCommand::Merge {
             inputs,
