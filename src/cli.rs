@@ -128,6 +128,23 @@ pub enum Command {
   matrix man | man -l -
   matrix man -o ~/.local/share/man/man1 && man matrix-build")]
     Man(ManArgs),
+    /// Print the JSON Schema of matrix.yaml, the plan document, the manifest or the
+    /// progress events.
+    #[command(after_help = "Examples:
+  matrix schema matrix > matrix.schema.json
+  matrix schema manifest | jq '.properties.cells'
+  matrix schema events
+
+Editors check matrix.yaml with the first line
+  # yaml-language-server: $schema=schemas/matrix.schema.json")]
+    Schema(SchemaArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SchemaArgs {
+    /// Which schema.
+    #[arg(value_parser = clap::builder::PossibleValuesParser::new(crate::schema::NAMES))]
+    pub name: String,
 }
 
 #[derive(Args, Debug)]

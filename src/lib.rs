@@ -26,6 +26,7 @@ pub mod reference;
 pub mod render;
 pub mod report;
 pub mod run;
+pub mod schema;
 pub mod shell;
 pub mod signals;
 pub mod term;

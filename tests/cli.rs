@@ -5,6 +5,9 @@ use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
 
+#[path = "common/schema.rs"]
+mod schema;
+
 fn matrix() -> Command {
     let mut c = Command::cargo_bin("matrix").expect("binary");
     // the built-in catalogue, whatever this machine's data directory holds
@@ -25,7 +28,16 @@ fn stdout_of(args: &[&str], dir: &Path) -> String {
         "{args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout).expect("utf-8")
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    // every plan document the tests see is checked against the shipped schema
+    let is_plan_json = args.first() == Some(&"plan") || args.get(2) == Some(&"plan");
+    if is_plan_json
+        && args.windows(2).any(|w| w == ["--format", "json"])
+        && !args.contains(&"--diff")
+    {
+        schema::check("plan", &serde_json::from_str(&text).expect("plan JSON"));
+    }
+    text
 }
 
 #[test]
@@ -651,4 +663,47 @@ fn version_names_the_commit_and_a_tarball_builds_without_git() {
     )
     .unwrap();
     assert_eq!(build_script_commit(plain.path()), "0123456789ab");
+}
+
+#[test]
+fn the_shipped_matrices_are_valid_against_the_shipped_schema() {
+    let r = root();
+    let mut files = vec![r.join("matrix.yaml")];
+    for dir in ["examples", "tests/catalogue"] {
+        if let Ok(entries) = std::fs::read_dir(r.join(dir)) {
+            files.extend(
+                entries
+                    .map(|e| e.unwrap().path())
+                    .filter(|p| p.extension().is_some_and(|e| e == "yaml")),
+            );
+        }
+    }
+    files.push(r.join("examples/local.yaml.tmpl"));
+    let first = std::fs::read_to_string(r.join("matrix.yaml")).unwrap();
+    assert!(
+        first.starts_with("# yaml-language-server: $schema=schemas/matrix.schema.json"),
+        "the shipped matrix names its schema for editors"
+    );
+    for f in &files {
+        // the local nightly's template, as scripts/nightly-local.sh fills it in
+        let text = std::fs::read_to_string(f)
+            .unwrap()
+            .replace("@PORT@", "38471")
+            .replace("@SHA256@", &"0".repeat(64))
+            .replace("@CA@", "/etc/ssl/certs/ca-certificates.crt");
+        let doc: serde_json::Value =
+            serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        schema::check("matrix", &doc);
+    }
+    // and the schema is not a blank cheque: a misspelt key and an unquoted version fail
+    let v: serde_json::Value = serde_yaml::from_str(&first).unwrap();
+    for (key, bad) in [
+        ("pyhton", serde_json::json!(["3.10"])),
+        ("python", serde_json::json!([3.1])),
+    ] {
+        let mut broken = v.clone();
+        broken[key] = bad;
+        let r = std::panic::catch_unwind(|| schema::check("matrix", &broken));
+        assert!(r.is_err(), "{key} should be refused");
+    }
 }

@@ -11,6 +11,7 @@ mod prune;
 mod push;
 mod render;
 pub(crate) mod report;
+mod schema;
 mod verify;
 
 use crate::cli::{Cli, Command, ManifestCommand, Selection};
@@ -28,6 +29,7 @@ pub fn run(cli: Cli) -> Result<Exit, Error> {
         Command::Prune(args) => prune::run(args),
         Command::Completions(args) => completions::run(args),
         Command::Man(args) => man::run(args),
+        Command::Schema(args) => schema::run(args),
         Command::Catalogue(crate::cli::CatalogueCommand::Update(args)) => catalogue::update(args),
         Command::Manifest(ManifestCommand::Merge {
             inputs,
