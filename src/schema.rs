@@ -71,6 +71,10 @@ fn no_null(v: &mut Value) {
 
 /// A schema as it is shipped: pretty JSON and a final newline.
 pub fn text(name: &str) -> Option<String> {
+    if name == "events" {
+        // written by hand: printed as shipped
+        return Some(EVENTS.to_string());
+    }
     schema(name).and_then(|v| serde_json::to_string_pretty(&v).ok().map(|s| s + "\n"))
 }
 
@@ -88,16 +92,12 @@ mod tests {
         for name in NAMES {
             let shipped = std::fs::read_to_string(dir.join(format!("{name}.schema.json")))
                 .unwrap_or_else(|e| panic!("schemas/{name}.schema.json: {e}"));
-            let made = text(name).unwrap();
-            if *name == "events" {
-                let a: Value = serde_json::from_str(&shipped).unwrap();
-                assert_eq!(Some(a), schema(name));
-            } else {
-                assert!(
-                    shipped == made,
-                    "schemas/{name}.schema.json is stale: regenerate it with `matrix schema {name}`"
-                );
-            }
+            assert!(
+                text(name).as_deref() == Some(shipped.as_str()),
+                "schemas/{name}.schema.json is stale: regenerate it with `matrix schema {name}`"
+            );
+            // every schema parses, the events' too
+            assert!(schema(name).is_some(), "{name}");
         }
     }
 
