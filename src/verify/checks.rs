@@ -197,7 +197,7 @@ pub fn run_all(
     motd(&s, &p, &mut checks)?;
     jupyter(&s, &p, &mut checks)?;
     tensorboard(&p, &mut checks)?;
-    second_container_keys(&s, &key, &mut checks)?;
+    second_container_keys(&s, &key, ready_timeout, &mut checks)?;
     no_secrets(&s, &mut checks)?;
     drop(c);
     Ok(Some(ready_s))
@@ -448,11 +448,19 @@ fn tensorboard(p: &Ports, checks: &mut Checks) -> Result<(), String> {
     Ok(())
 }
 
-/// A second container of the image gets its own host keys.
-fn second_container_keys(s: &Session, first: &str, checks: &mut Checks) -> Result<(), String> {
+/// A second container of the image gets its own host keys. It has as long to make
+/// them as the first had to answer (`ready_timeout`, already stretched under
+/// emulation, where key generation runs several times slower).
+fn second_container_keys(
+    s: &Session,
+    first: &str,
+    ready_timeout: u64,
+    checks: &mut Checks,
+) -> Result<(), String> {
     let p2 = Ports::free()?;
+    let t0 = Instant::now();
     let c2 = s.start(&p2)?;
-    let until = Instant::now() + Duration::from_secs(30);
+    let until = t0 + Duration::from_secs(ready_timeout);
     let key2 = loop {
         if let Ok(k) = s
             .docker
@@ -470,11 +478,14 @@ fn second_container_keys(s: &Session, first: &str, checks: &mut Checks) -> Resul
         .take(2)
         .collect::<Vec<_>>()
         .join(" ");
-    checks.add(
-        "host-keys",
-        !body.is_empty() && body != first,
-        "two containers of the image have different SSH host keys",
-    );
+    let detail = if body.is_empty() {
+        format!("a second container had no SSH host key after {ready_timeout}s")
+    } else if body == first {
+        "a second container has the same SSH host key as the first".to_string()
+    } else {
+        "two containers of the image have different SSH host keys".to_string()
+    };
+    checks.add("host-keys", !body.is_empty() && body != first, detail);
     Ok(())
 }
 
