@@ -28,6 +28,10 @@ pub struct RawConfig {
     pub build: RawBuild,
     pub engines: Vec<RawEngine>,
     pub max_cells: Option<Sp<u64>>,
+    /// The framework axes: PyTorch and TensorFlow releases, each built on every
+    /// Miniconda cell.
+    pub pytorch: Vec<Sp<String>>,
+    pub tensorflow: Vec<Sp<String>>,
     /// Top-level keys present in the file, even when their value was unreadable.
     pub present: Vec<String>,
 }
@@ -36,6 +40,9 @@ pub struct RawConfig {
 pub struct RawImage {
     pub repository: Option<Sp<String>>,
     pub tag: Option<Sp<String>>,
+    /// Tag templates of the framework images.
+    pub pytorch_tag: Option<Sp<String>>,
+    pub tensorflow_tag: Option<Sp<String>>,
     pub aliases: Vec<Sp<String>>,
     pub latest: Option<RawRule>,
 }
@@ -92,6 +99,15 @@ pub struct RawSources {
     pub cuda_registry: Option<Sp<String>>,
     pub apt_mirror: Option<Sp<String>>,
     pub conda_tos: Option<Sp<String>>,
+    /// Where PyTorch wheels come from: a list of variant index roots, or `pypi`.
+    pub pytorch_index: Option<RawIndex>,
+}
+
+/// `sources.pytorch_index`: one word (`pypi`) or a list of index roots.
+#[derive(Debug, Clone)]
+pub enum RawIndex {
+    Word(Sp<String>),
+    List(Vec<Sp<String>>, Pos),
 }
 
 #[derive(Debug, Default)]
@@ -149,6 +165,8 @@ const TOP: &[&str] = &[
     "build",
     "engines",
     "limits",
+    "pytorch",
+    "tensorflow",
 ];
 /// Walk a parsed document. Problems go to `d`; the result holds whatever was readable.
 pub fn walk(root: &Node, d: &mut Diags) -> RawConfig {
@@ -189,6 +207,10 @@ pub fn walk(root: &Node, d: &mut Diags) -> RawConfig {
                 }
             }
             "engines" => cfg.engines = w.list(v, "engines", |w, n, key| w.engine(n, key)),
+            "pytorch" => cfg.pytorch = w.list(v, "pytorch", |w, n, key| w.version(n, &key)),
+            "tensorflow" => {
+                cfg.tensorflow = w.list(v, "tensorflow", |w, n, key| w.version(n, &key));
+            }
             "limits" => {
                 if let Some(m) = w.mapping(v, "limits", &["max_cells"]) {
                     cfg.max_cells = m
@@ -355,14 +377,23 @@ impl Walker<'_> {
 
     fn image(&mut self, node: &Node) -> RawImage {
         let mut out = RawImage::default();
-        let Some(m) = self.mapping(node, "image", &["repository", "tag", "aliases", "latest"])
-        else {
+        let keys = [
+            "repository",
+            "tag",
+            "aliases",
+            "latest",
+            "pytorch_tag",
+            "tensorflow_tag",
+        ];
+        let Some(m) = self.mapping(node, "image", &keys) else {
             return out;
         };
         for (k, v) in m.entries().unwrap_or_default() {
             match k.text.as_str() {
                 "repository" => out.repository = self.string(v, "image.repository"),
                 "tag" => out.tag = self.string(v, "image.tag"),
+                "pytorch_tag" => out.pytorch_tag = self.string(v, "image.pytorch_tag"),
+                "tensorflow_tag" => out.tensorflow_tag = self.string(v, "image.tensorflow_tag"),
                 "aliases" => out.aliases = self.strings(v, "image.aliases"),
                 "latest" => out.latest = self.rule(v, "image.latest".into(), Key::RULE, false),
                 _ => {}
@@ -482,7 +513,7 @@ impl Walker<'_> {
             if name == "reason" && with_reason {
                 rule.reason = self.string(v, &child);
             } else if let Some(f) = Key::parse(name).filter(|f| fields.contains(f)) {
-                let value = if matches!(f, Key::Python | Key::Cuda | Key::Miniconda) {
+                let value = if f.is_version() {
                     self.version(v, &child)
                 } else {
                     self.string(v, &child)
@@ -573,6 +604,7 @@ impl Walker<'_> {
             "cuda_registry",
             "apt_mirror",
             "conda_tos",
+            "pytorch_index",
         ];
         let Some(m) = self.mapping(node, "sources", &keys) else {
             return out;
@@ -591,6 +623,13 @@ impl Walker<'_> {
                 "cuda_registry" => out.cuda_registry = self.string(v, &key),
                 "apt_mirror" => out.apt_mirror = self.string(v, &key),
                 "conda_tos" => out.conda_tos = self.string(v, &key),
+                "pytorch_index" => {
+                    out.pytorch_index = if v.as_scalar().is_some() {
+                        self.string(v, &key).map(RawIndex::Word)
+                    } else {
+                        Some(RawIndex::List(self.strings(v, &key), v.at()))
+                    };
+                }
                 _ => {}
             }
         }

@@ -54,6 +54,10 @@ pub fn coordinate(py: &PyEntry, base: &Base, variant: &Variant, platform: &str) 
         flavor: cuda.map(|c| c.flavor.clone()),
         platform: platform.to_string(),
         variant: variant.name.clone(),
+        framework: None,
+        torch: None,
+        tf: None,
+        cuda_wheel: None,
     }
 }
 
@@ -202,6 +206,7 @@ fn build_cells(
                 installer,
                 tags: Vec::new(),
                 group: None,
+                framework: None,
             }),
             Err(msg) => {
                 if reported.insert(msg.clone()) {
