@@ -141,6 +141,11 @@ impl Key {
         keys.iter().map(|k| k.name()).collect()
     }
 
+    /// A coordinate only framework images have a value for.
+    pub fn is_framework(self) -> bool {
+        matches!(self, Key::Framework | Key::Torch | Key::Tf | Key::CudaWheel)
+    }
+
     /// Versions match by leading components too: `cuda: "12"` selects every 12.x.
     pub fn is_version(self) -> bool {
         matches!(
@@ -152,7 +157,9 @@ impl Key {
 
 /// Where a cell sits in the matrix. Serialised as is into the manifest, so a record
 /// is matched exactly like the cell it came from.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub struct Coordinate {
     pub python: String,
     pub miniconda: String,

@@ -155,7 +155,8 @@ fn product<'a>(raw: &'a RawConfig, axes: &Axes, d: &mut Diags) -> Vec<Point<'a>>
         }
     }
     for (n, rule) in hits.iter().zip(&raw.exclude) {
-        if *n == 0 {
+        // a rule on a framework coordinate is matched against the framework images
+        if *n == 0 && !rule.fields.iter().any(|(k, _)| k.is_framework()) {
             d.warn(Some(rule.at), &rule.key, "this exclusion matches no cell");
         }
     }

@@ -22,7 +22,7 @@ use crate::diag::{Diags, Sp};
 use crate::plan::frameworks::{Frameworks, Need, NoWheel, Source, Wheel};
 use crate::plan::{rule_matches, Cell, Excluded};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     Pytorch,
@@ -65,14 +65,14 @@ pub struct Entry {
     pub key: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Package {
     pub name: String,
     pub version: String,
 }
 
 /// What a framework image installs on its parent, decided at plan time.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Framework {
     pub name: Kind,
     pub version: String,
@@ -242,12 +242,12 @@ pub fn grow(
     entries: &[Entry],
     raw: &RawConfig,
     s: &Settings,
-    hits: &mut [usize],
     d: &mut Diags,
 ) -> (Vec<Cell>, Vec<Excluded>) {
     if entries.is_empty() {
         return (cells, Vec::new());
     }
+    let mut hits = vec![0usize; raw.exclude.len()];
     let mut out = Vec::with_capacity(cells.len() * (entries.len() + 1));
     let mut excluded = Vec::new();
     let mut refused: Refusals = Vec::new();
@@ -305,7 +305,27 @@ pub fn grow(
         out.extend(children);
     }
     report(entries, &refused, &cpu_from_pypi, d);
+    for (n, rule) in hits.iter().zip(&raw.exclude) {
+        if *n == 0 && rule.fields.iter().any(|(k, _)| k.is_framework()) {
+            d.warn(Some(rule.at), &rule.key, "this exclusion matches no cell");
+        }
+    }
     (out, excluded)
+}
+
+/// Point each framework image at its parent's primary tag (tags are assigned after
+/// the tree is grown).
+pub fn link(cells: &mut [Cell]) {
+    let tags: std::collections::HashMap<String, String> = cells
+        .iter()
+        .filter(|c| c.framework.is_none())
+        .map(|c| (c.id.clone(), c.primary_tag().to_string()))
+        .collect();
+    for c in cells.iter_mut() {
+        if let Some(f) = c.framework.as_mut() {
+            f.parent_tag = tags.get(&f.parent).cloned().unwrap_or_default();
+        }
+    }
 }
 
 /// The nearest release of the same framework that installs in the parent's cell.
@@ -441,7 +461,7 @@ mod tests {
     #[test]
     fn a_combination_with_no_wheel_is_refused_where_the_release_is_written() {
         let e = plan("version: 1\nbases: [nvidia/cuda:12.1.1-cudnn8-devel-ubuntu22.04, ubuntu:22.04]\npython: [\"3.11\"]\npytorch: [\"2.5.1\", \"2.7.1\"]\n").unwrap_err();
-        assert!(e.contains("m.yaml:4:22: `pytorch[1]`: 2.7.1: no wheel installs in cell py3.11-cuda12.1.1-cudnn8-devel-ubuntu22.04-amd64-torch2.7.1: torch 2.7.1 has no wheel for CUDA 12.1"), "{e}");
+        assert!(e.contains("m.yaml:4:20: `pytorch[1]`: 2.7.1: no wheel installs in cell py3.11-cuda12.1.1-cudnn8-devel-ubuntu22.04-amd64-torch2.7.1: torch 2.7.1 has no wheel for CUDA 12.1"), "{e}");
         assert!(e.contains("the nearest release that installs there is \"2.5.1\" (cu121)"), "{e}");
         assert!(e.contains("`exclude: [{torch: \"2.7.1\", cuda: …, reason: …}]`"), "{e}");
         // excluded, it plans

@@ -553,7 +553,7 @@ mod tests {
         let e = f.pick_torch(&v("2.5.1"), &arm).unwrap_err();
         assert_eq!(e.on, Key::Platform);
         let e = e.why;
-        assert!(e.contains("no aarch64 wheel of cu124"), "{e}");
+        assert!(e.contains("no aarch64 wheel of cu121, cu124"), "{e}");
         let e = f.pick_torch(&v("2.5.3"), &arm).unwrap_err().why;
         assert!(e.contains("not in the framework catalogue") && e.contains("nearest known release is 2.5.1"), "{e}");
     }

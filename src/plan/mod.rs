@@ -173,7 +173,7 @@ impl Subject for Cell {
     }
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct Excluded {
     pub id: String,
     /// All of its coordinates (the fields below are what `plan` prints).
@@ -256,12 +256,19 @@ pub fn plan_text(text: &str, file: &str, dir: &Path, opts: &PlanOptions) -> Resu
     if d.has_errors() {
         return Err(Error::InvalidMatrix(d.sorted()));
     }
-    let (mut cells, excluded) = expand::cells(&raw, axes, &settings, &user_catalogue, &mut d);
+    let entries = family::axis(&raw, &mut d);
+    let (cells, mut excluded) = expand::cells(&raw, axes, &settings, &user_catalogue, &mut d);
+    if d.has_errors() {
+        return Err(Error::InvalidMatrix(d.sorted()));
+    }
+    let (mut cells, children_excluded) = family::grow(cells, &entries, &raw, &settings, &mut d);
+    excluded.extend(children_excluded);
     if d.has_errors() {
         return Err(Error::InvalidMatrix(d.sorted()));
     }
     stack::check(&cells, &settings.pip, &raw, &mut d);
     tags::assign(&mut cells, &settings, &raw, &opts.date, &mut d);
+    family::link(&mut cells);
     if d.has_errors() {
         return Err(Error::InvalidMatrix(d.sorted()));
     }
