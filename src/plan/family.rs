@@ -313,6 +313,17 @@ pub fn grow(
     (out, excluded)
 }
 
+/// A selection with the parent of every framework image in it (a framework image
+/// builds on its parent's image from the same run), in plan order.
+pub fn with_parents<'a>(all: &'a [Cell], selected: &[&'a Cell]) -> Vec<&'a Cell> {
+    let wanted: std::collections::HashSet<&str> = selected
+        .iter()
+        .flat_map(|c| [Some(c.id.as_str()), c.parent()])
+        .flatten()
+        .collect();
+    all.iter().filter(|c| wanted.contains(c.id.as_str())).collect()
+}
+
 /// Point each framework image at its parent's primary tag (tags are assigned after
 /// the tree is grown).
 pub fn link(cells: &mut [Cell]) {
@@ -469,6 +480,38 @@ mod tests {
         assert_eq!(p.cells.len(), 5);
         assert_eq!(p.excluded.len(), 1);
         assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    }
+
+    /// `--filter` on a framework image brings its parent along, and a shard keeps a
+    /// tree together (parent and children share a base).
+    #[test]
+    fn a_filtered_child_brings_its_parent_and_shards_keep_trees_whole() {
+        let p = plan("version: 1\nbases: [ubuntu:22.04, \"debian:12\", ubuntu:24.04]\npython: [\"3.11\", \"3.12\"]\npytorch: [\"2.5.1\", \"2.7.1\"]\n").unwrap();
+        let f: crate::coord::Filter = "torch=2.7.1".parse().unwrap();
+        let picked = crate::coord::select(&p.cells, std::slice::from_ref(&f));
+        let got: Vec<&str> = super::with_parents(&p.cells, &picked)
+            .iter()
+            .filter(|c| c.base.reference == "debian:12")
+            .map(|c| c.id.as_str())
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "py3.11-debian12-amd64",
+                "py3.11-debian12-amd64-torch2.7.1",
+                "py3.12-debian12-amd64",
+                "py3.12-debian12-amd64-torch2.7.1"
+            ]
+        );
+        let all: Vec<&crate::plan::Cell> = p.cells.iter().collect();
+        for n in 1..=3 {
+            let shard = crate::plan::shard::select(&all, crate::plan::shard::Shard { index: n, count: 3 });
+            for c in &shard {
+                if let Some(parent) = c.parent() {
+                    assert!(shard.iter().any(|x| x.id == parent), "{} without its parent", c.id);
+                }
+            }
+        }
     }
 
     /// The package index serves one build per release; a CPU base gets it with a
