@@ -707,3 +707,70 @@ fn the_shipped_matrices_are_valid_against_the_shipped_schema() {
         assert!(r.is_err(), "{key} should be refused");
     }
 }
+
+/// examples/pytorch.yaml: per PyTorch image, the three versions, the wheel variant
+/// chosen for its base, the index URL and the parent cell.
+#[test]
+fn the_pytorch_example_plans_the_seed_family() {
+    let text = stdout_of(
+        &["-f", "examples/pytorch.yaml", "plan", "--format", "json"],
+        &root(),
+    );
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let cells = doc["cells"].as_array().unwrap();
+    let torch: Vec<&serde_json::Value> = cells
+        .iter()
+        .filter(|c| c["framework"].is_object())
+        .collect();
+    // 2 releases x (3 CUDA bases + 1 CPU base) x 3 Pythons
+    assert_eq!((cells.len(), torch.len()), (36, 24));
+    let find = |id: &str| {
+        torch
+            .iter()
+            .find(|c| c["id"] == id)
+            .unwrap_or_else(|| panic!("{id}"))
+    };
+    for (id, wheel, versions) in [
+        (
+            "py3.10-cuda12.1.1-cudnn8-devel-ubuntu22.04-amd64-torch2.3.0",
+            "cu121",
+            ["2.3.0", "0.18.0", "2.3.0"],
+        ),
+        (
+            "py3.12-cuda12.4.1-cudnn-devel-ubuntu22.04-amd64-torch2.4.1",
+            "cu124",
+            ["2.4.1", "0.19.1", "2.4.1"],
+        ),
+        (
+            "py3.11-cuda11.8.0-cudnn8-devel-ubuntu22.04-amd64-torch2.4.1",
+            "cu118",
+            ["2.4.1", "0.19.1", "2.4.1"],
+        ),
+        (
+            "py3.11-ubuntu22.04-amd64-torch2.3.0",
+            "cpu",
+            ["2.3.0", "0.18.0", "2.3.0"],
+        ),
+    ] {
+        let f = &find(id)["framework"];
+        assert_eq!(f["wheel"], wheel, "{id}");
+        let got: Vec<&str> = f["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["version"].as_str().unwrap())
+            .collect();
+        assert_eq!(got, versions, "{id}");
+        assert_eq!(
+            f["index_urls"][0],
+            format!("https://download.pytorch.org/whl/{wheel}"),
+            "{id}"
+        );
+        let parent = id.rsplit_once("-torch").unwrap().0;
+        assert_eq!(f["parent"], parent, "{id}");
+        assert!(
+            cells.iter().any(|c| c["id"] == parent),
+            "{id}: parent planned"
+        );
+    }
+}

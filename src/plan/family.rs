@@ -114,7 +114,11 @@ pub fn axis(raw: &RawConfig, d: &mut Diags) -> Vec<Entry> {
                             "`{}` is not a {} release; write MAJOR.MINOR.PATCH such as \"{}\"",
                             text.value,
                             kind.package(),
-                            if kind == Kind::Pytorch { "2.5.1" } else { "2.17.0" }
+                            if kind == Kind::Pytorch {
+                                "2.5.1"
+                            } else {
+                                "2.17.0"
+                            }
                         ),
                     );
                     continue;
@@ -144,7 +148,11 @@ fn child_coordinate(parent: &Coordinate, e: &Entry, wheel: Option<Wheel>) -> Coo
     let v = Some(e.version.to_string());
     Coordinate {
         framework: Some(e.kind.name().to_string()),
-        torch: if e.kind == Kind::Pytorch { v.clone() } else { None },
+        torch: if e.kind == Kind::Pytorch {
+            v.clone()
+        } else {
+            None
+        },
         tf: if e.kind == Kind::Tensorflow { v } else { None },
         cuda_wheel: wheel.map(|w| w.to_string()),
         ..parent.clone()
@@ -273,7 +281,11 @@ pub fn grow(
                     platform: coord.platform.clone(),
                     variant: coord.variant.clone(),
                     coord,
-                    reason: rule.reason.as_ref().map(|r| r.value.clone()).unwrap_or_default(),
+                    reason: rule
+                        .reason
+                        .as_ref()
+                        .map(|r| r.value.clone())
+                        .unwrap_or_default(),
                     line: rule.at.line,
                 });
                 continue;
@@ -321,7 +333,9 @@ pub fn with_parents<'a>(all: &'a [Cell], selected: &[&'a Cell]) -> Vec<&'a Cell>
         .flat_map(|c| [Some(c.id.as_str()), c.parent()])
         .flatten()
         .collect();
-    all.iter().filter(|c| wanted.contains(c.id.as_str())).collect()
+    all.iter()
+        .filter(|c| wanted.contains(c.id.as_str()))
+        .collect()
 }
 
 /// Point each framework image at its parent's primary tag (tags are assigned after
@@ -393,7 +407,10 @@ fn report(
         d.error(
             Some(e.text.at),
             &e.key,
-            format!("{}: no wheel installs in {cells}: {no}; {near}{escape}", e.text.value),
+            format!(
+                "{}: no wheel installs in {cells}: {no}; {near}{escape}",
+                e.text.value
+            ),
         );
     }
     let mut warned: Vec<usize> = Vec::new();
@@ -428,9 +445,11 @@ mod tests {
             },
         )
         .map_err(|e| match e {
-            crate::error::Error::InvalidMatrix(d) => {
-                d.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
-            }
+            crate::error::Error::InvalidMatrix(d) => d
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n"),
             e => e.to_string(),
         })
     }
@@ -473,8 +492,14 @@ mod tests {
     fn a_combination_with_no_wheel_is_refused_where_the_release_is_written() {
         let e = plan("version: 1\nbases: [nvidia/cuda:12.1.1-cudnn8-devel-ubuntu22.04, ubuntu:22.04]\npython: [\"3.11\"]\npytorch: [\"2.5.1\", \"2.7.1\"]\n").unwrap_err();
         assert!(e.contains("m.yaml:4:20: `pytorch[1]`: 2.7.1: no wheel installs in cell py3.11-cuda12.1.1-cudnn8-devel-ubuntu22.04-amd64-torch2.7.1: torch 2.7.1 has no wheel for CUDA 12.1"), "{e}");
-        assert!(e.contains("the nearest release that installs there is \"2.5.1\" (cu121)"), "{e}");
-        assert!(e.contains("`exclude: [{torch: \"2.7.1\", cuda: …, reason: …}]`"), "{e}");
+        assert!(
+            e.contains("the nearest release that installs there is \"2.5.1\" (cu121)"),
+            "{e}"
+        );
+        assert!(
+            e.contains("`exclude: [{torch: \"2.7.1\", cuda: …, reason: …}]`"),
+            "{e}"
+        );
         // excluded, it plans
         let p = plan("version: 1\nbases: [nvidia/cuda:12.1.1-cudnn8-devel-ubuntu22.04, ubuntu:22.04]\npython: [\"3.11\"]\npytorch: [\"2.5.1\", \"2.7.1\"]\nexclude: [{torch: \"2.7.1\", cuda: \"12.1\", reason: no cu121 build}]\n").unwrap();
         assert_eq!(p.cells.len(), 5);
@@ -505,10 +530,15 @@ mod tests {
         );
         let all: Vec<&crate::plan::Cell> = p.cells.iter().collect();
         for n in 1..=3 {
-            let shard = crate::plan::shard::select(&all, crate::plan::shard::Shard { index: n, count: 3 });
+            let shard =
+                crate::plan::shard::select(&all, crate::plan::shard::Shard { index: n, count: 3 });
             for c in &shard {
                 if let Some(parent) = c.parent() {
-                    assert!(shard.iter().any(|x| x.id == parent), "{} without its parent", c.id);
+                    assert!(
+                        shard.iter().any(|x| x.id == parent),
+                        "{} without its parent",
+                        c.id
+                    );
                 }
             }
         }

@@ -267,7 +267,11 @@ impl Frameworks {
                 .filter(|l| need.cuda.is_none() || l.wheel.fits(need.cuda))
                 .into_iter()
                 .collect(),
-            Source::VariantIndexes => all.iter().copied().filter(|l| l.wheel.fits(need.cuda)).collect(),
+            Source::VariantIndexes => all
+                .iter()
+                .copied()
+                .filter(|l| l.wheel.fits(need.cuda))
+                .collect(),
         };
         let usable = candidates
             .iter()
@@ -279,7 +283,11 @@ impl Frameworks {
     }
 
     fn unknown_torch(&self, v: &semver::Version) -> String {
-        let known: Vec<String> = self.torch_releases().iter().map(ToString::to_string).collect();
+        let known: Vec<String> = self
+            .torch_releases()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         let near = nearest(&self.torch_releases(), v)
             .map(|n| format!("the nearest known release is {n}; "))
             .unwrap_or_default();
@@ -330,7 +338,11 @@ impl Frameworks {
                 ),
                 (_, None) => format!("torch {v} has no CPU wheel (its variants are {})", variants()),
             };
-            let on = if need.cuda.is_some() { Key::Cuda } else { Key::Platform };
+            let on = if need.cuda.is_some() {
+                Key::Cuda
+            } else {
+                Key::Platform
+            };
             return no(on, why);
         }
         let on_arch: Vec<&&TorchLine> = candidates
@@ -373,7 +385,9 @@ impl Frameworks {
             .collect();
         let versions: Vec<&semver::Version> = ok.iter().map(|l| &l.torch).collect();
         let n = nearest(&versions, v)?;
-        ok.into_iter().find(|l| l.torch == *n).map(|l| (l, l.torch > *v))
+        ok.into_iter()
+            .find(|l| l.torch == *n)
+            .map(|l| (l, l.torch > *v))
     }
 
     pub fn tf_releases(&self) -> Vec<&semver::Version> {
@@ -409,11 +423,18 @@ impl Frameworks {
             ));
         }
         if !line.arches.iter().any(|a| a == need.arch) {
-            return Err(no(Key::Platform, format!("tensorflow {v} has no {} wheel", need.arch)));
+            return Err(no(
+                Key::Platform,
+                format!("tensorflow {v} has no {} wheel", need.arch),
+            ));
         }
         let (m, n) = line.cuda;
         let Some((bm, bn)) = need.cuda else {
-            return Ok(TfPick { line, wheel: Wheel::Cpu, extra: None });
+            return Ok(TfPick {
+                line,
+                wheel: Wheel::Cpu,
+                extra: None,
+            });
         };
         if need.arch != "x86_64" {
             return Err(no(Key::Platform, format!(
@@ -427,7 +448,11 @@ impl Frameworks {
             )));
         }
         let extra = (*v >= semver::Version::new(2, 14, 0)).then_some("and-cuda");
-        Ok(TfPick { line, wheel: Wheel::Cuda { major: m, minor: n }, extra })
+        Ok(TfPick {
+            line,
+            wheel: Wheel::Cuda { major: m, minor: n },
+            extra,
+        })
     }
 
     /// The TensorFlow release nearest to `v` that installs for `need`.
@@ -462,7 +487,11 @@ fn nearest<'a>(list: &[&'a semver::Version], v: &semver::Version) -> Option<&'a 
 }
 
 fn join<T: fmt::Display>(items: &[T]) -> String {
-    items.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn texts() -> (&'static str, &'static str) {
@@ -488,27 +517,49 @@ mod tests {
         semver::Version::parse(s).unwrap()
     }
 
-    fn need(py: &str, arch: &'static str, cuda: Option<(u32, u32)>, source: Source) -> Need<'static> {
-        Need { python: PyVersion::parse(py).unwrap(), arch, cuda, source }
+    fn need(
+        py: &str,
+        arch: &'static str,
+        cuda: Option<(u32, u32)>,
+        source: Source,
+    ) -> Need<'static> {
+        Need {
+            python: PyVersion::parse(py).unwrap(),
+            arch,
+            cuda,
+            source,
+        }
     }
 
     #[test]
     fn the_shipped_catalogue_parses_whole_and_is_stamped() {
         for (text, parsed) in [
             (PYTORCH_TSV, Frameworks::parse(PYTORCH_TSV, "").torch.len()),
-            (TENSORFLOW_TSV, Frameworks::parse("", TENSORFLOW_TSV).tensorflow.len()),
+            (
+                TENSORFLOW_TSV,
+                Frameworks::parse("", TENSORFLOW_TSV).tensorflow.len(),
+            ),
         ] {
             assert_eq!(rows(text).count(), parsed, "a line does not parse");
             let (date, source) = catalogue::stamp(text).expect("a `# updated:` stamp");
-            assert!(date.starts_with("20") && source.contains("pypi.org"), "{source}");
+            assert!(
+                date.starts_with("20") && source.contains("pypi.org"),
+                "{source}"
+            );
         }
         assert!(PYTORCH_TSV.lines().count() > 100);
     }
 
     #[test]
     fn wheel_names_read_as_cuda_lines() {
-        assert_eq!(Wheel::parse("cu124").unwrap().cuda().as_deref(), Some("12.4"));
-        assert_eq!(Wheel::parse("cu130").unwrap().cuda().as_deref(), Some("13.0"));
+        assert_eq!(
+            Wheel::parse("cu124").unwrap().cuda().as_deref(),
+            Some("12.4")
+        );
+        assert_eq!(
+            Wheel::parse("cu130").unwrap().cuda().as_deref(),
+            Some("13.0")
+        );
         assert_eq!(Wheel::parse("cu118").unwrap().to_string(), "cu118");
         assert_eq!(Wheel::parse("cpu"), Some(Wheel::Cpu));
         for bad in ["cu", "cu1", "rocm6.1", "cuda124", ""] {
@@ -526,13 +577,28 @@ mod tests {
     fn each_base_gets_the_newest_variant_it_can_run() {
         let f = Frameworks::get();
         let src = Source::VariantIndexes;
-        let l = f.pick_torch(&v("2.3.0"), &need("3.8", "x86_64", Some((12, 1)), src)).unwrap();
-        assert_eq!((l.wheel.to_string(), l.torchvision.as_str(), l.torchaudio.as_str()), ("cu121".into(), "0.18.0", "2.3.0"));
-        let l = f.pick_torch(&v("2.5.1"), &need("3.11", "x86_64", Some((12, 8)), src)).unwrap();
+        let l = f
+            .pick_torch(&v("2.3.0"), &need("3.8", "x86_64", Some((12, 1)), src))
+            .unwrap();
+        assert_eq!(
+            (
+                l.wheel.to_string(),
+                l.torchvision.as_str(),
+                l.torchaudio.as_str()
+            ),
+            ("cu121".into(), "0.18.0", "2.3.0")
+        );
+        let l = f
+            .pick_torch(&v("2.5.1"), &need("3.11", "x86_64", Some((12, 8)), src))
+            .unwrap();
         assert_eq!(l.wheel.to_string(), "cu124");
-        let l = f.pick_torch(&v("2.5.1"), &need("3.11", "x86_64", None, src)).unwrap();
+        let l = f
+            .pick_torch(&v("2.5.1"), &need("3.11", "x86_64", None, src))
+            .unwrap();
         assert_eq!(l.wheel, Wheel::Cpu);
-        let l = f.pick_torch(&v("2.7.1"), &need("3.12", "aarch64", Some((12, 8)), src)).unwrap();
+        let l = f
+            .pick_torch(&v("2.7.1"), &need("3.12", "aarch64", Some((12, 8)), src))
+            .unwrap();
         assert_eq!(l.wheel.to_string(), "cu128");
     }
 
@@ -542,20 +608,40 @@ mod tests {
         let src = Source::VariantIndexes;
         let py38 = need("3.8", "x86_64", Some((12, 4)), src);
         let e = f.pick_torch(&v("2.7.1"), &py38).unwrap_err().why;
-        assert!(e.contains("no wheel for Python 3.8") && e.contains("3.9, 3.10"), "{e}");
+        assert!(
+            e.contains("no wheel for Python 3.8") && e.contains("3.9, 3.10"),
+            "{e}"
+        );
         let (near, newer) = f.nearest_torch(&v("2.7.1"), &py38).unwrap();
-        assert_eq!((near.torch.to_string(), near.wheel.to_string(), newer), ("2.4.1".into(), "cu124".into(), false));
+        assert_eq!(
+            (near.torch.to_string(), near.wheel.to_string(), newer),
+            ("2.4.1".into(), "cu124".into(), false)
+        );
         let cuda121 = need("3.11", "x86_64", Some((12, 1)), src);
         let e = f.pick_torch(&v("2.7.1"), &cuda121).unwrap_err().why;
-        assert!(e.contains("no wheel for CUDA 12.1") && e.contains("cu118, cu126, cu128"), "{e}");
-        assert_eq!(f.nearest_torch(&v("2.7.1"), &cuda121).unwrap().0.torch.to_string(), "2.5.1");
+        assert!(
+            e.contains("no wheel for CUDA 12.1") && e.contains("cu118, cu126, cu128"),
+            "{e}"
+        );
+        assert_eq!(
+            f.nearest_torch(&v("2.7.1"), &cuda121)
+                .unwrap()
+                .0
+                .torch
+                .to_string(),
+            "2.5.1"
+        );
         let arm = need("3.11", "aarch64", Some((12, 4)), src);
         let e = f.pick_torch(&v("2.5.1"), &arm).unwrap_err();
         assert_eq!(e.on, Key::Platform);
         let e = e.why;
         assert!(e.contains("no aarch64 wheel of cu121, cu124"), "{e}");
         let e = f.pick_torch(&v("2.5.3"), &arm).unwrap_err().why;
-        assert!(e.contains("not in the framework catalogue") && e.contains("nearest known release is 2.5.1"), "{e}");
+        assert!(
+            e.contains("not in the framework catalogue")
+                && e.contains("nearest known release is 2.5.1"),
+            "{e}"
+        );
     }
 
     /// PyPI serves one build per release: on x86_64 the CUDA build the catalogue marks
@@ -564,13 +650,22 @@ mod tests {
     fn the_package_index_serves_one_named_build() {
         let f = Frameworks::get();
         let pypi = Source::PackageIndex;
-        let l = f.pick_torch(&v("2.1.2"), &need("3.11", "x86_64", None, pypi)).unwrap();
+        let l = f
+            .pick_torch(&v("2.1.2"), &need("3.11", "x86_64", None, pypi))
+            .unwrap();
         assert_eq!(l.wheel.to_string(), "cu121");
-        let l = f.pick_torch(&v("2.5.1"), &need("3.11", "aarch64", None, pypi)).unwrap();
+        let l = f
+            .pick_torch(&v("2.5.1"), &need("3.11", "aarch64", None, pypi))
+            .unwrap();
         assert_eq!(l.wheel, Wheel::Cpu);
-        let l = f.pick_torch(&v("2.11.0"), &need("3.11", "aarch64", Some((13, 0)), pypi)).unwrap();
+        let l = f
+            .pick_torch(&v("2.11.0"), &need("3.11", "aarch64", Some((13, 0)), pypi))
+            .unwrap();
         assert_eq!(l.wheel.to_string(), "cu130");
-        let e = f.pick_torch(&v("2.8.0"), &need("3.11", "x86_64", Some((12, 4)), pypi)).unwrap_err().why;
+        let e = f
+            .pick_torch(&v("2.8.0"), &need("3.11", "x86_64", Some((12, 4)), pypi))
+            .unwrap_err()
+            .why;
         assert!(e.contains("only as its cu128 build"), "{e}");
     }
 
@@ -578,17 +673,42 @@ mod tests {
     fn tensorflow_takes_its_cuda_build_where_the_base_fits() {
         let f = Frameworks::get();
         let pypi = Source::PackageIndex;
-        let p = f.pick_tf(&v("2.17.0"), &need("3.11", "x86_64", Some((12, 4)), pypi)).unwrap();
-        assert_eq!((p.wheel.to_string(), p.extra), ("cu123".into(), Some("and-cuda")));
-        let p = f.pick_tf(&v("2.13.1"), &need("3.8", "x86_64", Some((11, 8)), pypi)).unwrap();
+        let p = f
+            .pick_tf(&v("2.17.0"), &need("3.11", "x86_64", Some((12, 4)), pypi))
+            .unwrap();
+        assert_eq!(
+            (p.wheel.to_string(), p.extra),
+            ("cu123".into(), Some("and-cuda"))
+        );
+        let p = f
+            .pick_tf(&v("2.13.1"), &need("3.8", "x86_64", Some((11, 8)), pypi))
+            .unwrap();
         assert_eq!((p.wheel.to_string(), p.extra), ("cu118".into(), None));
-        assert_eq!(f.pick_tf(&v("2.17.0"), &need("3.12", "aarch64", None, pypi)).unwrap().wheel, Wheel::Cpu);
+        assert_eq!(
+            f.pick_tf(&v("2.17.0"), &need("3.12", "aarch64", None, pypi))
+                .unwrap()
+                .wheel,
+            Wheel::Cpu
+        );
         let cuda124 = need("3.11", "x86_64", Some((12, 4)), pypi);
         let e = f.pick_tf(&v("2.18.0"), &cuda124).unwrap_err().why;
         assert!(e.contains("built for CUDA 12.5"), "{e}");
-        assert_eq!(f.nearest_tf(&v("2.18.0"), &cuda124).unwrap().line.tensorflow.to_string(), "2.17.1");
+        assert_eq!(
+            f.nearest_tf(&v("2.18.0"), &cuda124)
+                .unwrap()
+                .line
+                .tensorflow
+                .to_string(),
+            "2.17.1"
+        );
         // no release is built for CUDA 12.0 or 12.1: nothing is nearest
-        assert!(f.nearest_tf(&v("2.18.0"), &need("3.11", "x86_64", Some((12, 1)), pypi)).is_none());
-        assert!(f.pick_tf(&v("2.21.0"), &need("3.9", "x86_64", None, pypi)).unwrap_err().why.contains("Python 3.9"));
+        assert!(f
+            .nearest_tf(&v("2.18.0"), &need("3.11", "x86_64", Some((12, 1)), pypi))
+            .is_none());
+        assert!(f
+            .pick_tf(&v("2.21.0"), &need("3.9", "x86_64", None, pypi))
+            .unwrap_err()
+            .why
+            .contains("Python 3.9"));
     }
 }

@@ -237,6 +237,7 @@ pub fn plan_text(text: &str, file: &str, dir: &Path, opts: &PlanOptions) -> Resu
         platforms: axes::platforms(&raw, &mut d),
     };
     tags::check_templates(&raw, &settings, &mut d);
+    let entries = family::axis(&raw, &mut d);
     check_rules(&raw.exclude, &mut d);
     let max = raw
         .max_cells
@@ -256,7 +257,6 @@ pub fn plan_text(text: &str, file: &str, dir: &Path, opts: &PlanOptions) -> Resu
     if d.has_errors() {
         return Err(Error::InvalidMatrix(d.sorted()));
     }
-    let entries = family::axis(&raw, &mut d);
     let (cells, mut excluded) = expand::cells(&raw, axes, &settings, &user_catalogue, &mut d);
     if d.has_errors() {
         return Err(Error::InvalidMatrix(d.sorted()));

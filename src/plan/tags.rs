@@ -45,8 +45,16 @@ pub fn check_templates(raw: &RawConfig, s: &Settings, d: &mut Diags) {
     let mut framework_keys = template_keys(false);
     framework_keys.extend(Key::names(Key::FRAMEWORK));
     for (at, template, key) in [
-        (raw.image.pytorch_tag.as_ref(), &s.pytorch_tag, "image.pytorch_tag"),
-        (raw.image.tensorflow_tag.as_ref(), &s.tensorflow_tag, "image.tensorflow_tag"),
+        (
+            raw.image.pytorch_tag.as_ref(),
+            &s.pytorch_tag,
+            "image.pytorch_tag",
+        ),
+        (
+            raw.image.tensorflow_tag.as_ref(),
+            &s.tensorflow_tag,
+            "image.tensorflow_tag",
+        ),
     ] {
         check_template(at, template, key, &framework_keys, d);
     }

@@ -378,7 +378,14 @@ impl<'a> Shared<'a> {
         let st = self.lock();
         let image = st.cells[p].result.as_ref().and_then(|o| o.image.clone());
         let from = image.map_or_else(
-            || self.jobs[p].request.tags.first().cloned().unwrap_or_default(),
+            || {
+                self.jobs[p]
+                    .request
+                    .tags
+                    .first()
+                    .cloned()
+                    .unwrap_or_default()
+            },
             |(id, _)| id,
         );
         let mut job = job.clone();
@@ -588,7 +595,11 @@ impl<'a> Shared<'a> {
             .filter(|&c| self.jobs[c].parent == Some(p) && st.cells[c].phase == Phase::Pending)
             .collect();
         for c in children {
-            let why = o.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+            let why = o
+                .reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default();
             let out = Outcome {
                 reason: Some(format!(
                     "skipped (parent failed): parent {} {}{why}",
@@ -1307,7 +1318,15 @@ mod tests {
             child("p2-torch", 2),
             child("p2-tf", 2),
         ]);
-        let out = run1(&[], &jobs, &fake, 4, &opts(), &Cancel::default(), &mut |_| {});
+        let out = run1(
+            &[],
+            &jobs,
+            &fake,
+            4,
+            &opts(),
+            &Cancel::default(),
+            &mut |_| {},
+        );
         assert_eq!(
             statuses(&out),
             ["built", "built", "failed", "not-started", "not-started"]
