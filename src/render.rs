@@ -19,6 +19,7 @@ use crate::config::settings::{PasswordPolicy, Settings};
 use crate::plan::base::OsFamily;
 use crate::plan::{hex, stack, Cell};
 
+pub mod examples;
 mod framework;
 
 const DOCKERFILE: &str = include_str!("../dockerfiles/Dockerfile.in");

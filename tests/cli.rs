@@ -774,3 +774,73 @@ fn the_pytorch_example_plans_the_seed_family() {
         );
     }
 }
+
+/// `render --run-examples`: the Kubernetes Deployment and Service of every image pass
+/// the official schemas (Kubernetes 1.31, strict; tests/k8s/README.md names the
+/// source), with the three ports and a GPU limit exactly on CUDA images.
+#[test]
+fn run_examples_pass_the_kubernetes_schemas() {
+    let out = tempfile::tempdir().unwrap();
+    let o = out.path().to_str().unwrap();
+    stdout_of(
+        &[
+            "-f",
+            "examples/pytorch.yaml",
+            "render",
+            "--run-examples",
+            "--filter",
+            "python=3.11",
+            "-o",
+            o,
+        ],
+        &root(),
+    );
+    let schema = |kind: &str| {
+        let text = std::fs::read_to_string(root().join(format!("tests/k8s/{kind}.json"))).unwrap();
+        jsonschema::options()
+            .build(&serde_json::from_str(&text).unwrap())
+            .unwrap()
+    };
+    let (deployment, service) = (schema("deployment-apps-v1"), schema("service-v1"));
+    let mut seen = 0;
+    for entry in std::fs::read_dir(out.path()).unwrap() {
+        let dir = entry.unwrap().path();
+        let id = dir.file_name().unwrap().to_str().unwrap().to_string();
+        let text = std::fs::read_to_string(dir.join("run/kubernetes.json")).unwrap();
+        let list: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let items = list["items"].as_array().unwrap();
+        assert_eq!(items.len(), 2, "{id}");
+        for (item, v) in items.iter().zip([&deployment, &service]) {
+            let errors: Vec<String> = v
+                .iter_errors(item)
+                .map(|e| format!("{e} at {}", e.instance_path()))
+                .collect();
+            assert!(errors.is_empty(), "{id} {}: {errors:?}", item["kind"]);
+        }
+        let container = &items[0]["spec"]["template"]["spec"]["containers"][0];
+        let ports: Vec<u64> = container["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["containerPort"].as_u64().unwrap())
+            .collect();
+        assert_eq!(ports, [22, 8888, 6006], "{id}");
+        let gpu = &container["resources"]["limits"]["nvidia.com/gpu"];
+        assert_eq!(gpu.is_number(), id.contains("cuda"), "{id}");
+        let run = std::fs::read_to_string(dir.join("run/docker-run.sh")).unwrap();
+        assert_eq!(run.contains("--gpus all"), id.contains("cuda"), "{id}");
+        assert!(
+            run.contains("-p 22:22")
+                && run.contains("-p 8888:8888")
+                && run.contains("-p 6006:6006"),
+            "{run}"
+        );
+        seen += 1;
+    }
+    assert_eq!(seen, 12, "4 bases x (1 Miniconda + 2 PyTorch images)");
+    // a broken Deployment is caught: the schemas are not vacuous
+    let mut broken = serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment", "spec": {"replicas": "one"}});
+    assert!(!deployment.is_valid(&broken));
+    broken["spec"] = serde_json::json!({"selector": {}, "template": {}, "replicaz": 1});
+    assert!(!deployment.is_valid(&broken));
+}
