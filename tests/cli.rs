@@ -844,3 +844,36 @@ fn run_examples_pass_the_kubernetes_schemas() {
     broken["spec"] = serde_json::json!({"selector": {}, "template": {}, "replicaz": 1});
     assert!(!deployment.is_valid(&broken));
 }
+
+/// The bake document links each framework image to its parent's target
+/// (`contexts` with `target:`), and the GitHub Actions matrix names the parent.
+#[test]
+fn bake_and_gha_link_framework_images_to_their_parents() {
+    let text = stdout_of(
+        &["-f", "examples/pytorch.yaml", "plan", "--format", "bake"],
+        &root(),
+    );
+    let bake: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let targets = bake["target"].as_object().unwrap();
+    let child = &targets["py3_11-cuda12_1_1-cudnn8-devel-ubuntu22_04-amd64-torch2_4_1"];
+    assert_eq!(child["args"]["PARENT"], "parent");
+    let parent = child["contexts"]["parent"].as_str().unwrap();
+    assert_eq!(
+        parent,
+        "target:py3_11-cuda12_1_1-cudnn8-devel-ubuntu22_04-amd64"
+    );
+    assert!(targets.contains_key(parent.trim_start_matches("target:")));
+    assert!(targets["py3_11-cuda12_1_1-cudnn8-devel-ubuntu22_04-amd64"]["contexts"].is_null());
+    let text = stdout_of(
+        &["-f", "examples/pytorch.yaml", "plan", "--format", "gha"],
+        &root(),
+    );
+    let gha: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let entry = gha["include"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["id"] == "py3.12-ubuntu22.04-amd64-torch2.3.0")
+        .unwrap();
+    assert_eq!(entry["parent"], "py3.12-ubuntu22.04-amd64");
+}
