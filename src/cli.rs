@@ -297,6 +297,10 @@ pub struct RenderArgs {
     /// Output directory; each cell's context goes to DIR/<cell id>/.
     #[arg(short, long, default_value = "out/contexts", help_heading = "Output")]
     pub output: PathBuf,
+    /// Also write run examples for each image: DIR/<cell id>/run/docker-run.sh and
+    /// DIR/<cell id>/run/kubernetes.json (a Deployment and a Service).
+    #[arg(long, help_heading = "Output")]
+    pub run_examples: bool,
 }
 
 #[derive(Args, Debug)]

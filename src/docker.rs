@@ -80,6 +80,9 @@ pub struct BuildRequest {
     pub pull: bool,
     pub no_cache: bool,
     pub iidfile: Option<PathBuf>,
+    /// `--build-arg` pairs: only a framework image's `PARENT` (its parent's image ID),
+    /// never a secret.
+    pub build_args: Vec<(String, String)>,
 }
 
 /// How a child ended.
@@ -182,6 +185,10 @@ impl Docker {
         }
         for (k, v) in &r.labels {
             a.push("--label".into());
+            a.push(format!("{k}={v}"));
+        }
+        for (k, v) in &r.build_args {
+            a.push("--build-arg".into());
             a.push(format!("{k}={v}"));
         }
         if let Some(n) = &r.network {

@@ -37,6 +37,7 @@ fn coord(python: &str, base: &str, variant: &str, platform: &str) -> Coordinate 
         flavor: cuda.map(|_| "devel".into()),
         platform: platform.into(),
         variant: variant.into(),
+        ..Coordinate::default()
     }
 }
 

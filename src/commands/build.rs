@@ -65,7 +65,8 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> Result<Exit, Error> {
     let mut manifest = initial_manifest(&plan, args, &connected, &prepared);
     if let Some(shard) = args.select.shard {
         // the whole selection, so that merge and push can tell a missing shard
-        manifest.planned = crate::coord::select(&plan.cells, &args.select.filters)
+        let picked = crate::coord::select(&plan.cells, &args.select.filters);
+        manifest.planned = crate::plan::family::with_parents(&plan.cells, &picked)
             .iter()
             .map(|c| c.id.clone())
             .collect();

@@ -65,7 +65,8 @@ fn load_plan(cli: &Cli, select: &Selection) -> Result<Plan, Error> {
 
 /// The cells a command works on: the filters, then the shard.
 fn select<'a>(plan: &'a Plan, s: &Selection) -> Vec<&'a Cell> {
-    let cells = crate::coord::select(&plan.cells, &s.filters);
+    let picked = crate::coord::select(&plan.cells, &s.filters);
+    let cells = crate::plan::family::with_parents(&plan.cells, &picked);
     match s.shard {
         Some(shard) => crate::plan::shard::select(&cells, shard),
         None => cells,

@@ -28,6 +28,10 @@ pub struct RawConfig {
     pub build: RawBuild,
     pub engines: Vec<RawEngine>,
     pub max_cells: Option<Sp<u64>>,
+    /// The framework axes: PyTorch and TensorFlow releases, each built on every
+    /// Miniconda cell.
+    pub pytorch: Vec<Sp<String>>,
+    pub tensorflow: Vec<Sp<String>>,
     /// Top-level keys present in the file, even when their value was unreadable.
     pub present: Vec<String>,
 }
@@ -36,6 +40,9 @@ pub struct RawConfig {
 pub struct RawImage {
     pub repository: Option<Sp<String>>,
     pub tag: Option<Sp<String>>,
+    /// Tag templates of the framework images.
+    pub pytorch_tag: Option<Sp<String>>,
+    pub tensorflow_tag: Option<Sp<String>>,
     pub aliases: Vec<Sp<String>>,
     pub latest: Option<RawRule>,
 }
@@ -92,6 +99,15 @@ pub struct RawSources {
     pub cuda_registry: Option<Sp<String>>,
     pub apt_mirror: Option<Sp<String>>,
     pub conda_tos: Option<Sp<String>>,
+    /// Where PyTorch wheels come from: a list of variant index roots, or `pypi`.
+    pub pytorch_index: Option<RawIndex>,
+}
+
+/// `sources.pytorch_index`: one word (`pypi`) or a list of index roots.
+#[derive(Debug, Clone)]
+pub enum RawIndex {
+    Word(Sp<String>),
+    List(Vec<Sp<String>>, Pos),
 }
 
 #[derive(Debug, Default)]
@@ -152,8 +168,17 @@ pub mod keys {
         "build",
         "engines",
         "limits",
+        "pytorch",
+        "tensorflow",
     ];
-    pub const IMAGE: &[&str] = &["repository", "tag", "aliases", "latest"];
+    pub const IMAGE: &[&str] = &[
+        "repository",
+        "tag",
+        "aliases",
+        "latest",
+        "pytorch_tag",
+        "tensorflow_tag",
+    ];
     pub const BASE: &[&str] = &["image", "os"];
     pub const PYTHON: &[&str] = &["version", "miniconda"];
     pub const VARIANT: &[&str] = &["name", "pip", "apt", "override"];
@@ -168,6 +193,7 @@ pub mod keys {
         "cuda_registry",
         "apt_mirror",
         "conda_tos",
+        "pytorch_index",
     ];
     pub const PACKAGES: &[&str] = &["apt", "pip"];
     pub const RUNTIME: &[&str] = &[
@@ -226,6 +252,10 @@ pub fn walk(root: &Node, d: &mut Diags) -> RawConfig {
                 }
             }
             "engines" => cfg.engines = w.list(v, "engines", |w, n, key| w.engine(n, key)),
+            "pytorch" => cfg.pytorch = w.list(v, "pytorch", |w, n, key| w.version(n, &key)),
+            "tensorflow" => {
+                cfg.tensorflow = w.list(v, "tensorflow", |w, n, key| w.version(n, &key));
+            }
             "limits" => {
                 if let Some(m) = w.mapping(v, "limits", keys::LIMITS) {
                     cfg.max_cells = m
@@ -399,6 +429,8 @@ impl Walker<'_> {
             match k.text.as_str() {
                 "repository" => out.repository = self.string(v, "image.repository"),
                 "tag" => out.tag = self.string(v, "image.tag"),
+                "pytorch_tag" => out.pytorch_tag = self.string(v, "image.pytorch_tag"),
+                "tensorflow_tag" => out.tensorflow_tag = self.string(v, "image.tensorflow_tag"),
                 "aliases" => out.aliases = self.strings(v, "image.aliases"),
                 "latest" => out.latest = self.rule(v, "image.latest".into(), Key::RULE, false),
                 _ => {}
@@ -518,7 +550,7 @@ impl Walker<'_> {
             if name == "reason" && with_reason {
                 rule.reason = self.string(v, &child);
             } else if let Some(f) = Key::parse(name).filter(|f| fields.contains(f)) {
-                let value = if matches!(f, Key::Python | Key::Cuda | Key::Miniconda) {
+                let value = if f.is_version() {
                     self.version(v, &child)
                 } else {
                     self.string(v, &child)
@@ -613,6 +645,13 @@ impl Walker<'_> {
                 "cuda_registry" => out.cuda_registry = self.string(v, &key),
                 "apt_mirror" => out.apt_mirror = self.string(v, &key),
                 "conda_tos" => out.conda_tos = self.string(v, &key),
+                "pytorch_index" => {
+                    out.pytorch_index = if v.as_scalar().is_some() {
+                        self.string(v, &key).map(RawIndex::Word)
+                    } else {
+                        Some(RawIndex::List(self.strings(v, &key), v.at()))
+                    };
+                }
                 _ => {}
             }
         }

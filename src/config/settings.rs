@@ -14,6 +14,15 @@ use crate::diag::{Diags, Sp};
 use crate::reference;
 
 pub const DEFAULT_MIRROR: &str = "https://repo.anaconda.com/miniconda/";
+/// PyTorch's wheel indexes: `ROOT/cu124`, `ROOT/cpu`…
+pub const DEFAULT_PYTORCH_INDEX: &str = "https://download.pytorch.org/whl/";
+/// The Python package index, when `sources.pip_index` names none.
+pub const PYPI: &str = "https://pypi.org/simple";
+/// Tag templates of the framework images (the seed family's tags, without a separate
+/// repository: `{torch}-python{python}-{base}` in a repository of its own reproduces
+/// them exactly).
+pub const DEFAULT_PYTORCH_TAG: &str = "pytorch{torch}-python{python}-{base}";
+pub const DEFAULT_TENSORFLOW_TAG: &str = "tensorflow{tf}-python{python}-{base}";
 /// Packages every image needs for its own features; always installed.
 pub const REQUIRED_APT: &[&str] = &[
     "openssh-server",
@@ -87,6 +96,33 @@ pub struct Sources {
     /// Anaconda's channel terms (Miniconda 25+): accepted in the image at build time,
     /// or left to the user (the default; the MOTD says how).
     pub conda_tos: CondaTos,
+    /// Where PyTorch wheels come from.
+    pub pytorch_index: TorchIndex,
+}
+
+/// Where PyTorch wheels come from.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TorchIndex {
+    /// Roots of PyTorch's per-variant indexes (each gets `cu124/`, `cpu/`…), tried in
+    /// order: download.pytorch.org or mirrors of it.
+    Variants(Vec<String>),
+    /// The Python package index (`sources.pip_index`, else PyPI): one build per
+    /// release, which the framework catalogue names.
+    PackageIndex,
+}
+
+impl Default for TorchIndex {
+    fn default() -> Self {
+        TorchIndex::Variants(vec![DEFAULT_PYTORCH_INDEX.to_string()])
+    }
+}
+
+impl Sources {
+    /// The package index URL pip uses at build time.
+    pub fn package_index(&self) -> &str {
+        self.pip_index.as_deref().unwrap_or(PYPI)
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -103,6 +139,9 @@ pub enum CondaTos {
 pub struct Settings {
     pub repository: String,
     pub tag_template: String,
+    /// Tag templates of the PyTorch and TensorFlow images.
+    pub pytorch_tag: String,
+    pub tensorflow_tag: String,
     pub alias_templates: Vec<String>,
     pub sources: Sources,
     pub apt: Vec<String>,
@@ -312,6 +351,16 @@ pub fn read(raw: &RawConfig, dir: &Path, d: &mut Diags) -> Settings {
     Settings {
         repository,
         tag_template,
+        pytorch_tag: raw
+            .image
+            .pytorch_tag
+            .as_ref()
+            .map_or(DEFAULT_PYTORCH_TAG.to_string(), |t| t.value.clone()),
+        tensorflow_tag: raw
+            .image
+            .tensorflow_tag
+            .as_ref()
+            .map_or(DEFAULT_TENSORFLOW_TAG.to_string(), |t| t.value.clone()),
         alias_templates: raw.image.aliases.iter().map(|a| a.value.clone()).collect(),
         sources: read_sources(raw, dir, d),
         apt,
@@ -443,6 +492,39 @@ fn read_sources(raw: &RawConfig, dir: &Path, d: &mut Diags) -> Sources {
         cuda_registry,
         apt_mirror,
         conda_tos,
+        pytorch_index: read_pytorch_index(src, d),
+    }
+}
+
+/// `sources.pytorch_index`: `pypi`, or index roots (each must serve PyTorch's layout:
+/// `ROOT/cu124/torch/`…).
+fn read_pytorch_index(src: &crate::config::raw::RawSources, d: &mut Diags) -> TorchIndex {
+    use crate::config::raw::RawIndex;
+    match &src.pytorch_index {
+        None => TorchIndex::default(),
+        Some(RawIndex::Word(w)) if w.value == "pypi" => TorchIndex::PackageIndex,
+        Some(RawIndex::Word(w)) => {
+            d.error(
+                Some(w.at),
+                "sources.pytorch_index",
+                format!("`{}` is not a choice: write `pypi` (the package index, which serves one build per release) or a list of index roots such as [\"{DEFAULT_PYTORCH_INDEX}\"]", w.value),
+            );
+            TorchIndex::default()
+        }
+        Some(RawIndex::List(list, at)) if list.is_empty() => {
+            d.error(
+                Some(*at),
+                "sources.pytorch_index",
+                format!("an empty list leaves no way to fetch PyTorch; list at least one index root (PyTorch's is {DEFAULT_PYTORCH_INDEX}) or write `pypi`"),
+            );
+            TorchIndex::default()
+        }
+        Some(RawIndex::List(list, _)) => TorchIndex::Variants(
+            list.iter()
+                .filter(|m| accept(m, "sources.pytorch_index", check_url(&m.value), d))
+                .map(|m| format!("{}/", m.value.trim_end_matches('/')))
+                .collect(),
+        ),
     }
 }
 

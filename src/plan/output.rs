@@ -30,6 +30,10 @@ pub struct CellDoc<'a> {
     /// Its tag group: the cells of other platforms its tags also name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group: Option<GroupDoc<'a>>,
+    /// A framework image: its packages, wheel variant, index URLs and the Miniconda
+    /// cell it is built on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub framework: Option<&'a crate::plan::family::Framework>,
 }
 
 #[derive(Serialize, schemars::JsonSchema)]
@@ -87,6 +91,7 @@ pub fn cell_doc(c: &Cell) -> CellDoc<'_> {
                 .map(|m| (m.id.as_str(), m.platform.as_str()))
                 .collect(),
         }),
+        framework: c.framework.as_ref(),
     }
 }
 
@@ -115,6 +120,24 @@ struct BakeTarget<'a> {
     platforms: Vec<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     network: Option<&'a str>,
+    /// A framework image: `PARENT` names the build context below.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    args: Option<std::collections::BTreeMap<&'static str, &'static str>>,
+    /// A framework image: its parent's target, so bake builds the parent first and
+    /// the child `FROM` its result.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    contexts: Option<std::collections::BTreeMap<&'static str, String>>,
+}
+
+/// The bake target a framework image's parent is built by.
+fn parent_target(c: &Cell, cells: &[&Cell]) -> Option<String> {
+    let parent = cells.iter().find(|p| Some(p.id.as_str()) == c.parent())?;
+    Some(bake_name(
+        parent
+            .group
+            .as_ref()
+            .map_or(parent.id.as_str(), |g| g.name.as_str()),
+    ))
 }
 
 /// Bake targets: one per cell, and one per tag group (its members' contexts are
@@ -160,6 +183,16 @@ pub fn write_bake<W: std::io::Write>(
             tags: &c.tags,
             platforms: platforms.clone(),
             network: plan.settings.network.as_deref(),
+            args: None,
+            contexts: None,
+        };
+        let t = match parent_target(c, cells) {
+            Some(p) => BakeTarget {
+                args: Some([("PARENT", "parent")].into()),
+                contexts: Some([("parent", format!("target:{p}"))].into()),
+                ..t
+            },
+            None => t,
         };
         serde_json::to_writer(&mut *w, &t)?;
     }
@@ -180,6 +213,9 @@ struct GhaEntry<'a> {
     runner: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     group: Option<&'a str>,
+    /// A framework image's parent cell (in the same shard: trees stay together).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parent: Option<&'a str>,
 }
 
 /// The GitHub-hosted runner label of a platform's native machines (others build under
@@ -208,6 +244,7 @@ pub fn write_gha<W: std::io::Write>(w: &mut W, cells: &[&Cell]) -> std::io::Resu
                 arch: c.platform().rsplit('/').next().unwrap_or(""),
                 runner: runner_for(c.platform()),
                 group: c.group.as_ref().map(|g| g.name.as_str()),
+                parent: c.parent(),
             },
         )?;
     }

@@ -39,6 +39,9 @@ pub struct Job {
     pub engines: Vec<String>,
     /// Skip it when its tag already carries the same input hash (not with `--force`).
     pub check_current: bool,
+    /// The cell job this one builds on (a framework image's parent): it runs only
+    /// after that one succeeded, `FROM` its image.
+    pub parent: Option<usize>,
 }
 
 /// Progress inside a build: step k of n and its text.

@@ -117,6 +117,7 @@ pub fn record_for(c: &Cell, input_hash: Option<String>) -> CellRecord {
         input_hash,
         group: c.group.as_ref().map(|g| g.name.clone()),
         platform_tag: c.group.as_ref().map(|g| g.platform_tag.clone()),
+        parent: c.parent().map(str::to_string),
         ..CellRecord::new(&c.id, c.coord.clone())
     }
 }
@@ -145,10 +146,17 @@ pub fn prepare<'p>(
         records: Vec::with_capacity(cells.len() + plan.excluded.len()),
     };
     let (mut os_keys, mut conda_keys) = (Vec::new(), Vec::new());
+    // job index and input hash of each parent, for its framework images
+    let mut parents: HashMap<&str, (usize, String)> = HashMap::new();
     for c in cells {
         let ctx = render::render(&plan.settings, c);
+        let parent = c.parent().and_then(|id| parents.get(id));
         let base_digest = s.base_digest(c);
-        let input_hash = render::input_hash(&ctx, c, &s.identity_digests(c));
+        // a framework image's identity covers its parent's, which covers the base
+        let input_hash = match parent {
+            Some((_, h)) => render::input_hash(&ctx, c, &[h.as_str()]),
+            None => render::input_hash(&ctx, c, &s.identity_digests(c)),
+        };
         let mut rec = record_for(c, Some(input_hash.clone()));
         rec.input_parts = render::part_hashes(&ctx);
         rec.base_digest = Some(base_digest.to_string());
@@ -175,9 +183,17 @@ pub fn prepare<'p>(
                 .cloned()
                 .unwrap_or_default(),
             check_current: s.check_current || resumed == Some(&input_hash),
+            parent: parent.map(|(j, _)| *j),
         });
-        os_keys.push(stage_key(&ctx, &["system/"], c));
-        conda_keys.push(stage_key(&ctx, &["system/", "conda/"], c));
+        if c.framework.is_some() {
+            // no shared stages: its one step builds on the parent's image
+            os_keys.push(format!("framework image {}", c.id));
+            conda_keys.push(format!("framework image {}", c.id));
+        } else {
+            parents.insert(&c.id, (i, input_hash.clone()));
+            os_keys.push(stage_key(&ctx, &["system/"], c));
+            conda_keys.push(stage_key(&ctx, &["system/", "conda/"], c));
+        }
         p.cells.push(c);
         p.contexts.push(ctx);
         p.records.push(rec);
@@ -213,6 +229,8 @@ fn request(
     );
     labels.extend(s.labels.iter().cloned());
     let one_native = s.native.len() == 1 && s.native[0] == c.platform();
+    // a framework image's FROM is its parent's local image, never pulled
+    let pull = s.pull && c.framework.is_none();
     BuildRequest {
         context_dir: paths.contexts.join(&c.id),
         tags: vec![candidate_tag(c, repository)],
@@ -220,9 +238,10 @@ fn request(
         labels,
         network: s.network.clone(),
         platform: (!one_native).then(|| c.platform().to_string()),
-        pull: s.pull,
+        pull,
         no_cache: s.no_cache,
         iidfile: Some(paths.iid.join(format!("{}.iid", c.id))),
+        build_args: Vec::new(),
     }
 }
 
@@ -315,6 +334,7 @@ fn stages(
                     platform: first.platform.clone(),
                     engines: first.engines.clone(),
                     check_current: false,
+                    parent: None,
                 },
                 members,
             }

@@ -140,6 +140,10 @@ impl<'d> Session<'d> {
             "{}:/run/image-matrix-verify:ro",
             self.dir().display()
         ));
+        if super::framework::engine_has_gpus(self.docker) {
+            args.push("--gpus".into());
+            args.push("all".into());
+        }
         args.push(self.image.into());
         self.docker.run_detached(&args)?;
         Ok(c)
@@ -199,6 +203,12 @@ pub fn run_all(
     tensorboard(&p, &mut checks)?;
     second_container_keys(&s, &key, ready_timeout, &mut checks)?;
     no_secrets(&s, &mut checks)?;
+    if let Some(e) = super::framework::Expect::of(docker, image) {
+        let out = super::framework::run(docker, &c.name, &e);
+        for (name, ok, detail) in super::framework::judge(&e, &out) {
+            checks.add(&name, ok, detail);
+        }
+    }
     drop(c);
     Ok(Some(ready_s))
 }
