@@ -416,6 +416,7 @@ fn accept_cells(
     let opts = accept::Options {
         verify: args.verify,
         ready_timeout: 90,
+        jobs: engines.iter().map(|e| e.slots.get()).sum(),
     };
     let before: Vec<Option<Verification>> = recorder
         .manifest

@@ -21,6 +21,8 @@ pub struct Options {
     /// Verify before promoting; without it, a built image is promoted at once.
     pub verify: bool,
     pub ready_timeout: u64,
+    /// How many cells are accepted at once.
+    pub jobs: usize,
 }
 
 /// One cell to accept: its record, its plan cell and the candidate tag it was built
@@ -33,6 +35,8 @@ pub struct Candidate<'a> {
 
 /// Accept every built or up-to-date cell: versions, verification, tags. `previous` is
 /// the manifest this run replaces (an image verified there is not verified again).
+/// Cells are accepted `opts.jobs` at a time: each is a handful of docker calls (and a
+/// verification's container), independent of the others.
 pub fn accept(
     engines: &Engines,
     man: &mut Manifest,
@@ -40,57 +44,83 @@ pub fn accept(
     previous: Option<&Manifest>,
     opts: &Options,
     cancel: &Cancel,
-    say: &dyn Fn(&str),
+    say: &(dyn Fn(&str) + Sync),
 ) {
-    for c in cells {
-        let rec = &mut man.cells[c.record];
-        if !rec.status.succeeded() {
-            continue;
-        }
-        let Some(engine) = engines.engine(rec.engine.as_deref()) else {
-            continue;
-        };
-        let docker = &engine.docker;
-        let emulated = engine.emulates(&rec.coordinates.platform);
-        rec.emulated = emulated;
-        if rec.status == Status::Built {
-            record_versions(docker, rec, c, say);
-        } else {
-            rec.versions =
-                versions_from_labels(docker, rec.image_id.as_deref().unwrap_or(&c.candidate));
-        }
-        let accepted = if !opts.verify {
-            true
-        } else if cancel.is_set() {
+    use rayon::prelude::*;
+    let work: Vec<(&Candidate, CellRecord)> = cells
+        .iter()
+        .filter(|c| man.cells[c.record].status.succeeded())
+        .map(|c| (c, man.cells[c.record].clone()))
+        .collect();
+    let one = |(c, mut rec): (&Candidate, CellRecord)| {
+        accept_one(engines, &mut rec, c, previous, opts, cancel, say);
+        (c.record, rec)
+    };
+    let done: Vec<(usize, CellRecord)> = match rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.jobs.clamp(1, 64))
+        .build()
+    {
+        Ok(pool) => pool.install(|| work.into_par_iter().map(one).collect()),
+        // no threads to be had: one at a time, as before
+        Err(_) => work.into_iter().map(one).collect(),
+    };
+    for (i, rec) in done {
+        man.cells[i] = rec;
+    }
+}
+
+fn accept_one(
+    engines: &Engines,
+    rec: &mut CellRecord,
+    c: &Candidate,
+    previous: Option<&Manifest>,
+    opts: &Options,
+    cancel: &Cancel,
+    say: &(dyn Fn(&str) + Sync),
+) {
+    let Some(engine) = engines.engine(rec.engine.as_deref()) else {
+        return;
+    };
+    let docker = &engine.docker;
+    let emulated = engine.emulates(&rec.coordinates.platform);
+    rec.emulated = emulated;
+    if rec.status == Status::Built {
+        record_versions(docker, rec, c, say);
+    } else {
+        rec.versions =
+            versions_from_labels(docker, rec.image_id.as_deref().unwrap_or(&c.candidate));
+    }
+    let accepted = if !opts.verify {
+        true
+    } else if cancel.is_set() {
+        rec.reason =
+            Some("not verified (the run was stopped); public tags left as they were".into());
+        false
+    } else {
+        let v = carried(previous, rec).unwrap_or_else(|| {
+            let image = rec.image_id.clone().unwrap_or_else(|| c.candidate.clone());
+            say(&format!("verifying {} ...", c.cell.local_tag()));
+            crate::verify::verify_image(
+                docker,
+                &image,
+                Some(&rec.coordinates.python),
+                opts.ready_timeout,
+                emulated,
+                cancel,
+            )
+        });
+        let ok = v.ok;
+        rec.verification = Some(v);
+        if !ok {
             rec.reason =
-                Some("not verified (the run was stopped); public tags left as they were".into());
-            false
-        } else {
-            let v = carried(previous, rec).unwrap_or_else(|| {
-                let image = rec.image_id.clone().unwrap_or_else(|| c.candidate.clone());
-                say(&format!("verifying {} ...", c.cell.local_tag()));
-                crate::verify::verify_image(
-                    docker,
-                    &image,
-                    Some(&rec.coordinates.python),
-                    opts.ready_timeout,
-                    emulated,
-                    cancel,
-                )
-            });
-            let ok = v.ok;
-            rec.verification = Some(v);
-            if !ok {
-                rec.reason =
-                    Some("failed verification; public tags left on the previous image".into());
-            }
-            ok
-        };
-        if accepted {
-            promote(docker, rec, c, say);
-        } else if rec.status == Status::Built {
-            rec.candidate = Some(c.candidate.clone());
+                Some("failed verification; public tags left on the previous image".into());
         }
+        ok
+    };
+    if accepted {
+        promote(docker, rec, c, say);
+    } else if rec.status == Status::Built {
+        rec.candidate = Some(c.candidate.clone());
     }
 }
 
@@ -107,7 +137,12 @@ fn carried(previous: Option<&Manifest>, rec: &CellRecord) -> Option<Verification
 
 /// Read the versions from a fresh image and write them into its labels (a metadata
 /// build on top of it, under the same candidate tag).
-fn record_versions(docker: &Docker, rec: &mut CellRecord, c: &Candidate, say: &dyn Fn(&str)) {
+fn record_versions(
+    docker: &Docker,
+    rec: &mut CellRecord,
+    c: &Candidate,
+    say: &(dyn Fn(&str) + Sync),
+) {
     let image = rec.image_id.clone().unwrap_or_else(|| c.candidate.clone());
     let mut versions = BTreeMap::new();
     match docker.read_file(&image, c.cell.platform(), VERSIONS_FILE) {
@@ -173,7 +208,7 @@ pub fn versions_from_labels(docker: &Docker, image: &str) -> BTreeMap<String, St
 }
 
 /// Move the public tags to the cell's image; record the ones that moved (or are new).
-fn promote(docker: &Docker, rec: &mut CellRecord, c: &Candidate, say: &dyn Fn(&str)) {
+fn promote(docker: &Docker, rec: &mut CellRecord, c: &Candidate, say: &(dyn Fn(&str) + Sync)) {
     let Some(image) = rec.image_id.clone() else {
         return;
     };
