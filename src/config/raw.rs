@@ -26,6 +26,7 @@ pub struct RawConfig {
     pub packages: RawPackages,
     pub runtime: RawRuntime,
     pub build: RawBuild,
+    pub cache: RawCache,
     pub engines: Vec<RawEngine>,
     pub max_cells: Option<Sp<u64>>,
     /// Top-level keys present in the file, even when their value was unreadable.
@@ -125,11 +126,21 @@ pub struct RawEngine {
     pub context: Option<Sp<String>>,
     pub jobs: Option<Sp<u64>>,
     pub platforms: Vec<Sp<String>>,
+    pub buildx_builder: Option<Sp<String>>,
 }
 
 #[derive(Debug, Default)]
 pub struct RawBuild {
     pub network: Option<Sp<String>>,
+}
+
+/// `cache:`: where builds take layer cache from, and whether images carry it inline.
+#[derive(Debug, Default)]
+pub struct RawCache {
+    pub at: Option<Pos>,
+    /// `registry` or image references, one or a list.
+    pub from: Vec<Sp<String>>,
+    pub inline: Option<Sp<String>>,
 }
 
 const TOP: &[&str] = &[
@@ -147,6 +158,7 @@ const TOP: &[&str] = &[
     "packages",
     "runtime",
     "build",
+    "cache",
     "engines",
     "limits",
 ];
@@ -188,6 +200,7 @@ pub fn walk(root: &Node, d: &mut Diags) -> RawConfig {
                     cfg.build.network = m.get("network").and_then(|n| w.string(n, "build.network"));
                 }
             }
+            "cache" => cfg.cache = w.cache(v),
             "engines" => cfg.engines = w.list(v, "engines", |w, n, key| w.engine(n, key)),
             "limits" => {
                 if let Some(m) = w.mapping(v, "limits", &["max_cells"]) {
@@ -517,7 +530,14 @@ impl Walker<'_> {
         let m = self.mapping(
             node,
             &key,
-            &["name", "host", "context", "jobs", "platforms"],
+            &[
+                "name",
+                "host",
+                "context",
+                "jobs",
+                "platforms",
+                "buildx_builder",
+            ],
         )?;
         let field = |w: &mut Self, f: &str| m.get(f).and_then(|n| w.string(n, &join(&key, f)));
         let name = field(self, "name");
@@ -530,8 +550,10 @@ impl Walker<'_> {
             .get("platforms")
             .map(|n| self.strings(n, &join(&key, "platforms")))
             .unwrap_or_default();
+        let buildx_builder = field(self, "buildx_builder");
         Some(RawEngine {
             platforms,
+            buildx_builder,
             at: node.at(),
             key,
             name,
@@ -539,6 +561,25 @@ impl Walker<'_> {
             context,
             jobs,
         })
+    }
+
+    fn cache(&mut self, node: &Node) -> RawCache {
+        let mut out = RawCache {
+            at: Some(node.at()),
+            ..RawCache::default()
+        };
+        let Some(m) = self.mapping(node, "cache", &["from", "inline"]) else {
+            return out;
+        };
+        if let Some(f) = m.get("from") {
+            out.from = if f.items().is_some() {
+                self.strings(f, "cache.from")
+            } else {
+                self.string(f, "cache.from").into_iter().collect()
+            };
+        }
+        out.inline = m.get("inline").and_then(|n| self.string(n, "cache.inline"));
+        out
     }
 
     fn installer(&mut self, node: &Node, key: String) -> Option<RawInstaller> {
