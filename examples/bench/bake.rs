@@ -1,0 +1,245 @@
+//! `bench -- bake`: the peer benchmark. The nightly's 4 cells (Miniconda 24.5.0-0 and
+//! 24.4.0-0 stand-ins x package sets default and +pandas, Python 3.11, local Debian
+//! bookworm base), built on one fresh engine each time (`scripts/engine.sh start NAME
+//! --fresh`: an empty data root, only the base loaded, so the same cold cache), all on
+//! that engine's own BuildKit through buildx's `docker` driver:
+//!
+//! - `docker buildx bake` on `matrix render` + `plan --format bake`, against
+//!   `matrix build -j 2 --builder buildx --verify` (which also verifies every image
+//!   and writes the manifest; the verification's share is printed);
+//! - a runner that starts empty rebuilding after a published run, without and with
+//!   the registry cache (`--cache-from registry`, images pushed with inline cache
+//!   metadata), against a warm runner that kept its daemon.
+//!
+//! Self-contained (its own helpers), so that it stays apart from the other benchmarks.
+//! Needs `scripts/setup-test-env.sh` (daemon, base image, buildx plugin, registry).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const ENGINE: &str = "bench-bake";
+const BASE: &str = "image-matrix-test/debian:bookworm";
+const INSTALLERS: [&str; 2] = [
+    "Miniconda3-py311_24.5.0-0-Linux-x86_64.sh",
+    "Miniconda3-py311_24.4.0-0-Linux-x86_64.sh",
+];
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn run(cmd: &mut Command) -> (bool, String) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// A background server started by a script that prints its port and leaves its pid in
+/// a file; killed when dropped.
+struct Server {
+    out: String,
+    pid: String,
+}
+
+impl Server {
+    fn start(script: &str, dir: &Path, args: &[&str], pidfile: &str) -> Server {
+        let (ok, out) = run(Command::new(root().join(script)).arg(dir).args(args));
+        assert!(ok, "{script}: {out}");
+        let pid = std::fs::read_to_string(dir.join(pidfile))
+            .unwrap()
+            .trim()
+            .to_string();
+        Server { out, pid }
+    }
+
+    fn word(&self, n: usize) -> &str {
+        self.out.split_whitespace().nth(n).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(&self.pid).status();
+    }
+}
+
+/// The bench engine, wiped when the benchmark ends however it ends.
+struct Engine;
+
+impl Engine {
+    /// A fresh start: an empty data root with only the base image loaded.
+    fn fresh(&self) -> String {
+        let (ok, out) = run(Command::new(root().join("scripts/engine.sh"))
+            .env("ENGINE_BASES", BASE)
+            .args(["start", ENGINE, "--fresh"]));
+        assert!(ok, "scripts/engine.sh: {out}");
+        out.trim().lines().last().unwrap_or_default().to_string()
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let _ = run(Command::new(root().join("scripts/engine.sh")).args(["stop", ENGINE, "--wipe"]));
+    }
+}
+
+fn matrix_yaml(repo: &str, port: &str, sha: &str) -> String {
+    format!(
+        "version: 1\nimage:\n  repository: {repo}\n  tag: \"conda3-python{{python}}-{{miniconda}}-{{base}}-{{variant}}\"\nbases: [{BASE}]\npython: [\"3.11\"]\ninclude:\n  - {{base: {BASE}, python: \"3.11\", miniconda: \"24.4.0-0\", variant: default}}\n  - {{base: {BASE}, python: \"3.11\", miniconda: \"24.4.0-0\", variant: pandas}}\nvariants:\n  - name: default\n  - name: pandas\n    pip: [pandas]\ninstallers:\n  - {{file: {a}, sha256: \"{sha}\"}}\n  - {{file: {b}, sha256: \"{sha}\"}}\nsources:\n  installer_mirrors: [\"http://127.0.0.1:{port}/\"]\n  ca_bundle: /etc/ssl/certs/ca-certificates.crt\nbuild:\n  network: host\n",
+        a = INSTALLERS[0],
+        b = INSTALLERS[1],
+    )
+}
+
+/// `matrix ARGS` in `dir` against the engine at `host`; its wall time and manifest.
+fn matrix(dir: &Path, host: &str, args: &[&str], out: &str) -> (Duration, serde_json::Value) {
+    let bin = root().join("target/release/matrix");
+    assert!(bin.exists(), "build the release binary first: cargo build --release");
+    let t = Instant::now();
+    let (ok, text) = run(Command::new(bin)
+        .current_dir(dir)
+        .args(args)
+        .args(["--engine", &format!("bench={host}"), "-o", out]));
+    let wall = t.elapsed();
+    assert!(ok, "matrix {args:?} failed: {text}");
+    let m: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join(out).join("manifest.json")).unwrap(),
+    )
+    .unwrap();
+    (wall, m)
+}
+
+fn count(m: &serde_json::Value, status: &str) -> usize {
+    m["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["status"] == status)
+        .count()
+}
+
+/// Seconds the run spent verifying (the sum over its cells; they verify one by one).
+fn verify_seconds(m: &serde_json::Value) -> f64 {
+    m["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["verification"]["seconds"].as_f64())
+        .sum()
+}
+
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// bake on the rendered contexts, then `matrix build -j 2 --verify`, each from a cold
+/// cache on the same engine.
+fn peer(dir: &Path, engine: &Engine) -> (Duration, Duration, Duration, f64) {
+    let bin = root().join("target/release/matrix");
+    let host = engine.fresh();
+    let t = Instant::now();
+    let (ok, out) = run(Command::new(&bin)
+        .current_dir(dir)
+        .env("DOCKER_HOST", &host)
+        .args(["render", "-o", "ctx"]));
+    assert!(ok, "{out}");
+    let plan = Command::new(&bin)
+        .current_dir(dir)
+        .env("DOCKER_HOST", &host)
+        .args(["plan", "--format", "bake", "--contexts", "ctx"])
+        .output()
+        .unwrap();
+    assert!(plan.status.success());
+    std::fs::write(dir.join("bake.json"), &plan.stdout).unwrap();
+    let prepare = t.elapsed();
+    let t = Instant::now();
+    let (ok, out) = run(Command::new("docker").current_dir(dir).env("DOCKER_HOST", &host).args([
+        "buildx",
+        "bake",
+        "-f",
+        "bake.json",
+        "--allow",
+        "network.host",
+        "--progress",
+        "plain",
+    ]));
+    let bake = t.elapsed();
+    assert!(ok, "bake failed: {out}");
+
+    engine.fresh();
+    let (ours, m) = matrix(
+        dir,
+        &host,
+        &["build", "-j", "2", "--builder", "buildx", "--verify", "--force"],
+        "out-peer",
+    );
+    assert_eq!(count(&m, "built"), 4, "{m}");
+    (prepare, bake, ours, verify_seconds(&m))
+}
+
+/// A published run (inline cache), then rebuilds: warm, empty, empty with the cache.
+fn empty_runner(dir: &Path, engine: &Engine) -> [Duration; 4] {
+    let host = engine.fresh();
+    let build = ["build", "-j", "2", "--builder", "buildx", "--force"];
+    let mut publish = build.to_vec();
+    publish.extend(["--cache-to", "inline", "--push"]);
+    let (cold, m) = matrix(dir, &host, &publish, "out-publish");
+    assert_eq!(count(&m, "built"), 4, "{m}");
+    let (warm, m) = matrix(dir, &host, &build, "out-warm");
+    assert_eq!(count(&m, "built"), 4, "{m}");
+    let host = engine.fresh();
+    let (empty, m) = matrix(dir, &host, &build, "out-empty");
+    assert_eq!(count(&m, "built"), 4, "{m}");
+    let host = engine.fresh();
+    let mut cached = build.to_vec();
+    cached.extend(["--cache-from", "registry"]);
+    let (filled, m) = matrix(dir, &host, &cached, "out-cached");
+    assert_eq!(count(&m, "built"), 4, "{m}");
+    [cold, warm, empty, filled]
+}
+
+pub fn run_bench() {
+    let (ok, v) = run(Command::new("docker").args(["buildx", "version"]));
+    assert!(ok, "needs the buildx plugin (scripts/setup-test-env.sh): {v}");
+    let dir = tempfile::tempdir().unwrap();
+    let mirror = Server::start(
+        "scripts/standin-mirror.sh",
+        &dir.path().join("mirror"),
+        &INSTALLERS,
+        "server.pid",
+    );
+    let registry = Server::start(
+        "scripts/local-registry.sh",
+        &dir.path().join("registry"),
+        &[],
+        "registry.pid",
+    );
+    let repo = format!("127.0.0.1:{}/bench-bake/miniconda", registry.word(0));
+    std::fs::write(
+        dir.path().join("matrix.yaml"),
+        matrix_yaml(&repo, mirror.word(0), mirror.word(1)),
+    )
+    .unwrap();
+    let engine = Engine;
+    let load_before = load();
+    let (prepare, bake, ours, verify) = peer(dir.path(), &engine);
+    let [cold, warm, empty, filled] = empty_runner(dir.path(), &engine);
+    let s = |d: Duration| d.as_secs_f64();
+    println!("4 cells (Miniconda 24.5.0-0/24.4.0-0 stand-ins x default/+pandas, Python 3.11, local Debian bookworm base), {} on this {}-core machine, every run on a fresh engine (empty data root, base only) unless said; load average before {load_before}, after {}:", v.trim(), std::thread::available_parallelism().map_or(0, |n| n.get()), load());
+    println!("  docker buildx bake, all 4 targets at once (the engine's own BuildKit, docker driver): {:>6.1} s  (+ {:.1} s for matrix render + plan --format bake)", s(bake), s(prepare));
+    println!("  matrix build -j 2 --builder buildx --verify (same BuildKit):                          {:>6.1} s  ratio {:.2} against bake (goal <= 1.00); of it verification {:.1} s ({:.0}%), so building {:.1} s (ratio {:.2})", s(ours), s(ours) / s(bake), verify, 100.0 * verify / s(ours), s(ours) - verify, (s(ours) - verify) / s(bake));
+    println!("  a published run (cold, --cache-to inline --push):                                  {:>6.1} s", s(cold));
+    println!("  rebuild, warm runner (kept its daemon and build cache), --force:                   {:>6.1} s", s(warm));
+    println!("  rebuild, empty runner, no cache, --force:                                          {:>6.1} s", s(empty));
+    println!("  rebuild, empty runner, --cache-from registry, --force:                             {:>6.1} s  ({:.2} of the uncached empty runner's)", s(filled), s(filled) / s(empty));
+}
