@@ -84,7 +84,8 @@ impl Engine {
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        let _ = run(Command::new(root().join("scripts/engine.sh")).args(["stop", ENGINE, "--wipe"]));
+        let _ =
+            run(Command::new(root().join("scripts/engine.sh")).args(["stop", ENGINE, "--wipe"]));
     }
 }
 
@@ -99,12 +100,17 @@ fn matrix_yaml(repo: &str, port: &str, sha: &str) -> String {
 /// `matrix ARGS` in `dir` against the engine at `host`; its wall time and manifest.
 fn matrix(dir: &Path, host: &str, args: &[&str], out: &str) -> (Duration, serde_json::Value) {
     let bin = root().join("target/release/matrix");
-    assert!(bin.exists(), "build the release binary first: cargo build --release");
+    assert!(
+        bin.exists(),
+        "build the release binary first: cargo build --release"
+    );
     let t = Instant::now();
-    let (ok, text) = run(Command::new(bin)
-        .current_dir(dir)
-        .args(args)
-        .args(["--engine", &format!("bench={host}"), "-o", out]));
+    let (ok, text) = run(Command::new(bin).current_dir(dir).args(args).args([
+        "--engine",
+        &format!("bench={host}"),
+        "-o",
+        out,
+    ]));
     let wall = t.elapsed();
     assert!(ok, "matrix {args:?} failed: {text}");
     let m: serde_json::Value = serde_json::from_str(
@@ -163,16 +169,19 @@ fn peer(dir: &Path, engine: &Engine) -> (Duration, Duration, Duration, f64) {
     std::fs::write(dir.join("bake.json"), &plan.stdout).unwrap();
     let prepare = t.elapsed();
     let t = Instant::now();
-    let (ok, out) = run(Command::new("docker").current_dir(dir).env("DOCKER_HOST", &host).args([
-        "buildx",
-        "bake",
-        "-f",
-        "bake.json",
-        "--allow",
-        "network.host",
-        "--progress",
-        "plain",
-    ]));
+    let (ok, out) = run(Command::new("docker")
+        .current_dir(dir)
+        .env("DOCKER_HOST", &host)
+        .args([
+            "buildx",
+            "bake",
+            "-f",
+            "bake.json",
+            "--allow",
+            "network.host",
+            "--progress",
+            "plain",
+        ]));
     let bake = t.elapsed();
     assert!(ok, "bake failed: {out}");
 
@@ -180,7 +189,15 @@ fn peer(dir: &Path, engine: &Engine) -> (Duration, Duration, Duration, f64) {
     let (ours, m) = matrix(
         dir,
         &host,
-        &["build", "-j", "2", "--builder", "buildx", "--verify", "--force"],
+        &[
+            "build",
+            "-j",
+            "2",
+            "--builder",
+            "buildx",
+            "--verify",
+            "--force",
+        ],
         "out-peer",
     );
     assert_eq!(count(&m, "built"), 4, "{m}");
@@ -210,7 +227,10 @@ fn empty_runner(dir: &Path, engine: &Engine) -> [Duration; 4] {
 
 pub fn run_bench() {
     let (ok, v) = run(Command::new("docker").args(["buildx", "version"]));
-    assert!(ok, "needs the buildx plugin (scripts/setup-test-env.sh): {v}");
+    assert!(
+        ok,
+        "needs the buildx plugin (scripts/setup-test-env.sh): {v}"
+    );
     let dir = tempfile::tempdir().unwrap();
     let mirror = Server::start(
         "scripts/standin-mirror.sh",
