@@ -8,7 +8,7 @@
 # runs beside the others rather than after them (its output is shown at the end).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-fast=(--lib --bins --test cli --test fake_docker --test hostile --test catalogue --test architecture --test report --test multiarch --test buildx)
+fast=(--lib --bins --test cli --test fake_docker --test hostile --test catalogue --test architecture --test report --test multiarch --test events --test docs --test buildx)
 if [ "${1:-}" = --fast ]; then
   exec cargo test --locked "${fast[@]}" -- --test-threads 2
 fi

@@ -78,6 +78,7 @@ fn plan_shows_one_tag_group_of_two_cells_and_bake_one_target_with_both_platforms
         "{table}"
     );
     let json: serde_json::Value = serde_json::from_str(&plan("json")).unwrap();
+    common::schema::check("plan", &json);
     let arm = cell(&json, ARM);
     assert_eq!(arm["tags"][0], TAG, "the group's cells share their tags");
     assert_eq!(arm["group"]["platform_tag"], format!("{TAG}-arm64"));

@@ -13,7 +13,7 @@ use crate::error::{Error, Exit};
 use crate::manifest::{io, DockerInfo, EngineRecord, Manifest, RunOutcome, Status, Verification};
 use crate::plan::Plan;
 use crate::publish;
-use crate::report::terminal::Reporter;
+use crate::report::progress::Progress;
 use crate::run::accept;
 use crate::run::events::{Event, Outcome};
 use crate::run::executor::{DockerExecutor, Job, JobKind};
@@ -82,8 +82,17 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> Result<Exit, Error> {
         crate::docker::kill_all_groups();
         crate::verify::remove_all_containers();
     });
-    let mut reporter = Reporter::new(prepared.jobs.len(), args.quiet);
-    reporter.show_engines(connected.engines.len() > 1);
+    let mut reporter = Progress::new(
+        args.progress(),
+        prepared.jobs.len(),
+        connected.engines.len() > 1,
+    );
+    let all_jobs: Vec<&Job> = prepared
+        .jobs
+        .iter()
+        .chain(prepared.stages.iter().map(|s| &s.job))
+        .collect();
+    reporter.run_started(&recorder.manifest, &out.manifest, &all_jobs);
     let outcomes = schedule(
         args,
         &connected.engines,
@@ -98,12 +107,15 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> Result<Exit, Error> {
         &connected.engines,
         &prepared,
         &mut recorder,
+        &mut reporter,
         previous.as_ref(),
         &cancel,
     )?;
     // A refused push (some cell not built, or its engine gone) fails the run even when
     // every cell built: nothing was published.
-    let published = !args.push || cancel.is_set() || push(args, &connected.engines, &mut recorder);
+    let published = !args.push
+        || cancel.is_set()
+        || push(args, &connected.engines, &mut recorder, &mut reporter);
     remove_leftovers(&connected.engines, &recorder.manifest);
     let keep = args.keep;
     let done = finish(
@@ -291,7 +303,7 @@ fn schedule(
     prepared: &Prepared,
     cancel: &Cancel,
     recorder: &mut Recorder,
-    reporter: &mut Reporter,
+    reporter: &mut Progress,
 ) -> Vec<Outcome> {
     let execs: Vec<DockerExecutor> = engines
         .iter()
@@ -325,13 +337,20 @@ fn schedule(
         &opts,
         cancel,
         &mut |ev: &Event| {
-            reporter.event(ev);
+            let failed = match ev {
+                Event::Finished(o) => reproduce(engines, prepared, o).map(|r| (o, r)),
+                _ => None,
+            };
+            reporter.event(ev, failed.as_ref().map(|(_, (_, repro))| repro.as_str()));
             recorder.apply(ev);
-            if let Event::Finished(o) = ev {
-                if let Some(repro) = report_failure(reporter, engines, prepared, o) {
-                    if let JobKind::Cell(i) = o.job {
-                        recorder.manifest.cells[i].reproduce = Some(repro);
-                    }
+            if let Some((o, (log, repro))) = failed {
+                // a cell failed with its shared stage did not run; the stage's failure
+                // was shown
+                if o.attempts > 0 {
+                    reporter.failure(o, &log, &repro);
+                }
+                if let JobKind::Cell(i) = o.job {
+                    recorder.manifest.cells[i].reproduce = Some(repro);
                 }
             }
         },
@@ -340,14 +359,9 @@ fn schedule(
     outcomes
 }
 
-/// A failed build: its last lines, its log and the command that reproduces it (which
-/// is returned, for the record; a cell whose shared stage failed gets its own).
-fn report_failure(
-    reporter: &mut Reporter,
-    engines: &Engines,
-    prepared: &Prepared,
-    o: &Outcome,
-) -> Option<String> {
+/// A failed build's log and the command that reproduces it (for the reporters and the
+/// record; a cell whose shared stage failed gets its own).
+fn reproduce(engines: &Engines, prepared: &Prepared, o: &Outcome) -> Option<(String, String)> {
     if !matches!(o.status, Status::Failed | Status::TimedOut) {
         return None;
     }
@@ -368,11 +382,7 @@ fn report_failure(
             ..job.request.clone()
         })
     );
-    // a cell failed with its shared stage did not run; the stage's failure was shown
-    if o.attempts > 0 {
-        reporter.failure(o, &job.log_path.display().to_string(), &repro);
-    }
-    Some(repro)
+    Some((job.log_path.display().to_string(), repro))
 }
 
 /// Versions, verification, then the public tags, for every cell that built or was
@@ -382,6 +392,7 @@ fn accept_cells(
     engines: &Engines,
     prepared: &Prepared,
     recorder: &mut Recorder,
+    reporter: &mut Progress,
     previous: Option<&Manifest>,
     cancel: &Cancel,
 ) -> Result<(), Error> {
@@ -419,25 +430,32 @@ fn accept_cells(
     let _ = recorder.touch_and_write();
     if args.verify {
         let started = recorder.manifest.started.clone();
-        let report: Vec<(String, Verification)> = recorder
-            .manifest
-            .cells
-            .iter()
-            .zip(before)
-            .filter_map(|(c, b)| {
-                let v = c.verification.clone()?;
-                let mut tag = c.local_tag()?.to_string();
-                // a result carried over for the same image ID ran in an earlier run
-                if let Some(at) = v.verified_at.as_ref().filter(|at| **at < started) {
-                    tag.push_str(&format!(" (this same image, verified {at})"));
-                }
-                if v.emulated {
-                    tag.push_str(&format!(" (under emulation, {})", c.coordinates.platform));
-                }
-                (b.as_ref() != Some(&v)).then_some((tag, v))
-            })
-            .collect();
-        print("the verification results", &crate::verify::table(&report))?;
+        let mut report: Vec<(String, Verification)> = Vec::new();
+        for (c, b) in recorder.manifest.cells.iter().zip(before) {
+            let (Some(v), Some(tag)) = (&c.verification, c.local_tag()) else {
+                continue;
+            };
+            if b.as_ref() == Some(v) {
+                continue;
+            }
+            reporter.verified(&c.id, tag, v);
+            let mut label = tag.to_string();
+            // a result carried over for the same image ID ran in an earlier run
+            if let Some(at) = v.verified_at.as_ref().filter(|at| **at < started) {
+                label.push_str(&format!(" (this same image, verified {at})"));
+            }
+            if v.emulated {
+                label.push_str(&format!(" (under emulation, {})", c.coordinates.platform));
+            }
+            report.push((label, v.clone()));
+        }
+        let table = crate::verify::table(&report);
+        if reporter.is_json() {
+            // stdout carries only events; the table is for people
+            reporter.line(table.trim_end());
+        } else {
+            print("the verification results", &table)?;
+        }
     }
     Ok(())
 }
@@ -550,7 +568,12 @@ fn resolve_bases(
     Ok(out)
 }
 
-fn push(args: &BuildArgs, engines: &Engines, recorder: &mut Recorder) -> bool {
+fn push(
+    args: &BuildArgs,
+    engines: &Engines,
+    recorder: &mut Recorder,
+    reporter: &mut Progress,
+) -> bool {
     let opts = publish::Options {
         need_verified: args.verify,
         allow_partial: false,
@@ -558,6 +581,11 @@ fn push(args: &BuildArgs, engines: &Engines, recorder: &mut Recorder) -> bool {
     };
     let r = publish::publish(engines, &mut recorder.manifest, &opts, &crate::term::line);
     let _ = recorder.touch_and_write();
+    for c in &recorder.manifest.cells {
+        for p in &c.pushed {
+            reporter.pushed(&c.id, p);
+        }
+    }
     match r {
         Ok(all) => all,
         Err(why) => {
@@ -601,8 +629,9 @@ fn remove_leftovers(engines: &Engines, m: &Manifest) {
 }
 
 /// report.html and report.md beside the manifest (derived from it: a failure to
-/// write them is said, and does not change how the run ended).
-fn write_reports(m: &Manifest, previous: Option<&Manifest>, manifest_path: &Path) {
+/// write them is said, and does not change how the run ended). Returns those written.
+fn write_reports(m: &Manifest, previous: Option<&Manifest>, manifest_path: &Path) -> Vec<PathBuf> {
+    let mut written = Vec::new();
     let dir = manifest_path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -613,17 +642,19 @@ fn write_reports(m: &Manifest, previous: Option<&Manifest>, manifest_path: &Path
     ] {
         let path = dir.join(name);
         let text = super::report::render(format, m, previous, manifest_path);
-        if let Err(e) = io::write_text(&path, &text) {
-            crate::term::line(&format!("warning: cannot write {}: {e}", path.display()));
+        match io::write_text(&path, &text) {
+            Ok(()) => written.push(path),
+            Err(e) => crate::term::line(&format!("warning: cannot write {}: {e}", path.display())),
         }
     }
+    written
 }
 
 /// The run's outcome into the manifest, the last write (a failure to record is an
 /// I/O error that names the stale file), the summary and the exit.
 fn finish(
     mut recorder: Recorder,
-    reporter: &mut Reporter,
+    reporter: &mut Progress,
     cancel: &Cancel,
     manifest_path: &Path,
     previous: Option<&Manifest>,
@@ -642,28 +673,31 @@ fn finish(
     m.tool_cpu_seconds = Some((crate::manifest::own_cpu_seconds() * 1000.0).round() / 1000.0);
     let written = recorder.touch_and_write();
     let m = &recorder.manifest;
-    write_reports(m, previous, manifest_path);
+    let reports = write_reports(m, previous, manifest_path);
     if written.is_ok() {
         if let Err(e) = crate::prune::archive(m, manifest_path) {
             crate::term::line(&format!("warning: cannot keep this run in history/: {e}"));
         }
     }
-    reporter.summary(m, &manifest_path.display().to_string());
-    if let Err(source) = written {
-        return Err(Error::StaleManifest {
+    let result = match (written, cancel.signal()) {
+        (Err(source), _) => Err(Error::StaleManifest {
             path: manifest_path.to_path_buf(),
             source,
-        });
-    }
-    if let Some(s) = cancel.signal() {
-        return Ok(Exit::Stopped(s));
-    }
-    let bad = m.cells.iter().any(|c| {
-        matches!(
-            c.status,
-            Status::Failed | Status::TimedOut | Status::Cancelled | Status::NotStarted
-        ) || c.verification.as_ref().is_some_and(|v| !v.ok)
-            || c.pushed.iter().any(|p| !p.ok)
-    });
-    Ok(Exit::from_ok(!bad && published))
+        }),
+        (Ok(()), Some(s)) => Ok(Exit::Stopped(s)),
+        (Ok(()), None) => {
+            let bad = m.cells.iter().any(|c| {
+                matches!(
+                    c.status,
+                    Status::Failed | Status::TimedOut | Status::Cancelled | Status::NotStarted
+                ) || c.verification.as_ref().is_some_and(|v| !v.ok)
+                    || c.pushed.iter().any(|p| !p.ok)
+            });
+            Ok(Exit::from_ok(!bad && published))
+        }
+    };
+    let code = result.as_ref().map_or_else(Error::exit_code, |e| e.code());
+    let reports: Vec<&Path> = reports.iter().map(PathBuf::as_path).collect();
+    reporter.run_finished(m, manifest_path, &reports, code);
+    result
 }

@@ -9,7 +9,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Target {
     /// A `DOCKER_HOST` value: `unix:///…`, `tcp://…`, `ssh://…`, `npipe://…`, `fd://…`.

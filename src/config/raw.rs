@@ -143,30 +143,75 @@ pub struct RawCache {
     pub inline: Option<Sp<String>>,
 }
 
-const TOP: &[&str] = &[
-    "version",
-    "image",
-    "bases",
-    "python",
-    "miniconda",
-    "platforms",
-    "variants",
-    "include",
-    "exclude",
-    "installers",
-    "sources",
-    "packages",
-    "runtime",
-    "build",
-    "cache",
-    "engines",
-    "limits",
-];
+/// The keys each mapping of matrix.yaml accepts (the JSON Schema's types in
+/// [`crate::config::schema`] are checked against these).
+pub mod keys {
+    pub const TOP: &[&str] = &[
+        "version",
+        "image",
+        "bases",
+        "python",
+        "miniconda",
+        "platforms",
+        "variants",
+        "include",
+        "exclude",
+        "installers",
+        "sources",
+        "packages",
+        "runtime",
+        "build",
+        "cache",
+        "engines",
+        "limits",
+    ];
+    pub const IMAGE: &[&str] = &["repository", "tag", "aliases", "latest"];
+    pub const BASE: &[&str] = &["image", "os"];
+    pub const PYTHON: &[&str] = &["version", "miniconda"];
+    pub const VARIANT: &[&str] = &["name", "pip", "apt", "override"];
+    pub const ENGINE: &[&str] = &[
+        "name",
+        "host",
+        "context",
+        "jobs",
+        "platforms",
+        "buildx_builder",
+    ];
+    pub const INSTALLER: &[&str] = &["file", "sha256"];
+    pub const SOURCES: &[&str] = &[
+        "installer_mirrors",
+        "installer_dir",
+        "pip_index",
+        "conda_channels",
+        "ca_bundle",
+        "cuda_registry",
+        "apt_mirror",
+        "conda_tos",
+    ];
+    pub const PACKAGES: &[&str] = &["apt", "pip"];
+    pub const RUNTIME: &[&str] = &[
+        "root_password",
+        "ssh_port",
+        "jupyter_port",
+        "tensorboard_port",
+        "jupyter_base_url",
+        "tensorboard_prefix",
+        "tensorboard_logdir",
+        "tensorboard_bind",
+        "timezone",
+        "locale",
+    ];
+    pub const FIXED_PASSWORD: &[&str] = &["fixed"];
+    pub const BUILD: &[&str] = &["network"];
+    pub const CACHE: &[&str] = &["from", "inline"];
+    pub const LIMITS: &[&str] = &["max_cells"];
+}
+
 /// Walk a parsed document. Problems go to `d`; the result holds whatever was readable.
 pub fn walk(root: &Node, d: &mut Diags) -> RawConfig {
     let mut w = Walker { d };
     let mut cfg = RawConfig::default();
-    let Some(top) = w.mapping(root, "", TOP) else {
+    let Some(top) = w.mapping(root, "", keys::TOP) else {
         return cfg;
     };
     for (k, v) in top.entries().unwrap_or_default() {
@@ -196,14 +241,14 @@ pub fn walk(root: &Node, d: &mut Diags) -> RawConfig {
             "packages" => cfg.packages = w.packages(v),
             "runtime" => cfg.runtime = w.runtime(v),
             "build" => {
-                if let Some(m) = w.mapping(v, "build", &["network"]) {
+                if let Some(m) = w.mapping(v, "build", keys::BUILD) {
                     cfg.build.network = m.get("network").and_then(|n| w.string(n, "build.network"));
                 }
             }
             "cache" => cfg.cache = w.cache(v),
             "engines" => cfg.engines = w.list(v, "engines", |w, n, key| w.engine(n, key)),
             "limits" => {
-                if let Some(m) = w.mapping(v, "limits", &["max_cells"]) {
+                if let Some(m) = w.mapping(v, "limits", keys::LIMITS) {
                     cfg.max_cells = m
                         .get("max_cells")
                         .and_then(|n| w.uint(n, "limits.max_cells", 1, 1_000_000));
@@ -368,8 +413,7 @@ impl Walker<'_> {
 
     fn image(&mut self, node: &Node) -> RawImage {
         let mut out = RawImage::default();
-        let Some(m) = self.mapping(node, "image", &["repository", "tag", "aliases", "latest"])
-        else {
+        let Some(m) = self.mapping(node, "image", keys::IMAGE) else {
             return out;
         };
         for (k, v) in m.entries().unwrap_or_default() {
@@ -393,7 +437,7 @@ impl Walker<'_> {
                 os: None,
             });
         }
-        let m = self.mapping(node, &key, &["image", "os"])?;
+        let m = self.mapping(node, &key, keys::BASE)?;
         let image = match m.get("image") {
             Some(n) => self.string(n, &join(&key, "image"))?,
             None => {
@@ -418,7 +462,7 @@ impl Walker<'_> {
                 miniconda: None,
             });
         }
-        let m = self.mapping(node, &key, &["version", "miniconda"])?;
+        let m = self.mapping(node, &key, keys::PYTHON)?;
         let version = match m.get("version") {
             Some(n) => self.version(n, &join(&key, "version")),
             None => {
@@ -441,7 +485,7 @@ impl Walker<'_> {
     }
 
     fn variant(&mut self, node: &Node, key: String) -> Option<RawVariant> {
-        let m = self.mapping(node, &key, &["name", "pip", "apt", "override"])?;
+        let m = self.mapping(node, &key, keys::VARIANT)?;
         let name = match m.get("name") {
             Some(n) => self.string(n, &join(&key, "name")),
             None => {
@@ -527,18 +571,7 @@ impl Walker<'_> {
     }
 
     fn engine(&mut self, node: &Node, key: String) -> Option<RawEngine> {
-        let m = self.mapping(
-            node,
-            &key,
-            &[
-                "name",
-                "host",
-                "context",
-                "jobs",
-                "platforms",
-                "buildx_builder",
-            ],
-        )?;
+        let m = self.mapping(node, &key, keys::ENGINE)?;
         let field = |w: &mut Self, f: &str| m.get(f).and_then(|n| w.string(n, &join(&key, f)));
         let name = field(self, "name");
         let host = field(self, "host");
@@ -568,7 +601,7 @@ impl Walker<'_> {
             at: Some(node.at()),
             ..RawCache::default()
         };
-        let Some(m) = self.mapping(node, "cache", &["from", "inline"]) else {
+        let Some(m) = self.mapping(node, "cache", keys::CACHE) else {
             return out;
         };
         if let Some(f) = m.get("from") {
@@ -583,7 +616,7 @@ impl Walker<'_> {
     }
 
     fn installer(&mut self, node: &Node, key: String) -> Option<RawInstaller> {
-        let m = self.mapping(node, &key, &["file", "sha256"])?;
+        let m = self.mapping(node, &key, keys::INSTALLER)?;
         let file = m
             .get("file")
             .and_then(|n| self.string(n, &join(&key, "file")));
@@ -605,17 +638,7 @@ impl Walker<'_> {
 
     fn sources(&mut self, node: &Node) -> RawSources {
         let mut out = RawSources::default();
-        let keys = [
-            "installer_mirrors",
-            "installer_dir",
-            "pip_index",
-            "conda_channels",
-            "ca_bundle",
-            "cuda_registry",
-            "apt_mirror",
-            "conda_tos",
-        ];
-        let Some(m) = self.mapping(node, "sources", &keys) else {
+        let Some(m) = self.mapping(node, "sources", keys::SOURCES) else {
             return out;
         };
         for (k, v) in m.entries().unwrap_or_default() {
@@ -640,7 +663,7 @@ impl Walker<'_> {
 
     fn packages(&mut self, node: &Node) -> RawPackages {
         let mut out = RawPackages::default();
-        let Some(m) = self.mapping(node, "packages", &["apt", "pip"]) else {
+        let Some(m) = self.mapping(node, "packages", keys::PACKAGES) else {
             return out;
         };
         if let Some(n) = m.get("apt") {
@@ -654,19 +677,7 @@ impl Walker<'_> {
 
     fn runtime(&mut self, node: &Node) -> RawRuntime {
         let mut out = RawRuntime::default();
-        let keys = [
-            "root_password",
-            "ssh_port",
-            "jupyter_port",
-            "tensorboard_port",
-            "jupyter_base_url",
-            "tensorboard_prefix",
-            "tensorboard_logdir",
-            "tensorboard_bind",
-            "timezone",
-            "locale",
-        ];
-        let Some(m) = self.mapping(node, "runtime", &keys) else {
+        let Some(m) = self.mapping(node, "runtime", keys::RUNTIME) else {
             return out;
         };
         for (k, v) in m.entries().unwrap_or_default() {
@@ -674,7 +685,7 @@ impl Walker<'_> {
             match k.text.as_str() {
                 "root_password" => {
                     if v.entries().is_some() {
-                        if let Some(pm) = self.mapping(v, &key, &["fixed"]) {
+                        if let Some(pm) = self.mapping(v, &key, keys::FIXED_PASSWORD) {
                             out.root_password = Some(Sp::new("fixed".into(), v.at()));
                             out.fixed_password = pm
                                 .get("fixed")

@@ -13,7 +13,7 @@ use crate::coord::{Coordinate, Subject};
 
 pub const SCHEMA: u32 = 1;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Status {
     Built,
@@ -43,13 +43,13 @@ impl Status {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct Installer {
     pub file: String,
     pub sha256: String,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct CheckResult {
     pub name: String,
     pub ok: bool,
@@ -59,7 +59,7 @@ pub struct CheckResult {
     pub seconds: Option<f64>,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct Verification {
     pub ok: bool,
     pub ready_seconds: Option<f64>,
@@ -76,7 +76,7 @@ pub struct Verification {
     pub verified_at: Option<String>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct Pushed {
     pub tag: String,
     pub digest: Option<String>,
@@ -86,7 +86,7 @@ pub struct Pushed {
 }
 
 /// A build lost because its engine stopped answering; the cell went back to the queue.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct Requeue {
     pub engine: String,
     pub reason: String,
@@ -94,7 +94,7 @@ pub struct Requeue {
     pub seconds: f64,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct CellRecord {
     pub id: String,
     pub tags: Vec<String>,
@@ -157,7 +157,7 @@ pub struct CellRecord {
 
 /// A tag group's image index, as `push` published it: one index per shared tag, all
 /// with the same content, over the members' pushed images.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct IndexRecord {
     pub group: String,
     pub tags: Vec<String>,
@@ -169,7 +169,7 @@ pub struct IndexRecord {
     pub error: Option<String>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct IndexEntry {
     pub platform: String,
     pub cell: String,
@@ -177,7 +177,7 @@ pub struct IndexEntry {
 }
 
 /// How a run ended.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(tag = "result", rename_all = "kebab-case")]
 pub enum RunOutcome {
     /// Every selected cell was attempted.
@@ -190,7 +190,7 @@ pub enum RunOutcome {
     EnginesLost,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct DockerInfo {
     pub client: String,
     pub server: String,
@@ -198,7 +198,7 @@ pub struct DockerInfo {
 }
 
 /// One engine of the run: how to reach it again, and whether it stayed up.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct EngineRecord {
     pub name: String,
     pub target: crate::config::engine::Target,
@@ -214,7 +214,7 @@ pub struct EngineRecord {
     pub buildx_builder: Option<String>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct Manifest {
     pub version: u32,
     pub tool: String,

@@ -164,7 +164,7 @@ impl Subject for Cell {
     }
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct Excluded {
     pub id: String,
     /// All of its coordinates (the fields below are what `plan` prints).

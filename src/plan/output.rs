@@ -13,7 +13,7 @@ use crate::plan::{Cell, Plan};
 pub const PLAN_SCHEMA: u32 = 1;
 
 /// One planned cell, as `--format json` and `cell.json` show it.
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 pub struct CellDoc<'a> {
     pub id: &'a str,
     pub tags: &'a [String],
@@ -32,7 +32,7 @@ pub struct CellDoc<'a> {
     pub group: Option<GroupDoc<'a>>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 pub struct GroupDoc<'a> {
     pub name: &'a str,
     /// The tag its own image is pushed under before the index joins the platforms.
@@ -41,14 +41,15 @@ pub struct GroupDoc<'a> {
     pub members: Vec<(&'a str, &'a str)>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 pub struct InstallerDoc<'a> {
     pub file: &'a str,
     pub sha256: &'a str,
     pub urls: &'a [String],
 }
 
-#[derive(Serialize)]
+/// `matrix plan --format json`: every planned cell, and those excluded.
+#[derive(Serialize, schemars::JsonSchema)]
 pub struct PlanDoc<'a> {
     pub version: u32,
     pub matrix: String,
@@ -364,7 +365,12 @@ pub fn table(plan: &Plan, cells: &[&Cell]) -> String {
                     crate::config::engine::Target::Context(c) => format!("context {c}"),
                     t => t.to_string(),
                 };
-                format!("{} ({target}, {jobs})", e.name)
+                let platforms = if e.platforms.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {}", e.platforms.join(" "))
+                };
+                format!("{} ({target}, {jobs}{platforms})", e.name)
             })
             .collect();
         let _ = writeln!(out, "engines: {}", engines.join(", "));

@@ -12,7 +12,8 @@
 //!   stage that fails on its own fails its member cells without running them.
 //! - An engine that stops answering is marked down for the rest of the run; a cell lost
 //!   with it goes back to the queue (its attempt counts, and the loss is recorded).
-//! - Every cell ends with exactly one outcome; `Finished` is emitted once per cell.
+//! - Every cell ends with exactly one outcome; `Finished` is emitted once per cell,
+//!   and once per shared stage and engine that ran it (unless its engine was lost).
 //!
 //! Cost: pending cells sit in lanes (one per affinity and set of shared stages, in
 //! plan order), so picking the next task looks at lanes, not at every cell.
@@ -575,6 +576,8 @@ impl<'a> Shared<'a> {
             st.stages.remove(&(w, e));
         } else if o.status.succeeded() {
             st.stages.insert((w, e), StageState::Done);
+            // listeners close the stage's line (and the event stream its job)
+            let _ = tx.send(Event::Finished(o));
         } else if o.status == Status::Cancelled {
             st.stages.remove(&(w, e));
             let _ = tx.send(Event::Finished(o));

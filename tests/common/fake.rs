@@ -83,7 +83,9 @@ impl Env {
     }
     pub fn manifest(&self) -> serde_json::Value {
         let text = std::fs::read_to_string(self.path("out/manifest.json")).unwrap();
-        serde_json::from_str(&text).expect("the manifest parses")
+        let m = serde_json::from_str(&text).expect("the manifest parses");
+        super::schema::check("manifest", &m);
+        m
     }
     pub fn status(&self, id: &str) -> String {
         let m = self.manifest();
