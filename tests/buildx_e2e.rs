@@ -158,15 +158,31 @@ fn buildx_builds_bake_is_recognised_and_ctrl_c_leaves_nothing_running() {
         .current_dir(dir.path())
         .env("NO_COLOR", "1")
         .env("IMAGE_MATRIX_DATA", "/nonexistent/image-matrix-data")
-        .args(["-f", "hang.yaml", "build", "--builder", "buildx", "-o"])
+        // --force: the mirror is transport only (not in the input hash), so without it
+        // bake's image above would be taken as up to date
+        .args([
+            "-f",
+            "hang.yaml",
+            "build",
+            "--builder",
+            "buildx",
+            "--force",
+            "-o",
+        ])
         .arg(&out_dir)
         .args(["--kill-grace", "5s"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut child = child;
+    let deadline = Instant::now() + Duration::from_secs(600);
     while hang.connections() == 0 {
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut err = String::new();
+            let _ = child.stderr.take().map(|mut e| e.read_to_string(&mut err));
+            panic!("the build ended ({status}) before it reached the installer download:\n{err}");
+        }
         assert!(
             Instant::now() < deadline,
             "the build never reached the installer download"

@@ -18,7 +18,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-const ENGINE: &str = "bench-bake";
+/// The bench engine's name (`BAKE_ENGINE` overrides it, for a machine shared with
+/// other benchmarks).
+fn engine_name() -> String {
+    std::env::var("BAKE_ENGINE").unwrap_or_else(|_| "bench-bake".into())
+}
 const BASE: &str = "image-matrix-test/debian:bookworm";
 const INSTALLERS: [&str; 2] = [
     "Miniconda3-py311_24.5.0-0-Linux-x86_64.sh",
@@ -76,7 +80,7 @@ impl Engine {
     fn fresh(&self) -> String {
         let (ok, out) = run(Command::new(root().join("scripts/engine.sh"))
             .env("ENGINE_BASES", BASE)
-            .args(["start", ENGINE, "--fresh"]));
+            .args(["start", &engine_name(), "--fresh"]));
         assert!(ok, "scripts/engine.sh: {out}");
         out.trim().lines().last().unwrap_or_default().to_string()
     }
@@ -84,8 +88,11 @@ impl Engine {
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        let _ =
-            run(Command::new(root().join("scripts/engine.sh")).args(["stop", ENGINE, "--wipe"]));
+        let _ = run(Command::new(root().join("scripts/engine.sh")).args([
+            "stop",
+            &engine_name(),
+            "--wipe",
+        ]));
     }
 }
 
@@ -148,9 +155,15 @@ fn load() -> String {
         .join(" ")
 }
 
-/// bake on the rendered contexts, then `matrix build -j 2 --verify`, each from a cold
-/// cache on the same engine.
-fn peer(dir: &Path, engine: &Engine) -> (Duration, Duration, Duration, f64) {
+/// A measured run: its wall time and the verification summed over its cells.
+struct Run {
+    wall: Duration,
+    verify: f64,
+}
+
+/// `docker buildx bake` on `matrix render` + `plan --format bake`, from a cold cache
+/// (a fresh engine); the time to render and plan is returned apart.
+fn bake(dir: &Path, engine: &Engine) -> (Duration, Duration) {
     let bin = root().join("target/release/matrix");
     let host = engine.fresh();
     let t = Instant::now();
@@ -182,47 +195,65 @@ fn peer(dir: &Path, engine: &Engine) -> (Duration, Duration, Duration, f64) {
             "--progress",
             "plain",
         ]));
-    let bake = t.elapsed();
+    let wall = t.elapsed();
     assert!(ok, "bake failed: {out}");
-
-    engine.fresh();
-    let (ours, m) = matrix(
-        dir,
-        &host,
-        &[
-            "build",
-            "-j",
-            "2",
-            "--builder",
-            "buildx",
-            "--verify",
-            "--force",
-        ],
-        "out-peer",
-    );
-    assert_eq!(count(&m, "built"), 4, "{m}");
-    (prepare, bake, ours, verify_seconds(&m))
+    (prepare, wall)
 }
 
-/// A published run (inline cache), then rebuilds: warm, empty, empty with the cache.
-fn empty_runner(dir: &Path, engine: &Engine) -> [Duration; 4] {
+/// `matrix build -j 2 --builder buildx --verify --force EXTRA` on `host`.
+fn ours(dir: &Path, host: &str, extra: &[&str], out: &str) -> Run {
+    let mut args = vec![
+        "build",
+        "-j",
+        "2",
+        "--builder",
+        "buildx",
+        "--verify",
+        "--force",
+    ];
+    args.extend(extra);
+    let (wall, m) = matrix(dir, host, &args, out);
+    assert_eq!(count(&m, "built"), 4, "{m}");
+    Run {
+        wall,
+        verify: verify_seconds(&m),
+    }
+}
+
+/// The runs, in order: bake (cold), ours (cold: also the empty runner without a
+/// cache), ours again on that warm engine publishing with inline cache metadata, and
+/// ours on an empty engine taking the published images as cache.
+fn measure(dir: &Path, engine: &Engine) -> (Duration, Duration, [Run; 3], [String; 3]) {
+    let mut loads = [load(), String::new(), String::new()];
+    let (prepare, peer) = bake(dir, engine);
     let host = engine.fresh();
-    let build = ["build", "-j", "2", "--builder", "buildx", "--force"];
-    let mut publish = build.to_vec();
-    publish.extend(["--cache-to", "inline", "--push"]);
-    let (cold, m) = matrix(dir, &host, &publish, "out-publish");
-    assert_eq!(count(&m, "built"), 4, "{m}");
-    let (warm, m) = matrix(dir, &host, &build, "out-warm");
-    assert_eq!(count(&m, "built"), 4, "{m}");
+    let cold = ours(dir, &host, &[], "out-cold");
+    loads[1] = load();
+    let warm = ours(
+        dir,
+        &host,
+        &["--cache-to", "inline", "--push"],
+        "out-publish",
+    );
     let host = engine.fresh();
-    let (empty, m) = matrix(dir, &host, &build, "out-empty");
-    assert_eq!(count(&m, "built"), 4, "{m}");
-    let host = engine.fresh();
-    let mut cached = build.to_vec();
-    cached.extend(["--cache-from", "registry"]);
-    let (filled, m) = matrix(dir, &host, &cached, "out-cached");
-    assert_eq!(count(&m, "built"), 4, "{m}");
-    [cold, warm, empty, filled]
+    loads[2] = load();
+    let cached = ours(dir, &host, &["--cache-from", "registry"], "out-cached");
+    (prepare, peer, [cold, warm, cached], loads)
+}
+
+fn versions() -> String {
+    let (_, v) = run(Command::new("docker").args([
+        "version",
+        "--format",
+        "client {{.Client.Version}}, daemon {{.Server.Version}}",
+    ]));
+    let (_, b) = run(Command::new("docker").args(["buildx", "version"]));
+    format!("docker {}; buildx {}", v.trim(), b.trim())
+}
+
+fn date() -> String {
+    let (_, d) = run(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]));
+    d.trim().to_string()
 }
 
 pub fn run_bench() {
@@ -251,15 +282,25 @@ pub fn run_bench() {
     )
     .unwrap();
     let engine = Engine;
-    let load_before = load();
-    let (prepare, bake, ours, verify) = peer(dir.path(), &engine);
-    let [cold, warm, empty, filled] = empty_runner(dir.path(), &engine);
+    let started = date();
+    let (prepare, peer, [cold, warm, cached], loads) = measure(dir.path(), &engine);
     let s = |d: Duration| d.as_secs_f64();
-    println!("4 cells (Miniconda 24.5.0-0/24.4.0-0 stand-ins x default/+pandas, Python 3.11, local Debian bookworm base), {} on this {}-core machine, every run on a fresh engine (empty data root, base only) unless said; load average before {load_before}, after {}:", v.trim(), std::thread::available_parallelism().map_or(0, |n| n.get()), load());
-    println!("  docker buildx bake, all 4 targets at once (the engine's own BuildKit, docker driver): {:>6.1} s  (+ {:.1} s for matrix render + plan --format bake)", s(bake), s(prepare));
-    println!("  matrix build -j 2 --builder buildx --verify (same BuildKit):                          {:>6.1} s  ratio {:.2} against bake (goal <= 1.00); of it verification {:.1} s ({:.0}%), so building {:.1} s (ratio {:.2})", s(ours), s(ours) / s(bake), verify, 100.0 * verify / s(ours), s(ours) - verify, (s(ours) - verify) / s(bake));
-    println!("  a published run (cold, --cache-to inline --push):                                  {:>6.1} s", s(cold));
-    println!("  rebuild, warm runner (kept its daemon and build cache), --force:                   {:>6.1} s", s(warm));
-    println!("  rebuild, empty runner, no cache, --force:                                          {:>6.1} s", s(empty));
-    println!("  rebuild, empty runner, --cache-from registry, --force:                             {:>6.1} s  ({:.2} of the uncached empty runner's)", s(filled), s(filled) / s(empty));
+    println!(
+        "{started}; {}; {} cores shared with other work",
+        versions(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!("4 cells (Miniconda 24.5.0-0/24.4.0-0 stand-ins x default/+pandas, Python 3.11, local Debian bookworm base), all on one engine's own BuildKit (buildx's docker driver); a fresh engine (empty data root, base only) is the cold cache and the empty runner");
+    println!(
+        "peer, cold cache each (load average 1/5/15 min before: {}):",
+        loads[0]
+    );
+    println!("  docker buildx bake -f, all 4 targets at once:             {:>6.1} s  (+ {:.1} s for matrix render + plan --format bake)", s(peer), s(prepare));
+    println!("  matrix build -j 2 --builder buildx --verify:              {:>6.1} s  ratio {:.2} against bake (goal <= 1.00)", s(cold.wall), s(cold.wall) / s(peer));
+    println!("    verification summed over the cells {:.1} s = {:.0}% of our wall (an upper bound: a cell verifies while the next builds); without it {:.1} s, ratio {:.2}", cold.verify, 100.0 * cold.verify / s(cold.wall), s(cold.wall) - cold.verify, (s(cold.wall) - cold.verify) / s(peer));
+    println!("registry cache, every run matrix build -j 2 --builder buildx --verify --force:");
+    println!("  empty runner, no cache (the cold run above):              {:>6.1} s  (verification {:.1} s)", s(cold.wall), cold.verify);
+    println!("  warm runner (kept daemon and build cache), publishing with --cache-to inline --push (load before {}): {:>6.1} s  (verification {:.1} s)", loads[1], s(warm.wall), warm.verify);
+    println!("  empty runner, --cache-from registry (load before {}): {:>6.1} s  (verification {:.1} s), {:.2} of the uncached empty runner's", loads[2], s(cached.wall), cached.verify, s(cached.wall) / s(cold.wall));
+    println!("load average at the end: {}", load());
 }
