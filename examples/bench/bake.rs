@@ -33,6 +33,12 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The `matrix` binary measured: `MATRIX_BIN`, else the release build.
+fn matrix_bin() -> PathBuf {
+    std::env::var_os("MATRIX_BIN")
+        .map_or_else(|| root().join("target/release/matrix"), PathBuf::from)
+}
+
 fn run(cmd: &mut Command) -> (bool, String) {
     let out = cmd
         .output()
@@ -106,10 +112,10 @@ fn matrix_yaml(repo: &str, port: &str, sha: &str) -> String {
 
 /// `matrix ARGS` in `dir` against the engine at `host`; its wall time and manifest.
 fn matrix(dir: &Path, host: &str, args: &[&str], out: &str) -> (Duration, serde_json::Value) {
-    let bin = root().join("target/release/matrix");
+    let bin = matrix_bin();
     assert!(
         bin.exists(),
-        "build the release binary first: cargo build --release"
+        "build the release binary first (cargo build --release), or name one in MATRIX_BIN"
     );
     let t = Instant::now();
     let (ok, text) = run(Command::new(bin).current_dir(dir).args(args).args([
@@ -164,7 +170,7 @@ struct Run {
 /// `docker buildx bake` on `matrix render` + `plan --format bake`, from a cold cache
 /// (a fresh engine); the time to render and plan is returned apart.
 fn bake(dir: &Path, engine: &Engine) -> (Duration, Duration) {
-    let bin = root().join("target/release/matrix");
+    let bin = matrix_bin();
     let host = engine.fresh();
     let t = Instant::now();
     let (ok, out) = run(Command::new(&bin)
