@@ -226,27 +226,6 @@ fn ours(dir: &Path, host: &str, extra: &[&str], out: &str) -> Run {
     }
 }
 
-/// The runs, in order: bake (cold), ours (cold: also the empty runner without a
-/// cache), ours again on that warm engine publishing with inline cache metadata, and
-/// ours on an empty engine taking the published images as cache.
-fn measure(dir: &Path, engine: &Engine) -> (Duration, Duration, [Run; 3], [String; 3]) {
-    let mut loads = [load(), String::new(), String::new()];
-    let (prepare, peer) = bake(dir, engine);
-    let host = engine.fresh();
-    let cold = ours(dir, &host, &[], "out-cold");
-    loads[1] = load();
-    let warm = ours(
-        dir,
-        &host,
-        &["--cache-to", "inline", "--push"],
-        "out-publish",
-    );
-    let host = engine.fresh();
-    loads[2] = load();
-    let cached = ours(dir, &host, &["--cache-from", "registry"], "out-cached");
-    (prepare, peer, [cold, warm, cached], loads)
-}
-
 fn versions() -> String {
     let (_, v) = run(Command::new("docker").args([
         "version",
@@ -288,25 +267,42 @@ pub fn run_bench() {
     )
     .unwrap();
     let engine = Engine;
-    let started = date();
-    let (prepare, peer, [cold, warm, cached], loads) = measure(dir.path(), &engine);
     let s = |d: Duration| d.as_secs_f64();
+    // each figure is printed as soon as it is measured: a run cut short still leaves
+    // the ones before it
     println!(
-        "{started}; {}; {} cores shared with other work",
+        "{}; {}; {}; {} cores shared with other work",
+        date(),
         versions(),
+        matrix_bin().display(),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!("4 cells (Miniconda 24.5.0-0/24.4.0-0 stand-ins x default/+pandas, Python 3.11, local Debian bookworm base), all on one engine's own BuildKit (buildx's docker driver); a fresh engine (empty data root, base only) is the cold cache and the empty runner");
     println!(
         "peer, cold cache each (load average 1/5/15 min before: {}):",
-        loads[0]
+        load()
     );
-    println!("  docker buildx bake -f, all 4 targets at once:             {:>6.1} s  (+ {:.1} s for matrix render + plan --format bake)", s(peer), s(prepare));
-    println!("  matrix build -j 2 --builder buildx --verify:              {:>6.1} s  ratio {:.2} against bake (goal <= 1.00)", s(cold.wall), s(cold.wall) / s(peer));
+    let (prepare, peer) = bake(dir.path(), &engine);
+    println!("  docker buildx bake -f, all 4 targets at once:             {:>6.1} s  (+ {:.1} s for matrix render + plan --format bake; load after {})", s(peer), s(prepare), load());
+    let host = engine.fresh();
+    let cold = ours(dir.path(), &host, &[], "out-cold");
+    println!("  matrix build -j 2 --builder buildx --verify:              {:>6.1} s  ratio {:.2} against bake (goal <= 1.00); load after {}", s(cold.wall), s(cold.wall) / s(peer), load());
     println!("    verification summed over the cells {:.1} s = {:.0}% of our wall (an upper bound: a cell verifies while the next builds); without it {:.1} s, ratio {:.2}", cold.verify, 100.0 * cold.verify / s(cold.wall), s(cold.wall) - cold.verify, (s(cold.wall) - cold.verify) / s(peer));
     println!("registry cache, every run matrix build -j 2 --builder buildx --verify --force:");
     println!("  empty runner, no cache (the cold run above):              {:>6.1} s  (verification {:.1} s)", s(cold.wall), cold.verify);
-    println!("  warm runner (kept daemon and build cache), publishing with --cache-to inline --push (load before {}): {:>6.1} s  (verification {:.1} s)", loads[1], s(warm.wall), warm.verify);
-    println!("  empty runner, --cache-from registry (load before {}): {:>6.1} s  (verification {:.1} s), {:.2} of the uncached empty runner's", loads[2], s(cached.wall), cached.verify, s(cached.wall) / s(cold.wall));
-    println!("load average at the end: {}", load());
+    let warm = ours(
+        dir.path(),
+        &host,
+        &["--cache-to", "inline", "--push"],
+        "out-publish",
+    );
+    println!("  warm runner (kept daemon and build cache), publishing with --cache-to inline --push: {:>6.1} s  (verification {:.1} s; load after {})", s(warm.wall), warm.verify, load());
+    let host = engine.fresh();
+    let cached = ours(
+        dir.path(),
+        &host,
+        &["--cache-from", "registry"],
+        "out-cached",
+    );
+    println!("  empty runner, --cache-from registry:                      {:>6.1} s  (verification {:.1} s), {:.2} of the uncached empty runner's; load after {}", s(cached.wall), cached.verify, s(cached.wall) / s(cold.wall), load());
 }
