@@ -11,9 +11,15 @@
 //!   (`scripts/engine.sh start NAME --fresh`); wall times, ratios and which engine
 //!   built what.
 //!
+//! - `bake`: the peer, `docker buildx bake`, against `matrix build -j 2`; and a runner
+//!   that starts empty with and without the registry cache (examples/bench/bake.rs).
+//!
 //! `nightly`, `ready` and `engines` need `scripts/setup-test-env.sh` first. `nightly`
 //! deletes every image except the local base images, to start from a cold cache;
 //! `engines` leaves the main daemon alone and wipes its own engines when done.
+
+#[path = "bench/bake.rs"]
+mod bake;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -633,8 +639,9 @@ fn main() {
         Some("nightly") => bench_nightly(),
         Some("ready") => bench_ready(),
         Some("engines") => bench_engines(),
+        Some("bake") => bake::run_bench(),
         _ => {
-            eprintln!("usage: cargo run --release --example bench -- plan|formats|scale|nightly|ready|engines");
+            eprintln!("usage: cargo run --release --example bench -- plan|formats|scale|nightly|ready|engines|bake");
             std::process::exit(2);
         }
     }

@@ -6,7 +6,7 @@
 #   scripts/test.sh --fast   only the tests that need no Docker (about a minute)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-fast=(--lib --bins --test cli --test fake_docker --test hostile --test catalogue --test architecture --test report --test multiarch --test events --test docs)
+fast=(--lib --bins --test cli --test fake_docker --test hostile --test catalogue --test architecture --test report --test multiarch --test events --test docs --test buildx)
 if [ "${1:-}" = --fast ]; then
   exec cargo test --locked "${fast[@]}" -- --test-threads 2
 fi

@@ -21,6 +21,22 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Every `"KEY":"VALUE"` of a JSON text with VALUE replaced by `[KEY]`.
+fn mask_json_value(text: &str, key: &str) -> String {
+    let open = format!("\"{key}\":\"");
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find(&open) {
+        out.push_str(&rest[..i + open.len()]);
+        rest = &rest[i + open.len()..];
+        let end = rest.find('"').unwrap_or(rest.len());
+        out.push_str(&format!("[{key}]"));
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 fn stdout_of(args: &[&str], dir: &Path) -> String {
     let out = matrix().current_dir(dir).args(args).output().expect("run");
     assert!(
@@ -55,21 +71,31 @@ fn shipped_matrix_plans_in_every_format() {
         "plan_json",
         stdout_of(&["plan", "--date", "20260101", "--format", "json"], &r)
     );
-    insta::assert_snapshot!(
-        "plan_bake",
-        stdout_of(
-            &[
-                "plan",
-                "--date",
-                "20260101",
-                "--format",
-                "bake",
-                "--filter",
-                "python=3.10"
-            ],
-            &r
-        )
-    );
+    // no engine: bake labels that need the bases' digests are left out, and the ones
+    // that move with the clock and the checkout are masked
+    let bake = matrix()
+        .current_dir(&r)
+        .env("DOCKER", "/nonexistent/docker")
+        .args([
+            "plan",
+            "--date",
+            "20260101",
+            "--format",
+            "bake",
+            "--filter",
+            "python=3.10",
+        ])
+        .output()
+        .expect("run");
+    assert!(bake.status.success());
+    let mut bake = String::from_utf8(bake.stdout).expect("utf-8");
+    for label in [
+        "org.opencontainers.image.created",
+        "org.opencontainers.image.revision",
+    ] {
+        bake = mask_json_value(&bake, label);
+    }
+    insta::assert_snapshot!("plan_bake", bake);
     insta::assert_snapshot!(
         "plan_gha",
         stdout_of(

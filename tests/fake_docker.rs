@@ -185,7 +185,7 @@ fn resume_reruns_only_what_did_not_succeed() {
     // image builds (not the metadata builds that label versions, which read stdin)
     let builds: Vec<&str> = calls
         .lines()
-        .filter(|l| l.starts_with("build") && !l.ends_with(" -"))
+        .filter(|l| l.starts_with("build ") && !l.ends_with(" -"))
         .collect();
     assert_eq!(builds.len(), 1, "{calls}");
     assert!(builds[0].ends_with(B));

@@ -26,6 +26,7 @@ pub struct RawConfig {
     pub packages: RawPackages,
     pub runtime: RawRuntime,
     pub build: RawBuild,
+    pub cache: RawCache,
     pub engines: Vec<RawEngine>,
     pub max_cells: Option<Sp<u64>>,
     /// The framework axes: PyTorch and TensorFlow releases, each built on every
@@ -141,11 +142,21 @@ pub struct RawEngine {
     pub context: Option<Sp<String>>,
     pub jobs: Option<Sp<u64>>,
     pub platforms: Vec<Sp<String>>,
+    pub buildx_builder: Option<Sp<String>>,
 }
 
 #[derive(Debug, Default)]
 pub struct RawBuild {
     pub network: Option<Sp<String>>,
+}
+
+/// `cache:`: where builds take layer cache from, and whether images carry it inline.
+#[derive(Debug, Default)]
+pub struct RawCache {
+    pub at: Option<Pos>,
+    /// `registry` or image references, one or a list.
+    pub from: Vec<Sp<String>>,
+    pub inline: Option<Sp<String>>,
 }
 
 /// The keys each mapping of matrix.yaml accepts (the JSON Schema's types in
@@ -166,6 +177,7 @@ pub mod keys {
         "packages",
         "runtime",
         "build",
+        "cache",
         "engines",
         "limits",
         "pytorch",
@@ -182,7 +194,14 @@ pub mod keys {
     pub const BASE: &[&str] = &["image", "os"];
     pub const PYTHON: &[&str] = &["version", "miniconda"];
     pub const VARIANT: &[&str] = &["name", "pip", "apt", "override"];
-    pub const ENGINE: &[&str] = &["name", "host", "context", "jobs", "platforms"];
+    pub const ENGINE: &[&str] = &[
+        "name",
+        "host",
+        "context",
+        "jobs",
+        "platforms",
+        "buildx_builder",
+    ];
     pub const INSTALLER: &[&str] = &["file", "sha256"];
     pub const SOURCES: &[&str] = &[
         "installer_mirrors",
@@ -210,6 +229,7 @@ pub mod keys {
     ];
     pub const FIXED_PASSWORD: &[&str] = &["fixed"];
     pub const BUILD: &[&str] = &["network"];
+    pub const CACHE: &[&str] = &["from", "inline"];
     pub const LIMITS: &[&str] = &["max_cells"];
 }
 
@@ -251,6 +271,7 @@ pub fn walk(root: &Node, d: &mut Diags) -> RawConfig {
                     cfg.build.network = m.get("network").and_then(|n| w.string(n, "build.network"));
                 }
             }
+            "cache" => cfg.cache = w.cache(v),
             "engines" => cfg.engines = w.list(v, "engines", |w, n, key| w.engine(n, key)),
             "pytorch" => cfg.pytorch = w.list(v, "pytorch", |w, n, key| w.version(n, &key)),
             "tensorflow" => {
@@ -594,8 +615,10 @@ impl Walker<'_> {
             .get("platforms")
             .map(|n| self.strings(n, &join(&key, "platforms")))
             .unwrap_or_default();
+        let buildx_builder = field(self, "buildx_builder");
         Some(RawEngine {
             platforms,
+            buildx_builder,
             at: node.at(),
             key,
             name,
@@ -603,6 +626,25 @@ impl Walker<'_> {
             context,
             jobs,
         })
+    }
+
+    fn cache(&mut self, node: &Node) -> RawCache {
+        let mut out = RawCache {
+            at: Some(node.at()),
+            ..RawCache::default()
+        };
+        let Some(m) = self.mapping(node, "cache", keys::CACHE) else {
+            return out;
+        };
+        if let Some(f) = m.get("from") {
+            out.from = if f.items().is_some() {
+                self.strings(f, "cache.from")
+            } else {
+                self.string(f, "cache.from").into_iter().collect()
+            };
+        }
+        out.inline = m.get("inline").and_then(|n| self.string(n, "cache.inline"));
+        out
     }
 
     fn installer(&mut self, node: &Node, key: String) -> Option<RawInstaller> {

@@ -38,6 +38,8 @@ pub struct Matrix {
     packages: Option<Packages>,
     runtime: Option<Runtime>,
     build: Option<Build>,
+    /// A registry cache for builders that start empty (needs BuildKit).
+    cache: Option<Cache>,
     /// Where to build; `--engine` replaces the list.
     engines: Option<Vec<Engine>>,
     limits: Option<Limits>,
@@ -296,6 +298,27 @@ pub struct Engine {
     /// What it builds, natively or emulated; by default its own platform and, on this
     /// host, those binfmt emulates.
     platforms: Option<Vec<Platform>>,
+    /// An existing buildx builder to build on with `--builder buildx` (a multi-node or
+    /// Kubernetes builder); by default the engine's own BuildKit.
+    buildx_builder: Option<String>,
+}
+
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct Cache {
+    /// Cache sources: `registry` (each cell's published tag) or image references
+    /// (`{tag}` is the cell's tag); one or a list.
+    from: Option<OneOrMany>,
+    /// Write BuildKit's inline cache metadata into every image (default `true` once
+    /// `cache:` is given).
+    inline: Option<bool>,
+}
+
+#[derive(JsonSchema)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(JsonSchema)]

@@ -148,9 +148,65 @@ pub struct Settings {
     pub pip: Vec<String>,
     pub runtime: Runtime,
     pub network: Option<String>,
+    /// The registry cache (`cache:`); transport only, so not part of any cell's inputs.
+    #[serde(skip)]
+    pub cache: Cache,
     /// Where to build (`engines:`); host-specific, so not part of any cell's inputs.
     #[serde(skip)]
     pub engines: Vec<crate::config::engine::EngineSpec>,
+}
+
+/// Where builds take layer cache from (`cache.from`, `--cache-from`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CacheFrom {
+    /// Each cell's own image as `push` publishes it: its tag in the matrix's
+    /// repository (a tag group member's platform tag).
+    Registry,
+    /// An image reference; `{tag}` in it stands for the cell's tag.
+    Ref(String),
+}
+
+impl CacheFrom {
+    /// The reference a cell takes cache from; `published` is the cell's own tag in its
+    /// repository (`REPO:TAG`).
+    pub fn resolve(&self, published: &str) -> String {
+        match self {
+            CacheFrom::Registry => published.to_string(),
+            CacheFrom::Ref(r) => {
+                let tag = crate::reference::split(published).1.unwrap_or("latest");
+                r.replace("{tag}", tag)
+            }
+        }
+    }
+}
+
+impl std::str::FromStr for CacheFrom {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "registry" {
+            return Ok(CacheFrom::Registry);
+        }
+        crate::reference::check_reference(&s.replace("{tag}", "tag"))
+            .map(|()| CacheFrom::Ref(s.to_string()))
+            .map_err(|e| {
+                format!("`{s}` is not a cache source ({e}; expected `registry` — each cell's published image — or an image reference such as registry.example.com/ml/cache:{{tag}})")
+            })
+    }
+}
+
+/// The registry cache of every build: sources to take layers from, and inline cache
+/// metadata in what is built (so that the pushed images are the next run's cache).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Cache {
+    pub from: Vec<CacheFrom>,
+    pub inline: bool,
+}
+
+impl Cache {
+    pub fn is_set(&self) -> bool {
+        self.inline || !self.from.is_empty()
+    }
 }
 
 /// Characters that never appear in any accepted value: they would split words or
@@ -367,8 +423,38 @@ pub fn read(raw: &RawConfig, dir: &Path, d: &mut Diags) -> Settings {
         pip,
         runtime: read_runtime(raw, d),
         network,
+        cache: read_cache(raw, d),
         engines: read_engines(raw, d),
     }
+}
+
+/// `cache:`: `from` (`registry` or references) and `inline` (default: true once
+/// `cache:` is given, so that the images pushed are the next run's cache).
+fn read_cache(raw: &RawConfig, d: &mut Diags) -> Cache {
+    let c = &raw.cache;
+    let mut out = Cache {
+        from: Vec::new(),
+        inline: c.at.is_some(),
+    };
+    for f in &c.from {
+        match f.value.parse::<CacheFrom>() {
+            Ok(v) if !out.from.contains(&v) => out.from.push(v),
+            Ok(_) => {}
+            Err(m) => d.error(Some(f.at), "cache.from", m),
+        }
+    }
+    if let Some(i) = &c.inline {
+        match i.value.as_str() {
+            "true" => out.inline = true,
+            "false" => out.inline = false,
+            v => d.error(
+                Some(i.at),
+                "cache.inline",
+                format!("`{v}` is not a yes/no value (expected true or false)"),
+            ),
+        }
+    }
+    out
 }
 
 /// Report a failed check at the value's place; whether it passed.
@@ -605,11 +691,17 @@ fn read_engines(raw: &RawConfig, d: &mut Diags) -> Vec<crate::config::engine::En
                 Err(m) => d.error(Some(p.at), format!("{}.platforms", e.key), m),
             }
         }
+        let buildx_builder = e.buildx_builder.as_ref().and_then(|b| {
+            crate::config::engine::check_buildx_builder(&b.value)
+                .map_err(|m| d.error(Some(b.at), format!("{}.buildx_builder", e.key), m))
+                .ok()
+        });
         let spec = EngineSpec {
             name: name.value.clone(),
             target,
             jobs: e.jobs.as_ref().and_then(|j| usize::try_from(j.value).ok()),
             platforms,
+            buildx_builder,
         };
         let mut both = out.clone();
         both.push(spec.clone());
@@ -856,6 +948,18 @@ mod tests {
         assert!(check_locale("zz_ZZ.UTF-8").is_err());
         assert!(check_locale("zh_CN.GB2312").is_err());
         assert!(check_network("host").is_ok());
+        assert_eq!("registry".parse::<CacheFrom>(), Ok(CacheFrom::Registry));
+        let r: CacheFrom = "reg.example:5000/ml/cache:{tag}".parse().unwrap();
+        assert_eq!(
+            r.resolve("reg.example:5000/ml/miniconda:conda3-py3.11"),
+            "reg.example:5000/ml/cache:conda3-py3.11"
+        );
+        assert_eq!(
+            CacheFrom::Registry.resolve("reg.example:5000/ml/miniconda:t"),
+            "reg.example:5000/ml/miniconda:t"
+        );
+        let bad = "type=registry,ref=x".parse::<CacheFrom>().unwrap_err();
+        assert!(bad.contains("expected `registry`"), "{bad}");
         assert!(check_network("host --privileged").is_err());
         assert!(check_network("-x").is_err());
     }

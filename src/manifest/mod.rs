@@ -215,6 +215,9 @@ pub struct EngineRecord {
     /// The platforms it builds (its own and emulated ones).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub platforms: Vec<String>,
+    /// The buildx builder that built for it, when not its own BuildKit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buildx_builder: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]

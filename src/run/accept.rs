@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::docker::Docker;
+use crate::docker::{BuildRequest, Docker};
 use crate::engines::Engines;
 use crate::manifest::{CellRecord, Manifest, Status, Verification};
 use crate::plan::Cell;
@@ -31,6 +31,10 @@ pub struct Candidate<'a> {
     pub record: usize,
     pub cell: &'a Cell,
     pub candidate: String,
+    /// The request it was built with, when its image carries inline cache metadata:
+    /// the version labels are then added by building it again (every step cached),
+    /// which keeps that metadata, where a metadata-only build on top would lose it.
+    pub rebuild: Option<&'a BuildRequest>,
 }
 
 /// Accept every built or up-to-date cell: versions, verification, tags. `previous` is
@@ -112,8 +116,7 @@ fn accept_one(
         let ok = v.ok;
         rec.verification = Some(v);
         if !ok {
-            rec.reason =
-                Some("failed verification; public tags left on the previous image".into());
+            rec.reason = Some("failed verification; public tags left on the previous image".into());
         }
         ok
     };
@@ -168,7 +171,22 @@ fn record_versions(
         .iter()
         .map(|(k, v)| (format!("{VERSION_LABEL}{k}"), v.clone()))
         .collect();
-    match docker.relabel(&image, &c.candidate, c.cell.platform(), &labels) {
+    let relabelled = match c.rebuild.filter(|_| docker.builder.is_buildkit()) {
+        Some(r) => rebuild_labelled(docker, r, &image, &c.candidate, &labels)
+            .map_err(|e| {
+                say(&format!(
+                    "warning: {}: {e}; labelling it without its cache metadata",
+                    c.cell.id
+                ));
+            })
+            .ok(),
+        None => None,
+    };
+    let relabelled = match relabelled {
+        Some(r) => Ok(r),
+        None => docker.relabel(&image, &c.candidate, c.cell.platform(), &labels),
+    };
+    match relabelled {
         Ok((id, size)) => {
             rec.image_id = Some(id);
             rec.size_bytes = Some(size);
@@ -179,6 +197,35 @@ fn record_versions(
         )),
     }
     rec.versions = versions;
+}
+
+/// The same build again with the version labels: only accepted when it made the very
+/// same layers (every step came from the cache).
+fn rebuild_labelled(
+    docker: &Docker,
+    r: &BuildRequest,
+    image: &str,
+    candidate: &str,
+    labels: &[(String, String)],
+) -> Result<(String, u64), String> {
+    let before = docker.layers(image)?;
+    let again = BuildRequest {
+        tags: vec![candidate.to_string()],
+        pull: false,
+        no_cache: false,
+        cache_from: Vec::new(),
+        ..r.clone()
+    };
+    let (id, layers) =
+        docker.rebuild_labelled(&again, labels, std::time::Duration::from_secs(600))?;
+    if layers != before {
+        // put the candidate tag back on what was built and verified by nobody yet
+        let _ = docker.tag(image, candidate);
+        return Err("building it again with its version labels did not reuse every layer".into());
+    }
+    docker
+        .image_id_and_size(&id)
+        .ok_or_else(|| format!("the labelled image {id} is missing"))
 }
 
 /// CUDA and cuDNN as NVIDIA's base images declare them in their environment.

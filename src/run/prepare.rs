@@ -49,6 +49,8 @@ pub struct Settings {
     pub resumed: HashMap<String, String>,
     /// What each (base reference, platform) resolved to, and where.
     pub bases: Bases,
+    /// The registry cache: sources and inline metadata (BuildKit builders only).
+    pub cache: crate::config::settings::Cache,
 }
 
 /// The bases of a run, each a (reference, platform).
@@ -242,7 +244,26 @@ fn request(
         no_cache: s.no_cache,
         iidfile: Some(paths.iid.join(format!("{}.iid", c.id))),
         build_args: Vec::new(),
+        cache_from: s
+            .cache
+            .from
+            .iter()
+            .map(|f| f.resolve(c.local_tag()))
+            .collect(),
+        inline_cache: s.cache.inline,
     }
+}
+
+/// What `build` passes to the builder for one cell (labels with its input hash,
+/// network, platform, pull, cache), and its input hash: the same computation as
+/// [`prepare`], for outputs that describe a build without running it (bake).
+pub fn cell_request(plan: &Plan, c: &Cell, paths: &Paths, s: &Settings) -> (BuildRequest, String) {
+    let ctx = render::render(&plan.settings, c);
+    let input_hash = render::input_hash(&ctx, c, &s.identity_digests(c));
+    (
+        request(c, &plan.settings.repository, &input_hash, paths, s),
+        input_hash,
+    )
 }
 
 /// What decides a shared stage: the base, the platform and the stage's own files.
@@ -423,6 +444,40 @@ mod tests {
         }
         assert!(prep.jobs.iter().all(|j| j.request.platform.is_none()));
         assert!(prep.jobs.iter().all(|j| j.check_current));
+        assert!(prep.jobs.iter().all(|j| j.request.cache_from.is_empty()));
+    }
+
+    #[test]
+    fn the_registry_cache_names_each_cells_published_tag_and_reaches_its_stages() {
+        let p = plan("version: 1\nimage: {repository: reg.example:5000/ml/m, tag: \"c{python}-{variant}\"}\nbases: [ubuntu:22.04]\npython: [\"3.10\"]\nvariants: [{name: a}, {name: b}]\n");
+        let cells: Vec<&Cell> = p.cells.iter().collect();
+        let s = Settings {
+            cache: crate::config::settings::Cache {
+                from: vec![
+                    crate::config::settings::CacheFrom::Registry,
+                    "reg.example:5000/ml/cache:{tag}".parse().unwrap(),
+                ],
+                inline: true,
+            },
+            ..Settings::default()
+        };
+        let prep = prepare(&p, &cells, &paths(), &s);
+        let a = prep.jobs.iter().find(|j| j.id.ends_with("-a")).unwrap();
+        assert_eq!(
+            a.request.cache_from,
+            [
+                "reg.example:5000/ml/m:c3.10-a",
+                "reg.example:5000/ml/cache:c3.10-a"
+            ]
+        );
+        assert!(a.request.inline_cache);
+        assert!(prep
+            .stages
+            .iter()
+            .all(|st| !st.job.request.cache_from.is_empty()));
+        let (r, hash) = cell_request(&p, cells[0], &paths(), &s);
+        assert_eq!(hash, prep.jobs[0].input_hash);
+        assert_eq!(r.labels, prep.jobs[0].request.labels);
     }
 
     #[test]
