@@ -64,7 +64,8 @@ fetch_buildx() {
          dpkg-deb -x "$tmp"/docker-buildx_*.deb "$tmp/x"; } >"$log" 2>&1; then
     echo "setup: fetching docker-buildx failed; its output:" >&2; cat "$log" >&2; rm -rf "$tmp"; exit 1
   fi
-  install -D -m 755 "$tmp/x/usr/libexec/docker/cli-plugins/docker-buildx" "$buildx_plugin"
+  # `command`: this script has an install() of its own (the apt packages)
+  command install -D -m 755 "$tmp/x/usr/libexec/docker/cli-plugins/docker-buildx" "$buildx_plugin"
   rm -rf "$tmp"
   buildx_ok || { echo "setup: $buildx_plugin does not answer as buildx 0.18 or later" >&2; exit 1; }
 }
