@@ -41,7 +41,7 @@ fn a_pytorch_image_builds_on_its_miniconda_parent_and_passes_the_torch_checks() 
     require_environment();
     let dir = tempfile::tempdir().unwrap();
     let mirror = Mirror::start(&dir.path().join("mirror"));
-    let repo = format!("wt18-frameworks-e2e-{}", std::process::id());
+    let repo = format!("image-matrix-frameworks-e2e-{}", std::process::id());
     let _cleanup = Cleanup(repo.clone());
     let yaml = format!(
         r#"version: 1
