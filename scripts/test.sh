@@ -32,7 +32,8 @@ for t in tests/*.rs; do
   [[ " ${slow[*]} " == *" $name "* ]] || others+=(--test "$name")
 done
 status=0
-cargo test --locked "${others[@]}" -- --test-threads 2 || status=$?
+# --no-fail-fast: one run names every failing test, not only the first
+cargo test --locked --no-fail-fast "${others[@]}" -- --test-threads 2 || status=$?
 for i in "${!slow[@]}"; do
   echo "test: waiting for ${slow[$i]} (running since the start; log ${logs[$i]})"
   wait "${pids[$i]}" || status=$?
