@@ -1,0 +1,502 @@
+//! `nightly`: the seed's way against `matrix build -j 2`, like for like, repeated and
+//! interleaved, with the stage times of our runs and the bound they imply.
+//!
+//! For each builder (the legacy builder through the 28.x client first on PATH, BuildKit
+//! through Debian's 20.10 client) the seed's way and ours are timed with the same
+//! client. A round is: seed legacy, ours legacy, seed BuildKit, ours BuildKit; `--runs
+//! N` rounds. Then `--solo K` runs of ours with `-j 1` per builder: one build at a
+//! time, so their stage times are not stretched by a neighbour, and the bound comes
+//! from them. Every timed run starts from the same cold state (`coldstart`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::coldstart::{RunBase, LOCAL_BASE};
+use super::stages::{self, Cell, Profile};
+use super::watch::{measured_with, watched};
+use super::{matrix_bin, mirror, root, Mirror, INSTALLERS};
+
+/// What the command line asked for.
+pub struct Options {
+    pub runs: usize,
+    pub cells: usize,
+    pub builders: Vec<String>,
+    pub solo: usize,
+}
+
+const USAGE: &str =
+    "nightly [--runs N (3)] [--cells 4|2 (4)] [--builders legacy,buildkit] [--solo K (1)]";
+
+impl Options {
+    pub fn parse(args: &[String]) -> Options {
+        let mut o = Options {
+            runs: 3,
+            cells: 4,
+            builders: vec!["legacy".into(), "buildkit".into()],
+            solo: 1,
+        };
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let mut value = || {
+                it.next()
+                    .unwrap_or_else(|| panic!("{a} needs a value; usage: {USAGE}"))
+                    .clone()
+            };
+            let number = |v: String| -> usize {
+                v.parse()
+                    .unwrap_or_else(|_| panic!("{a}: not a number: {v}; usage: {USAGE}"))
+            };
+            match a.as_str() {
+                "--runs" => o.runs = number(value()).max(1),
+                "--cells" => o.cells = number(value()),
+                "--solo" => o.solo = number(value()),
+                "--builders" => o.builders = value().split(',').map(str::to_string).collect(),
+                _ => panic!("unknown argument {a}; usage: {USAGE}"),
+            }
+        }
+        assert!(
+            o.cells == 2 || o.cells == 4,
+            "--cells is 4 or 2; usage: {USAGE}"
+        );
+        assert!(
+            o.builders.iter().all(|b| b == "legacy" || b == "buildkit"),
+            "--builders: legacy, buildkit or both; usage: {USAGE}"
+        );
+        o
+    }
+}
+
+/// A docker client and the builder it drives.
+pub struct Client {
+    /// `legacy` or `buildkit`: also `matrix build --builder`'s value.
+    pub builder: String,
+    pub path: PathBuf,
+    pub version: String,
+}
+
+impl Client {
+    fn buildkit(&self) -> bool {
+        self.builder == "buildkit"
+    }
+
+    fn env(&self) -> &'static str {
+        if self.buildkit() {
+            "1"
+        } else {
+            "0"
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        let b = if self.buildkit() {
+            "BuildKit"
+        } else {
+            "legacy builder"
+        };
+        format!(
+            "{b}, client {} {} (DOCKER_BUILDKIT={})",
+            self.path.display(),
+            self.version,
+            self.env()
+        )
+    }
+}
+
+fn client_version(path: &Path) -> String {
+    let out = Command::new(path)
+        .args(["version", "--format", "{{.Client.Version}}"])
+        .stderr(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", path.display()));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The clients: BENCH_LEGACY_CLIENT (default: the first `docker` on PATH, the 28.x
+/// client without buildx) and BENCH_BUILDKIT_CLIENT (default: /usr/bin/docker,
+/// Debian's 20.10 client, which still drives BuildKit itself).
+fn clients() -> (Client, Client) {
+    let on_path = std::env::var_os("PATH")
+        .and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("docker"))
+                .find(|d| d.is_file())
+        })
+        .expect("no docker client on PATH");
+    let pick = |var: &str, default: PathBuf| std::env::var_os(var).map_or(default, PathBuf::from);
+    let legacy = pick("BENCH_LEGACY_CLIENT", on_path);
+    let buildkit = pick("BENCH_BUILDKIT_CLIENT", PathBuf::from("/usr/bin/docker"));
+    let make = |builder: &str, path: PathBuf| Client {
+        builder: builder.into(),
+        version: client_version(&path),
+        path,
+    };
+    (make("legacy", legacy), make("buildkit", buildkit))
+}
+
+/// Everything the runs share.
+pub struct Bench {
+    pub opts: Options,
+    pub work: tempfile::TempDir,
+    pub mirror: Mirror,
+    pub seed_ctx: PathBuf,
+    pub bin: PathBuf,
+    pub legacy: Client,
+    pub buildkit: Client,
+    pub cores: usize,
+    runs_made: std::cell::Cell<usize>,
+    interrupted: Arc<AtomicBool>,
+}
+
+/// One timed run of the seed's way.
+pub struct SeedRun {
+    pub wall: f64,
+    pub load: f64,
+    /// The largest docker client (wait4 on each build).
+    pub rss_mb: f64,
+    pub size_mb: f64,
+}
+
+/// One timed run of ours.
+pub struct OursRun {
+    pub wall: f64,
+    pub load: f64,
+    pub rss_self_mb: f64,
+    pub rss_tree_mb: f64,
+    pub cpu: f64,
+    pub size_mb: f64,
+    pub cells: Vec<Cell>,
+    pub profile: Profile,
+    /// A second `matrix build` right after, nothing changed: (wall, up-to-date cells).
+    pub warm: Option<(f64, usize)>,
+}
+
+/// The runs with one client.
+#[derive(Default)]
+pub struct Series {
+    pub seed: Vec<SeedRun>,
+    pub ours: Vec<OursRun>,
+    pub solo: Vec<OursRun>,
+}
+
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+impl Bench {
+    pub fn new(opts: Options) -> Bench {
+        let work = tempfile::tempdir().expect("temporary directory");
+        let mirror = mirror(&work.path().join("mirror"));
+        let seed_ctx = work.path().join("seed");
+        let ok = Command::new("cp")
+            .arg("-r")
+            .arg(root().join("bench/seed"))
+            .arg(&seed_ctx)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "cannot copy bench/seed");
+        std::fs::copy(ca(), seed_ctx.join("ca.pem")).expect("copy the CA bundle");
+        let (legacy, buildkit) = clients();
+        let interrupted = Arc::new(AtomicBool::new(false));
+        // A Ctrl-C stops the builds (they share the terminal's process group); the
+        // bench then fails the run and its cleanup still removes what it made.
+        signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&interrupted))
+            .expect("SIGINT handler");
+        Bench {
+            opts,
+            work,
+            mirror,
+            seed_ctx,
+            bin: matrix_bin(),
+            legacy,
+            buildkit,
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            runs_made: std::cell::Cell::new(0),
+            interrupted,
+        }
+    }
+
+    pub fn clients(&self) -> Vec<&Client> {
+        [&self.legacy, &self.buildkit]
+            .into_iter()
+            .filter(|c| self.opts.builders.contains(&c.builder))
+            .collect()
+    }
+
+    /// A fresh base for the next run: unique per bench and per run.
+    fn fresh_base(&self) -> RunBase {
+        assert!(
+            !self.interrupted.load(Ordering::SeqCst),
+            "interrupted (Ctrl-C)"
+        );
+        let n = self.runs_made.get() + 1;
+        self.runs_made.set(n);
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let id = format!("{secs}p{}r{n}", std::process::id());
+        RunBase::new(
+            &id,
+            self.work.path(),
+            &self.legacy.path,
+            &self.buildkit.path,
+        )
+    }
+
+    /// (installer, extra pip packages) of each cell, in the seed's build order.
+    fn seed_cells(&self) -> Vec<(&'static str, &'static str)> {
+        let installers = &INSTALLERS[..self.opts.cells / 2];
+        installers
+            .iter()
+            .flat_map(|i| [(*i, ""), (*i, "pandas")])
+            .collect()
+    }
+
+    /// The seed's way: its Dockerfile built once per cell, one after another.
+    pub fn seed_run(&self, c: &Client, label: &str) -> SeedRun {
+        let base = self.fresh_base();
+        let load = load_average();
+        let mut rss: f64 = 0.0;
+        let mut first_tag = None;
+        let t = Instant::now();
+        for (i, (installer, extra)) in self.seed_cells().into_iter().enumerate() {
+            let tag = format!("{}/seed:cell{i}", base.prefix);
+            let log = self.work.path().join(format!("seed-{label}-{i}.log"));
+            let out = std::fs::File::create(&log).expect("seed log");
+            let mut cmd = Command::new(&c.path);
+            cmd.current_dir(&self.seed_ctx)
+                .env("DOCKER_BUILDKIT", c.env())
+                .arg("build");
+            if c.buildkit() {
+                cmd.arg("--progress=plain");
+            }
+            cmd.args(["--network", "host"]);
+            for arg in [
+                format!("BASE_IMAGE={}", base.base),
+                format!("MINICONDA_PKG={installer}"),
+                format!("MIRROR=http://127.0.0.1:{}/", self.mirror.port),
+                format!("EXTRA_PIP={extra}"),
+                "EXTRA_APT=ca-certificates supervisor git git-lfs iputils-ping".into(),
+            ] {
+                cmd.arg("--build-arg").arg(arg);
+            }
+            cmd.args(["-t", &tag, "-f", "./Dockerfile", "."])
+                .stdout(out.try_clone().expect("log handle"))
+                .stderr(out);
+            let (m, ()) = measured_with(&mut cmd, |_, _| ());
+            assert!(
+                m.status.success(),
+                "the seed's build {i} failed; its log: {}\n{}",
+                log.display(),
+                tail(&log)
+            );
+            rss = rss.max(m.rss_tree_mb);
+            first_tag.get_or_insert(tag);
+        }
+        let wall = t.elapsed().as_secs_f64();
+        let size_mb = first_tag.map_or(0.0, |t| size_mb(&c.path, &t));
+        SeedRun {
+            wall,
+            load,
+            rss_mb: rss,
+            size_mb,
+        }
+    }
+
+    /// `matrix build -j JOBS` in `dir` with this client and builder, output to `out`.
+    fn matrix(&self, c: &Client, dir: &Path, jobs: usize, out: &Path) -> Command {
+        let out = std::fs::File::create(out).expect("output file");
+        let mut cmd = Command::new(&self.bin);
+        cmd.current_dir(dir)
+            .args(["build", "-j", &jobs.to_string(), "--builder", &c.builder])
+            .arg("--docker")
+            .arg(&c.path)
+            .stdout(out.try_clone().expect("output handle"))
+            .stderr(out);
+        cmd
+    }
+
+    /// Ours: `matrix build -j JOBS --force` with this client and builder.
+    pub fn ours_run(&self, c: &Client, label: &str, jobs: usize) -> OursRun {
+        let base = self.fresh_base();
+        let dir = self.work.path().join(format!("ours-{label}"));
+        std::fs::create_dir_all(&dir).expect("run directory");
+        std::fs::write(dir.join("matrix.yaml"), self.matrix_yaml(&base)).expect("matrix");
+        let output = dir.join("matrix-output.txt");
+        let load = load_average();
+        let (m, w) = watched(
+            self.matrix(c, &dir, jobs, &output).arg("--force"),
+            &dir.join("out/logs"),
+        );
+        assert!(
+            m.status.success(),
+            "matrix build failed ({label}); its output:\n{}",
+            tail(&output)
+        );
+        let man = manifest(&dir);
+        let cells = built_cells(&man, self.opts.cells, &output);
+        let jobs_seen: Vec<stages::Job> = w
+            .logs
+            .iter()
+            .filter_map(|(path, lines)| {
+                let name = path.file_name()?.to_string_lossy();
+                stages::parse(lines, name.starts_with("stage-"), c.buildkit())
+            })
+            .collect();
+        let size_mb = man["cells"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|x| x["coordinates"]["variant"] == "default"))
+            .and_then(|x| x["size_bytes"].as_f64())
+            .unwrap_or(0.0)
+            / 1e6;
+        let warm = (jobs > 1).then(|| self.warm_run(c, &dir, jobs));
+        drop(base);
+        OursRun {
+            wall: m.wall.as_secs_f64(),
+            load,
+            rss_self_mb: w.rss_self_mb,
+            rss_tree_mb: m.rss_tree_mb,
+            cpu: man["tool_cpu_seconds"].as_f64().unwrap_or(f64::NAN),
+            size_mb,
+            profile: Profile::new(jobs_seen, &cells, self.cores),
+            cells,
+            warm,
+        }
+    }
+
+    /// The same matrix again right after, nothing changed: (wall, up-to-date cells).
+    fn warm_run(&self, c: &Client, dir: &Path, jobs: usize) -> (f64, usize) {
+        let output = dir.join("warm-output.txt");
+        let (m, ()) = measured_with(&mut self.matrix(c, dir, jobs, &output), |_, _| ());
+        assert!(
+            m.status.success(),
+            "the warm nightly failed:\n{}",
+            tail(&output)
+        );
+        let fresh = manifest(dir)["cells"]
+            .as_array()
+            .map_or(0, |cs| cs.iter().filter(|x| x["status"] == "up-to-date").count());
+        (m.wall.as_secs_f64(), fresh)
+    }
+
+    fn matrix_yaml(&self, base: &RunBase) -> String {
+        let b = &base.base;
+        let include = if self.opts.cells == 4 {
+            format!("include:\n  - {{base: \"{b}\", python: \"3.11\", miniconda: \"24.4.0-0\", variant: default}}\n  - {{base: \"{b}\", python: \"3.11\", miniconda: \"24.4.0-0\", variant: pandas}}\n")
+        } else {
+            String::new()
+        };
+        format!(
+            "version: 1\nimage:\n  repository: {prefix}/miniconda\n  tag: \"conda3-python{{python}}-{{miniconda}}-{{base}}-{{variant}}\"\nbases:\n  - {{image: \"{b}\", os: debian12}}\npython: [\"3.11\"]\n{include}variants:\n  - name: default\n  - name: pandas\n    pip: [pandas]\ninstallers:\n  - {{file: {i0}, sha256: \"{s}\"}}\n  - {{file: {i1}, sha256: \"{s}\"}}\nsources:\n  installer_mirrors: [\"http://127.0.0.1:{p}/\"]\n  ca_bundle: {ca}\nbuild:\n  network: host\n",
+            prefix = base.prefix,
+            i0 = INSTALLERS[0],
+            i1 = INSTALLERS[1],
+            s = self.mirror.sha,
+            p = self.mirror.port,
+            ca = ca(),
+        )
+    }
+}
+
+fn ca() -> &'static str {
+    "/etc/ssl/certs/ca-certificates.crt"
+}
+
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+fn size_mb(client: &Path, image: &str) -> f64 {
+    Command::new(client)
+        .args(["image", "inspect", "--format", "{{.Size}}", image])
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .unwrap_or(0.0)
+        / 1e6
+}
+
+fn manifest(dir: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join("out/manifest.json")).expect("manifest");
+    serde_json::from_str(&text).expect("manifest JSON")
+}
+
+/// The run's cells, after checking that all `n` were built.
+fn built_cells(man: &serde_json::Value, n: usize, output: &Path) -> Vec<Cell> {
+    let cells: Vec<Cell> = man["cells"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["status"] == "built")
+        .map(|c| {
+            let co = &c["coordinates"];
+            let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+            let os = s(&co["os"]);
+            Cell {
+                id: s(&c["id"]),
+                conda: format!("{os} {} py{}", s(&co["miniconda"]), s(&co["python"])),
+                os,
+            }
+        })
+        .collect();
+    assert_eq!(cells.len(), n, "not every cell built:\n{}", tail(output));
+    cells
+}
+
+/// Run the benchmark and print its report.
+pub fn run(args: &[String]) {
+    let opts = Options::parse(args);
+    let b = Bench::new(opts);
+    let clients = b.clients();
+    let mut series: Vec<Series> = clients.iter().map(|_| Series::default()).collect();
+    eprintln!(
+        "nightly: {} round(s) of {} cells, then {} solo run(s) per builder; local base {LOCAL_BASE}",
+        b.opts.runs, b.opts.cells, b.opts.solo
+    );
+    let t0 = Instant::now();
+    for r in 1..=b.opts.runs {
+        for (c, s) in clients.iter().zip(series.iter_mut()) {
+            let seed = b.seed_run(c, &format!("{}-{r}", c.builder));
+            eprintln!(
+                "  [{:>6.0} s] round {r}, {}: seed's way {:.1} s",
+                t0.elapsed().as_secs_f64(),
+                c.builder,
+                seed.wall
+            );
+            s.seed.push(seed);
+            let ours = b.ours_run(c, &format!("{}-{r}", c.builder), 2);
+            eprintln!(
+                "  [{:>6.0} s] round {r}, {}: matrix build -j 2 {:.1} s",
+                t0.elapsed().as_secs_f64(),
+                c.builder,
+                ours.wall
+            );
+            s.ours.push(ours);
+        }
+    }
+    for (c, s) in clients.iter().zip(series.iter_mut()) {
+        for k in 1..=b.opts.solo {
+            let solo = b.ours_run(c, &format!("{}-solo-{k}", c.builder), 1);
+            eprintln!(
+                "  [{:>6.0} s] solo {k}, {}: matrix build -j 1 {:.1} s",
+                t0.elapsed().as_secs_f64(),
+                c.builder,
+                solo.wall
+            );
+            s.solo.push(solo);
+        }
+    }
+    super::report::print(&b, &clients, &series, t0.elapsed().as_secs_f64());
+}

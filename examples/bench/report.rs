@@ -1,0 +1,304 @@
+//! The `nightly` report: the setup it ran on, per builder the like-for-like rows
+//! (min / median / max), the ratio of medians with the spread of the per-round
+//! ratios, the raw figures, and the stage times with the bound and where the rest
+//! of our wall went.
+
+use std::process::Command;
+
+use super::nightly::{Bench, Client, OursRun, Series};
+use super::stages::{slots, Cell, Profile, KINDS};
+
+/// (min, median, max); the median of an even count is the mean of the middle two.
+pub fn spread(v: &[f64]) -> (f64, f64, f64) {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    if n == 0 {
+        return (f64::NAN, f64::NAN, f64::NAN);
+    }
+    let med = if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    };
+    (s[0], med, s[n - 1])
+}
+
+/// The index of the run whose wall is the median (the lower middle of an even count).
+fn median_run(runs: &[OursRun]) -> usize {
+    let mut idx: Vec<usize> = (0..runs.len()).collect();
+    idx.sort_by(|a, b| runs[*a].wall.total_cmp(&runs[*b].wall));
+    idx[(runs.len() - 1) / 2]
+}
+
+fn text_of(cmd: &mut Command) -> String {
+    cmd.output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn first_line_with(file: &str, key: &str) -> String {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_once(['=', ':']).map(|(_, v)| v))
+        .unwrap_or_default()
+        .trim()
+        .trim_matches('"')
+        .to_string()
+}
+
+fn header(b: &Bench, clients: &[&Client]) {
+    let mem_gib = first_line_with("/proc/meminfo", "MemTotal")
+        .trim_end_matches("kB")
+        .trim()
+        .parse::<f64>()
+        .map_or(f64::NAN, |k| k / 1024.0 / 1024.0);
+    let daemon =
+        |fmt: &str| text_of(Command::new(&b.buildkit.path).args(["info", "--format", fmt]));
+    println!(
+        "date: {} UTC",
+        text_of(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M"]))
+    );
+    println!(
+        "machine: {} cores ({}), {mem_gib:.0} GiB, {}, kernel {}",
+        b.cores,
+        first_line_with("/proc/cpuinfo", "model name"),
+        first_line_with("/etc/os-release", "PRETTY_NAME"),
+        text_of(Command::new("uname").arg("-r"))
+    );
+    println!(
+        "daemon: Docker {} ({} storage, {} cgroups v{}), shared with other builds",
+        daemon("{{.ServerVersion}}"),
+        daemon("{{.Driver}}"),
+        daemon("{{.CgroupDriver}}"),
+        daemon("{{.CgroupVersion}}")
+    );
+    for c in clients {
+        println!("client: {}", c.describe());
+    }
+    println!(
+        "matrix: {} cells, Python 3.11 (stand-in installers from a loopback mirror) x {} x package sets default and +pandas, on the local Debian bookworm base",
+        b.opts.cells,
+        if b.opts.cells == 4 { "Miniconda 24.5.0-0 and 24.4.0-0" } else { "Miniconda 24.5.0-0" }
+    );
+    println!(
+        "runs: {} rounds (seed's way, then ours, for each builder in turn), then {} run(s) of `matrix build -j 1` per builder",
+        b.opts.runs, b.opts.solo
+    );
+    println!("cold start before every run: a new base (the local base + one layer holding the run's id), so no layer or BuildKit cache record matches; afterwards the run's images, containers and BuildKit records are removed. Other users' images and caches are not touched; nothing is pruned daemon-wide.");
+}
+
+fn row(name: &str, v: &[f64]) {
+    let (lo, med, hi) = spread(v);
+    println!("  {name:<44} {lo:>8.1} s {med:>8.1} s {hi:>8.1} s");
+}
+
+/// The bound from the solo runs (median of their bounds), with its profile.
+fn solo_bound(s: &Series) -> Option<(f64, &OursRun)> {
+    if s.solo.is_empty() {
+        return None;
+    }
+    let bounds: Vec<f64> = s.solo.iter().map(|r| r.profile.bound(&r.cells)).collect();
+    let (_, med, _) = spread(&bounds);
+    Some((med, &s.solo[median_run(&s.solo)]))
+}
+
+fn series(b: &Bench, c: &Client, s: &Series) {
+    println!();
+    println!("== {} ==", c.describe());
+    println!("  {:<44} {:>10} {:>10} {:>10}", "", "min", "median", "max");
+    let seed: Vec<f64> = s.seed.iter().map(|r| r.wall).collect();
+    let ours: Vec<f64> = s.ours.iter().map(|r| r.wall).collect();
+    row(
+        &format!("seed's way, {} x docker build, one by one", b.opts.cells),
+        &seed,
+    );
+    row("matrix build -j 2", &ours);
+    let pairs: Vec<f64> = ours.iter().zip(&seed).map(|(o, s)| o / s).collect();
+    let (lo, _, hi) = spread(&pairs);
+    println!(
+        "  ratio ours / seed's way, same client and builder: {:.2} (ratio of the medians; per-round ratios {lo:.2} .. {hi:.2}); target <= 0.60",
+        spread(&ours).1 / spread(&seed).1
+    );
+    if let Some((bound, _)) = solo_bound(s) {
+        let per: Vec<f64> = ours.iter().map(|w| w / bound).collect();
+        let (lo, med, hi) = spread(&per);
+        println!("  our wall / lower bound ({bound:.1} s, from the -j 1 run's stage times): median {med:.2} ({lo:.2} .. {hi:.2}); goal <= 1.15");
+    }
+    let cpu: Vec<f64> = s.ours.iter().map(|r| 100.0 * r.cpu / r.wall).collect();
+    println!(
+        "  tool CPU: median {:.3} s = {:.2} % of the wall (max {:.2} %); target < 2 %",
+        spread(&s.ours.iter().map(|r| r.cpu).collect::<Vec<_>>()).1,
+        spread(&cpu).1,
+        spread(&cpu).2
+    );
+    let max = |v: Vec<f64>| spread(&v).2;
+    println!(
+        "  peak RSS: the matrix process {:.1} MB (VmHWM); with the docker clients it ran {:.1} MB (wait4); the seed's docker client {:.1} MB (wait4); largest of all runs",
+        max(s.ours.iter().chain(&s.solo).map(|r| r.rss_self_mb).collect()),
+        max(s.ours.iter().chain(&s.solo).map(|r| r.rss_tree_mb).collect()),
+        max(s.seed.iter().map(|r| r.rss_mb).collect())
+    );
+    let warm: Vec<(f64, usize)> = s.ours.iter().filter_map(|r| r.warm).collect();
+    let (wl, wm, wh) = spread(&warm.iter().map(|w| w.0).collect::<Vec<_>>());
+    println!(
+        "  warm nightly, nothing changed: {wl:.2} / {wm:.2} / {wh:.2} s (min / median / max), up-to-date cells per run: {:?}; target < 2 s",
+        warm.iter().map(|w| w.1).collect::<Vec<_>>()
+    );
+    println!(
+        "  image size, same base and same apt + pip packages: seed {:.0} MB, ours {:.0} MB",
+        s.seed.last().map_or(0.0, |r| r.size_mb),
+        s.ours.last().map_or(0.0, |r| r.size_mb)
+    );
+    raw(s);
+    stage_report(b, s);
+}
+
+fn raw(s: &Series) {
+    println!("  raw, in run order (1-minute load average when the run started):");
+    for (i, (sd, o)) in s.seed.iter().zip(&s.ours).enumerate() {
+        println!(
+            "    round {}: seed {:.1} s [load {:.2}], ours {:.1} s [load {:.2}], ratio {:.3}; tool CPU {:.3} s; RSS {:.1} / {:.1} MB",
+            i + 1,
+            sd.wall,
+            sd.load,
+            o.wall,
+            o.load,
+            o.wall / sd.wall,
+            o.cpu,
+            o.rss_self_mb,
+            o.rss_tree_mb
+        );
+    }
+    for (i, o) in s.solo.iter().enumerate() {
+        println!(
+            "    solo {}: matrix build -j 1 {:.1} s [load {:.2}], bound from its stages {:.1} s",
+            i + 1,
+            o.wall,
+            o.load,
+            o.profile.bound(&o.cells)
+        );
+    }
+}
+
+fn stage_table(title: &str, p: &Profile) {
+    println!("  {title}:");
+    print!("    {:<46} {:>6} {:>6}", "job", "start", "end");
+    for k in KINDS {
+        print!(" {:>9}", k.label());
+    }
+    println!(" {:>9} {:>6}", "overhead", "cached");
+    for j in &p.jobs {
+        print!("    {:<46} {:>6.1} {:>6.1}", j.id, j.start, j.end);
+        for s in j.work {
+            if s > 0.0 {
+                print!(" {s:>9.1}");
+            } else {
+                print!(" {:>9}", "");
+            }
+        }
+        println!(" {:>9.1} {:>6}", j.overhead(), j.cached);
+    }
+}
+
+fn bound_lines(p: &Profile, cells: &[Cell]) {
+    let by_kind = p.work_by_kind();
+    let parts: Vec<String> = KINDS
+        .iter()
+        .map(|k| format!("{} {:.1}", k.label(), by_kind[*k as usize]))
+        .collect();
+    println!(
+        "    stage work, each stage once: {:.1} s ({}); work done twice: {:.1} s",
+        p.work(),
+        parts.join(", "),
+        p.duplicated
+    );
+    let (chain, end) = p.chain(cells);
+    let per_core = p.work() / p.cores as f64;
+    println!(
+        "    longest chain {chain:.1} s (OS layer -> Miniconda + pip -> {end}); work / {} cores {per_core:.1} s; bound {:.1} s",
+        p.cores,
+        chain.max(per_core)
+    );
+}
+
+fn stage_report(b: &Bench, s: &Series) {
+    let solo = solo_bound(s);
+    if let Some((_, r)) = solo {
+        stage_table(
+            "stage times (s), solo run (-j 1), since its start",
+            &r.profile,
+        );
+        bound_lines(&r.profile, &r.cells);
+    }
+    if s.ours.is_empty() {
+        return;
+    }
+    let m = &s.ours[median_run(&s.ours)];
+    stage_table(
+        &format!("stage times (s), the median -j 2 run ({:.1} s)", m.wall),
+        &m.profile,
+    );
+    bound_lines(&m.profile, &m.cells);
+    let sl = slots(&m.profile, m.wall);
+    println!(
+        "    {} cores x {:.1} s = {:.1} core-s = stage work {:.1} + per-job overhead {:.1} + idle {:.1}{}",
+        b.cores,
+        m.wall,
+        sl.total,
+        sl.work,
+        sl.overhead,
+        sl.idle,
+        if sl.oversubscribed > 0.0 {
+            format!(" - oversubscribed {:.1}", sl.oversubscribed)
+        } else {
+            String::new()
+        }
+    );
+    if let Some((_, r)) = solo {
+        let extra = m.profile.work() - r.profile.work();
+        println!(
+            "    stage work side by side {:.1} s vs solo {:.1} s: {extra:+.1} s ({:+.0} %)",
+            m.profile.work(),
+            r.profile.work(),
+            100.0 * extra / r.profile.work()
+        );
+    }
+    println!("    stretches of >= 1 s with a free core (from-to s, free cores: running):");
+    for (from, to, free, running) in &sl.gaps {
+        let what = if running.is_empty() {
+            "nothing (planning, or between jobs)".to_string()
+        } else {
+            running.join(", ")
+        };
+        println!("      {from:>6.1}-{to:<6.1} {free}: {what}");
+    }
+}
+
+/// Print the whole report.
+pub fn print(b: &Bench, clients: &[&Client], all: &[Series], took: f64) {
+    println!();
+    header(b, clients);
+    for (c, s) in clients.iter().zip(all) {
+        series(b, c, s);
+    }
+    println!();
+    println!("like for like (ours / the seed's way with the same client and builder; ratio of medians, per-round spread):");
+    for (c, s) in clients.iter().zip(all) {
+        let seed: Vec<f64> = s.seed.iter().map(|r| r.wall).collect();
+        let ours: Vec<f64> = s.ours.iter().map(|r| r.wall).collect();
+        let pairs: Vec<f64> = ours.iter().zip(&seed).map(|(o, s)| o / s).collect();
+        let (lo, _, hi) = spread(&pairs);
+        let bound = solo_bound(s).map_or(String::new(), |(bd, _)| {
+            format!("; wall / bound {:.2}", spread(&ours).1 / bd)
+        });
+        println!(
+            "  {:<9} {:.2} ({lo:.2} .. {hi:.2}){bound}",
+            c.builder,
+            spread(&ours).1 / spread(&seed).1
+        );
+    }
+    println!("the whole benchmark took {:.0} s", took);
+}
