@@ -378,9 +378,9 @@ impl Bench {
             "the warm nightly failed:\n{}",
             tail(&output)
         );
-        let fresh = manifest(dir)["cells"]
-            .as_array()
-            .map_or(0, |cs| cs.iter().filter(|x| x["status"] == "up-to-date").count());
+        let fresh = manifest(dir)["cells"].as_array().map_or(0, |cs| {
+            cs.iter().filter(|x| x["status"] == "up-to-date").count()
+        });
         (m.wall.as_secs_f64(), fresh)
     }
 
