@@ -249,6 +249,46 @@ impl Drop for BenchEngines {
     }
 }
 
+/// (label, matrix, [(engine, jobs, CPUs it is pinned to)]). The pinned pairs stand in
+/// for build hosts of one core each: one such host against two.
+type EngineRun = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, u32, &'static str)],
+);
+const ENGINE_RUNS: [EngineRun; 6] = [
+    (
+        "2 bases, 1 engine,  all CPUs,        -j 2",
+        "matrix.yaml",
+        &[("bench-1", 2, "")],
+    ),
+    (
+        "2 bases, 2 engines, sharing all CPUs, -j 2 each",
+        "matrix.yaml",
+        &[("bench-1", 2, ""), ("bench-2", 2, "")],
+    ),
+    (
+        "2 bases, 1 engine,  pinned to CPU 0, -j 2",
+        "matrix.yaml",
+        &[("bench-1", 2, "0")],
+    ),
+    (
+        "2 bases, 2 engines, pinned to CPU 0 / CPU 1, -j 2 each",
+        "matrix.yaml",
+        &[("bench-1", 2, "0"), ("bench-2", 2, "1")],
+    ),
+    (
+        "1 base,  1 engine,  pinned to CPU 0, -j 2",
+        "one-base.yaml",
+        &[("bench-1", 2, "0")],
+    ),
+    (
+        "1 base,  2 engines, pinned to CPU 0 / CPU 1, -j 2 each",
+        "one-base.yaml",
+        &[("bench-1", 2, "0"), ("bench-2", 2, "1")],
+    ),
+];
+
 fn bench_engines() {
     const ALT: &str = "image-matrix-test/debian-alt:12";
     // A second base that shares no layer above Debian's with the first, as two CUDA
@@ -285,41 +325,7 @@ fn bench_engines() {
         + one_base.split("include:").nth(1).unwrap();
     std::fs::write(dir.path().join("one-base.yaml"), one_base).unwrap();
     let bin = matrix_bin();
-    // (label, matrix, [(engine, jobs, CPUs it is pinned to)]). The pinned pairs stand
-    // in for build hosts of one core each: one such host against two.
-    type Run<'a> = (&'a str, &'a str, &'a [(&'a str, u32, &'a str)]);
-    let runs: [Run; 6] = [
-        (
-            "2 bases, 1 engine,  all CPUs,        -j 2",
-            "matrix.yaml",
-            &[("bench-1", 2, "")],
-        ),
-        (
-            "2 bases, 2 engines, sharing all CPUs, -j 2 each",
-            "matrix.yaml",
-            &[("bench-1", 2, ""), ("bench-2", 2, "")],
-        ),
-        (
-            "2 bases, 1 engine,  pinned to CPU 0, -j 2",
-            "matrix.yaml",
-            &[("bench-1", 2, "0")],
-        ),
-        (
-            "2 bases, 2 engines, pinned to CPU 0 / CPU 1, -j 2 each",
-            "matrix.yaml",
-            &[("bench-1", 2, "0"), ("bench-2", 2, "1")],
-        ),
-        (
-            "1 base,  1 engine,  pinned to CPU 0, -j 2",
-            "one-base.yaml",
-            &[("bench-1", 2, "0")],
-        ),
-        (
-            "1 base,  2 engines, pinned to CPU 0 / CPU 1, -j 2 each",
-            "one-base.yaml",
-            &[("bench-1", 2, "0"), ("bench-2", 2, "1")],
-        ),
-    ];
+    let runs = ENGINE_RUNS;
     let mut results = Vec::new();
     for (label, matrix, engines) in runs {
         let mut args = vec![

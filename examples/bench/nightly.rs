@@ -3,10 +3,14 @@
 //!
 //! For each builder (the legacy builder through the 28.x client first on PATH, BuildKit
 //! through Debian's 20.10 client) the seed's way and ours are timed with the same
-//! client. A round is: seed legacy, ours legacy, seed BuildKit, ours BuildKit; `--runs
-//! N` rounds. Then `--solo K` runs of ours with `-j 1` per builder: one build at a
-//! time, so their stage times are not stretched by a neighbour, and the bound comes
-//! from them. Every timed run starts from the same cold state (`coldstart`).
+//! client. A round is, for each builder in turn: the seed's way, ours with `-j 2`, and
+//! ours with `-j 1` (one build at a time, so no stage is stretched by a neighbour:
+//! the round's bound comes from its stage times; `--no-solo` leaves it out). `--runs
+//! N` rounds. Every timed run starts from the same cold state (`coldstart`).
+//!
+//! The daemon is shared: each run records the load average when it started and how
+//! busy all CPUs were while it ran, and `--max-load X` waits (up to 15 minutes) for
+//! the load average to fall to X before each run.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -24,11 +28,13 @@ pub struct Options {
     pub runs: usize,
     pub cells: usize,
     pub builders: Vec<String>,
-    pub solo: usize,
+    pub solo: bool,
+    pub max_load: Option<f64>,
+    /// Keep the runs' files (logs with the watcher's stamps, outputs) here.
+    pub keep: Option<PathBuf>,
 }
 
-const USAGE: &str =
-    "nightly [--runs N (3)] [--cells 4|2 (4)] [--builders legacy,buildkit] [--solo K (1)]";
+const USAGE: &str = "nightly [--runs N (3)] [--cells 4|2 (4)] [--builders legacy,buildkit] [--no-solo] [--max-load X] [--keep DIR]";
 
 impl Options {
     pub fn parse(args: &[String]) -> Options {
@@ -36,7 +42,9 @@ impl Options {
             runs: 3,
             cells: 4,
             builders: vec!["legacy".into(), "buildkit".into()],
-            solo: 1,
+            solo: true,
+            max_load: None,
+            keep: None,
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -52,7 +60,14 @@ impl Options {
             match a.as_str() {
                 "--runs" => o.runs = number(value()).max(1),
                 "--cells" => o.cells = number(value()),
-                "--solo" => o.solo = number(value()),
+                "--no-solo" => o.solo = false,
+                "--max-load" => {
+                    let v = value();
+                    o.max_load = Some(v.parse().unwrap_or_else(|_| {
+                        panic!("--max-load: not a number: {v}; usage: {USAGE}")
+                    }));
+                }
+                "--keep" => o.keep = Some(PathBuf::from(value())),
                 "--builders" => o.builders = value().split(',').map(str::to_string).collect(),
                 _ => panic!("unknown argument {a}; usage: {USAGE}"),
             }
@@ -139,7 +154,9 @@ fn clients() -> (Client, Client) {
 /// Everything the runs share.
 pub struct Bench {
     pub opts: Options,
-    pub work: tempfile::TempDir,
+    /// Where the runs' files go: `--keep DIR`, or a temporary directory.
+    pub work: PathBuf,
+    _temporary: Option<tempfile::TempDir>,
     pub mirror: Mirror,
     pub seed_ctx: PathBuf,
     pub bin: PathBuf,
@@ -150,10 +167,59 @@ pub struct Bench {
     interrupted: Arc<AtomicBool>,
 }
 
+/// The machine around a run: the 1-minute load average when it started, and the
+/// share of all CPU time that was busy while it ran (ours and anyone else's).
+#[derive(Clone, Copy, Debug)]
+pub struct Machine {
+    pub load: f64,
+    pub busy: f64,
+}
+
+/// (busy, total) jiffies of all CPUs.
+fn cpu_jiffies() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let v: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: u64 = v.iter().take(8).sum();
+    // idle and iowait
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
+/// Started before a run; `done` after it.
+struct Probe {
+    load: f64,
+    jiffies: (u64, u64),
+}
+
+impl Probe {
+    fn start() -> Probe {
+        Probe {
+            load: load_average(),
+            jiffies: cpu_jiffies(),
+        }
+    }
+
+    fn done(self) -> Machine {
+        let (b, t) = cpu_jiffies();
+        let (b0, t0) = self.jiffies;
+        Machine {
+            load: self.load,
+            busy: (b - b0) as f64 / (t - t0).max(1) as f64,
+        }
+    }
+}
+
 /// One timed run of the seed's way.
 pub struct SeedRun {
     pub wall: f64,
-    pub load: f64,
+    pub machine: Machine,
     /// The largest docker client (wait4 on each build).
     pub rss_mb: f64,
     pub size_mb: f64,
@@ -162,7 +228,7 @@ pub struct SeedRun {
 /// One timed run of ours.
 pub struct OursRun {
     pub wall: f64,
-    pub load: f64,
+    pub machine: Machine,
     pub rss_self_mb: f64,
     pub rss_tree_mb: f64,
     pub cpu: f64,
@@ -178,6 +244,7 @@ pub struct OursRun {
 pub struct Series {
     pub seed: Vec<SeedRun>,
     pub ours: Vec<OursRun>,
+    /// `-j 1`, one per round (none with `--no-solo`).
     pub solo: Vec<OursRun>,
 }
 
@@ -190,9 +257,18 @@ fn load_average() -> f64 {
 
 impl Bench {
     pub fn new(opts: Options) -> Bench {
-        let work = tempfile::tempdir().expect("temporary directory");
-        let mirror = mirror(&work.path().join("mirror"));
-        let seed_ctx = work.path().join("seed");
+        let (work, temporary) = match &opts.keep {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).expect("--keep directory");
+                (dir.clone(), None)
+            }
+            None => {
+                let t = tempfile::tempdir().expect("temporary directory");
+                (t.path().to_path_buf(), Some(t))
+            }
+        };
+        let mirror = mirror(&work.join("mirror"));
+        let seed_ctx = work.join("seed");
         let ok = Command::new("cp")
             .arg("-r")
             .arg(root().join("bench/seed"))
@@ -210,6 +286,7 @@ impl Bench {
         Bench {
             opts,
             work,
+            _temporary: temporary,
             mirror,
             seed_ctx,
             bin: matrix_bin(),
@@ -228,24 +305,43 @@ impl Bench {
             .collect()
     }
 
+    /// With `--max-load X`: wait until the 1-minute load average is X or less (at most
+    /// 15 minutes).
+    fn wait_for_quiet(&self) {
+        let Some(max) = self.opts.max_load else {
+            return;
+        };
+        let t = Instant::now();
+        while load_average() > max && t.elapsed().as_secs() < 900 {
+            assert!(
+                !self.interrupted.load(Ordering::SeqCst),
+                "interrupted (Ctrl-C)"
+            );
+            std::thread::sleep(std::time::Duration::from_secs(5));
+        }
+        if t.elapsed().as_secs() >= 5 {
+            eprintln!(
+                "    waited {:.0} s for the load average to fall to {max} (now {:.2})",
+                t.elapsed().as_secs_f64(),
+                load_average()
+            );
+        }
+    }
+
     /// A fresh base for the next run: unique per bench and per run.
     fn fresh_base(&self) -> RunBase {
         assert!(
             !self.interrupted.load(Ordering::SeqCst),
             "interrupted (Ctrl-C)"
         );
+        self.wait_for_quiet();
         let n = self.runs_made.get() + 1;
         self.runs_made.set(n);
         let secs = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let id = format!("{secs}p{}r{n}", std::process::id());
-        RunBase::new(
-            &id,
-            self.work.path(),
-            &self.legacy.path,
-            &self.buildkit.path,
-        )
+        RunBase::new(&id, &self.work, &self.legacy.path, &self.buildkit.path)
     }
 
     /// (installer, extra pip packages) of each cell, in the seed's build order.
@@ -260,13 +356,13 @@ impl Bench {
     /// The seed's way: its Dockerfile built once per cell, one after another.
     pub fn seed_run(&self, c: &Client, label: &str) -> SeedRun {
         let base = self.fresh_base();
-        let load = load_average();
+        let probe = Probe::start();
         let mut rss: f64 = 0.0;
         let mut first_tag = None;
         let t = Instant::now();
         for (i, (installer, extra)) in self.seed_cells().into_iter().enumerate() {
             let tag = format!("{}/seed:cell{i}", base.prefix);
-            let log = self.work.path().join(format!("seed-{label}-{i}.log"));
+            let log = self.work.join(format!("seed-{label}-{i}.log"));
             let out = std::fs::File::create(&log).expect("seed log");
             let mut cmd = Command::new(&c.path);
             cmd.current_dir(&self.seed_ctx)
@@ -299,10 +395,11 @@ impl Bench {
             first_tag.get_or_insert(tag);
         }
         let wall = t.elapsed().as_secs_f64();
+        let machine = probe.done();
         let size_mb = first_tag.map_or(0.0, |t| size_mb(&c.path, &t));
         SeedRun {
             wall,
-            load,
+            machine,
             rss_mb: rss,
             size_mb,
         }
@@ -324,15 +421,19 @@ impl Bench {
     /// Ours: `matrix build -j JOBS --force` with this client and builder.
     pub fn ours_run(&self, c: &Client, label: &str, jobs: usize) -> OursRun {
         let base = self.fresh_base();
-        let dir = self.work.path().join(format!("ours-{label}"));
+        let dir = self.work.join(format!("ours-{label}"));
         std::fs::create_dir_all(&dir).expect("run directory");
         std::fs::write(dir.join("matrix.yaml"), self.matrix_yaml(&base)).expect("matrix");
         let output = dir.join("matrix-output.txt");
-        let load = load_average();
+        let probe = Probe::start();
         let (m, w) = watched(
             self.matrix(c, &dir, jobs, &output).arg("--force"),
             &dir.join("out/logs"),
         );
+        let machine = probe.done();
+        if self.opts.keep.is_some() {
+            keep_stamped(&dir.join("stamped"), &w.logs);
+        }
         assert!(
             m.status.success(),
             "matrix build failed ({label}); its output:\n{}",
@@ -358,7 +459,7 @@ impl Bench {
         drop(base);
         OursRun {
             wall: m.wall.as_secs_f64(),
-            load,
+            machine,
             rss_self_mb: w.rss_self_mb,
             rss_tree_mb: m.rss_tree_mb,
             cpu: man["tool_cpu_seconds"].as_f64().unwrap_or(f64::NAN),
@@ -400,6 +501,16 @@ impl Bench {
             p = self.mirror.port,
             ca = ca(),
         )
+    }
+}
+
+/// The logs as the watcher saw them, each line with its stamp: `12.3|line`.
+fn keep_stamped(dir: &Path, logs: &super::watch::Stamped) {
+    std::fs::create_dir_all(dir).expect("stamped log directory");
+    for (path, lines) in logs {
+        let text: String = lines.iter().map(|(t, l)| format!("{t:.1}|{l}\n")).collect();
+        let name = path.file_name().unwrap_or_default();
+        std::fs::write(dir.join(name), text).expect("write a stamped log");
     }
 }
 
@@ -462,40 +573,39 @@ pub fn run(args: &[String]) {
     let clients = b.clients();
     let mut series: Vec<Series> = clients.iter().map(|_| Series::default()).collect();
     eprintln!(
-        "nightly: {} round(s) of {} cells, then {} solo run(s) per builder; local base {LOCAL_BASE}",
-        b.opts.runs, b.opts.cells, b.opts.solo
+        "nightly: {} round(s) of {} cells{}; local base {LOCAL_BASE}; files in {}",
+        b.opts.runs,
+        b.opts.cells,
+        if b.opts.solo {
+            ", each with a -j 1 run per builder"
+        } else {
+            ""
+        },
+        b.work.display()
     );
     let t0 = Instant::now();
+    let note = |r: usize, c: &Client, what: &str, wall: f64| {
+        eprintln!(
+            "  [{:>6.0} s] round {r}, {}: {what} {wall:.1} s (load average {:.2})",
+            t0.elapsed().as_secs_f64(),
+            c.builder,
+            load_average()
+        );
+    };
     for r in 1..=b.opts.runs {
         for (c, s) in clients.iter().zip(series.iter_mut()) {
-            let seed = b.seed_run(c, &format!("{}-{r}", c.builder));
-            eprintln!(
-                "  [{:>6.0} s] round {r}, {}: seed's way {:.1} s",
-                t0.elapsed().as_secs_f64(),
-                c.builder,
-                seed.wall
-            );
+            let label = format!("{}-{r}", c.builder);
+            let seed = b.seed_run(c, &label);
+            note(r, c, "seed's way", seed.wall);
             s.seed.push(seed);
-            let ours = b.ours_run(c, &format!("{}-{r}", c.builder), 2);
-            eprintln!(
-                "  [{:>6.0} s] round {r}, {}: matrix build -j 2 {:.1} s",
-                t0.elapsed().as_secs_f64(),
-                c.builder,
-                ours.wall
-            );
+            let ours = b.ours_run(c, &label, 2);
+            note(r, c, "matrix build -j 2", ours.wall);
             s.ours.push(ours);
-        }
-    }
-    for (c, s) in clients.iter().zip(series.iter_mut()) {
-        for k in 1..=b.opts.solo {
-            let solo = b.ours_run(c, &format!("{}-solo-{k}", c.builder), 1);
-            eprintln!(
-                "  [{:>6.0} s] solo {k}, {}: matrix build -j 1 {:.1} s",
-                t0.elapsed().as_secs_f64(),
-                c.builder,
-                solo.wall
-            );
-            s.solo.push(solo);
+            if b.opts.solo {
+                let solo = b.ours_run(c, &format!("{label}-solo"), 1);
+                note(r, c, "matrix build -j 1", solo.wall);
+                s.solo.push(solo);
+            }
         }
     }
     super::report::print(&b, &clients, &series, t0.elapsed().as_secs_f64());

@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use super::nightly::{Bench, Client, OursRun, Series};
+use super::nightly::{Bench, Client, Machine, OursRun, Series};
 use super::stages::{slots, Cell, Profile, KINDS};
 
 /// (min, median, max); the median of an even count is the mean of the middle two.
@@ -84,25 +84,36 @@ fn header(b: &Bench, clients: &[&Client]) {
         if b.opts.cells == 4 { "Miniconda 24.5.0-0 and 24.4.0-0" } else { "Miniconda 24.5.0-0" }
     );
     println!(
-        "runs: {} rounds (seed's way, then ours, for each builder in turn), then {} run(s) of `matrix build -j 1` per builder",
-        b.opts.runs, b.opts.solo
+        "runs: {} rounds; in each, for each builder in turn: the seed's way, `matrix build -j 2`{}",
+        b.opts.runs,
+        if b.opts.solo {
+            ", `matrix build -j 1`"
+        } else {
+            ""
+        }
     );
     println!("cold start before every run: a new base (the local base + one layer holding the run's id), so no layer or BuildKit cache record matches; afterwards the run's images, containers and BuildKit records are removed. Other users' images and caches are not touched; nothing is pruned daemon-wide.");
 }
 
 fn row(name: &str, v: &[f64]) {
+    if v.is_empty() {
+        return;
+    }
     let (lo, med, hi) = spread(v);
     println!("  {name:<44} {lo:>8.1} s {med:>8.1} s {hi:>8.1} s");
 }
 
-/// The bound from the solo runs (median of their bounds), with its profile.
-fn solo_bound(s: &Series) -> Option<(f64, &OursRun)> {
-    if s.solo.is_empty() {
-        return None;
-    }
-    let bounds: Vec<f64> = s.solo.iter().map(|r| r.profile.bound(&r.cells)).collect();
-    let (_, med, _) = spread(&bounds);
-    Some((med, &s.solo[median_run(&s.solo)]))
+fn walls(runs: &[OursRun]) -> Vec<f64> {
+    runs.iter().map(|r| r.wall).collect()
+}
+
+/// Per round: our -j 2 wall over the bound from that round's -j 1 stage times.
+fn over_solo_bound(s: &Series) -> Vec<f64> {
+    s.ours
+        .iter()
+        .zip(&s.solo)
+        .map(|(o, solo)| o.wall / solo.profile.bound(&solo.cells))
+        .collect()
 }
 
 fn series(b: &Bench, c: &Client, s: &Series) {
@@ -110,33 +121,50 @@ fn series(b: &Bench, c: &Client, s: &Series) {
     println!("== {} ==", c.describe());
     println!("  {:<44} {:>10} {:>10} {:>10}", "", "min", "median", "max");
     let seed: Vec<f64> = s.seed.iter().map(|r| r.wall).collect();
-    let ours: Vec<f64> = s.ours.iter().map(|r| r.wall).collect();
+    let ours = walls(&s.ours);
     row(
         &format!("seed's way, {} x docker build, one by one", b.opts.cells),
         &seed,
     );
     row("matrix build -j 2", &ours);
+    row("matrix build -j 1 (for the bound)", &walls(&s.solo));
     let pairs: Vec<f64> = ours.iter().zip(&seed).map(|(o, s)| o / s).collect();
     let (lo, _, hi) = spread(&pairs);
     println!(
-        "  ratio ours / seed's way, same client and builder: {:.2} (ratio of the medians; per-round ratios {lo:.2} .. {hi:.2}); target <= 0.60",
+        "  ratio ours / seed's way, same client and builder: {:.2} (ratio of the medians; per round {lo:.2} .. {hi:.2}); target <= 0.60",
         spread(&ours).1 / spread(&seed).1
     );
-    if let Some((bound, _)) = solo_bound(s) {
-        let per: Vec<f64> = ours.iter().map(|w| w / bound).collect();
-        let (lo, med, hi) = spread(&per);
-        println!("  our wall / lower bound ({bound:.1} s, from the -j 1 run's stage times): median {med:.2} ({lo:.2} .. {hi:.2}); goal <= 1.15");
+    if !s.solo.is_empty() {
+        let bounds: Vec<f64> = s.solo.iter().map(|r| r.profile.bound(&r.cells)).collect();
+        let (blo, bmed, bhi) = spread(&bounds);
+        let (lo, med, hi) = spread(&over_solo_bound(s));
+        println!("  lower bound, from each round's -j 1 stage times: median {bmed:.1} s ({blo:.1} .. {bhi:.1})");
+        println!("  our wall / that round's bound: median {med:.2} (per round {lo:.2} .. {hi:.2}); goal <= 1.15");
     }
-    let cpu: Vec<f64> = s.ours.iter().map(|r| 100.0 * r.cpu / r.wall).collect();
+    let own: Vec<f64> = s
+        .ours
+        .iter()
+        .map(|r| r.wall / r.profile.bound(&r.cells))
+        .collect();
+    let (lo, med, hi) = spread(&own);
+    println!("  our wall / the bound from the run's own stage times (looser: stages side by side run longer): median {med:.2} ({lo:.2} .. {hi:.2})");
+    resources(s);
+    raw(s);
+    stage_report(b, s);
+}
+
+fn resources(s: &Series) {
+    let cpu: Vec<f64> = s.ours.iter().map(|r| r.cpu).collect();
+    let share: Vec<f64> = s.ours.iter().map(|r| 100.0 * r.cpu / r.wall).collect();
     println!(
         "  tool CPU: median {:.3} s = {:.2} % of the wall (max {:.2} %); target < 2 %",
-        spread(&s.ours.iter().map(|r| r.cpu).collect::<Vec<_>>()).1,
         spread(&cpu).1,
-        spread(&cpu).2
+        spread(&share).1,
+        spread(&share).2
     );
     let max = |v: Vec<f64>| spread(&v).2;
     println!(
-        "  peak RSS: the matrix process {:.1} MB (VmHWM); with the docker clients it ran {:.1} MB (wait4); the seed's docker client {:.1} MB (wait4); largest of all runs",
+        "  peak RSS (largest over the runs): the matrix process {:.1} MB (its VmHWM); with the docker clients it waited for {:.1} MB (wait4); the seed's docker client {:.1} MB (wait4)",
         max(s.ours.iter().chain(&s.solo).map(|r| r.rss_self_mb).collect()),
         max(s.ours.iter().chain(&s.solo).map(|r| r.rss_tree_mb).collect()),
         max(s.seed.iter().map(|r| r.rss_mb).collect())
@@ -152,46 +180,50 @@ fn series(b: &Bench, c: &Client, s: &Series) {
         s.seed.last().map_or(0.0, |r| r.size_mb),
         s.ours.last().map_or(0.0, |r| r.size_mb)
     );
-    raw(s);
-    stage_report(b, s);
+}
+
+fn machine(m: &Machine) -> String {
+    format!("load {:.2}, CPUs {:.0} % busy", m.load, 100.0 * m.busy)
 }
 
 fn raw(s: &Series) {
-    println!("  raw, in run order (1-minute load average when the run started):");
+    println!("  raw, in run order [1-minute load average at the start, share of all CPU time busy during the run]:");
     for (i, (sd, o)) in s.seed.iter().zip(&s.ours).enumerate() {
         println!(
-            "    round {}: seed {:.1} s [load {:.2}], ours {:.1} s [load {:.2}], ratio {:.3}; tool CPU {:.3} s; RSS {:.1} / {:.1} MB",
+            "    round {}: seed {:.1} s [{}]; ours {:.1} s [{}]; ratio {:.3}; tool CPU {:.3} s; peak RSS {:.1} / {:.1} MB; warm {:.2} s",
             i + 1,
             sd.wall,
-            sd.load,
+            machine(&sd.machine),
             o.wall,
-            o.load,
+            machine(&o.machine),
             o.wall / sd.wall,
             o.cpu,
             o.rss_self_mb,
-            o.rss_tree_mb
+            o.rss_tree_mb,
+            o.warm.map_or(f64::NAN, |w| w.0)
         );
-    }
-    for (i, o) in s.solo.iter().enumerate() {
-        println!(
-            "    solo {}: matrix build -j 1 {:.1} s [load {:.2}], bound from its stages {:.1} s",
-            i + 1,
-            o.wall,
-            o.load,
-            o.profile.bound(&o.cells)
-        );
+        if let Some(solo) = s.solo.get(i) {
+            let bound = solo.profile.bound(&solo.cells);
+            println!(
+                "             -j 1 {:.1} s [{}]; bound {bound:.1} s; ours / bound {:.3}; bound from ours' own stages {:.1} s",
+                solo.wall,
+                machine(&solo.machine),
+                o.wall / bound,
+                o.profile.bound(&o.cells)
+            );
+        }
     }
 }
 
 fn stage_table(title: &str, p: &Profile) {
     println!("  {title}:");
-    print!("    {:<46} {:>6} {:>6}", "job", "start", "end");
+    print!("    {:<44} {:>6} {:>6}", "job", "start", "end");
     for k in KINDS {
         print!(" {:>9}", k.label());
     }
-    println!(" {:>9} {:>6}", "overhead", "cached");
+    println!(" {:>8} {:>10} {:>9}", "overhead", "cached", "st.export");
     for j in &p.jobs {
-        print!("    {:<46} {:>6.1} {:>6.1}", j.id, j.start, j.end);
+        print!("    {:<44} {:>6.1} {:>6.1}", j.id, j.start, j.end);
         for s in j.work {
             if s > 0.0 {
                 print!(" {s:>9.1}");
@@ -199,7 +231,13 @@ fn stage_table(title: &str, p: &Profile) {
                 print!(" {:>9}", "");
             }
         }
-        println!(" {:>9.1} {:>6}", j.overhead(), j.cached);
+        println!(
+            " {:>8.1} {:>5.1} ({:>2}) {:>9.1}",
+            j.overhead(),
+            j.cached_secs,
+            j.cached,
+            j.stage_export
+        );
     }
 }
 
@@ -225,20 +263,29 @@ fn bound_lines(p: &Profile, cells: &[Cell]) {
 }
 
 fn stage_report(b: &Bench, s: &Series) {
-    let solo = solo_bound(s);
-    if let Some((_, r)) = solo {
+    if s.ours.is_empty() {
+        return;
+    }
+    let i = median_run(&s.ours);
+    let m = &s.ours[i];
+    let solo = s.solo.get(i);
+    if let Some(r) = solo {
         stage_table(
-            "stage times (s), solo run (-j 1), since its start",
+            &format!(
+                "stage times (s) of round {}'s -j 1 run ({:.1} s), from its start",
+                i + 1,
+                r.wall
+            ),
             &r.profile,
         );
         bound_lines(&r.profile, &r.cells);
     }
-    if s.ours.is_empty() {
-        return;
-    }
-    let m = &s.ours[median_run(&s.ours)];
     stage_table(
-        &format!("stage times (s), the median -j 2 run ({:.1} s)", m.wall),
+        &format!(
+            "stage times (s) of round {}'s -j 2 run ({:.1} s, the median)",
+            i + 1,
+            m.wall
+        ),
         &m.profile,
     );
     bound_lines(&m.profile, &m.cells);
@@ -257,10 +304,10 @@ fn stage_report(b: &Bench, s: &Series) {
             String::new()
         }
     );
-    if let Some((_, r)) = solo {
+    if let Some(r) = solo {
         let extra = m.profile.work() - r.profile.work();
         println!(
-            "    stage work side by side {:.1} s vs solo {:.1} s: {extra:+.1} s ({:+.0} %)",
+            "    stage work side by side {:.1} s vs one at a time {:.1} s: {extra:+.1} s ({:+.0} %)",
             m.profile.work(),
             r.profile.work(),
             100.0 * extra / r.profile.work()
@@ -285,20 +332,23 @@ pub fn print(b: &Bench, clients: &[&Client], all: &[Series], took: f64) {
         series(b, c, s);
     }
     println!();
-    println!("like for like (ours / the seed's way with the same client and builder; ratio of medians, per-round spread):");
+    println!("like for like (ours / the seed's way with the same client and builder: ratio of the medians, per-round spread; our wall / the round's bound):");
     for (c, s) in clients.iter().zip(all) {
         let seed: Vec<f64> = s.seed.iter().map(|r| r.wall).collect();
-        let ours: Vec<f64> = s.ours.iter().map(|r| r.wall).collect();
+        let ours = walls(&s.ours);
         let pairs: Vec<f64> = ours.iter().zip(&seed).map(|(o, s)| o / s).collect();
         let (lo, _, hi) = spread(&pairs);
-        let bound = solo_bound(s).map_or(String::new(), |(bd, _)| {
-            format!("; wall / bound {:.2}", spread(&ours).1 / bd)
-        });
+        let bound = if s.solo.is_empty() {
+            String::new()
+        } else {
+            let (blo, bmed, bhi) = spread(&over_solo_bound(s));
+            format!("; wall / bound {bmed:.2} ({blo:.2} .. {bhi:.2})")
+        };
         println!(
             "  {:<9} {:.2} ({lo:.2} .. {hi:.2}){bound}",
             c.builder,
             spread(&ours).1 / spread(&seed).1
         );
     }
-    println!("the whole benchmark took {:.0} s", took);
+    println!("the whole benchmark took {took:.0} s");
 }

@@ -8,7 +8,8 @@
 //! |---|---|
 //! | OS layer | stage `system` |
 //! | Miniconda | stage `conda` up to pip's first line |
-//! | pip stack | stage `conda` from pip's first line |
+//! | pip fetch | stage `conda`, pip resolving and downloading (to `Installing collected packages`) |
+//! | pip install | stage `conda` from there: unpacking and writing the packages, then the rest of the step |
 //! | variant | the final stage's `variant/` steps |
 //! | finalize | the rest of the final stage (boot files, ENV, labels) |
 //! | export | a cell's image written out (`exporting to image`; legacy: `Successfully built` to the end) |
@@ -16,7 +17,9 @@
 //! Step times: the legacy builder's from the time each `Step k/n` line appeared (the
 //! watcher's stamps, 100 ms apart); BuildKit's from its own `#N DONE x.ys` and the
 //! `#N <seconds> <output>` offsets. What a job's window holds beyond that work is its
-//! overhead: steps answered from the cache, context upload, a stage job's export.
+//! overhead: steps answered from the cache, context upload, a stage job's export
+//! (the cells export the image; a `--target` stage's export is only there because the
+//! stage is built as a job of its own).
 
 use std::collections::BTreeMap;
 
@@ -25,16 +28,18 @@ use std::collections::BTreeMap;
 pub enum Kind {
     Os,
     Miniconda,
-    Pip,
+    PipFetch,
+    PipInstall,
     Variant,
     Finalize,
     Export,
 }
 
-pub const KINDS: [Kind; 6] = [
+pub const KINDS: [Kind; 7] = [
     Kind::Os,
     Kind::Miniconda,
-    Kind::Pip,
+    Kind::PipFetch,
+    Kind::PipInstall,
     Kind::Variant,
     Kind::Finalize,
     Kind::Export,
@@ -45,7 +50,8 @@ impl Kind {
         match self {
             Kind::Os => "OS layer",
             Kind::Miniconda => "Miniconda",
-            Kind::Pip => "pip stack",
+            Kind::PipFetch => "pip fetch",
+            Kind::PipInstall => "pip install",
             Kind::Variant => "variant",
             Kind::Finalize => "finalize",
             Kind::Export => "export",
@@ -54,7 +60,7 @@ impl Kind {
 }
 
 /// Seconds per kind of work.
-pub type Work = [f64; 6];
+pub type Work = [f64; 7];
 
 /// One build job, from its log.
 #[derive(Clone, Debug, Default)]
@@ -67,8 +73,11 @@ pub struct Job {
     pub start: f64,
     pub end: f64,
     pub work: Work,
-    /// Steps the builder answered from its cache.
+    /// Steps the builder answered from its cache, and the time they took.
     pub cached: u32,
+    pub cached_secs: f64,
+    /// A `--target` stage job's export (part of the overhead).
+    pub stage_export: f64,
 }
 
 impl Job {
@@ -135,17 +144,42 @@ fn stage_of_from(instruction: &str) -> Option<String> {
     )
 }
 
-/// Book `secs` of a step of `stage` running `instruction`. In stage `conda`, time
-/// after `pip_at` seconds into the step is the pip stack.
-fn book(job: &mut Job, stage: &str, instruction: &str, secs: f64, pip_at: Option<f64>) {
+/// pip's install phase: it has resolved and downloaded everything.
+fn pip_installing(line: &str) -> bool {
+    line.trim_start()
+        .starts_with("Installing collected packages")
+}
+
+/// Where pip's phases start in a step, in seconds since the step started.
+#[derive(Clone, Copy, Debug, Default)]
+struct Marks {
+    pip: Option<f64>,
+    install: Option<f64>,
+}
+
+impl Marks {
+    fn see(&mut self, at: f64, line: &str) {
+        if self.pip.is_none() && pip_started(line) {
+            self.pip = Some(at);
+        } else if self.pip.is_some() && self.install.is_none() && pip_installing(line) {
+            self.install = Some(at);
+        }
+    }
+}
+
+/// Book `secs` of a step of `stage` running `instruction`. In stage `conda`, the
+/// time before pip's first line is Miniconda's, then pip's phases follow (`marks`).
+fn book(job: &mut Job, stage: &str, instruction: &str, secs: f64, marks: Marks) {
     let secs = secs.max(0.0);
     let k = |k: Kind| k as usize;
     match stage {
         "system" => job.work[k(Kind::Os)] += secs,
         "conda" => {
-            let mini = pip_at.map_or(secs, |p| p.clamp(0.0, secs));
-            job.work[k(Kind::Miniconda)] += mini;
-            job.work[k(Kind::Pip)] += secs - mini;
+            let pip = marks.pip.map_or(secs, |p| p.clamp(0.0, secs));
+            let install = marks.install.map_or(secs, |p| p.clamp(pip, secs));
+            job.work[k(Kind::Miniconda)] += pip;
+            job.work[k(Kind::PipFetch)] += install - pip;
+            job.work[k(Kind::PipInstall)] += secs - install;
         }
         _ if instruction.contains("variant") || stage_of_from(instruction).is_some() => {
             job.work[k(Kind::Variant)] += secs
@@ -159,7 +193,8 @@ struct LegacyStep {
     instruction: String,
     stage: String,
     cached: bool,
-    pip_at: Option<f64>,
+    /// Stamps of pip's phases (seconds since the run started).
+    marks: Marks,
 }
 
 /// Legacy builder: `Step k/n : INSTRUCTION`, ` ---> Using cache`, `Successfully built`.
@@ -179,15 +214,15 @@ fn legacy_steps(body: &[(f64, String)], job: &mut Job) {
                 instruction: instruction.trim().to_string(),
                 stage: stage.clone(),
                 cached: false,
-                pip_at: None,
+                marks: Marks::default(),
             });
         } else if line.starts_with("Successfully built ") {
             built_at.get_or_insert(*t);
         } else if let Some(s) = steps.last_mut() {
             if line.trim_start().starts_with("---> Using cache") {
                 s.cached = true;
-            } else if s.pip_at.is_none() && pip_started(&line) {
-                s.pip_at = Some(*t);
+            } else {
+                s.marks.see(*t, &line);
             }
         }
     }
@@ -196,13 +231,22 @@ fn legacy_steps(body: &[(f64, String)], job: &mut Job) {
         let next = steps.get(i + 1).map_or(steps_end, |n| n.start);
         if s.cached {
             job.cached += 1;
+            job.cached_secs += next - s.start;
             continue;
         }
-        let pip = s.pip_at.map(|p| p - s.start);
-        book(job, &s.stage, &s.instruction, next - s.start, pip);
+        let marks = Marks {
+            pip: s.marks.pip.map(|p| p - s.start),
+            install: s.marks.install.map(|p| p - s.start),
+        };
+        book(job, &s.stage, &s.instruction, next - s.start, marks);
     }
-    if built_at.is_some() && !job.stage_job {
-        job.work[Kind::Export as usize] += job.end - steps_end;
+    if built_at.is_some() {
+        let export = job.end - steps_end;
+        if job.stage_job {
+            job.stage_export += export;
+        } else {
+            job.work[Kind::Export as usize] += export;
+        }
     }
 }
 
@@ -211,7 +255,7 @@ struct Vertex {
     name: String,
     done: Option<f64>,
     cached: bool,
-    pip_at: Option<f64>,
+    marks: Marks,
 }
 
 /// BuildKit (`--progress=plain`): `#N NAME`, `#N <secs> <output>`, `#N DONE 1.2s`,
@@ -239,8 +283,8 @@ fn buildkit_steps(body: &[(f64, String)], job: &mut Job) {
         } else if let Some(d) = rest.strip_prefix("DONE ") {
             v.done = d.trim_end_matches('s').parse().ok();
         } else if let Some((offset, text)) = rest.split_once(' ') {
-            if v.pip_at.is_none() && pip_started(text) {
-                v.pip_at = offset.parse().ok();
+            if let Ok(at) = offset.parse() {
+                v.marks.see(at, text);
             }
         }
     }
@@ -252,7 +296,9 @@ fn buildkit_steps(body: &[(f64, String)], job: &mut Job) {
         }
         let secs = v.done.unwrap_or(0.0);
         if v.name.starts_with("exporting") {
-            if !job.stage_job {
+            if job.stage_job {
+                job.stage_export += secs;
+            } else {
                 job.work[Kind::Export as usize] += secs;
             }
             continue;
@@ -265,7 +311,7 @@ fn buildkit_steps(body: &[(f64, String)], job: &mut Job) {
         let Some((stage, _)) = head.rsplit_once(' ') else {
             continue;
         };
-        book(job, stage, instruction, secs, v.pip_at);
+        book(job, stage, instruction, secs, v.marks);
     }
 }
 
@@ -333,7 +379,9 @@ impl Profile {
             for k in KINDS {
                 let unit = match k {
                     Kind::Os => Unit::Os(os.clone()),
-                    Kind::Miniconda | Kind::Pip => Unit::Conda(conda.clone()),
+                    Kind::Miniconda | Kind::PipFetch | Kind::PipInstall => {
+                        Unit::Conda(conda.clone())
+                    }
                     _ => Unit::Cell(j.id.clone()),
                 };
                 let secs = j.work[k as usize];
@@ -482,6 +530,7 @@ mod tests {
              0.6|Step 4/6 : RUN bash /tmp/image-matrix/conda/install-conda.sh\n\
              3.6|stand-in Miniconda 24.5.0-0 (Python 3.11) installed in /opt/miniconda3\n\
              4.6|Collecting jupyterlab\n\
+             14.6|Installing collected packages: numpy, jupyterlab\n\
              20.6|Step 5/6 : FROM conda\n\
              20.7|Step 6/6 : RUN bash /tmp/image-matrix/variant/install-variant.sh\n\
              30.7|Successfully built 123\n\
@@ -493,7 +542,9 @@ mod tests {
         let w = |k: Kind| (j.work[k as usize] * 10.0).round() / 10.0;
         assert_eq!(w(Kind::Os), 0.1); // FROM; the RUN was cached
         assert_eq!(w(Kind::Miniconda), 4.1); // FROM + until pip's first line
-        assert_eq!(w(Kind::Pip), 16.0);
+        assert_eq!(w(Kind::PipFetch), 10.0);
+        assert_eq!(w(Kind::PipInstall), 6.0);
+        assert!((j.cached_secs - 0.3).abs() < 1e-9);
         assert_eq!(w(Kind::Variant), 10.1);
         assert_eq!(w(Kind::Export), 0.3);
         assert!((j.overhead() - 0.4).abs() < 1e-9);
@@ -510,6 +561,7 @@ mod tests {
              5.3|#7 [conda 3/3] RUN bash /tmp/image-matrix/conda/install-conda.sh\n\
              9.0|#7 3.512 stand-in Miniconda installed\n\
              9.5|#7 4.001 Collecting numpy<2.0\n\
+             30.0|#7 24.001 Installing collected packages: numpy\n\
              40.0|#7 DONE 34.2s\n\
              41.0|#8 exporting to image\n\
              42.0|#8 DONE 1.0s",
@@ -518,7 +570,9 @@ mod tests {
         assert!(j.stage_job);
         assert_eq!(j.cached, 1);
         assert!((j.work[Kind::Miniconda as usize] - 4.001).abs() < 1e-9);
-        assert!((j.work[Kind::Pip as usize] - 30.199).abs() < 1e-9);
+        assert!((j.work[Kind::PipFetch as usize] - 20.0).abs() < 1e-9);
+        assert!((j.work[Kind::PipInstall as usize] - 10.199).abs() < 1e-9);
+        assert_eq!(j.stage_export, 1.0);
         assert_eq!(
             j.work[Kind::Export as usize],
             0.0,
@@ -548,7 +602,7 @@ mod tests {
                 "debian12 amd64 · Miniconda 1 py3.11",
                 10.0,
                 40.0,
-                Kind::Pip,
+                Kind::PipFetch,
                 30.0,
             ),
             job("a", 40.0, 45.0, Kind::Variant, 5.0),
