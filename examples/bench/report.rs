@@ -221,7 +221,10 @@ fn stage_table(title: &str, p: &Profile) {
     for k in KINDS {
         print!(" {:>9}", k.label());
     }
-    println!(" {:>8} {:>10} {:>9}", "overhead", "cached", "st.export");
+    println!(
+        " {:>8} {:>10} {:>9} {:>7}",
+        "overhead", "cached", "st.export", "commit"
+    );
     for j in &p.jobs {
         print!("    {:<44} {:>6.1} {:>6.1}", j.id, j.start, j.end);
         for s in j.work {
@@ -232,11 +235,12 @@ fn stage_table(title: &str, p: &Profile) {
             }
         }
         println!(
-            " {:>8.1} {:>5.1} ({:>2}) {:>9.1}",
+            " {:>8.1} {:>5.1} ({:>2}) {:>9.1} {:>7.1}",
             j.overhead(),
             j.cached_secs,
             j.cached,
-            j.stage_export
+            j.stage_export,
+            j.commit
         );
     }
 }
@@ -269,6 +273,7 @@ fn stage_report(b: &Bench, s: &Series) {
     let i = median_run(&s.ours);
     let m = &s.ours[i];
     let solo = s.solo.get(i);
+    println!("  stage tables: each job's window (start, end: s since the run started), its work by kind, and the rest of its window as overhead; of that overhead, `cached` is the time (and number) of steps answered from the cache and `st.export` a --target stage's own export; `commit` is the legacy builder's layer commits, part of the work columns");
     if let Some(r) = solo {
         stage_table(
             &format!(

@@ -78,6 +78,9 @@ pub struct Job {
     pub cached_secs: f64,
     /// A `--target` stage job's export (part of the overhead).
     pub stage_export: f64,
+    /// Legacy builder: the time spent committing containers to layers after their
+    /// command ended (part of the work above, shown on its own).
+    pub commit: f64,
 }
 
 impl Job {
@@ -195,6 +198,10 @@ struct LegacyStep {
     cached: bool,
     /// Stamps of pip's phases (seconds since the run started).
     marks: Marks,
+    /// When the step's command last printed (or started), and when its container was
+    /// removed: the time between is the layer commit.
+    last_output: Option<f64>,
+    removed: Option<f64>,
 }
 
 /// Legacy builder: `Step k/n : INSTRUCTION`, ` ---> Using cache`, `Successfully built`.
@@ -215,13 +222,19 @@ fn legacy_steps(body: &[(f64, String)], job: &mut Job) {
                 stage: stage.clone(),
                 cached: false,
                 marks: Marks::default(),
+                last_output: None,
+                removed: None,
             });
         } else if line.starts_with("Successfully built ") {
             built_at.get_or_insert(*t);
         } else if let Some(s) = steps.last_mut() {
-            if line.trim_start().starts_with("---> Using cache") {
+            let l = line.trim_start();
+            if l.starts_with("---> Using cache") {
                 s.cached = true;
-            } else {
+            } else if l.starts_with("Removing intermediate container") {
+                s.removed = Some(*t);
+            } else if !l.starts_with("---> ") || l.starts_with("---> Running in") {
+                s.last_output = Some(*t);
                 s.marks.see(*t, &line);
             }
         }
@@ -239,6 +252,9 @@ fn legacy_steps(body: &[(f64, String)], job: &mut Job) {
             install: s.marks.install.map(|p| p - s.start),
         };
         book(job, &s.stage, &s.instruction, next - s.start, marks);
+        if let (Some(out), Some(removed)) = (s.last_output, s.removed) {
+            job.commit += (removed - out).max(0.0);
+        }
     }
     if built_at.is_some() {
         let export = job.end - steps_end;
@@ -531,6 +547,9 @@ mod tests {
              3.6|stand-in Miniconda 24.5.0-0 (Python 3.11) installed in /opt/miniconda3\n\
              4.6|Collecting jupyterlab\n\
              14.6|Installing collected packages: numpy, jupyterlab\n\
+             18.6|Successfully installed numpy jupyterlab\n\
+             20.5|Removing intermediate container 4443a6337158\n\
+             20.5| ---> 6e78cb5c93aa\n\
              20.6|Step 5/6 : FROM conda\n\
              20.7|Step 6/6 : RUN bash /tmp/image-matrix/variant/install-variant.sh\n\
              30.7|Successfully built 123\n\
@@ -545,6 +564,7 @@ mod tests {
         assert_eq!(w(Kind::PipFetch), 10.0);
         assert_eq!(w(Kind::PipInstall), 6.0);
         assert!((j.cached_secs - 0.3).abs() < 1e-9);
+        assert!((j.commit - 1.9).abs() < 1e-9);
         assert_eq!(w(Kind::Variant), 10.1);
         assert_eq!(w(Kind::Export), 0.3);
         assert!((j.overhead() - 0.4).abs() < 1e-9);
