@@ -22,7 +22,8 @@ run=/run/image-matrix-engines/$name
 sock=/run/image-matrix-engines/$name.sock
 pidfile=/run/image-matrix-engines/$name.pid
 host=unix://$sock
-bases=${ENGINE_BASES:-image-matrix-test/debian:bookworm image-matrix-test/debian:12}
+# ENGINE_BASES="" copies none (an engine that holds other builds of those names)
+bases=${ENGINE_BASES-image-matrix-test/debian:bookworm image-matrix-test/debian:12}
 
 answers() { DOCKER_HOST=$host docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
 

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Make this machine ready for the Docker tests, from scratch if need be: packages
-# (docker.io, debootstrap, sshpass + openssh-client, docker-registry for push tests),
-# a daemon (bridge off: containers only reach loopback through --network host, left
-# running; scripts/stop-dockerd.sh stops it), and the local Debian base images
-# (bookworm, and trixie for Python 3.13). Idempotent; says what each phase does and how
-# long it took.
+# (docker.io, debootstrap, sshpass + openssh-client, docker-registry for push tests,
+# qemu-user-static + binfmt-support for arm64), a daemon (bridge off: containers only
+# reach loopback through --network host, left running; scripts/stop-dockerd.sh
+# stops it), the local Debian base images (bookworm, and trixie for Python 3.13), and
+# a second daemon, the "arm" engine (scripts/engine.sh; stop it with
+# `scripts/engine.sh stop arm`), holding an arm64 bookworm base run under QEMU.
+# Idempotent; says what each phase does and how long it took.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 phase() { # NAME COMMAND...
@@ -18,6 +20,9 @@ command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
 command -v sshpass >/dev/null 2>&1 || need+=(sshpass)
 command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
 command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
+# arm64 under emulation: QEMU user mode, registered with binfmt_misc
+[ -x /usr/bin/qemu-aarch64-static ] || need+=(qemu-user-static)
+command -v update-binfmts >/dev/null 2>&1 || need+=(binfmt-support)
 install() {
   if [ "$(id -u)" != 0 ]; then echo "setup: need root to install ${need[*]}" >&2; exit 1; fi
   local log; log=$(mktemp /tmp/image-matrix-apt.XXXXXX)
@@ -37,3 +42,23 @@ base image-matrix-test/debian:bookworm bookworm
 docker tag image-matrix-test/debian:bookworm image-matrix-test/debian:12
 # trixie's system Python is 3.13: the base of the Python 3.13 cell
 base image-matrix-test/debian:trixie trixie
+
+# arm64: emulation registered with the F flag (containers need it), then a second
+# engine of its own, which holds the arm64 build of the same base name (an engine's
+# image store keeps one platform per name)
+emulation() {
+  local bf=/proc/sys/fs/binfmt_misc
+  [ -e "$bf/register" ] || mount -t binfmt_misc binfmt_misc "$bf"
+  [ -e "$bf/qemu-aarch64" ] || update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || true
+  if ! { grep -qx enabled "$bf/qemu-aarch64" && grep -q '^flags: .*F' "$bf/qemu-aarch64"; } 2>/dev/null; then
+    echo "setup: no enabled qemu-aarch64 handler with the F flag in $bf" >&2; exit 1
+  fi
+}
+phase "registering arm64 emulation (qemu-aarch64, binfmt_misc)" emulation
+arm=$(ENGINE_BASES="" "$here/engine.sh" start arm)
+if DOCKER_HOST=$arm docker image inspect image-matrix-test/debian:bookworm >/dev/null 2>&1; then
+  echo "setup: the arm engine's image-matrix-test/debian:bookworm is there"
+else
+  phase "making the arm64 image-matrix-test/debian:bookworm with debootstrap under emulation (about 4 minutes)" \
+    env DOCKER_HOST=$arm ARCH=arm64 SUITE=bookworm "$here/make-debian-base.sh" image-matrix-test/debian:bookworm
+fi

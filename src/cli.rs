@@ -9,22 +9,34 @@ use crate::config::engine::EngineSpec;
 use crate::coord::Filter;
 use crate::docker::Builder;
 use crate::plan::shard::Shard;
+use crate::report::progress::Mode as Progress;
 
-const EXIT_CODES: &str = "Exit codes:
+/// The exit codes (`crate::exit`), as `--help` lists them: a macro, so that the
+/// commands whose outcome people script on can append them to their examples.
+macro_rules! exit_codes {
+    () => {
+        "Exit codes:
   0    everything planned was done and every check passed
   1    a cell failed, timed out, was not started or failed verification; or a push was refused
   2    the command line was wrong, or the selection matched no cell
   3    the matrix file is invalid; nothing was started
   4    a precondition failed before any work (Docker, output directory, input manifest)
   5    an output (manifest, plan, report) could not be written
-  129  stopped by SIGHUP; 130 by SIGINT (Ctrl-C); 143 by SIGTERM";
+  129  stopped by SIGHUP; 130 by SIGINT (Ctrl-C); 143 by SIGTERM"
+    };
+}
 
 #[derive(Parser, Debug)]
 #[command(
     name = "matrix",
-    version,
+    version = crate::VERSION,
     about = "Plan, build, verify and publish a matrix of Miniconda + JupyterLab + TensorBoard images",
-    after_help = EXIT_CODES
+    after_help = concat!("Examples:
+  matrix plan
+  matrix build -j 4 --verify
+  matrix completions bash > ~/.local/share/bash-completion/completions/matrix
+
+", exit_codes!())
 )]
 pub struct Cli {
     /// The matrix file.
@@ -56,27 +68,42 @@ pub enum Command {
   docker build -t my:tag out/contexts/py3.11-ubuntu22.04-amd64")]
     Render(RenderArgs),
     /// Build every planned cell in parallel and write a manifest.
-    #[command(after_help = "Examples:
+    #[command(after_help = concat!("Examples:
   matrix build -j 4
   matrix build --filter os=ubuntu22.04 --verify
   matrix build --engine a=unix:///var/run/docker.sock --engine b=ssh://ci@b,jobs=4
-  matrix build --shard 2/4 -o out/shard-2")]
+  matrix build --shard 2/4 -o out/shard-2
+  matrix build --progress json > events.jsonl
+
+", exit_codes!()))]
     Build(Box<BuildArgs>),
     /// Start each built image and check, from outside, that it does what it promises.
-    #[command(after_help = "Examples:
+    #[command(after_help = concat!("Examples:
   matrix verify --manifest out/manifest.json
-  matrix verify --image miniconda:conda3-python3.11-ubuntu22.04")]
+  matrix verify --image miniconda:conda3-python3.11-ubuntu22.04
+
+", exit_codes!()))]
     Verify(VerifyArgs),
     /// Push the cells of a manifest that built (and verified), then their alias tags.
-    #[command(after_help = "Examples:
+    #[command(after_help = concat!("Examples:
   matrix push out/manifest.json
-  matrix push all.json --engine build-1=ssh://ci@build-1")]
+  matrix push all.json --engine build-1=ssh://ci@build-1
+
+", exit_codes!()))]
     Push(PushArgs),
     /// Work with manifests (merge the manifests of sharded builds).
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:
+  matrix manifest merge shard-*/manifest.json -o all.json"
+    )]
     Manifest(ManifestCommand),
     /// Refresh the installer catalogue and the nvidia/cuda tag list from upstream.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:
+  matrix catalogue update --dry-run"
+    )]
     Catalogue(CatalogueCommand),
     /// Remove this matrix's images that none of the last N runs produced or tagged.
     #[command(after_help = "Examples:
@@ -89,6 +116,50 @@ pub enum Command {
   matrix report out/manifest.json --previous last-night.json -o report.html
   matrix report out/manifest.json --format markdown >> \"$GITHUB_STEP_SUMMARY\"")]
     Report(ReportArgs),
+    /// Print a shell's completion script for matrix.
+    #[command(after_help = "Examples:
+  matrix completions bash > ~/.local/share/bash-completion/completions/matrix
+  matrix completions zsh > ~/.zfunc/_matrix      # with fpath+=(~/.zfunc) in ~/.zshrc
+  matrix completions fish > ~/.config/fish/completions/matrix.fish
+  source <(matrix completions bash)               # this bash session only")]
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff), or write one page per command into a directory.
+    #[command(after_help = "Examples:
+  matrix man | man -l -
+  matrix man -o ~/.local/share/man/man1 && man matrix-build")]
+    Man(ManArgs),
+    /// Print the JSON Schema of matrix.yaml, the plan document, the manifest or the
+    /// progress events.
+    #[command(after_help = "Examples:
+  matrix schema matrix > matrix.schema.json
+  matrix schema manifest | jq '.properties.cells'
+  matrix schema events
+
+Editors check matrix.yaml with the first line
+  # yaml-language-server: $schema=schemas/matrix.schema.json")]
+    Schema(SchemaArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SchemaArgs {
+    /// Which schema.
+    #[arg(value_parser = clap::builder::PossibleValuesParser::new(crate::schema::NAMES))]
+    pub name: String,
+}
+
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Args, Debug)]
+pub struct ManArgs {
+    /// Write matrix.1 and matrix-COMMAND.1 for every command into DIR instead of
+    /// printing matrix.1.
+    #[arg(short, long, value_name = "DIR")]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -301,8 +372,12 @@ pub struct BuildArgs {
     /// Manifest path (default OUT/manifest.json).
     #[arg(long, help_heading = "Output")]
     pub manifest: Option<PathBuf>,
-    /// Print only failures and the summary.
-    #[arg(short, long, help_heading = "Output")]
+    /// How to show progress. `json` streams one event per line on stdout for CI log
+    /// parsers and dashboards (schema: schemas/events.schema.json).
+    #[arg(long, value_enum, default_value = "auto", help_heading = "Output")]
+    pub progress: Progress,
+    /// Print only failures and the summary (same as --progress quiet).
+    #[arg(short, long, conflicts_with = "progress", help_heading = "Output")]
     pub quiet: bool,
     /// Verify each image after the builds.
     #[arg(long, help_heading = "Publishing")]
@@ -314,6 +389,17 @@ pub struct BuildArgs {
     /// produced or tagged (see `matrix prune`).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..), help_heading = "Output")]
     pub keep: Option<u32>,
+}
+
+impl BuildArgs {
+    /// `--progress`, with `--quiet` as its short form.
+    pub fn progress(&self) -> Progress {
+        if self.quiet {
+            Progress::Quiet
+        } else {
+            self.progress
+        }
+    }
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -359,6 +445,9 @@ pub struct PushArgs {
 #[derive(Subcommand, Debug)]
 pub enum ManifestCommand {
     /// Combine the manifests of shards into one; refuses conflicting entries for a cell.
+    #[command(after_help = "Examples:
+  matrix manifest merge shard-1/manifest.json shard-2/manifest.json -o all.json
+  matrix manifest merge shard-1/manifest.json -o partial.json --allow-partial")]
     Merge {
         /// Shard manifests.
         #[arg(required = true)]
@@ -375,8 +464,9 @@ pub enum ManifestCommand {
 
 #[cfg(test)]
 mod tests {
-    use super::EXIT_CODES;
     use crate::exit;
+
+    const EXIT_CODES: &str = exit_codes!();
 
     #[test]
     fn the_help_lists_every_exit_code() {

@@ -124,7 +124,9 @@ impl Key {
 
 /// Where a cell sits in the matrix. Serialised as is into the manifest, so a record
 /// is matched exactly like the cell it came from.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub struct Coordinate {
     pub python: String,
     pub miniconda: String,

@@ -102,6 +102,15 @@ impl Exit {
 /// How long a query (version, inspect) may take before its engine counts as hung.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// An image an engine holds under some reference.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalImage {
+    /// The registry digest it was pulled by, or its local ID.
+    pub digest: String,
+    /// `linux/arm64`: what it runs as (an engine holds one platform per reference).
+    pub platform: String,
+}
+
 /// What stopped a streamed child early.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stop {
@@ -419,14 +428,15 @@ impl Docker {
 
     /// What an image reference resolves to here: its registry digest
     /// (`name@sha256:…`, after a pull) or, for an image that never came from a
-    /// registry, its local ID. `Ok(None)` when this engine has no such image.
-    pub fn image_digest(&self, image: &str) -> Result<Option<String>, String> {
+    /// registry, its local ID; and its platform. `Ok(None)` when this engine has no
+    /// such image.
+    pub fn image_digest(&self, image: &str) -> Result<Option<LocalImage>, String> {
         let r = self.capture_within(
             &[
                 "image",
                 "inspect",
                 "--format",
-                "{{.Id}}|{{json .RepoDigests}}",
+                "{{.Id}}|{{.Os}}/{{.Architecture}}|{{json .RepoDigests}}",
                 image,
             ],
             QUERY_TIMEOUT,
@@ -438,19 +448,25 @@ impl Docker {
             }
             Err(e) => return Err(e),
         };
+        let mut parts = s.splitn(3, '|');
+        let id = parts.next().unwrap_or_default();
+        let platform = parts.next().unwrap_or_default().to_string();
         // json, not join: clients format a daemon's list differently (a 28.x client
         // cannot `join` a 20.10 daemon's RepoDigests)
-        let (id, digests) = s.split_once('|').unwrap_or((s.as_str(), "null"));
-        let digests: Vec<String> = serde_json::from_str::<Option<Vec<String>>>(digests)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
+        let digests: Vec<String> =
+            serde_json::from_str::<Option<Vec<String>>>(parts.next().unwrap_or("null"))
+                .ok()
+                .flatten()
+                .unwrap_or_default();
         let name = crate::reference::split(image).0;
         let digest = digests
             .iter()
             .find(|d| d.split('@').next() == Some(name))
             .or_else(|| digests.first());
-        Ok(Some(digest.map_or_else(|| id.to_string(), Clone::clone)))
+        Ok(Some(LocalImage {
+            digest: digest.map_or_else(|| id.to_string(), Clone::clone),
+            platform,
+        }))
     }
 
     /// `docker pull` (for one platform).
@@ -577,6 +593,37 @@ impl Docker {
     /// Push one tag; returns the registry digest the client reports.
     pub fn push(&self, tag: &str) -> Result<Option<String>, String> {
         let out = self.capture(&["push", tag])?;
+        Ok(out
+            .split_whitespace()
+            .find(|w| w.starts_with("sha256:"))
+            .map(str::to_string))
+    }
+
+    /// Make `index` an image index (manifest list) over `members` (each
+    /// `REPO@sha256:…`, as pushed) in the registry, and return its digest. The client
+    /// reads each member's platform from the registry; `insecure` allows plain HTTP
+    /// (a registry on loopback).
+    pub fn push_index(
+        &self,
+        index: &str,
+        members: &[String],
+        insecure: bool,
+    ) -> Result<Option<String>, String> {
+        // a local list left by an earlier run would be amended, not replaced
+        let _ = self.capture(&["manifest", "rm", index]);
+        let mut create = vec!["manifest", "create"];
+        if insecure {
+            create.push("--insecure");
+        }
+        create.push(index);
+        create.extend(members.iter().map(String::as_str));
+        self.capture(&create)?;
+        let mut push = vec!["manifest", "push", "--purge"];
+        if insecure {
+            push.push("--insecure");
+        }
+        push.push(index);
+        let out = self.capture(&push)?;
         Ok(out
             .split_whitespace()
             .find(|w| w.starts_with("sha256:"))

@@ -2,11 +2,12 @@
 //! manifest's record, or the client's default), whether each answers, and the client
 //! that reaches it. Used by build, verify and push alike.
 
+use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::path::Path;
 
 use crate::config::engine::{check_unique, EngineSpec, Target};
-use crate::docker::{Builder, Docker};
+use crate::docker::{Builder, Docker, LocalImage};
 use crate::error::Error;
 use crate::manifest::EngineRecord;
 
@@ -33,6 +34,9 @@ pub struct Engine {
     pub server: ServerInfo,
     /// Platforms it builds: its own, and those it runs under emulation.
     pub platforms: Vec<String>,
+    /// How it builds each foreign platform: the emulator's binfmt handler, or None
+    /// where the user declared the platform for an engine on another host.
+    pub emulators: Vec<(String, Option<String>)>,
 }
 
 impl Engine {
@@ -46,6 +50,22 @@ impl Engine {
         self.platforms.iter().any(|p| p == platform)
     }
 
+    /// Whether it builds (and runs) `platform` under emulation.
+    pub fn emulates(&self, platform: &str) -> bool {
+        platform != self.native_platform()
+    }
+
+    /// `native`, `emulated (qemu-aarch64)` or `emulated (declared)`.
+    pub fn how(&self, platform: &str) -> String {
+        if !self.emulates(platform) {
+            return "native".into();
+        }
+        match self.emulators.iter().find(|(p, _)| p == platform) {
+            Some((_, Some(h))) => format!("emulated ({h})"),
+            _ => "emulated (declared for a remote engine)".into(),
+        }
+    }
+
     pub fn record(&self) -> EngineRecord {
         EngineRecord {
             name: self.name.clone(),
@@ -53,6 +73,7 @@ impl Engine {
             jobs: self.slots.get(),
             server: self.server.server_version.clone(),
             down: None,
+            platforms: self.platforms.clone(),
         }
     }
 }
@@ -80,6 +101,15 @@ impl Engines {
         &self.list[0]
     }
 
+    /// The engine a cell names (the first engine for a cell that names none), as
+    /// [`Engines::get`] finds it.
+    pub fn engine(&self, name: Option<&str>) -> Option<&Engine> {
+        match name {
+            None => Some(&self.list[0]),
+            Some(n) => self.list.iter().find(|e| e.name == n),
+        }
+    }
+
     /// The client for the engine a cell names (the first engine for a cell that names
     /// none); None when that engine is not among these, e.g. it did not answer. Never
     /// another engine: the same tag there may be a different image.
@@ -92,50 +122,147 @@ impl Engines {
 }
 
 /// What a base reference resolved to for one platform.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct BaseDigest {
     /// The registry digest, or the local image ID for an image that never came from
     /// a registry; None when no engine has the image and it could not be pulled.
     pub digest: Option<String>,
-    /// Engines that hold a different image under the same reference.
+    /// Engines that hold it, for this platform, with that digest: its cells build
+    /// only there.
+    pub holders: Vec<String>,
+    /// Engines that hold a different image of this platform under the same reference.
     pub disagree: Vec<String>,
+    /// Engines that build the platform but hold the reference for another one (an
+    /// engine's image store keeps one platform per reference), with that platform.
+    pub other_platform: Vec<(String, String)>,
 }
 
-/// Resolve a base on the engines that build its platform: with `pull`, `docker pull`
-/// first (a republished tag moves); without, what they hold (and a pull only when
-/// none holds it, as `docker build` itself would do).
-pub fn resolve_base(engines: &Engines, reference: &str, platform: &str, pull: bool) -> BaseDigest {
-    let capable: Vec<&Engine> = engines.iter().filter(|e| e.builds(platform)).collect();
-    let mut found: Vec<(String, String)> = Vec::new();
-    for e in &capable {
-        if pull {
-            if let Err(err) = e.docker.pull(reference, platform) {
-                crate::term::line(&format!(
-                    "warning: engine {}: cannot pull {reference}: {err}",
-                    e.name
-                ));
-            }
-        }
-        if let Ok(Some(d)) = e.docker.image_digest(reference) {
-            found.push((e.name.clone(), d));
-        }
-    }
-    if found.is_empty() && !pull {
-        if let Some(e) = capable.first() {
-            if e.docker.pull(reference, platform).is_ok() {
-                if let Ok(Some(d)) = e.docker.image_digest(reference) {
-                    found.push((e.name.clone(), d));
+/// Whether resolving a base may pull it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fetch {
+    /// `docker pull` on every engine that builds the platform first (a republished
+    /// tag moves): `--pull`.
+    Always,
+    /// Pull only where no engine holds it, as `docker build` itself would.
+    IfMissing,
+    /// Look only (`plan --diff`).
+    Never,
+}
+
+/// Resolve bases, each a (reference, platform), on the engines that build its
+/// platform. Pulls happen before anything is looked at, so that what is found is what
+/// the builds will use.
+pub fn resolve_bases(
+    engines: &Engines,
+    keys: &[(String, String)],
+    fetch: Fetch,
+) -> Vec<BaseDigest> {
+    let capable = |platform: &str| -> Vec<&Engine> {
+        engines.iter().filter(|e| e.builds(platform)).collect()
+    };
+    if fetch == Fetch::Always {
+        for (reference, platform) in keys {
+            for e in capable(platform) {
+                if let Err(err) = e.docker.pull(reference, platform) {
+                    crate::term::line(&format!(
+                        "warning: engine {}: cannot pull {reference} for {platform}: {err}",
+                        e.name
+                    ));
                 }
             }
         }
     }
-    let digest = found.first().map(|(_, d)| d.clone());
-    let disagree = found
-        .iter()
-        .filter(|(_, d)| Some(d) != digest.as_ref())
-        .map(|(n, _)| n.clone())
-        .collect();
-    BaseDigest { digest, disagree }
+    let mut seen: HashMap<(String, String), Option<LocalImage>> = HashMap::new();
+    fn look(
+        seen: &mut HashMap<(String, String), Option<LocalImage>>,
+        e: &Engine,
+        reference: &str,
+    ) -> Option<LocalImage> {
+        seen.entry((e.name.clone(), reference.to_string()))
+            .or_insert_with(|| e.docker.image_digest(reference).ok().flatten())
+            .clone()
+    }
+    let mut out = Vec::with_capacity(keys.len());
+    for (reference, platform) in keys {
+        let mut r = BaseDigest::default();
+        let mut found: Vec<(String, String)> = Vec::new();
+        let mut absent: Vec<&Engine> = Vec::new();
+        for e in capable(platform) {
+            match look(&mut seen, e, reference) {
+                Some(img) if img.platform == *platform => found.push((e.name.clone(), img.digest)),
+                Some(img) => r.other_platform.push((e.name.clone(), img.platform)),
+                None => absent.push(e),
+            }
+        }
+        if found.is_empty() && fetch == Fetch::IfMissing {
+            // only where nothing would be replaced: a pull onto another platform's
+            // image under this name would take it away from that platform's cells
+            for e in absent {
+                if e.docker.pull(reference, platform).is_ok() {
+                    seen.remove(&(e.name.clone(), reference.to_string()));
+                    if let Some(img) =
+                        look(&mut seen, e, reference).filter(|i| i.platform == *platform)
+                    {
+                        found.push((e.name.clone(), img.digest));
+                        break;
+                    }
+                }
+            }
+        }
+        r.digest = found.first().map(|(_, d)| d.clone());
+        for (name, d) in found {
+            if Some(&d) == r.digest.as_ref() {
+                r.holders.push(name);
+            } else {
+                r.disagree.push(name);
+            }
+        }
+        out.push(r);
+    }
+    out
+}
+
+/// What an engine builds: the platforms its spec names (each foreign one must have an
+/// emulator when the engine runs on this host), or else its own platform and those
+/// this host emulates, when it runs here.
+type Platforms = (Vec<String>, Vec<(String, Option<String>)>);
+
+fn platforms_of(
+    spec: &EngineSpec,
+    d: &Docker,
+    server: &ServerInfo,
+    host: &[crate::emulation::Emulator],
+) -> Result<Platforms, String> {
+    let native = format!("linux/{}", server.arch);
+    let here = d.on_this_host().is_ok();
+    let handler = |p: &str| {
+        host.iter()
+            .find(|e| e.platform == p)
+            .map(|e| e.handler.clone())
+    };
+    if spec.platforms.is_empty() {
+        let mut platforms = vec![native.clone()];
+        let mut emulators = Vec::new();
+        if here {
+            for e in host.iter().filter(|e| e.platform != native) {
+                platforms.push(e.platform.clone());
+                emulators.push((e.platform.clone(), Some(e.handler.clone())));
+            }
+        }
+        return Ok((platforms, emulators));
+    }
+    let mut emulators = Vec::new();
+    for p in spec.platforms.iter().filter(|p| **p != native) {
+        let h = handler(p);
+        if here && h.is_none() {
+            return Err(format!(
+                "it is said to build {p}, which is not its own platform ({native}), but {}",
+                crate::emulation::how_to_enable(p)
+            ));
+        }
+        emulators.push((p.clone(), h.filter(|_| here)));
+    }
+    Ok((spec.platforms.clone(), emulators))
 }
 
 /// The engines that answered, and those that did not (with why).
@@ -167,6 +294,7 @@ pub fn specs(
             name: r.name.clone(),
             target: r.target.clone(),
             jobs: Some(r.jobs),
+            platforms: r.platforms.clone(),
         })
         .collect();
     for a in flags {
@@ -183,6 +311,7 @@ pub fn specs(
             name: DEFAULT_ENGINE.into(),
             target: context.map_or(Target::Default, |c| Target::Context(c.to_string())),
             jobs: None,
+            platforms: Vec::new(),
         });
     }
     Ok(specs)
@@ -234,19 +363,25 @@ pub fn connect(
     let several = checked.len() > 1;
     let (mut up, mut down) = (Vec::new(), Vec::new());
     let mut last_error = String::new();
+    let host_emulators = crate::emulation::emulators();
     for (spec, d, v) in checked {
         match v {
-            Ok(server) => up.push(Engine {
-                platforms: vec![format!("linux/{}", server.arch)],
-                slots: spec
-                    .jobs
-                    .and_then(NonZeroUsize::new)
-                    .unwrap_or(default_slots),
-                name: spec.name,
-                target: spec.target,
-                docker: d,
-                server,
-            }),
+            Ok(server) => {
+                let (platforms, emulators) = platforms_of(&spec, &d, &server, &host_emulators)
+                    .map_err(|e| Error::Preflight(format!("engine {}: {e}", spec.name)))?;
+                up.push(Engine {
+                    platforms,
+                    emulators,
+                    slots: spec
+                        .jobs
+                        .and_then(NonZeroUsize::new)
+                        .unwrap_or(default_slots),
+                    name: spec.name,
+                    target: spec.target,
+                    docker: d,
+                    server,
+                });
+            }
             Err(e) => {
                 let place = if several {
                     format!("engine {} at {}", spec.name, spec.target)
@@ -298,6 +433,7 @@ mod tests {
             jobs: 3,
             server: "x".into(),
             down: None,
+            platforms: Vec::new(),
         }
     }
 

@@ -13,6 +13,7 @@ pub mod config;
 pub mod coord;
 pub mod diag;
 pub mod docker;
+pub mod emulation;
 pub mod engines;
 pub mod error;
 pub mod exit;
@@ -25,10 +26,20 @@ pub mod reference;
 pub mod render;
 pub mod report;
 pub mod run;
+pub mod schema;
 pub mod shell;
 pub mod signals;
 pub mod term;
 pub mod verify;
+
+/// The version and the commit it was built from (`build.rs`; "unknown" outside a
+/// git checkout), e.g. `0.1.0 (1a2b3c4d5e6f)`.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("IMAGE_MATRIX_COMMIT"),
+    ")"
+);
 
 /// Run a parsed command line.
 pub fn run(cli: cli::Cli) -> Result<error::Exit, error::Error> {

@@ -27,7 +27,7 @@ pub fn check_tags(man: &Manifest) -> Result<(), String> {
     };
     reference::check_repository(repo).map_err(|e| format!("the manifest's repository: {e}"))?;
     for c in man.cells.iter().filter(|c| c.status != Status::Excluded) {
-        for t in &c.tags {
+        for t in c.tags.iter().chain(&c.platform_tag) {
             let ok = t
                 .strip_prefix(repo)
                 .and_then(|r| r.strip_prefix(':'))
@@ -127,10 +127,14 @@ pub fn publish(
     let mut all_ok = true;
     for phase in 0..2 {
         for &i in &eligible {
-            let tags: Vec<String> = if phase == 0 {
-                man.cells[i].tags.iter().take(1).cloned().collect()
-            } else {
-                man.cells[i].tags.iter().skip(1).cloned().collect()
+            // a tag group's member goes out under its platform tag; its shared tags
+            // become an image index once every platform is there
+            let c = &man.cells[i];
+            let tags: Vec<String> = match (&c.platform_tag, phase) {
+                (Some(t), 0) => vec![t.clone()],
+                (Some(_), _) => Vec::new(),
+                (None, 0) => c.tags.iter().take(1).cloned().collect(),
+                (None, _) => c.tags.iter().skip(1).cloned().collect(),
             };
             for t in tags {
                 let p = push_one(engines, &man.cells[i], &t, opts.retries, say);
@@ -139,7 +143,109 @@ pub fn publish(
             }
         }
     }
+    all_ok &= publish_indexes(engines, man, &eligible, say);
     Ok(all_ok)
+}
+
+/// One image index per shared tag of every tag group whose platforms were all pushed.
+/// A group with a platform missing (only with --allow-partial) gets none: its shared
+/// tags stay where they were rather than lose a platform. Returns whether every index
+/// that could be made was.
+fn publish_indexes(
+    engines: &Engines,
+    man: &mut Manifest,
+    eligible: &[usize],
+    say: &dyn Fn(&str),
+) -> bool {
+    let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
+    for (i, c) in man.cells.iter().enumerate() {
+        let Some(g) = c.group.as_ref().filter(|_| c.status != Status::Excluded) else {
+            continue;
+        };
+        match groups.iter_mut().find(|(n, _)| n == g) {
+            Some((_, m)) => m.push(i),
+            None => groups.push((g.clone(), vec![i])),
+        }
+    }
+    let mut all_ok = true;
+    for (name, members) in groups {
+        let pushed = |i: usize| {
+            let c = &man.cells[i];
+            c.pushed
+                .iter()
+                .rev()
+                .find(|p| Some(&p.tag) == c.platform_tag.as_ref() && p.ok)
+                .and_then(|p| p.digest.clone())
+        };
+        let platforms: Vec<crate::manifest::IndexEntry> = members
+            .iter()
+            .map(|&i| crate::manifest::IndexEntry {
+                platform: man.cells[i].coordinates.platform.clone(),
+                cell: man.cells[i].id.clone(),
+                digest: pushed(i),
+            })
+            .collect();
+        let tags = man.cells[members[0]].tags.clone();
+        let mut rec = crate::manifest::IndexRecord {
+            group: name.clone(),
+            tags: tags.clone(),
+            platforms,
+            digest: None,
+            ok: false,
+            error: None,
+        };
+        let missing: Vec<&str> = rec
+            .platforms
+            .iter()
+            .zip(&members)
+            .filter(|(e, i)| e.digest.is_none() || !eligible.contains(i))
+            .map(|(e, _)| e.platform.as_str())
+            .collect();
+        if !missing.is_empty() {
+            let why = format!(
+                "not made: {} not pushed; its tags stay where they were",
+                missing.join(", ")
+            );
+            say(&format!("index {name}: {why}"));
+            rec.error = Some(why);
+            man.indexes.push(rec);
+            continue;
+        }
+        let Some(docker) = engines.get(man.cells[members[0]].engine.as_deref()) else {
+            rec.error = Some("the engine of its first platform does not answer".into());
+            man.indexes.push(rec);
+            all_ok = false;
+            continue;
+        };
+        let refs: Vec<String> = rec
+            .platforms
+            .iter()
+            .map(|e| {
+                let repo = reference::split(&tags[0]).0;
+                format!("{repo}@{}", e.digest.as_deref().unwrap_or_default())
+            })
+            .collect();
+        for t in &tags {
+            match docker.push_index(t, &refs, reference::is_loopback(t)) {
+                Ok(d) => {
+                    say(&format!(
+                        "index {t}: ok ({})",
+                        d.as_deref().unwrap_or("digest not reported")
+                    ));
+                    rec.digest = rec.digest.take().or(d);
+                }
+                Err(e) => {
+                    say(&format!("index {t}: failed: {e}"));
+                    rec.error = Some(format!("{t}: {e}"));
+                    break;
+                }
+            }
+        }
+        rec.ok = rec.error.is_none();
+        all_ok &= rec.ok;
+        man.indexes.push(rec);
+    }
+    all_ok
 }
 
 fn push_one(

@@ -123,6 +123,19 @@ pub fn split(reference: &str) -> (&str, Option<&str>, Option<&str>) {
     }
 }
 
+/// Whether a reference's registry is on loopback (`localhost:5000/…`,
+/// `127.0.0.1:5000/…`, `[::1]:5000/…`), where Docker itself allows plain HTTP.
+pub fn is_loopback(reference: &str) -> bool {
+    let Some((first, _)) = reference.split_once('/') else {
+        return false;
+    };
+    let host = match first.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => first.split(':').next().unwrap_or(""),
+    };
+    host == "localhost" || host == "::1" || host.starts_with("127.")
+}
+
 /// The one spelling of a reference: Docker Hub's implicit host and `library/` dropped,
 /// `:latest` added when neither tag nor digest is given. `ubuntu:22.04`,
 /// `library/ubuntu:22.04` and `docker.io/library/ubuntu:22.04` are one image.

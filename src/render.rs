@@ -103,8 +103,8 @@ pub struct File {
 #[derive(Debug, Clone)]
 pub struct Context {
     pub files: Vec<File>,
-    /// A pre-downloaded installer to place at `conda/local/<file>` (linked or copied).
-    pub local_installer: Option<PathBuf>,
+    /// Pre-downloaded installers to place at `conda/local/<file>` (linked or copied).
+    pub local_installers: Vec<PathBuf>,
 }
 
 fn env_file(pairs: &[(&str, String)]) -> String {
@@ -188,7 +188,11 @@ pub fn render(s: &Settings, c: &Cell) -> Context {
     files.sort_by(|a, b| a.path.cmp(&b.path));
     Context {
         files,
-        local_installer: c.installer.local.clone(),
+        local_installers: c
+            .context_installers()
+            .into_iter()
+            .filter_map(|(_, i)| i.local.clone())
+            .collect(),
     }
 }
 
@@ -197,13 +201,26 @@ fn dockerfile(s: &Settings, c: &Cell) -> String {
     let rt = &s.runtime;
     let cuda = c.base.cuda.as_ref();
     let subst: Vec<(&str, String)> = vec![
-        ("CELL_ID", c.id.clone()),
+        (
+            "CONTEXT",
+            match &c.group {
+                Some(g) => format!("tag group {} ({})", g.name, platforms(c)),
+                None => format!("cell {}", c.id),
+            },
+        ),
         ("BASE", c.base.reference.clone()),
         ("OS_SLUG", c.base.os.slug()),
         ("LOCALE", rt.locale.clone()),
         ("LANGUAGE", language_of(&rt.locale)),
         ("TIMEZONE", rt.timezone.clone()),
-        ("TITLE", format!("{} {}", s.repository, c.id)),
+        (
+            "TITLE",
+            format!(
+                "{} {}",
+                s.repository,
+                c.group.as_ref().map_or(c.id.as_str(), |g| g.name.as_str())
+            ),
+        ),
         ("PYTHON", c.python.to_string()),
         ("MINICONDA", c.miniconda.to_string()),
         (
@@ -215,14 +232,54 @@ fn dockerfile(s: &Settings, c: &Cell) -> String {
             cuda.and_then(|x| x.cudnn.clone()).unwrap_or_default(),
         ),
         ("VARIANT", c.variant.name.clone()),
-        ("INSTALLER", c.installer.file.clone()),
-        ("INSTALLER_SHA256", c.installer.sha256.clone()),
+        ("CELL_LABELS", cell_labels(c)),
     ];
     let mut dockerfile = DOCKERFILE.to_string();
     for (k, v) in &subst {
         dockerfile = dockerfile.replace(&format!("{{{{{k}}}}}"), v);
     }
     dockerfile
+}
+
+fn platforms(c: &Cell) -> String {
+    c.group.as_ref().map_or_else(
+        || c.platform().to_string(),
+        |g| {
+            g.members
+                .iter()
+                .map(|m| m.platform.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
+    )
+}
+
+/// Labels that name one cell and its installer. A tag group's members share one
+/// context, so theirs come from `matrix build` (`--label`, see [`build_labels`]) and
+/// the Dockerfile names the group.
+fn cell_labels(c: &Cell) -> String {
+    let pairs = match &c.group {
+        Some(g) => vec![("io.image-matrix.group", g.name.clone())],
+        None => build_labels(c),
+    };
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{v}\""))
+        .collect::<Vec<_>>()
+        .join(" \\\n      ")
+}
+
+/// The labels naming the cell and its installer, for `docker build --label` (a tag
+/// group's shared Dockerfile cannot hold them).
+pub fn build_labels(c: &Cell) -> Vec<(&'static str, String)> {
+    vec![
+        ("io.image-matrix.cell", c.id.clone()),
+        ("io.image-matrix.installer", c.installer.file.clone()),
+        (
+            "io.image-matrix.installer-sha256",
+            c.installer.sha256.clone(),
+        ),
+    ]
 }
 
 /// Stage 1, the OS layer: packages, locale, timezone.
@@ -268,15 +325,24 @@ fn conda_files(files: &mut Files, s: &Settings, c: &Cell) {
     files.add(
         "conda/conda.env",
         env_file(&[
-            ("INSTALLER_FILE", c.installer.file.clone()),
-            ("INSTALLER_SHA256", c.installer.sha256.clone()),
             ("PIP_INDEX", s.sources.pip_index.clone().unwrap_or_default()),
             ("TOS_GATE", tos.into()),
             ("CONDA_TOS", tos_choice(s, c).into()),
         ]),
         false,
     );
-    files.add("conda/mirrors.txt", lines(&c.installer.urls), false);
+    // one installer per platform the context builds for, chosen by `uname -m`
+    let installers = c.context_installers();
+    let table: Vec<String> = installers
+        .iter()
+        .map(|(arch, i)| format!("{arch} {} {}", i.file, i.sha256))
+        .collect();
+    files.add("conda/installers.txt", lines(&table), false);
+    let mirrors: Vec<String> = installers
+        .iter()
+        .flat_map(|(arch, i)| i.urls.iter().map(move |u| format!("{arch} {u}")))
+        .collect();
+    files.add("conda/mirrors.txt", lines(&mirrors), false);
     // the common stack as this cell's Python installs it (markers resolved)
     let py = c.python.to_string();
     files.add(
@@ -385,7 +451,11 @@ pub fn transport_only(path: &str) -> bool {
 /// every context file that reaches the image (path, mode, bytes), the base image's
 /// resolved digest and the installer's SHA256 (which stands in for the installer's
 /// bytes). Tags and transport settings are not part of it.
-pub fn input_hash(ctx: &Context, c: &Cell, base_digest: &str) -> String {
+///
+/// A tag group's members share one identity, over every member's base digest and
+/// installer: one platform's base moving rebuilds them all, so that the platforms
+/// behind one tag never come from different nights.
+pub fn input_hash(ctx: &Context, c: &Cell, base_digests: &[&str]) -> String {
     let mut h = Sha256::new();
     for f in ctx.files.iter().filter(|f| !transport_only(&f.path)) {
         h.update(f.path.as_bytes());
@@ -394,10 +464,14 @@ pub fn input_hash(ctx: &Context, c: &Cell, base_digest: &str) -> String {
         h.update(&f.bytes);
     }
     h.update(c.base.reference.as_bytes());
-    h.update([0]);
-    h.update(base_digest.as_bytes());
-    h.update([0]);
-    h.update(c.installer.sha256.as_bytes());
+    for d in base_digests {
+        h.update([0]);
+        h.update(d.as_bytes());
+    }
+    for (_, i) in c.context_installers() {
+        h.update([0]);
+        h.update(i.sha256.as_bytes());
+    }
     hex(&h.finalize())
 }
 
@@ -444,7 +518,7 @@ pub fn write(ctx: &Context, dir: &Path) -> io::Result<()> {
             fs::Permissions::from_mode(if f.executable { 0o755 } else { 0o644 }),
         )?;
     }
-    if let Some(src) = &ctx.local_installer {
+    for src in &ctx.local_installers {
         let local = tmp.path().join("conda/local");
         fs::create_dir_all(&local)?;
         let dst = local.join(src.file_name().unwrap_or_default());
@@ -464,6 +538,63 @@ pub fn write(ctx: &Context, dir: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn group_plan() -> crate::plan::Plan {
+        crate::plan::plan_text(
+            "version: 1\nbases: [ubuntu:22.04]\npython: [\"3.11\"]\nplatforms: [linux/amd64, linux/arm64]\n",
+            "m.yaml",
+            Path::new("."),
+            &crate::plan::PlanOptions {
+                date: "20260101".into(),
+            },
+        )
+        .unwrap()
+    }
+
+    /// A tag group's members render one context (all but the plan document), which
+    /// picks each platform's installer by `uname -m`, so one multi-platform build of it
+    /// (bake) makes every member.
+    #[test]
+    fn a_tag_groups_members_share_one_context() {
+        let p = group_plan();
+        let [amd, arm] = [&p.cells[0], &p.cells[1]];
+        assert_eq!(arm.platform(), "linux/arm64");
+        let s = &p.settings;
+        let (a, b) = (render(s, amd), render(s, arm));
+        let body = |c: &Context| -> Vec<(String, Vec<u8>)> {
+            c.files
+                .iter()
+                .filter(|f| f.path != "cell.json")
+                .map(|f| (f.path.clone(), f.bytes.clone()))
+                .collect()
+        };
+        assert_eq!(body(&a), body(&b));
+        let file = |c: &Context, path: &str| {
+            String::from_utf8(
+                c.files
+                    .iter()
+                    .find(|f| f.path == path)
+                    .unwrap()
+                    .bytes
+                    .clone(),
+            )
+            .unwrap()
+        };
+        let installers = file(&a, "conda/installers.txt");
+        assert!(installers.contains("x86_64 Miniconda3-py311_24.5.0-0-Linux-x86_64.sh "));
+        assert!(installers.contains("aarch64 Miniconda3-py311_24.5.0-0-Linux-aarch64.sh "));
+        assert!(!file(&a, "Dockerfile").contains("io.image-matrix.cell="));
+        // ... and one identity, over both platforms' bases
+        let digests = ["sha256:amd", "sha256:arm"];
+        assert_eq!(input_hash(&a, amd, &digests), input_hash(&b, arm, &digests));
+        assert_ne!(
+            input_hash(&a, amd, &digests),
+            input_hash(&a, amd, &["sha256:amd", "sha256:arm-moved"])
+        );
+        // the cell's own labels come with the build
+        let labels = build_labels(arm);
+        assert!(labels.contains(&("io.image-matrix.cell", arm.id.clone())));
+    }
 
     /// Every file under init/ reaches the context: a new boot helper that is not wired
     /// into STATIC_FILES would otherwise be missing from every image.

@@ -5,6 +5,9 @@ use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
 
+#[path = "common/schema.rs"]
+mod schema;
+
 fn matrix() -> Command {
     let mut c = Command::cargo_bin("matrix").expect("binary");
     // the built-in catalogue, whatever this machine's data directory holds
@@ -25,7 +28,16 @@ fn stdout_of(args: &[&str], dir: &Path) -> String {
         "{args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout).expect("utf-8")
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    // every plan document the tests see is checked against the shipped schema
+    let is_plan_json = args.first() == Some(&"plan") || args.get(2) == Some(&"plan");
+    if is_plan_json
+        && args.windows(2).any(|w| w == ["--format", "json"])
+        && !args.contains(&"--diff")
+    {
+        schema::check("plan", &serde_json::from_str(&text).expect("plan JSON"));
+    }
+    text
 }
 
 #[test]
@@ -513,4 +525,185 @@ fn options_are_checked_like_the_matrix_values_they_override() {
         .assert()
         .code(2)
         .stderr(predicates::str::contains("--engine a is given twice"));
+}
+
+/// Candidates bash offers for the last word of `words`, through the completion
+/// function `matrix completions bash` registers (found with `complete -p`, as bash
+/// itself finds it when TAB is pressed).
+fn bash_completes(script: &Path, words: &[&str]) -> Vec<String> {
+    let prog = r#"
+source "$1" || exit 90
+spec=$(complete -p matrix) || exit 91
+fn=${spec##*-F }; fn=${fn%% *}
+shift
+COMP_WORDS=("$@"); COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 ))
+COMP_LINE="${COMP_WORDS[*]}"; COMP_POINT=${#COMP_LINE}
+prev=""; [ "$COMP_CWORD" -gt 0 ] && prev=${COMP_WORDS[COMP_CWORD-1]}
+"$fn" matrix "${COMP_WORDS[COMP_CWORD]}" "$prev"
+printf '%s\n' "${COMPREPLY[@]}"
+"#;
+    let out = std::process::Command::new("bash")
+        .args(["--norc", "--noprofile", "-c", prog, "bash"])
+        .arg(script)
+        .args(words)
+        .output()
+        .expect("bash runs");
+    assert!(
+        out.status.success(),
+        "completion failed ({:?}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn bash_completes_commands_and_option_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("matrix.bash");
+    std::fs::write(&script, stdout_of(&["completions", "bash"], &root())).unwrap();
+    assert_eq!(bash_completes(&script, &["matrix", "bu"]), ["build"]);
+    assert_eq!(
+        bash_completes(&script, &["matrix", "build", "--progress", ""]),
+        ["auto", "tty", "plain", "json", "quiet"]
+    );
+    let shells = bash_completes(&script, &["matrix", "completions", ""]);
+    for s in ["bash", "zsh", "fish"] {
+        assert!(shells.iter().any(|c| c == s), "{shells:?}");
+    }
+}
+
+/// What build.rs records for a directory: compiled and run as cargo would.
+fn build_script_commit(dir: &Path) -> String {
+    let bin_dir = tempfile::tempdir().unwrap();
+    let bin = bin_dir.path().join("build-script");
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let status = std::process::Command::new(rustc)
+        .args(["--edition", "2021", "-o"])
+        .arg(&bin)
+        .arg(root().join("build.rs"))
+        .status()
+        .expect("rustc runs");
+    assert!(status.success());
+    let out = std::process::Command::new(&bin)
+        .env("CARGO_MANIFEST_DIR", dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "the build script failed in {dir:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("cargo:rustc-env=IMAGE_MATRIX_COMMIT="))
+        .unwrap_or_else(|| panic!("no commit recorded: {text}"))
+        .to_string()
+}
+
+fn git(dir: &Path, args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+#[test]
+fn version_names_the_commit_and_a_tarball_builds_without_git() {
+    // this checkout (a tarball of it would say "unknown")
+    let here = git(&root(), &["rev-parse", "--show-toplevel"])
+        .filter(|top| Path::new(top).canonicalize().ok() == root().canonicalize().ok())
+        .and_then(|_| git(&root(), &["rev-parse", "--short=12", "HEAD"]))
+        .unwrap_or_else(|| "unknown".into());
+    assert_eq!(
+        stdout_of(&["--version"], &root()).trim(),
+        format!("matrix {} ({here})", env!("CARGO_PKG_VERSION"))
+    );
+    // an unpacked tarball: no git at all
+    let plain = tempfile::tempdir().unwrap();
+    assert_eq!(build_script_commit(plain.path()), "unknown");
+    // a tarball unpacked inside another repository does not take that one's commit
+    let outer = tempfile::tempdir().unwrap();
+    let o = outer.path();
+    git(o, &["init", "-q"]).expect("git init");
+    git(
+        o,
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            "x",
+        ],
+    )
+    .expect("git commit");
+    std::fs::create_dir(o.join("image-matrix-0.1.0")).unwrap();
+    assert_eq!(
+        build_script_commit(&o.join("image-matrix-0.1.0")),
+        "unknown"
+    );
+    assert_ne!(
+        build_script_commit(o),
+        "unknown",
+        "the repository's own top"
+    );
+    // a crate packaged by cargo: the commit it recorded
+    std::fs::write(
+        plain.path().join(".cargo_vcs_info.json"),
+        "{\n  \"git\": {\n    \"sha1\": \"0123456789abcdef0123456789abcdef01234567\"\n  },\n  \"path_in_vcs\": \"\"\n}\n",
+    )
+    .unwrap();
+    assert_eq!(build_script_commit(plain.path()), "0123456789ab");
+}
+
+#[test]
+fn the_shipped_matrices_are_valid_against_the_shipped_schema() {
+    let r = root();
+    let mut files = vec![r.join("matrix.yaml")];
+    for dir in ["examples", "tests/catalogue"] {
+        if let Ok(entries) = std::fs::read_dir(r.join(dir)) {
+            files.extend(
+                entries
+                    .map(|e| e.unwrap().path())
+                    .filter(|p| p.extension().is_some_and(|e| e == "yaml")),
+            );
+        }
+    }
+    files.push(r.join("examples/local.yaml.tmpl"));
+    let first = std::fs::read_to_string(r.join("matrix.yaml")).unwrap();
+    assert!(
+        first.starts_with("# yaml-language-server: $schema=schemas/matrix.schema.json"),
+        "the shipped matrix names its schema for editors"
+    );
+    for f in &files {
+        // the local nightly's template, as scripts/nightly-local.sh fills it in
+        let text = std::fs::read_to_string(f)
+            .unwrap()
+            .replace("@PORT@", "38471")
+            .replace("@SHA256@", &"0".repeat(64))
+            .replace("@CA@", "/etc/ssl/certs/ca-certificates.crt");
+        let doc: serde_json::Value =
+            serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        schema::check("matrix", &doc);
+    }
+    // and the schema is not a blank cheque: a misspelt key and an unquoted version fail
+    let v: serde_json::Value = serde_yaml::from_str(&first).unwrap();
+    for (key, bad) in [
+        ("pyhton", serde_json::json!(["3.10"])),
+        ("python", serde_json::json!([3.1])),
+    ] {
+        let mut broken = v.clone();
+        broken[key] = bad;
+        let r = std::panic::catch_unwind(|| schema::check("matrix", &broken));
+        assert!(r.is_err(), "{key} should be refused");
+    }
 }

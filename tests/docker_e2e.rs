@@ -204,6 +204,14 @@ build:
         "http://127.0.0.1:6006/monitor/data/logdir",
     ]);
     assert!(code == 0 && tb.contains("/root/tensorboard-logs"), "{tb}");
+    // TensorBoard listens on every interface by default, as the seed serves it (its
+    // `-p 6006:6006` reaches it), and the login banner says it has no authentication.
+    assert_eq!(tensorboard_listens_on(&cid).as_deref(), Some("00000000"));
+    let (code, motd, _) = docker(&["exec", &cid, "/init/bin/motd"]);
+    assert!(
+        code == 0 && motd.contains("TensorBoard 没有身份验证"),
+        "{motd}"
+    );
     let t = Instant::now();
     assert_eq!(docker(&["stop", &cid]).0, 0);
     let stop_time = t.elapsed();
@@ -214,6 +222,39 @@ build:
         "docker stop took {stop_time:?}"
     );
     assert_eq!(exit.trim(), "0", "supervisord exits cleanly on SIGTERM");
+
+    // 4b. TENSORBOARD_BIND=localhost keeps it on loopback; a typo stops the boot.
+    let (code, cid, err) = docker(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "-e",
+        "TENSORBOARD_BIND=localhost",
+        &good,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let cid = cid.trim().to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while tensorboard_listens_on(&cid).is_none() {
+        assert!(Instant::now() < deadline, "TensorBoard never listened");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(tensorboard_listens_on(&cid).as_deref(), Some("0100007F"));
+    let (_, motd, _) = docker(&["exec", &cid, "/init/bin/motd"]);
+    assert!(motd.contains("TensorBoard 只监听 127.0.0.1:6006"), "{motd}");
+    let _ = docker(&["rm", "-f", &cid]);
+    let (code, _, err) = docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-e",
+        "TENSORBOARD_BIND=everywhere",
+        &good,
+    ]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("expected all or localhost"), "{err}");
 
     // 5. A warm nightly: nothing changed, so the built cells are up to date.
     let (code, _, err) = matrix(
@@ -260,4 +301,16 @@ build:
         "BuildKit plain output expected:\n{}",
         &log[..log.len().min(2000)]
     );
+}
+
+/// The IPv4 address (hex, as /proc/net/tcp writes it) TensorBoard's port 6006 listens
+/// on inside the container, if it listens.
+fn tensorboard_listens_on(cid: &str) -> Option<String> {
+    let (_, tcp, _) = docker(&["exec", cid, "cat", "/proc/net/tcp"]);
+    tcp.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let (addr, port) = f.get(1)?.split_once(':')?;
+        // 0x1776 = 6006; state 0A = LISTEN
+        (port == "1776" && f.get(3) == Some(&"0A")).then(|| addr.to_string())
+    })
 }

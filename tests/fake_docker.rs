@@ -275,6 +275,7 @@ fn sharded_builds_merge_into_one_manifest_and_conflicts_are_refused() {
     let ids = |p: &str| -> Vec<String> {
         let m: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(e.path(p)).unwrap()).unwrap();
+        common::schema::check("manifest", &m);
         m["cells"]
             .as_array()
             .unwrap()
@@ -393,6 +394,7 @@ fn the_example_workflow_plans_builds_shards_and_merges() {
     sh(&commands[2], "publisher");
     let all: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(e.path("all.json")).unwrap()).unwrap();
+    common::schema::check("manifest", &all);
     let cells = all["cells"].as_array().unwrap();
     assert_eq!(cells.len(), 5);
     assert!(cells.iter().all(|c| c["status"] == "built"));

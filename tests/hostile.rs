@@ -137,6 +137,7 @@ fn a_manifest_that_cannot_be_written_fails_the_run_and_says_which_is_stale() {
     // what is on disk is an earlier, complete manifest
     let text = std::fs::read_to_string(e.path("small/manifest.json")).unwrap();
     let m: serde_json::Value = serde_json::from_str(&text).expect("still whole JSON");
+    common::schema::check("manifest", &m);
     assert!(m["finished"].is_null());
 }
 

@@ -14,7 +14,8 @@ use std::process::Command;
 use image_matrix::config::engine::Target;
 use image_matrix::coord::Coordinate;
 use image_matrix::manifest::{
-    CellRecord, CheckResult, EngineRecord, Manifest, RunOutcome, Status, Verification,
+    CellRecord, CheckResult, EngineRecord, IndexEntry, IndexRecord, Manifest, RunOutcome, Status,
+    Verification,
 };
 use image_matrix::report::{html, markdown};
 
@@ -65,6 +66,7 @@ fn verified(ok: bool) -> Verification {
                 name: "ssh login".into(),
                 ok: true,
                 detail: "root@container answered".into(),
+                seconds: Some(1.5),
             },
             CheckResult {
                 name: "jupyterlab answers".into(),
@@ -75,8 +77,10 @@ fn verified(ok: bool) -> Verification {
                     "HTTP 502 on port 8888"
                 }
                 .into(),
+                seconds: Some(0.4),
             },
         ],
+        ..Verification::default()
     }
 }
 
@@ -94,6 +98,7 @@ fn run() -> Manifest {
             jobs: 2,
             server: "27.0.1".into(),
             down: None,
+            platforms: vec!["linux/amd64".into()],
         },
         EngineRecord {
             name: "b".into(),
@@ -101,6 +106,7 @@ fn run() -> Manifest {
             jobs: 4,
             server: "26.1.0".into(),
             down: Some("lost at 00:03:00: connection refused".into()),
+            platforms: vec!["linux/amd64".into(), "linux/arm64".into()],
         },
     ];
     let statuses = [
@@ -221,6 +227,79 @@ fn several_platforms_split_the_rows() {
     assert!(html.contains("ubuntu22.04 · linux/arm64</span>"), "{html}");
     assert!(html.contains("ubuntu22.04 · linux/amd64</span>"));
     assert_eq!(dom::cells(&html).len(), m.cells.len());
+}
+
+#[test]
+fn a_tag_groups_index_and_its_emulated_platform_are_reported() {
+    let mut m = run();
+    let mut arm = m.cells[0].clone();
+    arm.id = "py3.10-ubuntu22.04-arm64-default".into();
+    arm.coordinates.platform = "linux/arm64".into();
+    arm.emulated = true;
+    arm.group = Some("conda3-python3.10-ubuntu22.04".into());
+    arm.platform_tag = Some("r/m:conda3-python3.10-ubuntu22.04-arm64".into());
+    arm.verification = Some(Verification {
+        emulated: true,
+        seconds: Some(81.5),
+        ..verified(true)
+    });
+    m.cells.push(arm.clone());
+    m.indexes = vec![IndexRecord {
+        group: "conda3-python3.10-ubuntu22.04".into(),
+        tags: vec!["r/m:conda3-python3.10-ubuntu22.04".into()],
+        platforms: vec![
+            IndexEntry {
+                platform: "linux/amd64".into(),
+                cell: m.cells[0].id.clone(),
+                digest: Some("sha256:aaa1".into()),
+            },
+            IndexEntry {
+                platform: "linux/arm64".into(),
+                cell: arm.id.clone(),
+                digest: Some("sha256:bbb2".into()),
+            },
+        ],
+        digest: Some("sha256:ccc3".into()),
+        ok: true,
+        error: None,
+    }];
+    let html = page(&m);
+    let idx = &html[html
+        .find("<section id=\"indexes\"")
+        .expect("an indexes section")..];
+    let idx = &idx[..idx.find("</section>").unwrap()];
+    for needed in [
+        "conda3-python3.10-ubuntu22.04",
+        "sha256:ccc3",
+        "linux/amd64",
+        "sha256:aaa1",
+        "linux/arm64",
+        "sha256:bbb2",
+    ] {
+        assert!(idx.contains(needed), "{needed} missing: {idx}");
+    }
+    let d = details(&html, &arm.id);
+    assert!(d.contains("under emulation of linux/arm64"), "{d}");
+    assert!(d.contains("r/m:conda3-python3.10-ubuntu22.04-arm64"), "{d}");
+    assert!(
+        d.contains(&format!(
+            "{} in all, under emulation",
+            markdown::duration(81.5)
+        )),
+        "{d}"
+    );
+    let md = markdown::summary(&m, None);
+    assert!(md.contains("### Image indexes"), "{md}");
+    assert!(
+        md.contains("| conda3-python3.10-ubuntu22.04 | ✅ pushed `sha256:ccc3` | linux/amd64 `sha256:aaa1`<br>linux/arm64 `sha256:bbb2` |"),
+        "{md}"
+    );
+    // a group left without its index says why
+    m.indexes[0].ok = false;
+    m.indexes[0].digest = None;
+    m.indexes[0].error = Some("not made: linux/arm64 not pushed".into());
+    assert!(markdown::summary(&m, None).contains("❌ not made: linux/arm64 not pushed"));
+    assert!(page(&m).contains("not pushed</span>: not made: linux/arm64 not pushed"));
 }
 
 #[test]

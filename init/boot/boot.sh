@@ -16,6 +16,10 @@ for p in SSH_PORT JUPYTER_PORT TENSORBOARD_PORT; do
     echo "[boot] $p=$v is not a port number (1-65535)" >&2; exit 64
   fi
 done
+case "$TENSORBOARD_BIND" in
+  all|localhost) ;;
+  *) echo "[boot] TENSORBOARD_BIND=$TENSORBOARD_BIND is not a bind policy (expected all or localhost)" >&2; exit 64 ;;
+esac
 
 state=/var/lib/image-matrix
 mkdir -p "$state"
@@ -109,6 +113,14 @@ fi
 } > /etc/environment
 
 mkdir -p "$TENSORBOARD_LOGDIR"
+# What TensorBoard listens on, for the MOTD of SSH sessions (which do not inherit this
+# environment): both values were checked above.
+printf 'TENSORBOARD_BIND=%s\nTENSORBOARD_PORT=%s\n' "$TENSORBOARD_BIND" "$TENSORBOARD_PORT" > "$state/tensorboard.env"
 touch "$state/initialized"
-log "starting sshd on $SSH_PORT, JupyterLab on $JUPYTER_PORT$JUPYTER_BASE_URL, TensorBoard on $TENSORBOARD_PORT$TENSORBOARD_PREFIX"
+if [ "$TENSORBOARD_BIND" = all ]; then
+  tb_where="on $TENSORBOARD_PORT$TENSORBOARD_PREFIX (all interfaces, no authentication: TENSORBOARD_BIND=localhost closes it)"
+else
+  tb_where="on 127.0.0.1:$TENSORBOARD_PORT$TENSORBOARD_PREFIX (no authentication; reach it with ssh -L)"
+fi
+log "starting sshd on $SSH_PORT, JupyterLab on $JUPYTER_PORT$JUPYTER_BASE_URL, TensorBoard $tb_where"
 exec /usr/bin/supervisord -n -c /etc/supervisor/supervisord.conf

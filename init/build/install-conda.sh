@@ -1,12 +1,24 @@
 #!/bin/bash
 # Build step 2 (stage `conda`): fetch the planned Miniconda installer, check its SHA256,
 # install it in /opt/miniconda3, then the Python packages. Reads conda.env,
-# mirrors.txt and pip-packages.txt rendered beside it.
+# installers.txt ("ARCH FILE SHA256", one line per platform the context builds for),
+# mirrors.txt ("ARCH URL") and pip-packages.txt rendered beside it.
 set -euo pipefail
 here=$(dirname "$0")
 # shellcheck source=/dev/null
 . "$here/conda.env"
 prefix=/opt/miniconda3
+
+# The installer of the architecture this build runs as (natively or emulated).
+arch=$(uname -m)
+INSTALLER_FILE="" INSTALLER_SHA256=""
+while read -r a file sum; do
+  if [ "$a" = "$arch" ]; then INSTALLER_FILE=$file INSTALLER_SHA256=$sum; fi
+done < "$here/installers.txt"
+if [ -z "$INSTALLER_FILE" ]; then
+  echo "image-matrix: this context has no installer for $arch (it has: $(cut -d' ' -f1 "$here/installers.txt" | tr '\n' ' '))" >&2
+  exit 1
+fi
 
 # An extra CA bundle (corporate proxy) is trusted for this step only: it is never added
 # to the image's trust store, and the step deletes it when done.
@@ -30,7 +42,7 @@ if [ -f "$here/local/$INSTALLER_FILE" ]; then
   mv "$here/local/$INSTALLER_FILE" "$installer"
 else
   ok=0
-  mapfile -t mirrors < "$here/mirrors.txt"
+  mapfile -t mirrors < <(awk -v a="$arch" '$1 == a { print $2 }' "$here/mirrors.txt")
   for url in "${mirrors[@]}"; do
     echo "image-matrix: fetching $url"
     if curl -fL --globoff --retry 3 --retry-delay 2 --retry-connrefused --connect-timeout 20 -sS -o "$installer" "$url"; then
@@ -48,6 +60,8 @@ fi
 
 bash "$installer" -b -p "$prefix"
 rm -f "$installer"
+mkdir -p /etc/image-matrix
+printf '%s %s\n' "$INSTALLER_FILE" "$INSTALLER_SHA256" > /etc/image-matrix/installer
 export PATH="$prefix/bin:$PATH"
 # Miniconda 25+ refuses unattended use of Anaconda's channels until its terms are
 # accepted. The build's own conda calls accept them; the image's users do so themselves

@@ -13,7 +13,7 @@ use crate::error::{Error, Exit};
 use crate::manifest::{io, DockerInfo, EngineRecord, Manifest, RunOutcome, Status, Verification};
 use crate::plan::Plan;
 use crate::publish;
-use crate::report::terminal::Reporter;
+use crate::report::progress::Progress;
 use crate::run::accept;
 use crate::run::events::{Event, Outcome};
 use crate::run::executor::{DockerExecutor, Job, JobKind};
@@ -44,7 +44,8 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> Result<Exit, Error> {
     let previous = io::read(&out.manifest).ok();
     let connected = connect(&plan, args)?;
     let mut settings = prepare_settings(&plan, args, &connected.engines)?;
-    settings.base_digests = resolve_bases(&cells, &connected.engines, args.pull, previous.as_ref());
+    check_platforms(&cells, &connected.engines)?;
+    settings.bases = resolve_bases(&cells, &connected.engines, args.pull, previous.as_ref())?;
     let prepared = prepare::prepare(&plan, &cells, &out.paths, &settings);
     for (job, ctx) in prepared.jobs.iter().zip(&prepared.contexts) {
         crate::render::write(ctx, &job.request.context_dir)
@@ -80,8 +81,17 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> Result<Exit, Error> {
         crate::docker::kill_all_groups();
         crate::verify::remove_all_containers();
     });
-    let mut reporter = Reporter::new(prepared.jobs.len(), args.quiet);
-    reporter.show_engines(connected.engines.len() > 1);
+    let mut reporter = Progress::new(
+        args.progress(),
+        prepared.jobs.len(),
+        connected.engines.len() > 1,
+    );
+    let all_jobs: Vec<&Job> = prepared
+        .jobs
+        .iter()
+        .chain(prepared.stages.iter().map(|s| &s.job))
+        .collect();
+    reporter.run_started(&recorder.manifest, &out.manifest, &all_jobs);
     let outcomes = schedule(
         args,
         &connected.engines,
@@ -96,12 +106,15 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> Result<Exit, Error> {
         &connected.engines,
         &prepared,
         &mut recorder,
+        &mut reporter,
         previous.as_ref(),
         &cancel,
     )?;
     // A refused push (some cell not built, or its engine gone) fails the run even when
     // every cell built: nothing was published.
-    let published = !args.push || cancel.is_set() || push(args, &connected.engines, &mut recorder);
+    let published = !args.push
+        || cancel.is_set()
+        || push(args, &connected.engines, &mut recorder, &mut reporter);
     remove_leftovers(&connected.engines, &recorder.manifest);
     let keep = args.keep;
     let done = finish(
@@ -236,7 +249,7 @@ fn prepare_settings(
         native,
         labels,
         resumed,
-        base_digests: HashMap::new(),
+        bases: prepare::Bases::default(),
     })
 }
 
@@ -281,6 +294,7 @@ fn initial_manifest(
             jobs: spec.jobs.unwrap_or(args.jobs.get()),
             server: String::new(),
             down: Some(format!("did not answer at the start: {e}")),
+            platforms: spec.platforms.clone(),
         }))
         .collect();
     m.cells = prepared.records.clone();
@@ -294,7 +308,7 @@ fn schedule(
     prepared: &Prepared,
     cancel: &Cancel,
     recorder: &mut Recorder,
-    reporter: &mut Reporter,
+    reporter: &mut Progress,
 ) -> Vec<Outcome> {
     let execs: Vec<DockerExecutor> = engines
         .iter()
@@ -310,7 +324,7 @@ fn schedule(
             name: e.name.clone(),
             exec,
             slots: e.slots,
-            platforms: vec![e.native_platform()],
+            platforms: e.platforms.clone(),
         })
         .collect();
     let opts = scheduler::Options {
@@ -328,13 +342,20 @@ fn schedule(
         &opts,
         cancel,
         &mut |ev: &Event| {
-            reporter.event(ev);
+            let failed = match ev {
+                Event::Finished(o) => reproduce(engines, prepared, o).map(|r| (o, r)),
+                _ => None,
+            };
+            reporter.event(ev, failed.as_ref().map(|(_, (_, repro))| repro.as_str()));
             recorder.apply(ev);
-            if let Event::Finished(o) = ev {
-                if let Some(repro) = report_failure(reporter, engines, prepared, o) {
-                    if let JobKind::Cell(i) = o.job {
-                        recorder.manifest.cells[i].reproduce = Some(repro);
-                    }
+            if let Some((o, (log, repro))) = failed {
+                // a cell failed with its shared stage did not run; the stage's failure
+                // was shown
+                if o.attempts > 0 {
+                    reporter.failure(o, &log, &repro);
+                }
+                if let JobKind::Cell(i) = o.job {
+                    recorder.manifest.cells[i].reproduce = Some(repro);
                 }
             }
         },
@@ -343,14 +364,9 @@ fn schedule(
     outcomes
 }
 
-/// A failed build: its last lines, its log and the command that reproduces it (which
-/// is returned, for the record; a cell whose shared stage failed gets its own).
-fn report_failure(
-    reporter: &mut Reporter,
-    engines: &Engines,
-    prepared: &Prepared,
-    o: &Outcome,
-) -> Option<String> {
+/// A failed build's log and the command that reproduces it (for the reporters and the
+/// record; a cell whose shared stage failed gets its own).
+fn reproduce(engines: &Engines, prepared: &Prepared, o: &Outcome) -> Option<(String, String)> {
     if !matches!(o.status, Status::Failed | Status::TimedOut) {
         return None;
     }
@@ -371,11 +387,7 @@ fn report_failure(
             ..job.request.clone()
         })
     );
-    // a cell failed with its shared stage did not run; the stage's failure was shown
-    if o.attempts > 0 {
-        reporter.failure(o, &job.log_path.display().to_string(), &repro);
-    }
-    Some(repro)
+    Some((job.log_path.display().to_string(), repro))
 }
 
 /// Versions, verification, then the public tags, for every cell that built or was
@@ -385,6 +397,7 @@ fn accept_cells(
     engines: &Engines,
     prepared: &Prepared,
     recorder: &mut Recorder,
+    reporter: &mut Progress,
     previous: Option<&Manifest>,
     cancel: &Cancel,
 ) -> Result<(), Error> {
@@ -420,44 +433,122 @@ fn accept_cells(
     );
     let _ = recorder.touch_and_write();
     if args.verify {
-        let report: Vec<(String, Verification)> = recorder
-            .manifest
-            .cells
-            .iter()
-            .zip(before)
-            .filter_map(|(c, b)| {
-                let v = c.verification.clone()?;
-                let tag = c.tags.first()?.clone();
-                (b.as_ref() != Some(&v)).then_some((tag, v))
-            })
-            .collect();
-        print("the verification results", &crate::verify::table(&report))?;
+        let started = recorder.manifest.started.clone();
+        let mut report: Vec<(String, Verification)> = Vec::new();
+        for (c, b) in recorder.manifest.cells.iter().zip(before) {
+            let (Some(v), Some(tag)) = (&c.verification, c.local_tag()) else {
+                continue;
+            };
+            if b.as_ref() == Some(v) {
+                continue;
+            }
+            reporter.verified(&c.id, tag, v);
+            let mut label = tag.to_string();
+            // a result carried over for the same image ID ran in an earlier run
+            if let Some(at) = v.verified_at.as_ref().filter(|at| **at < started) {
+                label.push_str(&format!(" (this same image, verified {at})"));
+            }
+            if v.emulated {
+                label.push_str(&format!(" (under emulation, {})", c.coordinates.platform));
+            }
+            report.push((label, v.clone()));
+        }
+        let table = crate::verify::table(&report);
+        if reporter.is_json() {
+            // stdout carries only events; the table is for people
+            reporter.line(table.trim_end());
+        } else {
+            print("the verification results", &table)?;
+        }
     }
     Ok(())
 }
 
-/// What each base of the selection resolves to (per platform), and a line for every
-/// base that moved since the previous manifest.
+/// Which engine builds which of the selection's platforms, and how; a platform no
+/// engine builds stops the run before anything is built.
+fn check_platforms(cells: &[&crate::plan::Cell], engines: &Engines) -> Result<(), Error> {
+    let mut platforms: Vec<&str> = cells.iter().map(|c| c.platform()).collect();
+    platforms.sort_unstable();
+    platforms.dedup();
+    let foreign = engines
+        .iter()
+        .any(|e| platforms.iter().any(|p| e.builds(p) && e.emulates(p)));
+    if platforms.len() > 1 || foreign {
+        for e in engines.iter() {
+            let what: Vec<String> = platforms
+                .iter()
+                .filter(|p| e.builds(p))
+                .map(|p| format!("{p} ({})", e.how(p)))
+                .collect();
+            if !what.is_empty() {
+                crate::term::line(&format!("engine {} builds {}", e.name, what.join(", ")));
+            }
+        }
+    }
+    let missing: Vec<&str> = platforms
+        .iter()
+        .copied()
+        .filter(|p| !engines.iter().any(|e| e.builds(p)))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let have: Vec<String> = engines
+        .iter()
+        .map(|e| format!("{} builds {}", e.name, e.platforms.join(", ")))
+        .collect();
+    Err(Error::Preflight(format!(
+        "no engine builds {} ({}); add one that does (--engine NAME=TARGET,platform={}) or, on an engine on this host, enable emulation: {}",
+        missing.join(", "),
+        have.join("; "),
+        missing[0],
+        crate::emulation::how_to_enable(missing[0])
+    )))
+}
+
+/// What each base of the selection resolves to (per platform) and which engines hold
+/// it, and a line for every base that moved since the previous manifest. A base no
+/// engine that builds its platform can hold (they hold the name for another platform)
+/// stops the run before anything is built.
 fn resolve_bases(
     cells: &[&crate::plan::Cell],
     engines: &Engines,
     pull: bool,
     previous: Option<&Manifest>,
-) -> HashMap<(String, String), String> {
-    let mut out = HashMap::new();
-    for c in cells {
-        let key = (c.base.reference.clone(), c.platform().to_string());
-        if out.contains_key(&key) {
-            continue;
-        }
-        let r = engines::resolve_base(engines, &key.0, &key.1, pull);
+) -> Result<prepare::Bases, Error> {
+    let mut keys: Vec<(String, String)> = cells
+        .iter()
+        .map(|c| (c.base.reference.clone(), c.platform().to_string()))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    let fetch = if pull {
+        engines::Fetch::Always
+    } else {
+        engines::Fetch::IfMissing
+    };
+    let resolved = engines::resolve_bases(engines, &keys, fetch);
+    let mut out = prepare::Bases::default();
+    for (key, r) in keys.into_iter().zip(resolved) {
         if !r.disagree.is_empty() {
             crate::term::line(&format!(
-                "warning: engines {} hold another image under {} than the one used ({}); --pull aligns them",
+                "warning: engines {} hold another image under {} for {} than the one used ({}); its cells build elsewhere; --pull aligns them",
                 r.disagree.join(", "),
                 key.0,
+                key.1,
                 r.digest.as_deref().map_or("none", crate::plan::axes::short)
             ));
+        }
+        if r.holders.is_empty() && !r.other_platform.is_empty() {
+            let held: Vec<String> = r
+                .other_platform
+                .iter()
+                .map(|(e, p)| format!("engine {e} holds it for {p}"))
+                .collect();
+            return Err(Error::Preflight(format!(
+                "base {} for {}: no engine that builds {} holds it ({}), and pulling it there would take it from that platform's cells; give an engine of its own to {} (--engine NAME=TARGET,platform={}), or build on the buildx backend",
+                key.0, key.1, key.1, held.join("; "), key.1, key.1
+            )));
         }
         let digest = r.digest.unwrap_or_else(|| prepare::UNRESOLVED.to_string());
         let before = previous.and_then(|m| {
@@ -475,12 +566,18 @@ fn resolve_bases(
                 crate::plan::axes::short(&digest)
             ));
         }
-        out.insert(key, digest);
+        out.holders.insert(key.clone(), r.holders);
+        out.digests.insert(key, digest);
     }
-    out
+    Ok(out)
 }
 
-fn push(args: &BuildArgs, engines: &Engines, recorder: &mut Recorder) -> bool {
+fn push(
+    args: &BuildArgs,
+    engines: &Engines,
+    recorder: &mut Recorder,
+    reporter: &mut Progress,
+) -> bool {
     let opts = publish::Options {
         need_verified: args.verify,
         allow_partial: false,
@@ -488,6 +585,11 @@ fn push(args: &BuildArgs, engines: &Engines, recorder: &mut Recorder) -> bool {
     };
     let r = publish::publish(engines, &mut recorder.manifest, &opts, &crate::term::line);
     let _ = recorder.touch_and_write();
+    for c in &recorder.manifest.cells {
+        for p in &c.pushed {
+            reporter.pushed(&c.id, p);
+        }
+    }
     match r {
         Ok(all) => all,
         Err(why) => {
@@ -531,8 +633,9 @@ fn remove_leftovers(engines: &Engines, m: &Manifest) {
 }
 
 /// report.html and report.md beside the manifest (derived from it: a failure to
-/// write them is said, and does not change how the run ended).
-fn write_reports(m: &Manifest, previous: Option<&Manifest>, manifest_path: &Path) {
+/// write them is said, and does not change how the run ended). Returns those written.
+fn write_reports(m: &Manifest, previous: Option<&Manifest>, manifest_path: &Path) -> Vec<PathBuf> {
+    let mut written = Vec::new();
     let dir = manifest_path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -543,17 +646,19 @@ fn write_reports(m: &Manifest, previous: Option<&Manifest>, manifest_path: &Path
     ] {
         let path = dir.join(name);
         let text = super::report::render(format, m, previous, manifest_path);
-        if let Err(e) = io::write_text(&path, &text) {
-            crate::term::line(&format!("warning: cannot write {}: {e}", path.display()));
+        match io::write_text(&path, &text) {
+            Ok(()) => written.push(path),
+            Err(e) => crate::term::line(&format!("warning: cannot write {}: {e}", path.display())),
         }
     }
+    written
 }
 
 /// The run's outcome into the manifest, the last write (a failure to record is an
 /// I/O error that names the stale file), the summary and the exit.
 fn finish(
     mut recorder: Recorder,
-    reporter: &mut Reporter,
+    reporter: &mut Progress,
     cancel: &Cancel,
     manifest_path: &Path,
     previous: Option<&Manifest>,
@@ -572,28 +677,31 @@ fn finish(
     m.tool_cpu_seconds = Some((crate::manifest::own_cpu_seconds() * 1000.0).round() / 1000.0);
     let written = recorder.touch_and_write();
     let m = &recorder.manifest;
-    write_reports(m, previous, manifest_path);
+    let reports = write_reports(m, previous, manifest_path);
     if written.is_ok() {
         if let Err(e) = crate::prune::archive(m, manifest_path) {
             crate::term::line(&format!("warning: cannot keep this run in history/: {e}"));
         }
     }
-    reporter.summary(m, &manifest_path.display().to_string());
-    if let Err(source) = written {
-        return Err(Error::StaleManifest {
+    let result = match (written, cancel.signal()) {
+        (Err(source), _) => Err(Error::StaleManifest {
             path: manifest_path.to_path_buf(),
             source,
-        });
-    }
-    if let Some(s) = cancel.signal() {
-        return Ok(Exit::Stopped(s));
-    }
-    let bad = m.cells.iter().any(|c| {
-        matches!(
-            c.status,
-            Status::Failed | Status::TimedOut | Status::Cancelled | Status::NotStarted
-        ) || c.verification.as_ref().is_some_and(|v| !v.ok)
-            || c.pushed.iter().any(|p| !p.ok)
-    });
-    Ok(Exit::from_ok(!bad && published))
+        }),
+        (Ok(()), Some(s)) => Ok(Exit::Stopped(s)),
+        (Ok(()), None) => {
+            let bad = m.cells.iter().any(|c| {
+                matches!(
+                    c.status,
+                    Status::Failed | Status::TimedOut | Status::Cancelled | Status::NotStarted
+                ) || c.verification.as_ref().is_some_and(|v| !v.ok)
+                    || c.pushed.iter().any(|p| !p.ok)
+            });
+            Ok(Exit::from_ok(!bad && published))
+        }
+    };
+    let code = result.as_ref().map_or_else(Error::exit_code, |e| e.code());
+    let reports: Vec<&Path> = reports.iter().map(PathBuf::as_path).collect();
+    reporter.run_finished(m, manifest_path, &reports, code);
+    result
 }

@@ -3,12 +3,15 @@
 
 mod build;
 mod catalogue;
+mod completions;
+mod man;
 mod merge;
 mod plan;
 mod prune;
 mod push;
 mod render;
 pub(crate) mod report;
+mod schema;
 mod verify;
 
 use crate::cli::{Cli, Command, ManifestCommand, Selection};
@@ -24,6 +27,9 @@ pub fn run(cli: Cli) -> Result<Exit, Error> {
         Command::Push(args) => push::run(args),
         Command::Report(args) => report::run(args),
         Command::Prune(args) => prune::run(args),
+        Command::Completions(args) => completions::run(args),
+        Command::Man(args) => man::run(args),
+        Command::Schema(args) => schema::run(args),
         Command::Catalogue(crate::cli::CatalogueCommand::Update(args)) => catalogue::update(args),
         Command::Manifest(ManifestCommand::Merge {
             inputs,

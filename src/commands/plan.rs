@@ -9,29 +9,45 @@ use crate::error::{Error, Exit};
 use crate::manifest::{drift, io};
 use crate::plan::output;
 
-/// The bases' digests as the local Docker engine (DOCKER / DOCKER_HOST) has them now,
-/// so that `--diff` sees a base that moved; without an engine, the previous
-/// manifest's are assumed (and it says so).
-fn current_digests(cells: &[&crate::plan::Cell]) -> drift::Digests {
-    let docker = crate::docker::Docker {
-        client: std::env::var_os("DOCKER").map_or_else(|| "docker".into(), Into::into),
-        context: None,
-        host: None,
-        builder: crate::docker::Builder::Auto,
-    };
+/// The bases' digests as the engines of the previous run hold them now (the client's
+/// default engine when it recorded none), so that `--diff` sees a base that moved;
+/// nothing is pulled. Where no engine answers, the previous manifest's are assumed
+/// (and it says so).
+fn current_digests(
+    cells: &[&crate::plan::Cell],
+    prev: &crate::manifest::Manifest,
+) -> drift::Digests {
+    let client: std::path::PathBuf =
+        std::env::var_os("DOCKER").map_or_else(|| "docker".into(), Into::into);
     let mut out = drift::Digests::new();
-    if let Err(e) = docker.ping(std::time::Duration::from_secs(5)) {
-        crate::term::line(&format!(
-            "note: base digests not checked (no Docker engine answers: {e}); the previous manifest's are assumed"
-        ));
-        return out;
-    }
-    for c in cells {
-        let key = (c.base.reference.clone(), c.platform().to_string());
-        if out.contains_key(&key) {
-            continue;
+    let engines = crate::engines::specs(&[], None, &[], &prev.engines)
+        .map_err(Error::Usage)
+        .and_then(|specs| {
+            crate::engines::connect(
+                &client,
+                crate::docker::Builder::Auto,
+                specs,
+                std::num::NonZeroUsize::MIN,
+            )
+        });
+    let engines = match engines {
+        Ok(c) => c.engines,
+        Err(e) => {
+            crate::term::line(&format!(
+                "note: base digests not checked ({e}); the previous manifest's are assumed"
+            ));
+            return out;
         }
-        if let Ok(Some(d)) = docker.image_digest(&key.0) {
+    };
+    let mut keys: Vec<(String, String)> = cells
+        .iter()
+        .map(|c| (c.base.reference.clone(), c.platform().to_string()))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    let found = crate::engines::resolve_bases(&engines, &keys, crate::engines::Fetch::Never);
+    for (key, r) in keys.into_iter().zip(found) {
+        if let Some(d) = r.digest {
             out.insert(key, d);
         }
     }
@@ -43,7 +59,7 @@ pub fn run(cli: &Cli, args: &PlanArgs) -> Result<Exit, Error> {
     let cells = select(&plan, &args.select);
     if let Some(prev) = &args.diff {
         let m = io::read(prev).map_err(|e| Error::Preflight(format!("--diff: {e}")))?;
-        let digests = current_digests(&cells);
+        let digests = current_digests(&cells, &m);
         let changes = drift::diff(&plan, &cells, &m, &digests);
         let text = match args.format {
             PlanFormat::Json => json_text(&serde_json::json!({

@@ -119,7 +119,14 @@ fn loose_images(
         crate::term::line(&format!("verifying {image} ..."));
         report.push((
             image.clone(),
-            verify::verify_image(docker, image, py.as_deref(), args.ready_timeout, cancel),
+            verify::verify_image(
+                docker,
+                image,
+                py.as_deref(),
+                args.ready_timeout,
+                false,
+                cancel,
+            ),
         ));
     }
     report
@@ -165,8 +172,7 @@ mod tests {
                 status: Status::Built,
                 verification: Some(Verification {
                     ok: true,
-                    ready_seconds: None,
-                    checks: Vec::new(),
+                    ..Verification::default()
                 }),
                 ..record_for(c, None)
             })

@@ -9,7 +9,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Target {
     /// A `DOCKER_HOST` value: `unix:///…`, `tcp://…`, `ssh://…`, `npipe://…`, `fd://…`.
@@ -26,6 +28,9 @@ pub struct EngineSpec {
     pub target: Target,
     /// Builds at once on this engine; None means the global `-j`.
     pub jobs: Option<usize>,
+    /// The platforms it builds, natively or emulated; empty means its own and those
+    /// its host emulates (found out when it answers).
+    pub platforms: Vec<String>,
 }
 
 pub const MAX_ENGINES: usize = 64;
@@ -98,23 +103,53 @@ pub fn check_jobs(n: &str) -> Result<usize, String> {
     }
 }
 
+/// A platform an engine may be said to build.
+pub fn check_platform(p: &str) -> Result<String, String> {
+    if crate::coord::installer_arch(p).is_some() {
+        Ok(p.to_string())
+    } else {
+        let known: Vec<&str> = crate::coord::PLATFORMS.iter().map(|(p, _)| *p).collect();
+        Err(format!(
+            "`{p}` is not a platform (expected one of: {})",
+            known.join(", ")
+        ))
+    }
+}
+
 impl FromStr for EngineSpec {
     type Err = String;
 
-    /// `NAME=TARGET` or `NAME=TARGET,jobs=N`.
+    /// `NAME=TARGET[,jobs=N][,platform=P]...`.
     fn from_str(s: &str) -> Result<Self, String> {
-        let (name, rest) = s.split_once('=').ok_or_else(|| {
-            format!("`{s}` is not an engine (expected NAME=TARGET or NAME=TARGET,jobs=N, e.g. b=unix:///run/docker-b.sock,jobs=2)")
-        })?;
+        let usage = "expected NAME=TARGET[,jobs=N][,platform=P]..., e.g. b=unix:///run/docker-b.sock,jobs=2,platform=linux/arm64";
+        let (name, rest) = s
+            .split_once('=')
+            .ok_or_else(|| format!("`{s}` is not an engine ({usage})"))?;
         check_name(name)?;
-        let (target, jobs) = match rest.rsplit_once(",jobs=") {
-            Some((t, j)) => (t, Some(check_jobs(j)?)),
-            None => (rest, None),
-        };
+        let mut parts = rest.split(',');
+        let target = parse_target(parts.next().unwrap_or_default())?;
+        let (mut jobs, mut platforms) = (None, Vec::new());
+        for opt in parts {
+            match opt.split_once('=') {
+                Some(("jobs", j)) => jobs = Some(check_jobs(j)?),
+                Some(("platform", p)) => {
+                    let p = check_platform(p)?;
+                    if !platforms.contains(&p) {
+                        platforms.push(p);
+                    }
+                }
+                _ => {
+                    return Err(format!(
+                        "`{opt}` in `{s}` is not an engine option ({usage})"
+                    ))
+                }
+            }
+        }
         Ok(EngineSpec {
             name: name.to_string(),
-            target: parse_target(target)?,
+            target,
             jobs,
+            platforms,
         })
     }
 }
@@ -159,6 +194,11 @@ mod tests {
         assert_eq!(e.jobs, None);
         let e: EngineSpec = "r=ssh://ci@build-3".parse().unwrap();
         assert_eq!(e.target, Target::Host("ssh://ci@build-3".into()));
+        let e: EngineSpec = "arm=unix:///a.sock,platform=linux/arm64,jobs=1,platform=linux/amd64"
+            .parse()
+            .unwrap();
+        assert_eq!(e.platforms, ["linux/arm64", "linux/amd64"]);
+        assert_eq!(e.jobs, Some(1));
     }
 
     #[test]
@@ -170,6 +210,8 @@ mod tests {
         assert!(err("b=ctx,jobs=0").contains("expected 1 to 256"));
         assert!(err("b=a b").contains("not an engine target"));
         assert!(err("b=unix://").contains("schemes"));
+        assert!(err("b=ctx,platform=linux/riscv64").contains("expected one of: linux/amd64"));
+        assert!(err("b=ctx,gpus=all").contains("not an engine option"));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod engine;
 pub mod raw;
 pub mod requirement;
+pub mod schema;
 pub mod settings;
 pub mod yaml;
 

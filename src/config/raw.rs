@@ -124,6 +124,7 @@ pub struct RawEngine {
     pub host: Option<Sp<String>>,
     pub context: Option<Sp<String>>,
     pub jobs: Option<Sp<u64>>,
+    pub platforms: Vec<Sp<String>>,
 }
 
 #[derive(Debug, Default)]
@@ -131,29 +132,66 @@ pub struct RawBuild {
     pub network: Option<Sp<String>>,
 }
 
-const TOP: &[&str] = &[
-    "version",
-    "image",
-    "bases",
-    "python",
-    "miniconda",
-    "platforms",
-    "variants",
-    "include",
-    "exclude",
-    "installers",
-    "sources",
-    "packages",
-    "runtime",
-    "build",
-    "engines",
-    "limits",
-];
+/// The keys each mapping of matrix.yaml accepts (the JSON Schema's types in
+/// [`crate::config::schema`] are checked against these).
+pub mod keys {
+    pub const TOP: &[&str] = &[
+        "version",
+        "image",
+        "bases",
+        "python",
+        "miniconda",
+        "platforms",
+        "variants",
+        "include",
+        "exclude",
+        "installers",
+        "sources",
+        "packages",
+        "runtime",
+        "build",
+        "engines",
+        "limits",
+    ];
+    pub const IMAGE: &[&str] = &["repository", "tag", "aliases", "latest"];
+    pub const BASE: &[&str] = &["image", "os"];
+    pub const PYTHON: &[&str] = &["version", "miniconda"];
+    pub const VARIANT: &[&str] = &["name", "pip", "apt", "override"];
+    pub const ENGINE: &[&str] = &["name", "host", "context", "jobs", "platforms"];
+    pub const INSTALLER: &[&str] = &["file", "sha256"];
+    pub const SOURCES: &[&str] = &[
+        "installer_mirrors",
+        "installer_dir",
+        "pip_index",
+        "conda_channels",
+        "ca_bundle",
+        "cuda_registry",
+        "apt_mirror",
+        "conda_tos",
+    ];
+    pub const PACKAGES: &[&str] = &["apt", "pip"];
+    pub const RUNTIME: &[&str] = &[
+        "root_password",
+        "ssh_port",
+        "jupyter_port",
+        "tensorboard_port",
+        "jupyter_base_url",
+        "tensorboard_prefix",
+        "tensorboard_logdir",
+        "tensorboard_bind",
+        "timezone",
+        "locale",
+    ];
+    pub const FIXED_PASSWORD: &[&str] = &["fixed"];
+    pub const BUILD: &[&str] = &["network"];
+    pub const LIMITS: &[&str] = &["max_cells"];
+}
+
 /// Walk a parsed document. Problems go to `d`; the result holds whatever was readable.
 pub fn walk(root: &Node, d: &mut Diags) -> RawConfig {
     let mut w = Walker { d };
     let mut cfg = RawConfig::default();
-    let Some(top) = w.mapping(root, "", TOP) else {
+    let Some(top) = w.mapping(root, "", keys::TOP) else {
         return cfg;
     };
     for (k, v) in top.entries().unwrap_or_default() {
@@ -183,13 +221,13 @@ pub fn walk(root: &Node, d: &mut Diags) -> RawConfig {
             "packages" => cfg.packages = w.packages(v),
             "runtime" => cfg.runtime = w.runtime(v),
             "build" => {
-                if let Some(m) = w.mapping(v, "build", &["network"]) {
+                if let Some(m) = w.mapping(v, "build", keys::BUILD) {
                     cfg.build.network = m.get("network").and_then(|n| w.string(n, "build.network"));
                 }
             }
             "engines" => cfg.engines = w.list(v, "engines", |w, n, key| w.engine(n, key)),
             "limits" => {
-                if let Some(m) = w.mapping(v, "limits", &["max_cells"]) {
+                if let Some(m) = w.mapping(v, "limits", keys::LIMITS) {
                     cfg.max_cells = m
                         .get("max_cells")
                         .and_then(|n| w.uint(n, "limits.max_cells", 1, 1_000_000));
@@ -354,8 +392,7 @@ impl Walker<'_> {
 
     fn image(&mut self, node: &Node) -> RawImage {
         let mut out = RawImage::default();
-        let Some(m) = self.mapping(node, "image", &["repository", "tag", "aliases", "latest"])
-        else {
+        let Some(m) = self.mapping(node, "image", keys::IMAGE) else {
             return out;
         };
         for (k, v) in m.entries().unwrap_or_default() {
@@ -379,7 +416,7 @@ impl Walker<'_> {
                 os: None,
             });
         }
-        let m = self.mapping(node, &key, &["image", "os"])?;
+        let m = self.mapping(node, &key, keys::BASE)?;
         let image = match m.get("image") {
             Some(n) => self.string(n, &join(&key, "image"))?,
             None => {
@@ -404,7 +441,7 @@ impl Walker<'_> {
                 miniconda: None,
             });
         }
-        let m = self.mapping(node, &key, &["version", "miniconda"])?;
+        let m = self.mapping(node, &key, keys::PYTHON)?;
         let version = match m.get("version") {
             Some(n) => self.version(n, &join(&key, "version")),
             None => {
@@ -427,7 +464,7 @@ impl Walker<'_> {
     }
 
     fn variant(&mut self, node: &Node, key: String) -> Option<RawVariant> {
-        let m = self.mapping(node, &key, &["name", "pip", "apt", "override"])?;
+        let m = self.mapping(node, &key, keys::VARIANT)?;
         let name = match m.get("name") {
             Some(n) => self.string(n, &join(&key, "name")),
             None => {
@@ -513,7 +550,7 @@ impl Walker<'_> {
     }
 
     fn engine(&mut self, node: &Node, key: String) -> Option<RawEngine> {
-        let m = self.mapping(node, &key, &["name", "host", "context", "jobs"])?;
+        let m = self.mapping(node, &key, keys::ENGINE)?;
         let field = |w: &mut Self, f: &str| m.get(f).and_then(|n| w.string(n, &join(&key, f)));
         let name = field(self, "name");
         let host = field(self, "host");
@@ -521,7 +558,12 @@ impl Walker<'_> {
         let jobs = m
             .get("jobs")
             .and_then(|n| self.uint(n, &join(&key, "jobs"), 1, 256));
+        let platforms = m
+            .get("platforms")
+            .map(|n| self.strings(n, &join(&key, "platforms")))
+            .unwrap_or_default();
         Some(RawEngine {
+            platforms,
             at: node.at(),
             key,
             name,
@@ -532,7 +574,7 @@ impl Walker<'_> {
     }
 
     fn installer(&mut self, node: &Node, key: String) -> Option<RawInstaller> {
-        let m = self.mapping(node, &key, &["file", "sha256"])?;
+        let m = self.mapping(node, &key, keys::INSTALLER)?;
         let file = m
             .get("file")
             .and_then(|n| self.string(n, &join(&key, "file")));
@@ -554,17 +596,7 @@ impl Walker<'_> {
 
     fn sources(&mut self, node: &Node) -> RawSources {
         let mut out = RawSources::default();
-        let keys = [
-            "installer_mirrors",
-            "installer_dir",
-            "pip_index",
-            "conda_channels",
-            "ca_bundle",
-            "cuda_registry",
-            "apt_mirror",
-            "conda_tos",
-        ];
-        let Some(m) = self.mapping(node, "sources", &keys) else {
+        let Some(m) = self.mapping(node, "sources", keys::SOURCES) else {
             return out;
         };
         for (k, v) in m.entries().unwrap_or_default() {
@@ -589,7 +621,7 @@ impl Walker<'_> {
 
     fn packages(&mut self, node: &Node) -> RawPackages {
         let mut out = RawPackages::default();
-        let Some(m) = self.mapping(node, "packages", &["apt", "pip"]) else {
+        let Some(m) = self.mapping(node, "packages", keys::PACKAGES) else {
             return out;
         };
         if let Some(n) = m.get("apt") {
@@ -603,19 +635,7 @@ impl Walker<'_> {
 
     fn runtime(&mut self, node: &Node) -> RawRuntime {
         let mut out = RawRuntime::default();
-        let keys = [
-            "root_password",
-            "ssh_port",
-            "jupyter_port",
-            "tensorboard_port",
-            "jupyter_base_url",
-            "tensorboard_prefix",
-            "tensorboard_logdir",
-            "tensorboard_bind",
-            "timezone",
-            "locale",
-        ];
-        let Some(m) = self.mapping(node, "runtime", &keys) else {
+        let Some(m) = self.mapping(node, "runtime", keys::RUNTIME) else {
             return out;
         };
         for (k, v) in m.entries().unwrap_or_default() {
@@ -623,7 +643,7 @@ impl Walker<'_> {
             match k.text.as_str() {
                 "root_password" => {
                     if v.entries().is_some() {
-                        if let Some(pm) = self.mapping(v, &key, &["fixed"]) {
+                        if let Some(pm) = self.mapping(v, &key, keys::FIXED_PASSWORD) {
                             out.root_password = Some(Sp::new("fixed".into(), v.at()));
                             out.fixed_password = pm
                                 .get("fixed")

@@ -63,6 +63,9 @@ pub struct Runtime {
     pub jupyter_base_url: String,
     pub tensorboard_prefix: String,
     pub tensorboard_logdir: String,
+    /// `all` (the default, as the seed serves it: reachable through `-p 6006:6006`)
+    /// or `localhost` (only through `ssh -L` or `--network host`). TensorBoard has no
+    /// authentication either way; the README and the MOTD say so.
     pub tensorboard_bind: String,
     pub timezone: String,
     pub locale: String,
@@ -512,10 +515,19 @@ fn read_engines(raw: &RawConfig, d: &mut Diags) -> Vec<crate::config::engine::En
                 continue;
             }
         };
+        let mut platforms = Vec::new();
+        for p in &e.platforms {
+            match crate::config::engine::check_platform(&p.value) {
+                Ok(p) if !platforms.contains(&p) => platforms.push(p),
+                Ok(_) => {}
+                Err(m) => d.error(Some(p.at), format!("{}.platforms", e.key), m),
+            }
+        }
         let spec = EngineSpec {
             name: name.value.clone(),
             target,
             jobs: e.jobs.as_ref().and_then(|j| usize::try_from(j.value).ok()),
+            platforms,
         };
         let mut both = out.clone();
         both.push(spec.clone());
@@ -587,11 +599,11 @@ fn read_runtime(raw: &RawConfig, d: &mut Diags) -> Runtime {
     let tensorboard_bind = text(
         &r.tensorboard_bind,
         "runtime.tensorboard_bind",
-        "localhost",
+        "all",
         &|s| {
             match s {
             "localhost" | "all" => Ok(()),
-            _ => Err(format!("`{s}` is not a bind policy (expected one of: localhost, all); TensorBoard has no authentication, so `all` exposes it to the network")),
+            _ => Err(format!("`{s}` is not a bind policy (expected one of: all, localhost); TensorBoard has no authentication, so `all` (the default) exposes it to whoever reaches the port, and `localhost` keeps it inside the container")),
         }
         },
         d,
@@ -764,5 +776,31 @@ mod tests {
         assert!(check_network("host").is_ok());
         assert!(check_network("host --privileged").is_err());
         assert!(check_network("-x").is_err());
+    }
+
+    #[test]
+    fn tensorboard_serves_beyond_loopback_unless_the_matrix_closes_it() {
+        let bind = |extra: &str| {
+            let text = format!("version: 1\nbases: [ubuntu:22.04]\npython: [\"3.11\"]\n{extra}");
+            crate::plan::plan_text(
+                &text,
+                "m.yaml",
+                Path::new("."),
+                &crate::plan::PlanOptions {
+                    date: "20260101".into(),
+                },
+            )
+            .map(|p| p.settings.runtime.tensorboard_bind.clone())
+        };
+        assert_eq!(
+            bind("").unwrap(),
+            "all",
+            "the seed's -p 6006:6006 reaches it"
+        );
+        assert_eq!(
+            bind("runtime:\n  tensorboard_bind: localhost\n").unwrap(),
+            "localhost"
+        );
+        assert!(bind("runtime:\n  tensorboard_bind: 0.0.0.0\n").is_err());
     }
 }

@@ -96,13 +96,22 @@ pub fn diff(plan: &Plan, cells: &[&Cell], prev: &Manifest, digests: &Digests) ->
             });
             continue;
         };
-        let digest = digests
-            .get(&(c.base.reference.clone(), c.platform().to_string()))
-            .cloned()
-            .or_else(|| p.base_digest.clone())
-            .unwrap_or_else(|| render::UNRESOLVED.into());
+        let digest_of = |id: &str, platform: &str| {
+            digests
+                .get(&(c.base.reference.clone(), platform.to_string()))
+                .cloned()
+                .or_else(|| by_id.get(id).and_then(|r| r.base_digest.clone()))
+                .unwrap_or_else(|| render::UNRESOLVED.into())
+        };
+        let digest = digest_of(&c.id, c.platform());
+        let all: Vec<String> = c
+            .identity_members()
+            .into_iter()
+            .map(|(id, platform)| digest_of(id, platform))
+            .collect();
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
         let ctx = render::render(&plan.settings, c);
-        let hash = render::input_hash(&ctx, c, &digest);
+        let hash = render::input_hash(&ctx, c, &all);
         let (change, why) = if p.input_hash.as_deref() != Some(hash.as_str()) {
             (
                 "changed",
@@ -195,7 +204,7 @@ mod tests {
         let mut m = Manifest::new("m.yaml", "0", None);
         for c in &p.cells {
             let ctx = render::render(&p.settings, c);
-            let mut r = record_for(c, Some(render::input_hash(&ctx, c, "sha256:base")));
+            let mut r = record_for(c, Some(render::input_hash(&ctx, c, &["sha256:base"])));
             r.base_digest = Some("sha256:base".into());
             r.input_parts = render::part_hashes(&ctx);
             r.status = Status::Built;

@@ -13,7 +13,7 @@ use crate::coord::{Coordinate, Subject};
 
 pub const SCHEMA: u32 = 1;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Status {
     Built,
@@ -43,27 +43,40 @@ impl Status {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct Installer {
     pub file: String,
     pub sha256: String,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct CheckResult {
     pub name: String,
     pub ok: bool,
     pub detail: String,
+    /// How long the check took.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<f64>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct Verification {
     pub ok: bool,
     pub ready_seconds: Option<f64>,
     pub checks: Vec<CheckResult>,
+    /// The image ran under emulation (a foreign platform), with longer deadlines.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub emulated: bool,
+    /// Wall time of the whole verification.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<f64>,
+    /// When it ran (RFC 3339): a later run that carries it over for the same image
+    /// keeps this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_at: Option<String>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct Pushed {
     pub tag: String,
     pub digest: Option<String>,
@@ -73,7 +86,7 @@ pub struct Pushed {
 }
 
 /// A build lost because its engine stopped answering; the cell went back to the queue.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct Requeue {
     pub engine: String,
     pub reason: String,
@@ -81,7 +94,7 @@ pub struct Requeue {
     pub seconds: f64,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct CellRecord {
     pub id: String,
     pub tags: Vec<String>,
@@ -130,10 +143,41 @@ pub struct CellRecord {
     /// tensorboard, numpy, and cuda/cudnn from the base's environment.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub versions: std::collections::BTreeMap<String, String>,
+    /// The tag group it belongs to (cells of other platforms that share its tags).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// In a tag group: the tag its own image has on its engine and is pushed under
+    /// (`REPO:TAG-arm64`); its `tags` then name the group's image index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform_tag: Option<String>,
+    /// Built (and verified) under emulation, not on a machine of its platform.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub emulated: bool,
+}
+
+/// A tag group's image index, as `push` published it: one index per shared tag, all
+/// with the same content, over the members' pushed images.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
+pub struct IndexRecord {
+    pub group: String,
+    pub tags: Vec<String>,
+    /// Each member's platform, cell and the digest its platform tag was pushed with.
+    pub platforms: Vec<IndexEntry>,
+    /// The index's own digest, once pushed.
+    pub digest: Option<String>,
+    pub ok: bool,
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
+pub struct IndexEntry {
+    pub platform: String,
+    pub cell: String,
+    pub digest: Option<String>,
 }
 
 /// How a run ended.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(tag = "result", rename_all = "kebab-case")]
 pub enum RunOutcome {
     /// Every selected cell was attempted.
@@ -146,7 +190,7 @@ pub enum RunOutcome {
     EnginesLost,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct DockerInfo {
     pub client: String,
     pub server: String,
@@ -154,7 +198,7 @@ pub struct DockerInfo {
 }
 
 /// One engine of the run: how to reach it again, and whether it stayed up.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct EngineRecord {
     pub name: String,
     pub target: crate::config::engine::Target,
@@ -162,9 +206,12 @@ pub struct EngineRecord {
     pub server: String,
     /// Why it was marked down during the run.
     pub down: Option<String>,
+    /// The platforms it builds (its own and emulated ones).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub platforms: Vec<String>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct Manifest {
     pub version: u32,
     pub tool: String,
@@ -195,6 +242,9 @@ pub struct Manifest {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub engines: Vec<EngineRecord>,
     pub cells: Vec<CellRecord>,
+    /// The image indexes `push` made for tag groups.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub indexes: Vec<IndexRecord>,
 }
 
 impl Manifest {
@@ -215,6 +265,7 @@ impl Manifest {
             shards: Vec::new(),
             engines: Vec::new(),
             cells: Vec::new(),
+            indexes: Vec::new(),
         }
     }
 
@@ -292,7 +343,18 @@ impl CellRecord {
             candidate: None,
             reproduce: None,
             versions: std::collections::BTreeMap::new(),
+            group: None,
+            platform_tag: None,
+            emulated: false,
         }
+    }
+
+    /// The tag its image has on its engine: the platform tag in a tag group, else the
+    /// primary tag.
+    pub fn local_tag(&self) -> Option<&str> {
+        self.platform_tag
+            .as_deref()
+            .or_else(|| self.tags.first().map(String::as_str))
     }
 }
 

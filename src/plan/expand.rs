@@ -201,6 +201,7 @@ fn build_cells(
                 variant: variant.clone(),
                 installer,
                 tags: Vec::new(),
+                group: None,
             }),
             Err(msg) => {
                 if reported.insert(msg.clone()) {

@@ -46,7 +46,7 @@ pub struct Variant {
     pub overrides: Vec<String>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct InstallerRef {
     pub file: String,
     pub sha256: String,
@@ -68,6 +68,9 @@ pub struct Cell {
     pub installer: InstallerRef,
     /// Full references; the first is the primary tag.
     pub tags: Vec<String>,
+    /// Its tag group, when other cells differ from it only in platform and share its
+    /// tags.
+    pub group: Option<TagGroup>,
 }
 
 impl Cell {
@@ -84,6 +87,69 @@ impl Cell {
     pub fn arch(&self) -> &str {
         crate::coord::installer_arch(&self.coord.platform).unwrap_or("")
     }
+
+    /// The tag its own image carries on its engine (and is verified and pushed under):
+    /// the platform tag in a tag group, else the primary tag. A group's shared tags
+    /// name an image index, which exists only in a registry.
+    pub fn local_tag(&self) -> &str {
+        self.group
+            .as_ref()
+            .map_or_else(|| self.primary_tag(), |g| g.platform_tag.as_str())
+    }
+
+    /// Every tag it carries on its engine.
+    pub fn local_tags(&self) -> Vec<String> {
+        match &self.group {
+            Some(g) => vec![g.platform_tag.clone()],
+            None => self.tags.clone(),
+        }
+    }
+
+    /// The cells whose base digests make its identity: its tag group's members (their
+    /// ids and platforms), or itself.
+    pub fn identity_members(&self) -> Vec<(&str, &str)> {
+        match &self.group {
+            Some(g) => g
+                .members
+                .iter()
+                .map(|m| (m.id.as_str(), m.platform.as_str()))
+                .collect(),
+            None => vec![(self.id.as_str(), self.platform())],
+        }
+    }
+
+    /// The installers its context carries: its group's, one per platform, or its own.
+    pub fn context_installers(&self) -> Vec<(String, &InstallerRef)> {
+        match &self.group {
+            Some(g) => g
+                .members
+                .iter()
+                .map(|m| (m.arch.clone(), &m.installer))
+                .collect(),
+            None => vec![(self.arch().to_string(), &self.installer)],
+        }
+    }
+}
+
+/// Cells that differ only in platform share their tags: in the registry, each tag is one
+/// image index over the members' images, which are pushed under their platform tags.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TagGroup {
+    /// The shared primary tag without the repository (`conda3-python3.11-ubuntu22.04`).
+    pub name: String,
+    /// This member's own tag, `REPO:NAME-arm64`.
+    pub platform_tag: String,
+    /// Every member (this one too), in plan order.
+    pub members: Vec<GroupMember>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GroupMember {
+    pub id: String,
+    pub platform: String,
+    /// The installer's arch word (`aarch64`), as `uname -m` says it in the image.
+    pub arch: String,
+    pub installer: InstallerRef,
 }
 
 impl Subject for Cell {
@@ -98,7 +164,7 @@ impl Subject for Cell {
     }
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct Excluded {
     pub id: String,
     /// All of its coordinates (the fields below are what `plan` prints).

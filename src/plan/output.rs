@@ -13,7 +13,7 @@ use crate::plan::{Cell, Plan};
 pub const PLAN_SCHEMA: u32 = 1;
 
 /// One planned cell, as `--format json` and `cell.json` show it.
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 pub struct CellDoc<'a> {
     pub id: &'a str,
     pub tags: &'a [String],
@@ -27,16 +27,29 @@ pub struct CellDoc<'a> {
     pub platform: &'a str,
     pub variant: &'a str,
     pub installer: InstallerDoc<'a>,
+    /// Its tag group: the cells of other platforms its tags also name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<GroupDoc<'a>>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct GroupDoc<'a> {
+    pub name: &'a str,
+    /// The tag its own image is pushed under before the index joins the platforms.
+    pub platform_tag: &'a str,
+    /// Every member's id and platform, this cell's too.
+    pub members: Vec<(&'a str, &'a str)>,
+}
+
+#[derive(Serialize, schemars::JsonSchema)]
 pub struct InstallerDoc<'a> {
     pub file: &'a str,
     pub sha256: &'a str,
     pub urls: &'a [String],
 }
 
-#[derive(Serialize)]
+/// `matrix plan --format json`: every planned cell, and those excluded.
+#[derive(Serialize, schemars::JsonSchema)]
 pub struct PlanDoc<'a> {
     pub version: u32,
     pub matrix: String,
@@ -65,6 +78,15 @@ pub fn cell_doc(c: &Cell) -> CellDoc<'_> {
             sha256: &c.installer.sha256,
             urls: &c.installer.urls,
         },
+        group: c.group.as_ref().map(|g| GroupDoc {
+            name: &g.name,
+            platform_tag: &g.platform_tag,
+            members: g
+                .members
+                .iter()
+                .map(|m| (m.id.as_str(), m.platform.as_str()))
+                .collect(),
+        }),
     }
 }
 
@@ -90,9 +112,29 @@ struct BakeTarget<'a> {
     context: String,
     dockerfile: &'static str,
     tags: &'a [String],
-    platforms: [&'a str; 1],
+    platforms: Vec<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     network: Option<&'a str>,
+}
+
+/// Bake targets: one per cell, and one per tag group (its members' contexts are
+/// identical, each picking its installer by architecture), with every platform.
+fn bake_targets<'a>(cells: &[&'a Cell]) -> Vec<(String, &'a Cell, Vec<&'a str>)> {
+    let mut out: Vec<(String, &Cell, Vec<&str>)> = Vec::new();
+    let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for c in cells {
+        match &c.group {
+            Some(g) => match seen.get(g.name.as_str()) {
+                Some(&i) => out[i].2.push(c.platform()),
+                None => {
+                    seen.insert(&g.name, out.len());
+                    out.push((bake_name(&g.name), c, vec![c.platform()]));
+                }
+            },
+            None => out.push((bake_name(&c.id), c, vec![c.platform()])),
+        }
+    }
+    out
 }
 
 /// A `docker-bake.json` whose targets build the contexts `matrix render -o DIR` writes.
@@ -103,11 +145,12 @@ pub fn write_bake<W: std::io::Write>(
     cells: &[&Cell],
     contexts: &Path,
 ) -> std::io::Result<()> {
-    let names: Vec<String> = cells.iter().map(|c| bake_name(&c.id)).collect();
+    let targets = bake_targets(cells);
+    let names: Vec<&str> = targets.iter().map(|t| t.0.as_str()).collect();
     w.write_all(b"{\n  \"group\": {\"default\": {\"targets\": ")?;
     serde_json::to_writer(&mut *w, &names)?;
     w.write_all(b"}},\n  \"target\": {")?;
-    for (i, (c, name)) in cells.iter().zip(&names).enumerate() {
+    for (i, (name, c, platforms)) in targets.iter().enumerate() {
         w.write_all(if i == 0 { b"\n    " } else { b",\n    " })?;
         serde_json::to_writer(&mut *w, name)?;
         w.write_all(b": ")?;
@@ -115,7 +158,7 @@ pub fn write_bake<W: std::io::Write>(
             context: contexts.join(&c.id).display().to_string(),
             dockerfile: "Dockerfile",
             tags: &c.tags,
-            platforms: [c.platform()],
+            platforms: platforms.clone(),
             network: plan.settings.network.as_deref(),
         };
         serde_json::to_writer(&mut *w, &t)?;
@@ -131,6 +174,21 @@ struct GhaEntry<'a> {
     base: &'a str,
     platform: &'a str,
     variant: &'a str,
+    /// `amd64`, `arm64`…
+    arch: &'a str,
+    /// A GitHub-hosted runner that builds the platform natively.
+    runner: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group: Option<&'a str>,
+}
+
+/// The GitHub-hosted runner label of a platform's native machines (others build under
+/// emulation on the x86-64 runners).
+fn runner_for(platform: &str) -> &'static str {
+    match platform {
+        "linux/arm64" => "ubuntu-24.04-arm",
+        _ => "ubuntu-24.04",
+    }
 }
 
 /// A GitHub Actions matrix, `strategy.matrix: ${{ fromJSON(...) }}`, streamed.
@@ -142,11 +200,14 @@ pub fn write_gha<W: std::io::Write>(w: &mut W, cells: &[&Cell]) -> std::io::Resu
             &mut *w,
             &GhaEntry {
                 id: &c.id,
-                tag: c.primary_tag(),
+                tag: c.local_tag(),
                 python: c.python.to_string(),
                 base: &c.base.reference,
                 platform: c.platform(),
                 variant: &c.variant.name,
+                arch: c.platform().rsplit('/').next().unwrap_or(""),
+                runner: runner_for(c.platform()),
+                group: c.group.as_ref().map(|g| g.name.as_str()),
             },
         )?;
     }
@@ -227,6 +288,7 @@ pub fn table(plan: &Plan, cells: &[&Cell]) -> String {
         let _ = write!(out, " ({filtered} more filtered out)");
     }
     let _ = writeln!(out, ", {} excluded", plan.excluded.len());
+    groups_table(&mut out, cells);
     // Where they will build; which engine takes which cell is decided as engines free
     // up, so only the engines are known ahead (`--engine` on build replaces them).
     if !plan.settings.engines.is_empty() {
@@ -242,10 +304,52 @@ pub fn table(plan: &Plan, cells: &[&Cell]) -> String {
                     crate::config::engine::Target::Context(c) => format!("context {c}"),
                     t => t.to_string(),
                 };
-                format!("{} ({target}, {jobs})", e.name)
+                let platforms = if e.platforms.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {}", e.platforms.join(" "))
+                };
+                format!("{} ({target}, {jobs}{platforms})", e.name)
             })
             .collect();
         let _ = writeln!(out, "engines: {}", engines.join(", "));
     }
     out
+}
+
+/// The tag groups among `cells`: one line per shared tag, with its platforms' cells.
+fn groups_table(out: &mut String, cells: &[&Cell]) {
+    let mut groups: Vec<(&str, Vec<&Cell>)> = Vec::new();
+    for c in cells {
+        if let Some(g) = &c.group {
+            match groups.iter_mut().find(|(n, _)| *n == g.name) {
+                Some((_, m)) => m.push(c),
+                None => groups.push((&g.name, vec![c])),
+            }
+        }
+    }
+    if groups.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "{} tag group{} (one tag, an image index over one image per platform):",
+        groups.len(),
+        if groups.len() == 1 { "" } else { "s" }
+    );
+    for (name, members) in &groups {
+        let m: Vec<String> = members
+            .iter()
+            .map(|c| format!("{} ({})", c.id, c.platform()))
+            .collect();
+        let _ = writeln!(out, "  {name}: {} cells: {}", members.len(), m.join(", "));
+        let total = members[0].group.as_ref().map_or(0, |g| g.members.len());
+        if total > members.len() {
+            let _ = writeln!(
+                out,
+                "    ({} of its {total} platforms selected: push publishes the group only with all of them)",
+                members.len()
+            );
+        }
+    }
 }

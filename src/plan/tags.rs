@@ -11,14 +11,17 @@ use crate::coord::{Key, Subject};
 use crate::diag::{Diags, Pos, Sp};
 use crate::plan::base::Base;
 use crate::plan::version::PyVersion;
-use crate::plan::{hex, rule_matches, Cell, Variant};
+use crate::plan::{hex, rule_matches, Cell, GroupMember, TagGroup, Variant};
 use crate::reference;
 
 /// Every placeholder an `image.tag` (and, with `{tag}`, an alias) may use: the
-/// coordinates, `{py}` (`py310`) after `{python}`, and `{date}`.
+/// coordinates, `{py}` (`py310`) after `{python}`, `{base_name}` (the base image's
+/// own name and tag, `base-a` for `registry/team/base:a`, which tells apart two bases
+/// of one OS) and `{date}`.
 pub fn template_keys(alias: bool) -> Vec<&'static str> {
     let mut k = Key::names(Key::TEMPLATE);
     k.insert(1, "py");
+    k.insert(4, "base_name");
     k.push("date");
     if alias {
         k.push("tag");
@@ -109,10 +112,30 @@ pub fn expand(template: &str, values: &dyn Fn(&str) -> String) -> String {
     out
 }
 
+/// `registry/team/base:a` → `base-a`: characters a tag may hold.
+pub fn base_name(reference: &str) -> String {
+    let (name, tag, _) = reference::split(reference);
+    let last = name.rsplit('/').next().unwrap_or(name);
+    let s = match tag {
+        Some(t) => format!("{last}-{t}"),
+        None => last.to_string(),
+    };
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
 fn tag_value(c: &Cell, key: &str, date: &str) -> String {
     match key {
         "py" => c.python.tag(),
         "date" => date.to_string(),
+        "base_name" => base_name(&c.base.reference),
         other => Key::parse(other)
             .map(|k| c.coord.template_value(k))
             .unwrap_or_default(),
@@ -167,15 +190,21 @@ pub fn assign(cells: &mut [Cell], s: &Settings, raw: &RawConfig, date: &str, d: 
             }
         }
         for t in &tags {
-            if let Some(other) = owners.insert(t.clone(), i) {
-                if other != i {
+            match owners.get(t).copied() {
+                // cells that differ only in platform share their tags: a tag group
+                Some(other) if other != i && !only_platform_differs(&cells[other], &cells[i]) => {
                     let (at, msg) = collision(t, &cells[other], &cells[i], raw);
                     d.error(tag_at.or(at), "image.tag", msg);
+                }
+                Some(_) => {}
+                None => {
+                    owners.insert(t.clone(), i);
                 }
             }
         }
         cells[i].tags = tags;
     }
+    group(cells, d, tag_at);
     if reported > 5 {
         d.error(
             tag_at,
@@ -185,6 +214,92 @@ pub fn assign(cells: &mut [Cell], s: &Settings, raw: &RawConfig, date: &str, d: 
     }
     if let Some(rule) = &raw.image.latest {
         latest(cells, s, rule, &owners, d);
+    }
+}
+
+fn only_platform_differs(a: &Cell, b: &Cell) -> bool {
+    a.coord.platform != b.coord.platform
+        && crate::coord::Coordinate {
+            platform: String::new(),
+            ..a.coord.clone()
+        } == crate::coord::Coordinate {
+            platform: String::new(),
+            ..b.coord.clone()
+        }
+}
+
+/// Tag groups: cells with one primary tag (they differ only in platform). Each member
+/// gets its platform tag (`REPO:TAG-arm64`) and knows every member.
+fn group(cells: &mut [Cell], d: &mut Diags, tag_at: Option<Pos>) {
+    let mut by_tag: Vec<(String, Vec<usize>)> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for (i, c) in cells.iter().enumerate() {
+        if let Some(t) = c.tags.first() {
+            let n = by_tag.len();
+            let g = *index.entry(t.clone()).or_insert(n);
+            if g == n {
+                by_tag.push((t.clone(), Vec::new()));
+            }
+            by_tag[g].1.push(i);
+        }
+    }
+    let all_tags: std::collections::HashSet<String> =
+        cells.iter().flat_map(|c| c.tags.iter().cloned()).collect();
+    for (primary, members) in by_tag.iter().filter(|(_, m)| m.len() > 1) {
+        let first = &cells[members[0]];
+        if let Some(&odd) = members[1..].iter().find(|&&m| cells[m].tags != first.tags) {
+            d.error(
+                tag_at,
+                "image.tag",
+                format!(
+                    "cells {} and {} share the tag `{primary}` but not all their tags; a tag group's platforms share every tag (use `{{arch}}` in all of `image.tag` and `image.aliases` or in none)",
+                    first.id, cells[odd].id
+                ),
+            );
+            continue;
+        }
+        let name = primary
+            .rsplit_once(':')
+            .map_or(primary.as_str(), |(_, t)| t);
+        let group_members: Vec<GroupMember> = members
+            .iter()
+            .map(|&m| GroupMember {
+                id: cells[m].id.clone(),
+                platform: cells[m].platform().to_string(),
+                arch: cells[m].arch().to_string(),
+                installer: cells[m].installer.clone(),
+            })
+            .collect();
+        for &m in members {
+            let c = &mut cells[m];
+            let arch = c.platform().rsplit('/').next().unwrap_or("").to_string();
+            let pt = format!("{primary}-{arch}");
+            let valid = pt.rsplit_once(':').map(|(_, t)| reference::check_tag(t));
+            if !matches!(valid, Some(Ok(()))) {
+                d.error(
+                    tag_at,
+                    "image.tag",
+                    format!(
+                        "cell {}: its platform tag `{pt}` is not a valid tag (at most 128 characters); shorten `image.tag`",
+                        c.id
+                    ),
+                );
+            } else if all_tags.contains(&pt) {
+                d.error(
+                    tag_at,
+                    "image.tag",
+                    format!(
+                        "cell {}: its platform tag `{pt}` is also another cell's tag; change `image.tag` so that no tag ends in a platform's `-{arch}`",
+                        c.id
+                    ),
+                );
+            }
+            c.group = Some(TagGroup {
+                name: name.to_string(),
+                platform_tag: pt,
+                members: group_members.clone(),
+            });
+        }
     }
 }
 
@@ -207,10 +322,18 @@ fn collision(tag: &str, a: &Cell, b: &Cell, raw: &RawConfig) -> (Option<Pos>, St
         })
         .collect();
     let Some((key, placeholder)) = differ.first().copied() else {
+        let hint = if a.coord.base != b.coord.base {
+            format!(
+                ", whose bases ({} and {}) name the same OS; add {{base_name}} to `image.tag`",
+                a.coord.base, b.coord.base
+            )
+        } else {
+            "; add a placeholder that tells them apart".to_string()
+        };
         return (
             None,
             format!(
-                "tag `{tag}` is made by both cell {} and cell {}; add a placeholder that tells them apart",
+                "tag `{tag}` is made by both cell {} and cell {}{hint}",
                 a.id, b.id
             ),
         );
@@ -330,6 +453,16 @@ pub fn disambiguate_ids(cells: &mut [Cell]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base_names_tell_bases_of_one_os_apart() {
+        assert_eq!(base_name("registry.corp:5000/team/base:a"), "base-a");
+        assert_eq!(
+            base_name("nvidia/cuda:12.4.1-cudnn-devel-ubuntu22.04"),
+            "cuda-12.4.1-cudnn-devel-ubuntu22.04"
+        );
+        assert_eq!(base_name("local/base"), "base");
+    }
 
     #[test]
     fn templates_expand_known_placeholders() {

@@ -95,6 +95,7 @@ pub fn page(m: &Manifest, previous: Option<&Manifest>, path: &Path) -> String {
         changes_section(&mut h, &facts::changes(p, m));
     }
     grid_section(&mut h, &grid);
+    indexes_section(&mut h, m);
     cells_section(&mut h, &grid, path);
     h.push_str("</main>\n</body>\n</html>\n");
     h
@@ -490,7 +491,28 @@ fn cell_facts(h: &mut String, c: &CellRecord) {
     if let Some(cand) = &c.candidate {
         fact("Candidate (not promoted)", code(cand));
     }
-    fact("Engine", esc(c.engine.as_deref().unwrap_or("none")));
+    fact(
+        "Engine",
+        esc(&format!(
+            "{}{}",
+            c.engine.as_deref().unwrap_or("none"),
+            if c.emulated {
+                format!(" (built and verified under emulation of {})", k.platform)
+            } else {
+                String::new()
+            }
+        )),
+    );
+    if let (Some(g), Some(pt)) = (&c.group, &c.platform_tag) {
+        fact(
+            "Tag group",
+            format!(
+                "{}: its image is {}; its tags name the group's image index",
+                esc(g),
+                code(pt)
+            ),
+        );
+    }
     for r in &c.requeued {
         fact(
             "Requeued",
@@ -517,6 +539,47 @@ fn cell_facts(h: &mut String, c: &CellRecord) {
         fact(state, format!("{} {}", code(&p.tag), esc(extra)));
     }
     h.push_str("</dl>\n");
+}
+
+/// The image indexes push made, one row per tag group.
+fn indexes_section(h: &mut String, m: &Manifest) {
+    if m.indexes.is_empty() {
+        return;
+    }
+    h.push_str(
+        "<section id=\"indexes\" aria-labelledby=\"indexes-h\">\n<h2 id=\"indexes-h\">Image indexes</h2>\n\
+         <table class=\"indexes\">\n<thead><tr><th scope=\"col\">tag group</th><th scope=\"col\">result</th>\
+         <th scope=\"col\">platforms</th><th scope=\"col\">tags</th></tr></thead>\n<tbody>\n",
+    );
+    for x in &m.indexes {
+        let result = match (&x.digest, x.ok) {
+            (Some(d), true) => format!("<span class=\"ok\">pushed</span> <code>{}</code>", esc(d)),
+            _ => format!(
+                "<span class=\"fail\">not pushed</span>: {}",
+                esc(x.error.as_deref().unwrap_or(""))
+            ),
+        };
+        let platforms: Vec<String> = x
+            .platforms
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} ({}) <code>{}</code>",
+                    esc(&e.platform),
+                    esc(&e.cell),
+                    esc(e.digest.as_deref().unwrap_or("not pushed"))
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            h,
+            "<tr><th scope=\"row\">{}</th><td>{result}</td><td>{}</td><td>{}</td></tr>",
+            esc(&x.group),
+            platforms.join("<br>"),
+            tag_list(&x.tags)
+        );
+    }
+    h.push_str("</tbody>\n</table>\n</section>\n");
 }
 
 fn tag_list(tags: &[String]) -> String {
@@ -550,10 +613,16 @@ fn verification(h: &mut String, c: &CellRecord) {
     let Some(v) = &c.verification else {
         return;
     };
-    let ready = v
+    let mut ready = v
         .ready_seconds
         .map(|s| format!(", ready after {}", facts::duration(s)))
         .unwrap_or_default();
+    if let Some(t) = v.seconds {
+        let _ = write!(ready, ", {} in all", facts::duration(t));
+    }
+    if v.emulated {
+        ready.push_str(", under emulation");
+    }
     let _ = writeln!(
         h,
         "<table class=\"checks\">\n<caption>Verification: {}{}</caption>\n<thead><tr>\

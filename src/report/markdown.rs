@@ -411,9 +411,42 @@ pub fn summary(m: &Manifest, previous: Option<&Manifest>) -> String {
         changes_since(&mut s, &changes(p, m));
     }
     grid_table(&mut s, &grid(m));
+    indexes(&mut s, m);
     not_built(&mut s, m);
     failures(&mut s, m);
     s
+}
+
+/// The image indexes push made (multi-platform tag groups).
+fn indexes(s: &mut String, m: &Manifest) {
+    if m.indexes.is_empty() {
+        return;
+    }
+    s.push_str("### Image indexes\n\n| tag group | result | platforms |\n|---|---|---|\n");
+    for x in &m.indexes {
+        let result = match (&x.digest, x.ok) {
+            (Some(d), true) => format!("✅ pushed `{}`", text(d)),
+            _ => format!("❌ {}", text(x.error.as_deref().unwrap_or("not pushed"))),
+        };
+        let platforms: Vec<String> = x
+            .platforms
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} `{}`",
+                    text(&e.platform),
+                    text(e.digest.as_deref().unwrap_or("not pushed"))
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            s,
+            "| {} | {result} | {} |",
+            text(&x.group),
+            platforms.join("<br>")
+        );
+    }
+    s.push('\n');
 }
 
 fn head(s: &mut String, m: &Manifest) {

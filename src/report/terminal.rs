@@ -2,8 +2,10 @@
 //!
 //! On a terminal: an indicatif root bar (done/total, failures, elapsed, ETA) and one
 //! line per running build with its current step, each cut to the terminal's width;
-//! finished lines are cleared. Elsewhere (CI): one plain line per event. `--quiet`
-//! keeps failures and the summary. `NO_COLOR` turns colour off. Other lines printed
+//! finished lines are cleared. Elsewhere (CI): one plain line per event. `--progress
+//! quiet` (and `json`, whose events go to stdout) keeps failures and the summary;
+//! `--progress tty` draws bars where stderr is not a terminal. `NO_COLOR` turns colour
+//! off. Other lines printed
 //! meanwhile (signals, verify, push) go through [`crate::term`], above the bars.
 
 use std::collections::HashMap;
@@ -12,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use super::progress::Mode as Progress;
 use crate::manifest::{Manifest, Status};
 use crate::run::events::{Event, Outcome};
 use crate::run::executor::JobKind;
@@ -41,6 +44,30 @@ enum Mode {
     Quiet,
 }
 
+/// The root bar, drawn into `target`; lines printed meanwhile go above it.
+fn bars(total: usize, color: bool, target: ProgressDrawTarget) -> Mode {
+    let multi = MultiProgress::with_draw_target(target);
+    term::attach(&multi);
+    let root = multi.add(ProgressBar::new(total as u64));
+    let tpl = if color {
+        "{prefix:.bold} [{bar:30.cyan/blue}] {pos}/{len} elapsed {elapsed} eta {eta} {wide_msg}"
+    } else {
+        "{prefix} [{bar:30}] {pos}/{len} elapsed {elapsed} eta {eta} {wide_msg}"
+    };
+    root.set_style(
+        ProgressStyle::with_template(tpl)
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    root.set_prefix("images");
+    root.enable_steady_tick(Duration::from_millis(200));
+    Mode::Bars {
+        multi,
+        root,
+        lines: HashMap::new(),
+    }
+}
+
 fn fmt_duration(d: Duration) -> String {
     let s = d.as_secs();
     if s >= 60 {
@@ -51,34 +78,30 @@ fn fmt_duration(d: Duration) -> String {
 }
 
 impl Reporter {
-    pub fn new(total: usize, quiet: bool) -> Self {
-        let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-            && std::io::stderr().is_terminal();
-        let mode = if quiet {
-            Mode::Quiet
-        } else if std::io::stderr().is_terminal() {
-            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
-            term::attach(&multi);
-            let root = multi.add(ProgressBar::new(total as u64));
-            let tpl = if color {
-                "{prefix:.bold} [{bar:30.cyan/blue}] {pos}/{len} elapsed {elapsed} eta {eta} {wide_msg}"
-            } else {
-                "{prefix} [{bar:30}] {pos}/{len} elapsed {elapsed} eta {eta} {wide_msg}"
+    /// The reporter `--progress` asks for: `auto` draws bars when stderr is a
+    /// terminal and plain lines otherwise, `tty` draws bars anyway, `json` and `quiet`
+    /// keep failures and the summary (`json` says the rest on stdout).
+    pub fn new(total: usize, progress: Progress) -> Self {
+        let tty = std::io::stderr().is_terminal();
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        let color = !no_color
+            && match progress {
+                Progress::Tty => true,
+                Progress::Plain => false,
+                Progress::Auto | Progress::Json | Progress::Quiet => tty,
             };
-            root.set_style(
-                ProgressStyle::with_template(tpl)
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> "),
-            );
-            root.set_prefix("images");
-            root.enable_steady_tick(Duration::from_millis(200));
-            Mode::Bars {
-                multi,
-                root,
-                lines: HashMap::new(),
-            }
-        } else {
-            Mode::Plain
+        let mode = match progress {
+            Progress::Quiet | Progress::Json => Mode::Quiet,
+            Progress::Plain => Mode::Plain,
+            Progress::Auto if !tty => Mode::Plain,
+            Progress::Auto => bars(total, color, ProgressDrawTarget::stderr()),
+            // not a terminal, but asked for: draw anyway (console's Term does not
+            // check, where indicatif's stderr target would hide)
+            Progress::Tty => bars(
+                total,
+                color,
+                ProgressDrawTarget::term_like(Box::new(console::Term::buffered_stderr())),
+            ),
         };
         Reporter {
             mode,

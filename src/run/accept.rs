@@ -47,9 +47,12 @@ pub fn accept(
         if !rec.status.succeeded() {
             continue;
         }
-        let Some(docker) = engines.get(rec.engine.as_deref()) else {
+        let Some(engine) = engines.engine(rec.engine.as_deref()) else {
             continue;
         };
+        let docker = &engine.docker;
+        let emulated = engine.emulates(&rec.coordinates.platform);
+        rec.emulated = emulated;
         if rec.status == Status::Built {
             record_versions(docker, rec, c, say);
         } else {
@@ -65,12 +68,13 @@ pub fn accept(
         } else {
             let v = carried(previous, rec).unwrap_or_else(|| {
                 let image = rec.image_id.clone().unwrap_or_else(|| c.candidate.clone());
-                say(&format!("verifying {} ...", c.cell.primary_tag()));
+                say(&format!("verifying {} ...", c.cell.local_tag()));
                 crate::verify::verify_image(
                     docker,
                     &image,
                     Some(&rec.coordinates.python),
                     opts.ready_timeout,
+                    emulated,
                     cancel,
                 )
             });
@@ -173,7 +177,9 @@ fn promote(docker: &Docker, rec: &mut CellRecord, c: &Candidate, say: &dyn Fn(&s
     let Some(image) = rec.image_id.clone() else {
         return;
     };
-    for t in &c.cell.tags {
+    // a tag group's member carries its platform tag here; its shared tags name an
+    // index, which `push` makes in the registry
+    for t in &c.cell.local_tags() {
         if docker.image_id(t).as_deref() == Some(image.as_str()) {
             continue;
         }

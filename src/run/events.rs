@@ -1,5 +1,6 @@
-//! What the scheduler tells its listeners (the terminal reporter and the manifest
-//! recorder): events in arrival order, ending with exactly one `Finished` per job.
+//! What the scheduler tells its listeners (the terminal reporter, the JSON event
+//! stream and the manifest recorder): events in arrival order, ending with exactly one
+//! `Finished` per cell, and one per shared stage and engine that built it.
 
 use std::time::Duration;
 

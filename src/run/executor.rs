@@ -35,6 +35,8 @@ pub struct Job {
     pub affinity: String,
     /// The platform it builds for (`linux/amd64`): only engines that can build it run it.
     pub platform: String,
+    /// The engines it may run on (those holding its base); empty means any.
+    pub engines: Vec<String>,
     /// Skip it when its tag already carries the same input hash (not with `--force`).
     pub check_current: bool,
 }

@@ -47,15 +47,38 @@ pub struct Settings {
     /// Cells that succeeded in a resumed manifest, with their input hash: checked for
     /// being current even with `--force`.
     pub resumed: HashMap<String, String>,
-    /// What each (base reference, platform) resolved to.
-    pub base_digests: HashMap<(String, String), String>,
+    /// What each (base reference, platform) resolved to, and where.
+    pub bases: Bases,
+}
+
+/// The bases of a run, each a (reference, platform).
+#[derive(Clone, Debug, Default)]
+pub struct Bases {
+    /// What each resolved to.
+    pub digests: HashMap<(String, String), String>,
+    /// The engines that hold each; its cells build only there (empty: any engine
+    /// that builds the platform, as where no engine holds the base yet).
+    pub holders: HashMap<(String, String), Vec<String>>,
 }
 
 impl Settings {
     pub fn base_digest(&self, c: &Cell) -> &str {
-        self.base_digests
-            .get(&(c.base.reference.clone(), c.platform().to_string()))
+        self.digest_for(c, c.platform())
+    }
+
+    fn digest_for(&self, c: &Cell, platform: &str) -> &str {
+        self.bases
+            .digests
+            .get(&(c.base.reference.clone(), platform.to_string()))
             .map_or(UNRESOLVED, String::as_str)
+    }
+
+    /// The base digests its identity covers (every platform of its tag group).
+    pub fn identity_digests(&self, c: &Cell) -> Vec<&str> {
+        c.identity_members()
+            .into_iter()
+            .map(|(_, platform)| self.digest_for(c, platform))
+            .collect()
     }
 }
 
@@ -92,6 +115,8 @@ pub fn record_for(c: &Cell, input_hash: Option<String>) -> CellRecord {
             sha256: c.installer.sha256.clone(),
         }),
         input_hash,
+        group: c.group.as_ref().map(|g| g.name.clone()),
+        platform_tag: c.group.as_ref().map(|g| g.platform_tag.clone()),
         ..CellRecord::new(&c.id, c.coord.clone())
     }
 }
@@ -123,7 +148,7 @@ pub fn prepare<'p>(
     for c in cells {
         let ctx = render::render(&plan.settings, c);
         let base_digest = s.base_digest(c);
-        let input_hash = render::input_hash(&ctx, c, base_digest);
+        let input_hash = render::input_hash(&ctx, c, &s.identity_digests(c));
         let mut rec = record_for(c, Some(input_hash.clone()));
         rec.input_parts = render::part_hashes(&ctx);
         rec.base_digest = Some(base_digest.to_string());
@@ -140,9 +165,15 @@ pub fn prepare<'p>(
             request: request(c, &plan.settings.repository, &input_hash, paths, s),
             log_path,
             input_hash: input_hash.clone(),
-            primary_tag: Some(c.primary_tag().to_string()),
+            primary_tag: Some(c.local_tag().to_string()),
             affinity: format!("{} {}", c.base.reference, c.platform()),
             platform: c.platform().to_string(),
+            engines: s
+                .bases
+                .holders
+                .get(&(c.base.reference.clone(), c.platform().to_string()))
+                .cloned()
+                .unwrap_or_default(),
             check_current: s.check_current || resumed == Some(&input_hash),
         });
         os_keys.push(stage_key(&ctx, &["system/"], c));
@@ -175,6 +206,11 @@ fn request(
         (REPOSITORY_LABEL.to_string(), repository.to_string()),
         (BASE_DIGEST_LABEL.to_string(), s.base_digest(c).to_string()),
     ];
+    labels.extend(
+        render::build_labels(c)
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v)),
+    );
     labels.extend(s.labels.iter().cloned());
     let one_native = s.native.len() == 1 && s.native[0] == c.platform();
     BuildRequest {
@@ -277,6 +313,7 @@ fn stages(
                     primary_tag: None,
                     affinity: first.affinity.clone(),
                     platform: first.platform.clone(),
+                    engines: first.engines.clone(),
                     check_current: false,
                 },
                 members,

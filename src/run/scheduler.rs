@@ -12,7 +12,8 @@
 //!   stage that fails on its own fails its member cells without running them.
 //! - An engine that stops answering is marked down for the rest of the run; a cell lost
 //!   with it goes back to the queue (its attempt counts, and the loss is recorded).
-//! - Every cell ends with exactly one outcome; `Finished` is emitted once per cell.
+//! - Every cell ends with exactly one outcome; `Finished` is emitted once per cell,
+//!   and once per shared stage and engine that ran it (unless its engine was lost).
 //!
 //! Cost: pending cells sit in lanes (one per affinity and set of shared stages, in
 //! plan order), so picking the next task looks at lanes, not at every cell.
@@ -124,6 +125,8 @@ struct Shared<'a> {
     /// Per cell: its lane; per lane: its affinity group and platform.
     lane_of: Vec<usize>,
     lanes: Vec<(usize, String)>,
+    /// Per lane: one of its jobs (they share platform and allowed engines).
+    lane_job: Vec<usize>,
     opts: &'a Options,
     cancel: &'a Cancel,
     state: Mutex<State>,
@@ -226,12 +229,14 @@ impl<'a> Shared<'a> {
         let mut groups: HashMap<&str, usize> = HashMap::new();
         let mut lane_ids: HashMap<(usize, &[usize]), usize> = HashMap::new();
         let mut lanes: Vec<(usize, String)> = Vec::new();
+        let mut lane_job = Vec::new();
         let mut lane_of = Vec::with_capacity(jobs.len());
         for (i, j) in jobs.iter().enumerate() {
             let n = groups.len();
             let g = *groups.entry(j.affinity.as_str()).or_insert(n);
             let l = *lane_ids.entry((g, needs[i].as_slice())).or_insert_with(|| {
                 lanes.push((g, j.platform.clone()));
+                lane_job.push(i);
                 lanes.len() - 1
             });
             lane_of.push(l);
@@ -266,6 +271,7 @@ impl<'a> Shared<'a> {
             needs,
             lane_of,
             lanes,
+            lane_job,
             opts,
             cancel,
             state: Mutex::new(state),
@@ -289,7 +295,7 @@ impl<'a> Shared<'a> {
             self.engines
                 .iter()
                 .enumerate()
-                .filter(|(_, eng)| eng.builds(&j.platform))
+                .filter(|(_, eng)| runs(eng, j))
                 .find_map(|(e, eng)| up_to_date(j, eng).map(|o| (e, o)))
         };
         let threads = self.opts.check_threads.get().clamp(1, 8);
@@ -390,6 +396,11 @@ impl<'a> Shared<'a> {
         }
     }
 
+    /// Whether engine `f` may run the cells of lane `l`.
+    fn lane_runs(&self, f: usize, l: usize) -> bool {
+        runs(&self.engines[f], &self.jobs[self.lane_job[l]])
+    }
+
     fn group_of(&self, i: usize) -> usize {
         self.lanes[self.lane_of[i]].0
     }
@@ -439,7 +450,6 @@ impl<'a> Shared<'a> {
         if st.pending_total == 0 {
             return None;
         }
-        let eng = &self.engines[e];
         let heads = self.heads(st);
         // 1. cells whose base this engine already holds
         for &(i, l) in &heads {
@@ -451,18 +461,16 @@ impl<'a> Shared<'a> {
         }
         // 2. a base nobody holds: it goes to the least loaded engine with a free slot
         // that can build its platform
-        let buildable = |platform: &str| {
-            (0..self.engines.len())
-                .any(|f| st.down[f].is_none() && self.engines[f].builds(platform))
+        let buildable = |l: usize| {
+            (0..self.engines.len()).any(|f| st.down[f].is_none() && self.lane_runs(f, l))
         };
         if let Some(&(i, l)) = heads
             .iter()
-            .find(|(_, l)| st.bound[self.lanes[*l].0].is_none() && buildable(&self.lanes[*l].1))
+            .find(|(_, l)| st.bound[self.lanes[*l].0].is_none() && buildable(*l))
         {
-            let platform = &self.lanes[l].1;
             let groups = |f: usize| st.bound.iter().filter(|o| **o == Some(f)).count();
             let best = (0..self.engines.len())
-                .filter(|&f| self.has_free_slot(st, f) && self.engines[f].builds(platform))
+                .filter(|&f| self.has_free_slot(st, f) && self.lane_runs(f, l))
                 .min_by(|&a, &b| {
                     self.load(st, a)
                         .total_cmp(&self.load(st, b))
@@ -476,9 +484,9 @@ impl<'a> Shared<'a> {
         // this engine can start as is, or, when the queue is long enough to repay
         // building that base's shared stages here too, the first of those stages
         for &(i, l) in &heads {
-            let (g, platform) = &self.lanes[l];
+            let g = &self.lanes[l].0;
             let Some(f) = st.bound[*g] else { continue };
-            if f == e || self.has_free_slot(st, f) || !eng.builds(platform) {
+            if f == e || self.has_free_slot(st, f) || !self.lane_runs(e, l) {
                 continue;
             }
             match self.task_for(st, i, e) {
@@ -568,6 +576,8 @@ impl<'a> Shared<'a> {
             st.stages.remove(&(w, e));
         } else if o.status.succeeded() {
             st.stages.insert((w, e), StageState::Done);
+            // listeners close the stage's line (and the event stream its job)
+            let _ = tx.send(Event::Finished(o));
         } else if o.status == Status::Cancelled {
             st.stages.remove(&(w, e));
             let _ = tx.send(Event::Finished(o));
@@ -702,10 +712,9 @@ impl<'a> Shared<'a> {
             .iter()
             .enumerate()
             .filter(|(l, p)| {
-                let platform = &self.lanes[*l].1;
                 !p.is_empty()
                     && !(0..self.engines.len())
-                        .any(|f| st.down[f].is_none() && self.engines[f].builds(platform))
+                        .any(|f| st.down[f].is_none() && self.lane_runs(f, *l))
             })
             .flat_map(|(_, p)| p.iter().copied())
             .collect();
@@ -714,9 +723,15 @@ impl<'a> Shared<'a> {
                 .filter(|&f| st.down[f].is_none())
                 .map(|f| self.engines[f].name.as_str())
                 .collect();
+            let only = &self.jobs[i].engines;
             let why = format!(
-                "no engine that is up builds platform {} (up: {})",
+                "no engine that is up builds platform {}{} (up: {})",
                 self.jobs[i].platform,
+                if only.is_empty() {
+                    String::new()
+                } else {
+                    format!(" with its base (held by {})", only.join(", "))
+                },
                 if up.is_empty() {
                     "none".to_string()
                 } else {
@@ -751,6 +766,12 @@ impl<'a> Shared<'a> {
             self.fail_unrunnable(st, i, why, tx);
         }
     }
+}
+
+/// Whether an engine may run a job: it builds the job's platform and, where the job
+/// names the engines that hold its base, is one of them.
+fn runs(eng: &Engine, j: &Job) -> bool {
+    eng.builds(&j.platform) && (j.engines.is_empty() || j.engines.contains(&eng.name))
 }
 
 fn up_to_date(job: &Job, eng: &Engine) -> Option<Outcome> {
@@ -938,6 +959,7 @@ mod tests {
             primary_tag: Some(format!("r:{id}")),
             affinity: String::new(),
             platform: "linux/amd64".into(),
+            engines: Vec::new(),
             check_current: true,
         }
     }
@@ -1598,6 +1620,48 @@ mod tests {
             .iter()
             .chain(calls(&b).iter())
             .all(|c| !c.starts_with("arm")));
+    }
+
+    #[test]
+    fn a_cell_runs_only_where_its_base_is_held() {
+        let (a, b) = (FakeExecutor::default(), FakeExecutor::default());
+        let engines = two(&a, &b, 2);
+        // both engines build arm64 (b natively, a under emulation), but only b holds
+        // the arm64 base; a is idle all along and must not take those cells
+        let arm = |id: &str| Job {
+            platform: "linux/arm64".into(),
+            engines: vec!["b".into()],
+            ..on(id, "A")
+        };
+        for f in [&a, &b] {
+            for id in ["arm1", "arm2", "arm3", "arm4"] {
+                f.script(id, vec![FakeAttempt::Ok { millis: 30 }]);
+            }
+        }
+        let jobs = cells([
+            arm("arm1"),
+            arm("arm2"),
+            arm("arm3"),
+            arm("arm4"),
+            on("x1", "X"),
+        ]);
+        let out = run(
+            &engines,
+            &[],
+            &jobs,
+            &opts(),
+            &Cancel::default(),
+            &mut |_| {},
+        );
+        assert_eq!(statuses(&out), ["built"; 5]);
+        for o in &out[..4] {
+            assert_eq!(o.engine.as_deref(), Some("b"), "{}", o.id);
+        }
+        assert!(
+            calls(&a).iter().all(|c| !c.starts_with("arm")),
+            "{:?}",
+            calls(&a)
+        );
     }
 
     #[test]

@@ -59,16 +59,20 @@ impl Ports {
     }
 }
 
-/// Collected results.
-struct Checks<'r>(&'r mut Vec<CheckResult>);
+/// Collected results, each with the time since the previous one (the checks run one
+/// after another).
+struct Checks<'r>(&'r mut Vec<CheckResult>, Instant);
 
 impl Checks<'_> {
     fn add(&mut self, name: &str, ok: bool, detail: impl Into<String>) {
+        let now = Instant::now();
         self.0.push(CheckResult {
             name: name.into(),
             ok,
             detail: detail.into(),
+            seconds: Some(((now - self.1).as_secs_f64() * 10.0).round() / 10.0),
         });
+        self.1 = now;
     }
 }
 
@@ -180,7 +184,7 @@ pub fn run_all(
     cancel: &Cancel,
     results: &mut Vec<CheckResult>,
 ) -> Result<Option<f64>, String> {
-    let mut checks = Checks(results);
+    let mut checks = Checks(results, Instant::now());
     let s = Session::new(docker, image)?;
     let p = Ports::free()?;
     let t0 = Instant::now();

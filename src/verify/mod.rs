@@ -32,14 +32,27 @@ pub fn remove_all_containers() {
     }
 }
 
-/// Verify one image. `expect_python` comes from the cell (or the image's label).
+/// How much longer than native deadlines are under emulation (QEMU user mode runs
+/// Python several times slower).
+pub const EMULATION_SLOWDOWN: u64 = 5;
+
+/// Verify one image. `expect_python` comes from the cell (or the image's label);
+/// `emulated` when the engine runs the image's platform under emulation.
 pub fn verify_image(
     docker: &Docker,
     image: &str,
     expect_python: Option<&str>,
     ready_timeout: u64,
+    emulated: bool,
     cancel: &Cancel,
 ) -> Verification {
+    let started = std::time::Instant::now();
+    let verified_at = Some(crate::manifest::now());
+    let ready_timeout = if emulated {
+        ready_timeout * EMULATION_SLOWDOWN
+    } else {
+        ready_timeout
+    };
     let mut results = Vec::new();
     // The checks reach the container's services on 127.0.0.1: an engine on another
     // host would only time out, after a long wait, with a misleading message.
@@ -48,11 +61,13 @@ pub fn verify_image(
             name: "engine".into(),
             ok: false,
             detail: e,
+            seconds: None,
         });
         return Verification {
-            ok: false,
-            ready_seconds: None,
             checks: results,
+            emulated,
+            verified_at,
+            ..Verification::default()
         };
     }
     let mut ready_seconds = None;
@@ -69,6 +84,7 @@ pub fn verify_image(
             name: "verify".into(),
             ok: false,
             detail: e,
+            seconds: None,
         }),
     }
     let ok = !results.is_empty() && results.iter().all(|c| c.ok);
@@ -76,6 +92,9 @@ pub fn verify_image(
         ok,
         ready_seconds,
         checks: results,
+        emulated,
+        seconds: Some((started.elapsed().as_secs_f64() * 10.0).round() / 10.0),
+        verified_at,
     }
 }
 
@@ -95,22 +114,21 @@ pub fn verify_records(
             break;
         }
         let c = &mut cells[i];
-        let Some(tag) = c.tags.first().cloned() else {
+        let Some(tag) = c.local_tag().map(str::to_string) else {
             continue;
         };
         let image = c.image_id.clone().unwrap_or_else(|| tag.clone());
         say(&format!("verifying {tag} ..."));
-        let v = match engines.get(c.engine.as_deref()) {
-            Some(docker) => verify_image(
-                docker,
+        let v = match engines.engine(c.engine.as_deref()) {
+            Some(e) => verify_image(
+                &e.docker,
                 &image,
                 Some(&c.coordinates.python),
                 ready_timeout,
+                e.emulates(&c.coordinates.platform),
                 cancel,
             ),
             None => Verification {
-                ok: false,
-                ready_seconds: None,
                 checks: vec![CheckResult {
                     name: "engine".into(),
                     ok: false,
@@ -118,7 +136,9 @@ pub fn verify_records(
                         "engine {} that holds the image is not reachable",
                         c.engine.as_deref().unwrap_or_default()
                     ),
+                    seconds: None,
                 }],
+                ..Verification::default()
             },
         };
         c.verification = Some(v.clone());
@@ -132,12 +152,21 @@ pub fn table(report: &[(String, Verification)]) -> String {
     let mut s = String::new();
     for (image, v) in report {
         s.push_str(&format!(
-            "{image}: {}\n",
-            if v.ok { "PASS" } else { "FAIL" }
+            "{image}: {}{}\n",
+            if v.ok { "PASS" } else { "FAIL" },
+            v.seconds
+                .map(|t| format!(" in {t:.1}s"))
+                .unwrap_or_default()
         ));
         for c in &v.checks {
+            // under emulation each check's time is worth seeing
+            let took = c
+                .seconds
+                .filter(|_| v.emulated)
+                .map(|t| format!(" ({t:.1}s)"))
+                .unwrap_or_default();
             s.push_str(&format!(
-                "  {:<4} {:<14} {}\n",
+                "  {:<4} {:<14} {}{took}\n",
                 if c.ok { "ok" } else { "FAIL" },
                 c.name,
                 c.detail

@@ -43,6 +43,8 @@ impl Env {
         c.current_dir(self.dir.path())
             .env("FAKE_DOCKER_STATE", self.path("state"))
             .env("IMAGE_MATRIX_DATA", "/nonexistent/image-matrix-data")
+            // this host's emulators are not the test's: it makes its own
+            .env("IMAGE_MATRIX_BINFMT_DIR", self.path("binfmt"))
             .env("FAKE_SLEEP", &self.mark)
             .env("NO_COLOR", "1")
             .env(
@@ -57,6 +59,7 @@ impl Env {
         let out = Command::new(env!("CARGO_BIN_EXE_matrix"))
             .current_dir(self.dir.path())
             .env("FAKE_DOCKER_STATE", self.path("state"))
+            .env("IMAGE_MATRIX_BINFMT_DIR", self.path("binfmt"))
             .env(
                 "DOCKER",
                 Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake/docker"),
@@ -80,7 +83,9 @@ impl Env {
     }
     pub fn manifest(&self) -> serde_json::Value {
         let text = std::fs::read_to_string(self.path("out/manifest.json")).unwrap();
-        serde_json::from_str(&text).expect("the manifest parses")
+        let m = serde_json::from_str(&text).expect("the manifest parses");
+        super::schema::check("manifest", &m);
+        m
     }
     pub fn status(&self, id: &str) -> String {
         let m = self.manifest();

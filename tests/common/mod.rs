@@ -160,7 +160,9 @@ pub fn matrix(dir: &Path, args: &[&str]) -> (i32, String, String) {
 }
 
 pub fn manifest(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).expect("manifest parses")
+    let m = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).expect("manifest parses");
+    schema::check("manifest", &m);
+    m
 }
 
 pub fn cell<'a>(m: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
@@ -172,3 +174,4 @@ pub fn cell<'a>(m: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
         .unwrap_or_else(|| panic!("no cell {id}"))
 }
 pub mod fake;
+pub mod schema;
