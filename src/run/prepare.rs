@@ -175,6 +175,7 @@ pub fn prepare<'p>(
                 .cloned()
                 .unwrap_or_default(),
             check_current: s.check_current || resumed == Some(&input_hash),
+            weight: c.variant.pip.len() + c.variant.apt.len() + c.variant.overrides.len(),
         });
         os_keys.push(stage_key(&ctx, &["system/"], c));
         conda_keys.push(stage_key(&ctx, &["system/", "conda/"], c));
@@ -315,6 +316,7 @@ fn stages(
                     platform: first.platform.clone(),
                     engines: first.engines.clone(),
                     check_current: false,
+                    weight: 0,
                 },
                 members,
             }
