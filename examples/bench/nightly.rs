@@ -8,6 +8,11 @@
 //! the round's bound comes from its stage times; `--no-solo` leaves it out). `--runs
 //! N` rounds. Every timed run starts from the same cold state (`coldstart`).
 //!
+//! `--before PATH` measures a change to the tool instead: the seed's way is left
+//! out, and each round runs `matrix build -j 2` with the binary at PATH (built from
+//! the code before the change) and with this checkout's, alternating which goes
+//! first, from the same cold start.
+//!
 //! The daemon is shared: each run records the load average when it started and how
 //! busy all CPUs were while it ran, and `--max-load X` waits (up to 15 minutes) for
 //! the load average to fall to X before each run.
@@ -32,9 +37,11 @@ pub struct Options {
     pub max_load: Option<f64>,
     /// Keep the runs' files (logs with the watcher's stamps, outputs) here.
     pub keep: Option<PathBuf>,
+    /// A/B: this `matrix` binary (the code before a change) against ours.
+    pub before: Option<PathBuf>,
 }
 
-const USAGE: &str = "nightly [--runs N (3)] [--cells 4|2 (4)] [--builders legacy,buildkit] [--no-solo] [--max-load X] [--keep DIR]";
+const USAGE: &str = "nightly [--runs N (3)] [--cells 4|2 (4)] [--builders legacy,buildkit] [--no-solo] [--max-load X] [--keep DIR] [--before MATRIX_BINARY]";
 
 impl Options {
     pub fn parse(args: &[String]) -> Options {
@@ -45,6 +52,7 @@ impl Options {
             solo: true,
             max_load: None,
             keep: None,
+            before: None,
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -68,6 +76,7 @@ impl Options {
                     }));
                 }
                 "--keep" => o.keep = Some(PathBuf::from(value())),
+                "--before" => o.before = Some(PathBuf::from(value())),
                 "--builders" => o.builders = value().split(',').map(str::to_string).collect(),
                 _ => panic!("unknown argument {a}; usage: {USAGE}"),
             }
@@ -244,6 +253,8 @@ pub struct OursRun {
 pub struct Series {
     pub seed: Vec<SeedRun>,
     pub ours: Vec<OursRun>,
+    /// `--before`: the same -j 2 runs with the binary built before a change.
+    pub before: Vec<OursRun>,
     /// `-j 1`, one per round (none with `--no-solo`).
     pub solo: Vec<OursRun>,
 }
@@ -406,9 +417,9 @@ impl Bench {
     }
 
     /// `matrix build -j JOBS` in `dir` with this client and builder, output to `out`.
-    fn matrix(&self, c: &Client, dir: &Path, jobs: usize, out: &Path) -> Command {
+    fn matrix(&self, bin: &Path, c: &Client, dir: &Path, jobs: usize, out: &Path) -> Command {
         let out = std::fs::File::create(out).expect("output file");
-        let mut cmd = Command::new(&self.bin);
+        let mut cmd = Command::new(bin);
         cmd.current_dir(dir)
             .args(["build", "-j", &jobs.to_string(), "--builder", &c.builder])
             .arg("--docker")
@@ -420,6 +431,11 @@ impl Bench {
 
     /// Ours: `matrix build -j JOBS --force` with this client and builder.
     pub fn ours_run(&self, c: &Client, label: &str, jobs: usize) -> OursRun {
+        self.matrix_run(&self.bin, c, label, jobs)
+    }
+
+    /// `matrix build -j JOBS --force` with the binary `bin`.
+    fn matrix_run(&self, bin: &Path, c: &Client, label: &str, jobs: usize) -> OursRun {
         let base = self.fresh_base();
         let dir = self.work.join(format!("ours-{label}"));
         std::fs::create_dir_all(&dir).expect("run directory");
@@ -427,7 +443,7 @@ impl Bench {
         let output = dir.join("matrix-output.txt");
         let probe = Probe::start();
         let (m, w) = watched(
-            self.matrix(c, &dir, jobs, &output).arg("--force"),
+            self.matrix(bin, c, &dir, jobs, &output).arg("--force"),
             &dir.join("out/logs"),
         );
         let machine = probe.done();
@@ -455,7 +471,7 @@ impl Bench {
             .and_then(|x| x["size_bytes"].as_f64())
             .unwrap_or(0.0)
             / 1e6;
-        let warm = (jobs > 1).then(|| self.warm_run(c, &dir, jobs));
+        let warm = (jobs > 1).then(|| self.warm_run(bin, c, &dir, jobs));
         drop(base);
         OursRun {
             wall: m.wall.as_secs_f64(),
@@ -471,9 +487,9 @@ impl Bench {
     }
 
     /// The same matrix again right after, nothing changed: (wall, up-to-date cells).
-    fn warm_run(&self, c: &Client, dir: &Path, jobs: usize) -> (f64, usize) {
+    fn warm_run(&self, bin: &Path, c: &Client, dir: &Path, jobs: usize) -> (f64, usize) {
         let output = dir.join("warm-output.txt");
-        let (m, ()) = measured_with(&mut self.matrix(c, dir, jobs, &output), |_, _| ());
+        let (m, ()) = measured_with(&mut self.matrix(bin, c, dir, jobs, &output), |_, _| ());
         assert!(
             m.status.success(),
             "the warm nightly failed:\n{}",
@@ -595,12 +611,28 @@ pub fn run(args: &[String]) {
     for r in 1..=b.opts.runs {
         for (c, s) in clients.iter().zip(series.iter_mut()) {
             let label = format!("{}-{r}", c.builder);
-            let seed = b.seed_run(c, &label);
-            note(r, c, "seed's way", seed.wall);
-            s.seed.push(seed);
+            match &b.opts.before {
+                None => {
+                    let seed = b.seed_run(c, &label);
+                    note(r, c, "seed's way", seed.wall);
+                    s.seed.push(seed);
+                }
+                // before first in odd rounds, ours first in even ones
+                Some(bin) if r % 2 == 1 => {
+                    let before = b.matrix_run(bin, c, &format!("{label}-before"), 2);
+                    note(r, c, "before: matrix build -j 2", before.wall);
+                    s.before.push(before);
+                }
+                Some(_) => {}
+            }
             let ours = b.ours_run(c, &label, 2);
             note(r, c, "matrix build -j 2", ours.wall);
             s.ours.push(ours);
+            if let Some(bin) = b.opts.before.as_ref().filter(|_| r % 2 == 0) {
+                let before = b.matrix_run(bin, c, &format!("{label}-before"), 2);
+                note(r, c, "before: matrix build -j 2", before.wall);
+                s.before.push(before);
+            }
             if b.opts.solo {
                 let solo = b.ours_run(c, &format!("{label}-solo"), 1);
                 note(r, c, "matrix build -j 1", solo.wall);

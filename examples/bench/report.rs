@@ -83,8 +83,15 @@ fn header(b: &Bench, clients: &[&Client]) {
         b.opts.cells,
         if b.opts.cells == 4 { "Miniconda 24.5.0-0 and 24.4.0-0" } else { "Miniconda 24.5.0-0" }
     );
+    let first = match &b.opts.before {
+        None => "the seed's way, `matrix build -j 2`".to_string(),
+        Some(p) => format!(
+            "`matrix build -j 2` with {} (before the change) and with this checkout's binary, alternating which goes first",
+            p.display()
+        ),
+    };
     println!(
-        "runs: {} rounds; in each, for each builder in turn: the seed's way, `matrix build -j 2`{}",
+        "runs: {} rounds; in each, for each builder in turn: {first}{}",
         b.opts.runs,
         if b.opts.solo {
             ", `matrix build -j 1`"
@@ -101,6 +108,16 @@ fn row(name: &str, v: &[f64]) {
     }
     let (lo, med, hi) = spread(v);
     println!("  {name:<44} {lo:>8.1} s {med:>8.1} s {hi:>8.1} s");
+}
+
+/// (ratio of the medians, lowest and highest per-round ratio), None without runs.
+fn ratio(num: &[f64], den: &[f64]) -> Option<(f64, f64, f64)> {
+    if num.is_empty() || den.is_empty() {
+        return None;
+    }
+    let pairs: Vec<f64> = num.iter().zip(den).map(|(a, b)| a / b).collect();
+    let (lo, _, hi) = spread(&pairs);
+    Some((spread(num).1 / spread(den).1, lo, hi))
 }
 
 fn walls(runs: &[OursRun]) -> Vec<f64> {
@@ -128,12 +145,17 @@ fn series(b: &Bench, c: &Client, s: &Series) {
     );
     row("matrix build -j 2", &ours);
     row("matrix build -j 1 (for the bound)", &walls(&s.solo));
-    let pairs: Vec<f64> = ours.iter().zip(&seed).map(|(o, s)| o / s).collect();
-    let (lo, _, hi) = spread(&pairs);
-    println!(
-        "  ratio ours / seed's way, same client and builder: {:.2} (ratio of the medians; per round {lo:.2} .. {hi:.2}); target <= 0.60",
-        spread(&ours).1 / spread(&seed).1
-    );
+    row("matrix build -j 2, before the change", &walls(&s.before));
+    if let Some((med, lo, hi)) = ratio(&ours, &seed) {
+        println!(
+            "  ratio ours / seed's way, same client and builder: {med:.2} (ratio of the medians; per round {lo:.2} .. {hi:.2}); target <= 0.60"
+        );
+    }
+    if let Some((med, lo, hi)) = ratio(&ours, &walls(&s.before)) {
+        println!(
+            "  ratio after / before the change: {med:.2} (ratio of the medians; per round {lo:.2} .. {hi:.2})"
+        );
+    }
     if !s.solo.is_empty() {
         let bounds: Vec<f64> = s.solo.iter().map(|r| r.profile.bound(&r.cells)).collect();
         let (blo, bmed, bhi) = spread(&bounds);
@@ -175,6 +197,9 @@ fn resources(s: &Series) {
         "  warm nightly, nothing changed: {wl:.2} / {wm:.2} / {wh:.2} s (min / median / max), up-to-date cells per run: {:?}; target < 2 s",
         warm.iter().map(|w| w.1).collect::<Vec<_>>()
     );
+    if s.seed.is_empty() {
+        return;
+    }
     println!(
         "  image size, same base and same apt + pip packages: seed {:.0} MB, ours {:.0} MB",
         s.seed.last().map_or(0.0, |r| r.size_mb),
@@ -188,15 +213,29 @@ fn machine(m: &Machine) -> String {
 
 fn raw(s: &Series) {
     println!("  raw, in run order [1-minute load average at the start, share of all CPU time busy during the run]:");
-    for (i, (sd, o)) in s.seed.iter().zip(&s.ours).enumerate() {
+    for (i, o) in s.ours.iter().enumerate() {
+        let other = match (s.seed.get(i), s.before.get(i)) {
+            (Some(sd), _) => format!(
+                "seed {:.1} s [{}]; ours {:.1} s [{}]; ratio {:.3}",
+                sd.wall,
+                machine(&sd.machine),
+                o.wall,
+                machine(&o.machine),
+                o.wall / sd.wall
+            ),
+            (None, Some(bf)) => format!(
+                "before {:.1} s [{}]; after {:.1} s [{}]; ratio {:.3}",
+                bf.wall,
+                machine(&bf.machine),
+                o.wall,
+                machine(&o.machine),
+                o.wall / bf.wall
+            ),
+            (None, None) => format!("ours {:.1} s [{}]", o.wall, machine(&o.machine)),
+        };
         println!(
-            "    round {}: seed {:.1} s [{}]; ours {:.1} s [{}]; ratio {:.3}; tool CPU {:.3} s; peak RSS {:.1} / {:.1} MB; warm {:.2} s",
+            "    round {}: {other}; tool CPU {:.3} s; peak RSS {:.1} / {:.1} MB; warm {:.2} s",
             i + 1,
-            sd.wall,
-            machine(&sd.machine),
-            o.wall,
-            machine(&o.machine),
-            o.wall / sd.wall,
             o.cpu,
             o.rss_self_mb,
             o.rss_tree_mb,
@@ -327,6 +366,19 @@ fn stage_report(b: &Bench, s: &Series) {
         };
         println!("      {from:>6.1}-{to:<6.1} {free}: {what}");
     }
+    if !s.before.is_empty() {
+        let k = median_run(&s.before);
+        let r = &s.before[k];
+        stage_table(
+            &format!(
+                "stage times (s) of round {}'s -j 2 run with the binary before the change ({:.1} s, the median)",
+                k + 1,
+                r.wall
+            ),
+            &r.profile,
+        );
+        bound_lines(&r.profile, &r.cells);
+    }
 }
 
 /// Print the whole report.
@@ -337,23 +389,28 @@ pub fn print(b: &Bench, clients: &[&Client], all: &[Series], took: f64) {
         series(b, c, s);
     }
     println!();
-    println!("like for like (ours / the seed's way with the same client and builder: ratio of the medians, per-round spread; our wall / the round's bound):");
+    let against = if b.opts.before.is_some() {
+        "after / before the change"
+    } else {
+        "ours / the seed's way"
+    };
+    println!("like for like ({against} with the same client and builder: ratio of the medians, per-round spread; our wall / the round's bound):");
     for (c, s) in clients.iter().zip(all) {
         let seed: Vec<f64> = s.seed.iter().map(|r| r.wall).collect();
         let ours = walls(&s.ours);
-        let pairs: Vec<f64> = ours.iter().zip(&seed).map(|(o, s)| o / s).collect();
-        let (lo, _, hi) = spread(&pairs);
+        let den = if seed.is_empty() {
+            walls(&s.before)
+        } else {
+            seed
+        };
+        let (med, lo, hi) = ratio(&ours, &den).unwrap_or((f64::NAN, f64::NAN, f64::NAN));
         let bound = if s.solo.is_empty() {
             String::new()
         } else {
             let (blo, bmed, bhi) = spread(&over_solo_bound(s));
             format!("; wall / bound {bmed:.2} ({blo:.2} .. {bhi:.2})")
         };
-        println!(
-            "  {:<9} {:.2} ({lo:.2} .. {hi:.2}){bound}",
-            c.builder,
-            spread(&ours).1 / spread(&seed).1
-        );
+        println!("  {:<9} {med:.2} ({lo:.2} .. {hi:.2}){bound}", c.builder);
     }
     println!("the whole benchmark took {took:.0} s");
 }
