@@ -1,7 +1,7 @@
 //! Benchmarks that print figures (run with `cargo run --release --example bench -- WHAT`):
 //!
 //! - `plan`: plan a generated 10,000-cell matrix; wall time and peak memory.
-//! - `nightly [--runs N] [--cells 4|2] [--builders legacy,buildkit] [--solo K]`: 4 cells
+//! - `nightly [--runs N] [--cells 4|2] [--builders legacy,buildkit] [--no-solo]`: 4 cells
 //!   on the local Debian base with the stand-in mirror, the seed's way (its Dockerfile
 //!   once per cell, one after another) against `matrix build -j 2`, like for like per
 //!   builder and client, N interleaved rounds from the same cold start; the stage
@@ -11,6 +11,9 @@
 //!   engine against two, every run on fresh engines with empty caches
 //!   (`scripts/engine.sh start NAME --fresh`); wall times, ratios and which engine
 //!   built what.
+//!
+//! - `bake`: the peer, `docker buildx bake`, against `matrix build -j 2`; and a runner
+//!   that starts empty with and without the registry cache (examples/bench/bake.rs).
 //!
 //! `nightly`, `ready` and `engines` need `scripts/setup-test-env.sh` first. `nightly`
 //! removes only what its own runs made (`bench/coldstart.rs`); `engines` leaves the
@@ -26,6 +29,9 @@ mod report;
 mod stages;
 #[path = "bench/watch.rs"]
 mod watch;
+
+#[path = "bench/bake.rs"]
+mod bake;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -492,8 +498,9 @@ fn main() {
         Some("nightly") => nightly::run(&std::env::args().skip(2).collect::<Vec<_>>()),
         Some("ready") => bench_ready(),
         Some("engines") => bench_engines(),
+        Some("bake") => bake::run_bench(),
         _ => {
-            eprintln!("usage: cargo run --release --example bench -- plan|formats|scale|nightly [--runs N] [--cells 4|2] [--builders legacy,buildkit] [--solo K]|ready|engines");
+            eprintln!("usage: cargo run --release --example bench -- plan|formats|scale|nightly [--runs N] [--cells 4|2] [--builders legacy,buildkit] [--no-solo] [--max-load X] [--keep DIR] [--before MATRIX_BINARY]|ready|engines|bake");
             std::process::exit(2);
         }
     }

@@ -5,7 +5,8 @@
 # reach loopback through --network host, left running; scripts/stop-dockerd.sh
 # stops it), the local Debian base images (bookworm, and trixie for Python 3.13), and
 # a second daemon, the "arm" engine (scripts/engine.sh; stop it with
-# `scripts/engine.sh stop arm`), holding an arm64 bookworm base run under QEMU.
+# `scripts/engine.sh stop arm`), holding an arm64 bookworm base run under QEMU; and
+# Docker's buildx plugin (Debian's docker-buildx, fetched alone; see below).
 # Idempotent; says what each phase does and how long it took.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -33,6 +34,44 @@ install() {
   rm -f "$log"
 }
 if [ ${#need[@]} -gt 0 ]; then phase "installing ${need[*]} (apt)" install; fi
+
+# buildx: Debian's docker-buildx from the forky suite. Trixie's 0.13 builds, but its
+# bake drops a target's `network` and has no --allow, so bake's RUN steps cannot get
+# the host network on a daemon with the bridge off; 0.18 and later can. Only that one
+# package is fetched, with a private apt state and source list (the system's sources
+# are not touched). Its plugin goes into a Docker config directory of the tests' own,
+# not where every docker client looks: with buildx in sight, a plain `docker build`
+# on the 28.x client (and `--builder auto`) would switch to buildx for every other
+# test and script too. The buildx tests and `bench -- bake` set DOCKER_CONFIG to it;
+# so can you (`export DOCKER_CONFIG=/usr/local/lib/image-matrix/docker`).
+buildx_config=/usr/local/lib/image-matrix/docker
+buildx_plugin=$buildx_config/cli-plugins/docker-buildx
+buildx_ok() {
+  local v; v=$(DOCKER_CONFIG=$buildx_config docker buildx version 2>/dev/null | awk '{print $2}'); v=${v#v}; v=${v%%+*}
+  [ -n "$v" ] && [ "$(printf '%s\n0.18.0\n' "$v" | sort -V | head -n1)" = 0.18.0 ]
+}
+fetch_buildx() {
+  if [ "$(id -u)" != 0 ]; then echo "setup: need root to install $buildx_plugin" >&2; exit 1; fi
+  local tmp log; tmp=$(mktemp -d /tmp/image-matrix-buildx.XXXXXX); log=$tmp/apt.log
+  mkdir -p "$tmp/state/lists/partial" "$tmp/cache/archives/partial" "$tmp/x"
+  echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian forky main" >"$tmp/forky.list"
+  local o=(-qq -o Dir::Etc::SourceList="$tmp/forky.list" -o Dir::Etc::SourceParts=/dev/null
+    -o Dir::State="$tmp/state" -o Dir::Cache="$tmp/cache" -o APT::Sandbox::User=root
+    -o Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false
+    -o Acquire::IndexTargets::deb::DEP-11-icons::DefaultEnabled=false
+    -o Acquire::IndexTargets::deb::DEP-11-icons-small::DefaultEnabled=false)
+  if ! { apt-get "${o[@]}" update && (cd "$tmp" && apt-get "${o[@]}" download docker-buildx) &&
+         dpkg-deb -x "$tmp"/docker-buildx_*.deb "$tmp/x"; } >"$log" 2>&1; then
+    echo "setup: fetching docker-buildx failed; its output:" >&2; cat "$log" >&2; rm -rf "$tmp"; exit 1
+  fi
+  # `command`: this script has an install() of its own (the apt packages)
+  command install -D -m 755 "$tmp/x/usr/libexec/docker/cli-plugins/docker-buildx" "$buildx_plugin"
+  rm -rf "$tmp"
+  buildx_ok || { echo "setup: $buildx_plugin does not answer as buildx 0.18 or later" >&2; exit 1; }
+}
+if buildx_ok; then echo "setup: $(DOCKER_CONFIG=$buildx_config docker buildx version) is there ($buildx_plugin)"; else
+  phase "installing the buildx plugin (Debian forky's docker-buildx) in $buildx_plugin" fetch_buildx
+fi
 "$here/start-dockerd.sh"
 base() { # IMAGE SUITE
   if docker image inspect "$1" >/dev/null 2>&1; then echo "setup: $1 is there"; return; fi

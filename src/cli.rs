@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::engine::EngineSpec;
+use crate::config::settings::CacheFrom;
 use crate::coord::Filter;
 use crate::docker::Builder;
 use crate::plan::shard::Shard;
@@ -288,6 +289,40 @@ pub struct PlanArgs {
     /// With --format bake: where `matrix render -o` put the contexts.
     #[arg(long, default_value = "out/contexts", help_heading = "Output")]
     pub contexts: PathBuf,
+    /// With --format bake: targets pull their bases, as `build --pull` does.
+    #[arg(long, help_heading = "Output")]
+    pub pull: bool,
+    #[command(flatten)]
+    pub cache: CacheArgs,
+}
+
+/// The registry cache, as flags (they replace or extend the matrix's `cache:`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct CacheArgs {
+    /// Take layer cache from `registry` (each cell's published image) or an image
+    /// reference (`{tag}` is the cell's tag); repeat for several. Replaces the
+    /// matrix's `cache.from`. BuildKit builders only.
+    #[arg(
+        long = "cache-from",
+        value_name = "registry|REF",
+        help_heading = "Cache"
+    )]
+    pub from: Vec<CacheFrom>,
+    /// `inline`: write cache metadata into the images built, so that once pushed they
+    /// are the next run's cache (on by default with `cache:` in the matrix).
+    #[arg(
+        long = "cache-to",
+        value_enum,
+        value_name = "inline",
+        help_heading = "Cache"
+    )]
+    pub to: Option<CacheTo>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheTo {
+    /// Inline cache metadata in the image itself.
+    Inline,
 }
 
 #[derive(Args, Debug)]
@@ -297,6 +332,10 @@ pub struct RenderArgs {
     /// Output directory; each cell's context goes to DIR/<cell id>/.
     #[arg(short, long, default_value = "out/contexts", help_heading = "Output")]
     pub output: PathBuf,
+    /// Also write run examples for each image: DIR/<cell id>/run/docker-run.sh and
+    /// DIR/<cell id>/run/kubernetes.json (a Deployment and a Service).
+    #[arg(long, help_heading = "Output")]
+    pub run_examples: bool,
 }
 
 #[derive(Args, Debug)]
@@ -308,8 +347,8 @@ pub struct DockerArgs {
     /// Docker context to use (otherwise DOCKER_HOST / the current context).
     #[arg(long, conflicts_with = "engines")]
     pub context: Option<String>,
-    /// A Docker engine: NAME=TARGET[,jobs=N], TARGET a DOCKER_HOST URL (unix://,
-    /// tcp://, ssh://) or a docker context. Repeat for several engines; replaces the
+    /// A Docker engine: NAME=TARGET[,jobs=N][,platform=P][,buildx_builder=B], TARGET
+    /// a DOCKER_HOST URL (unix://, tcp://, ssh://) or a docker context. Repeat for several engines; replaces the
     /// matrix's `engines:` list. Push and verify reach each cell on the engine the
     /// manifest names (this option overrides where an engine name points).
     #[arg(long = "engine", value_name = "NAME=TARGET[,jobs=N]")]
@@ -330,9 +369,16 @@ pub struct BuildArgs {
     /// unfinished cells go to the others.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "5s", help_heading = "Engines")]
     pub engine_check: std::time::Duration,
-    /// Which builder the client should use.
+    /// Which builder the client should use (auto: buildx when the client has the
+    /// plugin).
     #[arg(long, value_enum, default_value = "auto", help_heading = "Build")]
     pub builder: Builder,
+    /// With buildx: the buildx builder to build on (`docker buildx ls`), for engines
+    /// that name none (`buildx_builder=` in --engine or `engines:`).
+    #[arg(long, value_name = "NAME", value_parser = crate::config::engine::check_buildx_builder, help_heading = "Build")]
+    pub buildx_builder: Option<String>,
+    #[command(flatten)]
+    pub cache: CacheArgs,
     /// Stop at the first failure: start nothing new and cancel running builds.
     #[arg(long, help_heading = "Build")]
     pub fail_fast: bool,

@@ -36,6 +36,14 @@ pub enum Key {
     Platform,
     Arch,
     Variant,
+    /// `pytorch` or `tensorflow` for a framework image, `none` for a Miniconda image.
+    Framework,
+    /// The PyTorch release of a framework image.
+    Torch,
+    /// The TensorFlow release of a framework image.
+    Tf,
+    /// The framework's wheel variant (`cu124`, `cpu`).
+    CudaWheel,
     /// The cell's id (not a coordinate of the image, but selectable).
     Id,
     /// Any of the cell's tags, with or without the repository.
@@ -54,6 +62,10 @@ impl Key {
         Key::Variant,
         Key::Base,
         Key::Miniconda,
+        Key::Framework,
+        Key::Torch,
+        Key::Tf,
+        Key::CudaWheel,
         Key::Tag,
         Key::Id,
     ];
@@ -69,6 +81,10 @@ impl Key {
         Key::Arch,
         Key::Variant,
         Key::Miniconda,
+        Key::Framework,
+        Key::Torch,
+        Key::Tf,
+        Key::CudaWheel,
     ];
     /// What an `include` names: the coordinates that define a cell.
     pub const INCLUDE: &'static [Key] = &[
@@ -89,7 +105,12 @@ impl Key {
         Key::Flavor,
         Key::Variant,
         Key::Arch,
+        Key::Torch,
+        Key::Tf,
+        Key::CudaWheel,
     ];
+    /// Placeholders that name a framework image's own coordinates: not in `image.tag`.
+    pub const FRAMEWORK: &'static [Key] = &[Key::Torch, Key::Tf, Key::CudaWheel];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -103,6 +124,10 @@ impl Key {
             Key::Platform => "platform",
             Key::Arch => "arch",
             Key::Variant => "variant",
+            Key::Framework => "framework",
+            Key::Torch => "torch",
+            Key::Tf => "tf",
+            Key::CudaWheel => "cuda_wheel",
             Key::Id => "id",
             Key::Tag => "tag",
         }
@@ -116,9 +141,17 @@ impl Key {
         keys.iter().map(|k| k.name()).collect()
     }
 
+    /// A coordinate only framework images have a value for.
+    pub fn is_framework(self) -> bool {
+        matches!(self, Key::Framework | Key::Torch | Key::Tf | Key::CudaWheel)
+    }
+
     /// Versions match by leading components too: `cuda: "12"` selects every 12.x.
-    fn is_version(self) -> bool {
-        matches!(self, Key::Python | Key::Cuda | Key::Miniconda)
+    pub fn is_version(self) -> bool {
+        matches!(
+            self,
+            Key::Python | Key::Cuda | Key::Miniconda | Key::Torch | Key::Tf
+        )
     }
 }
 
@@ -139,6 +172,19 @@ pub struct Coordinate {
     pub flavor: Option<String>,
     pub platform: String,
     pub variant: String,
+    /// A framework image's framework (`pytorch`, `tensorflow`); None for a Miniconda
+    /// image (its framework images' parent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub framework: Option<String>,
+    /// The PyTorch release of a PyTorch image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub torch: Option<String>,
+    /// The TensorFlow release of a TensorFlow image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tf: Option<String>,
+    /// The framework's wheel variant (`cu124`, `cpu`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cuda_wheel: Option<String>,
 }
 
 impl Coordinate {
@@ -177,6 +223,10 @@ impl Coordinate {
             Key::Platform => Cow::Borrowed(&self.platform),
             Key::Arch => Cow::Borrowed(installer_arch(&self.platform).unwrap_or("")),
             Key::Variant => Cow::Borrowed(&self.variant),
+            Key::Framework => self.framework.as_deref().map_or_else(none, Cow::Borrowed),
+            Key::Torch => self.torch.as_deref().map_or_else(none, Cow::Borrowed),
+            Key::Tf => self.tf.as_deref().map_or_else(none, Cow::Borrowed),
+            Key::CudaWheel => self.cuda_wheel.as_deref().map_or_else(none, Cow::Borrowed),
             Key::Id | Key::Tag => return None,
         })
     }
@@ -189,6 +239,9 @@ impl Coordinate {
             Key::Cuda => self.cuda.clone().unwrap_or_default(),
             Key::Cudnn => self.cudnn.clone().unwrap_or_default(),
             Key::Flavor => self.flavor.clone().unwrap_or_default(),
+            Key::Torch => self.torch.clone().unwrap_or_default(),
+            Key::Tf => self.tf.clone().unwrap_or_default(),
+            Key::CudaWheel => self.cuda_wheel.clone().unwrap_or_default(),
             k => self.value(k).map(Cow::into_owned).unwrap_or_default(),
         }
     }
@@ -309,6 +362,10 @@ mod tests {
                 flavor: Some("devel".into()),
                 platform: "linux/arm64".into(),
                 variant: "default".into(),
+                framework: Some("pytorch".into()),
+                torch: Some("2.5.1".into()),
+                tf: None,
+                cuda_wheel: Some("cu121".into()),
             },
             "py3.10-cuda12.1.1-cudnn8-devel-ubuntu22.04-arm64".into(),
             vec!["miniconda:conda3-python3.10-cuda12.1.1-cudnn8-devel-ubuntu22.04".into()],
@@ -329,6 +386,10 @@ mod tests {
             (Key::Platform, "linux/arm64", "linux/amd64"),
             (Key::Arch, "aarch64", "x86_64"),
             (Key::Variant, "default", "data"),
+            (Key::Framework, "pytorch", "none"),
+            (Key::Torch, "2.5", "2.4.1"),
+            (Key::Tf, "none", "2.17.0"),
+            (Key::CudaWheel, "cu12?", "cpu"),
             (Key::Id, "py3.10-*-arm64", "py3.11-*"),
             (Key::Tag, "conda3-python3.10-*", "latest"),
         ];

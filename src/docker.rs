@@ -41,12 +41,15 @@ pub fn signal_group(pgid: i32, sig: i32) {
 /// Which builder `docker build` uses.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Builder {
-    /// Whatever the client does by default.
+    /// buildx when the client has the plugin, else whatever the client does by default.
     Auto,
     /// The legacy builder (DOCKER_BUILDKIT=0).
     Legacy,
     /// BuildKit (DOCKER_BUILDKIT=1, --progress=plain).
     Buildkit,
+    /// `docker buildx build --load` (the buildx plugin), on the engine's own builder or
+    /// the buildx builder named with --buildx-builder.
+    Buildx,
 }
 
 impl Builder {
@@ -55,9 +58,18 @@ impl Builder {
             Builder::Auto => "auto",
             Builder::Legacy => "legacy",
             Builder::Buildkit => "buildkit",
+            Builder::Buildx => "buildx",
         }
     }
+
+    /// Whether builds run on BuildKit, which a registry cache needs.
+    pub fn is_buildkit(self) -> bool {
+        matches!(self, Builder::Buildkit | Builder::Buildx)
+    }
 }
+
+/// How to get the buildx plugin, for the error that says it is missing.
+pub const BUILDX_INSTALL: &str = "install Docker's buildx plugin: `apt-get install docker-buildx` (Debian, Ubuntu) or `docker-buildx-plugin` (Docker's own packages), or put the `docker-buildx` binary of a buildx release in ~/.docker/cli-plugins/ or /usr/local/lib/docker/cli-plugins/ (scripts/setup-test-env.sh does that here); or build with --builder buildkit or --builder legacy";
 
 #[derive(Clone, Debug)]
 pub struct Docker {
@@ -67,6 +79,9 @@ pub struct Docker {
     /// `ssh://…`); None keeps the caller's environment.
     pub host: Option<String>,
     pub builder: Builder,
+    /// With [`Builder::Buildx`]: the buildx builder to build on (`--builder NAME`);
+    /// None is the client's current one (normally the engine's own BuildKit).
+    pub buildx_builder: Option<String>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -80,6 +95,14 @@ pub struct BuildRequest {
     pub pull: bool,
     pub no_cache: bool,
     pub iidfile: Option<PathBuf>,
+    /// `--build-arg` pairs: only a framework image's `PARENT` (its parent's image ID),
+    /// never a secret.
+    pub build_args: Vec<(String, String)>,
+    /// Registry references to take layer cache from (BuildKit only).
+    pub cache_from: Vec<String>,
+    /// Write inline cache metadata into the image (BuildKit only), so that a later
+    /// build elsewhere can use the pushed image as its cache.
+    pub inline_cache: bool,
 }
 
 /// How a child ended.
@@ -101,6 +124,9 @@ impl Exit {
 
 /// How long a query (version, inspect) may take before its engine counts as hung.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a buildx builder may take to start (a docker-container builder starts its
+/// BuildKit container on first use).
+const BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// An image an engine holds under some reference.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -152,7 +178,7 @@ impl Docker {
     /// Environment the build client needs for the chosen builder.
     pub fn build_env(&self) -> Option<(&'static str, &'static str)> {
         match self.builder {
-            Builder::Auto => None,
+            Builder::Auto | Builder::Buildx => None,
             Builder::Legacy => Some(("DOCKER_BUILDKIT", "0")),
             Builder::Buildkit => Some(("DOCKER_BUILDKIT", "1")),
         }
@@ -165,12 +191,22 @@ impl Docker {
             .into_iter()
             .map(|s| s.to_string_lossy().into_owned())
             .collect();
-        a.push("build".into());
-        if self.builder == Builder::Buildkit {
-            a.push("--progress=plain".into());
-        } else {
+        match self.builder {
+            Builder::Buildx => {
+                a.extend(["buildx".into(), "build".into(), "--progress=plain".into()]);
+                if let Some(b) = &self.buildx_builder {
+                    a.push("--builder".into());
+                    a.push(b.clone());
+                }
+                // Into the engine's image store; a build without tags (a shared stage)
+                // only fills the builder's cache.
+                if !r.tags.is_empty() {
+                    a.push("--load".into());
+                }
+            }
+            Builder::Buildkit => a.extend(["build".into(), "--progress=plain".into()]),
             // The legacy builder leaves failed steps' containers behind without it.
-            a.push("--force-rm".into());
+            Builder::Auto | Builder::Legacy => a.extend(["build".into(), "--force-rm".into()]),
         }
         for t in &r.tags {
             a.push("-t".into());
@@ -184,9 +220,19 @@ impl Docker {
             a.push("--label".into());
             a.push(format!("{k}={v}"));
         }
+        for (k, v) in &r.build_args {
+            a.push("--build-arg".into());
+            a.push(format!("{k}={v}"));
+        }
         if let Some(n) = &r.network {
             a.push("--network".into());
             a.push(n.clone());
+            // a builder of its own (docker-container, kubernetes) grants the host
+            // network only when asked; the engine's own builder ignores it
+            if self.builder == Builder::Buildx && n == "host" {
+                a.push("--allow".into());
+                a.push("network.host".into());
+            }
         }
         if let Some(p) = &r.platform {
             a.push("--platform".into());
@@ -202,8 +248,47 @@ impl Docker {
             a.push("--iidfile".into());
             a.push(f.display().to_string());
         }
+        a.extend(self.cache_args(r));
         a.push(r.context_dir.display().to_string());
         a
+    }
+
+    /// The registry cache: where to take layers from, and inline metadata in what is
+    /// built. Only BuildKit uses them (the legacy builder takes cache only from images
+    /// already pulled, so a run refuses the cache settings with it).
+    fn cache_args(&self, r: &BuildRequest) -> Vec<String> {
+        let mut a = Vec::new();
+        if !self.builder.is_buildkit() {
+            return a;
+        }
+        for c in &r.cache_from {
+            a.push("--cache-from".into());
+            a.push(match self.builder {
+                Builder::Buildx => format!("type=registry,ref={c}"),
+                _ => c.clone(),
+            });
+        }
+        if r.inline_cache {
+            match self.builder {
+                Builder::Buildx => a.extend(["--cache-to".into(), "type=inline".into()]),
+                _ => a.extend(["--build-arg".into(), "BUILDKIT_INLINE_CACHE=1".into()]),
+            }
+        }
+        a
+    }
+
+    /// `docker buildx version`: whether the client has the buildx plugin.
+    pub fn buildx_version(&self) -> Result<String, String> {
+        self.capture_within(&["buildx", "version"], QUERY_TIMEOUT)
+    }
+
+    /// Whether a buildx builder of this name exists (and answers), for this engine.
+    pub fn buildx_inspect(&self, name: &str) -> Result<(), String> {
+        self.capture_within(
+            &["buildx", "inspect", "--bootstrap", name],
+            BOOTSTRAP_TIMEOUT,
+        )
+        .map(|_| ())
     }
 
     /// A copy-pasteable shell line reproducing a build.
@@ -564,7 +649,13 @@ impl Docker {
                 .stderr_capture()
                 .unchecked(),
         );
-        if let Some((k, v)) = self.build_env() {
+        // buildx's current builder may be one of its own, which cannot see this
+        // engine's images: a metadata-only build is the daemon's (legacy) builder's job
+        let env = match self.builder {
+            Builder::Buildx => Some(("DOCKER_BUILDKIT", "0")),
+            _ => self.build_env(),
+        };
+        if let Some((k, v)) = env {
             e = e.env(k, v);
         }
         let o = wait_within(e, Duration::from_secs(300))
@@ -579,6 +670,61 @@ impl Docker {
             .to_string();
         self.image_id_and_size(&id)
             .ok_or_else(|| format!("the labelled image {id} is missing"))
+    }
+
+    /// Build `r` again with more labels: with every step in the build cache this only
+    /// writes a new image config, and unlike [`Docker::relabel`] it keeps the build's
+    /// own cache keys (the inline cache metadata a later build takes cache from).
+    /// Returns the new image's ID and its layers.
+    pub fn rebuild_labelled(
+        &self,
+        r: &BuildRequest,
+        labels: &[(String, String)],
+        timeout: Duration,
+    ) -> Result<(String, Vec<String>), String> {
+        let iid = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
+        let mut r = r.clone();
+        r.labels.extend(labels.iter().cloned());
+        r.iidfile = Some(iid.path().to_path_buf());
+        let mut e = self.target_env(
+            duct::cmd(self.client.as_os_str(), self.build_args(&r))
+                .stdout_capture()
+                .stderr_to_stdout()
+                .unchecked(),
+        );
+        if let Some((k, v)) = self.build_env() {
+            e = e.env(k, v);
+        }
+        let o = wait_within(e, timeout)
+            .map_err(|err| format!("cannot run {}: {err}", self.client.display()))?
+            .ok_or_else(|| format!("the labelling build took over {}s", timeout.as_secs()))?;
+        if !o.status.success() {
+            let out = String::from_utf8_lossy(&o.stdout);
+            let tail: Vec<&str> = out.lines().rev().take(5).collect();
+            return Err(tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+        }
+        let id = std::fs::read_to_string(iid.path())
+            .map_err(|e| e.to_string())?
+            .trim()
+            .to_string();
+        Ok((id.clone(), self.layers(&id)?))
+    }
+
+    /// The layer digests of an image (its root file system, bottom first).
+    pub fn layers(&self, image: &str) -> Result<Vec<String>, String> {
+        let s = self.capture_within(
+            &[
+                "image",
+                "inspect",
+                "--format",
+                "{{json .RootFS.Layers}}",
+                image,
+            ],
+            QUERY_TIMEOUT,
+        )?;
+        serde_json::from_str::<Option<Vec<String>>>(&s)
+            .map(Option::unwrap_or_default)
+            .map_err(|e| format!("unexpected layers of {image}: {e}"))
     }
 
     /// Remove a tag (the image stays while another tag or container holds it).
@@ -799,6 +945,7 @@ mod tests {
             context: None,
             host: Some("ssh://ci@build-1".into()),
             builder: Builder::Auto,
+            buildx_builder: None,
         };
         assert!(remote
             .on_this_host()
@@ -813,6 +960,7 @@ mod tests {
             context: None,
             host: None,
             builder: Builder::Buildkit,
+            buildx_builder: None,
         };
         let r = BuildRequest {
             context_dir: "ctx".into(),
@@ -824,5 +972,50 @@ mod tests {
             d.build_command_line(&r),
             "DOCKER_BUILDKIT=1 docker build --progress=plain -t r:t --label 'k=v w' ctx"
         );
+    }
+
+    #[test]
+    fn buildx_builds_load_into_the_engine_and_carry_the_registry_cache() {
+        let d = Docker {
+            client: "docker".into(),
+            context: Some("ci".into()),
+            host: None,
+            builder: Builder::Buildx,
+            buildx_builder: Some("farm".into()),
+        };
+        let r = BuildRequest {
+            context_dir: "ctx".into(),
+            tags: vec!["r:t".into()],
+            network: Some("host".into()),
+            cache_from: vec!["reg:5000/m:t".into()],
+            inline_cache: true,
+            ..BuildRequest::default()
+        };
+        assert_eq!(
+            d.build_command_line(&r),
+            "docker --context ci buildx build --progress=plain --builder farm --load -t r:t --network host --allow network.host --cache-from type=registry,ref=reg:5000/m:t --cache-to type=inline ctx"
+        );
+        // a shared stage (no tag) stays in the builder's cache
+        let stage = BuildRequest {
+            tags: Vec::new(),
+            target: Some("system".into()),
+            ..r.clone()
+        };
+        assert!(!d.build_args(&stage).contains(&"--load".to_string()));
+        let classic = Docker {
+            builder: Builder::Buildkit,
+            ..d.clone()
+        };
+        let a = classic.build_args(&r).join(" ");
+        assert!(
+            a.contains("--cache-from reg:5000/m:t --build-arg BUILDKIT_INLINE_CACHE=1"),
+            "{a}"
+        );
+        assert!(!a.contains("--allow"), "{a}");
+        let legacy = Docker {
+            builder: Builder::Legacy,
+            ..d
+        };
+        assert!(!legacy.build_args(&r).join(" ").contains("cache"));
     }
 }

@@ -74,6 +74,7 @@ impl Engine {
             server: self.server.server_version.clone(),
             down: None,
             platforms: self.platforms.clone(),
+            buildx_builder: self.docker.buildx_builder.clone(),
         }
     }
 }
@@ -118,6 +119,64 @@ impl Engines {
             None => Some(&self.list[0].docker),
             Some(n) => self.list.iter().find(|e| e.name == n).map(|e| &e.docker),
         }
+    }
+}
+
+impl Engines {
+    /// Decide each engine's builder: `auto` becomes buildx where the client has the
+    /// plugin (and stays the client's default elsewhere); an engine that names a
+    /// buildx builder (or `buildx_builder`, for those that name none) builds there.
+    /// Buildx without the plugin, or a builder that does not answer, is an error that
+    /// says how to fix it, before anything is built.
+    pub fn resolve_builders(
+        &mut self,
+        requested: Builder,
+        buildx_builder: Option<&str>,
+    ) -> Result<(), String> {
+        for e in &mut self.list {
+            let named = e
+                .docker
+                .buildx_builder
+                .clone()
+                .or_else(|| buildx_builder.map(str::to_string));
+            let builder = match (requested, &named) {
+                (Builder::Legacy | Builder::Buildkit, Some(b)) => {
+                    return Err(format!(
+                        "engine {}: the buildx builder `{b}` only builds with --builder buildx (or auto), not --builder {}",
+                        e.name,
+                        requested.name()
+                    ))
+                }
+                (Builder::Legacy | Builder::Buildkit, None) => requested,
+                (Builder::Buildx, _) | (Builder::Auto, Some(_)) => {
+                    if let Err(err) = e.docker.buildx_version() {
+                        let why = err.lines().next().unwrap_or_default();
+                        return Err(format!(
+                            "engine {}: building with buildx{} needs the buildx plugin, which {} does not have (`docker buildx version`: {why}); {}",
+                            e.name,
+                            named.as_ref().map(|b| format!(" (builder `{b}`)")).unwrap_or_default(),
+                            e.docker.client.display(),
+                            crate::docker::BUILDX_INSTALL
+                        ));
+                    }
+                    Builder::Buildx
+                }
+                (Builder::Auto, None) if e.docker.buildx_version().is_ok() => Builder::Buildx,
+                (Builder::Auto, None) => Builder::Auto,
+            };
+            e.docker.builder = builder;
+            e.docker.buildx_builder = named.filter(|_| builder == Builder::Buildx);
+            if let Some(b) = &e.docker.buildx_builder {
+                e.docker.buildx_inspect(b).map_err(|err| {
+                    format!(
+                        "engine {}: the buildx builder `{b}` does not answer ({}); `docker buildx ls` lists the builders, `docker buildx create --name {b} …` makes one",
+                        e.name,
+                        err.lines().next().unwrap_or_default()
+                    )
+                })?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -295,6 +354,7 @@ pub fn specs(
             target: r.target.clone(),
             jobs: Some(r.jobs),
             platforms: r.platforms.clone(),
+            buildx_builder: r.buildx_builder.clone(),
         })
         .collect();
     for a in flags {
@@ -312,6 +372,7 @@ pub fn specs(
             target: context.map_or(Target::Default, |c| Target::Context(c.to_string())),
             jobs: None,
             platforms: Vec::new(),
+            buildx_builder: None,
         });
     }
     Ok(specs)
@@ -330,6 +391,7 @@ pub fn client(spec: &EngineSpec, client: &Path, builder: Builder) -> Docker {
             _ => None,
         },
         builder,
+        buildx_builder: spec.buildx_builder.clone(),
     }
 }
 
@@ -434,6 +496,7 @@ mod tests {
             server: "x".into(),
             down: None,
             platforms: Vec::new(),
+            buildx_builder: None,
         }
     }
 

@@ -19,6 +19,9 @@ use crate::config::settings::{PasswordPolicy, Settings};
 use crate::plan::base::OsFamily;
 use crate::plan::{hex, stack, Cell};
 
+pub mod examples;
+mod framework;
+
 const DOCKERFILE: &str = include_str!("../dockerfiles/Dockerfile.in");
 
 /// (path in the context, template text, executable)
@@ -159,6 +162,12 @@ impl Files {
 /// Render one cell's build context.
 pub fn render(s: &Settings, c: &Cell) -> Context {
     let mut files = Files::default();
+    if let Some(f) = &c.framework {
+        for (path, text, x) in framework::files(s, c, f) {
+            files.add(&path, text, x);
+        }
+        return finish(files, c, Vec::new());
+    }
     files.add("Dockerfile", dockerfile(s, c), false);
     for (path, text, x) in STATIC_FILES {
         files.add(path, (*text).to_string(), *x);
@@ -175,6 +184,16 @@ pub fn render(s: &Settings, c: &Cell) -> Context {
             }
         }
     }
+    let installers = c
+        .context_installers()
+        .into_iter()
+        .filter_map(|(_, i)| i.local.clone())
+        .collect();
+    finish(files, c, installers)
+}
+
+/// The context with its `cell.json`, files in path order.
+fn finish(mut files: Files, c: &Cell, local_installers: Vec<PathBuf>) -> Context {
     let cell_json = crate::plan::output::cell_doc(c);
     files.add(
         "cell.json",
@@ -188,11 +207,7 @@ pub fn render(s: &Settings, c: &Cell) -> Context {
     files.sort_by(|a, b| a.path.cmp(&b.path));
     Context {
         files,
-        local_installers: c
-            .context_installers()
-            .into_iter()
-            .filter_map(|(_, i)| i.local.clone())
-            .collect(),
+        local_installers,
     }
 }
 

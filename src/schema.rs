@@ -140,6 +140,7 @@ mod tests {
             ("Runtime", keys::RUNTIME),
             ("FixedPassword", keys::FIXED_PASSWORD),
             ("Build", keys::BUILD),
+            ("Cache", keys::CACHE),
             ("Limits", keys::LIMITS),
         ] {
             assert_eq!(props(&s, Some(def)), sorted(want), "{def}");

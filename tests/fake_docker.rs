@@ -185,7 +185,7 @@ fn resume_reruns_only_what_did_not_succeed() {
     // image builds (not the metadata builds that label versions, which read stdin)
     let builds: Vec<&str> = calls
         .lines()
-        .filter(|l| l.starts_with("build") && !l.ends_with(" -"))
+        .filter(|l| l.starts_with("build ") && !l.ends_with(" -"))
         .collect();
     assert_eq!(builds.len(), 1, "{calls}");
     assert!(builds[0].ends_with(B));
@@ -768,4 +768,57 @@ fn the_manifest_schema_is_stable() {
     }
     mask(&mut m, "");
     insta::assert_json_snapshot!("manifest", m);
+}
+
+/// An image tree: a PyTorch image builds after its parent, `FROM` the parent's image
+/// ID; a failed parent skips its child with the reason, and the manifest records each
+/// child's parent and the parent's image ID.
+#[test]
+fn a_failed_parent_skips_its_framework_images() {
+    let e = Env::new(31030);
+    std::fs::write(
+        e.path("matrix.yaml"),
+        "version: 1\nbases: [ubuntu:22.04]\npython: [\"3.10\", \"3.11\"]\npytorch: [\"2.5.1\"]\n",
+    )
+    .unwrap();
+    let (p_bad, p_ok) = ("py3.10-ubuntu22.04-amd64", "py3.11-ubuntu22.04-amd64");
+    e.mode(p_bad, "fail");
+    let (code, err) = e.run(&["-j", "2"]);
+    assert_eq!(code, 1, "{err}");
+    let m = e.manifest();
+    let cell = |id: &str| {
+        m["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == id)
+            .unwrap_or_else(|| panic!("no cell {id}"))
+            .clone()
+    };
+    let bad_child = cell(&format!("{p_bad}-torch2.5.1"));
+    assert_eq!(bad_child["status"], "not-started");
+    let reason = bad_child["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with(&format!("skipped (parent failed): parent {p_bad} failed")),
+        "{reason}"
+    );
+    assert_eq!(bad_child["parent"], p_bad);
+    let ok_child = cell(&format!("{p_ok}-torch2.5.1"));
+    assert_eq!(ok_child["status"], "built", "{err}");
+    assert_eq!(ok_child["parent"], p_ok);
+    // the image the parent's build produced (acceptance then labels it with its
+    // versions, a config-only change that gives the parent a new ID over the same layers)
+    let from = ok_child["parent_digest"].as_str().unwrap_or_default();
+    assert!(from.starts_with("sha256:"), "{from}");
+    let calls = std::fs::read_to_string(e.path("state/calls")).unwrap();
+    let child_build = calls
+        .lines()
+        .find(|l| l.starts_with("build") && l.ends_with(&format!("{p_ok}-torch2.5.1")))
+        .unwrap_or_else(|| panic!("no build of the child in {calls}"));
+    assert!(
+        child_build.contains(&format!("--build-arg PARENT={from}")),
+        "{child_build}"
+    );
+    assert!(!calls.contains(&format!("{p_bad}-torch2.5.1\n")), "{calls}");
+    assert!(e.leftovers().is_empty());
 }

@@ -37,6 +37,7 @@ fn coord(python: &str, base: &str, variant: &str, platform: &str) -> Coordinate 
         flavor: cuda.map(|_| "devel".into()),
         platform: platform.into(),
         variant: variant.into(),
+        ..Coordinate::default()
     }
 }
 
@@ -99,6 +100,7 @@ fn run() -> Manifest {
             server: "27.0.1".into(),
             down: None,
             platforms: vec!["linux/amd64".into()],
+            buildx_builder: None,
         },
         EngineRecord {
             name: "b".into(),
@@ -107,6 +109,7 @@ fn run() -> Manifest {
             server: "26.1.0".into(),
             down: Some("lost at 00:03:00: connection refused".into()),
             platforms: vec!["linux/amd64".into(), "linux/arm64".into()],
+            buildx_builder: None,
         },
     ];
     let statuses = [

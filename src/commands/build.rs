@@ -44,6 +44,7 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> Result<Exit, Error> {
     let previous = io::read(&out.manifest).ok();
     let connected = connect(&plan, args)?;
     let mut settings = prepare_settings(&plan, args, &connected.engines)?;
+    check_cache(&settings.cache, &connected.engines)?;
     check_platforms(&cells, &connected.engines)?;
     settings.bases = resolve_bases(&cells, &connected.engines, args.pull, previous.as_ref())?;
     let prepared = prepare::prepare(&plan, &cells, &out.paths, &settings);
@@ -65,7 +66,8 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> Result<Exit, Error> {
     let mut manifest = initial_manifest(&plan, args, &connected, &prepared);
     if let Some(shard) = args.select.shard {
         // the whole selection, so that merge and push can tell a missing shard
-        manifest.planned = crate::coord::select(&plan.cells, &args.select.filters)
+        let picked = crate::coord::select(&plan.cells, &args.select.filters);
+        manifest.planned = crate::plan::family::with_parents(&plan.cells, &picked)
             .iter()
             .map(|c| c.id.clone())
             .collect();
@@ -195,7 +197,32 @@ fn connect(plan: &Plan, args: &BuildArgs) -> Result<Connected, Error> {
         &[],
     )
     .map_err(Error::Usage)?;
-    engines::connect(&args.docker.docker, args.builder, specs, args.jobs)
+    let mut c = engines::connect(&args.docker.docker, args.builder, specs, args.jobs)?;
+    c.engines
+        .resolve_builders(args.builder, args.buildx_builder.as_deref())
+        .map_err(Error::Preflight)?;
+    Ok(c)
+}
+
+/// The registry cache needs BuildKit on every engine: the legacy builder takes cache
+/// only from images already pulled, and writes no cache metadata.
+fn check_cache(cache: &crate::config::settings::Cache, engines: &Engines) -> Result<(), Error> {
+    if !cache.is_set() {
+        return Ok(());
+    }
+    match engines.iter().find(|e| !e.docker.builder.is_buildkit()) {
+        None => Ok(()),
+        Some(e) => Err(Error::Usage(format!(
+            "the registry cache (`cache:` in the matrix, --cache-from, --cache-to) needs BuildKit, but engine {} builds with the {} builder{}; pass --builder buildx or --builder buildkit",
+            e.name,
+            e.docker.builder.name(),
+            if e.docker.builder == crate::docker::Builder::Auto {
+                " (its client has no buildx plugin, and its default is the legacy builder)"
+            } else {
+                ""
+            }
+        ))),
+    }
 }
 
 fn prepare_settings(
@@ -219,25 +246,6 @@ fn prepare_settings(
         .collect();
     native.sort();
     native.dedup();
-    let mut labels = vec![
-        (
-            "org.opencontainers.image.created".to_string(),
-            crate::manifest::now(),
-        ),
-        (
-            "org.opencontainers.image.source".to_string(),
-            std::env::var("IMAGE_MATRIX_SOURCE")
-                .unwrap_or_else(|_| "https://github.com/matrix-dc/mlops-images".into()),
-        ),
-    ];
-    let matrix_dir = plan
-        .matrix_file
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    if let Some(rev) = git_revision(matrix_dir) {
-        labels.push(("org.opencontainers.image.revision".to_string(), rev));
-    }
     Ok(prepare::Settings {
         network: args
             .network
@@ -247,24 +255,11 @@ fn prepare_settings(
         no_cache: args.no_cache,
         check_current: !args.force,
         native,
-        labels,
+        labels: super::image_labels(plan),
         resumed,
         bases: prepare::Bases::default(),
+        cache: super::cache_settings(plan, &args.cache),
     })
-}
-
-fn git_revision(dir: &Path) -> Option<String> {
-    let args = vec![
-        "-C".to_string(),
-        dir.display().to_string(),
-        "rev-parse".into(),
-        "HEAD".into(),
-    ];
-    crate::docker::run_program(Path::new("git"), &args, None, Duration::from_secs(5))
-        .ok()
-        .filter(|(c, _, _)| *c == 0)
-        .map(|(_, o, _)| String::from_utf8_lossy(&o).trim().to_string())
-        .filter(|r| !r.is_empty())
 }
 
 fn initial_manifest(
@@ -280,7 +275,7 @@ fn initial_manifest(
         Some(DockerInfo {
             client: first.server.client_version.clone(),
             server: first.server.server_version.clone(),
-            builder: args.builder.name().into(),
+            builder: first.docker.builder.name().into(),
         }),
     );
     m.repository = Some(plan.settings.repository.clone());
@@ -295,6 +290,7 @@ fn initial_manifest(
             server: String::new(),
             down: Some(format!("did not answer at the start: {e}")),
             platforms: spec.platforms.clone(),
+            buildx_builder: spec.buildx_builder.clone(),
         }))
         .collect();
     m.cells = prepared.records.clone();
@@ -410,11 +406,13 @@ fn accept_cells(
             record: i,
             cell: c,
             candidate: j.request.tags[0].clone(),
+            rebuild: j.request.inline_cache.then_some(&j.request),
         })
         .collect();
     let opts = accept::Options {
         verify: args.verify,
         ready_timeout: 90,
+        jobs: engines.iter().map(|e| e.slots.get()).sum(),
     };
     let before: Vec<Option<Verification>> = recorder
         .manifest

@@ -65,7 +65,8 @@ fn load_plan(cli: &Cli, select: &Selection) -> Result<Plan, Error> {
 
 /// The cells a command works on: the filters, then the shard.
 fn select<'a>(plan: &'a Plan, s: &Selection) -> Vec<&'a Cell> {
-    let cells = crate::coord::select(&plan.cells, &s.filters);
+    let picked = crate::coord::select(&plan.cells, &s.filters);
+    let cells = crate::plan::family::with_parents(&plan.cells, &picked);
     match s.shard {
         Some(shard) => crate::plan::shard::select(&cells, shard),
         None => cells,
@@ -75,6 +76,63 @@ fn select<'a>(plan: &'a Plan, s: &Selection) -> Vec<&'a Cell> {
 /// Print a result on stdout; only a closed pipe may cut it short.
 fn print(what: &'static str, text: &str) -> Result<(), Error> {
     crate::term::out(text).map_err(|source| Error::Output { what, source })
+}
+
+/// The registry cache of a run: the matrix's `cache:`, with `--cache-from` replacing
+/// its sources and `--cache-to inline` turning inline metadata on.
+fn cache_settings(plan: &Plan, args: &crate::cli::CacheArgs) -> crate::config::settings::Cache {
+    let mut c = plan.settings.cache.clone();
+    if !args.from.is_empty() {
+        c.from.clone_from(&args.from);
+    }
+    if args.to.is_some() {
+        c.inline = true;
+    }
+    c
+}
+
+/// The OCI labels every image of a run gets: when it was made, where its recipe lives
+/// and, in a git checkout, which revision.
+fn image_labels(plan: &Plan) -> Vec<(String, String)> {
+    let mut labels = vec![
+        (
+            "org.opencontainers.image.created".to_string(),
+            crate::manifest::now(),
+        ),
+        (
+            "org.opencontainers.image.source".to_string(),
+            std::env::var("IMAGE_MATRIX_SOURCE")
+                .unwrap_or_else(|_| "https://github.com/matrix-dc/mlops-images".into()),
+        ),
+    ];
+    let matrix_dir = plan
+        .matrix_file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    if let Some(rev) = git_revision(matrix_dir) {
+        labels.push(("org.opencontainers.image.revision".to_string(), rev));
+    }
+    labels
+}
+
+fn git_revision(dir: &std::path::Path) -> Option<String> {
+    let args = vec![
+        "-C".to_string(),
+        dir.display().to_string(),
+        "rev-parse".into(),
+        "HEAD".into(),
+    ];
+    crate::docker::run_program(
+        std::path::Path::new("git"),
+        &args,
+        None,
+        std::time::Duration::from_secs(5),
+    )
+    .ok()
+    .filter(|(c, _, _)| *c == 0)
+    .map(|(_, o, _)| String::from_utf8_lossy(&o).trim().to_string())
+    .filter(|r| !r.is_empty())
 }
 
 fn json_text(v: &impl serde::Serialize) -> String {

@@ -1,6 +1,7 @@
 //! `matrix plan`: what `build` would do, as a table, JSON, a bake file or a GitHub
 //! Actions matrix; with `--diff`, what changes against a previous manifest.
 
+use std::collections::HashMap;
 use std::io::Write;
 
 use super::{json_text, load_plan, print, select};
@@ -9,18 +10,21 @@ use crate::error::{Error, Exit};
 use crate::manifest::{drift, io};
 use crate::plan::output;
 
-/// The bases' digests as the engines of the previous run hold them now (the client's
-/// default engine when it recorded none), so that `--diff` sees a base that moved;
-/// nothing is pulled. Where no engine answers, the previous manifest's are assumed
-/// (and it says so).
+/// The bases' digests as the engines hold them now: those of the previous run for
+/// `--diff` (so that it sees a base that moved), the matrix's for bake (the client's
+/// default engine when neither names any); nothing is pulled. Where no engine answers,
+/// it says so and returns none: `--diff` then assumes the previous manifest's, bake
+/// leaves out the labels that need them.
 fn current_digests(
     cells: &[&crate::plan::Cell],
-    prev: &crate::manifest::Manifest,
-) -> drift::Digests {
+    configured: &[crate::config::engine::EngineSpec],
+    recorded: &[crate::manifest::EngineRecord],
+    assumed: &str,
+) -> (drift::Digests, Vec<String>) {
     let client: std::path::PathBuf =
         std::env::var_os("DOCKER").map_or_else(|| "docker".into(), Into::into);
     let mut out = drift::Digests::new();
-    let engines = crate::engines::specs(&[], None, &[], &prev.engines)
+    let engines = crate::engines::specs(&[], None, configured, recorded)
         .map_err(Error::Usage)
         .and_then(|specs| {
             crate::engines::connect(
@@ -33,12 +37,14 @@ fn current_digests(
     let engines = match engines {
         Ok(c) => c.engines,
         Err(e) => {
-            crate::term::line(&format!(
-                "note: base digests not checked ({e}); the previous manifest's are assumed"
-            ));
-            return out;
+            crate::term::line(&format!("note: base digests not checked ({e}); {assumed}"));
+            return (out, Vec::new());
         }
     };
+    let native: Vec<String> = engines
+        .iter()
+        .map(crate::engines::Engine::native_platform)
+        .collect();
     let mut keys: Vec<(String, String)> = cells
         .iter()
         .map(|c| (c.base.reference.clone(), c.platform().to_string()))
@@ -51,7 +57,80 @@ fn current_digests(
             out.insert(key, d);
         }
     }
-    out
+    (out, native)
+}
+
+/// What `build` would pass for each cell, for the bake file: the same requests
+/// (`prepare::cell_request`), over the bases as the engines hold them now. A cell
+/// whose base no engine holds gets no input-hash label (its identity is not known
+/// until the base is pulled), and the plan says so.
+fn bake_builds(
+    plan: &crate::plan::Plan,
+    cells: &[&crate::plan::Cell],
+    args: &PlanArgs,
+) -> HashMap<String, output::BakeBuild> {
+    use crate::run::prepare;
+    use rayon::prelude::*;
+    let (digests, native) = current_digests(
+        cells,
+        &plan.settings.engines,
+        &[],
+        "the bake targets carry no input-hash label",
+    );
+    let settings = prepare::Settings {
+        network: plan.settings.network.clone(),
+        pull: args.pull,
+        native,
+        labels: super::image_labels(plan),
+        bases: prepare::Bases {
+            digests,
+            holders: HashMap::new(),
+        },
+        cache: super::cache_settings(plan, &args.cache),
+        ..prepare::Settings::default()
+    };
+    let paths = prepare::Paths {
+        contexts: args.contexts.clone(),
+        logs: "logs".into(),
+        iid: "iid".into(),
+    };
+    let builds: Vec<(String, output::BakeBuild, bool)> = cells
+        .par_iter()
+        .map(|c| {
+            let (r, _) = prepare::cell_request(plan, c, &paths, &settings);
+            let known = !settings.identity_digests(c).contains(&prepare::UNRESOLVED);
+            let labels = r
+                .labels
+                .into_iter()
+                .filter(|(k, _)| {
+                    known || (k != prepare::INPUT_HASH_LABEL && k != prepare::BASE_DIGEST_LABEL)
+                })
+                .collect();
+            let b = output::BakeBuild {
+                labels,
+                network: r.network,
+                pull: r.pull,
+                cache_from: r.cache_from,
+                inline_cache: r.inline_cache,
+            };
+            (c.id.clone(), b, known)
+        })
+        .collect();
+    let mut unknown: Vec<String> = cells
+        .iter()
+        .zip(&builds)
+        .filter(|(_, b)| !b.2)
+        .map(|(c, _)| format!("{} ({})", c.base.reference, c.platform()))
+        .collect();
+    unknown.sort();
+    unknown.dedup();
+    if !unknown.is_empty() {
+        crate::term::line(&format!(
+            "warning: no engine holds {}: its bake targets carry no input-hash label, so `matrix build` builds them again after bake (pull the bases first to have them recognised)",
+            unknown.join(", ")
+        ));
+    }
+    builds.into_iter().map(|(id, b, _)| (id, b)).collect()
 }
 
 pub fn run(cli: &Cli, args: &PlanArgs) -> Result<Exit, Error> {
@@ -59,7 +138,12 @@ pub fn run(cli: &Cli, args: &PlanArgs) -> Result<Exit, Error> {
     let cells = select(&plan, &args.select);
     if let Some(prev) = &args.diff {
         let m = io::read(prev).map_err(|e| Error::Preflight(format!("--diff: {e}")))?;
-        let digests = current_digests(&cells, &m);
+        let (digests, _) = current_digests(
+            &cells,
+            &[],
+            &m.engines,
+            "the previous manifest's are assumed",
+        );
         let changes = drift::diff(&plan, &cells, &m, &digests);
         let text = match args.format {
             PlanFormat::Json => json_text(&serde_json::json!({
@@ -84,11 +168,13 @@ pub fn run(cli: &Cli, args: &PlanArgs) -> Result<Exit, Error> {
             source,
         })?,
         PlanFormat::Bake => {
-            crate::term::out_with(|w| output::write_bake(w, &plan, &cells, &args.contexts))
+            let builds = bake_builds(&plan, &cells, args);
+            let build = |c: &crate::plan::Cell| builds.get(&c.id).cloned().unwrap_or_default();
+            crate::term::out_with(|w| output::write_bake(w, &cells, &args.contexts, &build))
                 .map_err(|source| Error::Output {
                     what: "the bake file",
                     source,
-                })?
+                })?;
         }
         PlanFormat::Gha => {
             if let Some(n) = args.shards {

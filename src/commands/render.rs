@@ -12,6 +12,9 @@ pub fn run(cli: &Cli, args: &RenderArgs) -> Result<Exit, Error> {
         let ctx = render::render(&plan.settings, c);
         let dir = args.output.join(&c.id);
         render::write(&ctx, &dir).map_err(|e| Error::write(&dir, e))?;
+        if args.run_examples {
+            write_examples(&plan.settings, c, &dir.join("run"))?;
+        }
         print("the context list", &format!("{}\n", dir.display()))?;
     }
     crate::term::line(&format!(
@@ -22,4 +25,28 @@ pub fn run(cli: &Cli, args: &RenderArgs) -> Result<Exit, Error> {
         args.output.display()
     ));
     Ok(Exit::Success)
+}
+
+/// `run/docker-run.sh` and `run/kubernetes.json` of one cell.
+fn write_examples(
+    s: &crate::config::settings::Settings,
+    c: &crate::plan::Cell,
+    dir: &std::path::Path,
+) -> Result<(), Error> {
+    use render::examples;
+    std::fs::create_dir_all(dir).map_err(|e| Error::write(dir, e))?;
+    let run = format!(
+        "#!/bin/sh\n# Run {tag}; put the root password and the Jupyter token in ./secrets/password and ./secrets/token.\n{}\n",
+        examples::docker_run(s, c),
+        tag = c.primary_tag()
+    );
+    let k8s = format!(
+        "{}\n",
+        serde_json::to_string_pretty(&examples::kubernetes(s, c)).unwrap_or_default()
+    );
+    for (name, text) in [("docker-run.sh", run), ("kubernetes.json", k8s)] {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(|e| Error::write(&path, e))?;
+    }
+    Ok(())
 }

@@ -31,6 +31,9 @@ pub struct EngineSpec {
     /// The platforms it builds, natively or emulated; empty means its own and those
     /// its host emulates (found out when it answers).
     pub platforms: Vec<String>,
+    /// The buildx builder that builds for it (its images are loaded into the
+    /// engine); None is the global `--buildx-builder`, else the engine's own BuildKit.
+    pub buildx_builder: Option<String>,
 }
 
 pub const MAX_ENGINES: usize = 64;
@@ -116,22 +119,41 @@ pub fn check_platform(p: &str) -> Result<String, String> {
     }
 }
 
+/// A buildx builder's name (`docker buildx ls`), as `docker buildx create --name`
+/// accepts it.
+pub fn check_buildx_builder(name: &str) -> Result<String, String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(&c));
+    if ok {
+        Ok(name.to_string())
+    } else {
+        Err(format!(
+            "`{name}` is not a buildx builder name (1–64 of ASCII letters, digits, `_`, `.`, `-`, starting with a letter or digit; `docker buildx ls` lists them)"
+        ))
+    }
+}
+
 impl FromStr for EngineSpec {
     type Err = String;
 
-    /// `NAME=TARGET[,jobs=N][,platform=P]...`.
+    /// `NAME=TARGET[,jobs=N][,platform=P]...[,buildx_builder=B]`.
     fn from_str(s: &str) -> Result<Self, String> {
-        let usage = "expected NAME=TARGET[,jobs=N][,platform=P]..., e.g. b=unix:///run/docker-b.sock,jobs=2,platform=linux/arm64";
+        let usage = "expected NAME=TARGET[,jobs=N][,platform=P]...[,buildx_builder=B], e.g. b=unix:///run/docker-b.sock,jobs=2,platform=linux/arm64";
         let (name, rest) = s
             .split_once('=')
             .ok_or_else(|| format!("`{s}` is not an engine ({usage})"))?;
         check_name(name)?;
         let mut parts = rest.split(',');
         let target = parse_target(parts.next().unwrap_or_default())?;
-        let (mut jobs, mut platforms) = (None, Vec::new());
+        let (mut jobs, mut platforms, mut buildx_builder) = (None, Vec::new(), None);
         for opt in parts {
             match opt.split_once('=') {
                 Some(("jobs", j)) => jobs = Some(check_jobs(j)?),
+                Some(("buildx_builder", b)) => buildx_builder = Some(check_buildx_builder(b)?),
                 Some(("platform", p)) => {
                     let p = check_platform(p)?;
                     if !platforms.contains(&p) {
@@ -150,6 +172,7 @@ impl FromStr for EngineSpec {
             target,
             jobs,
             platforms,
+            buildx_builder,
         })
     }
 }
@@ -199,6 +222,9 @@ mod tests {
             .unwrap();
         assert_eq!(e.platforms, ["linux/arm64", "linux/amd64"]);
         assert_eq!(e.jobs, Some(1));
+        assert_eq!(e.buildx_builder, None);
+        let e: EngineSpec = "k=ctx,buildx_builder=k8s-farm".parse().unwrap();
+        assert_eq!(e.buildx_builder.as_deref(), Some("k8s-farm"));
     }
 
     #[test]
@@ -212,6 +238,7 @@ mod tests {
         assert!(err("b=unix://").contains("schemes"));
         assert!(err("b=ctx,platform=linux/riscv64").contains("expected one of: linux/amd64"));
         assert!(err("b=ctx,gpus=all").contains("not an engine option"));
+        assert!(err("b=ctx,buildx_builder=a b").contains("not a buildx builder name"));
     }
 
     #[test]

@@ -26,8 +26,13 @@ pub struct RawConfig {
     pub packages: RawPackages,
     pub runtime: RawRuntime,
     pub build: RawBuild,
+    pub cache: RawCache,
     pub engines: Vec<RawEngine>,
     pub max_cells: Option<Sp<u64>>,
+    /// The framework axes: PyTorch and TensorFlow releases, each built on every
+    /// Miniconda cell.
+    pub pytorch: Vec<Sp<String>>,
+    pub tensorflow: Vec<Sp<String>>,
     /// Top-level keys present in the file, even when their value was unreadable.
     pub present: Vec<String>,
 }
@@ -36,6 +41,9 @@ pub struct RawConfig {
 pub struct RawImage {
     pub repository: Option<Sp<String>>,
     pub tag: Option<Sp<String>>,
+    /// Tag templates of the framework images.
+    pub pytorch_tag: Option<Sp<String>>,
+    pub tensorflow_tag: Option<Sp<String>>,
     pub aliases: Vec<Sp<String>>,
     pub latest: Option<RawRule>,
 }
@@ -92,6 +100,15 @@ pub struct RawSources {
     pub cuda_registry: Option<Sp<String>>,
     pub apt_mirror: Option<Sp<String>>,
     pub conda_tos: Option<Sp<String>>,
+    /// Where PyTorch wheels come from: a list of variant index roots, or `pypi`.
+    pub pytorch_index: Option<RawIndex>,
+}
+
+/// `sources.pytorch_index`: one word (`pypi`) or a list of index roots.
+#[derive(Debug, Clone)]
+pub enum RawIndex {
+    Word(Sp<String>),
+    List(Vec<Sp<String>>, Pos),
 }
 
 #[derive(Debug, Default)]
@@ -125,11 +142,21 @@ pub struct RawEngine {
     pub context: Option<Sp<String>>,
     pub jobs: Option<Sp<u64>>,
     pub platforms: Vec<Sp<String>>,
+    pub buildx_builder: Option<Sp<String>>,
 }
 
 #[derive(Debug, Default)]
 pub struct RawBuild {
     pub network: Option<Sp<String>>,
+}
+
+/// `cache:`: where builds take layer cache from, and whether images carry it inline.
+#[derive(Debug, Default)]
+pub struct RawCache {
+    pub at: Option<Pos>,
+    /// `registry` or image references, one or a list.
+    pub from: Vec<Sp<String>>,
+    pub inline: Option<Sp<String>>,
 }
 
 /// The keys each mapping of matrix.yaml accepts (the JSON Schema's types in
@@ -150,14 +177,31 @@ pub mod keys {
         "packages",
         "runtime",
         "build",
+        "cache",
         "engines",
         "limits",
+        "pytorch",
+        "tensorflow",
     ];
-    pub const IMAGE: &[&str] = &["repository", "tag", "aliases", "latest"];
+    pub const IMAGE: &[&str] = &[
+        "repository",
+        "tag",
+        "aliases",
+        "latest",
+        "pytorch_tag",
+        "tensorflow_tag",
+    ];
     pub const BASE: &[&str] = &["image", "os"];
     pub const PYTHON: &[&str] = &["version", "miniconda"];
     pub const VARIANT: &[&str] = &["name", "pip", "apt", "override"];
-    pub const ENGINE: &[&str] = &["name", "host", "context", "jobs", "platforms"];
+    pub const ENGINE: &[&str] = &[
+        "name",
+        "host",
+        "context",
+        "jobs",
+        "platforms",
+        "buildx_builder",
+    ];
     pub const INSTALLER: &[&str] = &["file", "sha256"];
     pub const SOURCES: &[&str] = &[
         "installer_mirrors",
@@ -168,6 +212,7 @@ pub mod keys {
         "cuda_registry",
         "apt_mirror",
         "conda_tos",
+        "pytorch_index",
     ];
     pub const PACKAGES: &[&str] = &["apt", "pip"];
     pub const RUNTIME: &[&str] = &[
@@ -184,6 +229,7 @@ pub mod keys {
     ];
     pub const FIXED_PASSWORD: &[&str] = &["fixed"];
     pub const BUILD: &[&str] = &["network"];
+    pub const CACHE: &[&str] = &["from", "inline"];
     pub const LIMITS: &[&str] = &["max_cells"];
 }
 
@@ -225,7 +271,12 @@ pub fn walk(root: &Node, d: &mut Diags) -> RawConfig {
                     cfg.build.network = m.get("network").and_then(|n| w.string(n, "build.network"));
                 }
             }
+            "cache" => cfg.cache = w.cache(v),
             "engines" => cfg.engines = w.list(v, "engines", |w, n, key| w.engine(n, key)),
+            "pytorch" => cfg.pytorch = w.list(v, "pytorch", |w, n, key| w.version(n, &key)),
+            "tensorflow" => {
+                cfg.tensorflow = w.list(v, "tensorflow", |w, n, key| w.version(n, &key));
+            }
             "limits" => {
                 if let Some(m) = w.mapping(v, "limits", keys::LIMITS) {
                     cfg.max_cells = m
@@ -399,6 +450,8 @@ impl Walker<'_> {
             match k.text.as_str() {
                 "repository" => out.repository = self.string(v, "image.repository"),
                 "tag" => out.tag = self.string(v, "image.tag"),
+                "pytorch_tag" => out.pytorch_tag = self.string(v, "image.pytorch_tag"),
+                "tensorflow_tag" => out.tensorflow_tag = self.string(v, "image.tensorflow_tag"),
                 "aliases" => out.aliases = self.strings(v, "image.aliases"),
                 "latest" => out.latest = self.rule(v, "image.latest".into(), Key::RULE, false),
                 _ => {}
@@ -518,7 +571,7 @@ impl Walker<'_> {
             if name == "reason" && with_reason {
                 rule.reason = self.string(v, &child);
             } else if let Some(f) = Key::parse(name).filter(|f| fields.contains(f)) {
-                let value = if matches!(f, Key::Python | Key::Cuda | Key::Miniconda) {
+                let value = if f.is_version() {
                     self.version(v, &child)
                 } else {
                     self.string(v, &child)
@@ -562,8 +615,10 @@ impl Walker<'_> {
             .get("platforms")
             .map(|n| self.strings(n, &join(&key, "platforms")))
             .unwrap_or_default();
+        let buildx_builder = field(self, "buildx_builder");
         Some(RawEngine {
             platforms,
+            buildx_builder,
             at: node.at(),
             key,
             name,
@@ -571,6 +626,25 @@ impl Walker<'_> {
             context,
             jobs,
         })
+    }
+
+    fn cache(&mut self, node: &Node) -> RawCache {
+        let mut out = RawCache {
+            at: Some(node.at()),
+            ..RawCache::default()
+        };
+        let Some(m) = self.mapping(node, "cache", keys::CACHE) else {
+            return out;
+        };
+        if let Some(f) = m.get("from") {
+            out.from = if f.items().is_some() {
+                self.strings(f, "cache.from")
+            } else {
+                self.string(f, "cache.from").into_iter().collect()
+            };
+        }
+        out.inline = m.get("inline").and_then(|n| self.string(n, "cache.inline"));
+        out
     }
 
     fn installer(&mut self, node: &Node, key: String) -> Option<RawInstaller> {
@@ -613,6 +687,13 @@ impl Walker<'_> {
                 "cuda_registry" => out.cuda_registry = self.string(v, &key),
                 "apt_mirror" => out.apt_mirror = self.string(v, &key),
                 "conda_tos" => out.conda_tos = self.string(v, &key),
+                "pytorch_index" => {
+                    out.pytorch_index = if v.as_scalar().is_some() {
+                        self.string(v, &key).map(RawIndex::Word)
+                    } else {
+                        Some(RawIndex::List(self.strings(v, &key), v.at()))
+                    };
+                }
                 _ => {}
             }
         }

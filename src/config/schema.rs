@@ -38,9 +38,17 @@ pub struct Matrix {
     packages: Option<Packages>,
     runtime: Option<Runtime>,
     build: Option<Build>,
+    /// A registry cache for builders that start empty (needs BuildKit).
+    cache: Option<Cache>,
     /// Where to build; `--engine` replaces the list.
     engines: Option<Vec<Engine>>,
     limits: Option<Limits>,
+    /// PyTorch releases (`"2.5.1"`): each adds a PyTorch image on every Miniconda cell,
+    /// built `FROM` it, with the matching torchvision and torchaudio.
+    pytorch: Option<Vec<Version>>,
+    /// TensorFlow releases (`"2.17.0"`): each adds a TensorFlow image on every
+    /// Miniconda cell.
+    tensorflow: Option<Vec<Version>>,
 }
 
 /// A quoted version: `"3.11"`, `"24.5.0-0"`.
@@ -58,6 +66,12 @@ pub struct Image {
     aliases: Option<Vec<String>>,
     /// The cells that also get `latest`.
     latest: Option<Rule>,
+    /// The PyTorch images' tag template; `{torch}`, `{cuda_wheel}` and every
+    /// placeholder of `tag` (default `pytorch{torch}-python{python}-{base}`).
+    pytorch_tag: Option<String>,
+    /// The TensorFlow images' tag template; `{tf}`, `{cuda_wheel}` and every
+    /// placeholder of `tag` (default `tensorflow{tf}-python{python}-{base}`).
+    tensorflow_tag: Option<String>,
 }
 
 #[derive(JsonSchema)]
@@ -142,6 +156,14 @@ pub struct Rule {
     arch: Option<String>,
     variant: Option<String>,
     miniconda: Option<String>,
+    /// `pytorch`, `tensorflow`, or `none` for a Miniconda image.
+    framework: Option<String>,
+    /// A PyTorch release (`none` for images without PyTorch).
+    torch: Option<String>,
+    /// A TensorFlow release.
+    tf: Option<String>,
+    /// A framework wheel variant: `cu124`, `cpu`.
+    cuda_wheel: Option<String>,
     /// Why (in `exclude`: shown by plan and recorded in the manifest).
     reason: Option<String>,
 }
@@ -174,6 +196,18 @@ pub struct Sources {
     apt_mirror: Option<String>,
     /// Anaconda's channel terms: left to the image's users, or accepted at build time.
     conda_tos: Option<CondaTos>,
+    /// Where PyTorch wheels come from: roots of PyTorch's per-variant indexes
+    /// (default `["https://download.pytorch.org/whl/"]`), or `pypi` for the package
+    /// index, which serves one build per release.
+    pytorch_index: Option<TorchIndex>,
+}
+
+#[derive(JsonSchema)]
+#[serde(untagged)]
+pub enum TorchIndex {
+    /// `pypi`
+    Word(String),
+    Roots(Vec<String>),
 }
 
 #[derive(JsonSchema)]
@@ -264,6 +298,27 @@ pub struct Engine {
     /// What it builds, natively or emulated; by default its own platform and, on this
     /// host, those binfmt emulates.
     platforms: Option<Vec<Platform>>,
+    /// An existing buildx builder to build on with `--builder buildx` (a multi-node or
+    /// Kubernetes builder); by default the engine's own BuildKit.
+    buildx_builder: Option<String>,
+}
+
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct Cache {
+    /// Cache sources: `registry` (each cell's published tag) or image references
+    /// (`{tag}` is the cell's tag); one or a list.
+    from: Option<OneOrMany>,
+    /// Write BuildKit's inline cache metadata into every image (default `true` once
+    /// `cache:` is given).
+    inline: Option<bool>,
+}
+
+#[derive(JsonSchema)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(JsonSchema)]

@@ -14,6 +14,15 @@ use crate::diag::{Diags, Sp};
 use crate::reference;
 
 pub const DEFAULT_MIRROR: &str = "https://repo.anaconda.com/miniconda/";
+/// PyTorch's wheel indexes: `ROOT/cu124`, `ROOT/cpu`…
+pub const DEFAULT_PYTORCH_INDEX: &str = "https://download.pytorch.org/whl/";
+/// The Python package index, when `sources.pip_index` names none.
+pub const PYPI: &str = "https://pypi.org/simple";
+/// Tag templates of the framework images (the seed family's tags, without a separate
+/// repository: `{torch}-python{python}-{base}` in a repository of its own reproduces
+/// them exactly).
+pub const DEFAULT_PYTORCH_TAG: &str = "pytorch{torch}-python{python}-{base}";
+pub const DEFAULT_TENSORFLOW_TAG: &str = "tensorflow{tf}-python{python}-{base}";
 /// Packages every image needs for its own features; always installed.
 pub const REQUIRED_APT: &[&str] = &[
     "openssh-server",
@@ -87,6 +96,33 @@ pub struct Sources {
     /// Anaconda's channel terms (Miniconda 25+): accepted in the image at build time,
     /// or left to the user (the default; the MOTD says how).
     pub conda_tos: CondaTos,
+    /// Where PyTorch wheels come from.
+    pub pytorch_index: TorchIndex,
+}
+
+/// Where PyTorch wheels come from.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TorchIndex {
+    /// Roots of PyTorch's per-variant indexes (each gets `cu124/`, `cpu/`…), tried in
+    /// order: download.pytorch.org or mirrors of it.
+    Variants(Vec<String>),
+    /// The Python package index (`sources.pip_index`, else PyPI): one build per
+    /// release, which the framework catalogue names.
+    PackageIndex,
+}
+
+impl Default for TorchIndex {
+    fn default() -> Self {
+        TorchIndex::Variants(vec![DEFAULT_PYTORCH_INDEX.to_string()])
+    }
+}
+
+impl Sources {
+    /// The package index URL pip uses at build time.
+    pub fn package_index(&self) -> &str {
+        self.pip_index.as_deref().unwrap_or(PYPI)
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -103,15 +139,74 @@ pub enum CondaTos {
 pub struct Settings {
     pub repository: String,
     pub tag_template: String,
+    /// Tag templates of the PyTorch and TensorFlow images.
+    pub pytorch_tag: String,
+    pub tensorflow_tag: String,
     pub alias_templates: Vec<String>,
     pub sources: Sources,
     pub apt: Vec<String>,
     pub pip: Vec<String>,
     pub runtime: Runtime,
     pub network: Option<String>,
+    /// The registry cache (`cache:`); transport only, so not part of any cell's inputs.
+    #[serde(skip)]
+    pub cache: Cache,
     /// Where to build (`engines:`); host-specific, so not part of any cell's inputs.
     #[serde(skip)]
     pub engines: Vec<crate::config::engine::EngineSpec>,
+}
+
+/// Where builds take layer cache from (`cache.from`, `--cache-from`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CacheFrom {
+    /// Each cell's own image as `push` publishes it: its tag in the matrix's
+    /// repository (a tag group member's platform tag).
+    Registry,
+    /// An image reference; `{tag}` in it stands for the cell's tag.
+    Ref(String),
+}
+
+impl CacheFrom {
+    /// The reference a cell takes cache from; `published` is the cell's own tag in its
+    /// repository (`REPO:TAG`).
+    pub fn resolve(&self, published: &str) -> String {
+        match self {
+            CacheFrom::Registry => published.to_string(),
+            CacheFrom::Ref(r) => {
+                let tag = crate::reference::split(published).1.unwrap_or("latest");
+                r.replace("{tag}", tag)
+            }
+        }
+    }
+}
+
+impl std::str::FromStr for CacheFrom {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "registry" {
+            return Ok(CacheFrom::Registry);
+        }
+        crate::reference::check_reference(&s.replace("{tag}", "tag"))
+            .map(|()| CacheFrom::Ref(s.to_string()))
+            .map_err(|e| {
+                format!("`{s}` is not a cache source ({e}; expected `registry` — each cell's published image — or an image reference such as registry.example.com/ml/cache:{{tag}})")
+            })
+    }
+}
+
+/// The registry cache of every build: sources to take layers from, and inline cache
+/// metadata in what is built (so that the pushed images are the next run's cache).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Cache {
+    pub from: Vec<CacheFrom>,
+    pub inline: bool,
+}
+
+impl Cache {
+    pub fn is_set(&self) -> bool {
+        self.inline || !self.from.is_empty()
+    }
 }
 
 /// Characters that never appear in any accepted value: they would split words or
@@ -312,14 +407,54 @@ pub fn read(raw: &RawConfig, dir: &Path, d: &mut Diags) -> Settings {
     Settings {
         repository,
         tag_template,
+        pytorch_tag: raw
+            .image
+            .pytorch_tag
+            .as_ref()
+            .map_or(DEFAULT_PYTORCH_TAG.to_string(), |t| t.value.clone()),
+        tensorflow_tag: raw
+            .image
+            .tensorflow_tag
+            .as_ref()
+            .map_or(DEFAULT_TENSORFLOW_TAG.to_string(), |t| t.value.clone()),
         alias_templates: raw.image.aliases.iter().map(|a| a.value.clone()).collect(),
         sources: read_sources(raw, dir, d),
         apt,
         pip,
         runtime: read_runtime(raw, d),
         network,
+        cache: read_cache(raw, d),
         engines: read_engines(raw, d),
     }
+}
+
+/// `cache:`: `from` (`registry` or references) and `inline` (default: true once
+/// `cache:` is given, so that the images pushed are the next run's cache).
+fn read_cache(raw: &RawConfig, d: &mut Diags) -> Cache {
+    let c = &raw.cache;
+    let mut out = Cache {
+        from: Vec::new(),
+        inline: c.at.is_some(),
+    };
+    for f in &c.from {
+        match f.value.parse::<CacheFrom>() {
+            Ok(v) if !out.from.contains(&v) => out.from.push(v),
+            Ok(_) => {}
+            Err(m) => d.error(Some(f.at), "cache.from", m),
+        }
+    }
+    if let Some(i) = &c.inline {
+        match i.value.as_str() {
+            "true" => out.inline = true,
+            "false" => out.inline = false,
+            v => d.error(
+                Some(i.at),
+                "cache.inline",
+                format!("`{v}` is not a yes/no value (expected true or false)"),
+            ),
+        }
+    }
+    out
 }
 
 /// Report a failed check at the value's place; whether it passed.
@@ -443,6 +578,39 @@ fn read_sources(raw: &RawConfig, dir: &Path, d: &mut Diags) -> Sources {
         cuda_registry,
         apt_mirror,
         conda_tos,
+        pytorch_index: read_pytorch_index(src, d),
+    }
+}
+
+/// `sources.pytorch_index`: `pypi`, or index roots (each must serve PyTorch's layout:
+/// `ROOT/cu124/torch/`…).
+fn read_pytorch_index(src: &crate::config::raw::RawSources, d: &mut Diags) -> TorchIndex {
+    use crate::config::raw::RawIndex;
+    match &src.pytorch_index {
+        None => TorchIndex::default(),
+        Some(RawIndex::Word(w)) if w.value == "pypi" => TorchIndex::PackageIndex,
+        Some(RawIndex::Word(w)) => {
+            d.error(
+                Some(w.at),
+                "sources.pytorch_index",
+                format!("`{}` is not a choice: write `pypi` (the package index, which serves one build per release) or a list of index roots such as [\"{DEFAULT_PYTORCH_INDEX}\"]", w.value),
+            );
+            TorchIndex::default()
+        }
+        Some(RawIndex::List(list, at)) if list.is_empty() => {
+            d.error(
+                Some(*at),
+                "sources.pytorch_index",
+                format!("an empty list leaves no way to fetch PyTorch; list at least one index root (PyTorch's is {DEFAULT_PYTORCH_INDEX}) or write `pypi`"),
+            );
+            TorchIndex::default()
+        }
+        Some(RawIndex::List(list, _)) => TorchIndex::Variants(
+            list.iter()
+                .filter(|m| accept(m, "sources.pytorch_index", check_url(&m.value), d))
+                .map(|m| format!("{}/", m.value.trim_end_matches('/')))
+                .collect(),
+        ),
     }
 }
 
@@ -523,11 +691,17 @@ fn read_engines(raw: &RawConfig, d: &mut Diags) -> Vec<crate::config::engine::En
                 Err(m) => d.error(Some(p.at), format!("{}.platforms", e.key), m),
             }
         }
+        let buildx_builder = e.buildx_builder.as_ref().and_then(|b| {
+            crate::config::engine::check_buildx_builder(&b.value)
+                .map_err(|m| d.error(Some(b.at), format!("{}.buildx_builder", e.key), m))
+                .ok()
+        });
         let spec = EngineSpec {
             name: name.value.clone(),
             target,
             jobs: e.jobs.as_ref().and_then(|j| usize::try_from(j.value).ok()),
             platforms,
+            buildx_builder,
         };
         let mut both = out.clone();
         both.push(spec.clone());
@@ -774,6 +948,18 @@ mod tests {
         assert!(check_locale("zz_ZZ.UTF-8").is_err());
         assert!(check_locale("zh_CN.GB2312").is_err());
         assert!(check_network("host").is_ok());
+        assert_eq!("registry".parse::<CacheFrom>(), Ok(CacheFrom::Registry));
+        let r: CacheFrom = "reg.example:5000/ml/cache:{tag}".parse().unwrap();
+        assert_eq!(
+            r.resolve("reg.example:5000/ml/miniconda:conda3-py3.11"),
+            "reg.example:5000/ml/cache:conda3-py3.11"
+        );
+        assert_eq!(
+            CacheFrom::Registry.resolve("reg.example:5000/ml/miniconda:t"),
+            "reg.example:5000/ml/miniconda:t"
+        );
+        let bad = "type=registry,ref=x".parse::<CacheFrom>().unwrap_err();
+        assert!(bad.contains("expected `registry`"), "{bad}");
         assert!(check_network("host --privileged").is_err());
         assert!(check_network("-x").is_err());
     }

@@ -128,6 +128,12 @@ pub struct CellRecord {
     /// a base that never came from a registry): part of the cell's identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_digest: Option<String>,
+    /// A framework image's parent: the Miniconda cell it is built `FROM`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// The image ID of the parent it was built from (or found current on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_digest: Option<String>,
     /// Public tags this run moved to the cell's image (new ones, and ones that pointed
     /// elsewhere, e.g. tonight's date tag on an up-to-date image).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -209,6 +215,9 @@ pub struct EngineRecord {
     /// The platforms it builds (its own and emulated ones).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub platforms: Vec<String>,
+    /// The buildx builder that built for it, when not its own BuildKit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buildx_builder: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
@@ -325,6 +334,8 @@ impl CellRecord {
             coordinates,
             installer: None,
             input_hash: None,
+            parent: None,
+            parent_digest: None,
             input_parts: std::collections::BTreeMap::new(),
             status: Status::NotStarted,
             attempts: 0,

@@ -30,8 +30,9 @@ pub fn data_dir() -> Option<PathBuf> {
     Some(home.join("image-matrix"))
 }
 
-/// A data file: the data directory's copy if it has one, else the built-in one.
-fn text(file: &str, builtin: &'static str) -> &'static str {
+/// A data file: the data directory's copy if it has one (with a stamp), else the
+/// built-in one.
+pub fn data_text(file: &str, builtin: &'static str) -> &'static str {
     let fresh = data_dir()
         .map(|d| d.join(file))
         .and_then(|p| std::fs::read_to_string(p).ok())
@@ -45,12 +46,12 @@ fn text(file: &str, builtin: &'static str) -> &'static str {
 
 fn installers_text() -> &'static str {
     static T: OnceLock<&'static str> = OnceLock::new();
-    T.get_or_init(|| text(INSTALLERS_FILE, INSTALLERS_TSV))
+    T.get_or_init(|| data_text(INSTALLERS_FILE, INSTALLERS_TSV))
 }
 
 fn cuda_tags_text() -> &'static str {
     static T: OnceLock<&'static str> = OnceLock::new();
-    T.get_or_init(|| text(CUDA_TAGS_FILE, CUDA_TAGS_TSV))
+    T.get_or_init(|| data_text(CUDA_TAGS_FILE, CUDA_TAGS_TSV))
 }
 
 /// `# updated: YYYY-MM-DD from SOURCE` → (date, source).
@@ -89,9 +90,12 @@ pub fn days_between(a: &str, b: &str) -> Option<i64> {
 /// A note for each catalogue older than `max_days` on `today` (`YYYY-MM-DD`).
 pub fn staleness(today: &str, max_days: i64) -> Vec<String> {
     let mut out = Vec::new();
+    let (torch, tf) = crate::plan::frameworks::current();
     for (what, text) in [
         ("the Miniconda installer catalogue", installers_text()),
         ("the nvidia/cuda tag list", cuda_tags_text()),
+        ("the PyTorch wheel catalogue", torch),
+        ("the TensorFlow catalogue", tf),
     ] {
         let Some((date, _)) = stamp(text) else {
             continue;

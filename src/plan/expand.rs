@@ -54,6 +54,10 @@ pub fn coordinate(py: &PyEntry, base: &Base, variant: &Variant, platform: &str) 
         flavor: cuda.map(|c| c.flavor.clone()),
         platform: platform.to_string(),
         variant: variant.name.clone(),
+        framework: None,
+        torch: None,
+        tf: None,
+        cuda_wheel: None,
     }
 }
 
@@ -151,7 +155,8 @@ fn product<'a>(raw: &'a RawConfig, axes: &Axes, d: &mut Diags) -> Vec<Point<'a>>
         }
     }
     for (n, rule) in hits.iter().zip(&raw.exclude) {
-        if *n == 0 {
+        // a rule on a framework coordinate is matched against the framework images
+        if *n == 0 && !rule.fields.iter().any(|(k, _)| k.is_framework()) {
             d.warn(Some(rule.at), &rule.key, "this exclusion matches no cell");
         }
     }
@@ -202,6 +207,7 @@ fn build_cells(
                 installer,
                 tags: Vec::new(),
                 group: None,
+                framework: None,
             }),
             Err(msg) => {
                 if reported.insert(msg.clone()) {

@@ -12,6 +12,8 @@ pub mod axes;
 pub mod base;
 pub mod catalogue;
 pub mod expand;
+pub mod family;
+pub mod frameworks;
 pub mod listing;
 pub mod output;
 pub mod shard;
@@ -71,6 +73,8 @@ pub struct Cell {
     /// Its tag group, when other cells differ from it only in platform and share its
     /// tags.
     pub group: Option<TagGroup>,
+    /// A framework image: what it installs, and the Miniconda cell it builds on.
+    pub framework: Option<family::Framework>,
 }
 
 impl Cell {
@@ -95,6 +99,11 @@ impl Cell {
         self.group
             .as_ref()
             .map_or_else(|| self.primary_tag(), |g| g.platform_tag.as_str())
+    }
+
+    /// The id of the cell whose image it builds on (a framework image's parent).
+    pub fn parent(&self) -> Option<&str> {
+        self.framework.as_ref().map(|f| f.parent.as_str())
     }
 
     /// Every tag it carries on its engine.
@@ -228,6 +237,7 @@ pub fn plan_text(text: &str, file: &str, dir: &Path, opts: &PlanOptions) -> Resu
         platforms: axes::platforms(&raw, &mut d),
     };
     tags::check_templates(&raw, &settings, &mut d);
+    let entries = family::axis(&raw, &mut d);
     check_rules(&raw.exclude, &mut d);
     let max = raw
         .max_cells
@@ -247,12 +257,18 @@ pub fn plan_text(text: &str, file: &str, dir: &Path, opts: &PlanOptions) -> Resu
     if d.has_errors() {
         return Err(Error::InvalidMatrix(d.sorted()));
     }
-    let (mut cells, excluded) = expand::cells(&raw, axes, &settings, &user_catalogue, &mut d);
+    let (cells, mut excluded) = expand::cells(&raw, axes, &settings, &user_catalogue, &mut d);
+    if d.has_errors() {
+        return Err(Error::InvalidMatrix(d.sorted()));
+    }
+    let (mut cells, children_excluded) = family::grow(cells, &entries, &raw, &settings, &mut d);
+    excluded.extend(children_excluded);
     if d.has_errors() {
         return Err(Error::InvalidMatrix(d.sorted()));
     }
     stack::check(&cells, &settings.pip, &raw, &mut d);
     tags::assign(&mut cells, &settings, &raw, &opts.date, &mut d);
+    family::link(&mut cells);
     if d.has_errors() {
         return Err(Error::InvalidMatrix(d.sorted()));
     }

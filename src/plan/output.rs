@@ -30,6 +30,10 @@ pub struct CellDoc<'a> {
     /// Its tag group: the cells of other platforms its tags also name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group: Option<GroupDoc<'a>>,
+    /// A framework image: its packages, wheel variant, index URLs and the Miniconda
+    /// cell it is built on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub framework: Option<&'a crate::plan::family::Framework>,
 }
 
 #[derive(Serialize, schemars::JsonSchema)]
@@ -87,6 +91,7 @@ pub fn cell_doc(c: &Cell) -> CellDoc<'_> {
                 .map(|m| (m.id.as_str(), m.platform.as_str()))
                 .collect(),
         }),
+        framework: c.framework.as_ref(),
     }
 }
 
@@ -107,59 +112,148 @@ pub fn bake_name(id: &str) -> String {
     id.replace('.', "_")
 }
 
+/// What `build` would pass for one cell beyond its context and tags, as the bake file
+/// carries it: computed by the caller (labels hold the input hash, which takes the
+/// rendered context and the bases' digests).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BakeBuild {
+    pub labels: Vec<(String, String)>,
+    pub network: Option<String>,
+    pub pull: bool,
+    /// Registry references to take cache from.
+    pub cache_from: Vec<String>,
+    pub inline_cache: bool,
+}
+
 #[derive(Serialize)]
 struct BakeTarget<'a> {
     context: String,
     dockerfile: &'static str,
     tags: &'a [String],
     platforms: Vec<&'a str>,
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    labels: std::collections::BTreeMap<&'a str, &'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     network: Option<&'a str>,
+    /// buildx 0.18+ asks for the entitlement (`bake --allow network.host`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    entitlements: Vec<&'static str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pull: bool,
+    #[serde(rename = "cache-from", skip_serializing_if = "Vec::is_empty")]
+    cache_from: Vec<String>,
+    #[serde(rename = "cache-to", skip_serializing_if = "Vec::is_empty")]
+    cache_to: Vec<&'static str>,
+    /// A framework image: `PARENT` names the build context below.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    args: Option<std::collections::BTreeMap<&'static str, &'static str>>,
+    /// A framework image: its parent's target, so bake builds the parent first and
+    /// the child `FROM` its result.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    contexts: Option<std::collections::BTreeMap<&'static str, String>>,
+}
+
+/// The bake target a framework image's parent is built by.
+fn parent_target(c: &Cell, cells: &[&Cell]) -> Option<String> {
+    let parent = cells.iter().find(|p| Some(p.id.as_str()) == c.parent())?;
+    Some(bake_name(
+        parent
+            .group
+            .as_ref()
+            .map_or(parent.id.as_str(), |g| g.name.as_str()),
+    ))
 }
 
 /// Bake targets: one per cell, and one per tag group (its members' contexts are
 /// identical, each picking its installer by architecture), with every platform.
-fn bake_targets<'a>(cells: &[&'a Cell]) -> Vec<(String, &'a Cell, Vec<&'a str>)> {
-    let mut out: Vec<(String, &Cell, Vec<&str>)> = Vec::new();
+fn bake_targets<'a>(cells: &[&'a Cell]) -> Vec<(String, Vec<&'a Cell>)> {
+    let mut out: Vec<(String, Vec<&Cell>)> = Vec::new();
     let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     for c in cells {
         match &c.group {
             Some(g) => match seen.get(g.name.as_str()) {
-                Some(&i) => out[i].2.push(c.platform()),
+                Some(&i) => out[i].1.push(c),
                 None => {
                     seen.insert(&g.name, out.len());
-                    out.push((bake_name(&g.name), c, vec![c.platform()]));
+                    out.push((bake_name(&g.name), vec![c]));
                 }
             },
-            None => out.push((bake_name(&c.id), c, vec![c.platform()])),
+            None => out.push((bake_name(&c.id), vec![c])),
         }
     }
     out
 }
 
-/// A `docker-bake.json` whose targets build the contexts `matrix render -o DIR` writes.
-/// Streamed: targets are written one by one, never held as one JSON tree.
+/// A group target builds every member in one go, so it carries what all of them
+/// share: labels every member has with the same value (the input hash of a tag group
+/// is one), not a member's own (its cell id, installer, base digest).
+fn shared(builds: &[BakeBuild]) -> BakeBuild {
+    let mut b = builds[0].clone();
+    b.labels
+        .retain(|l| builds[1..].iter().all(|o| o.labels.contains(l)));
+    b.cache_from
+        .retain(|c| builds[1..].iter().all(|o| o.cache_from.contains(c)));
+    b
+}
+
+/// A `docker-bake.json` whose targets build the contexts `matrix render -o DIR` writes,
+/// with what `build` passes (`build` gives each cell's). Streamed: targets are written
+/// one by one, never held as one JSON tree.
 pub fn write_bake<W: std::io::Write>(
     w: &mut W,
-    plan: &Plan,
     cells: &[&Cell],
     contexts: &Path,
+    build: &(dyn Fn(&Cell) -> BakeBuild + Sync),
 ) -> std::io::Result<()> {
     let targets = bake_targets(cells);
     let names: Vec<&str> = targets.iter().map(|t| t.0.as_str()).collect();
     w.write_all(b"{\n  \"group\": {\"default\": {\"targets\": ")?;
     serde_json::to_writer(&mut *w, &names)?;
     w.write_all(b"}},\n  \"target\": {")?;
-    for (i, (name, c, platforms)) in targets.iter().enumerate() {
+    for (i, (name, members)) in targets.iter().enumerate() {
         w.write_all(if i == 0 { b"\n    " } else { b",\n    " })?;
         serde_json::to_writer(&mut *w, name)?;
         w.write_all(b": ")?;
+        let c = members[0];
+        let builds: Vec<BakeBuild> = members.iter().map(|m| build(m)).collect();
+        let b = shared(&builds);
         let t = BakeTarget {
             context: contexts.join(&c.id).display().to_string(),
             dockerfile: "Dockerfile",
             tags: &c.tags,
-            platforms: platforms.clone(),
-            network: plan.settings.network.as_deref(),
+            platforms: members.iter().map(|m| m.platform()).collect(),
+            labels: b
+                .labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect(),
+            network: b.network.as_deref(),
+            entitlements: if b.network.as_deref() == Some("host") {
+                vec!["network.host"]
+            } else {
+                Vec::new()
+            },
+            pull: b.pull,
+            cache_from: b
+                .cache_from
+                .iter()
+                .map(|r| format!("type=registry,ref={r}"))
+                .collect(),
+            cache_to: if b.inline_cache {
+                vec!["type=inline"]
+            } else {
+                Vec::new()
+            },
+            args: None,
+            contexts: None,
+        };
+        let t = match parent_target(c, cells) {
+            Some(p) => BakeTarget {
+                args: Some([("PARENT", "parent")].into()),
+                contexts: Some([("parent", format!("target:{p}"))].into()),
+                ..t
+            },
+            None => t,
         };
         serde_json::to_writer(&mut *w, &t)?;
     }
@@ -180,6 +274,9 @@ struct GhaEntry<'a> {
     runner: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     group: Option<&'a str>,
+    /// A framework image's parent cell (in the same shard: trees stay together).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parent: Option<&'a str>,
 }
 
 /// The GitHub-hosted runner label of a platform's native machines (others build under
@@ -208,6 +305,7 @@ pub fn write_gha<W: std::io::Write>(w: &mut W, cells: &[&Cell]) -> std::io::Resu
                 arch: c.platform().rsplit('/').next().unwrap_or(""),
                 runner: runner_for(c.platform()),
                 group: c.group.as_ref().map(|g| g.name.as_str()),
+                parent: c.parent(),
             },
         )?;
     }

@@ -10,6 +10,7 @@ use crate::config::settings::Settings;
 use crate::coord::{Key, Subject};
 use crate::diag::{Diags, Pos, Sp};
 use crate::plan::base::Base;
+use crate::plan::family::Kind;
 use crate::plan::version::PyVersion;
 use crate::plan::{hex, rule_matches, Cell, GroupMember, TagGroup, Variant};
 use crate::reference;
@@ -19,7 +20,10 @@ use crate::reference;
 /// own name and tag, `base-a` for `registry/team/base:a`, which tells apart two bases
 /// of one OS) and `{date}`.
 pub fn template_keys(alias: bool) -> Vec<&'static str> {
-    let mut k = Key::names(Key::TEMPLATE);
+    let mut k: Vec<&'static str> = Key::names(Key::TEMPLATE)
+        .into_iter()
+        .filter(|n| Key::parse(n).is_none_or(|k| !Key::FRAMEWORK.contains(&k)))
+        .collect();
     k.insert(1, "py");
     k.insert(4, "base_name");
     k.push("date");
@@ -38,6 +42,22 @@ pub fn check_templates(raw: &RawConfig, s: &Settings, d: &mut Diags) {
         &template_keys(false),
         d,
     );
+    let mut framework_keys = template_keys(false);
+    framework_keys.extend(Key::names(Key::FRAMEWORK));
+    for (at, template, key) in [
+        (
+            raw.image.pytorch_tag.as_ref(),
+            &s.pytorch_tag,
+            "image.pytorch_tag",
+        ),
+        (
+            raw.image.tensorflow_tag.as_ref(),
+            &s.tensorflow_tag,
+            "image.tensorflow_tag",
+        ),
+    ] {
+        check_template(at, template, key, &framework_keys, d);
+    }
     let alias_keys = template_keys(true);
     for (i, a) in raw.image.aliases.iter().enumerate() {
         let key = format!("image.aliases[{i}]");
@@ -150,7 +170,15 @@ pub fn assign(cells: &mut [Cell], s: &Settings, raw: &RawConfig, date: &str, d: 
     let mut reported = 0;
     for i in 0..cells.len() {
         let c = &cells[i];
-        let tag = expand(&s.tag_template, &|k| tag_value(c, k, date));
+        let (template, tag_at) = match c.framework.as_ref().map(|f| f.name) {
+            None => (&s.tag_template, tag_at),
+            Some(Kind::Pytorch) => (&s.pytorch_tag, raw.image.pytorch_tag.as_ref().map(|t| t.at)),
+            Some(Kind::Tensorflow) => (
+                &s.tensorflow_tag,
+                raw.image.tensorflow_tag.as_ref().map(|t| t.at),
+            ),
+        };
+        let tag = expand(template, &|k| tag_value(c, k, date));
         if let Err(e) = reference::check_tag(&tag) {
             if reported < 5 {
                 d.error(tag_at, "image.tag", format!("cell {}: {e}", c.id));

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::docker::Docker;
+use crate::docker::{BuildRequest, Docker};
 use crate::engines::Engines;
 use crate::manifest::{CellRecord, Manifest, Status, Verification};
 use crate::plan::Cell;
@@ -21,6 +21,8 @@ pub struct Options {
     /// Verify before promoting; without it, a built image is promoted at once.
     pub verify: bool,
     pub ready_timeout: u64,
+    /// How many cells are accepted at once.
+    pub jobs: usize,
 }
 
 /// One cell to accept: its record, its plan cell and the candidate tag it was built
@@ -29,10 +31,16 @@ pub struct Candidate<'a> {
     pub record: usize,
     pub cell: &'a Cell,
     pub candidate: String,
+    /// The request it was built with, when its image carries inline cache metadata:
+    /// the version labels are then added by building it again (every step cached),
+    /// which keeps that metadata, where a metadata-only build on top would lose it.
+    pub rebuild: Option<&'a BuildRequest>,
 }
 
 /// Accept every built or up-to-date cell: versions, verification, tags. `previous` is
 /// the manifest this run replaces (an image verified there is not verified again).
+/// Cells are accepted `opts.jobs` at a time: each is a handful of docker calls (and a
+/// verification's container), independent of the others.
 pub fn accept(
     engines: &Engines,
     man: &mut Manifest,
@@ -40,57 +48,82 @@ pub fn accept(
     previous: Option<&Manifest>,
     opts: &Options,
     cancel: &Cancel,
-    say: &dyn Fn(&str),
+    say: &(dyn Fn(&str) + Sync),
 ) {
-    for c in cells {
-        let rec = &mut man.cells[c.record];
-        if !rec.status.succeeded() {
-            continue;
+    use rayon::prelude::*;
+    let work: Vec<(&Candidate, CellRecord)> = cells
+        .iter()
+        .filter(|c| man.cells[c.record].status.succeeded())
+        .map(|c| (c, man.cells[c.record].clone()))
+        .collect();
+    let one = |(c, mut rec): (&Candidate, CellRecord)| {
+        accept_one(engines, &mut rec, c, previous, opts, cancel, say);
+        (c.record, rec)
+    };
+    let done: Vec<(usize, CellRecord)> = match rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.jobs.clamp(1, 64))
+        .build()
+    {
+        Ok(pool) => pool.install(|| work.into_par_iter().map(one).collect()),
+        // no threads to be had: one at a time, as before
+        Err(_) => work.into_iter().map(one).collect(),
+    };
+    for (i, rec) in done {
+        man.cells[i] = rec;
+    }
+}
+
+fn accept_one(
+    engines: &Engines,
+    rec: &mut CellRecord,
+    c: &Candidate,
+    previous: Option<&Manifest>,
+    opts: &Options,
+    cancel: &Cancel,
+    say: &(dyn Fn(&str) + Sync),
+) {
+    let Some(engine) = engines.engine(rec.engine.as_deref()) else {
+        return;
+    };
+    let docker = &engine.docker;
+    let emulated = engine.emulates(&rec.coordinates.platform);
+    rec.emulated = emulated;
+    if rec.status == Status::Built {
+        record_versions(docker, rec, c, say);
+    } else {
+        rec.versions =
+            versions_from_labels(docker, rec.image_id.as_deref().unwrap_or(&c.candidate));
+    }
+    let accepted = if !opts.verify {
+        true
+    } else if cancel.is_set() {
+        rec.reason =
+            Some("not verified (the run was stopped); public tags left as they were".into());
+        false
+    } else {
+        let v = carried(previous, rec).unwrap_or_else(|| {
+            let image = rec.image_id.clone().unwrap_or_else(|| c.candidate.clone());
+            say(&format!("verifying {} ...", c.cell.local_tag()));
+            crate::verify::verify_image(
+                docker,
+                &image,
+                Some(&rec.coordinates.python),
+                opts.ready_timeout,
+                emulated,
+                cancel,
+            )
+        });
+        let ok = v.ok;
+        rec.verification = Some(v);
+        if !ok {
+            rec.reason = Some("failed verification; public tags left on the previous image".into());
         }
-        let Some(engine) = engines.engine(rec.engine.as_deref()) else {
-            continue;
-        };
-        let docker = &engine.docker;
-        let emulated = engine.emulates(&rec.coordinates.platform);
-        rec.emulated = emulated;
-        if rec.status == Status::Built {
-            record_versions(docker, rec, c, say);
-        } else {
-            rec.versions =
-                versions_from_labels(docker, rec.image_id.as_deref().unwrap_or(&c.candidate));
-        }
-        let accepted = if !opts.verify {
-            true
-        } else if cancel.is_set() {
-            rec.reason =
-                Some("not verified (the run was stopped); public tags left as they were".into());
-            false
-        } else {
-            let v = carried(previous, rec).unwrap_or_else(|| {
-                let image = rec.image_id.clone().unwrap_or_else(|| c.candidate.clone());
-                say(&format!("verifying {} ...", c.cell.local_tag()));
-                crate::verify::verify_image(
-                    docker,
-                    &image,
-                    Some(&rec.coordinates.python),
-                    opts.ready_timeout,
-                    emulated,
-                    cancel,
-                )
-            });
-            let ok = v.ok;
-            rec.verification = Some(v);
-            if !ok {
-                rec.reason =
-                    Some("failed verification; public tags left on the previous image".into());
-            }
-            ok
-        };
-        if accepted {
-            promote(docker, rec, c, say);
-        } else if rec.status == Status::Built {
-            rec.candidate = Some(c.candidate.clone());
-        }
+        ok
+    };
+    if accepted {
+        promote(docker, rec, c, say);
+    } else if rec.status == Status::Built {
+        rec.candidate = Some(c.candidate.clone());
     }
 }
 
@@ -107,7 +140,12 @@ fn carried(previous: Option<&Manifest>, rec: &CellRecord) -> Option<Verification
 
 /// Read the versions from a fresh image and write them into its labels (a metadata
 /// build on top of it, under the same candidate tag).
-fn record_versions(docker: &Docker, rec: &mut CellRecord, c: &Candidate, say: &dyn Fn(&str)) {
+fn record_versions(
+    docker: &Docker,
+    rec: &mut CellRecord,
+    c: &Candidate,
+    say: &(dyn Fn(&str) + Sync),
+) {
     let image = rec.image_id.clone().unwrap_or_else(|| c.candidate.clone());
     let mut versions = BTreeMap::new();
     match docker.read_file(&image, c.cell.platform(), VERSIONS_FILE) {
@@ -133,7 +171,22 @@ fn record_versions(docker: &Docker, rec: &mut CellRecord, c: &Candidate, say: &d
         .iter()
         .map(|(k, v)| (format!("{VERSION_LABEL}{k}"), v.clone()))
         .collect();
-    match docker.relabel(&image, &c.candidate, c.cell.platform(), &labels) {
+    let relabelled = match c.rebuild.filter(|_| docker.builder.is_buildkit()) {
+        Some(r) => rebuild_labelled(docker, r, &image, &c.candidate, &labels)
+            .map_err(|e| {
+                say(&format!(
+                    "warning: {}: {e}; labelling it without its cache metadata",
+                    c.cell.id
+                ));
+            })
+            .ok(),
+        None => None,
+    };
+    let relabelled = match relabelled {
+        Some(r) => Ok(r),
+        None => docker.relabel(&image, &c.candidate, c.cell.platform(), &labels),
+    };
+    match relabelled {
         Ok((id, size)) => {
             rec.image_id = Some(id);
             rec.size_bytes = Some(size);
@@ -144,6 +197,35 @@ fn record_versions(docker: &Docker, rec: &mut CellRecord, c: &Candidate, say: &d
         )),
     }
     rec.versions = versions;
+}
+
+/// The same build again with the version labels: only accepted when it made the very
+/// same layers (every step came from the cache).
+fn rebuild_labelled(
+    docker: &Docker,
+    r: &BuildRequest,
+    image: &str,
+    candidate: &str,
+    labels: &[(String, String)],
+) -> Result<(String, u64), String> {
+    let before = docker.layers(image)?;
+    let again = BuildRequest {
+        tags: vec![candidate.to_string()],
+        pull: false,
+        no_cache: false,
+        cache_from: Vec::new(),
+        ..r.clone()
+    };
+    let (id, layers) =
+        docker.rebuild_labelled(&again, labels, std::time::Duration::from_secs(600))?;
+    if layers != before {
+        // put the candidate tag back on what was built and verified by nobody yet
+        let _ = docker.tag(image, candidate);
+        return Err("building it again with its version labels did not reuse every layer".into());
+    }
+    docker
+        .image_id_and_size(&id)
+        .ok_or_else(|| format!("the labelled image {id} is missing"))
 }
 
 /// CUDA and cuDNN as NVIDIA's base images declare them in their environment.
@@ -173,7 +255,7 @@ pub fn versions_from_labels(docker: &Docker, image: &str) -> BTreeMap<String, St
 }
 
 /// Move the public tags to the cell's image; record the ones that moved (or are new).
-fn promote(docker: &Docker, rec: &mut CellRecord, c: &Candidate, say: &dyn Fn(&str)) {
+fn promote(docker: &Docker, rec: &mut CellRecord, c: &Candidate, say: &(dyn Fn(&str) + Sync)) {
     let Some(image) = rec.image_id.clone() else {
         return;
     };

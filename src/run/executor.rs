@@ -42,6 +42,9 @@ pub struct Job {
     /// Work left after its shared stages, as far as the plan knows it: the number of
     /// packages its variant adds (0 for shared stages). Heavier cells start first.
     pub weight: usize,
+    /// The cell job this one builds on (a framework image's parent): it runs only
+    /// after that one succeeded, `FROM` its image.
+    pub parent: Option<usize>,
 }
 
 /// Progress inside a build: step k of n and its text.

@@ -49,6 +49,8 @@ pub struct Settings {
     pub resumed: HashMap<String, String>,
     /// What each (base reference, platform) resolved to, and where.
     pub bases: Bases,
+    /// The registry cache: sources and inline metadata (BuildKit builders only).
+    pub cache: crate::config::settings::Cache,
 }
 
 /// The bases of a run, each a (reference, platform).
@@ -117,6 +119,7 @@ pub fn record_for(c: &Cell, input_hash: Option<String>) -> CellRecord {
         input_hash,
         group: c.group.as_ref().map(|g| g.name.clone()),
         platform_tag: c.group.as_ref().map(|g| g.platform_tag.clone()),
+        parent: c.parent().map(str::to_string),
         ..CellRecord::new(&c.id, c.coord.clone())
     }
 }
@@ -145,10 +148,17 @@ pub fn prepare<'p>(
         records: Vec::with_capacity(cells.len() + plan.excluded.len()),
     };
     let (mut os_keys, mut conda_keys) = (Vec::new(), Vec::new());
+    // job index and input hash of each parent, for its framework images
+    let mut parents: HashMap<&str, (usize, String)> = HashMap::new();
     for c in cells {
         let ctx = render::render(&plan.settings, c);
+        let parent = c.parent().and_then(|id| parents.get(id));
         let base_digest = s.base_digest(c);
-        let input_hash = render::input_hash(&ctx, c, &s.identity_digests(c));
+        // a framework image's identity covers its parent's, which covers the base
+        let input_hash = match parent {
+            Some((_, h)) => render::input_hash(&ctx, c, &[h.as_str()]),
+            None => render::input_hash(&ctx, c, &s.identity_digests(c)),
+        };
         let mut rec = record_for(c, Some(input_hash.clone()));
         rec.input_parts = render::part_hashes(&ctx);
         rec.base_digest = Some(base_digest.to_string());
@@ -176,9 +186,17 @@ pub fn prepare<'p>(
                 .unwrap_or_default(),
             check_current: s.check_current || resumed == Some(&input_hash),
             weight: c.variant.pip.len() + c.variant.apt.len() + c.variant.overrides.len(),
+            parent: parent.map(|(j, _)| *j),
         });
-        os_keys.push(stage_key(&ctx, &["system/"], c));
-        conda_keys.push(stage_key(&ctx, &["system/", "conda/"], c));
+        if c.framework.is_some() {
+            // no shared stages: its one step builds on the parent's image
+            os_keys.push(format!("framework image {}", c.id));
+            conda_keys.push(format!("framework image {}", c.id));
+        } else {
+            parents.insert(&c.id, (i, input_hash.clone()));
+            os_keys.push(stage_key(&ctx, &["system/"], c));
+            conda_keys.push(stage_key(&ctx, &["system/", "conda/"], c));
+        }
         p.cells.push(c);
         p.contexts.push(ctx);
         p.records.push(rec);
@@ -214,6 +232,8 @@ fn request(
     );
     labels.extend(s.labels.iter().cloned());
     let one_native = s.native.len() == 1 && s.native[0] == c.platform();
+    // a framework image's FROM is its parent's local image, never pulled
+    let pull = s.pull && c.framework.is_none();
     BuildRequest {
         context_dir: paths.contexts.join(&c.id),
         tags: vec![candidate_tag(c, repository)],
@@ -221,10 +241,30 @@ fn request(
         labels,
         network: s.network.clone(),
         platform: (!one_native).then(|| c.platform().to_string()),
-        pull: s.pull,
+        pull,
         no_cache: s.no_cache,
         iidfile: Some(paths.iid.join(format!("{}.iid", c.id))),
+        build_args: Vec::new(),
+        cache_from: s
+            .cache
+            .from
+            .iter()
+            .map(|f| f.resolve(c.local_tag()))
+            .collect(),
+        inline_cache: s.cache.inline,
     }
+}
+
+/// What `build` passes to the builder for one cell (labels with its input hash,
+/// network, platform, pull, cache), and its input hash: the same computation as
+/// [`prepare`], for outputs that describe a build without running it (bake).
+pub fn cell_request(plan: &Plan, c: &Cell, paths: &Paths, s: &Settings) -> (BuildRequest, String) {
+    let ctx = render::render(&plan.settings, c);
+    let input_hash = render::input_hash(&ctx, c, &s.identity_digests(c));
+    (
+        request(c, &plan.settings.repository, &input_hash, paths, s),
+        input_hash,
+    )
 }
 
 /// What decides a shared stage: the base, the platform and the stage's own files.
@@ -317,6 +357,7 @@ fn stages(
                     engines: first.engines.clone(),
                     check_current: false,
                     weight: 0,
+                    parent: None,
                 },
                 members,
             }
@@ -405,6 +446,40 @@ mod tests {
         }
         assert!(prep.jobs.iter().all(|j| j.request.platform.is_none()));
         assert!(prep.jobs.iter().all(|j| j.check_current));
+        assert!(prep.jobs.iter().all(|j| j.request.cache_from.is_empty()));
+    }
+
+    #[test]
+    fn the_registry_cache_names_each_cells_published_tag_and_reaches_its_stages() {
+        let p = plan("version: 1\nimage: {repository: reg.example:5000/ml/m, tag: \"c{python}-{variant}\"}\nbases: [ubuntu:22.04]\npython: [\"3.10\"]\nvariants: [{name: a}, {name: b}]\n");
+        let cells: Vec<&Cell> = p.cells.iter().collect();
+        let s = Settings {
+            cache: crate::config::settings::Cache {
+                from: vec![
+                    crate::config::settings::CacheFrom::Registry,
+                    "reg.example:5000/ml/cache:{tag}".parse().unwrap(),
+                ],
+                inline: true,
+            },
+            ..Settings::default()
+        };
+        let prep = prepare(&p, &cells, &paths(), &s);
+        let a = prep.jobs.iter().find(|j| j.id.ends_with("-a")).unwrap();
+        assert_eq!(
+            a.request.cache_from,
+            [
+                "reg.example:5000/ml/m:c3.10-a",
+                "reg.example:5000/ml/cache:c3.10-a"
+            ]
+        );
+        assert!(a.request.inline_cache);
+        assert!(prep
+            .stages
+            .iter()
+            .all(|st| !st.job.request.cache_from.is_empty()));
+        let (r, hash) = cell_request(&p, cells[0], &paths(), &s);
+        assert_eq!(hash, prep.jobs[0].input_hash);
+        assert_eq!(r.labels, prep.jobs[0].request.labels);
     }
 
     #[test]

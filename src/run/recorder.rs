@@ -58,9 +58,17 @@ impl Recorder {
     }
 
     fn finished(&mut self, i: usize, o: &Outcome) {
+        let parent_digest = self.manifest.cells.get(i).and_then(|r| {
+            let p = r.parent.as_deref()?;
+            let parent = self.manifest.cells.iter().find(|c| c.id == p)?;
+            parent.image_id.clone()
+        });
         let Some(rec) = self.manifest.cells.get_mut(i) else {
             return;
         };
+        if o.status.succeeded() {
+            rec.parent_digest = parent_digest;
+        }
         rec.status = o.status;
         rec.attempts = o.attempts;
         rec.exit_code = o.exit_code;

@@ -28,6 +28,8 @@ use std::time::{Duration, Instant};
 use crate::docker::Stop;
 use crate::manifest::{Requeue, Status};
 use crate::run::events::{Event, Outcome};
+use std::borrow::Cow;
+
 use crate::run::executor::{AttemptEnd, Executor, Job};
 use crate::signals::{Cancel, Reason};
 
@@ -370,16 +372,41 @@ impl<'a> Shared<'a> {
             let eng = &self.engines[e];
             let down = || self.lock().down[e].is_some();
             let (job, first) = match task {
-                Task::Stage(w) => (&self.stages[w].job, 1),
-                Task::Cell(i) => (&self.jobs[i], self.lock().cells[i].attempts + 1),
+                Task::Stage(w) => (Cow::Borrowed(&self.stages[w].job), 1),
+                Task::Cell(i) => (self.with_parent(i), self.lock().cells[i].attempts + 1),
             };
-            let ran = run_job(job, eng, first, self.opts, self.cancel, &down, &|ev| {
+            let ran = run_job(&job, eng, first, self.opts, self.cancel, &down, &|ev| {
                 let _ = tx.send(ev);
             });
             let mut st = self.lock();
             self.end(&mut st, task, e, ran, tx);
             self.wake.notify_all();
         }
+    }
+
+    /// A framework image's job, `FROM` the image its parent built (or found current):
+    /// the parent's image ID as the build argument `PARENT`.
+    fn with_parent(&self, i: usize) -> Cow<'_, Job> {
+        let job = &self.jobs[i];
+        let Some(p) = job.parent else {
+            return Cow::Borrowed(job);
+        };
+        let st = self.lock();
+        let image = st.cells[p].result.as_ref().and_then(|o| o.image.clone());
+        let from = image.map_or_else(
+            || {
+                self.jobs[p]
+                    .request
+                    .tags
+                    .first()
+                    .cloned()
+                    .unwrap_or_default()
+            },
+            |(id, _)| id,
+        );
+        let mut job = job.clone();
+        job.request.build_args.push(("PARENT".into(), from));
+        Cow::Owned(job)
     }
 
     /// Every few seconds ask each engine whether it answers; two misses in a row mark it
@@ -424,6 +451,12 @@ impl<'a> Shared<'a> {
     /// The next thing engine `e` should do for cell `i`: a shared stage it still lacks,
     /// or the cell itself; None while one of its shared stages is being built there.
     fn task_for(&self, st: &State, i: usize, e: usize) -> Option<Task> {
+        // a framework image waits for its parent (a failed parent settles it)
+        if let Some(p) = self.jobs[i].parent {
+            if st.cells[p].phase != Phase::Done {
+                return None;
+            }
+        }
         for &w in self.needs[i].iter().filter(|&&w| !st.unshared[w]) {
             match st.stages.get(&(w, e)) {
                 Some(StageState::Done) => {}
@@ -572,8 +605,36 @@ impl<'a> Shared<'a> {
         }
         st.cells[i].phase = Phase::Done;
         o.requeues = std::mem::take(&mut st.cells[i].requeues);
+        let failed = (!o.status.succeeded()).then(|| o.clone());
         st.cells[i].result = Some(o.clone());
         let _ = tx.send(Event::Finished(o));
+        if let Some(o) = failed {
+            self.skip_children(st, i, &o, tx);
+        }
+    }
+
+    /// The framework images still waiting on parent `p`, which did not succeed: each
+    /// ends `skipped (parent failed)` with the parent's reason.
+    fn skip_children(&self, st: &mut State, p: usize, o: &Outcome, tx: &Tx) {
+        let children: Vec<usize> = (0..self.jobs.len())
+            .filter(|&c| self.jobs[c].parent == Some(p) && st.cells[c].phase == Phase::Pending)
+            .collect();
+        for c in children {
+            let why = o
+                .reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default();
+            let out = Outcome {
+                reason: Some(format!(
+                    "skipped (parent failed): parent {} {}{why}",
+                    self.jobs[p].id,
+                    o.status.as_str()
+                )),
+                ..Outcome::not_started(self.jobs[c].kind, &self.jobs[c].id)
+            };
+            self.settle(st, c, out, tx);
+        }
     }
 
     fn end(&self, st: &mut State, t: Task, e: usize, ran: Ran, tx: &Tx) {
@@ -985,6 +1046,7 @@ mod tests {
             engines: Vec::new(),
             check_current: true,
             weight: 0,
+            parent: None,
         }
     }
 
@@ -1286,6 +1348,62 @@ mod tests {
         assert_eq!(statuses(&out), ["built"]);
     }
 
+    /// An image tree: children wait for their parent even with free slots, and a
+    /// failed parent skips its children with its reason instead of building them.
+    #[test]
+    fn a_parent_builds_first_and_a_failed_one_skips_its_children() {
+        let fake = FakeExecutor::default();
+        fake.script("p1", vec![FakeAttempt::Ok { millis: 60 }]);
+        fake.script(
+            "p2",
+            vec![FakeAttempt::Fail {
+                code: 1,
+                transient: false,
+            }],
+        );
+        let child = |id: &str, p: usize| Job {
+            parent: Some(p),
+            check_current: false,
+            ..job(id)
+        };
+        let jobs = cells([
+            Job {
+                check_current: false,
+                ..job("p1")
+            },
+            child("p1-torch", 0),
+            Job {
+                check_current: false,
+                ..job("p2")
+            },
+            child("p2-torch", 2),
+            child("p2-tf", 2),
+        ]);
+        let out = run1(
+            &[],
+            &jobs,
+            &fake,
+            4,
+            &opts(),
+            &Cancel::default(),
+            &mut |_| {},
+        );
+        assert_eq!(
+            statuses(&out),
+            ["built", "built", "failed", "not-started", "not-started"]
+        );
+        let reason = out[3].reason.as_deref().unwrap_or_default();
+        assert!(
+            reason.starts_with("skipped (parent failed): parent p2 failed"),
+            "{reason}"
+        );
+        let calls = calls(&fake);
+        let at = |id: &str| calls.iter().position(|c| c == id);
+        assert!(at("p1#1") < at("p1-torch#1"), "{calls:?}");
+        assert_eq!(at("p2-torch#1"), None, "{calls:?}");
+        assert_eq!(at("p2-tf#1"), None, "{calls:?}");
+    }
+
     #[test]
     fn a_failed_shared_stage_fails_its_members_once() {
         let fake = FakeExecutor::default();
@@ -1532,7 +1650,7 @@ mod tests {
         {
             let mut st = sh.lock();
             for i in 0..2 {
-                st.pending[sh.lane_of[i]].remove(&i);
+                st.pending[sh.lane_of[i]].remove(&sh.rank[i]);
                 st.cells[i].phase = Phase::Done;
             }
             st.pending_total = 0;

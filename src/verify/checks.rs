@@ -28,11 +28,23 @@ impl Drop for Container<'_> {
     }
 }
 
+/// A loopback port nobody listens on, and one this process has not handed out
+/// before: verifications run side by side, and the kernel may offer a port again
+/// once its probe socket is closed.
 fn free_port() -> Result<u16, String> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| format!("no free port: {e}"))
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    for _ in 0..100 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .map_err(|e| format!("no free port: {e}"))?;
+        if !given.contains(&port) {
+            given.push(port);
+            return Ok(port);
+        }
+    }
+    Err("no free port that this run has not used already".into())
 }
 
 fn random_hex(n: usize) -> String {
@@ -140,6 +152,10 @@ impl<'d> Session<'d> {
             "{}:/run/image-matrix-verify:ro",
             self.dir().display()
         ));
+        if super::framework::engine_has_gpus(self.docker) {
+            args.push("--gpus".into());
+            args.push("all".into());
+        }
         args.push(self.image.into());
         self.docker.run_detached(&args)?;
         Ok(c)
@@ -197,8 +213,14 @@ pub fn run_all(
     motd(&s, &p, &mut checks)?;
     jupyter(&s, &p, &mut checks)?;
     tensorboard(&p, &mut checks)?;
-    second_container_keys(&s, &key, &mut checks)?;
+    second_container_keys(&s, &key, ready_timeout, &mut checks)?;
     no_secrets(&s, &mut checks)?;
+    if let Some(e) = super::framework::Expect::of(docker, image) {
+        let out = super::framework::run(docker, &c.name, &e);
+        for (name, ok, detail) in super::framework::judge(&e, &out) {
+            checks.add(&name, ok, detail);
+        }
+    }
     drop(c);
     Ok(Some(ready_s))
 }
@@ -448,11 +470,19 @@ fn tensorboard(p: &Ports, checks: &mut Checks) -> Result<(), String> {
     Ok(())
 }
 
-/// A second container of the image gets its own host keys.
-fn second_container_keys(s: &Session, first: &str, checks: &mut Checks) -> Result<(), String> {
+/// A second container of the image gets its own host keys. It has as long to make
+/// them as the first had to answer (`ready_timeout`, already stretched under
+/// emulation, where key generation runs several times slower).
+fn second_container_keys(
+    s: &Session,
+    first: &str,
+    ready_timeout: u64,
+    checks: &mut Checks,
+) -> Result<(), String> {
     let p2 = Ports::free()?;
+    let t0 = Instant::now();
     let c2 = s.start(&p2)?;
-    let until = Instant::now() + Duration::from_secs(30);
+    let until = t0 + Duration::from_secs(ready_timeout);
     let key2 = loop {
         if let Ok(k) = s
             .docker
@@ -470,11 +500,14 @@ fn second_container_keys(s: &Session, first: &str, checks: &mut Checks) -> Resul
         .take(2)
         .collect::<Vec<_>>()
         .join(" ");
-    checks.add(
-        "host-keys",
-        !body.is_empty() && body != first,
-        "two containers of the image have different SSH host keys",
-    );
+    let detail = if body.is_empty() {
+        format!("a second container had no SSH host key after {ready_timeout}s")
+    } else if body == first {
+        "a second container has the same SSH host key as the first".to_string()
+    } else {
+        "two containers of the image have different SSH host keys".to_string()
+    };
+    checks.add("host-keys", !body.is_empty() && body != first, detail);
     Ok(())
 }
 

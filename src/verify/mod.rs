@@ -8,6 +8,7 @@
 //! themselves are in [`checks`], one named function each.
 
 mod checks;
+mod framework;
 pub mod http;
 
 use std::sync::{Mutex, OnceLock};

@@ -1,0 +1,313 @@
+//! `bench -- bake`: the peer benchmark. The nightly's 4 cells (Miniconda 24.5.0-0 and
+//! 24.4.0-0 stand-ins x package sets default and +pandas, Python 3.11, local Debian
+//! bookworm base), built on one fresh engine each time (`scripts/engine.sh start NAME
+//! --fresh`: an empty data root, only the base loaded, so the same cold cache), all on
+//! that engine's own BuildKit through buildx's `docker` driver:
+//!
+//! - `docker buildx bake` on `matrix render` + `plan --format bake`, against
+//!   `matrix build -j 2 --builder buildx --verify` (which also verifies every image
+//!   and writes the manifest; the verification's share is printed);
+//! - a runner that starts empty rebuilding after a published run, without and with
+//!   the registry cache (`--cache-from registry`, images pushed with inline cache
+//!   metadata), against a warm runner that kept its daemon.
+//!
+//! Self-contained (its own helpers), so that it stays apart from the other benchmarks.
+//! Needs `scripts/setup-test-env.sh` (daemon, base image, buildx plugin, registry).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The bench engine's name (`BAKE_ENGINE` overrides it, for a machine shared with
+/// other benchmarks).
+fn engine_name() -> String {
+    std::env::var("BAKE_ENGINE").unwrap_or_else(|_| "bench-bake".into())
+}
+const BASE: &str = "image-matrix-test/debian:bookworm";
+const INSTALLERS: [&str; 2] = [
+    "Miniconda3-py311_24.5.0-0-Linux-x86_64.sh",
+    "Miniconda3-py311_24.4.0-0-Linux-x86_64.sh",
+];
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The `matrix` binary measured: `MATRIX_BIN`, else the release build.
+fn matrix_bin() -> PathBuf {
+    std::env::var_os("MATRIX_BIN")
+        .map_or_else(|| root().join("target/release/matrix"), PathBuf::from)
+}
+
+fn run(cmd: &mut Command) -> (bool, String) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// A background server started by a script that prints its port and leaves its pid in
+/// a file; killed when dropped.
+struct Server {
+    out: String,
+    pid: String,
+}
+
+impl Server {
+    fn start(script: &str, dir: &Path, args: &[&str], pidfile: &str) -> Server {
+        let (ok, out) = run(Command::new(root().join(script)).arg(dir).args(args));
+        assert!(ok, "{script}: {out}");
+        let pid = std::fs::read_to_string(dir.join(pidfile))
+            .unwrap()
+            .trim()
+            .to_string();
+        Server { out, pid }
+    }
+
+    fn word(&self, n: usize) -> &str {
+        self.out.split_whitespace().nth(n).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(&self.pid).status();
+    }
+}
+
+/// The bench engine, wiped when the benchmark ends however it ends.
+struct Engine;
+
+impl Engine {
+    /// A fresh start: an empty data root with only the base image loaded.
+    fn fresh(&self) -> String {
+        let (ok, out) = run(Command::new(root().join("scripts/engine.sh"))
+            .env("ENGINE_BASES", BASE)
+            .args(["start", &engine_name(), "--fresh"]));
+        assert!(ok, "scripts/engine.sh: {out}");
+        out.trim().lines().last().unwrap_or_default().to_string()
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let _ = run(Command::new(root().join("scripts/engine.sh")).args([
+            "stop",
+            &engine_name(),
+            "--wipe",
+        ]));
+    }
+}
+
+fn matrix_yaml(repo: &str, port: &str, sha: &str) -> String {
+    format!(
+        "version: 1\nimage:\n  repository: {repo}\n  tag: \"conda3-python{{python}}-{{miniconda}}-{{base}}-{{variant}}\"\nbases: [{BASE}]\npython: [\"3.11\"]\ninclude:\n  - {{base: {BASE}, python: \"3.11\", miniconda: \"24.4.0-0\", variant: default}}\n  - {{base: {BASE}, python: \"3.11\", miniconda: \"24.4.0-0\", variant: pandas}}\nvariants:\n  - name: default\n  - name: pandas\n    pip: [pandas]\ninstallers:\n  - {{file: {a}, sha256: \"{sha}\"}}\n  - {{file: {b}, sha256: \"{sha}\"}}\nsources:\n  installer_mirrors: [\"http://127.0.0.1:{port}/\"]\n  ca_bundle: /etc/ssl/certs/ca-certificates.crt\nbuild:\n  network: host\n",
+        a = INSTALLERS[0],
+        b = INSTALLERS[1],
+    )
+}
+
+/// `matrix ARGS` in `dir` against the engine at `host`; its wall time and manifest.
+fn matrix(dir: &Path, host: &str, args: &[&str], out: &str) -> (Duration, serde_json::Value) {
+    let bin = matrix_bin();
+    assert!(
+        bin.exists(),
+        "build the release binary first (cargo build --release), or name one in MATRIX_BIN"
+    );
+    let t = Instant::now();
+    let (ok, text) = run(Command::new(bin).current_dir(dir).args(args).args([
+        "--engine",
+        &format!("bench={host}"),
+        "-o",
+        out,
+    ]));
+    let wall = t.elapsed();
+    assert!(ok, "matrix {args:?} failed: {text}");
+    let m: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join(out).join("manifest.json")).unwrap(),
+    )
+    .unwrap();
+    (wall, m)
+}
+
+fn count(m: &serde_json::Value, status: &str) -> usize {
+    m["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["status"] == status)
+        .count()
+}
+
+/// Seconds the run spent verifying (the sum over its cells; they verify one by one).
+fn verify_seconds(m: &serde_json::Value) -> f64 {
+    m["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["verification"]["seconds"].as_f64())
+        .sum()
+}
+
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A measured run: its wall time and the verification summed over its cells.
+struct Run {
+    wall: Duration,
+    verify: f64,
+}
+
+/// `docker buildx bake` on `matrix render` + `plan --format bake`, from a cold cache
+/// (a fresh engine); the time to render and plan is returned apart.
+fn bake(dir: &Path, engine: &Engine) -> (Duration, Duration) {
+    let bin = matrix_bin();
+    let host = engine.fresh();
+    let t = Instant::now();
+    let (ok, out) = run(Command::new(&bin)
+        .current_dir(dir)
+        .env("DOCKER_HOST", &host)
+        .args(["render", "-o", "ctx"]));
+    assert!(ok, "{out}");
+    let plan = Command::new(&bin)
+        .current_dir(dir)
+        .env("DOCKER_HOST", &host)
+        .args(["plan", "--format", "bake", "--contexts", "ctx"])
+        .output()
+        .unwrap();
+    assert!(plan.status.success());
+    std::fs::write(dir.join("bake.json"), &plan.stdout).unwrap();
+    let prepare = t.elapsed();
+    let t = Instant::now();
+    let (ok, out) = run(Command::new("docker")
+        .current_dir(dir)
+        .env("DOCKER_HOST", &host)
+        .args([
+            "buildx",
+            "bake",
+            "-f",
+            "bake.json",
+            "--allow",
+            "network.host",
+            "--progress",
+            "plain",
+        ]));
+    let wall = t.elapsed();
+    assert!(ok, "bake failed: {out}");
+    (prepare, wall)
+}
+
+/// `matrix build -j 2 --builder buildx --verify --force EXTRA` on `host`.
+fn ours(dir: &Path, host: &str, extra: &[&str], out: &str) -> Run {
+    let mut args = vec![
+        "build",
+        "-j",
+        "2",
+        "--builder",
+        "buildx",
+        "--verify",
+        "--force",
+    ];
+    args.extend(extra);
+    let (wall, m) = matrix(dir, host, &args, out);
+    assert_eq!(count(&m, "built"), 4, "{m}");
+    Run {
+        wall,
+        verify: verify_seconds(&m),
+    }
+}
+
+fn versions() -> String {
+    let (_, v) = run(Command::new("docker").args([
+        "version",
+        "--format",
+        "client {{.Client.Version}}, daemon {{.Server.Version}}",
+    ]));
+    let (_, b) = run(Command::new("docker").args(["buildx", "version"]));
+    format!("docker {}; buildx {}", v.trim(), b.trim())
+}
+
+fn date() -> String {
+    let (_, d) = run(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]));
+    d.trim().to_string()
+}
+
+pub fn run_bench() {
+    // the plugin as scripts/setup-test-env.sh installs it: in a Docker config
+    // directory of its own, out of sight of every other docker command
+    if std::env::var_os("DOCKER_CONFIG").is_none() {
+        std::env::set_var("DOCKER_CONFIG", "/usr/local/lib/image-matrix/docker");
+    }
+    let (ok, v) = run(Command::new("docker").args(["buildx", "version"]));
+    assert!(
+        ok,
+        "needs the buildx plugin (scripts/setup-test-env.sh): {v}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mirror = Server::start(
+        "scripts/standin-mirror.sh",
+        &dir.path().join("mirror"),
+        &INSTALLERS,
+        "server.pid",
+    );
+    let registry = Server::start(
+        "scripts/local-registry.sh",
+        &dir.path().join("registry"),
+        &[],
+        "registry.pid",
+    );
+    let repo = format!("127.0.0.1:{}/bench-bake/miniconda", registry.word(0));
+    std::fs::write(
+        dir.path().join("matrix.yaml"),
+        matrix_yaml(&repo, mirror.word(0), mirror.word(1)),
+    )
+    .unwrap();
+    let engine = Engine;
+    let s = |d: Duration| d.as_secs_f64();
+    // each figure is printed as soon as it is measured: a run cut short still leaves
+    // the ones before it
+    println!(
+        "{}; {}; {}; {} cores shared with other work",
+        date(),
+        versions(),
+        matrix_bin().display(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!("4 cells (Miniconda 24.5.0-0/24.4.0-0 stand-ins x default/+pandas, Python 3.11, local Debian bookworm base), all on one engine's own BuildKit (buildx's docker driver); a fresh engine (empty data root, base only) is the cold cache and the empty runner");
+    println!(
+        "peer, cold cache each (load average 1/5/15 min before: {}):",
+        load()
+    );
+    let (prepare, peer) = bake(dir.path(), &engine);
+    println!("  docker buildx bake -f, all 4 targets at once:             {:>6.1} s  (+ {:.1} s for matrix render + plan --format bake; load after {})", s(peer), s(prepare), load());
+    let host = engine.fresh();
+    let cold = ours(dir.path(), &host, &[], "out-cold");
+    println!("  matrix build -j 2 --builder buildx --verify:              {:>6.1} s  ratio {:.2} against bake (goal <= 1.00); load after {}", s(cold.wall), s(cold.wall) / s(peer), load());
+    println!("    verification summed over the cells {:.1} s = {:.0}% of our wall (an upper bound: a cell verifies while the next builds); without it {:.1} s, ratio {:.2}", cold.verify, 100.0 * cold.verify / s(cold.wall), s(cold.wall) - cold.verify, (s(cold.wall) - cold.verify) / s(peer));
+    println!("registry cache, every run matrix build -j 2 --builder buildx --verify --force:");
+    println!("  empty runner, no cache (the cold run above):              {:>6.1} s  (verification {:.1} s)", s(cold.wall), cold.verify);
+    let warm = ours(
+        dir.path(),
+        &host,
+        &["--cache-to", "inline", "--push"],
+        "out-publish",
+    );
+    println!("  warm runner (kept daemon and build cache), publishing with --cache-to inline --push: {:>6.1} s  (verification {:.1} s; load after {})", s(warm.wall), warm.verify, load());
+    let host = engine.fresh();
+    let cached = ours(
+        dir.path(),
+        &host,
+        &["--cache-from", "registry"],
+        "out-cached",
+    );
+    println!("  empty runner, --cache-from registry:                      {:>6.1} s  (verification {:.1} s), {:.2} of the uncached empty runner's; load after {}", s(cached.wall), cached.verify, s(cached.wall) / s(cold.wall), load());
+}

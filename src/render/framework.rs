@@ -1,0 +1,68 @@
+//! The build context of a framework image: a one-step Dockerfile `FROM` its parent
+//! Miniconda image, the pinned requirements and the indexes the plan chose. The parent
+//! comes in as the build argument `PARENT`: `matrix build` passes the parent's image ID
+//! (the image it just built or found current), a hand-made `docker build` of the
+//! rendered context gets the parent's primary tag as the default.
+
+use crate::config::settings::Settings;
+use crate::plan::family::Framework;
+use crate::plan::Cell;
+
+const INSTALL: &str = include_str!("../../init/framework/install-framework.sh");
+
+/// (path, text, executable) of every file of a framework image's context.
+pub fn files(s: &Settings, c: &Cell, f: &Framework) -> Vec<(String, String, bool)> {
+    let mut out = vec![
+        ("Dockerfile".to_string(), dockerfile(c, f), false),
+        (
+            "framework/install-framework.sh".to_string(),
+            INSTALL.to_string(),
+            true,
+        ),
+        (
+            "framework/requirements.txt".to_string(),
+            super::lines(&f.requirements),
+            false,
+        ),
+        (
+            "framework/index-urls.txt".to_string(),
+            super::lines(&f.index_urls),
+            false,
+        ),
+    ];
+    if let Some(ca) = &s.sources.ca_bundle {
+        if let Ok(pem) = std::fs::read_to_string(ca) {
+            out.push(("framework/extra-ca.pem".to_string(), pem, false));
+        }
+    }
+    out
+}
+
+fn dockerfile(c: &Cell, f: &Framework) -> String {
+    let versions: Vec<String> = f
+        .packages
+        .iter()
+        .map(|p| format!("io.image-matrix.framework.{}=\"{}\"", p.name, p.version))
+        .collect();
+    format!(
+        "# Rendered by image-matrix for framework image {id}; its parent is cell {parent}.\n\
+         # Build with the context directory that holds this file: `docker build -t TAG .`\n\
+         # (PARENT defaults to the parent's primary tag; `matrix build` passes its image ID.)\n\
+         ARG PARENT={parent_tag}\n\
+         FROM ${{PARENT}}\n\
+         SHELL [\"/bin/bash\", \"-o\", \"pipefail\", \"-c\"]\n\
+         COPY framework/ /tmp/image-matrix/framework/\n\
+         RUN bash /tmp/image-matrix/framework/install-framework.sh && rm -rf /tmp/image-matrix\n\
+         LABEL io.image-matrix.framework=\"{name}\" \\\n      \
+         io.image-matrix.framework.wheel=\"{wheel}\" \\\n      \
+         io.image-matrix.parent=\"{parent}\" \\\n      \
+         {versions} \\\n      \
+         io.image-matrix.cell=\"{id}\"\n",
+        id = c.id,
+        parent = f.parent,
+        parent_tag = f.parent_tag,
+        name = f.name.name(),
+        wheel = f.wheel,
+        versions = versions.join(" \\\n      "),
+    )
+}

@@ -1,0 +1,145 @@
+//! An image tree on a real daemon: the local Debian base → a Miniconda cell (the
+//! stand-in installer from the loopback mirror) → a PyTorch cell installing real torch,
+//! torchvision and torchaudio from the Python package index through the HTTPS proxy
+//! (its CA via `sources.ca_bundle`, trusted during the build only). The package index
+//! serves one build of each torch release for Linux x86_64, a CUDA build the framework
+//! catalogue names (cu121 for 2.1.2); the cell is planned as that, not as `cpu`, and
+//! verified with the torch checks (versions, `torch.version.cuda` = 12.1, a training
+//! step on the CPU). Then the PyTorch layer is rebuilt on its warm parent, and its wall
+//! time printed beside the parent's (the layers every framework image shares).
+//!
+//! Needs the daemon and the local bases (`scripts/setup-test-env.sh`); fails without.
+
+use std::process::Command;
+
+mod common;
+use common::*;
+
+/// Removes this test's images, whatever happens.
+struct Cleanup(String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let (_, out, _) = docker(&[
+            "images",
+            "--format",
+            "{{.Repository}}:{{.Tag}}",
+            "--filter",
+            &format!("reference={}/*", self.0),
+        ]);
+        for image in out.lines().filter(|l| !l.is_empty()) {
+            let _ = Command::new("docker").args(["rmi", "-f", image]).output();
+        }
+    }
+}
+
+const PARENT: &str = "py3.11-debian12-amd64";
+const CHILD: &str = "py3.11-debian12-amd64-torch2.1.2";
+
+#[test]
+fn a_pytorch_image_builds_on_its_miniconda_parent_and_passes_the_torch_checks() {
+    require_environment();
+    let dir = tempfile::tempdir().unwrap();
+    let mirror = Mirror::start(&dir.path().join("mirror"));
+    let repo = format!("image-matrix-frameworks-e2e-{}", std::process::id());
+    let _cleanup = Cleanup(repo.clone());
+    let yaml = format!(
+        r#"version: 1
+image:
+  repository: {repo}/miniconda
+  tag: "conda3-python{{python}}-{{base_name}}"
+  pytorch_tag: "pytorch{{torch}}-{{cuda_wheel}}-python{{python}}-{{base_name}}"
+bases:
+  - {{image: "{BASE}", os: debian12}}
+python: ["3.11"]
+pytorch: ["2.1.2"]
+installers:
+  - file: Miniconda3-py311_24.5.0-0-Linux-x86_64.sh
+    sha256: "{sha}"
+sources:
+  installer_mirrors: ["http://127.0.0.1:{port}/"]
+  ca_bundle: /etc/ssl/certs/ca-certificates.crt
+  pytorch_index: pypi
+build:
+  network: host
+"#,
+        sha = mirror.sha,
+        port = mirror.port
+    );
+    std::fs::write(dir.path().join("matrix.yaml"), yaml).unwrap();
+
+    // the plan: the package index's build, named by the catalogue
+    let (code, out, err) = matrix(dir.path(), &["plan", "--format", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let plan: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let f = &cell(&plan, CHILD)["framework"];
+    assert_eq!(f["wheel"], "cu121", "{f}");
+    assert_eq!(f["source"], "package-index");
+    assert_eq!(f["index_urls"][0], "https://pypi.org/simple");
+    assert_eq!(f["parent"], PARENT);
+
+    // the tree, cold: the parent first, then the PyTorch image FROM it, verified
+    let (code, _, err) = matrix(dir.path(), &["build", "-j", "2", "--verify"]);
+    assert_eq!(code, 0, "the tree must build and verify:\n{err}");
+    let m = manifest(&dir.path().join("out/manifest.json"));
+    let (parent, child) = (cell(&m, PARENT), cell(&m, CHILD));
+    assert_eq!(parent["status"], "built", "{parent}");
+    assert_eq!(child["status"], "built", "{child}");
+    assert_eq!(child["parent"], PARENT);
+    assert!(
+        child["parent_digest"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("sha256:")),
+        "{child}"
+    );
+    let checks = child["verification"]["checks"].as_array().unwrap();
+    for want in [
+        "pytorch import",
+        "pytorch versions",
+        "pytorch cuda",
+        "pytorch train step",
+        "ssh-login",
+    ] {
+        let c = checks
+            .iter()
+            .find(|c| c["name"] == want)
+            .unwrap_or_else(|| panic!("no check {want}: {checks:?}"));
+        assert_eq!(c["ok"], true, "{c}");
+    }
+    let cuda = checks.iter().find(|c| c["name"] == "pytorch cuda").unwrap();
+    assert!(
+        cuda["detail"]
+            .as_str()
+            .unwrap()
+            .contains("reports CUDA 12.1, planned wheel cu121"),
+        "{cuda}"
+    );
+    assert_eq!(child["verification"]["ok"], true, "{child}");
+    assert_eq!(child["versions"]["torch"], "2.1.2", "{child}");
+    assert_eq!(child["versions"]["torchvision"], "0.16.2", "{child}");
+    // the parent was verified once, as a Miniconda image (no torch checks)
+    let parent_checks = parent["verification"]["checks"].as_array().unwrap();
+    assert!(parent_checks
+        .iter()
+        .all(|c| !c["name"].as_str().unwrap().starts_with("pytorch")));
+
+    // the framework layer again, on its warm parent (which is up to date)
+    let (code, _, err) = matrix(
+        dir.path(),
+        &["build", "--force", "--filter", "torch=2.1.2", "-o", "out2"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let m2 = manifest(&dir.path().join("out2/manifest.json"));
+    let (p2, c2) = (cell(&m2, PARENT), cell(&m2, CHILD));
+    assert_eq!(c2["status"], "built", "{c2}");
+    let size = |c: &serde_json::Value| c["size_bytes"].as_u64().unwrap_or(0) / 1_000_000;
+    eprintln!(
+        "figures: cold tree: parent {}s + pytorch layer {}s; warm parent (status {}): pytorch layer {}s; sizes: parent {} MB, pytorch image {} MB (shares the parent's layers)",
+        parent["duration_seconds"],
+        child["duration_seconds"],
+        p2["status"],
+        c2["duration_seconds"],
+        size(parent),
+        size(child)
+    );
+}
