@@ -1,10 +1,11 @@
 //! Benchmarks that print figures (run with `cargo run --release --example bench -- WHAT`):
 //!
 //! - `plan`: plan a generated 10,000-cell matrix; wall time and peak memory.
-//! - `nightly`: 4 cells on the local Debian base with the stand-in mirror, the seed's
-//!   way (its build script once per variant, one after another) against
-//!   `matrix build -j 2`, both from the same cold cache; then a warm nightly where
-//!   nothing changed; image sizes; the tool's own CPU share.
+//! - `nightly [--runs N] [--cells 4|2] [--builders legacy,buildkit] [--no-solo]`: 4 cells
+//!   on the local Debian base with the stand-in mirror, the seed's way (its Dockerfile
+//!   once per cell, one after another) against `matrix build -j 2`, like for like per
+//!   builder and client, N interleaved rounds from the same cold start; the stage
+//!   times from our build logs and the lower bound they imply (`bench/nightly.rs`).
 //! - `ready`: time from `docker run` to every service answering, with no network.
 //! - `engines`: the same 4 cells (two independent bases x 2 package sets) on one
 //!   engine against two, every run on fresh engines with empty caches
@@ -15,8 +16,19 @@
 //!   that starts empty with and without the registry cache (examples/bench/bake.rs).
 //!
 //! `nightly`, `ready` and `engines` need `scripts/setup-test-env.sh` first. `nightly`
-//! deletes every image except the local base images, to start from a cold cache;
-//! `engines` leaves the main daemon alone and wipes its own engines when done.
+//! removes only what its own runs made (`bench/coldstart.rs`); `engines` leaves the
+//! main daemon alone and wipes its own engines when done.
+
+#[path = "bench/coldstart.rs"]
+mod coldstart;
+#[path = "bench/nightly.rs"]
+mod nightly;
+#[path = "bench/report.rs"]
+mod report;
+#[path = "bench/stages.rs"]
+mod stages;
+#[path = "bench/watch.rs"]
+mod watch;
 
 #[path = "bench/bake.rs"]
 mod bake;
@@ -46,15 +58,6 @@ fn run(cmd: &mut Command) -> (bool, String) {
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
     )
-}
-
-fn child_peak_rss_kib() -> i64 {
-    let mut u = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: getrusage fills the struct we pass.
-    unsafe {
-        libc::getrusage(libc::RUSAGE_CHILDREN, u.as_mut_ptr());
-        u.assume_init().ru_maxrss
-    }
 }
 
 fn big_matrix() -> String {
@@ -104,21 +107,20 @@ fn bench_plan() {
     // The whole command, as a user runs it, output included.
     let bin = matrix_bin();
     let mut walls = Vec::new();
+    let mut rss = 0.0f64;
     for _ in 0..5 {
-        let t = Instant::now();
-        let ok = Command::new(&bin)
-            .arg("-f")
-            .arg(&file)
-            .args(["plan", "--format", "json"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .unwrap()
-            .success();
-        walls.push(t.elapsed());
-        assert!(ok);
+        let (wall, peak, status) = measured(
+            Command::new(&bin)
+                .arg("-f")
+                .arg(&file)
+                .args(["plan", "--format", "json"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        );
+        walls.push(wall);
+        rss = rss.max(peak);
+        assert!(status.success());
     }
-    let rss = child_peak_rss_kib();
     inproc.sort();
     walls.sort();
     println!("plan of 10,000 cells (20 CUDA bases x 4 Pythons x 125 variants), 5 runs each:");
@@ -131,7 +133,7 @@ fn bench_plan() {
         "  `matrix plan --format json` : min {:>7.1} ms   median {:>7.1} ms   peak RSS {:.1} MB",
         ms(walls[0]),
         ms(walls[2]),
-        rss as f64 / 1024.0
+        rss
     );
     println!("  targets: < 100 ms, < 50 MB");
 }
@@ -142,19 +144,6 @@ fn ms(d: Duration) -> f64 {
 
 fn docker(args: &[&str]) -> (bool, String) {
     run(Command::new("docker").args(args))
-}
-
-/// Remove every image but the local bases, and the build caches: a cold start.
-fn cold_cache() {
-    let (_, list) = docker(&["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]);
-    for r in list
-        .lines()
-        .filter(|r| !r.starts_with("image-matrix-test/debian:"))
-    {
-        let _ = docker(&["rmi", "-f", r]);
-    }
-    let _ = docker(&["image", "prune", "-f"]);
-    let _ = docker(&["builder", "prune", "-af"]);
 }
 
 struct Mirror {
@@ -189,11 +178,6 @@ fn mirror(dir: &Path) -> Mirror {
     Mirror { port, sha, pid }
 }
 
-fn size_mb(image: &str) -> f64 {
-    let (_, s) = docker(&["image", "inspect", "--format", "{{.Size}}", image]);
-    s.trim().parse::<f64>().unwrap_or(0.0) / 1e6
-}
-
 fn read_manifest(dir: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("out/manifest.json")).unwrap()).unwrap()
 }
@@ -211,119 +195,6 @@ fn all_built(dir: &Path, n: usize, out: &str) -> serde_json::Value {
     man
 }
 
-fn bench_nightly() {
-    let dir = tempfile::tempdir().unwrap();
-    let m = mirror(&dir.path().join("mirror"));
-    let ca = "/etc/ssl/certs/ca-certificates.crt";
-    // The seed's way: its build script, once per variant, one after another.
-    let seed = dir.path().join("seed");
-    run(Command::new("cp")
-        .arg("-r")
-        .arg(root().join("bench/seed"))
-        .arg(&seed));
-    std::fs::copy(ca, seed.join("ca.pem")).unwrap();
-    cold_cache();
-    let t = Instant::now();
-    let mut seed_tags = Vec::new();
-    for (i, installer) in INSTALLERS.iter().enumerate() {
-        for (j, extra) in ["", "pandas"].iter().enumerate() {
-            let tag = format!("seed-bench:v{i}{j}");
-            let (ok, out) = run(Command::new("docker")
-                .current_dir(&seed)
-                .env("DOCKER_BUILDKIT", "0")
-                .args([
-                    "build",
-                    "--network",
-                    "host",
-                    "--build-arg",
-                    "BASE_IMAGE=image-matrix-test/debian:bookworm",
-                    "--build-arg",
-                    &format!("MINICONDA_PKG={installer}"),
-                    "--build-arg",
-                    &format!("MIRROR=http://127.0.0.1:{}/", m.port),
-                    "--build-arg",
-                    &format!("EXTRA_PIP={extra}"),
-                    "--build-arg",
-                    "EXTRA_APT=ca-certificates supervisor git git-lfs iputils-ping",
-                    "-t",
-                    &tag,
-                    "-f",
-                    "./Dockerfile",
-                    ".",
-                ]));
-            assert!(ok, "seed build failed: {out}");
-            seed_tags.push(tag);
-        }
-    }
-    let seed_wall = t.elapsed();
-    let seed_size = size_mb(&seed_tags[0]);
-
-    // Ours: the same four cells in one matrix, -j 2, after the same cold start.
-    let yaml = format!(
-        "version: 1\nimage:\n  repository: bench/miniconda\n  tag: \"conda3-python{{python}}-{{miniconda}}-{{base}}-{{variant}}\"\nbases: [image-matrix-test/debian:bookworm]\npython: [\"3.11\"]\ninclude:\n  - {{base: image-matrix-test/debian:bookworm, python: \"3.11\", miniconda: \"24.4.0-0\", variant: default}}\n  - {{base: image-matrix-test/debian:bookworm, python: \"3.11\", miniconda: \"24.4.0-0\", variant: pandas}}\nvariants:\n  - name: default\n  - name: pandas\n    pip: [pandas]\ninstallers:\n  - {{file: {a}, sha256: \"{s}\"}}\n  - {{file: {b}, sha256: \"{s}\"}}\nsources:\n  installer_mirrors: [\"http://127.0.0.1:{p}/\"]\n  ca_bundle: {ca}\nbuild:\n  network: host\n",
-        a = INSTALLERS[0], b = INSTALLERS[1], s = m.sha, p = m.port
-    );
-    std::fs::write(dir.path().join("matrix.yaml"), yaml).unwrap();
-    let bin = matrix_bin();
-    let mut ours = Vec::new();
-    for (name, extra) in [
-        ("legacy builder (28.x client)", vec!["--builder", "legacy"]),
-        (
-            "BuildKit (20.10 client)",
-            vec!["--builder", "buildkit", "--docker", "/usr/bin/docker"],
-        ),
-    ] {
-        cold_cache();
-        let t = Instant::now();
-        let (ok, out) = run(Command::new(&bin)
-            .current_dir(dir.path())
-            .args(["build", "-j", "2", "--force"])
-            .args(&extra));
-        let wall = t.elapsed();
-        assert!(ok, "matrix build failed: {out}");
-        let man = all_built(dir.path(), 4, &out);
-        let cells = man["cells"].as_array().unwrap();
-        let cpu = man["tool_cpu_seconds"].as_f64().unwrap_or(0.0);
-        let size = cells
-            .iter()
-            .find(|c| c["coordinates"]["variant"] == "default")
-            .and_then(|c| c["size_bytes"].as_f64())
-            .unwrap_or(0.0)
-            / 1e6;
-        ours.push((name, wall, cpu, size, extra));
-    }
-
-    // A warm nightly: nothing changed since the last build.
-    let t = Instant::now();
-    let (ok, out) = run(Command::new(&bin)
-        .current_dir(dir.path())
-        .args(["build", "-j", "2"])
-        .args(&ours[1].4));
-    let warm = t.elapsed();
-    assert!(ok, "{out}");
-    let man = read_manifest(dir.path());
-    let fresh = man["cells"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["status"] == "up-to-date")
-        .count();
-
-    println!("4 cells (Miniconda 24.5.0-0 and 24.4.0-0 stand-ins, Python 3.11 x package sets default and +pandas), local Debian bookworm base, cold cache before each run:");
-    println!(
-        "  seed's way (4 x docker build, one after another, legacy builder): {:>7.1} s",
-        seed_wall.as_secs_f64()
-    );
-    for (name, wall, cpu, _, _) in &ours {
-        println!("  matrix build -j 2, {name:<28}: {:>7.1} s  ratio {:.2} (target <= 0.60)  tool CPU {:.3} s = {:.3}% of wall (target < 2%)", wall.as_secs_f64(), wall.as_secs_f64() / seed_wall.as_secs_f64(), cpu, 100.0 * cpu / wall.as_secs_f64());
-    }
-    println!(
-        "  warm nightly, nothing changed: {:.2} s, {fresh}/4 cells up-to-date (target < 2 s)",
-        warm.as_secs_f64()
-    );
-    println!("  image size, same base and same apt + pip packages: seed {seed_size:.0} MB, ours {:.0} MB", ours[0].3);
-}
-
 fn bench_ready() {
     let (_, list) = docker(&[
         "image",
@@ -336,7 +207,7 @@ fn bench_ready() {
     let image = list
         .lines()
         .next()
-        .expect("build an image first (e.g. cargo run --release --example bench -- nightly)")
+        .expect("build an image first (e.g. scripts/nightly-local.sh)")
         .to_string();
     let mut times = Vec::new();
     for _ in 0..5 {
@@ -384,6 +255,46 @@ impl Drop for BenchEngines {
     }
 }
 
+/// (label, matrix, [(engine, jobs, CPUs it is pinned to)]). The pinned pairs stand in
+/// for build hosts of one core each: one such host against two.
+type EngineRun = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, u32, &'static str)],
+);
+const ENGINE_RUNS: [EngineRun; 6] = [
+    (
+        "2 bases, 1 engine,  all CPUs,        -j 2",
+        "matrix.yaml",
+        &[("bench-1", 2, "")],
+    ),
+    (
+        "2 bases, 2 engines, sharing all CPUs, -j 2 each",
+        "matrix.yaml",
+        &[("bench-1", 2, ""), ("bench-2", 2, "")],
+    ),
+    (
+        "2 bases, 1 engine,  pinned to CPU 0, -j 2",
+        "matrix.yaml",
+        &[("bench-1", 2, "0")],
+    ),
+    (
+        "2 bases, 2 engines, pinned to CPU 0 / CPU 1, -j 2 each",
+        "matrix.yaml",
+        &[("bench-1", 2, "0"), ("bench-2", 2, "1")],
+    ),
+    (
+        "1 base,  1 engine,  pinned to CPU 0, -j 2",
+        "one-base.yaml",
+        &[("bench-1", 2, "0")],
+    ),
+    (
+        "1 base,  2 engines, pinned to CPU 0 / CPU 1, -j 2 each",
+        "one-base.yaml",
+        &[("bench-1", 2, "0"), ("bench-2", 2, "1")],
+    ),
+];
+
 fn bench_engines() {
     const ALT: &str = "image-matrix-test/debian-alt:12";
     // A second base that shares no layer above Debian's with the first, as two CUDA
@@ -420,41 +331,7 @@ fn bench_engines() {
         + one_base.split("include:").nth(1).unwrap();
     std::fs::write(dir.path().join("one-base.yaml"), one_base).unwrap();
     let bin = matrix_bin();
-    // (label, matrix, [(engine, jobs, CPUs it is pinned to)]). The pinned pairs stand
-    // in for build hosts of one core each: one such host against two.
-    type Run<'a> = (&'a str, &'a str, &'a [(&'a str, u32, &'a str)]);
-    let runs: [Run; 6] = [
-        (
-            "2 bases, 1 engine,  all CPUs,        -j 2",
-            "matrix.yaml",
-            &[("bench-1", 2, "")],
-        ),
-        (
-            "2 bases, 2 engines, sharing all CPUs, -j 2 each",
-            "matrix.yaml",
-            &[("bench-1", 2, ""), ("bench-2", 2, "")],
-        ),
-        (
-            "2 bases, 1 engine,  pinned to CPU 0, -j 2",
-            "matrix.yaml",
-            &[("bench-1", 2, "0")],
-        ),
-        (
-            "2 bases, 2 engines, pinned to CPU 0 / CPU 1, -j 2 each",
-            "matrix.yaml",
-            &[("bench-1", 2, "0"), ("bench-2", 2, "1")],
-        ),
-        (
-            "1 base,  1 engine,  pinned to CPU 0, -j 2",
-            "one-base.yaml",
-            &[("bench-1", 2, "0")],
-        ),
-        (
-            "1 base,  2 engines, pinned to CPU 0 / CPU 1, -j 2 each",
-            "one-base.yaml",
-            &[("bench-1", 2, "0"), ("bench-2", 2, "1")],
-        ),
-    ];
+    let runs = ENGINE_RUNS;
     let mut results = Vec::new();
     for (label, matrix, engines) in runs {
         let mut args = vec![
@@ -512,29 +389,11 @@ fn bench_engines() {
     }
 }
 
-/// Run a command to its end: wall time and the peak RSS of that one process (wait4 on
-/// it, never the cumulative RUSAGE_CHILDREN of this process, which a fork inherits).
-// The child is reaped by wait4 below, which std's Child cannot express.
-#[allow(clippy::zombie_processes)]
+/// Run a command to its end: wall time, the peak RSS of that one process (wait4 on
+/// it, never the cumulative RUSAGE_CHILDREN of this process) and its status.
 fn measured(cmd: &mut Command) -> (Duration, f64, std::process::ExitStatus) {
-    use std::os::unix::process::ExitStatusExt;
-    let t = Instant::now();
-    let child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let mut status = 0;
-    let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: wait4 on our own child's pid, with valid out-pointers.
-    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, ru.as_mut_ptr()) };
-    assert!(pid > 0, "wait4 failed");
-    let wall = t.elapsed();
-    // SAFETY: wait4 succeeded, so the struct is filled.
-    let ru = unsafe { ru.assume_init() };
-    (
-        wall,
-        ru.ru_maxrss as f64 / 1024.0,
-        std::process::ExitStatus::from_raw(status),
-    )
+    let (m, ()) = watch::measured_with(cmd, |_, _| ());
+    (m.wall, m.rss_tree_mb, m.status)
 }
 
 /// A matrix of `n` cells (100, 1,000 or 10,000): CUDA bases × 4 Pythons × variants.
@@ -636,12 +495,12 @@ fn main() {
         Some("plan") => bench_plan(),
         Some("scale") => bench_scale(),
         Some("formats") => bench_formats(),
-        Some("nightly") => bench_nightly(),
+        Some("nightly") => nightly::run(&std::env::args().skip(2).collect::<Vec<_>>()),
         Some("ready") => bench_ready(),
         Some("engines") => bench_engines(),
         Some("bake") => bake::run_bench(),
         _ => {
-            eprintln!("usage: cargo run --release --example bench -- plan|formats|scale|nightly|ready|engines|bake");
+            eprintln!("usage: cargo run --release --example bench -- plan|formats|scale|nightly [--runs N] [--cells 4|2] [--builders legacy,buildkit] [--no-solo] [--max-load X] [--keep DIR] [--before MATRIX_BINARY]|ready|engines|bake");
             std::process::exit(2);
         }
     }

@@ -39,6 +39,9 @@ pub struct Job {
     pub engines: Vec<String>,
     /// Skip it when its tag already carries the same input hash (not with `--force`).
     pub check_current: bool,
+    /// Work left after its shared stages, as far as the plan knows it: the number of
+    /// packages its variant adds (0 for shared stages). Heavier cells start first.
+    pub weight: usize,
     /// The cell job this one builds on (a framework image's parent): it runs only
     /// after that one succeeded, `FROM` its image.
     pub parent: Option<usize>,

@@ -185,6 +185,7 @@ pub fn prepare<'p>(
                 .cloned()
                 .unwrap_or_default(),
             check_current: s.check_current || resumed == Some(&input_hash),
+            weight: c.variant.pip.len() + c.variant.apt.len() + c.variant.overrides.len(),
             parent: parent.map(|(j, _)| *j),
         });
         if c.framework.is_some() {
@@ -355,6 +356,7 @@ fn stages(
                     platform: first.platform.clone(),
                     engines: first.engines.clone(),
                     check_current: false,
+                    weight: 0,
                     parent: None,
                 },
                 members,

@@ -1,5 +1,6 @@
 //! The scheduler: runs jobs on one or more Docker engines, each with its own number
-//! of build slots, in plan order, with retries, timeouts, fail-fast and cancellation.
+//! of build slots, heaviest cells first and otherwise in plan order, with retries,
+//! timeouts, fail-fast and cancellation.
 //! It never touches the terminal or the manifest: it emits [`Event`]s, which the
 //! caller's thread hands to the reporter and the manifest recorder.
 //!
@@ -16,7 +17,7 @@
 //!   and once per shared stage and engine that ran it (unless its engine was lost).
 //!
 //! Cost: pending cells sit in lanes (one per affinity and set of shared stages, in
-//! plan order), so picking the next task looks at lanes, not at every cell.
+//! rank order: heaviest first, then plan order), so picking the next task looks at lanes, not at every cell.
 
 use std::collections::{BTreeSet, HashMap};
 use std::num::NonZeroUsize;
@@ -103,7 +104,7 @@ struct CellState {
 /// What the workers share, behind one lock.
 struct State {
     cells: Vec<CellState>,
-    /// Pending cells of each lane, in plan order.
+    /// Pending cells of each lane, as their ranks (see `Shared::rank`).
     pending: Vec<BTreeSet<usize>>,
     pending_total: usize,
     running_total: usize,
@@ -129,6 +130,13 @@ struct Shared<'a> {
     lanes: Vec<(usize, String)>,
     /// Per lane: one of its jobs (they share platform and allowed engines).
     lane_job: Vec<usize>,
+    /// Per cell: its place in the order cells start in, heaviest first (a cell's
+    /// `weight`: work left after its shared stages), then plan order; and per rank,
+    /// the cell. Among cells ready at once, the one with the longest chain ahead
+    /// starts first, so a short cell is not run ahead of a long one that then ends
+    /// the run alone.
+    rank: Vec<usize>,
+    by_rank: Vec<usize>,
     opts: &'a Options,
     cancel: &'a Cancel,
     state: Mutex<State>,
@@ -243,9 +251,15 @@ impl<'a> Shared<'a> {
             });
             lane_of.push(l);
         }
+        let mut by_rank: Vec<usize> = (0..jobs.len()).collect();
+        by_rank.sort_by_key(|&i| (std::cmp::Reverse(jobs[i].weight), i));
+        let mut rank = vec![0; jobs.len()];
+        for (r, &i) in by_rank.iter().enumerate() {
+            rank[i] = r;
+        }
         let mut pending = vec![BTreeSet::new(); lanes.len()];
         for (i, l) in lane_of.iter().enumerate() {
-            pending[*l].insert(i);
+            pending[*l].insert(rank[i]);
         }
         let state = State {
             cells: vec![
@@ -274,6 +288,8 @@ impl<'a> Shared<'a> {
             lane_of,
             lanes,
             lane_job,
+            rank,
+            by_rank,
             opts,
             cancel,
             state: Mutex::new(state),
@@ -312,7 +328,7 @@ impl<'a> Shared<'a> {
                 on_event(&Event::Finished(o.clone()));
                 let g = self.lanes[self.lane_of[i]].0;
                 st.bound[g].get_or_insert(e);
-                st.pending[self.lane_of[i]].remove(&i);
+                st.pending[self.lane_of[i]].remove(&self.rank[i]);
                 st.pending_total -= 1;
                 st.cells[i].phase = Phase::Done;
                 st.cells[i].result = Some(o);
@@ -467,16 +483,25 @@ impl<'a> Shared<'a> {
         st.down[e].is_none() && st.busy[e] < self.engines[e].slots.get()
     }
 
-    /// Lanes with pending cells, as (first pending cell, lane), in plan order.
+    /// Lanes with pending cells, as (first pending cell, lane), in rank order.
     fn heads(&self, st: &State) -> Vec<(usize, usize)> {
         let mut h: Vec<(usize, usize)> = st
             .pending
             .iter()
             .enumerate()
-            .filter_map(|(l, p)| p.first().map(|i| (*i, l)))
+            .filter_map(|(l, p)| p.first().map(|r| (*r, l)))
             .collect();
         h.sort_unstable();
-        h
+        h.into_iter().map(|(r, l)| (self.by_rank[r], l)).collect()
+    }
+
+    /// Every pending cell (cell indexes).
+    fn all_pending(&self, st: &State) -> Vec<usize> {
+        st.pending
+            .iter()
+            .flatten()
+            .map(|r| self.by_rank[*r])
+            .collect()
     }
 
     fn pick(&self, st: &State, e: usize) -> Option<Task> {
@@ -557,7 +582,7 @@ impl<'a> Shared<'a> {
                 }
             }
             Task::Cell(i) => {
-                st.pending[self.lane_of[i]].remove(&i);
+                st.pending[self.lane_of[i]].remove(&self.rank[i]);
                 st.pending_total -= 1;
                 st.running_total += 1;
                 st.cells[i].phase = Phase::Running(e);
@@ -568,14 +593,14 @@ impl<'a> Shared<'a> {
 
     fn requeue(&self, st: &mut State, i: usize) {
         st.cells[i].phase = Phase::Pending;
-        st.pending[self.lane_of[i]].insert(i);
+        st.pending[self.lane_of[i]].insert(self.rank[i]);
         st.pending_total += 1;
     }
 
     /// Settle a cell: its one outcome, sent once.
     fn settle(&self, st: &mut State, i: usize, mut o: Outcome, tx: &Tx) {
         if st.cells[i].phase == Phase::Pending {
-            st.pending[self.lane_of[i]].remove(&i);
+            st.pending[self.lane_of[i]].remove(&self.rank[i]);
             st.pending_total -= 1;
         }
         st.cells[i].phase = Phase::Done;
@@ -721,8 +746,7 @@ impl<'a> Shared<'a> {
             left,
         });
         if left == 0 {
-            let pending: Vec<usize> = st.pending.iter().flatten().copied().collect();
-            for i in pending {
+            for i in self.all_pending(st) {
                 self.fail_for_no_engine(st, i, tx);
             }
         }
@@ -777,7 +801,7 @@ impl<'a> Shared<'a> {
                     && !(0..self.engines.len())
                         .any(|f| st.down[f].is_none() && self.lane_runs(f, *l))
             })
-            .flat_map(|(_, p)| p.iter().copied())
+            .flat_map(|(_, p)| p.iter().map(|r| self.by_rank[*r]))
             .collect();
         for i in doomed {
             let up: Vec<&str> = (0..self.engines.len())
@@ -816,8 +840,7 @@ impl<'a> Shared<'a> {
         if takers {
             return;
         }
-        let pending: Vec<usize> = st.pending.iter().flatten().copied().collect();
-        for i in pending {
+        for i in self.all_pending(st) {
             let why = self.failed_stage(st, i).unwrap_or_else(|| {
                 format!(
                     "no engine that is up can build it (platform {})",
@@ -1022,6 +1045,7 @@ mod tests {
             platform: "linux/amd64".into(),
             engines: Vec::new(),
             check_current: true,
+            weight: 0,
             parent: None,
         }
     }
@@ -1156,6 +1180,43 @@ mod tests {
         assert_eq!(statuses(&o), ["built", "failed", "built"]);
         assert_eq!(*fake.calls.lock().unwrap(), ["a#1", "b#1", "c#1"]);
         assert!(events.iter().filter(|e| e.starts_with("Finished")).count() == 3);
+    }
+
+    #[test]
+    fn heavier_cells_start_first_among_those_ready() {
+        // The nightly's shape: an OS stage, two Miniconda stages, and per Miniconda
+        // stage a cell with no extra packages and one with pandas.
+        let fake = FakeExecutor::default();
+        for (id, millis) in [("os", 20), ("ca", 40), ("cb", 40), ("a0", 10), ("b0", 10)] {
+            fake.script(id, vec![FakeAttempt::Ok { millis }]);
+        }
+        for id in ["a1", "b1"] {
+            fake.script(id, vec![FakeAttempt::Ok { millis: 60 }]);
+        }
+        let heavy = |id: &str| Job {
+            weight: 1,
+            ..job(id)
+        };
+        let jobs = cells([job("a0"), heavy("a1"), job("b0"), heavy("b1")]);
+        let stages = [
+            stage(0, job("os"), vec![0, 1, 2, 3]),
+            stage(1, job("ca"), vec![0, 1]),
+            stage(2, job("cb"), vec![2, 3]),
+        ];
+        let out = run1(
+            &stages,
+            &jobs,
+            &fake,
+            2,
+            &opts(),
+            &Cancel::default(),
+            &mut |_| {},
+        );
+        assert_eq!(statuses(&out), ["built"; 4]);
+        let order = fake.calls.lock().unwrap().clone();
+        let at = |id: &str| order.iter().position(|c| c == id).unwrap();
+        assert!(at("a1#1") < at("a0#1"), "{order:?}");
+        assert!(at("b1#1") < at("b0#1"), "{order:?}");
     }
 
     #[test]
@@ -1589,7 +1650,7 @@ mod tests {
         {
             let mut st = sh.lock();
             for i in 0..2 {
-                st.pending[sh.lane_of[i]].remove(&i);
+                st.pending[sh.lane_of[i]].remove(&sh.rank[i]);
                 st.cells[i].phase = Phase::Done;
             }
             st.pending_total = 0;
