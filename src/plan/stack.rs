@@ -58,8 +58,15 @@ pub fn overridden(overrides: &[String]) -> Vec<String> {
 /// Refuse requirements that cannot install on a cell's Python.
 pub fn check(cells: &[Cell], common: &[String], raw: &RawConfig, d: &mut Diags) {
     let mut seen: BTreeSet<(String, String)> = BTreeSet::new();
+    // what is checked depends on the Python and the variant only: each pair once
+    // (the first cell of a pair is the one messages name, as before)
+    let mut checked: std::collections::HashSet<(String, *const crate::plan::Variant)> =
+        std::collections::HashSet::new();
     for c in cells {
         let py = c.python.to_string();
+        if !checked.insert((py.clone(), std::sync::Arc::as_ptr(&c.variant))) {
+            continue;
+        }
         let over = overridden(&c.variant.overrides);
         let mut texts: Vec<(&String, Option<Pos>, String)> = Vec::new();
         for (i, t) in common.iter().enumerate() {
