@@ -5,7 +5,7 @@
 //! signal (a terminal's Ctrl-C reaches only the tool), and every running group is
 //! registered so that a second Ctrl-C can kill them all before the tool exits.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
@@ -124,6 +124,8 @@ impl Exit {
 
 /// How long a query (version, inspect) may take before its engine counts as hung.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Images per `docker image inspect` / `image rm` call when asking about many.
+const INSPECT_CHUNK: usize = 200;
 /// How long a buildx builder may take to start (a docker-container builder starts its
 /// BuildKit container on first use).
 const BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(120);
@@ -336,7 +338,7 @@ impl Docker {
         let stopped: Mutex<Option<Stop>> = Mutex::new(None);
         let done = std::sync::atomic::AtomicBool::new(false);
         let result = std::thread::scope(|s| {
-            s.spawn(|| {
+            let watcher = s.spawn(|| {
                 let mut since: Option<Instant> = None;
                 while !done.load(std::sync::atomic::Ordering::Acquire) {
                     if since.is_none() {
@@ -351,7 +353,9 @@ impl Docker {
                         signal_group(pid, libc::SIGKILL);
                         since = Some(Instant::now() + Duration::from_secs(3600));
                     }
-                    std::thread::sleep(Duration::from_millis(50));
+                    // woken early when the build ends, so a short build is not held
+                    // up by this period
+                    std::thread::park_timeout(Duration::from_millis(50));
                 }
             });
             let mut buf = BufReader::new(&reader);
@@ -367,6 +371,7 @@ impl Docker {
             // The pipe closes when the client exits; make sure the group is gone too.
             signal_group(pid, libc::SIGKILL);
             done.store(true, std::sync::atomic::Ordering::Release);
+            watcher.thread().unpark();
             status.map(|o| o.map(|o| o.status))
         });
         if let Ok(mut g) = groups().lock() {
@@ -624,14 +629,14 @@ impl Docker {
     }
 
     /// A new image: `base` with these labels (no layer; a metadata-only build).
-    /// Returns its ID and size.
+    /// Returns its ID (its size is that of `base`, plus nothing).
     pub fn relabel(
         &self,
         base: &str,
         tag: &str,
         platform: &str,
         labels: &[(String, String)],
-    ) -> Result<(String, u64), String> {
+    ) -> Result<String, String> {
         let iid = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
         let mut args = self.prefix();
         args.extend(["build".into(), "--quiet".into(), "-t".into(), tag.into()]);
@@ -668,8 +673,13 @@ impl Docker {
             .map_err(|e| e.to_string())?
             .trim()
             .to_string();
-        self.image_id_and_size(&id)
-            .ok_or_else(|| format!("the labelled image {id} is missing"))
+        if id.starts_with("sha256:") {
+            Ok(id)
+        } else {
+            Err(format!(
+                "the labelling build wrote no image ID (read {id:?})"
+            ))
+        }
     }
 
     /// Build `r` again with more labels: with every step in the build cache this only
@@ -725,6 +735,64 @@ impl Docker {
         serde_json::from_str::<Option<Vec<String>>>(&s)
             .map(Option::unwrap_or_default)
             .map_err(|e| format!("unexpected layers of {image}: {e}"))
+    }
+
+    /// One `docker image inspect` for many images: `fields` (a Go template) of each,
+    /// keyed by image ID. The output names each image by its ID, so an image that is
+    /// gone only leaves its key out; the caller asks again one by one for what is
+    /// missing. Long lists go in chunks, to stay far below the argument-size limit.
+    pub fn inspect_by_id(&self, images: &[&str], fields: &str) -> HashMap<String, String> {
+        let mut found = HashMap::new();
+        let format = format!("{{{{.Id}}}}|{fields}");
+        for chunk in images.chunks(INSPECT_CHUNK) {
+            let mut args = vec!["image", "inspect", "--format", &format];
+            args.extend(chunk);
+            let out = match self.capture_within(&args, QUERY_TIMEOUT) {
+                Ok(o) => o,
+                // some are missing (the others are still printed) or none answered
+                Err(_) => continue,
+            };
+            for line in out.lines() {
+                if let Some((id, rest)) = line.split_once('|') {
+                    if id.starts_with("sha256:") {
+                        found.insert(id.to_string(), rest.to_string());
+                    }
+                }
+            }
+        }
+        found
+    }
+
+    /// Every tag of a repository here and the image ID it points at (`image ls`), in one
+    /// call: the tags a run is about to move, looked up once instead of one inspect
+    /// per tag.
+    pub fn tags_of(&self, repository: &str) -> Result<HashMap<String, String>, String> {
+        let out = self.capture_within(
+            &[
+                "image",
+                "ls",
+                "--no-trunc",
+                "--format",
+                "{{.Repository}}:{{.Tag}}|{{.ID}}",
+                repository,
+            ],
+            QUERY_TIMEOUT,
+        )?;
+        Ok(out
+            .lines()
+            .filter_map(|l| l.split_once('|'))
+            .filter(|(t, id)| !t.ends_with(":<none>") && id.starts_with("sha256:"))
+            .map(|(t, id)| (t.to_string(), id.to_string()))
+            .collect())
+    }
+
+    /// Remove many tags at once (errors ignored: a tag already gone is no loss).
+    pub fn untag_all(&self, tags: &[&str]) {
+        for chunk in tags.chunks(INSPECT_CHUNK) {
+            let mut args = vec!["image", "rm"];
+            args.extend(chunk);
+            let _ = self.capture(&args);
+        }
     }
 
     /// Remove a tag (the image stays while another tag or container holds it).
@@ -905,17 +973,24 @@ fn wait_within(
     timeout: Duration,
 ) -> std::io::Result<Option<std::process::Output>> {
     let handle = e.start()?;
-    let start = Instant::now();
-    loop {
-        if let Some(o) = handle.try_wait()? {
-            return Ok(Some(o.clone()));
+    // A thread blocks in wait() while this one waits on the channel up to the deadline:
+    // a query that takes 3 ms costs 3 ms, not a polling period. (duct's own
+    // wait_timeout registers a SIGCHLD handler per call, far dearer at this rate.)
+    std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let h = &handle;
+        s.spawn(move || {
+            let _ = tx.send(h.wait().map(|o| o.clone()));
+        });
+        match rx.recv_timeout(timeout) {
+            Ok(r) => r.map(Some),
+            Err(_) => {
+                // the waiting thread returns once the child is gone
+                let _ = handle.kill();
+                Ok(None)
+            }
         }
-        if start.elapsed() > timeout {
-            let _ = handle.kill();
-            return Ok(None);
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
+    })
 }
 
 #[cfg(test)]

@@ -822,3 +822,66 @@ fn a_failed_parent_skips_its_framework_images() {
     assert!(!calls.contains(&format!("{p_bad}-torch2.5.1\n")), "{calls}");
     assert!(e.leftovers().is_empty());
 }
+
+/// Acceptance asks about many images at once: one `image ls` for the tags about to
+/// move, one `image rm` for every candidate tag, one inspect for the sizes (of
+/// built cells) or for the labels (of up-to-date ones), never one call per tag.
+#[test]
+fn acceptance_asks_about_many_images_at_once() {
+    let e = Env::new(31040);
+    let (code, err) = e.run(&["-j", "2"]);
+    assert_eq!(code, 0, "{err}");
+    let calls = std::fs::read_to_string(e.path("state/calls")).unwrap();
+    let count = |p: &str| calls.lines().filter(|l| l.starts_with(p)).count();
+    assert_eq!(count("image ls "), 1, "{calls}");
+    let rms: Vec<&str> = calls
+        .lines()
+        .filter(|l| l.starts_with("image rm "))
+        .collect();
+    assert_eq!(rms.len(), 1, "{calls}");
+    assert_eq!(rms[0].matches("candidate-").count(), 3, "{}", rms[0]);
+    let sizes: Vec<&str> = calls
+        .lines()
+        .filter(|l| l.starts_with("image inspect --format {{.Id}}|{{.Size}} "))
+        .collect();
+    assert_eq!(sizes.len(), 1, "{calls}");
+    assert_eq!(sizes[0].matches("sha256:").count(), 3, "{}", sizes[0]);
+    // no public tag is inspected one by one before it moves
+    assert_eq!(
+        count("image inspect --format {{.Id}} miniconda:"),
+        0,
+        "{calls}"
+    );
+    let m = e.manifest();
+    for c in m["cells"].as_array().unwrap() {
+        assert_eq!(c["size_bytes"], 4242, "{c}");
+        assert_eq!(c["tags_added"].as_array().unwrap().len(), 2, "{c}");
+        assert_eq!(c["versions"]["numpy"], "1.26.4", "{c}");
+    }
+    // the candidates are gone, the public tags stay
+    let names: Vec<String> = std::fs::read_dir(e.path("state/store-default"))
+        .unwrap()
+        .filter_map(|f| f.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("tag-"))
+        .collect();
+    assert_eq!(names.len(), 6, "{names:?}");
+    assert!(names.iter().all(|n| !n.contains("candidate")), "{names:?}");
+
+    // the next night: nothing moves, and the versions come from one labels inspect
+    std::fs::write(e.path("state/calls"), "").unwrap();
+    let (code, err) = e.run(&["-j", "2"]);
+    assert_eq!(code, 0, "{err}");
+    let calls = std::fs::read_to_string(e.path("state/calls")).unwrap();
+    let labels: Vec<&str> = calls
+        .lines()
+        .filter(|l| l.starts_with("image inspect --format {{.Id}}|{{json .Config.Labels}} "))
+        .collect();
+    assert_eq!(labels.len(), 1, "{calls}");
+    assert!(!calls.lines().any(|l| l.starts_with("tag ")), "{calls}");
+    let m = e.manifest();
+    for c in m["cells"].as_array().unwrap() {
+        assert_eq!(c["status"], "up-to-date", "{c}");
+        assert!(c["tags_added"].as_array().is_none_or(Vec::is_empty), "{c}");
+        assert_eq!(c["versions"]["numpy"], "1.26.4", "{c}");
+    }
+}

@@ -362,7 +362,7 @@ impl JsonReporter {
             engine: o.engine.as_deref(),
             reason: o.reason.as_deref(),
             image_id: o.image.as_ref().map(|(id, _)| id.as_str()),
-            size_bytes: o.image.as_ref().map(|(_, size)| *size),
+            size_bytes: o.image.as_ref().and_then(|(_, size)| *size),
             log: if o.attempts > 0 { log } else { None },
             reproduce: if failed { reproduce } else { None },
             tail,

@@ -4,7 +4,7 @@
 //! tag and aliases move to it once it is accepted, so a failed, interrupted or
 //! unverified night leaves yesterday's tags where they were.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::docker::{BuildRequest, Docker};
 use crate::engines::Engines;
@@ -40,7 +40,9 @@ pub struct Candidate<'a> {
 /// Accept every built or up-to-date cell: versions, verification, tags. `previous` is
 /// the manifest this run replaces (an image verified there is not verified again).
 /// Cells are accepted `opts.jobs` at a time: each is a handful of docker calls (and a
-/// verification's container), independent of the others.
+/// verification's container), independent of the others. What can be asked about many
+/// images at once is: the tags about to move, the bases' environment and the labels of
+/// up-to-date images before, the sizes and the candidate tags' removal after.
 pub fn accept(
     engines: &Engines,
     man: &mut Manifest,
@@ -51,32 +53,192 @@ pub fn accept(
     say: &(dyn Fn(&str) + Sync),
 ) {
     use rayon::prelude::*;
-    let work: Vec<(&Candidate, CellRecord)> = cells
+    let work: Vec<&Candidate> = cells
         .iter()
         .filter(|c| man.cells[c.record].status.succeeded())
-        .map(|c| (c, man.cells[c.record].clone()))
         .collect();
-    let one = |(c, mut rec): (&Candidate, CellRecord)| {
-        accept_one(engines, &mut rec, c, previous, opts, cancel, say);
+    if work.is_empty() {
+        return;
+    }
+    let known = Known::gather(engines, man, &work);
+    say(&format!(
+        "accepting {} image{}{} ...",
+        work.len(),
+        if work.len() == 1 { "" } else { "s" },
+        if opts.verify {
+            " (verify, then tag)"
+        } else {
+            " (tag)"
+        }
+    ));
+    let recs: &Manifest = man;
+    let one = |c: &&Candidate| {
+        let mut rec = recs.cells[c.record].clone();
+        accept_one(engines, &mut rec, c, &known, previous, opts, cancel, say);
         (c.record, rec)
     };
     let done: Vec<(usize, CellRecord)> = match rayon::ThreadPoolBuilder::new()
         .num_threads(opts.jobs.clamp(1, 64))
         .build()
     {
-        Ok(pool) => pool.install(|| work.into_par_iter().map(one).collect()),
+        Ok(pool) => pool.install(|| work.par_iter().map(one).collect()),
         // no threads to be had: one at a time, as before
-        Err(_) => work.into_iter().map(one).collect(),
+        Err(_) => work.iter().map(one).collect(),
     };
     for (i, rec) in done {
         man.cells[i] = rec;
     }
+    finish(engines, man, &work);
 }
 
+/// What acceptance asks each engine once, up front, instead of once per cell.
+#[derive(Default)]
+struct Known {
+    /// Per engine: every tag of the run's repositories and the image it points at
+    /// (None when the engine could not list them: then each tag is asked about).
+    tags: HashMap<String, Option<HashMap<String, String>>>,
+    /// Per engine and base image: CUDA and cuDNN as the base's environment declares
+    /// them (cells inherit it).
+    base_versions: HashMap<(String, String), BTreeMap<String, String>>,
+    /// Per engine: the labels of the up-to-date cells' images, by image ID.
+    labels: HashMap<String, HashMap<String, BTreeMap<String, String>>>,
+}
+
+impl Known {
+    fn gather(engines: &Engines, man: &Manifest, work: &[&Candidate]) -> Known {
+        let mut k = Known::default();
+        let mut by_engine: BTreeMap<String, Vec<&CellRecord>> = BTreeMap::new();
+        for c in work {
+            let rec = &man.cells[c.record];
+            by_engine.entry(engine_key(rec)).or_default().push(rec);
+        }
+        let mut repos: Vec<String> = work
+            .iter()
+            .flat_map(|c| c.cell.local_tags())
+            .map(|t| crate::reference::split(&t).0.to_string())
+            .collect();
+        repos.sort();
+        repos.dedup();
+        for (name, recs) in by_engine {
+            let Some(engine) = engines.engine(recs[0].engine.as_deref()) else {
+                continue;
+            };
+            let docker = &engine.docker;
+            let mut tags = Some(HashMap::new());
+            for r in &repos {
+                match (docker.tags_of(r), tags.as_mut()) {
+                    (Ok(t), Some(all)) => all.extend(t),
+                    _ => tags = None,
+                }
+            }
+            k.tags.insert(name.clone(), tags);
+            let mut bases: Vec<&str> = recs
+                .iter()
+                .filter(|r| r.status == Status::Built)
+                .map(|r| base_of(r))
+                .collect();
+            bases.sort_unstable();
+            bases.dedup();
+            for b in bases {
+                let v = docker
+                    .labels_and_env(b)
+                    .map(|(_, env)| cuda_versions(&env))
+                    .unwrap_or_default();
+                k.base_versions.insert((name.clone(), b.to_string()), v);
+            }
+            let current: Vec<&str> = recs
+                .iter()
+                .filter(|r| r.status == Status::UpToDate)
+                .filter_map(|r| r.image_id.as_deref())
+                .collect();
+            let labels = docker
+                .inspect_by_id(&current, "{{json .Config.Labels}}")
+                .into_iter()
+                .map(|(id, l)| (id, parse_labels(&l)))
+                .collect();
+            k.labels.insert(name, labels);
+        }
+        k
+    }
+
+    /// Whether `tag` already names `image` on this engine.
+    fn tag_is_on(&self, docker: &Docker, engine: &str, tag: &str, image: &str) -> bool {
+        match self.tags.get(engine) {
+            Some(Some(tags)) => tags.get(tag).map(String::as_str) == Some(image),
+            _ => docker.image_id(tag).as_deref() == Some(image),
+        }
+    }
+}
+
+/// The engine a record names, as a key ("" for the first engine).
+fn engine_key(rec: &CellRecord) -> String {
+    rec.engine.clone().unwrap_or_default()
+}
+
+/// The base image a cell was built from, as this engine knows it.
+fn base_of(rec: &CellRecord) -> &str {
+    rec.base_digest.as_deref().unwrap_or(&rec.coordinates.base)
+}
+
+fn parse_labels(json: &str) -> BTreeMap<String, String> {
+    serde_json::from_str::<Option<BTreeMap<String, String>>>(json)
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+/// After the cells: the sizes nobody has read yet, in one call per engine, and the
+/// candidate tags of promoted images, removed in one call per engine.
+fn finish(engines: &Engines, man: &mut Manifest, work: &[&Candidate]) {
+    let mut by_engine: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for c in work {
+        by_engine
+            .entry(engine_key(&man.cells[c.record]))
+            .or_default()
+            .push(c.record);
+    }
+    for recs in by_engine.values() {
+        let Some(engine) = engines.engine(man.cells[recs[0]].engine.as_deref()) else {
+            continue;
+        };
+        let docker = &engine.docker;
+        let unsized_: Vec<&str> = recs
+            .iter()
+            .map(|&i| &man.cells[i])
+            .filter(|r| r.size_bytes.is_none())
+            .filter_map(|r| r.image_id.as_deref())
+            .collect();
+        let sizes = docker.inspect_by_id(&unsized_, "{{.Size}}");
+        for &i in recs {
+            let rec = &mut man.cells[i];
+            if rec.size_bytes.is_none() {
+                let id = rec.image_id.as_deref().unwrap_or_default();
+                rec.size_bytes = match sizes.get(id) {
+                    Some(s) => s.trim().parse().ok(),
+                    None => docker.image_id_and_size(id).map(|(_, s)| s),
+                };
+            }
+        }
+        let promoted: Vec<&str> = work
+            .iter()
+            .filter(|c| recs.contains(&c.record))
+            .filter(|c| {
+                let r = &man.cells[c.record];
+                r.status == Status::Built && r.candidate.is_none()
+            })
+            .map(|c| c.candidate.as_str())
+            .collect();
+        // the public tags hold them now; the private names are only clutter
+        docker.untag_all(&promoted);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn accept_one(
     engines: &Engines,
     rec: &mut CellRecord,
     c: &Candidate,
+    known: &Known,
     previous: Option<&Manifest>,
     opts: &Options,
     cancel: &Cancel,
@@ -86,13 +248,22 @@ fn accept_one(
         return;
     };
     let docker = &engine.docker;
+    let key = engine_key(rec);
     let emulated = engine.emulates(&rec.coordinates.platform);
     rec.emulated = emulated;
     if rec.status == Status::Built {
-        record_versions(docker, rec, c, say);
+        let base = known
+            .base_versions
+            .get(&(key.clone(), base_of(rec).to_string()))
+            .cloned()
+            .unwrap_or_default();
+        record_versions(docker, rec, c, base, say);
     } else {
-        rec.versions =
-            versions_from_labels(docker, rec.image_id.as_deref().unwrap_or(&c.candidate));
+        let image = rec.image_id.as_deref().unwrap_or(&c.candidate);
+        rec.versions = match known.labels.get(&key).and_then(|l| l.get(image)) {
+            Some(labels) => version_labels(labels.clone()),
+            None => versions_from_labels(docker, image),
+        };
     }
     let accepted = if !opts.verify {
         true
@@ -121,7 +292,7 @@ fn accept_one(
         ok
     };
     if accepted {
-        promote(docker, rec, c, say);
+        promote(docker, known, &key, rec, c, say);
     } else if rec.status == Status::Built {
         rec.candidate = Some(c.candidate.clone());
     }
@@ -144,6 +315,7 @@ fn record_versions(
     docker: &Docker,
     rec: &mut CellRecord,
     c: &Candidate,
+    base_versions: BTreeMap<String, String>,
     say: &(dyn Fn(&str) + Sync),
 ) {
     let image = rec.image_id.clone().unwrap_or_else(|| c.candidate.clone());
@@ -161,9 +333,7 @@ fn record_versions(
             c.cell.id
         )),
     }
-    if let Ok((_, env)) = docker.labels_and_env(&image) {
-        versions.extend(cuda_versions(&env));
-    }
+    versions.extend(base_versions);
     if versions.is_empty() {
         return;
     }
@@ -184,12 +354,15 @@ fn record_versions(
     };
     let relabelled = match relabelled {
         Some(r) => Ok(r),
-        None => docker.relabel(&image, &c.candidate, c.cell.platform(), &labels),
+        None => docker
+            .relabel(&image, &c.candidate, c.cell.platform(), &labels)
+            .map(|id| (id, None)),
     };
     match relabelled {
         Ok((id, size)) => {
             rec.image_id = Some(id);
-            rec.size_bytes = Some(size);
+            // None: read with the others' once every cell is accepted
+            rec.size_bytes = size;
         }
         Err(e) => say(&format!(
             "warning: {}: cannot label the versions: {e}",
@@ -207,7 +380,7 @@ fn rebuild_labelled(
     image: &str,
     candidate: &str,
     labels: &[(String, String)],
-) -> Result<(String, u64), String> {
+) -> Result<(String, Option<u64>), String> {
     let before = docker.layers(image)?;
     let again = BuildRequest {
         tags: vec![candidate.to_string()],
@@ -225,6 +398,7 @@ fn rebuild_labelled(
     }
     docker
         .image_id_and_size(&id)
+        .map(|(id, size)| (id, Some(size)))
         .ok_or_else(|| format!("the labelled image {id} is missing"))
 }
 
@@ -245,34 +419,41 @@ pub fn cuda_versions(env: &[String]) -> BTreeMap<String, String> {
 pub fn versions_from_labels(docker: &Docker, image: &str) -> BTreeMap<String, String> {
     docker
         .labels_and_env(image)
-        .map(|(labels, _)| {
-            labels
-                .into_iter()
-                .filter_map(|(k, v)| Some((k.strip_prefix(VERSION_LABEL)?.to_string(), v)))
-                .collect()
-        })
+        .map(|(labels, _)| version_labels(labels))
         .unwrap_or_default()
 }
 
+/// The `io.image-matrix.version.NAME` labels among an image's labels, by NAME.
+fn version_labels(labels: BTreeMap<String, String>) -> BTreeMap<String, String> {
+    labels
+        .into_iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix(VERSION_LABEL)?.to_string(), v)))
+        .collect()
+}
+
 /// Move the public tags to the cell's image; record the ones that moved (or are new).
-fn promote(docker: &Docker, rec: &mut CellRecord, c: &Candidate, say: &(dyn Fn(&str) + Sync)) {
+/// The candidate tag is removed afterwards, with the others' (see [`finish`]).
+fn promote(
+    docker: &Docker,
+    known: &Known,
+    engine: &str,
+    rec: &mut CellRecord,
+    c: &Candidate,
+    say: &(dyn Fn(&str) + Sync),
+) {
     let Some(image) = rec.image_id.clone() else {
         return;
     };
     // a tag group's member carries its platform tag here; its shared tags name an
     // index, which `push` makes in the registry
     for t in &c.cell.local_tags() {
-        if docker.image_id(t).as_deref() == Some(image.as_str()) {
+        if known.tag_is_on(docker, engine, t, &image) {
             continue;
         }
         match docker.tag(&image, t) {
             Ok(()) => rec.tags_added.push(t.clone()),
             Err(e) => say(&format!("warning: cannot tag {t}: {e}")),
         }
-    }
-    if rec.status == Status::Built {
-        // the public tags hold it now; the private name is only clutter
-        let _ = docker.untag(&c.candidate);
     }
 }
 

@@ -18,8 +18,9 @@ pub struct Outcome {
     pub duration: Duration,
     /// The last lines of output, for the failure report.
     pub tail: Vec<String>,
-    /// Image id and size, after a build (or of the image that is up to date).
-    pub image: Option<(String, u64)>,
+    /// Image id and size, after a build (or of the image that is up to date). A fresh
+    /// build's size is left to acceptance, which asks for many images in one call.
+    pub image: Option<(String, Option<u64>)>,
     /// Why it failed, was cancelled or was not started, in one line.
     pub reason: Option<String>,
     /// The engine that ran (or holds) it.

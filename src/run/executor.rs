@@ -86,8 +86,9 @@ pub trait Executor: Sync {
         on_step: &mut dyn FnMut(Step),
         stop: &(dyn Fn() -> Option<Stop> + Sync),
     ) -> AttemptResult;
-    /// Image id and size after a successful build.
-    fn image_info(&self, job: &Job) -> Option<(String, u64)>;
+    /// Image id and size after a successful build (the size may be left unknown when
+    /// asking for it would cost a call of its own).
+    fn image_info(&self, job: &Job) -> Option<(String, Option<u64>)>;
     /// Whether the engine still answers (asked after a failure, and by the health
     /// check when there are several engines).
     fn alive(&self) -> Result<(), String> {
@@ -269,15 +270,22 @@ impl Executor for DockerExecutor {
         self.docker.ping(Duration::from_secs(10))
     }
 
-    fn image_info(&self, job: &Job) -> Option<(String, u64)> {
+    fn image_info(&self, job: &Job) -> Option<(String, Option<u64>)> {
         let id = job
             .request
             .iidfile
             .as_ref()
             .and_then(|f| std::fs::read_to_string(f).ok())
-            .map(|s| s.trim().to_string());
-        let reference = id.clone().or_else(|| job.primary_tag.clone())?;
-        self.docker.image_id_and_size(&reference)
+            .map(|s| s.trim().to_string())
+            .filter(|s| s.starts_with("sha256:"));
+        match id {
+            // the build named its image: its size is read later, with many others
+            Some(id) => Some((id, None)),
+            None => self
+                .docker
+                .image_id_and_size(job.primary_tag.as_ref()?)
+                .map(|(id, size)| (id, Some(size))),
+        }
     }
 }
 

@@ -114,8 +114,8 @@ impl Executor for FakeExecutor {
         }
     }
 
-    fn image_info(&self, job: &Job) -> Option<(String, u64)> {
-        Some((format!("sha256:{}", job.id), 1000))
+    fn image_info(&self, job: &Job) -> Option<(String, Option<u64>)> {
+        Some((format!("sha256:{}", job.id), Some(1000)))
     }
 
     fn alive(&self) -> Result<(), String> {

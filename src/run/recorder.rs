@@ -80,7 +80,9 @@ impl Recorder {
         rec.requeued.clone_from(&o.requeues);
         if let Some((id, size)) = &o.image {
             rec.image_id = Some(id.clone());
-            rec.size_bytes = Some(*size);
+            if size.is_some() {
+                rec.size_bytes = *size;
+            }
         }
         if o.status == Status::UpToDate || (o.attempts == 0 && o.status != Status::Failed) {
             rec.log = None;
@@ -139,7 +141,7 @@ mod tests {
         let done = Outcome {
             status: Status::Built,
             attempts: 1,
-            image: Some(("sha256:x".into(), 7)),
+            image: Some(("sha256:x".into(), Some(7))),
             engine: Some("default".into()),
             ..Outcome::not_started(JobKind::Cell(1), &p.cells[1].id)
         };
