@@ -980,7 +980,7 @@ fn wait_within(
         let (tx, rx) = std::sync::mpsc::channel();
         let h = &handle;
         s.spawn(move || {
-            let _ = tx.send(h.wait().map(|o| o.clone()));
+            let _ = tx.send(h.wait().cloned());
         });
         match rx.recv_timeout(timeout) {
             Ok(r) => r.map(Some),
