@@ -410,9 +410,18 @@ fn bench_scale() {
     let before = std::env::var_os("BENCH_BEFORE").map(PathBuf::from);
     let fake = root().join("bench/fake-docker-instant");
     let bin = matrix_bin();
+    // every cell renders a build context: the file system under the temp dir counts
+    let tmp = std::env::temp_dir();
+    let fs = Command::new("stat")
+        .args(["-f", "-c", "%T"])
+        .arg(&tmp)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
     println!(
-        "matrix build -j 8 against a docker that succeeds at once (bench/fake-docker-instant):"
+        "matrix build -j 8 against a docker that succeeds at once (bench/fake-docker-instant),"
     );
+    println!("in {} ({fs}; TMPDIR moves it):", tmp.display());
     println!(
         "{:>7}  {:<7} {:>9} {:>14} {:>10}",
         "cells", "binary", "wall", "tool CPU/cell", "peak RSS"

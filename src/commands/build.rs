@@ -47,11 +47,10 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> Result<Exit, Error> {
     check_cache(&settings.cache, &connected.engines)?;
     check_platforms(&cells, &connected.engines)?;
     settings.bases = resolve_bases(&cells, &connected.engines, args.pull, previous.as_ref())?;
-    let prepared = prepare::prepare(&plan, &cells, &out.paths, &settings);
-    for (job, ctx) in prepared.jobs.iter().zip(&prepared.contexts) {
+    let prepared = prepare::prepare(&plan, &cells, &out.paths, &settings, &mut |job, ctx| {
         crate::render::write(ctx, &job.request.context_dir)
-            .map_err(|e| Error::write(&job.request.context_dir, e))?;
-    }
+            .map_err(|e| Error::write(&job.request.context_dir, e))
+    })?;
     for j in prepared
         .jobs
         .iter()

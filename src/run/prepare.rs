@@ -100,8 +100,6 @@ pub fn candidate_tag(c: &Cell, repository: &str) -> String {
 pub struct Prepared<'p> {
     /// The cell of each job (job `i` builds `cells[i]`).
     pub cells: Vec<&'p Cell>,
-    /// The rendered context of each job, to be written to `request.context_dir`.
-    pub contexts: Vec<render::Context>,
     pub jobs: Vec<Job>,
     pub stages: Vec<SharedStage>,
     /// One record per job (same order), then the exclusions.
@@ -133,16 +131,18 @@ pub fn excluded_record(e: &Excluded) -> CellRecord {
     }
 }
 
-/// Jobs, shared stages and records for the selected cells.
-pub fn prepare<'p>(
+/// Jobs, shared stages and records for the selected cells. Each cell's rendered context
+/// goes to `on_context` (which writes it to `request.context_dir`) as soon as it is made
+/// and is not kept: 10,000 contexts held at once would be 400 MB.
+pub fn prepare<'p, E>(
     plan: &'p Plan,
     cells: &[&'p Cell],
     paths: &Paths,
     s: &Settings,
-) -> Prepared<'p> {
+    on_context: &mut dyn FnMut(&Job, &render::Context) -> Result<(), E>,
+) -> Result<Prepared<'p>, E> {
     let mut p = Prepared {
         cells: Vec::with_capacity(cells.len()),
-        contexts: Vec::with_capacity(cells.len()),
         jobs: Vec::with_capacity(cells.len()),
         stages: Vec::new(),
         records: Vec::with_capacity(cells.len() + plan.excluded.len()),
@@ -197,8 +197,8 @@ pub fn prepare<'p>(
             os_keys.push(stage_key(&ctx, &["system/"], c));
             conda_keys.push(stage_key(&ctx, &["system/", "conda/"], c));
         }
+        on_context(&p.jobs[i], &ctx)?;
         p.cells.push(c);
-        p.contexts.push(ctx);
         p.records.push(rec);
     }
     if !s.no_cache {
@@ -210,7 +210,7 @@ pub fn prepare<'p>(
         }
     }
     p.records.extend(plan.excluded.iter().map(excluded_record));
-    p
+    Ok(p)
 }
 
 fn request(
@@ -416,7 +416,7 @@ mod tests {
             native: vec!["linux/amd64".into()],
             ..Settings::default()
         };
-        let prep = prepare(&p, &cells, &paths(), &s);
+        let prep = prepare(&p, &cells, &paths(), &s, &mut |_, _| Ok::<(), ()>(())).unwrap();
         assert_eq!(prep.jobs.len(), 8);
         assert_eq!(prep.records.len(), 8);
         let mut names: Vec<&str> = prep.stages[2..].iter().map(|s| s.job.id.as_str()).collect();
@@ -463,7 +463,7 @@ mod tests {
             },
             ..Settings::default()
         };
-        let prep = prepare(&p, &cells, &paths(), &s);
+        let prep = prepare(&p, &cells, &paths(), &s, &mut |_, _| Ok::<(), ()>(())).unwrap();
         let a = prep.jobs.iter().find(|j| j.id.ends_with("-a")).unwrap();
         assert_eq!(
             a.request.cache_from,
@@ -491,7 +491,7 @@ mod tests {
             native: vec!["linux/amd64".into()],
             ..Settings::default()
         };
-        let prep = prepare(&p, &cells, &paths(), &s);
+        let prep = prepare(&p, &cells, &paths(), &s, &mut |_, _| Ok::<(), ()>(())).unwrap();
         assert!(prep.stages.is_empty());
         assert_eq!(
             prep.jobs[0].request.platform.as_deref(),
