@@ -51,3 +51,6 @@ except OSError:
     pass
 print(json.dumps(v, sort_keys=True))
 PY
+# ...and printed for image-matrix to take from the build's output (one line, after a
+# marker), so that it need not start the fresh image to read the file
+echo "image-matrix-versions: $(tr -d '\n' < /etc/image-matrix/versions.json)"

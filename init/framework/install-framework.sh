@@ -36,3 +36,4 @@ for name in ("torch", "torchvision", "torchaudio", "tensorflow"):
         pass
 json.dump(v, open(path, "w"), sort_keys=True)
 PY
+echo "image-matrix-versions: $(tr -d '\n' < /etc/image-matrix/versions.json)"

@@ -319,19 +319,22 @@ fn record_versions(
     say: &(dyn Fn(&str) + Sync),
 ) {
     let image = rec.image_id.clone().unwrap_or_else(|| c.candidate.clone());
-    let mut versions = BTreeMap::new();
-    match docker.read_file(&image, c.cell.platform(), VERSIONS_FILE) {
-        Ok(text) => match serde_json::from_str::<BTreeMap<String, String>>(&text) {
-            Ok(v) => versions = v,
+    // printed by the build when its final step ran; read from the image otherwise
+    let mut versions = std::mem::take(&mut rec.versions);
+    if versions.is_empty() {
+        match docker.read_file(&image, c.cell.platform(), VERSIONS_FILE) {
+            Ok(text) => match serde_json::from_str::<BTreeMap<String, String>>(&text) {
+                Ok(v) => versions = v,
+                Err(e) => say(&format!(
+                    "warning: {}: {VERSIONS_FILE} is not a version list: {e}",
+                    c.cell.id
+                )),
+            },
             Err(e) => say(&format!(
-                "warning: {}: {VERSIONS_FILE} is not a version list: {e}",
+                "warning: {}: cannot read {VERSIONS_FILE}: {e}",
                 c.cell.id
             )),
-        },
-        Err(e) => say(&format!(
-            "warning: {}: cannot read {VERSIONS_FILE}: {e}",
-            c.cell.id
-        )),
+        }
     }
     versions.extend(base_versions);
     if versions.is_empty() {

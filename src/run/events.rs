@@ -21,6 +21,8 @@ pub struct Outcome {
     /// Image id and size, after a build (or of the image that is up to date). A fresh
     /// build's size is left to acceptance, which asks for many images in one call.
     pub image: Option<(String, Option<u64>)>,
+    /// The versions a fresh build printed (JSON), see [`super::executor::VERSIONS_MARKER`].
+    pub versions: Option<String>,
     /// Why it failed, was cancelled or was not started, in one line.
     pub reason: Option<String>,
     /// The engine that ran (or holds) it.
@@ -40,6 +42,7 @@ impl Outcome {
             duration: Duration::ZERO,
             tail: Vec::new(),
             image: None,
+            versions: None,
             reason: None,
             engine: None,
             requeues: Vec::new(),

@@ -73,7 +73,15 @@ pub struct AttemptResult {
     pub end: AttemptEnd,
     /// The last lines of output, for the failure report.
     pub tail: Vec<String>,
+    /// What the build printed after its [`VERSIONS_MARKER`] (the JSON of what it
+    /// installed), when the step that writes the versions ran in this build (a step
+    /// answered from the cache prints nothing: acceptance then reads the file).
+    pub versions: Option<String>,
 }
+
+/// The final build step prints the versions it recorded after this marker, so a fresh
+/// image need not be started again to read them.
+pub const VERSIONS_MARKER: &str = "image-matrix-versions: ";
 
 pub trait Executor: Sync {
     /// Whether the job's tag exists with the same input hash.
@@ -218,6 +226,7 @@ impl Executor for DockerExecutor {
                         job.log_path.display()
                     )),
                     tail: Vec::new(),
+                    versions: None,
                 }
             }
         };
@@ -231,10 +240,15 @@ impl Executor for DockerExecutor {
         if let Some(f) = &job.request.iidfile {
             let _ = std::fs::remove_file(f);
         }
+        let mut versions = None;
         let mut on_line = |raw: &str| {
             let _ = writeln!(log, "{raw}");
             let clean = strip_ansi(raw);
             let line = clean.as_str();
+            // the last one wins: a framework layer prints the list again, extended
+            if let Some(i) = line.find(VERSIONS_MARKER) {
+                versions = Some(line[i + VERSIONS_MARKER.len()..].trim().to_string());
+            }
             if tail.len() == TAIL {
                 tail.pop_front();
             }
@@ -263,7 +277,11 @@ impl Executor for DockerExecutor {
             }
         };
         let _ = log.flush();
-        AttemptResult { end, tail }
+        AttemptResult {
+            end,
+            tail,
+            versions,
+        }
     }
 
     fn alive(&self) -> Result<(), String> {

@@ -111,6 +111,7 @@ impl Executor for FakeExecutor {
         AttemptResult {
             end,
             tail: vec![format!("fake output of {}", job.id)],
+            versions: None,
         }
     }
 

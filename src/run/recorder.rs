@@ -78,6 +78,14 @@ impl Recorder {
         }
         rec.engine.clone_from(&o.engine);
         rec.requeued.clone_from(&o.requeues);
+        if o.status == Status::Built {
+            // what this very build printed, or nothing: never an earlier record's
+            rec.versions = o
+                .versions
+                .as_deref()
+                .and_then(|v| serde_json::from_str(v).ok())
+                .unwrap_or_default();
+        }
         if let Some((id, size)) = &o.image {
             rec.image_id = Some(id.clone());
             if size.is_some() {

@@ -970,6 +970,7 @@ fn run_job(
         let mut o = outcome(status, code, reason, r.tail);
         if status == Status::Built {
             o.image = exec.image_info(job);
+            o.versions = r.versions;
         }
         o.duration = start.elapsed();
         return Ran {
