@@ -231,7 +231,32 @@ pub fn resolve_bases(
             }
         }
     }
-    let mut seen: HashMap<(String, String), Option<LocalImage>> = HashMap::new();
+    // Every (engine, base) pair asked at once, a few at a time: each is a docker client
+    // process of its own (tens of ms), and a matrix of 20 bases on 2 engines has 40.
+    let mut pairs: Vec<(&Engine, &str)> = keys
+        .iter()
+        .flat_map(|(reference, platform)| {
+            capable(platform)
+                .into_iter()
+                .map(move |e| (e, reference.as_str()))
+        })
+        .collect();
+    pairs.sort_by(|a, b| (&a.0.name, a.1).cmp(&(&b.0.name, b.1)));
+    pairs.dedup_by(|a, b| a.0.name == b.0.name && a.1 == b.1);
+    let asked = |(e, reference): &(&Engine, &str)| {
+        let found = e.docker.image_digest(reference).ok().flatten();
+        ((e.name.clone(), reference.to_string()), found)
+    };
+    let mut seen: HashMap<(String, String), Option<LocalImage>> = {
+        use rayon::prelude::*;
+        match rayon::ThreadPoolBuilder::new()
+            .num_threads(pairs.len().clamp(1, 8))
+            .build()
+        {
+            Ok(pool) => pool.install(|| pairs.par_iter().map(asked).collect()),
+            Err(_) => pairs.iter().map(asked).collect(),
+        }
+    };
     fn look(
         seen: &mut HashMap<(String, String), Option<LocalImage>>,
         e: &Engine,
