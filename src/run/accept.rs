@@ -164,10 +164,17 @@ impl Known {
     /// Whether `tag` already names `image` on this engine.
     fn tag_is_on(&self, docker: &Docker, engine: &str, tag: &str, image: &str) -> bool {
         match self.tags.get(engine) {
-            Some(Some(tags)) => tags.get(tag).map(String::as_str) == Some(image),
+            Some(Some(tags)) => tags.get(docker_hub_short(tag)).map(String::as_str) == Some(image),
             _ => docker.image_id(tag).as_deref() == Some(image),
         }
     }
+}
+
+/// A tag as `docker image ls` prints it: Docker Hub's registry (and its `library/`
+/// namespace) left out, as the client does.
+fn docker_hub_short(tag: &str) -> &str {
+    let t = tag.strip_prefix("docker.io/").unwrap_or(tag);
+    t.strip_prefix("library/").unwrap_or(t)
 }
 
 /// The engine a record names, as a key ("" for the first engine).
@@ -463,6 +470,17 @@ fn promote(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tags_are_compared_as_image_ls_prints_them() {
+        assert_eq!(docker_hub_short("docker.io/library/m:1"), "m:1");
+        assert_eq!(docker_hub_short("docker.io/org/m:1"), "org/m:1");
+        assert_eq!(docker_hub_short("org/m:1"), "org/m:1");
+        assert_eq!(
+            docker_hub_short("127.0.0.1:5000/library/m:1"),
+            "127.0.0.1:5000/library/m:1"
+        );
+    }
 
     #[test]
     fn cuda_and_cudnn_come_from_nvidias_environment() {
