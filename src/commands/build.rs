@@ -72,16 +72,18 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> Result<Exit, Error> {
             .collect();
         manifest.shards = vec![shard.to_string()];
     }
-    let mut recorder = Recorder::new(manifest, &out.manifest, RECORD_EVERY);
-    recorder
-        .write()
-        .map_err(|e| Error::write(&out.manifest, e))?;
-
+    // The handlers go in before the first manifest is written: a signal that finds the
+    // manifest on disk must find them too (it was a race: a Ctrl-C just after the write
+    // killed the tool outright, with the manifest saying nothing of it).
     let cancel = Cancel::default();
     signals::install(&cancel, || {
         crate::docker::kill_all_groups();
         crate::verify::remove_all_containers();
     });
+    let mut recorder = Recorder::new(manifest, &out.manifest, RECORD_EVERY);
+    recorder
+        .write()
+        .map_err(|e| Error::write(&out.manifest, e))?;
     let mut reporter = Progress::new(
         args.progress(),
         prepared.jobs.len(),
