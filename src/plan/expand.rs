@@ -180,20 +180,7 @@ fn build_cells(
         let platform = &axes.platforms[p.platform];
         let id = tags::cell_id(py.version, base, variant, &platform.name);
         if let Some(rule) = p.rule {
-            excluded.push(Excluded {
-                id,
-                coord: axes.coordinate(p),
-                python: py.version.to_string(),
-                base: base.reference.clone(),
-                platform: platform.name.clone(),
-                variant: variant.name.clone(),
-                reason: rule
-                    .reason
-                    .as_ref()
-                    .map(|r| r.value.clone())
-                    .unwrap_or_default(),
-                line: rule.at.line,
-            });
+            excluded.push(Excluded::by_rule(id, axes.coordinate(p), rule));
             continue;
         }
         match axes::installer_for(py, &platform.arch, user_catalogue, settings) {

@@ -274,20 +274,7 @@ pub fn grow(
                 .find(|(_, r)| rule_matches(r, &coord))
             {
                 hits[i] += 1;
-                excluded.push(Excluded {
-                    id,
-                    python: coord.python.clone(),
-                    base: coord.base.clone(),
-                    platform: coord.platform.clone(),
-                    variant: coord.variant.clone(),
-                    coord,
-                    reason: rule
-                        .reason
-                        .as_ref()
-                        .map(|r| r.value.clone())
-                        .unwrap_or_default(),
-                    line: rule.at.line,
-                });
+                excluded.push(Excluded::by_rule(id, coord, rule));
                 continue;
             }
             match picked {

@@ -187,6 +187,26 @@ pub struct Excluded {
     pub line: usize,
 }
 
+impl Excluded {
+    /// The cell `id` at `coord`, left out by `rule` (its reason and line go with it).
+    pub fn by_rule(id: String, coord: Coordinate, rule: &RawRule) -> Excluded {
+        Excluded {
+            id,
+            python: coord.python.clone(),
+            base: coord.base.clone(),
+            platform: coord.platform.clone(),
+            variant: coord.variant.clone(),
+            coord,
+            reason: rule
+                .reason
+                .as_ref()
+                .map(|r| r.value.clone())
+                .unwrap_or_default(),
+            line: rule.at.line,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Plan {
     pub matrix_file: PathBuf,
