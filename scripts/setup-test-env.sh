@@ -101,3 +101,8 @@ else
   phase "making the arm64 image-matrix-test/debian:bookworm with debootstrap under emulation (about 4 minutes)" \
     env DOCKER_HOST=$arm ARCH=arm64 SUITE=bookworm "$here/make-debian-base.sh" image-matrix-test/debian:bookworm
 fi
+
+# what killed test runs left behind, on both engines (a run's own images go when its
+# tests end; see tests/common)
+"$here/remove-test-leftovers.sh"
+DOCKER_HOST=$arm "$here/remove-test-leftovers.sh"

@@ -14,31 +14,56 @@ start=$SECONDS
 scripts/setup-test-env.sh
 scripts/setup-browser.sh
 echo "test: setup done in $((SECONDS - start))s"
+# Room on the disk that holds the images: a full run's own images, build cache and
+# target directory peak at about $need_gb GB more than at its start (measured, see
+# BENCHMARKS.md), and a disk that fills mid-run fails builds far from the cause.
+need_gb=16
+docker_root=$(docker info --format '{{.DockerRootDir}}')
+free_gb() { df -P -BG "$docker_root" | awk 'NR == 2 {sub("G", "", $4); print $4}'; }
+at_start=$(free_gb)
+if [ "$at_start" -lt "$need_gb" ]; then
+  echo "test: only ${at_start} GB free on the file system of $docker_root; a full run needs about ${need_gb} GB." >&2
+  echo "test: what Docker holds there ('docker system prune' frees what no image or container uses):" >&2
+  docker system df >&2
+  exit 1
+fi
+lowest=$(mktemp /tmp/image-matrix-test-disk.XXXXXX)
+echo "$at_start" >"$lowest"
+( while sleep 5; do f=$(free_gb); [ "$f" -lt "$(cat "$lowest")" ] && echo "$f" >"$lowest"; done ) &
+sampler=$!
 cargo test --locked --no-run --lib --bins --tests 2>&1 | grep -v '^ *Executable' || true
-# The two longest Docker tests spend most of their time waiting on one core (the
-# arm64 build under QEMU) or on downloads and layer commits (PyTorch's 2.5 GB of
-# wheels): each runs in a lane of its own beside the rest; their output comes last.
-slow=(multiarch_e2e frameworks_e2e)
+# The longest Docker tests spend most of their time waiting, not computing: on one
+# core (the arm64 build under QEMU), on downloads and layer commits (PyTorch's 2.5 GB
+# of wheels), on builds of one cell at a time (the nightly's and buildx's). Each lane
+# below runs beside the rest (one lane: test binaries in it one after another); their
+# output comes last.
+lanes=("multiarch_e2e" "frameworks_e2e" "nightly_e2e buildx_e2e")
 pids=() logs=()
-for t in "${slow[@]}"; do
-  log=$(mktemp "/tmp/image-matrix-test-$t.XXXXXX")
-  cargo test --locked --test "$t" -- --nocapture >"$log" 2>&1 &
+for lane in "${lanes[@]}"; do
+  log=$(mktemp "/tmp/image-matrix-test-${lane// /+}.XXXXXX")
+  args=()
+  for t in $lane; do args+=(--test "$t"); done
+  cargo test --locked --no-fail-fast "${args[@]}" -- --nocapture >"$log" 2>&1 &
   pids+=($!) logs+=("$log")
 done
-trap 'kill "${pids[@]}" 2>/dev/null || true' INT TERM
+trap 'kill "${pids[@]}" "$sampler" 2>/dev/null || true' INT TERM EXIT
 others=(--lib --bins)
 for t in tests/*.rs; do
   name=$(basename "$t" .rs)
-  [[ " ${slow[*]} " == *" $name "* ]] || others+=(--test "$name")
+  [[ " ${lanes[*]} " == *" $name "* ]] || others+=(--test "$name")
 done
 status=0
 # --no-fail-fast: one run names every failing test, not only the first
 cargo test --locked --no-fail-fast "${others[@]}" -- --test-threads 2 || status=$?
-for i in "${!slow[@]}"; do
-  echo "test: waiting for ${slow[$i]} (running since the start; log ${logs[$i]})"
+echo "test: the rest done at $((SECONDS - start))s"
+for i in "${!lanes[@]}"; do
+  echo "test: waiting for ${lanes[$i]} (running since the start; log ${logs[$i]})"
   wait "${pids[$i]}" || status=$?
   cat "${logs[$i]}"
-  echo "test: ${slow[$i]} done at $((SECONDS - start))s"
+  echo "test: ${lanes[$i]} done at $((SECONDS - start))s"
 done
+kill "$sampler" 2>/dev/null || true
+echo "test: disk: ${at_start} GB free at the start, $(cat "$lowest") GB at the lowest, $(free_gb) GB at the end ($docker_root)"
+rm -f "$lowest"
 echo "test: all done in $((SECONDS - start))s"
 exit "$status"

@@ -10,28 +10,8 @@
 //!
 //! Needs the daemon and the local bases (`scripts/setup-test-env.sh`); fails without.
 
-use std::process::Command;
-
 mod common;
 use common::*;
-
-/// Removes this test's images, whatever happens.
-struct Cleanup(String);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let (_, out, _) = docker(&[
-            "images",
-            "--format",
-            "{{.Repository}}:{{.Tag}}",
-            "--filter",
-            &format!("reference={}/*", self.0),
-        ]);
-        for image in out.lines().filter(|l| !l.is_empty()) {
-            let _ = Command::new("docker").args(["rmi", "-f", image]).output();
-        }
-    }
-}
 
 const PARENT: &str = "py3.11-debian12-amd64";
 const CHILD: &str = "py3.11-debian12-amd64-torch2.1.2";

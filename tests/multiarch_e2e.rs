@@ -10,7 +10,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use common::{cell, docker, manifest, matrix, require_environment, sh, Mirror, Registry, BASE};
+use common::{
+    cell, docker, manifest, matrix, remove_images, require_environment, sh, Mirror, Registry, BASE,
+};
 
 const ARM_HOST: &str = "unix:///run/image-matrix-engines/arm.sock";
 const AMD: &str = "py3.11-debian12-amd64";
@@ -47,20 +49,8 @@ struct Cleanup(String);
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        for host in [None, Some(ARM_HOST)] {
-            let mut ls = Command::new("docker");
-            if let Some(h) = host {
-                ls.env("DOCKER_HOST", h);
-            }
-            let (_, out, _) = sh(ls.args(["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]));
-            for r in out.lines().filter(|r| r.contains(&self.0)) {
-                let mut rm = Command::new("docker");
-                if let Some(h) = host {
-                    rm.env("DOCKER_HOST", h);
-                }
-                let _ = sh(rm.args(["rmi", "-f", r]));
-            }
-        }
+        remove_images(None, &self.0);
+        remove_images(Some(ARM_HOST), &self.0);
     }
 }
 
@@ -138,7 +128,7 @@ fn one_tag_serves_amd64_natively_built_and_arm64_built_under_emulation() {
     let reg = Registry::start(&dir.path().join("registry"));
     let name = format!("image-matrix-multiarch-{}/miniconda", std::process::id());
     let repo = format!("127.0.0.1:{}/{name}", reg.port);
-    let _clean = Cleanup(name.clone());
+    let _clean = Cleanup(repo.clone());
     std::fs::write(dir.path().join("matrix.yaml"), yaml(&repo, &mirror)).unwrap();
 
     // the default engine builds amd64 and, with this host's emulator, arm64 too; but

@@ -132,21 +132,56 @@ impl Drop for Registry {
     }
 }
 
+/// Removes a test's images when dropped, whatever happened: every image of the
+/// repository prefix (`self.0`) on the default daemon, by tag and, for images a
+/// moved tag left untagged, by the `io.image-matrix.repository` label our builds set.
 pub struct Cleanup(pub String);
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let (_, ids, _) = docker(&[
-            "image",
-            "ls",
-            "-q",
-            "--filter",
-            &format!("reference={}/*", self.0),
-        ]);
-        let (_, broken, _) = docker(&["image", "ls", "-q", &format!("{}/broken", self.0)]);
-        // Children first: an image another one is built FROM cannot go before it.
-        for id in broken.lines().chain(ids.lines()) {
-            let _ = docker(&["rmi", "-f", id]);
+        remove_images(None, &self.0);
+    }
+}
+
+/// Removes every image of the repository prefix `repo` from one engine (`host`, or
+/// the default daemon): its tags, then the untagged images labelled with it. A tag
+/// goes by name, so an image that also has another name (a base the test tagged)
+/// stays. Children before parents: an image a later one was built FROM is retried.
+pub fn remove_images(host: Option<&str>, repo: &str) {
+    let run = |args: &[&str]| {
+        let mut cmd = Command::new("docker");
+        if let Some(h) = host {
+            cmd.env("DOCKER_HOST", h);
+        }
+        sh(cmd.args(args))
+    };
+    let ours = |name: &str| name.starts_with(&format!("{repo}/")) || name == repo;
+    let (_, tags, _) = run(&["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]);
+    let mut stale: Vec<String> = tags
+        .lines()
+        .filter(|t| !t.ends_with(":<none>") && t.rsplit_once(':').is_some_and(|(r, _)| ours(r)))
+        .map(str::to_string)
+        .collect();
+    let filter = ["image", "ls", "-q", "--filter", "dangling=true"];
+    let (_, untagged, _) = run(&[
+        &filter[..],
+        &["--filter", "label=io.image-matrix.repository"],
+    ]
+    .concat());
+    let ids: Vec<&str> = untagged.split_whitespace().collect();
+    if !ids.is_empty() {
+        let format = r#"{{.Id}} {{index .Config.Labels "io.image-matrix.repository"}}"#;
+        let (_, labels, _) = run(&[&["image", "inspect", "--format", format][..], &ids].concat());
+        stale.extend(labels.lines().filter_map(|l| {
+            let (id, label) = l.split_once(' ')?;
+            ours(label).then(|| id.to_string())
+        }));
+    }
+    for _ in 0..4 {
+        let before = stale.len();
+        stale.retain(|r| run(&["rmi", r]).0 != 0 && run(&["image", "inspect", r]).0 == 0);
+        if stale.is_empty() || stale.len() == before {
+            break;
         }
     }
 }
