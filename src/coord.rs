@@ -233,16 +233,19 @@ impl Coordinate {
 
     /// A coordinate's value in a tag: empty where a CPU base has no CUDA, and `base`
     /// is the base's slug.
-    pub fn template_value(&self, key: Key) -> String {
+    pub fn template_text(&self, key: Key) -> Cow<'_, str> {
+        fn text(v: &Option<String>) -> Cow<'_, str> {
+            Cow::Borrowed(v.as_deref().unwrap_or_default())
+        }
         match key {
-            Key::Base => self.base_slug(),
-            Key::Cuda => self.cuda.clone().unwrap_or_default(),
-            Key::Cudnn => self.cudnn.clone().unwrap_or_default(),
-            Key::Flavor => self.flavor.clone().unwrap_or_default(),
-            Key::Torch => self.torch.clone().unwrap_or_default(),
-            Key::Tf => self.tf.clone().unwrap_or_default(),
-            Key::CudaWheel => self.cuda_wheel.clone().unwrap_or_default(),
-            k => self.value(k).map(Cow::into_owned).unwrap_or_default(),
+            Key::Base => Cow::Owned(self.base_slug()),
+            Key::Cuda => text(&self.cuda),
+            Key::Cudnn => text(&self.cudnn),
+            Key::Flavor => text(&self.flavor),
+            Key::Torch => text(&self.torch),
+            Key::Tf => text(&self.tf),
+            Key::CudaWheel => text(&self.cuda_wheel),
+            k => self.value(k).unwrap_or_default(),
         }
     }
 
@@ -409,7 +412,7 @@ mod tests {
         s.0.cudnn = None;
         s.0.flavor = None;
         assert!(s.matches(Key::Cuda, "none") && s.matches(Key::Cudnn, "none"));
-        assert_eq!(s.0.template_value(Key::Cuda), "");
+        assert_eq!(s.0.template_text(Key::Cuda), "");
         assert_eq!(s.0.base_slug(), "ubuntu22.04");
         assert_eq!(gpu().0.base_slug(), "cuda12.1.1-cudnn8-devel-ubuntu22.04");
     }

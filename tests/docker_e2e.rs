@@ -123,7 +123,11 @@ build:
         ] {
             assert!(names.contains(&want), "check {want} missing: {names:?}");
         }
-        assert!(r["ready_seconds"].as_f64().unwrap() < 30.0);
+        // recorded, and within verify's own bound (`--ready-timeout`, 90 s): how fast
+        // services come up on a loaded 2-core machine is a benchmark's matter
+        let ready = r["ready_seconds"].as_f64().unwrap_or(-1.0);
+        println!("{}: services ready after {ready:.1} s", r["id"]);
+        assert!(ready > 0.0 && ready <= 90.0, "ready_seconds {ready}: {r}");
     }
     let m = manifest(&dir.path().join("out/manifest.json"));
     assert_eq!(

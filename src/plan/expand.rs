@@ -43,21 +43,25 @@ impl Axes {
 
 /// A cell's coordinates from its parts.
 pub fn coordinate(py: &PyEntry, base: &Base, variant: &Variant, platform: &str) -> Coordinate {
-    let cuda = base.cuda.as_ref();
     Coordinate {
         python: py.version.to_string(),
         miniconda: py.release.to_string(),
+        platform: platform.to_string(),
+        variant: variant.name.clone(),
+        ..base_coordinate(base)
+    }
+}
+
+/// The coordinates a base decides (the image, its OS and CUDA); the rest empty.
+fn base_coordinate(base: &Base) -> Coordinate {
+    let cuda = base.cuda.as_ref();
+    Coordinate {
         base: base.reference.clone(),
         os: base.os.slug(),
         cuda: cuda.map(|c| c.version.to_string()),
         cudnn: cuda.and_then(|c| c.cudnn.clone()),
         flavor: cuda.map(|c| c.flavor.clone()),
-        platform: platform.to_string(),
-        variant: variant.name.clone(),
-        framework: None,
-        torch: None,
-        tf: None,
-        cuda_wheel: None,
+        ..Coordinate::default()
     }
 }
 
@@ -115,7 +119,7 @@ pub fn cells(
             format!("the matrix is empty: {why}"),
         );
     }
-    cells.sort_by_cached_key(sort_key);
+    sort_cells(&mut cells);
     excluded.sort_by(|a, b| a.id.cmp(&b.id));
     tags::disambiguate_ids(&mut cells);
     (cells, excluded)
@@ -163,6 +167,14 @@ fn product<'a>(raw: &'a RawConfig, axes: &Axes, d: &mut Diags) -> Vec<Point<'a>>
     points
 }
 
+/// What a cell takes from its Python entry and platform, worked out once per pair
+/// rather than once per cell (a 10,000-cell matrix has a few dozen pairs).
+struct PyPlatform {
+    installer: Result<crate::plan::InstallerRef, String>,
+    python: String,
+    miniconda: String,
+}
+
 fn build_cells(
     points: &[Point],
     axes: &Axes,
@@ -170,35 +182,50 @@ fn build_cells(
     user_catalogue: &Catalogue,
     d: &mut Diags,
 ) -> (Vec<Cell>, Vec<Excluded>) {
-    let mut cells = Vec::new();
+    let mut cells = Vec::with_capacity(points.len());
     let mut excluded = Vec::new();
     let mut reported: BTreeSet<String> = BTreeSet::new();
+    let n_platforms = axes.platforms.len();
+    let mut memo: Vec<Option<PyPlatform>> = Vec::new();
+    memo.resize_with(axes.pythons.len() * n_platforms, || None);
+    let base_coords: Vec<Coordinate> = axes.bases.iter().map(|b| base_coordinate(b)).collect();
     for p in points {
         let base = &axes.bases[p.base];
         let py = &axes.pythons[p.py];
         let variant = &axes.variants[p.variant];
         let platform = &axes.platforms[p.platform];
-        let id = tags::cell_id(py.version, base, variant, &platform.name);
+        let pp = memo[p.py * n_platforms + p.platform].get_or_insert_with(|| PyPlatform {
+            installer: axes::installer_for(py, &platform.arch, user_catalogue, settings),
+            python: py.version.to_string(),
+            miniconda: py.release.to_string(),
+        });
+        let id = tags::cell_id(&pp.python, base, variant, &platform.name);
         if let Some(rule) = p.rule {
             excluded.push(Excluded::by_rule(id, axes.coordinate(p), rule));
             continue;
         }
-        match axes::installer_for(py, &platform.arch, user_catalogue, settings) {
+        match &pp.installer {
             Ok(installer) => cells.push(Cell {
                 id,
-                coord: axes.coordinate(p),
+                coord: Coordinate {
+                    python: pp.python.clone(),
+                    miniconda: pp.miniconda.clone(),
+                    platform: platform.name.clone(),
+                    variant: variant.name.clone(),
+                    ..base_coords[p.base].clone()
+                },
                 python: py.version,
                 miniconda: py.release.clone(),
                 base: base.clone(),
                 variant: variant.clone(),
-                installer,
+                installer: installer.clone(),
                 tags: Vec::new(),
                 group: None,
                 framework: None,
             }),
             Err(msg) => {
                 if reported.insert(msg.clone()) {
-                    d.error(Some(py.at), &py.key, msg);
+                    d.error(Some(py.at), &py.key, msg.clone());
                 }
             }
         }
@@ -206,21 +233,18 @@ fn build_cells(
     (cells, excluded)
 }
 
-type SortKey = (
+/// What a base decides of the cell order: CPU bases before CUDA ones, then the OS and
+/// its version, the CUDA version, flavor and cuDNN.
+type BaseKey = (
     u8,
     String,
     Option<semver::Version>,
     Option<String>,
     Option<String>,
-    PyVersion,
-    CondaRelease,
-    String,
-    String,
-    String,
 );
 
-fn sort_key(c: &Cell) -> SortKey {
-    let os = &c.base.os;
+fn base_key(b: &Base) -> BaseKey {
+    let os = &b.os;
     let osv = os
         .version
         .split('.')
@@ -228,17 +252,63 @@ fn sort_key(c: &Cell) -> SortKey {
         .collect::<Vec<_>>()
         .join(".");
     (
-        u8::from(c.base.cuda.is_some()),
+        u8::from(b.cuda.is_some()),
         format!("{:?}{osv}", os.family),
-        c.base.cuda.as_ref().map(|x| x.version.clone()),
-        c.base.cuda.as_ref().map(|x| x.flavor.clone()),
-        c.base.cuda.as_ref().and_then(|x| x.cudnn.clone()),
-        c.python,
-        c.miniconda.clone(),
-        c.variant.name.clone(),
-        c.coord.platform.clone(),
-        c.base.reference.clone(),
+        b.cuda.as_ref().map(|x| x.version.clone()),
+        b.cuda.as_ref().map(|x| x.flavor.clone()),
+        b.cuda.as_ref().and_then(|x| x.cudnn.clone()),
     )
+}
+
+/// Cells in coordinate order: the base's key ([`BaseKey`]), then Python, Miniconda
+/// (versions as versions), variant, platform and the base's reference. A base's key
+/// is worked out once per base and compared as a rank.
+fn sort_cells(cells: &mut Vec<Cell>) {
+    use std::collections::HashMap;
+    let mut bases: Vec<(BaseKey, &str)> = Vec::new();
+    let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    for c in cells.iter() {
+        if seen.insert(&c.base.reference) {
+            bases.push((base_key(&c.base), &c.base.reference));
+        }
+    }
+    bases.sort();
+    // equal keys share a rank; the reference decides only after everything else
+    let mut rank: HashMap<&str, (usize, usize)> = HashMap::new();
+    let mut refs: Vec<&str> = bases.iter().map(|b| b.1).collect();
+    refs.sort_unstable();
+    let mut key_rank = 0;
+    for (i, (key, reference)) in bases.iter().enumerate() {
+        if i > 0 && bases[i - 1].0 != *key {
+            key_rank = i;
+        }
+        let ref_rank = refs.binary_search(reference).unwrap_or_default();
+        rank.insert(reference, (key_rank, ref_rank));
+    }
+    let ranks: Vec<(usize, usize)> = cells
+        .iter()
+        .map(|c| {
+            rank.get(c.base.reference.as_str())
+                .copied()
+                .unwrap_or_default()
+        })
+        .collect();
+    let key = |i: usize| {
+        let c = &cells[i];
+        (
+            ranks[i].0,
+            c.python,
+            &c.miniconda,
+            c.variant.name.as_str(),
+            c.coord.platform.as_str(),
+            ranks[i].1,
+            i,
+        )
+    };
+    let mut order: Vec<usize> = (0..cells.len()).collect();
+    order.sort_unstable_by(|&a, &b| key(a).cmp(&key(b)));
+    let mut slots: Vec<Option<Cell>> = cells.drain(..).map(Some).collect();
+    cells.extend(order.iter().filter_map(|&i| slots[i].take()));
 }
 
 /// The base an `include` names. A base declared in `bases:` (perhaps with its `os`)

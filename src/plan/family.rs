@@ -315,6 +315,9 @@ pub fn grow(
 /// A selection with the parent of every framework image in it (a framework image
 /// builds on its parent's image from the same run), in plan order.
 pub fn with_parents<'a>(all: &'a [Cell], selected: &[&'a Cell]) -> Vec<&'a Cell> {
+    if selected.len() == all.len() {
+        return all.iter().collect();
+    }
     let wanted: std::collections::HashSet<&str> = selected
         .iter()
         .flat_map(|c| [Some(c.id.as_str()), c.parent()])
@@ -328,14 +331,31 @@ pub fn with_parents<'a>(all: &'a [Cell], selected: &[&'a Cell]) -> Vec<&'a Cell>
 /// Point each framework image at its parent's primary tag (tags are assigned after
 /// the tree is grown).
 pub fn link(cells: &mut [Cell]) {
-    let tags: std::collections::HashMap<String, String> = cells
-        .iter()
-        .filter(|c| c.framework.is_none())
-        .map(|c| (c.id.clone(), c.primary_tag().to_string()))
-        .collect();
-    for c in cells.iter_mut() {
-        if let Some(f) = c.framework.as_mut() {
-            f.parent_tag = tags.get(&f.parent).cloned().unwrap_or_default();
+    if cells.iter().all(|c| c.framework.is_none()) {
+        return;
+    }
+    let parent_tags: Vec<Option<String>> = {
+        let tags: std::collections::HashMap<&str, &str> = cells
+            .iter()
+            .filter(|c| c.framework.is_none())
+            .map(|c| (c.id.as_str(), c.primary_tag()))
+            .collect();
+        cells
+            .iter()
+            .map(|c| {
+                let f = c.framework.as_ref()?;
+                Some(
+                    tags.get(f.parent.as_str())
+                        .copied()
+                        .unwrap_or_default()
+                        .to_string(),
+                )
+            })
+            .collect()
+    };
+    for (c, tag) in cells.iter_mut().zip(parent_tags) {
+        if let (Some(f), Some(tag)) = (c.framework.as_mut(), tag) {
+            f.parent_tag = tag;
         }
     }
 }

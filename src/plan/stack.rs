@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use crate::config::raw::RawConfig;
 use crate::config::requirement::Requirement;
 use crate::diag::{Diags, Pos};
-use crate::plan::Cell;
+use crate::plan::{Cell, PyVersion};
 
 /// Releases of a package that have wheels for a Python, and from which version of
 /// that package on. Checked on 2026-11-29 against the Python package index:
@@ -60,13 +60,13 @@ pub fn check(cells: &[Cell], common: &[String], raw: &RawConfig, d: &mut Diags) 
     let mut seen: BTreeSet<(String, String)> = BTreeSet::new();
     // what is checked depends on the Python and the variant only: each pair once
     // (the first cell of a pair is the one messages name, as before)
-    let mut checked: std::collections::HashSet<(String, *const crate::plan::Variant)> =
+    let mut checked: std::collections::HashSet<(PyVersion, *const crate::plan::Variant)> =
         std::collections::HashSet::new();
     for c in cells {
-        let py = c.python.to_string();
-        if !checked.insert((py.clone(), std::sync::Arc::as_ptr(&c.variant))) {
+        if !checked.insert((c.python, std::sync::Arc::as_ptr(&c.variant))) {
             continue;
         }
+        let py = c.python.to_string();
         let over = overridden(&c.variant.overrides);
         let mut texts: Vec<(&String, Option<Pos>, String)> = Vec::new();
         for (i, t) in common.iter().enumerate() {

@@ -1,6 +1,7 @@
 //! Tags and ids: tag templates checked and expanded per cell, collisions refused, and
 //! readable cell ids made unique from their coordinates.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use sha2::{Digest, Sha256};
@@ -11,7 +12,6 @@ use crate::coord::{Key, Subject};
 use crate::diag::{Diags, Pos, Sp};
 use crate::plan::base::Base;
 use crate::plan::family::Kind;
-use crate::plan::version::PyVersion;
 use crate::plan::{hex, rule_matches, Cell, GroupMember, TagGroup, Variant};
 use crate::reference;
 
@@ -112,7 +112,7 @@ fn check_template(
 }
 
 /// Fill a template's `{placeholders}`.
-pub fn expand(template: &str, values: &dyn Fn(&str) -> String) -> String {
+pub fn expand<'a>(template: &str, values: &dyn Fn(&str) -> Cow<'a, str>) -> String {
     let mut out = String::with_capacity(template.len() + 32);
     let mut rest = template;
     while let Some(open) = rest.find('{') {
@@ -151,86 +151,134 @@ pub fn base_name(reference: &str) -> String {
         .collect()
 }
 
-fn tag_value(c: &Cell, key: &str, date: &str) -> String {
+/// A placeholder's value for one cell; `slug` is its base's `{base}` (worked out once
+/// per base).
+fn tag_value<'a>(c: &'a Cell, key: &str, date: &'a str, slug: &'a str) -> Cow<'a, str> {
     match key {
-        "py" => c.python.tag(),
-        "date" => date.to_string(),
-        "base_name" => base_name(&c.base.reference),
-        other => Key::parse(other)
-            .map(|k| c.coord.template_value(k))
-            .unwrap_or_default(),
+        "py" => Cow::Owned(c.python.tag()),
+        "date" => Cow::Borrowed(date),
+        "base_name" => Cow::Owned(base_name(&c.base.reference)),
+        "base" => Cow::Borrowed(slug),
+        other => Key::parse(other).map_or(Cow::Borrowed(""), |k| c.coord.template_text(k)),
+    }
+}
+
+/// One cell's tags as its templates make them, or why they cannot be.
+struct Expanded {
+    /// The primary tag and aliases (full references), or why the primary tag is not a
+    /// valid tag.
+    tags: Result<Vec<String>, String>,
+    /// Aliases that cannot be: (index in `image.aliases`, why).
+    alias_errors: Vec<(usize, String)>,
+}
+
+fn expand_cell(c: &Cell, s: &Settings, date: &str, slug: &str) -> Expanded {
+    let template = match c.framework.as_ref().map(|f| f.name) {
+        None => &s.tag_template,
+        Some(Kind::Pytorch) => &s.pytorch_tag,
+        Some(Kind::Tensorflow) => &s.tensorflow_tag,
+    };
+    let tag = expand(template, &|k| tag_value(c, k, date, slug));
+    if let Err(e) = reference::check_tag(&tag) {
+        return Expanded {
+            tags: Err(format!("cell {}: {e}", c.id)),
+            alias_errors: Vec::new(),
+        };
+    }
+    let mut tags = vec![format!("{}:{tag}", s.repository)];
+    let mut alias_errors = Vec::new();
+    for (i, a) in s.alias_templates.iter().enumerate() {
+        let alias = expand(a, &|k| {
+            if k == "tag" {
+                Cow::Borrowed(tag.as_str())
+            } else {
+                tag_value(c, k, date, slug)
+            }
+        });
+        // an alias that is the primary tag by its very template is reported once,
+        // by check_templates
+        let literal = a == "{tag}" || *a == s.tag_template;
+        match reference::check_tag(&alias) {
+            Ok(()) if alias == tag && literal => {}
+            Ok(()) if alias == tag => alias_errors.push((
+                i,
+                format!(
+                    "cell {}: the alias `{alias}` is the primary tag itself",
+                    c.id
+                ),
+            )),
+            Ok(()) => tags.push(format!("{}:{alias}", s.repository)),
+            Err(e) => alias_errors.push((i, format!("cell {}: {e}", c.id))),
+        }
+    }
+    Expanded {
+        tags: Ok(tags),
+        alias_errors,
     }
 }
 
 /// Expand the primary tag and aliases of every cell; refuse invalid and colliding
-/// tags, naming the two cells and the line of the template.
+/// tags, naming the two cells and the line of the template. Each cell's expansion is
+/// its own (they run in parallel); the checks across cells follow, in cell order.
 pub fn assign(cells: &mut [Cell], s: &Settings, raw: &RawConfig, date: &str, d: &mut Diags) {
+    use rayon::prelude::*;
     let tag_at = raw.image.tag.as_ref().map(|t| t.at);
-    let mut owners: HashMap<String, usize> = HashMap::new();
+    let mut slugs: HashMap<&str, String> = HashMap::new();
+    for c in cells.iter() {
+        if !slugs.contains_key(c.base.reference.as_str()) {
+            slugs.insert(&c.base.reference, c.coord.base_slug());
+        }
+    }
+    let expanded: Vec<Expanded> = cells
+        .par_iter()
+        .map(|c| expand_cell(c, s, date, &slugs[c.base.reference.as_str()]))
+        .collect();
+    drop(slugs);
+    let mut owners: HashMap<&str, usize> = HashMap::with_capacity(cells.len());
     let mut reported = 0;
-    for i in 0..cells.len() {
+    for (i, e) in expanded.iter().enumerate() {
         let c = &cells[i];
-        let (template, tag_at) = match c.framework.as_ref().map(|f| f.name) {
-            None => (&s.tag_template, tag_at),
-            Some(Kind::Pytorch) => (&s.pytorch_tag, raw.image.pytorch_tag.as_ref().map(|t| t.at)),
-            Some(Kind::Tensorflow) => (
-                &s.tensorflow_tag,
-                raw.image.tensorflow_tag.as_ref().map(|t| t.at),
-            ),
+        let tag_at = match c.framework.as_ref().map(|f| f.name) {
+            None => tag_at,
+            Some(Kind::Pytorch) => raw.image.pytorch_tag.as_ref().map(|t| t.at),
+            Some(Kind::Tensorflow) => raw.image.tensorflow_tag.as_ref().map(|t| t.at),
         };
-        let tag = expand(template, &|k| tag_value(c, k, date));
-        if let Err(e) = reference::check_tag(&tag) {
-            if reported < 5 {
-                d.error(tag_at, "image.tag", format!("cell {}: {e}", c.id));
-            }
-            reported += 1;
-            continue;
-        }
-        let mut tags = vec![format!("{}:{tag}", s.repository)];
-        for (i, a) in s.alias_templates.iter().enumerate() {
-            let alias = expand(a, &|k| {
-                if k == "tag" {
-                    tag.clone()
-                } else {
-                    tag_value(c, k, date)
+        let tags = match &e.tags {
+            Ok(tags) => tags,
+            Err(msg) => {
+                if reported < 5 {
+                    d.error(tag_at, "image.tag", msg.as_str());
                 }
-            });
-            let alias_at = raw.image.aliases.get(i).map(|a| a.at);
-            // an alias that is the primary tag by its very template is reported once,
-            // by check_templates
-            let literal = a == "{tag}" || *a == s.tag_template;
-            match reference::check_tag(&alias) {
-                Ok(()) if alias == tag && literal => {}
-                Ok(()) if alias == tag => d.error(
-                    alias_at,
-                    format!("image.aliases[{i}]"),
-                    format!(
-                        "cell {}: the alias `{alias}` is the primary tag itself",
-                        c.id
-                    ),
-                ),
-                Ok(()) => tags.push(format!("{}:{alias}", s.repository)),
-                Err(e) => d.error(
-                    alias_at,
-                    format!("image.aliases[{i}]"),
-                    format!("cell {}: {e}", c.id),
-                ),
+                reported += 1;
+                continue;
             }
+        };
+        for (a, msg) in &e.alias_errors {
+            let alias_at = raw.image.aliases.get(*a).map(|a| a.at);
+            d.error(alias_at, format!("image.aliases[{a}]"), msg.as_str());
         }
-        for t in &tags {
-            match owners.get(t).copied() {
+        for t in tags {
+            match owners.get(t.as_str()).copied() {
                 // cells that differ only in platform share their tags: a tag group
-                Some(other) if other != i && !only_platform_differs(&cells[other], &cells[i]) => {
-                    let (at, msg) = collision(t, &cells[other], &cells[i], raw);
+                Some(other) if other != i && !only_platform_differs(&cells[other], c) => {
+                    let (at, msg) = collision(t, &cells[other], c, raw);
                     d.error(tag_at.or(at), "image.tag", msg);
                 }
                 Some(_) => {}
                 None => {
-                    owners.insert(t.clone(), i);
+                    owners.insert(t, i);
                 }
             }
         }
-        cells[i].tags = tags;
+    }
+    let latest_owner = owners
+        .get(format!("{}:latest", s.repository).as_str())
+        .copied();
+    drop(owners);
+    for (c, e) in cells.iter_mut().zip(expanded) {
+        if let Ok(tags) = e.tags {
+            c.tags = tags;
+        }
     }
     group(cells, d, tag_at);
     if reported > 5 {
@@ -241,7 +289,7 @@ pub fn assign(cells: &mut [Cell], s: &Settings, raw: &RawConfig, date: &str, d: 
         );
     }
     if let Some(rule) = &raw.image.latest {
-        latest(cells, s, rule, &owners, d);
+        latest(cells, s, rule, latest_owner, d);
     }
 }
 
@@ -259,21 +307,31 @@ fn only_platform_differs(a: &Cell, b: &Cell) -> bool {
 /// Tag groups: cells with one primary tag (they differ only in platform). Each member
 /// gets its platform tag (`REPO:TAG-arm64`) and knows every member.
 fn group(cells: &mut [Cell], d: &mut Diags, tag_at: Option<Pos>) {
-    let mut by_tag: Vec<(String, Vec<usize>)> = Vec::new();
-    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut by_tag: Vec<Vec<usize>> = Vec::new();
+    let mut index: HashMap<&str, usize> = HashMap::with_capacity(cells.len());
     for (i, c) in cells.iter().enumerate() {
         if let Some(t) = c.tags.first() {
             let n = by_tag.len();
-            let g = *index.entry(t.clone()).or_insert(n);
+            let g = *index.entry(t).or_insert(n);
             if g == n {
-                by_tag.push((t.clone(), Vec::new()));
+                by_tag.push(Vec::new());
             }
-            by_tag[g].1.push(i);
+            by_tag[g].push(i);
         }
+    }
+    drop(index);
+    // only groups of two or more platforms are tag groups (most matrices have none)
+    let groups: Vec<(String, Vec<usize>)> = by_tag
+        .into_iter()
+        .filter(|m| m.len() > 1)
+        .map(|m| (cells[m[0]].tags[0].clone(), m))
+        .collect();
+    if groups.is_empty() {
+        return;
     }
     let all_tags: std::collections::HashSet<String> =
         cells.iter().flat_map(|c| c.tags.iter().cloned()).collect();
-    for (primary, members) in by_tag.iter().filter(|(_, m)| m.len() > 1) {
+    for (primary, members) in &groups {
         let first = &cells[members[0]];
         if let Some(&odd) = members[1..].iter().find(|&&m| cells[m].tags != first.tags) {
             d.error(
@@ -404,7 +462,7 @@ fn latest(
     cells: &mut [Cell],
     s: &Settings,
     rule: &RawRule,
-    owners: &HashMap<String, usize>,
+    latest_owner: Option<usize>,
     d: &mut Diags,
 ) {
     let hits: Vec<usize> = cells
@@ -416,11 +474,11 @@ fn latest(
     match hits.as_slice() {
         [one] => {
             let t = format!("{}:latest", s.repository);
-            if let Some(other) = owners.get(&t) {
+            if let Some(other) = latest_owner {
                 d.error(
                     Some(rule.at),
                     "image.latest",
-                    format!("`latest` is already made by cell {}", cells[*other].id),
+                    format!("`latest` is already made by cell {}", cells[other].id),
                 );
             }
             cells[*one].tags.push(t);
@@ -446,9 +504,13 @@ fn latest(
 }
 
 /// `py3.10-cuda12.1.0-cudnn8-devel-ubuntu22.04-amd64`, plus `-VARIANT` for named variants.
-pub fn cell_id(py: PyVersion, base: &Base, variant: &Variant, platform: &str) -> String {
+pub fn cell_id(py: &str, base: &Base, variant: &Variant, platform: &str) -> String {
     let arch = platform.rsplit('/').next().unwrap_or(platform);
-    let mut id = format!("py{py}-{}-{arch}", base.slug());
+    let slug = base.slug();
+    let mut id = String::with_capacity(4 + py.len() + slug.len() + arch.len() + variant.name.len());
+    for part in ["py", py, "-", slug, "-", arch] {
+        id.push_str(part);
+    }
     if variant.name != "default" {
         id.push('-');
         id.push_str(&variant.name);
@@ -461,18 +523,21 @@ pub fn cell_id(py: PyVersion, base: &Base, variant: &Variant, platform: &str) ->
 /// are coordinates, so ids stay independent of the order of the YAML.
 pub fn disambiguate_ids(cells: &mut [Cell]) {
     for round in 0..2 {
-        let mut count: HashMap<String, usize> = HashMap::new();
+        let mut count: HashMap<&str, usize> = HashMap::with_capacity(cells.len());
         for c in cells.iter() {
-            *count.entry(c.id.clone()).or_default() += 1;
+            *count.entry(&c.id).or_default() += 1;
         }
-        for c in cells.iter_mut() {
-            if count[&c.id] > 1 {
-                if round == 0 {
-                    c.id = format!("{}-conda{}", c.id, c.miniconda);
-                } else {
-                    let h = hex(&Sha256::digest(c.base.reference.as_bytes()));
-                    c.id = format!("{}-{}", c.id, &h[..6]);
-                }
+        let shared: Vec<bool> = cells.iter().map(|c| count[c.id.as_str()] > 1).collect();
+        drop(count);
+        if !shared.contains(&true) {
+            return;
+        }
+        for (c, _) in cells.iter_mut().zip(shared).filter(|(_, s)| *s) {
+            if round == 0 {
+                c.id = format!("{}-conda{}", c.id, c.miniconda);
+            } else {
+                let h = hex(&Sha256::digest(c.base.reference.as_bytes()));
+                c.id = format!("{}-{}", c.id, &h[..6]);
             }
         }
     }
@@ -495,8 +560,8 @@ mod tests {
     #[test]
     fn templates_expand_known_placeholders() {
         let v = |k: &str| match k {
-            "python" => "3.10".to_string(),
-            _ => String::new(),
+            "python" => Cow::Borrowed("3.10"),
+            _ => Cow::Borrowed(""),
         };
         assert_eq!(expand("py{python}-x", &v), "py3.10-x");
         assert_eq!(expand("no braces", &v), "no braces");
