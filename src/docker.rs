@@ -139,6 +139,33 @@ pub struct LocalImage {
     pub platform: String,
 }
 
+/// What `image inspect` prints of a base: ID, platform and registry digests (json, not
+/// join: clients format a daemon's list differently, and a 28.x client cannot `join`
+/// a 20.10 daemon's RepoDigests).
+const DIGEST_FIELDS: &str = "{{.Id}}|{{.Os}}/{{.Architecture}}|{{json .RepoDigests}}";
+
+/// One line of [`DIGEST_FIELDS`] for `image`: the registry digest it was pulled by
+/// (the one of its own name), or its local ID.
+fn local_image(image: &str, line: &str) -> LocalImage {
+    let mut parts = line.splitn(3, '|');
+    let id = parts.next().unwrap_or_default();
+    let platform = parts.next().unwrap_or_default().to_string();
+    let digests: Vec<String> =
+        serde_json::from_str::<Option<Vec<String>>>(parts.next().unwrap_or("null"))
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+    let name = crate::reference::split(image).0;
+    let digest = digests
+        .iter()
+        .find(|d| d.split('@').next() == Some(name))
+        .or_else(|| digests.first());
+    LocalImage {
+        digest: digest.map_or_else(|| id.to_string(), Clone::clone),
+        platform,
+    }
+}
+
 /// What stopped a streamed child early.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stop {
@@ -435,22 +462,7 @@ impl Docker {
     /// is an error: a hung engine must not hang the preflight, the up-to-date checks
     /// or the health check.
     pub fn capture_within(&self, args: &[&str], timeout: Duration) -> Result<String, String> {
-        let e = self
-            .expr(args)
-            .stdout_capture()
-            .stderr_capture()
-            .unchecked();
-        let o = match wait_within(e, timeout) {
-            Err(err) => return Err(format!("cannot run {}: {err}", self.client.display())),
-            Ok(None) => {
-                return Err(format!(
-                    "{} did not answer within {}s",
-                    self.target(),
-                    timeout.as_secs()
-                ))
-            }
-            Ok(Some(o)) => o,
-        };
+        let o = self.output_within(args, timeout)?;
         if o.status.success() {
             return Ok(String::from_utf8_lossy(&o.stdout).trim_end().to_string());
         }
@@ -464,6 +476,29 @@ impl Docker {
         } else {
             err
         })
+    }
+
+    /// The client's exit status and both outputs, whatever the status; an error only
+    /// when it cannot run or the daemon does not answer within `timeout`.
+    fn output_within(
+        &self,
+        args: &[&str],
+        timeout: Duration,
+    ) -> Result<std::process::Output, String> {
+        let e = self
+            .expr(args)
+            .stdout_capture()
+            .stderr_capture()
+            .unchecked();
+        match wait_within(e, timeout) {
+            Err(err) => Err(format!("cannot run {}: {err}", self.client.display())),
+            Ok(None) => Err(format!(
+                "{} did not answer within {}s",
+                self.target(),
+                timeout.as_secs()
+            )),
+            Ok(Some(o)) => Ok(o),
+        }
     }
 
     /// The engine's endpoint URL: the explicit host, else what the client resolves
@@ -522,41 +557,54 @@ impl Docker {
     /// such image.
     pub fn image_digest(&self, image: &str) -> Result<Option<LocalImage>, String> {
         let r = self.capture_within(
-            &[
-                "image",
-                "inspect",
-                "--format",
-                "{{.Id}}|{{.Os}}/{{.Architecture}}|{{json .RepoDigests}}",
-                image,
-            ],
+            &["image", "inspect", "--format", DIGEST_FIELDS, image],
             QUERY_TIMEOUT,
         );
-        let s = match r {
-            Ok(s) => s,
-            Err(e) if e.contains("No such image") || e.contains("No such object") => {
-                return Ok(None)
-            }
-            Err(e) => return Err(e),
+        match r {
+            Ok(s) => Ok(Some(local_image(image, &s))),
+            Err(e) if e.contains("No such image") || e.contains("No such object") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// [`Docker::image_digest`] of many images in one client call (each client costs
+    /// tens of ms of CPU, and a matrix may have dozens of bases). Docker prints one
+    /// line per image found, in the order asked, and names each missing one on stderr
+    /// ("No such image: REF"). Where the two do not add up to what was asked, each
+    /// image is asked alone.
+    pub fn image_digests(&self, images: &[&str]) -> Vec<Result<Option<LocalImage>, String>> {
+        let alone = || images.iter().map(|i| self.image_digest(i)).collect();
+        if images.len() < 2 {
+            return alone();
+        }
+        let mut args = vec!["image", "inspect", "--format", DIGEST_FIELDS];
+        args.extend(images);
+        let o = match self.output_within(&args, QUERY_TIMEOUT) {
+            Ok(o) => o,
+            Err(e) => return images.iter().map(|_| Err(e.clone())).collect(),
         };
-        let mut parts = s.splitn(3, '|');
-        let id = parts.next().unwrap_or_default();
-        let platform = parts.next().unwrap_or_default().to_string();
-        // json, not join: clients format a daemon's list differently (a 28.x client
-        // cannot `join` a 20.10 daemon's RepoDigests)
-        let digests: Vec<String> =
-            serde_json::from_str::<Option<Vec<String>>>(parts.next().unwrap_or("null"))
-                .ok()
-                .flatten()
-                .unwrap_or_default();
-        let name = crate::reference::split(image).0;
-        let digest = digests
+        let err = String::from_utf8_lossy(&o.stderr);
+        let missing: Vec<&str> = err
+            .lines()
+            .filter_map(|l| l.rsplit_once("No such image: ").map(|(_, r)| r.trim()))
+            .collect();
+        let out = String::from_utf8_lossy(&o.stdout);
+        let found = images.iter().filter(|i| !missing.contains(i)).count();
+        let explained = err.lines().all(|l| l.contains("No such image: "));
+        if found != out.lines().count() || !explained || (!o.status.success() && missing.is_empty())
+        {
+            return alone();
+        }
+        let mut lines = out.lines();
+        images
             .iter()
-            .find(|d| d.split('@').next() == Some(name))
-            .or_else(|| digests.first());
-        Ok(Some(LocalImage {
-            digest: digest.map_or_else(|| id.to_string(), Clone::clone),
-            platform,
-        }))
+            .map(|i| {
+                if missing.contains(i) {
+                    return Ok(None);
+                }
+                Ok(lines.next().map(|l| local_image(i, l)))
+            })
+            .collect()
     }
 
     /// `docker pull` (for one platform).
@@ -747,12 +795,11 @@ impl Docker {
         for chunk in images.chunks(INSPECT_CHUNK) {
             let mut args = vec!["image", "inspect", "--format", &format];
             args.extend(chunk);
-            let out = match self.capture_within(&args, QUERY_TIMEOUT) {
-                Ok(o) => o,
-                // some are missing (the others are still printed) or none answered
-                Err(_) => continue,
+            // some may be missing: the others are still printed
+            let Ok(o) = self.output_within(&args, QUERY_TIMEOUT) else {
+                continue;
             };
-            for line in out.lines() {
+            for line in String::from_utf8_lossy(&o.stdout).lines() {
                 if let Some((id, rest)) = line.split_once('|') {
                     if id.starts_with("sha256:") {
                         found.insert(id.to_string(), rest.to_string());

@@ -231,32 +231,34 @@ pub fn resolve_bases(
             }
         }
     }
-    // Every (engine, base) pair asked at once, a few at a time: each is a docker client
-    // process of its own (tens of ms), and a matrix of 20 bases on 2 engines has 40.
-    let mut pairs: Vec<(&Engine, &str)> = keys
-        .iter()
-        .flat_map(|(reference, platform)| {
-            capable(platform)
-                .into_iter()
-                .map(move |e| (e, reference.as_str()))
-        })
-        .collect();
-    pairs.sort_by(|a, b| (&a.0.name, a.1).cmp(&(&b.0.name, b.1)));
-    pairs.dedup_by(|a, b| a.0.name == b.0.name && a.1 == b.1);
-    let asked = |(e, reference): &(&Engine, &str)| {
-        let found = e.docker.image_digest(reference).ok().flatten();
-        ((e.name.clone(), reference.to_string()), found)
-    };
-    let mut seen: HashMap<(String, String), Option<LocalImage>> = {
-        use rayon::prelude::*;
-        match rayon::ThreadPoolBuilder::new()
-            .num_threads(pairs.len().clamp(1, 8))
-            .build()
-        {
-            Ok(pool) => pool.install(|| pairs.par_iter().map(asked).collect()),
-            Err(_) => pairs.iter().map(asked).collect(),
+    // One client call per engine for all of its bases (a client costs tens of ms, and
+    // a matrix of 20 bases on 2 engines has 40 pairs), the engines side by side.
+    let mut per_engine: Vec<(&Engine, Vec<&str>)> = Vec::new();
+    for (reference, platform) in keys {
+        for e in capable(platform) {
+            match per_engine.iter_mut().find(|(x, _)| x.name == e.name) {
+                Some((_, refs)) if refs.contains(&reference.as_str()) => {}
+                Some((_, refs)) => refs.push(reference),
+                None => per_engine.push((e, vec![reference])),
+            }
         }
-    };
+    }
+    let mut seen: HashMap<(String, String), Option<LocalImage>> = std::thread::scope(|scope| {
+        let asking: Vec<_> = per_engine
+            .iter()
+            .map(|(e, refs)| scope.spawn(move || (e, refs, e.docker.image_digests(refs))))
+            .collect();
+        let mut seen = HashMap::new();
+        for handle in asking {
+            let Ok((e, refs, found)) = handle.join() else {
+                continue;
+            };
+            for (reference, r) in refs.iter().zip(found) {
+                seen.insert((e.name.clone(), reference.to_string()), r.ok().flatten());
+            }
+        }
+        seen
+    });
     fn look(
         seen: &mut HashMap<(String, String), Option<LocalImage>>,
         e: &Engine,

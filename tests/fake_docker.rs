@@ -890,3 +890,43 @@ fn acceptance_asks_about_many_images_at_once() {
         assert_eq!(c["versions"]["numpy"], "1.26.4", "{c}");
     }
 }
+
+#[test]
+fn the_bases_are_asked_in_one_inspect_per_engine() {
+    let e = Env::new(31041);
+    std::fs::write(
+        e.path("matrix.yaml"),
+        "version: 1\nbases: [ubuntu:22.04, ubuntu:24.04, debian:12]\npython: [\"3.11\"]\n",
+    )
+    .unwrap();
+    // the middle one is missing: docker names it and prints the other two
+    std::fs::write(e.path("state/no-base-ubuntu_24.04"), "").unwrap();
+    let out = e.matrix(&["plan", "--format", "bake"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let calls = std::fs::read_to_string(e.path("state/calls")).unwrap();
+    let inspects: Vec<&str> = calls
+        .lines()
+        .filter(|l| l.starts_with("image inspect "))
+        .collect();
+    assert_eq!(inspects.len(), 1, "{calls}");
+    for base in ["ubuntu:22.04", "ubuntu:24.04", "debian:12"] {
+        assert!(
+            inspects[0].ends_with(base) || inspects[0].contains(&format!("{base} ")),
+            "{calls}"
+        );
+    }
+    // the two found bases give their targets an input hash; the missing one is named
+    let bake: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let hashed = |os: &str| {
+        let targets = bake["target"].as_object().unwrap();
+        let (_, t) = targets.iter().find(|(n, _)| n.contains(os)).unwrap();
+        t["labels"].get("io.image-matrix.input-hash").is_some()
+    };
+    assert!(hashed("ubuntu22_04") && hashed("debian12"), "{bake}");
+    assert!(!hashed("ubuntu24_04"), "{bake}");
+    assert!(
+        err.contains("no engine holds ubuntu:24.04 (linux/amd64)"),
+        "{err}"
+    );
+}

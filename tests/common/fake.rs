@@ -38,7 +38,14 @@ impl Env {
     pub fn path(&self, p: &str) -> PathBuf {
         self.dir.path().join(p)
     }
+    /// `matrix build ARGS` against the fake docker.
     pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = self.matrix(&["build"]);
+        c.args(args);
+        c
+    }
+    /// `matrix ARGS` (any command) against the fake docker.
+    pub fn matrix(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_matrix"));
         c.current_dir(self.dir.path())
             .env("FAKE_DOCKER_STATE", self.path("state"))
@@ -51,7 +58,6 @@ impl Env {
                 "DOCKER",
                 Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake/docker"),
             )
-            .arg("build")
             .args(args);
         c
     }
