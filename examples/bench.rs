@@ -464,37 +464,61 @@ fn bench_scale() {
 }
 
 /// Plan output for 10,000 cells in every format, through the whole command.
-fn bench_formats() {
+/// `plan --format F` of 10,000 cells, 11 runs each; with `--before BIN`, that binary's
+/// runs alternate with this one's (same file, same moment), and each row gets the
+/// ratio of medians.
+fn bench_formats(args: &[String]) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("big.yaml");
     std::fs::write(&file, big_matrix()).unwrap();
-    let bin = matrix_bin();
+    let before = args
+        .iter()
+        .position(|a| a == "--before")
+        .and_then(|i| args.get(i + 1))
+        .map(PathBuf::from);
+    let mut bins = vec![("this", matrix_bin())];
+    if let Some(b) = before {
+        bins.insert(0, ("before", b));
+    }
     println!(
-        "`matrix plan --format F` of 10,000 cells, 11 runs each (wall; peak RSS of the process):"
+        "`matrix plan --format F` of 10,000 cells, 11 runs each, interleaved (wall; peak RSS of the process):"
     );
     for f in ["table", "json", "bake", "gha"] {
-        let mut walls = Vec::new();
-        let mut rss = 0.0f64;
+        let mut walls = vec![Vec::new(); bins.len()];
+        let mut rss = vec![0.0f64; bins.len()];
         for _ in 0..11 {
-            let (w, r, st) = measured(
-                Command::new(&bin)
-                    .arg("-f")
-                    .arg(&file)
-                    .args(["plan", "--format", f])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null()),
-            );
-            assert!(st.success());
-            walls.push(w);
-            rss = rss.max(r);
+            for (i, (_, bin)) in bins.iter().enumerate() {
+                let (w, r, st) = measured(
+                    Command::new(bin)
+                        .arg("-f")
+                        .arg(&file)
+                        .args(["plan", "--format", f])
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null()),
+                );
+                assert!(st.success());
+                walls[i].push(w);
+                rss[i] = rss[i].max(r);
+            }
         }
-        walls.sort();
-        println!(
-            "  {f:<6} min {:>6.1} ms  median {:>6.1} ms  max {:>6.1} ms  peak RSS {rss:.1} MB",
-            ms(walls[0]),
-            ms(walls[5]),
-            ms(walls[10])
-        );
+        for (i, (name, _)) in bins.iter().enumerate() {
+            walls[i].sort();
+            let ratio = if i > 0 {
+                format!(
+                    "  this ÷ before {:.2}",
+                    walls[i][5].as_secs_f64() / walls[0][5].as_secs_f64()
+                )
+            } else {
+                String::new()
+            };
+            println!(
+                "  {f:<6} {name:<6} min {:>6.1} ms  median {:>6.1} ms  max {:>6.1} ms  peak RSS {:.1} MB{ratio}",
+                ms(walls[i][0]),
+                ms(walls[i][5]),
+                ms(walls[i][10]),
+                rss[i]
+            );
+        }
     }
     println!("  target: each under 100 ms");
 }
@@ -503,13 +527,13 @@ fn main() {
     match std::env::args().nth(1).as_deref() {
         Some("plan") => bench_plan(),
         Some("scale") => bench_scale(),
-        Some("formats") => bench_formats(),
+        Some("formats") => bench_formats(&std::env::args().skip(2).collect::<Vec<_>>()),
         Some("nightly") => nightly::run(&std::env::args().skip(2).collect::<Vec<_>>()),
         Some("ready") => bench_ready(),
         Some("engines") => bench_engines(),
         Some("bake") => bake::run_bench(),
         _ => {
-            eprintln!("usage: cargo run --release --example bench -- plan|formats|scale|nightly [--runs N] [--cells 4|2] [--builders legacy,buildkit] [--no-solo] [--max-load X] [--keep DIR] [--before MATRIX_BINARY]|ready|engines|bake");
+            eprintln!("usage: cargo run --release --example bench -- plan|formats [--before MATRIX_BINARY]|scale|nightly [--runs N] [--cells 4|2] [--builders legacy,buildkit] [--no-solo] [--max-load X] [--keep DIR] [--before MATRIX_BINARY]|ready|engines|bake");
             std::process::exit(2);
         }
     }

@@ -589,13 +589,14 @@ impl Docker {
             .filter_map(|l| l.rsplit_once("No such image: ").map(|(_, r)| r.trim()))
             .collect();
         let out = String::from_utf8_lossy(&o.stdout);
+        // (a 28.x client prints an empty line when it found none)
+        let mut lines = out.lines().filter(|l| !l.is_empty());
         let found = images.iter().filter(|i| !missing.contains(i)).count();
         let explained = err.lines().all(|l| l.contains("No such image: "));
-        if found != out.lines().count() || !explained || (!o.status.success() && missing.is_empty())
-        {
+        let failed = !o.status.success() && missing.is_empty();
+        if found != lines.clone().count() || !explained || failed {
             return alone();
         }
-        let mut lines = out.lines();
         images
             .iter()
             .map(|i| {

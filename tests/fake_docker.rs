@@ -929,4 +929,18 @@ fn the_bases_are_asked_in_one_inspect_per_engine() {
         err.contains("no engine holds ubuntu:24.04 (linux/amd64)"),
         "{err}"
     );
+
+    // none there: still one call
+    for b in ["ubuntu_22.04", "debian_12"] {
+        std::fs::write(e.path(&format!("state/no-base-{b}")), "").unwrap();
+    }
+    std::fs::write(e.path("state/calls"), "").unwrap();
+    let out = e.matrix(&["plan", "--format", "bake"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let calls = std::fs::read_to_string(e.path("state/calls")).unwrap();
+    assert_eq!(
+        calls.lines().filter(|l| l.starts_with("image inspect ")).count(),
+        1,
+        "{calls}"
+    );
 }
