@@ -333,22 +333,32 @@ pub fn gha_shards(cells: &[&Cell], n: usize) -> Value {
 }
 
 pub fn table(plan: &Plan, cells: &[&Cell]) -> String {
-    let mut rows: Vec<[String; 6]> = vec![[
-        "ID".into(),
-        "PYTHON".into(),
-        "BASE".into(),
-        "PLATFORM".into(),
-        "INSTALLER (SHA256)".into(),
-        "TAGS".into(),
-    ]];
+    use std::borrow::Cow;
+    let head = [
+        "ID",
+        "PYTHON",
+        "BASE",
+        "PLATFORM",
+        "INSTALLER (SHA256)",
+        "TAGS",
+    ];
+    let mut rows: Vec<[Cow<str>; 6]> = Vec::with_capacity(cells.len() + 1);
+    rows.push(head.map(Cow::Borrowed));
     for c in cells {
         rows.push([
-            c.id.clone(),
-            c.python.to_string(),
-            c.base.reference.clone(),
-            c.platform().to_string(),
-            format!("{} ({})", c.installer.file, &c.installer.sha256[..12]),
-            c.tags.join(" "),
+            Cow::Borrowed(c.id.as_str()),
+            Cow::Borrowed(c.coord.python.as_str()),
+            Cow::Borrowed(c.base.reference.as_str()),
+            Cow::Borrowed(c.platform()),
+            Cow::Owned(format!(
+                "{} ({})",
+                c.installer.file,
+                &c.installer.sha256[..12]
+            )),
+            match c.tags.as_slice() {
+                [one] => Cow::Borrowed(one.as_str()),
+                many => Cow::Owned(many.join(" ")),
+            },
         ]);
     }
     let mut widths = [0usize; 6];
@@ -357,17 +367,18 @@ pub fn table(plan: &Plan, cells: &[&Cell]) -> String {
             *w = (*w).max(v.chars().count());
         }
     }
-    let mut out = String::new();
+    let line_len: usize = widths.iter().map(|w| w + 2).sum();
+    let mut out = String::with_capacity(rows.len() * line_len);
     for r in &rows {
-        let mut line = String::new();
         for (i, v) in r.iter().enumerate() {
-            if i == 5 {
-                line.push_str(v);
-            } else {
-                let _ = write!(line, "{v:<w$}  ", w = widths[i]);
+            out.push_str(v);
+            if i < 5 {
+                let pad = widths[i] + 2 - v.chars().count();
+                out.extend(std::iter::repeat_n(' ', pad));
             }
         }
-        out.push_str(line.trim_end());
+        // no trailing blanks (a cell without tags)
+        out.truncate(out.trim_end().len());
         out.push('\n');
     }
     if !plan.excluded.is_empty() {
@@ -452,3 +463,4 @@ fn groups_table(out: &mut String, cells: &[&Cell]) {
         }
     }
 }
+

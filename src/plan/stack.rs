@@ -62,13 +62,17 @@ pub fn check(cells: &[Cell], common: &[String], raw: &RawConfig, d: &mut Diags) 
     // (the first cell of a pair is the one messages name, as before)
     let mut checked: std::collections::HashSet<(PyVersion, *const crate::plan::Variant)> =
         std::collections::HashSet::new();
+    // the common stack parsed once, not once per (Python, variant)
+    let common_parsed: Vec<Option<Requirement>> =
+        common.iter().map(|t| Requirement::parse(t).ok()).collect();
     for c in cells {
         if !checked.insert((c.python, std::sync::Arc::as_ptr(&c.variant))) {
             continue;
         }
         let py = c.python.to_string();
         let over = overridden(&c.variant.overrides);
-        let mut texts: Vec<(&String, Option<Pos>, String)> = Vec::new();
+        // (text, where, key, its index in the common stack)
+        let mut texts: Vec<(&String, Option<Pos>, String, Option<usize>)> = Vec::new();
         for (i, t) in common.iter().enumerate() {
             let at = raw
                 .packages
@@ -76,7 +80,7 @@ pub fn check(cells: &[Cell], common: &[String], raw: &RawConfig, d: &mut Diags) 
                 .as_ref()
                 .and_then(|l| l.get(i))
                 .map(|p| p.at);
-            texts.push((t, at, "packages.pip".into()));
+            texts.push((t, at, "packages.pip".into(), Some(i)));
         }
         let rv = raw.variants.iter().find(|v| v.name.value == c.variant.name);
         for (list, field) in [(&c.variant.pip, "pip"), (&c.variant.overrides, "override")] {
@@ -86,22 +90,30 @@ pub fn check(cells: &[Cell], common: &[String], raw: &RawConfig, d: &mut Diags) 
                     l.get(i).map(|p| p.at)
                 });
                 let key = rv.map_or_else(String::new, |v| format!("{}.{field}", v.key));
-                texts.push((t, at, key));
+                texts.push((t, at, key, None));
             }
         }
-        let common_names: Vec<String> = common
+        let common_names: Vec<&str> = common_parsed
             .iter()
-            .filter_map(|t| Requirement::parse(t).ok())
+            .flatten()
             .filter(|r| r.applies_to(&py))
-            .map(|r| r.name)
+            .map(|r| r.name.as_str())
             .collect();
-        for (text, at, key) in texts {
-            let Ok(r) = Requirement::parse(text) else {
+        for (text, at, key, in_common) in texts {
+            let own;
+            let r = match in_common {
+                Some(i) => common_parsed[i].as_ref(),
+                None => {
+                    own = Requirement::parse(text).ok();
+                    own.as_ref()
+                }
+            };
+            let Some(r) = r else {
                 continue;
             };
             if key.ends_with(".pip")
                 && key != "packages.pip"
-                && common_names.contains(&r.name)
+                && common_names.contains(&r.name.as_str())
                 && seen.insert((format!("dup {text}"), key.clone()))
             {
                 d.error(
