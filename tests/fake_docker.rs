@@ -939,8 +939,57 @@ fn the_bases_are_asked_in_one_inspect_per_engine() {
     assert_eq!(out.status.code(), Some(0));
     let calls = std::fs::read_to_string(e.path("state/calls")).unwrap();
     assert_eq!(
-        calls.lines().filter(|l| l.starts_with("image inspect ")).count(),
+        calls
+            .lines()
+            .filter(|l| l.starts_with("image inspect "))
+            .count(),
         1,
         "{calls}"
     );
+}
+
+/// A framework image's identity covers its parent's: what bake labels it with and what
+/// `plan --diff` compares must be what `matrix build` records, or bake-built framework
+/// images are built again and every diff calls them changed.
+#[test]
+fn bake_and_diff_give_framework_images_the_identity_build_gives_them() {
+    let e = Env::new(31042);
+    std::fs::write(
+        e.path("matrix.yaml"),
+        "version: 1\nbases: [ubuntu:22.04]\npython: [\"3.11\"]\npytorch: [\"2.5.1\"]\n",
+    )
+    .unwrap();
+    let (code, err) = e.run(&["-j", "2"]);
+    assert_eq!(code, 0, "{err}");
+    let m = e.manifest();
+    let recorded: Vec<(String, String)> = m["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let id = c["id"].as_str().unwrap().to_string();
+            (id, c["input_hash"].as_str().unwrap().to_string())
+        })
+        .collect();
+    assert_eq!(recorded.len(), 2, "{m}");
+    let out = e.matrix(&["plan", "--format", "bake"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let bake: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for (id, hash) in &recorded {
+        let t = &bake["target"][id.replace('.', "_")];
+        assert_eq!(
+            t["labels"]["io.image-matrix.input-hash"],
+            *hash.as_str(),
+            "{id}: {t}"
+        );
+    }
+    let out = e
+        .matrix(&["plan", "--diff", "out/manifest.json", "--format", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let diff: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for c in diff["cells"].as_array().unwrap() {
+        assert_eq!(c["change"], "unchanged", "{c}");
+    }
 }

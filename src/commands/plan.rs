@@ -94,11 +94,38 @@ fn bake_builds(
         logs: "logs".into(),
         iid: "iid".into(),
     };
-    let builds: Vec<(String, output::BakeBuild, bool)> = cells
+    // parents first: a framework image's identity covers its parent's
+    let build = |c: &&crate::plan::Cell, parent: Option<&str>| {
+        let (r, hash) = prepare::cell_request(plan, c, &paths, &settings, parent);
+        let known = !settings.identity_digests(c).contains(&prepare::UNRESOLVED);
+        (c.id.clone(), r, hash, known)
+    };
+    let mut built: Vec<_> = cells
         .par_iter()
-        .map(|c| {
-            let (r, _) = prepare::cell_request(plan, c, &paths, &settings);
-            let known = !settings.identity_digests(c).contains(&prepare::UNRESOLVED);
+        .filter(|c| c.framework.is_none())
+        .map(|c| build(c, None))
+        .collect();
+    let parent_hashes: HashMap<String, String> = built
+        .iter()
+        .map(|(id, _, hash, _)| (id.clone(), hash.clone()))
+        .collect();
+    built.extend(
+        cells
+            .par_iter()
+            .filter(|c| c.framework.is_some())
+            .map(|c| {
+                build(
+                    c,
+                    c.parent()
+                        .and_then(|p| parent_hashes.get(p))
+                        .map(String::as_str),
+                )
+            })
+            .collect::<Vec<_>>(),
+    );
+    let builds: Vec<(String, output::BakeBuild, bool)> = built
+        .into_iter()
+        .map(|(id, r, _, known)| {
             let labels = r
                 .labels
                 .into_iter()
@@ -113,14 +140,16 @@ fn bake_builds(
                 cache_from: r.cache_from,
                 inline_cache: r.inline_cache,
             };
-            (c.id.clone(), b, known)
+            (id, b, known)
         })
         .collect();
-    let mut unknown: Vec<String> = cells
+    let by_id: HashMap<&str, &crate::plan::Cell> =
+        cells.iter().map(|c| (c.id.as_str(), *c)).collect();
+    let mut unknown: Vec<String> = builds
         .iter()
-        .zip(&builds)
-        .filter(|(_, b)| !b.2)
-        .map(|(c, _)| format!("{} ({})", c.base.reference, c.platform()))
+        .filter(|b| !b.2)
+        .filter_map(|b| by_id.get(b.0.as_str()))
+        .map(|c| format!("{} ({})", c.base.reference, c.platform()))
         .collect();
     unknown.sort();
     unknown.dedup();

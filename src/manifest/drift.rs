@@ -86,8 +86,14 @@ pub type Digests = std::collections::HashMap<(String, String), String>;
 pub fn diff(plan: &Plan, cells: &[&Cell], prev: &Manifest, digests: &Digests) -> Vec<Change> {
     let by_id: std::collections::HashMap<&str, &CellRecord> =
         prev.cells.iter().map(|r| (r.id.as_str(), r)).collect();
+    // parents first: a framework image's identity covers its parent's input hash
+    let mut hashes: std::collections::HashMap<&str, String> = std::collections::HashMap::new();
     let mut out = Vec::new();
-    for c in cells {
+    let order = cells
+        .iter()
+        .filter(|c| c.framework.is_none())
+        .chain(cells.iter().filter(|c| c.framework.is_some()));
+    for c in order {
         let Some(p) = by_id.get(c.id.as_str()) else {
             out.push(Change {
                 id: c.id.clone(),
@@ -109,9 +115,14 @@ pub fn diff(plan: &Plan, cells: &[&Cell], prev: &Manifest, digests: &Digests) ->
             .into_iter()
             .map(|(id, platform)| digest_of(id, platform))
             .collect();
-        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        let parent = c.parent().and_then(|id| hashes.get(id));
+        let all: Vec<&str> = match parent {
+            Some(h) => vec![h.as_str()],
+            None => all.iter().map(String::as_str).collect(),
+        };
         let ctx = render::render(&plan.settings, c);
         let hash = render::input_hash(&ctx, c, &all);
+        hashes.insert(&c.id, hash.clone());
         let (change, why) = if p.input_hash.as_deref() != Some(hash.as_str()) {
             (
                 "changed",
@@ -139,6 +150,13 @@ pub fn diff(plan: &Plan, cells: &[&Cell], prev: &Manifest, digests: &Digests) ->
             why,
         });
     }
+    // back in the plan's order
+    let position: std::collections::HashMap<&str, usize> = cells
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.id.as_str(), i))
+        .collect();
+    out.sort_by_key(|ch| position.get(ch.id.as_str()).copied());
     for p in prev
         .cells
         .iter()

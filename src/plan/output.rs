@@ -463,4 +463,3 @@ fn groups_table(out: &mut String, cells: &[&Cell]) {
         }
     }
 }
-

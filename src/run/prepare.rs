@@ -258,9 +258,20 @@ fn request(
 /// What `build` passes to the builder for one cell (labels with its input hash,
 /// network, platform, pull, cache), and its input hash: the same computation as
 /// [`prepare`], for outputs that describe a build without running it (bake).
-pub fn cell_request(plan: &Plan, c: &Cell, paths: &Paths, s: &Settings) -> (BuildRequest, String) {
+/// `parent_hash` is the input hash of a framework image's parent (its identity covers
+/// the parent's, as in [`prepare`]).
+pub fn cell_request(
+    plan: &Plan,
+    c: &Cell,
+    paths: &Paths,
+    s: &Settings,
+    parent_hash: Option<&str>,
+) -> (BuildRequest, String) {
     let ctx = render::render(&plan.settings, c);
-    let input_hash = render::input_hash(&ctx, c, &s.identity_digests(c));
+    let input_hash = match parent_hash {
+        Some(h) => render::input_hash(&ctx, c, &[h]),
+        None => render::input_hash(&ctx, c, &s.identity_digests(c)),
+    };
     (
         request(c, &plan.settings.repository, &input_hash, paths, s),
         input_hash,
@@ -477,7 +488,7 @@ mod tests {
             .stages
             .iter()
             .all(|st| !st.job.request.cache_from.is_empty()));
-        let (r, hash) = cell_request(&p, cells[0], &paths(), &s);
+        let (r, hash) = cell_request(&p, cells[0], &paths(), &s, None);
         assert_eq!(hash, prep.jobs[0].input_hash);
         assert_eq!(r.labels, prep.jobs[0].request.labels);
     }
