@@ -9,6 +9,7 @@
 //! Contexts are deterministic: the same cell renders byte-identical files, which
 //! is what makes the input hash (and so incremental nightlies) work.
 
+use std::borrow::Cow;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -99,7 +100,8 @@ const LOCALE_UBUNTU: &str = include_str!("../init/build/locale-ubuntu.sh");
 #[derive(Debug, Clone)]
 pub struct File {
     pub path: String,
-    pub bytes: Vec<u8>,
+    /// Borrowed for the files compiled into the binary (most of a context's bytes).
+    pub bytes: Cow<'static, [u8]>,
     pub executable: bool,
 }
 
@@ -150,10 +152,14 @@ fn password_hash(password: &str, repository: &str) -> String {
 struct Files(Vec<File>);
 
 impl Files {
-    fn add(&mut self, path: &str, text: String, executable: bool) {
+    fn add(&mut self, path: &str, text: impl Into<Cow<'static, str>>, executable: bool) {
+        let bytes = match text.into() {
+            Cow::Borrowed(t) => Cow::Borrowed(t.as_bytes()),
+            Cow::Owned(t) => Cow::Owned(t.into_bytes()),
+        };
         self.0.push(File {
             path: path.into(),
-            bytes: text.into_bytes(),
+            bytes,
             executable,
         });
     }
@@ -161,23 +167,36 @@ impl Files {
 
 /// Render one cell's build context.
 pub fn render(s: &Settings, c: &Cell) -> Context {
+    render_files(s, c, true)
+}
+
+/// A cell's identity ([`input_hash`]) without writing its context: the files that
+/// decide it, none of the transport-only ones (the plan document, an extra CA bundle
+/// read from disk), so that outputs describing many builds (bake) stay cheap.
+pub fn identity(s: &Settings, c: &Cell, base_digests: &[&str]) -> String {
+    input_hash(&render_files(s, c, false), c, base_digests)
+}
+
+/// The context's files; with `transport`, also those that only decide how things are
+/// fetched ([`transport_only`]).
+fn render_files(s: &Settings, c: &Cell, transport: bool) -> Context {
     let mut files = Files::default();
     if let Some(f) = &c.framework {
-        for (path, text, x) in framework::files(s, c, f) {
+        for (path, text, x) in framework::files(s, c, f, transport) {
             files.add(&path, text, x);
         }
-        return finish(files, c, Vec::new());
+        return finish(files, c, Vec::new(), transport);
     }
     files.add("Dockerfile", dockerfile(s, c), false);
     for (path, text, x) in STATIC_FILES {
-        files.add(path, (*text).to_string(), *x);
+        files.add(path, *text, *x);
     }
     system_files(&mut files, s, c);
     conda_files(&mut files, s, c);
     variant_files(&mut files, c);
     files.add("image/apt-packages.txt", lines(&c.variant.apt), false);
     image_files(&mut files, s, c);
-    if let Some(ca) = &s.sources.ca_bundle {
+    if let (true, Some(ca)) = (transport, &s.sources.ca_bundle) {
         if let Ok(pem) = fs::read_to_string(ca) {
             for stage in ["system", "conda", "variant"] {
                 files.add(&format!("{stage}/extra-ca.pem"), pem.clone(), false);
@@ -189,20 +208,22 @@ pub fn render(s: &Settings, c: &Cell) -> Context {
         .into_iter()
         .filter_map(|(_, i)| i.local.clone())
         .collect();
-    finish(files, c, installers)
+    finish(files, c, installers, transport)
 }
 
 /// The context with its `cell.json`, files in path order.
-fn finish(mut files: Files, c: &Cell, local_installers: Vec<PathBuf>) -> Context {
-    let cell_json = crate::plan::output::cell_doc(c);
-    files.add(
-        "cell.json",
-        format!(
-            "{}\n",
-            serde_json::to_string_pretty(&cell_json).unwrap_or_default()
-        ),
-        false,
-    );
+fn finish(mut files: Files, c: &Cell, local_installers: Vec<PathBuf>, transport: bool) -> Context {
+    if transport {
+        let cell_json = crate::plan::output::cell_doc(c);
+        files.add(
+            "cell.json",
+            format!(
+                "{}\n",
+                serde_json::to_string_pretty(&cell_json).unwrap_or_default()
+            ),
+            false,
+        );
+    }
     let mut files = files.0;
     files.sort_by(|a, b| a.path.cmp(&b.path));
     Context {
@@ -249,11 +270,33 @@ fn dockerfile(s: &Settings, c: &Cell) -> String {
         ("VARIANT", c.variant.name.clone()),
         ("CELL_LABELS", cell_labels(c)),
     ];
-    let mut dockerfile = DOCKERFILE.to_string();
-    for (k, v) in &subst {
-        dockerfile = dockerfile.replace(&format!("{{{{{k}}}}}"), v);
+    // one pass over the template (not one `replace` per key): values are validated and
+    // hold no `{{`, so the result is the same
+    let mut out = String::with_capacity(DOCKERFILE.len() + 1024);
+    let mut rest = DOCKERFILE;
+    while let Some(open) = rest.find("{{") {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 2..];
+        let known = after.find("}}").and_then(|close| {
+            let key = &after[..close];
+            subst
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| (close, v))
+        });
+        match known {
+            Some((close, v)) => {
+                out.push_str(v);
+                rest = &after[close + 2..];
+            }
+            None => {
+                out.push_str("{{");
+                rest = after;
+            }
+        }
     }
-    dockerfile
+    out.push_str(rest);
+    out
 }
 
 fn platforms(c: &Cell) -> String {
@@ -326,12 +369,12 @@ fn system_files(files: &mut Files, s: &Settings, c: &Cell) {
         false,
     );
     files.add("system/apt-packages.txt", lines(&apt), false);
-    files.add("system/apt-mirror.sh", APT_MIRROR.to_string(), true);
+    files.add("system/apt-mirror.sh", APT_MIRROR, true);
     let locale_script = match c.base.os.family {
         OsFamily::Debian => LOCALE_DEBIAN,
         OsFamily::Ubuntu => LOCALE_UBUNTU,
     };
-    files.add("system/locale.sh", locale_script.to_string(), true);
+    files.add("system/locale.sh", locale_script, true);
 }
 
 /// Stage 2, Miniconda and the common Python stack.
@@ -580,7 +623,7 @@ mod tests {
             c.files
                 .iter()
                 .filter(|f| f.path != "cell.json")
-                .map(|f| (f.path.clone(), f.bytes.clone()))
+                .map(|f| (f.path.clone(), f.bytes.to_vec()))
                 .collect()
         };
         assert_eq!(body(&a), body(&b));
@@ -591,7 +634,7 @@ mod tests {
                     .find(|f| f.path == path)
                     .unwrap()
                     .bytes
-                    .clone(),
+                    .to_vec(),
             )
             .unwrap()
         };

@@ -11,7 +11,13 @@ use crate::plan::Cell;
 const INSTALL: &str = include_str!("../../init/framework/install-framework.sh");
 
 /// (path, text, executable) of every file of a framework image's context.
-pub fn files(s: &Settings, c: &Cell, f: &Framework) -> Vec<(String, String, bool)> {
+/// With `transport`, also the extra CA bundle (read from disk; not part of identity).
+pub fn files(
+    s: &Settings,
+    c: &Cell,
+    f: &Framework,
+    transport: bool,
+) -> Vec<(String, String, bool)> {
     let mut out = vec![
         ("Dockerfile".to_string(), dockerfile(c, f), false),
         (
@@ -30,7 +36,7 @@ pub fn files(s: &Settings, c: &Cell, f: &Framework) -> Vec<(String, String, bool
             false,
         ),
     ];
-    if let Some(ca) = &s.sources.ca_bundle {
+    if let (true, Some(ca)) = (transport, &s.sources.ca_bundle) {
         if let Ok(pem) = std::fs::read_to_string(ca) {
             out.push(("framework/extra-ca.pem".to_string(), pem, false));
         }

@@ -267,10 +267,9 @@ pub fn cell_request(
     s: &Settings,
     parent_hash: Option<&str>,
 ) -> (BuildRequest, String) {
-    let ctx = render::render(&plan.settings, c);
     let input_hash = match parent_hash {
-        Some(h) => render::input_hash(&ctx, c, &[h]),
-        None => render::input_hash(&ctx, c, &s.identity_digests(c)),
+        Some(h) => render::identity(&plan.settings, c, &[h]),
+        None => render::identity(&plan.settings, c, &s.identity_digests(c)),
     };
     (
         request(c, &plan.settings.repository, &input_hash, paths, s),
