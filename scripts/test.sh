@@ -31,6 +31,7 @@ lowest=$(mktemp /tmp/image-matrix-test-disk.XXXXXX)
 echo "$at_start" >"$lowest"
 ( while sleep 5; do f=$(free_gb); [ "$f" -lt "$(cat "$lowest")" ] && echo "$f" >"$lowest"; done ) &
 sampler=$!
+trap 'kill "$sampler" 2>/dev/null || true' EXIT
 cargo test --locked --no-run --lib --bins --tests 2>&1 | grep -v '^ *Executable' || true
 # The two longest Docker tests spend most of their time waiting on one core (the arm64
 # build under QEMU) or on downloads and layer commits (PyTorch's 2.5 GB of wheels):

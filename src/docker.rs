@@ -573,6 +573,14 @@ impl Docker {
     /// ("No such image: REF"). Where the two do not add up to what was asked, each
     /// image is asked alone.
     pub fn image_digests(&self, images: &[&str]) -> Vec<Result<Option<LocalImage>, String>> {
+        // long lists in chunks, far below the argument-size limit
+        images
+            .chunks(INSPECT_CHUNK)
+            .flat_map(|chunk| self.image_digests_at_once(chunk))
+            .collect()
+    }
+
+    fn image_digests_at_once(&self, images: &[&str]) -> Vec<Result<Option<LocalImage>, String>> {
         let alone = || images.iter().map(|i| self.image_digest(i)).collect();
         if images.len() < 2 {
             return alone();

@@ -181,7 +181,7 @@ fn resume_reruns_only_what_did_not_succeed() {
     std::fs::write(e.path("state/calls"), "").unwrap();
     let (code, err) = e.run(&["-j", "1", "--resume", "previous.json"]);
     assert_eq!(code, 0, "{err}");
-    let calls = std::fs::read_to_string(e.path("state/calls")).unwrap();
+    let calls = e.calls();
     // image builds (not the metadata builds that label versions, which read stdin)
     let builds: Vec<&str> = calls
         .lines()
@@ -209,7 +209,7 @@ fn push_is_two_phase_and_never_half_publishes() {
         err.contains("1 of 3 cells did not build; publishing nothing"),
         "{err}"
     );
-    let calls = std::fs::read_to_string(e.path("state/calls")).unwrap();
+    let calls = e.calls();
     assert!(
         !calls.lines().any(|l| l.starts_with("push")),
         "nothing may be pushed: {calls}"
@@ -217,7 +217,7 @@ fn push_is_two_phase_and_never_half_publishes() {
 
     let (code, err) = push(&["--allow-partial"]);
     assert_eq!(code, 0, "{err}");
-    let calls = std::fs::read_to_string(e.path("state/calls")).unwrap();
+    let calls = e.calls();
     let pushes: Vec<&str> = calls.lines().filter(|l| l.starts_with("push")).collect();
     assert_eq!(
         pushes,
@@ -260,12 +260,10 @@ fn failed_pushes_are_retried_and_recorded() {
 
 #[test]
 fn sharded_builds_merge_into_one_manifest_and_conflicts_are_refused() {
-    let e = Env::new(31011);
-    std::fs::write(
-        e.path("matrix.yaml"),
+    let e = Env::with_matrix(
+        31011,
         "version: 1\nbases: [ubuntu:20.04, ubuntu:22.04, ubuntu:24.04]\npython: [\"3.10\", \"3.11\"]\n",
-    )
-    .unwrap();
+    );
     for i in 1..=2 {
         let shard = format!("{i}/2");
         let out = format!("out{i}");
@@ -511,12 +509,10 @@ fn calls_by_engine(e: &Env) -> Vec<(String, String)> {
 
 #[test]
 fn an_engine_that_dies_mid_run_loses_its_cell_to_the_other_and_push_follows_the_cells() {
-    let e = Env::new(31011);
-    std::fs::write(
-        e.path("matrix.yaml"),
+    let e = Env::with_matrix(
+        31011,
         "version: 1\nimage:\n  aliases: [\"{tag}-nightly\"]\nbases: [ubuntu:22.04, ubuntu:24.04]\npython: [\"3.10\", \"3.11\"]\n",
-    )
-    .unwrap();
+    );
     let killed = "py3.10-ubuntu24.04-amd64";
     e.mode(killed, "kill-engine-once");
     let engines = [
@@ -683,12 +679,10 @@ fn an_engine_that_does_not_answer_at_the_start_is_left_out_with_a_warning() {
 
 #[test]
 fn build_push_publishes_nothing_when_an_engine_died_after_building_a_cell() {
-    let e = Env::new(31014);
-    std::fs::write(
-        e.path("matrix.yaml"),
+    let e = Env::with_matrix(
+        31014,
         "version: 1\nbases: [ubuntu:22.04, ubuntu:24.04]\npython: [\"3.10\"]\n",
-    )
-    .unwrap();
+    );
     // one cell per base, so one per engine; the 24.04 cell's engine dies once it is built
     e.mode("py3.10-ubuntu24.04-amd64", "die-after");
     let (code, err) = e.run(&[
@@ -775,12 +769,10 @@ fn the_manifest_schema_is_stable() {
 /// child's parent and the parent's image ID.
 #[test]
 fn a_failed_parent_skips_its_framework_images() {
-    let e = Env::new(31030);
-    std::fs::write(
-        e.path("matrix.yaml"),
+    let e = Env::with_matrix(
+        31030,
         "version: 1\nbases: [ubuntu:22.04]\npython: [\"3.10\", \"3.11\"]\npytorch: [\"2.5.1\"]\n",
-    )
-    .unwrap();
+    );
     let (p_bad, p_ok) = ("py3.10-ubuntu22.04-amd64", "py3.11-ubuntu22.04-amd64");
     e.mode(p_bad, "fail");
     let (code, err) = e.run(&["-j", "2"]);
@@ -810,7 +802,7 @@ fn a_failed_parent_skips_its_framework_images() {
     // versions, a config-only change that gives the parent a new ID over the same layers)
     let from = ok_child["parent_digest"].as_str().unwrap_or_default();
     assert!(from.starts_with("sha256:"), "{from}");
-    let calls = std::fs::read_to_string(e.path("state/calls")).unwrap();
+    let calls = e.calls();
     let child_build = calls
         .lines()
         .find(|l| l.starts_with("build") && l.ends_with(&format!("{p_ok}-torch2.5.1")))
@@ -833,7 +825,7 @@ fn acceptance_asks_about_many_images_at_once() {
     e.mode(A, "cached");
     let (code, err) = e.run(&["-j", "2"]);
     assert_eq!(code, 0, "{err}");
-    let calls = std::fs::read_to_string(e.path("state/calls")).unwrap();
+    let calls = e.calls();
     let count = |p: &str| calls.lines().filter(|l| l.starts_with(p)).count();
     // the versions of B and C come from their builds' output, A's from its image
     let runs: Vec<&str> = calls.lines().filter(|l| l.starts_with("run ")).collect();
@@ -876,7 +868,7 @@ fn acceptance_asks_about_many_images_at_once() {
     std::fs::write(e.path("state/calls"), "").unwrap();
     let (code, err) = e.run(&["-j", "2"]);
     assert_eq!(code, 0, "{err}");
-    let calls = std::fs::read_to_string(e.path("state/calls")).unwrap();
+    let calls = e.calls();
     let labels: Vec<&str> = calls
         .lines()
         .filter(|l| l.starts_with("image inspect --format {{.Id}}|{{json .Config.Labels}} "))
@@ -893,18 +885,16 @@ fn acceptance_asks_about_many_images_at_once() {
 
 #[test]
 fn the_bases_are_asked_in_one_inspect_per_engine() {
-    let e = Env::new(31041);
-    std::fs::write(
-        e.path("matrix.yaml"),
+    let e = Env::with_matrix(
+        31041,
         "version: 1\nbases: [ubuntu:22.04, ubuntu:24.04, debian:12]\npython: [\"3.11\"]\n",
-    )
-    .unwrap();
+    );
     // the middle one is missing: docker names it and prints the other two
     std::fs::write(e.path("state/no-base-ubuntu_24.04"), "").unwrap();
     let out = e.matrix(&["plan", "--format", "bake"]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
-    let calls = std::fs::read_to_string(e.path("state/calls")).unwrap();
+    let calls = e.calls();
     let inspects: Vec<&str> = calls
         .lines()
         .filter(|l| l.starts_with("image inspect "))
@@ -937,7 +927,7 @@ fn the_bases_are_asked_in_one_inspect_per_engine() {
     std::fs::write(e.path("state/calls"), "").unwrap();
     let out = e.matrix(&["plan", "--format", "bake"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0));
-    let calls = std::fs::read_to_string(e.path("state/calls")).unwrap();
+    let calls = e.calls();
     assert_eq!(
         calls
             .lines()
@@ -953,12 +943,10 @@ fn the_bases_are_asked_in_one_inspect_per_engine() {
 /// images are built again and every diff calls them changed.
 #[test]
 fn bake_and_diff_give_framework_images_the_identity_build_gives_them() {
-    let e = Env::new(31042);
-    std::fs::write(
-        e.path("matrix.yaml"),
+    let e = Env::with_matrix(
+        31042,
         "version: 1\nbases: [ubuntu:22.04]\npython: [\"3.11\"]\npytorch: [\"2.5.1\"]\n",
-    )
-    .unwrap();
+    );
     let (code, err) = e.run(&["-j", "2"]);
     assert_eq!(code, 0, "{err}");
     let m = e.manifest();

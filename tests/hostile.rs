@@ -245,7 +245,7 @@ fn push_refuses_forged_tags_before_pushing_anything() {
             err.contains("refusing") || err.contains("not a"),
             "{bad}: {err}"
         );
-        let calls = std::fs::read_to_string(e.path("state/calls")).unwrap();
+        let calls = e.calls();
         assert!(!calls.contains("push"), "{bad}: pushed {calls}");
     }
     m["cells"][0]["tags"] = serde_json::json!(["miniconda:ok-tag"]);
@@ -277,7 +277,7 @@ fn an_incomplete_set_of_shards_is_neither_merged_nor_pushed() {
     let (code, err) = e.push(&[]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("have no record"), "{err}");
-    let calls = std::fs::read_to_string(e.path("state/calls")).unwrap();
+    let calls = e.calls();
     assert!(!calls.contains("push "), "{calls}");
     // with both shards the merge is whole
     let (code, err) = e.run(&["--shard", "2/2", "-o", "s2"]);
@@ -325,7 +325,7 @@ fn resume_checks_each_image_and_takes_no_path_from_the_old_manifest() {
     std::fs::write(e.path("state/calls"), "").unwrap();
     let (code, err) = e.run(&["-j", "1", "--resume", "previous.json"]);
     assert_eq!(code, 0, "{err}");
-    let calls = std::fs::read_to_string(e.path("state/calls")).unwrap();
+    let calls = e.calls();
     // every image is built again: the shared stage and three cells (each then
     // relabelled with its versions in a quiet second build)
     assert_eq!(
@@ -434,12 +434,10 @@ fn ci_stops_only_the_daemon_it_started() {
 
 #[test]
 fn build_containers_a_dead_engine_left_are_removed_once_it_answers_again() {
-    let e = Env::new(32011);
-    std::fs::write(
-        e.path("matrix.yaml"),
+    let e = Env::with_matrix(
+        32011,
         "version: 1\nbases: [ubuntu:22.04, ubuntu:24.04]\npython: [\"3.10\", \"3.11\"]\n",
-    )
-    .unwrap();
+    );
     let killed = "py3.10-ubuntu24.04-amd64";
     for id in [
         "py3.10-ubuntu22.04-amd64",

@@ -28,6 +28,16 @@ impl Env {
             mark: mark.to_string(),
         }
     }
+    /// [`Env::new`] with `yaml` as its matrix.
+    pub fn with_matrix(mark: u32, yaml: &str) -> Env {
+        let e = Env::new(mark);
+        std::fs::write(e.path("matrix.yaml"), yaml).unwrap();
+        e
+    }
+    /// Every docker call so far, a line each (`state/calls`).
+    pub fn calls(&self) -> String {
+        std::fs::read_to_string(self.path("state/calls")).unwrap()
+    }
     pub fn mode(&self, id: &str, mode: &str) {
         std::fs::write(
             self.dir.path().join("state").join(format!("mode-{id}")),
