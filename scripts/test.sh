@@ -36,11 +36,12 @@ cargo test --locked --no-run --lib --bins --tests 2>&1 | grep -v '^ *Executable'
 # The two longest Docker tests spend most of their time waiting on one core (the arm64
 # build under QEMU) or on downloads and layer commits (PyTorch's 2.5 GB of wheels):
 # each runs in a lane of its own beside the rest (a lane may hold several test
-# binaries, run one after another); their output comes last. A third lane (the
-# nightly's and buildx's tests) was tried once: 3,032 s against 2,078 s with two, each
-# lane about twice as long. That run shared the 2 cores with other work for its first
-# 40 minutes, so it settles nothing; two lanes stay, as measured.
-lanes=("multiarch_e2e" "frameworks_e2e")
+# binaries, run one after another); their output comes last. In a clean clone's run
+# (2026-11-29) the frameworks lane was done at 700 s while the rest ran to 1,880 s, so
+# the engines and pip-resolution tests (about 400 s there) go after frameworks_e2e:
+# still three things at once, each about as long. (A fourth concurrent lane, tried
+# once, made every lane about twice as long.)
+lanes=("multiarch_e2e" "frameworks_e2e engines_e2e pip_resolve")
 pids=() logs=()
 for lane in "${lanes[@]}"; do
   log=$(mktemp "/tmp/image-matrix-test-${lane// /+}.XXXXXX")
