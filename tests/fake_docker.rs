@@ -981,3 +981,70 @@ fn bake_and_diff_give_framework_images_the_identity_build_gives_them() {
         assert_eq!(c["change"], "unchanged", "{c}");
     }
 }
+
+/// Images an earlier tool version built carry the legacy identity (scheme 1) in their
+/// input-hash label: a new version finds them current and moves no tag, and an image
+/// whose inputs did change is still rebuilt.
+#[test]
+fn images_labelled_by_an_earlier_version_stay_current() {
+    let e = Env::new(31050);
+    let (code, err) = e.run(&[]);
+    assert_eq!(code, 0, "{err}");
+    let plan = image_matrix::plan::plan_text(
+        MATRIX,
+        "matrix.yaml",
+        e.dir.path(),
+        &image_matrix::plan::PlanOptions {
+            date: "20260101".into(),
+        },
+    )
+    .unwrap();
+    let m = e.manifest();
+    for r in m["cells"].as_array().unwrap() {
+        let c = plan.cells.iter().find(|c| c.id == r["id"]).unwrap();
+        let ctx = image_matrix::render::render(&plan.settings, c);
+        let base = r["base_digest"].as_str().unwrap();
+        let legacy = image_matrix::render::legacy_input_hash(&ctx, c, &[base]);
+        let current = r["input_hash"].as_str().unwrap();
+        assert_ne!(legacy, current);
+        // the image's label (its candidate's and its tag's), in the fake docker's store
+        let mut relabelled = 0;
+        for f in std::fs::read_dir(e.path("state")).unwrap().flatten() {
+            if !f.file_name().to_string_lossy().starts_with("store-") {
+                continue;
+            }
+            for l in std::fs::read_dir(f.path()).unwrap().flatten() {
+                let text = std::fs::read_to_string(l.path()).unwrap_or_default();
+                if l.file_name().to_string_lossy().starts_with("label-") && text.trim() == current {
+                    std::fs::write(l.path(), format!("{legacy}\n")).unwrap();
+                    relabelled += 1;
+                }
+            }
+        }
+        assert!(relabelled > 0, "no image labelled {current}");
+    }
+    std::fs::write(e.path("state/calls"), "").unwrap();
+    let (code, err) = e.run(&[]);
+    assert_eq!(code, 0, "{err}");
+    let builds: Vec<String> = e
+        .calls()
+        .lines()
+        .filter(|l| l.starts_with("build ") && !l.ends_with(" -"))
+        .map(str::to_string)
+        .collect();
+    assert!(builds.is_empty(), "{builds:?}");
+    for id in [A, B, C] {
+        assert_eq!(e.status(id), "up-to-date");
+    }
+    // a changed input is a changed identity under either scheme
+    std::fs::write(
+        e.path("matrix.yaml"),
+        format!("{MATRIX}packages: {{apt: [vim]}}\n"),
+    )
+    .unwrap();
+    let (code, err) = e.run(&[]);
+    assert_eq!(code, 0, "{err}");
+    for id in [A, B, C] {
+        assert_eq!(e.status(id), "built");
+    }
+}

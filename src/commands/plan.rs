@@ -94,11 +94,15 @@ fn bake_builds(
         logs: "logs".into(),
         iid: "iid".into(),
     };
+    let renderer = crate::render::Renderer::new(&plan.settings);
     // parents first: a framework image's identity covers its parent's
     let build = |c: &&crate::plan::Cell, parent: Option<&str>| {
-        let (r, hash) = prepare::cell_request(plan, c, &paths, &settings, parent);
-        let known = !settings.identity_digests(c).contains(&prepare::UNRESOLVED);
-        (c.id.clone(), r, hash, known)
+        if settings.identity_digests(c).contains(&prepare::UNRESOLVED) {
+            let r = prepare::unresolved_request(plan, c, &paths, &settings);
+            return (c.id.clone(), r, None);
+        }
+        let (r, hash) = prepare::cell_request(plan, &renderer, c, &paths, &settings, parent);
+        (c.id.clone(), r, Some(hash))
     };
     let mut built: Vec<_> = cells
         .par_iter()
@@ -107,7 +111,7 @@ fn bake_builds(
         .collect();
     let parent_hashes: HashMap<String, String> = built
         .iter()
-        .map(|(id, _, hash, _)| (id.clone(), hash.clone()))
+        .filter_map(|(id, _, hash)| Some((id.clone(), hash.clone()?)))
         .collect();
     built.extend(
         cells
@@ -125,22 +129,15 @@ fn bake_builds(
     );
     let builds: Vec<(String, output::BakeBuild, bool)> = built
         .into_iter()
-        .map(|(id, r, _, known)| {
-            let labels = r
-                .labels
-                .into_iter()
-                .filter(|(k, _)| {
-                    known || (k != prepare::INPUT_HASH_LABEL && k != prepare::BASE_DIGEST_LABEL)
-                })
-                .collect();
+        .map(|(id, r, hash)| {
             let b = output::BakeBuild {
-                labels,
+                labels: r.labels,
                 network: r.network,
                 pull: r.pull,
                 cache_from: r.cache_from,
                 inline_cache: r.inline_cache,
             };
-            (id, b, known)
+            (id, b, hash.is_some())
         })
         .collect();
     let by_id: HashMap<&str, &crate::plan::Cell> =
@@ -198,12 +195,15 @@ pub fn run(cli: &Cli, args: &PlanArgs) -> Result<Exit, Error> {
         })?,
         PlanFormat::Bake => {
             let builds = bake_builds(&plan, &cells, args);
-            let build = |c: &crate::plan::Cell| builds.get(&c.id).cloned().unwrap_or_default();
+            let none = output::BakeBuild::default();
+            let build = |c: &crate::plan::Cell| builds.get(&c.id).unwrap_or(&none);
             crate::term::out_with(|w| output::write_bake(w, &cells, &args.contexts, &build))
                 .map_err(|source| Error::Output {
                     what: "the bake file",
                     source,
                 })?;
+            // the process ends here: freeing 10,000 requests one by one took 7 % of it
+            std::mem::forget(builds);
         }
         PlanFormat::Gha => {
             if let Some(n) = args.shards {
@@ -224,5 +224,7 @@ pub fn run(cli: &Cli, args: &PlanArgs) -> Result<Exit, Error> {
             }
         }
     }
+    // nor is a 10,000-cell plan worth freeing on the way out (5 % of `--format json`)
+    std::mem::forget(plan);
     Ok(Exit::Success)
 }

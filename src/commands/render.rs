@@ -8,8 +8,9 @@ use crate::render;
 pub fn run(cli: &Cli, args: &RenderArgs) -> Result<Exit, Error> {
     let plan = load_plan(cli, &args.select)?;
     let cells = select(&plan, &args.select);
+    let renderer = render::Renderer::new(&plan.settings);
     for c in &cells {
-        let ctx = render::render(&plan.settings, c);
+        let ctx = renderer.render(c);
         let dir = args.output.join(&c.id);
         render::write(&ctx, &dir).map_err(|e| Error::write(&dir, e))?;
         if args.run_examples {

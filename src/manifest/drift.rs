@@ -87,8 +87,10 @@ pub fn diff(plan: &Plan, cells: &[&Cell], prev: &Manifest, digests: &Digests) ->
     let by_id: std::collections::HashMap<&str, &CellRecord> =
         prev.cells.iter().map(|r| (r.id.as_str(), r)).collect();
     // parents first: a framework image's identity covers its parent's input hash
-    let mut hashes: std::collections::HashMap<&str, String> = std::collections::HashMap::new();
+    let mut hashes: std::collections::HashMap<&str, render::Identity> =
+        std::collections::HashMap::new();
     let mut out = Vec::new();
+    let renderer = render::Renderer::new(&plan.settings);
     let order = cells
         .iter()
         .filter(|c| c.framework.is_none())
@@ -115,15 +117,16 @@ pub fn diff(plan: &Plan, cells: &[&Cell], prev: &Manifest, digests: &Digests) ->
             .into_iter()
             .map(|(id, platform)| digest_of(id, platform))
             .collect();
-        let parent = c.parent().and_then(|id| hashes.get(id));
-        let all: Vec<&str> = match parent {
-            Some(h) => vec![h.as_str()],
-            None => all.iter().map(String::as_str).collect(),
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        let ctx = renderer.render(c);
+        let identity = match c.parent().and_then(|id| hashes.get(id)) {
+            Some(p) => render::Identity::of(&ctx, c, &[&p.hash], &[&p.legacy]),
+            None => render::Identity::of(&ctx, c, &all, &all),
         };
-        let ctx = render::render(&plan.settings, c);
-        let hash = render::input_hash(&ctx, c, &all);
-        hashes.insert(&c.id, hash.clone());
-        let (change, why) = if p.input_hash.as_deref() != Some(hash.as_str()) {
+        // a manifest of an earlier tool version records the legacy identity
+        let same = p.input_hash.as_deref().is_some_and(|h| identity.is(h));
+        hashes.insert(&c.id, identity);
+        let (change, why) = if !same {
             (
                 "changed",
                 reasons(c, p, &render::part_hashes(&ctx), &digest),
@@ -282,6 +285,28 @@ mod tests {
             ch[0].why,
             ["tags only: miniconda:conda3-python3.10-ubuntu22.04-20260101"]
         );
+    }
+
+    /// A manifest written by a tool version before identity scheme 2 records the legacy
+    /// hashes: nothing in it reads as changed, and a real change still does.
+    #[test]
+    fn a_manifest_of_the_legacy_identity_scheme_is_read_as_unchanged() {
+        let yaml = "version: 1\nbases: [ubuntu:22.04]\npython: [\"3.10\", \"3.11\"]\n";
+        let p = plan(yaml);
+        let mut prev = built(&p);
+        for (r, c) in prev.cells.iter_mut().zip(&p.cells) {
+            let ctx = render::render(&p.settings, c);
+            let legacy = render::legacy_input_hash(&ctx, c, &["sha256:base"]);
+            assert_ne!(r.input_hash.as_deref(), Some(legacy.as_str()));
+            r.input_hash = Some(legacy);
+        }
+        let cells: Vec<&Cell> = p.cells.iter().collect();
+        let ch = diff(&p, &cells, &prev, &Digests::new());
+        assert!(ch.iter().all(|c| c.change == "unchanged"), "{ch:?}");
+        let p2 = plan(&format!("{yaml}packages: {{apt: [vim]}}\n"));
+        let cells: Vec<&Cell> = p2.cells.iter().collect();
+        let ch = diff(&p2, &cells, &prev, &Digests::new());
+        assert!(ch.iter().all(|c| c.change == "changed"), "{ch:?}");
     }
 
     #[test]

@@ -156,7 +156,8 @@ struct BakeTarget<'a> {
 
 /// The bake target a framework image's parent is built by.
 fn parent_target(c: &Cell, cells: &[&Cell]) -> Option<String> {
-    let parent = cells.iter().find(|p| Some(p.id.as_str()) == c.parent())?;
+    let id = c.parent()?;
+    let parent = cells.iter().find(|p| p.id == id)?;
     Some(bake_name(
         parent
             .group
@@ -188,7 +189,7 @@ fn bake_targets<'a>(cells: &[&'a Cell]) -> Vec<(String, Vec<&'a Cell>)> {
 /// A group target builds every member in one go, so it carries what all of them
 /// share: labels every member has with the same value (the input hash of a tag group
 /// is one), not a member's own (its cell id, installer, base digest).
-fn shared(builds: &[BakeBuild]) -> BakeBuild {
+fn shared(builds: &[&BakeBuild]) -> BakeBuild {
     let mut b = builds[0].clone();
     b.labels
         .retain(|l| builds[1..].iter().all(|o| o.labels.contains(l)));
@@ -200,11 +201,11 @@ fn shared(builds: &[BakeBuild]) -> BakeBuild {
 /// A `docker-bake.json` whose targets build the contexts `matrix render -o DIR` writes,
 /// with what `build` passes (`build` gives each cell's). Streamed: targets are written
 /// one by one, never held as one JSON tree.
-pub fn write_bake<W: std::io::Write>(
+pub fn write_bake<'b, W: std::io::Write>(
     w: &mut W,
     cells: &[&Cell],
     contexts: &Path,
-    build: &(dyn Fn(&Cell) -> BakeBuild + Sync),
+    build: &(dyn Fn(&Cell) -> &'b BakeBuild + Sync),
 ) -> std::io::Result<()> {
     let targets = bake_targets(cells);
     let names: Vec<&str> = targets.iter().map(|t| t.0.as_str()).collect();
@@ -216,8 +217,11 @@ pub fn write_bake<W: std::io::Write>(
         serde_json::to_writer(&mut *w, name)?;
         w.write_all(b": ")?;
         let c = members[0];
-        let builds: Vec<BakeBuild> = members.iter().map(|m| build(m)).collect();
-        let b = shared(&builds);
+        let builds: Vec<&BakeBuild> = members.iter().map(|m| build(m)).collect();
+        let b = match builds[..] {
+            [one] => std::borrow::Cow::Borrowed(one),
+            _ => std::borrow::Cow::Owned(shared(&builds)),
+        };
         let t = BakeTarget {
             context: contexts.join(&c.id).display().to_string(),
             dockerfile: "Dockerfile",

@@ -4,11 +4,13 @@
 //! (the image it just built or found current), a hand-made `docker build` of the
 //! rendered context gets the parent's primary tag as the default.
 
+use std::borrow::Cow;
+
 use crate::config::settings::Settings;
 use crate::plan::family::Framework;
 use crate::plan::Cell;
 
-const INSTALL: &str = include_str!("../../init/framework/install-framework.sh");
+pub(super) static INSTALL: &str = include_str!("../../init/framework/install-framework.sh");
 
 /// (path, text, executable) of every file of a framework image's context.
 /// With `transport`, also the extra CA bundle (read from disk; not part of identity).
@@ -17,28 +19,24 @@ pub fn files(
     c: &Cell,
     f: &Framework,
     transport: bool,
-) -> Vec<(String, String, bool)> {
+) -> Vec<(&'static str, Cow<'static, str>, bool)> {
     let mut out = vec![
-        ("Dockerfile".to_string(), dockerfile(c, f), false),
+        ("Dockerfile", dockerfile(c, f).into(), false),
+        ("framework/install-framework.sh", INSTALL.into(), true),
         (
-            "framework/install-framework.sh".to_string(),
-            INSTALL.to_string(),
-            true,
-        ),
-        (
-            "framework/requirements.txt".to_string(),
-            super::lines(&f.requirements),
+            "framework/requirements.txt",
+            super::lines(&f.requirements).into(),
             false,
         ),
         (
-            "framework/index-urls.txt".to_string(),
-            super::lines(&f.index_urls),
+            "framework/index-urls.txt",
+            super::lines(&f.index_urls).into(),
             false,
         ),
     ];
     if let (true, Some(ca)) = (transport, &s.sources.ca_bundle) {
         if let Ok(pem) = std::fs::read_to_string(ca) {
-            out.push(("framework/extra-ca.pem".to_string(), pem, false));
+            out.push(("framework/extra-ca.pem", pem.into(), false));
         }
     }
     out

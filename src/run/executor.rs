@@ -28,6 +28,9 @@ pub struct Job {
     pub request: BuildRequest,
     pub log_path: PathBuf,
     pub input_hash: String,
+    /// The identity its image has if an earlier tool version built it
+    /// ([`crate::render::legacy_input_hash`]): also current.
+    pub legacy_hash: Option<String>,
     /// Tag checked for `up-to-date` (None for shared stages, which are never skipped).
     pub primary_tag: Option<String>,
     /// Jobs with the same affinity (the same base and platform) share layers, so
@@ -202,7 +205,7 @@ impl Executor for DockerExecutor {
         job.primary_tag
             .as_ref()
             .and_then(|t| self.docker.label(t, "io.image-matrix.input-hash"))
-            .is_some_and(|h| h == job.input_hash)
+            .is_some_and(|h| h == job.input_hash || job.legacy_hash.as_ref() == Some(&h))
     }
 
     fn attempt(

@@ -149,23 +149,28 @@ pub fn prepare<'p, E>(
     };
     let (mut os_keys, mut conda_keys) = (Vec::new(), Vec::new());
     // job index and input hash of each parent, for its framework images
-    let mut parents: HashMap<&str, (usize, String)> = HashMap::new();
+    let mut parents: HashMap<&str, (usize, render::Identity)> = HashMap::new();
+    let renderer = render::Renderer::new(&plan.settings);
     for c in cells {
-        let ctx = render::render(&plan.settings, c);
+        let ctx = renderer.render(c);
         let parent = c.parent().and_then(|id| parents.get(id));
         let base_digest = s.base_digest(c);
         // a framework image's identity covers its parent's, which covers the base
-        let input_hash = match parent {
-            Some((_, h)) => render::input_hash(&ctx, c, &[h.as_str()]),
-            None => render::input_hash(&ctx, c, &s.identity_digests(c)),
+        let identity = match parent {
+            Some((_, p)) => render::Identity::of(&ctx, c, &[&p.hash], &[&p.legacy]),
+            None => {
+                let digests = s.identity_digests(c);
+                render::Identity::of(&ctx, c, &digests, &digests)
+            }
         };
+        let input_hash = identity.hash.clone();
         let mut rec = record_for(c, Some(input_hash.clone()));
         rec.input_parts = render::part_hashes(&ctx);
         rec.base_digest = Some(base_digest.to_string());
         let log_path = paths.logs.join(format!("{}.log", c.id));
         rec.log = Some(log_path.display().to_string());
         let resumed = s.resumed.get(&c.id);
-        if resumed.is_some_and(|h| *h != input_hash) {
+        if resumed.is_some_and(|h| !identity.is(h)) {
             rec.reason = Some("resumed, but its inputs changed since".into());
         }
         let i = p.jobs.len();
@@ -174,7 +179,8 @@ pub fn prepare<'p, E>(
             id: c.id.clone(),
             request: request(c, &plan.settings.repository, &input_hash, paths, s),
             log_path,
-            input_hash: input_hash.clone(),
+            input_hash,
+            legacy_hash: Some(identity.legacy.clone()),
             primary_tag: Some(c.local_tag().to_string()),
             affinity: format!("{} {}", c.base.reference, c.platform()),
             platform: c.platform().to_string(),
@@ -184,7 +190,7 @@ pub fn prepare<'p, E>(
                 .get(&(c.base.reference.clone(), c.platform().to_string()))
                 .cloned()
                 .unwrap_or_default(),
-            check_current: s.check_current || resumed == Some(&input_hash),
+            check_current: s.check_current || resumed.is_some_and(|h| identity.is(h)),
             weight: c.variant.pip.len() + c.variant.apt.len() + c.variant.overrides.len(),
             parent: parent.map(|(j, _)| *j),
         });
@@ -193,7 +199,7 @@ pub fn prepare<'p, E>(
             os_keys.push(format!("framework image {}", c.id));
             conda_keys.push(format!("framework image {}", c.id));
         } else {
-            parents.insert(&c.id, (i, input_hash.clone()));
+            parents.insert(&c.id, (i, identity));
             os_keys.push(stage_key(&ctx, &["system/"], c));
             conda_keys.push(stage_key(&ctx, &["system/", "conda/"], c));
         }
@@ -262,19 +268,30 @@ fn request(
 /// the parent's, as in [`prepare`]).
 pub fn cell_request(
     plan: &Plan,
+    renderer: &render::Renderer,
     c: &Cell,
     paths: &Paths,
     s: &Settings,
     parent_hash: Option<&str>,
 ) -> (BuildRequest, String) {
     let input_hash = match parent_hash {
-        Some(h) => render::identity(&plan.settings, c, &[h]),
-        None => render::identity(&plan.settings, c, &s.identity_digests(c)),
+        Some(h) => renderer.identity(c, &[h]),
+        None => renderer.identity(c, &s.identity_digests(c)),
     };
     (
         request(c, &plan.settings.repository, &input_hash, paths, s),
         input_hash,
     )
+}
+
+/// [`cell_request`] of a cell some of whose bases no engine holds: its identity would
+/// cover "unresolved", so none is worked out, and the request carries neither the
+/// input-hash nor the base-digest label.
+pub fn unresolved_request(plan: &Plan, c: &Cell, paths: &Paths, s: &Settings) -> BuildRequest {
+    let mut r = request(c, &plan.settings.repository, UNRESOLVED, paths, s);
+    r.labels
+        .retain(|(k, _)| k != INPUT_HASH_LABEL && k != BASE_DIGEST_LABEL);
+    r
 }
 
 /// What decides a shared stage: the base, the platform and the stage's own files.
@@ -361,6 +378,7 @@ fn stages(
                         .logs
                         .join(format!("stage-{}-{}.log", layer.target(), &k[..12])),
                     input_hash: k.to_string(),
+                    legacy_hash: None,
                     primary_tag: None,
                     affinity: first.affinity.clone(),
                     platform: first.platform.clone(),
@@ -487,7 +505,8 @@ mod tests {
             .stages
             .iter()
             .all(|st| !st.job.request.cache_from.is_empty()));
-        let (r, hash) = cell_request(&p, cells[0], &paths(), &s, None);
+        let renderer = render::Renderer::new(&p.settings);
+        let (r, hash) = cell_request(&p, &renderer, cells[0], &paths(), &s, None);
         assert_eq!(hash, prep.jobs[0].input_hash);
         assert_eq!(r.labels, prep.jobs[0].request.labels);
     }

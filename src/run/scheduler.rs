@@ -1041,6 +1041,7 @@ mod tests {
             request: BuildRequest::default(),
             log_path: "/dev/null".into(),
             input_hash: "h".into(),
+            legacy_hash: None,
             primary_tag: Some(format!("r:{id}")),
             affinity: String::new(),
             platform: "linux/amd64".into(),
