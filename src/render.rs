@@ -194,6 +194,11 @@ pub struct Renderer<'s> {
     conda_env: [String; 2],
     defaults_env: [String; 2],
     password_hash: Option<String>,
+    language: String,
+    /// The extra CA bundle's text, read once (transport only: not part of identity).
+    extra_ca: Option<String>,
+    /// `conda/pip-packages.txt` by Python version, as cells ask for it.
+    common_pip: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl<'s> Renderer<'s> {
@@ -222,6 +227,13 @@ impl<'s> Renderer<'s> {
                 }
                 _ => None,
             },
+            language: language_of(&s.runtime.locale),
+            extra_ca: s
+                .sources
+                .ca_bundle
+                .as_ref()
+                .and_then(|ca| fs::read_to_string(ca).ok()),
+            common_pip: Default::default(),
         }
     }
 
@@ -240,15 +252,15 @@ impl<'s> Renderer<'s> {
     /// The context's files; with `transport`, also those that only decide how things
     /// are fetched ([`transport_only`]).
     fn files(&self, c: &Cell, transport: bool) -> Context {
-        let s = self.s;
         let mut files = Files::default();
+        let extra_ca = self.extra_ca.as_deref().filter(|_| transport);
         if let Some(f) = &c.framework {
-            for (path, text, x) in framework::files(s, c, f, transport) {
+            for (path, text, x) in framework::files(c, f, extra_ca) {
                 files.add(path, text, x);
             }
             return finish(files, c, Vec::new(), transport);
         }
-        files.add("Dockerfile", dockerfile(s, c), false);
+        files.add("Dockerfile", self.dockerfile(c), false);
         for (path, text, x) in STATIC_FILES {
             files.add(*path, *text, *x);
         }
@@ -257,11 +269,9 @@ impl<'s> Renderer<'s> {
         variant_files(&mut files, c);
         files.add("image/apt-packages.txt", lines(&c.variant.apt), false);
         self.image_files(&mut files, c);
-        if let (true, Some(ca)) = (transport, &s.sources.ca_bundle) {
-            if let Ok(pem) = fs::read_to_string(ca) {
-                for stage in ["system", "conda", "variant"] {
-                    files.add(format!("{stage}/extra-ca.pem"), pem.clone(), false);
-                }
+        if let Some(pem) = extra_ca {
+            for stage in ["system", "conda", "variant"] {
+                files.add(format!("{stage}/extra-ca.pem"), pem.to_string(), false);
             }
         }
         let installers = c
@@ -294,71 +304,102 @@ fn finish(mut files: Files, c: &Cell, local_installers: Vec<PathBuf>, transport:
     }
 }
 
-/// The Dockerfile: the template with the cell's validated values.
-fn dockerfile(s: &Settings, c: &Cell) -> String {
-    let rt = &s.runtime;
-    let cuda = c.base.cuda.as_ref();
-    let subst: Vec<(&str, String)> = vec![
-        (
-            "CONTEXT",
+/// The keys the Dockerfile template fills in, in the order of [`Renderer::dockerfile`]'s
+/// values.
+const DOCKERFILE_KEYS: [&str; 13] = [
+    "CONTEXT",
+    "BASE",
+    "OS_SLUG",
+    "LOCALE",
+    "LANGUAGE",
+    "TIMEZONE",
+    "TITLE",
+    "PYTHON",
+    "MINICONDA",
+    "CUDA",
+    "CUDNN",
+    "VARIANT",
+    "CELL_LABELS",
+];
+
+/// A piece of the Dockerfile template: text as it stands, or the value of a key.
+enum Piece {
+    Text(&'static str),
+    Key(usize),
+}
+
+/// The template cut at its `{{KEY}}`s, once per process. A `{{` that opens no known
+/// key stays text.
+fn dockerfile_pieces() -> &'static [Piece] {
+    static PIECES: std::sync::OnceLock<Vec<Piece>> = std::sync::OnceLock::new();
+    PIECES.get_or_init(|| {
+        let mut out = Vec::new();
+        let mut rest = DOCKERFILE;
+        while let Some(open) = rest.find("{{") {
+            let after = &rest[open + 2..];
+            let key = after.find("}}").and_then(|close| {
+                DOCKERFILE_KEYS
+                    .iter()
+                    .position(|k| *k == &after[..close])
+                    .map(|k| (k, close))
+            });
+            match key {
+                Some((k, close)) => {
+                    out.push(Piece::Text(&rest[..open]));
+                    out.push(Piece::Key(k));
+                    rest = &after[close + 2..];
+                }
+                None => {
+                    out.push(Piece::Text(&rest[..open + 2]));
+                    rest = after;
+                }
+            }
+        }
+        out.push(Piece::Text(rest));
+        out
+    })
+}
+
+impl Renderer<'_> {
+    /// The Dockerfile: the template with the cell's validated values (which hold no
+    /// `{{`, so filling it in one pass is the same as key by key).
+    fn dockerfile(&self, c: &Cell) -> String {
+        let s = self.s;
+        let cuda = c.base.cuda.as_ref();
+        let values: [Cow<str>; 13] = [
             match &c.group {
-                Some(g) => format!("tag group {} ({})", g.name, platforms(c)),
-                None => format!("cell {}", c.id),
+                Some(g) => format!("tag group {} ({})", g.name, platforms(c)).into(),
+                None => format!("cell {}", c.id).into(),
             },
-        ),
-        ("BASE", c.base.reference.clone()),
-        ("OS_SLUG", c.base.os.slug()),
-        ("LOCALE", rt.locale.clone()),
-        ("LANGUAGE", language_of(&rt.locale)),
-        ("TIMEZONE", rt.timezone.clone()),
-        (
-            "TITLE",
+            c.base.reference.as_str().into(),
+            c.base.os.slug().into(),
+            s.runtime.locale.as_str().into(),
+            self.language.as_str().into(),
+            s.runtime.timezone.as_str().into(),
             format!(
                 "{} {}",
                 s.repository,
                 c.group.as_ref().map_or(c.id.as_str(), |g| g.name.as_str())
-            ),
-        ),
-        ("PYTHON", c.python.to_string()),
-        ("MINICONDA", c.miniconda.to_string()),
-        (
-            "CUDA",
-            cuda.map_or(String::new(), |x| x.version.to_string()),
-        ),
-        (
-            "CUDNN",
-            cuda.and_then(|x| x.cudnn.clone()).unwrap_or_default(),
-        ),
-        ("VARIANT", c.variant.name.clone()),
-        ("CELL_LABELS", cell_labels(c)),
-    ];
-    // one pass over the template (not one `replace` per key): values are validated and
-    // hold no `{{`, so the result is the same
-    let mut out = String::with_capacity(DOCKERFILE.len() + 1024);
-    let mut rest = DOCKERFILE;
-    while let Some(open) = rest.find("{{") {
-        out.push_str(&rest[..open]);
-        let after = &rest[open + 2..];
-        let known = after.find("}}").and_then(|close| {
-            let key = &after[..close];
-            subst
-                .iter()
-                .find(|(k, _)| *k == key)
-                .map(|(_, v)| (close, v))
-        });
-        match known {
-            Some((close, v)) => {
-                out.push_str(v);
-                rest = &after[close + 2..];
-            }
-            None => {
-                out.push_str("{{");
-                rest = after;
+            )
+            .into(),
+            c.python.to_string().into(),
+            c.miniconda.to_string().into(),
+            cuda.map_or(String::new(), |x| x.version.to_string()).into(),
+            cuda.and_then(|x| x.cudnn.as_deref())
+                .unwrap_or_default()
+                .into(),
+            c.variant.name.as_str().into(),
+            cell_labels(c).into(),
+        ];
+        let mut out = String::with_capacity(DOCKERFILE.len() + 1024);
+        for piece in dockerfile_pieces() {
+            match piece {
+                Piece::Text(t) => out.push_str(t),
+                Piece::Key(k) => out.push_str(&values[*k]),
             }
         }
+        out
     }
-    out.push_str(rest);
-    out
 }
 
 fn platforms(c: &Cell) -> String {
@@ -509,11 +550,16 @@ impl Renderer<'_> {
         files.add("conda/mirrors.txt", lines(&mirrors), false);
         // the common stack as this cell's Python installs it (markers resolved)
         let py = &c.coord.python;
-        files.add(
-            "conda/pip-packages.txt",
-            lines(&stack::common_for(&self.s.pip, py, &[])),
-            false,
-        );
+        let pip = {
+            let mut memo = self
+                .common_pip
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            memo.entry(py.clone())
+                .or_insert_with(|| lines(&stack::common_for(&self.s.pip, py, &[])))
+                .clone()
+        };
+        files.add("conda/pip-packages.txt", pip, false);
         files.add("conda/conda-channels.txt", self.channels.clone(), false);
         files.add("conda/overrides.json", self.overrides.clone(), false);
     }

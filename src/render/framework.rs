@@ -6,19 +6,17 @@
 
 use std::borrow::Cow;
 
-use crate::config::settings::Settings;
 use crate::plan::family::Framework;
 use crate::plan::Cell;
 
 pub(super) static INSTALL: &str = include_str!("../../init/framework/install-framework.sh");
 
-/// (path, text, executable) of every file of a framework image's context.
-/// With `transport`, also the extra CA bundle (read from disk; not part of identity).
+/// (path, text, executable) of every file of a framework image's context, with the
+/// extra CA bundle's text if it is to be there (it is not part of identity).
 pub fn files(
-    s: &Settings,
     c: &Cell,
     f: &Framework,
-    transport: bool,
+    extra_ca: Option<&str>,
 ) -> Vec<(&'static str, Cow<'static, str>, bool)> {
     let mut out = vec![
         ("Dockerfile", dockerfile(c, f).into(), false),
@@ -34,10 +32,8 @@ pub fn files(
             false,
         ),
     ];
-    if let (true, Some(ca)) = (transport, &s.sources.ca_bundle) {
-        if let Ok(pem) = std::fs::read_to_string(ca) {
-            out.push(("framework/extra-ca.pem", pem.into(), false));
-        }
+    if let Some(pem) = extra_ca {
+        out.push(("framework/extra-ca.pem", pem.to_string().into(), false));
     }
     out
 }
