@@ -170,7 +170,7 @@ fn product<'a>(raw: &'a RawConfig, axes: &Axes, d: &mut Diags) -> Vec<Point<'a>>
 /// What a cell takes from its Python entry and platform, worked out once per pair
 /// rather than once per cell (a 10,000-cell matrix has a few dozen pairs).
 struct PyPlatform {
-    installer: Result<crate::plan::InstallerRef, String>,
+    installer: Result<std::sync::Arc<crate::plan::InstallerRef>, String>,
     python: String,
     miniconda: String,
 }
@@ -195,7 +195,8 @@ fn build_cells(
         let variant = &axes.variants[p.variant];
         let platform = &axes.platforms[p.platform];
         let pp = memo[p.py * n_platforms + p.platform].get_or_insert_with(|| PyPlatform {
-            installer: axes::installer_for(py, &platform.arch, user_catalogue, settings),
+            installer: axes::installer_for(py, &platform.arch, user_catalogue, settings)
+                .map(std::sync::Arc::new),
             python: py.version.to_string(),
             miniconda: py.release.to_string(),
         });

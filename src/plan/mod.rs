@@ -67,7 +67,7 @@ pub struct Cell {
     pub miniconda: CondaRelease,
     pub base: Arc<Base>,
     pub variant: Arc<Variant>,
-    pub installer: InstallerRef,
+    pub installer: Arc<InstallerRef>,
     /// Full references; the first is the primary tag.
     pub tags: Vec<String>,
     /// Its tag group, when other cells differ from it only in platform and share its
@@ -135,7 +135,7 @@ impl Cell {
                 .iter()
                 .map(|m| (m.arch.clone(), &m.installer))
                 .collect(),
-            None => vec![(self.arch().to_string(), &self.installer)],
+            None => vec![(self.arch().to_string(), &*self.installer)],
         }
     }
 }

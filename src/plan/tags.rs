@@ -353,7 +353,7 @@ fn group(cells: &mut [Cell], d: &mut Diags, tag_at: Option<Pos>) {
                 id: cells[m].id.clone(),
                 platform: cells[m].platform().to_string(),
                 arch: cells[m].arch().to_string(),
-                installer: cells[m].installer.clone(),
+                installer: (*cells[m].installer).clone(),
             })
             .collect();
         for &m in members {
