@@ -66,6 +66,7 @@ fn base_coordinate(base: &Base) -> Coordinate {
 }
 
 /// One point of the product: indexes into the axes, and the rule that excluded it.
+#[derive(Clone)]
 struct Point<'a> {
     base: usize,
     py: usize,
@@ -106,6 +107,7 @@ pub fn cells(
             points.push(p);
         }
     }
+    sort_points(&mut points, &axes);
     let (mut cells, mut excluded) = build_cells(&points, &axes, settings, user_catalogue, d);
     if !d.has_errors() && cells.is_empty() {
         let why = match points.len() {
@@ -119,7 +121,6 @@ pub fn cells(
             format!("the matrix is empty: {why}"),
         );
     }
-    sort_cells(&mut cells);
     excluded.sort_by(|a, b| a.id.cmp(&b.id));
     tags::disambiguate_ids(&mut cells);
     (cells, excluded)
@@ -182,32 +183,55 @@ fn build_cells(
     user_catalogue: &Catalogue,
     d: &mut Diags,
 ) -> (Vec<Cell>, Vec<Excluded>) {
-    let mut cells = Vec::with_capacity(points.len());
-    let mut excluded = Vec::new();
-    let mut reported: BTreeSet<String> = BTreeSet::new();
+    use rayon::prelude::*;
     let n_platforms = axes.platforms.len();
+    // each (Python, platform) the points use, worked out once
     let mut memo: Vec<Option<PyPlatform>> = Vec::new();
     memo.resize_with(axes.pythons.len() * n_platforms, || None);
-    let base_coords: Vec<Coordinate> = axes.bases.iter().map(|b| base_coordinate(b)).collect();
     for p in points {
-        let base = &axes.bases[p.base];
-        let py = &axes.pythons[p.py];
-        let variant = &axes.variants[p.variant];
-        let platform = &axes.platforms[p.platform];
-        let pp = memo[p.py * n_platforms + p.platform].get_or_insert_with(|| PyPlatform {
+        let (py, platform) = (&axes.pythons[p.py], &axes.platforms[p.platform]);
+        memo[p.py * n_platforms + p.platform].get_or_insert_with(|| PyPlatform {
             installer: axes::installer_for(py, &platform.arch, user_catalogue, settings)
                 .map(std::sync::Arc::new),
             python: py.version.to_string(),
             miniconda: py.release.to_string(),
         });
-        let id = tags::cell_id(&pp.python, base, variant, &platform.name);
+    }
+    let pair = |p: &Point| {
+        memo[p.py * n_platforms + p.platform]
+            .as_ref()
+            .expect("every pair a point uses is worked out above")
+    };
+    let mut excluded = Vec::new();
+    let mut reported: BTreeSet<&str> = BTreeSet::new();
+    for p in points {
+        let pp = pair(p);
         if let Some(rule) = p.rule {
+            let id = tags::cell_id(
+                &pp.python,
+                &axes.bases[p.base],
+                &axes.variants[p.variant],
+                &axes.platforms[p.platform].name,
+            );
             excluded.push(Excluded::by_rule(id, axes.coordinate(p), rule));
-            continue;
+        } else if let Err(msg) = &pp.installer {
+            if reported.insert(msg) {
+                let py = &axes.pythons[p.py];
+                d.error(Some(py.at), &py.key, msg.clone());
+            }
         }
-        match &pp.installer {
-            Ok(installer) => cells.push(Cell {
-                id,
+    }
+    let base_coords: Vec<Coordinate> = axes.bases.iter().map(|b| base_coordinate(b)).collect();
+    // the cells themselves, in the points' order, on every core
+    let cells = points
+        .par_iter()
+        .filter_map(|p| {
+            let pp = pair(p);
+            let installer = pp.installer.as_ref().ok().filter(|_| p.rule.is_none())?;
+            let (base, py) = (&axes.bases[p.base], &axes.pythons[p.py]);
+            let (variant, platform) = (&axes.variants[p.variant], &axes.platforms[p.platform]);
+            Some(Cell {
+                id: tags::cell_id(&pp.python, base, variant, &platform.name),
                 coord: Coordinate {
                     python: pp.python.clone(),
                     miniconda: pp.miniconda.clone(),
@@ -223,14 +247,9 @@ fn build_cells(
                 tags: Vec::new(),
                 group: None,
                 framework: None,
-            }),
-            Err(msg) => {
-                if reported.insert(msg.clone()) {
-                    d.error(Some(py.at), &py.key, msg.clone());
-                }
-            }
-        }
-    }
+            })
+        })
+        .collect();
     (cells, excluded)
 }
 
@@ -261,55 +280,53 @@ fn base_key(b: &Base) -> BaseKey {
     )
 }
 
-/// Cells in coordinate order: the base's key ([`BaseKey`]), then Python, Miniconda
-/// (versions as versions), variant, platform and the base's reference. A base's key
-/// is worked out once per base and compared as a rank.
-fn sort_cells(cells: &mut Vec<Cell>) {
-    use std::collections::HashMap;
-    let mut bases: Vec<(BaseKey, &str)> = Vec::new();
-    let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
-    for c in cells.iter() {
-        if seen.insert(&c.base.reference) {
-            bases.push((base_key(&c.base), &c.base.reference));
+/// Points in cell order: the base's key ([`BaseKey`]), then Python, Miniconda
+/// (versions as versions), variant, platform, the base's reference and, last, the
+/// point's place. Each axis entry is ranked once, so that the cells are made in order
+/// and 10,000 of them are never compared (or moved) by their strings.
+fn sort_points(points: &mut [Point], axes: &Axes) {
+    /// Each item's rank: equal items share one, the first place of their kind.
+    fn ranks<T: Ord>(items: &[T]) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..items.len()).collect();
+        order.sort_by(|&a, &b| items[a].cmp(&items[b]));
+        let mut out = vec![0; items.len()];
+        for (n, w) in order.windows(2).enumerate() {
+            out[w[1]] = if items[w[0]] == items[w[1]] {
+                out[w[0]]
+            } else {
+                n + 1
+            };
         }
+        out
     }
-    bases.sort();
-    // equal keys share a rank; the reference decides only after everything else
-    let mut rank: HashMap<&str, (usize, usize)> = HashMap::new();
-    let mut refs: Vec<&str> = bases.iter().map(|b| b.1).collect();
-    refs.sort_unstable();
-    let mut key_rank = 0;
-    for (i, (key, reference)) in bases.iter().enumerate() {
-        if i > 0 && bases[i - 1].0 != *key {
-            key_rank = i;
-        }
-        let ref_rank = refs.binary_search(reference).unwrap_or_default();
-        rank.insert(reference, (key_rank, ref_rank));
-    }
-    let ranks: Vec<(usize, usize)> = cells
+    let keys: Vec<BaseKey> = axes.bases.iter().map(|b| base_key(b)).collect();
+    let refs: Vec<&str> = axes.bases.iter().map(|b| b.reference.as_str()).collect();
+    let pythons: Vec<_> = axes
+        .pythons
         .iter()
-        .map(|c| {
-            rank.get(c.base.reference.as_str())
-                .copied()
-                .unwrap_or_default()
+        .map(|p| (p.version, &p.release))
+        .collect();
+    let variants: Vec<&str> = axes.variants.iter().map(|v| v.name.as_str()).collect();
+    let platforms: Vec<&str> = axes.platforms.iter().map(|p| p.name.as_str()).collect();
+    let (key, reference) = (ranks(&keys), ranks(&refs));
+    let (python, variant, platform) = (ranks(&pythons), ranks(&variants), ranks(&platforms));
+    let mut order: Vec<(usize, usize, usize, usize, usize, usize)> = points
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            (
+                key[p.base],
+                python[p.py],
+                variant[p.variant],
+                platform[p.platform],
+                reference[p.base],
+                i,
+            )
         })
         .collect();
-    let key = |i: usize| {
-        let c = &cells[i];
-        (
-            ranks[i].0,
-            c.python,
-            &c.miniconda,
-            c.variant.name.as_str(),
-            c.coord.platform.as_str(),
-            ranks[i].1,
-            i,
-        )
-    };
-    let mut order: Vec<usize> = (0..cells.len()).collect();
-    order.sort_unstable_by(|&a, &b| key(a).cmp(&key(b)));
-    let mut slots: Vec<Option<Cell>> = cells.drain(..).map(Some).collect();
-    cells.extend(order.iter().filter_map(|&i| slots[i].take()));
+    order.sort_unstable();
+    let sorted: Vec<Point> = order.iter().map(|o| points[o.5].clone()).collect();
+    points.clone_from_slice(&sorted);
 }
 
 /// The base an `include` names. A base declared in `bases:` (perhaps with its `os`)
