@@ -419,9 +419,13 @@ fn platforms(c: &Cell) -> String {
 /// context, so theirs come from `matrix build` (`--label`, see [`build_labels`]) and
 /// the Dockerfile names the group.
 fn cell_labels(c: &Cell) -> String {
-    let pairs = match &c.group {
-        Some(g) => vec![("io.image-matrix.group", g.name.clone())],
-        None => build_labels(c),
+    let group;
+    let pairs: &[(&str, &str)] = match &c.group {
+        Some(g) => {
+            group = [("io.image-matrix.group", g.name.as_str())];
+            &group
+        }
+        None => &build_labels(c),
     };
     pairs
         .iter()
@@ -432,13 +436,13 @@ fn cell_labels(c: &Cell) -> String {
 
 /// The labels naming the cell and its installer, for `docker build --label` (a tag
 /// group's shared Dockerfile cannot hold them).
-pub fn build_labels(c: &Cell) -> Vec<(&'static str, String)> {
-    vec![
-        ("io.image-matrix.cell", c.id.clone()),
-        ("io.image-matrix.installer", c.installer.file.clone()),
+pub fn build_labels(c: &Cell) -> [(&'static str, &str); 3] {
+    [
+        ("io.image-matrix.cell", c.id.as_str()),
+        ("io.image-matrix.installer", c.installer.file.as_str()),
         (
             "io.image-matrix.installer-sha256",
-            c.installer.sha256.clone(),
+            c.installer.sha256.as_str(),
         ),
     ]
 }
@@ -840,7 +844,7 @@ mod tests {
         );
         // the cell's own labels come with the build
         let labels = build_labels(arm);
-        assert!(labels.contains(&("io.image-matrix.cell", arm.id.clone())));
+        assert!(labels.contains(&("io.image-matrix.cell", arm.id.as_str())));
     }
 
     /// Scheme 2 hashes each file's SHA256 (those compiled in are looked up, by address,

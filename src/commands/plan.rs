@@ -60,17 +60,18 @@ fn current_digests(
     (out, native)
 }
 
-/// What `build` would pass for each cell, for the bake file: the same requests
-/// (`prepare::cell_request`), over the bases as the engines hold them now. A cell
-/// whose base no engine holds gets no input-hash label (its identity is not known
-/// until the base is pulled), and the plan says so.
-fn bake_builds(
+/// What `build` would pass for each cell, for the bake file: the same options
+/// (`prepare::build_options`) over the identities `build` would work out, with the
+/// bases as the engines hold them now. A cell whose base no engine holds gets no
+/// input-hash label (its identity is not known until the base is pulled), and the
+/// plan says so.
+fn write_bake(
+    w: &mut crate::term::Out,
     plan: &crate::plan::Plan,
     cells: &[&crate::plan::Cell],
     args: &PlanArgs,
-) -> HashMap<String, output::BakeBuild> {
+) -> std::io::Result<()> {
     use crate::run::prepare;
-    use rayon::prelude::*;
     let (digests, native) = current_digests(
         cells,
         &plan.settings.engines,
@@ -89,64 +90,12 @@ fn bake_builds(
         cache: super::cache_settings(plan, &args.cache),
         ..prepare::Settings::default()
     };
-    let paths = prepare::Paths {
-        contexts: args.contexts.clone(),
-        logs: "logs".into(),
-        iid: "iid".into(),
-    };
-    let renderer = crate::render::Renderer::new(&plan.settings);
-    // parents first: a framework image's identity covers its parent's
-    let build = |c: &&crate::plan::Cell, parent: Option<&str>| {
-        if settings.identity_digests(c).contains(&prepare::UNRESOLVED) {
-            let r = prepare::unresolved_request(plan, c, &paths, &settings);
-            return (c.id.clone(), r, None);
-        }
-        let (r, hash) = prepare::cell_request(plan, &renderer, c, &paths, &settings, parent);
-        (c.id.clone(), r, Some(hash))
-    };
-    let mut built: Vec<_> = cells
-        .par_iter()
-        .filter(|c| c.framework.is_none())
-        .map(|c| build(c, None))
-        .collect();
-    let parent_hashes: HashMap<String, String> = built
+    let identities = identities(plan, cells, &settings);
+    let mut unknown: Vec<String> = cells
         .iter()
-        .filter_map(|(id, _, hash)| Some((id.clone(), hash.clone()?)))
-        .collect();
-    built.extend(
-        cells
-            .par_iter()
-            .filter(|c| c.framework.is_some())
-            .map(|c| {
-                build(
-                    c,
-                    c.parent()
-                        .and_then(|p| parent_hashes.get(p))
-                        .map(String::as_str),
-                )
-            })
-            .collect::<Vec<_>>(),
-    );
-    let builds: Vec<(String, output::BakeBuild, bool)> = built
-        .into_iter()
-        .map(|(id, r, hash)| {
-            let b = output::BakeBuild {
-                labels: r.labels,
-                network: r.network,
-                pull: r.pull,
-                cache_from: r.cache_from,
-                inline_cache: r.inline_cache,
-            };
-            (id, b, hash.is_some())
-        })
-        .collect();
-    let by_id: HashMap<&str, &crate::plan::Cell> =
-        cells.iter().map(|c| (c.id.as_str(), *c)).collect();
-    let mut unknown: Vec<String> = builds
-        .iter()
-        .filter(|b| !b.2)
-        .filter_map(|b| by_id.get(b.0.as_str()))
-        .map(|c| format!("{} ({})", c.base.reference, c.platform()))
+        .zip(&identities)
+        .filter(|(_, id)| id.is_none())
+        .map(|(c, _)| format!("{} ({})", c.base.reference, c.platform()))
         .collect();
     unknown.sort();
     unknown.dedup();
@@ -156,7 +105,60 @@ fn bake_builds(
             unknown.join(", ")
         ));
     }
-    builds.into_iter().map(|(id, b, _)| (id, b)).collect()
+    let repository = plan.settings.repository.as_str();
+    let build = |i: usize| {
+        let hash = identities[i].as_deref().unwrap_or(prepare::UNRESOLVED);
+        prepare::build_options(cells[i], repository, hash, &settings)
+    };
+    output::write_bake(w, cells, &args.contexts, &build)?;
+    // the process ends here: freeing 10,000 identities one by one is time for nothing
+    std::mem::forget(identities);
+    Ok(())
+}
+
+/// Each cell's identity as `build` works it out, on every core, parents before their
+/// framework images (whose identity covers the parent's); none where a base is not
+/// held by any engine.
+fn identities(
+    plan: &crate::plan::Plan,
+    cells: &[&crate::plan::Cell],
+    s: &crate::run::prepare::Settings,
+) -> Vec<Option<String>> {
+    use rayon::prelude::*;
+    let renderer = crate::render::Renderer::new(&plan.settings);
+    let identity = |c: &crate::plan::Cell, parent: Option<&str>| {
+        let digests = s.identity_digests(c);
+        if digests.contains(&crate::render::UNRESOLVED) {
+            return None;
+        }
+        Some(crate::run::prepare::identity(&renderer, c, s, parent))
+    };
+    let mut out: Vec<Option<String>> = cells
+        .par_iter()
+        .map(|c| c.framework.is_none().then(|| identity(c, None)).flatten())
+        .collect();
+    if cells.iter().any(|c| c.framework.is_some()) {
+        let parents: HashMap<&str, usize> = cells
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.framework.is_none())
+            .map(|(i, c)| (c.id.as_str(), i))
+            .collect();
+        let children: Vec<(usize, Option<String>)> = cells
+            .par_iter()
+            .enumerate()
+            .filter(|(_, c)| c.framework.is_some())
+            .map(|(i, c)| {
+                let parent = c.parent().and_then(|p| parents.get(p));
+                let parent = parent.and_then(|&p| out[p].as_deref());
+                (i, identity(c, parent))
+            })
+            .collect();
+        for (i, hash) in children {
+            out[i] = hash;
+        }
+    }
+    out
 }
 
 pub fn run(cli: &Cli, args: &PlanArgs) -> Result<Exit, Error> {
@@ -194,16 +196,12 @@ pub fn run(cli: &Cli, args: &PlanArgs) -> Result<Exit, Error> {
             source,
         })?,
         PlanFormat::Bake => {
-            let builds = bake_builds(&plan, &cells, args);
-            let none = output::BakeBuild::default();
-            let build = |c: &crate::plan::Cell| builds.get(&c.id).unwrap_or(&none);
-            crate::term::out_with(|w| output::write_bake(w, &cells, &args.contexts, &build))
-                .map_err(|source| Error::Output {
+            crate::term::out_with(|w| write_bake(w, &plan, &cells, args)).map_err(|source| {
+                Error::Output {
                     what: "the bake file",
                     source,
-                })?;
-            // the process ends here: freeing 10,000 requests one by one took 7 % of it
-            std::mem::forget(builds);
+                }
+            })?;
         }
         PlanFormat::Gha => {
             if let Some(n) = args.shards {

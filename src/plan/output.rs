@@ -113,13 +113,14 @@ pub fn bake_name(id: &str) -> String {
     id.replace('.', "_")
 }
 
-/// What `build` would pass for one cell beyond its context and tags, as the bake file
-/// carries it: computed by the caller (labels hold the input hash, which takes the
-/// rendered context and the bases' digests).
+/// What `build` passes for one cell beyond its context, tags and paths: what a bake
+/// file carries of it too (`run::prepare::build_options` makes it). Borrowed from the
+/// cell and the settings where it can be.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct BakeBuild {
-    pub labels: Vec<(String, String)>,
-    pub network: Option<String>,
+pub struct BuildOptions<'a> {
+    /// In the order `docker build` gets them (a later one of a name wins).
+    pub labels: Vec<(&'a str, std::borrow::Cow<'a, str>)>,
+    pub network: Option<&'a str>,
     pub pull: bool,
     /// Registry references to take cache from.
     pub cache_from: Vec<String>,
@@ -167,20 +168,21 @@ fn parent_target(c: &Cell, cells: &[&Cell]) -> Option<String> {
 }
 
 /// Bake targets: one per cell, and one per tag group (its members' contexts are
-/// identical, each picking its installer by architecture), with every platform.
-fn bake_targets<'a>(cells: &[&'a Cell]) -> Vec<(String, Vec<&'a Cell>)> {
-    let mut out: Vec<(String, Vec<&Cell>)> = Vec::new();
+/// identical, each picking its installer by architecture), with every platform. The
+/// members are indexes into `cells`.
+fn bake_targets(cells: &[&Cell]) -> Vec<(String, Vec<usize>)> {
+    let mut out: Vec<(String, Vec<usize>)> = Vec::new();
     let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-    for c in cells {
+    for (i, c) in cells.iter().enumerate() {
         match &c.group {
             Some(g) => match seen.get(g.name.as_str()) {
-                Some(&i) => out[i].1.push(c),
+                Some(&t) => out[t].1.push(i),
                 None => {
                     seen.insert(&g.name, out.len());
-                    out.push((bake_name(&g.name), vec![c]));
+                    out.push((bake_name(&g.name), vec![i]));
                 }
             },
-            None => out.push((bake_name(&c.id), vec![c])),
+            None => out.push((bake_name(&c.id), vec![i])),
         }
     }
     out
@@ -189,7 +191,7 @@ fn bake_targets<'a>(cells: &[&'a Cell]) -> Vec<(String, Vec<&'a Cell>)> {
 /// A group target builds every member in one go, so it carries what all of them
 /// share: labels every member has with the same value (the input hash of a tag group
 /// is one), not a member's own (its cell id, installer, base digest).
-fn shared(builds: &[&BakeBuild]) -> BakeBuild {
+fn shared<'a>(builds: &[BuildOptions<'a>]) -> BuildOptions<'a> {
     let mut b = builds[0].clone();
     b.labels
         .retain(|l| builds[1..].iter().all(|o| o.labels.contains(l)));
@@ -198,69 +200,90 @@ fn shared(builds: &[&BakeBuild]) -> BakeBuild {
     b
 }
 
+/// One target's JSON.
+fn write_target<'b>(
+    out: &mut Vec<u8>,
+    cells: &[&Cell],
+    members: &[usize],
+    contexts: &Path,
+    build: &(dyn Fn(usize) -> BuildOptions<'b> + Sync),
+) -> serde_json::Result<()> {
+    let c = cells[members[0]];
+    let b = match members {
+        [one] => build(*one),
+        _ => shared(&members.iter().map(|&m| build(m)).collect::<Vec<_>>()),
+    };
+    let t = BakeTarget {
+        context: contexts.join(&c.id).display().to_string(),
+        dockerfile: "Dockerfile",
+        tags: &c.tags,
+        platforms: members.iter().map(|&m| cells[m].platform()).collect(),
+        labels: b.labels.iter().map(|(k, v)| (*k, v.as_ref())).collect(),
+        network: b.network,
+        entitlements: if b.network == Some("host") {
+            vec!["network.host"]
+        } else {
+            Vec::new()
+        },
+        pull: b.pull,
+        cache_from: b
+            .cache_from
+            .iter()
+            .map(|r| format!("type=registry,ref={r}"))
+            .collect(),
+        cache_to: if b.inline_cache {
+            vec!["type=inline"]
+        } else {
+            Vec::new()
+        },
+        args: None,
+        contexts: None,
+    };
+    let t = match parent_target(c, cells) {
+        Some(p) => BakeTarget {
+            args: Some([("PARENT", "parent")].into()),
+            contexts: Some([("parent", format!("target:{p}"))].into()),
+            ..t
+        },
+        None => t,
+    };
+    serde_json::to_writer(out, &t)
+}
+
 /// A `docker-bake.json` whose targets build the contexts `matrix render -o DIR` writes,
-/// with what `build` passes (`build` gives each cell's). Streamed: targets are written
-/// one by one, never held as one JSON tree.
+/// with what `build` passes (`build` gives that of the cell at an index of `cells`).
+/// Streamed: the targets' JSON is made in batches on every core and written in order,
+/// never held as one JSON tree.
 pub fn write_bake<'b, W: std::io::Write>(
     w: &mut W,
     cells: &[&Cell],
     contexts: &Path,
-    build: &(dyn Fn(&Cell) -> &'b BakeBuild + Sync),
+    build: &(dyn Fn(usize) -> BuildOptions<'b> + Sync),
 ) -> std::io::Result<()> {
+    use rayon::prelude::*;
     let targets = bake_targets(cells);
     let names: Vec<&str> = targets.iter().map(|t| t.0.as_str()).collect();
     w.write_all(b"{\n  \"group\": {\"default\": {\"targets\": ")?;
     serde_json::to_writer(&mut *w, &names)?;
     w.write_all(b"}},\n  \"target\": {")?;
-    for (i, (name, members)) in targets.iter().enumerate() {
-        w.write_all(if i == 0 { b"\n    " } else { b",\n    " })?;
-        serde_json::to_writer(&mut *w, name)?;
-        w.write_all(b": ")?;
-        let c = members[0];
-        let builds: Vec<&BakeBuild> = members.iter().map(|m| build(m)).collect();
-        let b = match builds[..] {
-            [one] => std::borrow::Cow::Borrowed(one),
-            _ => std::borrow::Cow::Owned(shared(&builds)),
-        };
-        let t = BakeTarget {
-            context: contexts.join(&c.id).display().to_string(),
-            dockerfile: "Dockerfile",
-            tags: &c.tags,
-            platforms: members.iter().map(|m| m.platform()).collect(),
-            labels: b
-                .labels
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect(),
-            network: b.network.as_deref(),
-            entitlements: if b.network.as_deref() == Some("host") {
-                vec!["network.host"]
-            } else {
-                Vec::new()
-            },
-            pull: b.pull,
-            cache_from: b
-                .cache_from
-                .iter()
-                .map(|r| format!("type=registry,ref={r}"))
-                .collect(),
-            cache_to: if b.inline_cache {
-                vec!["type=inline"]
-            } else {
-                Vec::new()
-            },
-            args: None,
-            contexts: None,
-        };
-        let t = match parent_target(c, cells) {
-            Some(p) => BakeTarget {
-                args: Some([("PARENT", "parent")].into()),
-                contexts: Some([("parent", format!("target:{p}"))].into()),
-                ..t
-            },
-            None => t,
-        };
-        serde_json::to_writer(&mut *w, &t)?;
+    const BATCH: usize = 512;
+    let batches: Vec<serde_json::Result<Vec<u8>>> = targets
+        .par_chunks(BATCH)
+        .enumerate()
+        .map(|(n, batch)| {
+            let mut out = Vec::with_capacity(batch.len() * 1024);
+            for (i, (name, members)) in batch.iter().enumerate() {
+                let first = n == 0 && i == 0;
+                out.extend_from_slice(if first { b"\n    " } else { b",\n    " });
+                serde_json::to_writer(&mut out, name)?;
+                out.extend_from_slice(b": ");
+                write_target(&mut out, cells, members, contexts, build)?;
+            }
+            Ok(out)
+        })
+        .collect();
+    for batch in batches {
+        w.write_all(&batch?)?;
     }
     w.write_all(b"\n  }\n}\n")
 }

@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 
 use crate::docker::BuildRequest;
 use crate::manifest::{CellRecord, Installer, Status};
+use crate::plan::output::BuildOptions;
 use crate::plan::{hex, Cell, Excluded, Plan};
 use crate::render;
 use crate::run::executor::{Job, JobKind};
@@ -226,31 +227,60 @@ fn request(
     paths: &Paths,
     s: &Settings,
 ) -> BuildRequest {
-    let mut labels = vec![
-        (INPUT_HASH_LABEL.to_string(), input_hash.to_string()),
-        (REPOSITORY_LABEL.to_string(), repository.to_string()),
-        (BASE_DIGEST_LABEL.to_string(), s.base_digest(c).to_string()),
-    ];
-    labels.extend(
-        render::build_labels(c)
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v)),
-    );
-    labels.extend(s.labels.iter().cloned());
+    let built = build_options(c, repository, input_hash, s);
     let one_native = s.native.len() == 1 && s.native[0] == c.platform();
-    // a framework image's FROM is its parent's local image, never pulled
-    let pull = s.pull && c.framework.is_none();
     BuildRequest {
         context_dir: paths.contexts.join(&c.id),
         tags: vec![candidate_tag(c, repository)],
         target: None,
-        labels,
+        labels: built
+            .labels
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.into_owned()))
+            .collect(),
         network: s.network.clone(),
         platform: (!one_native).then(|| c.platform().to_string()),
-        pull,
+        pull: built.pull,
         no_cache: s.no_cache,
         iidfile: Some(paths.iid.join(format!("{}.iid", c.id))),
         build_args: Vec::new(),
+        cache_from: built.cache_from,
+        inline_cache: built.inline_cache,
+    }
+}
+
+/// [`BuildOptions`] of a cell whose identity is `input_hash` ([`UNRESOLVED`] leaves
+/// out the input-hash and base-digest labels: they would name nothing).
+pub fn build_options<'a>(
+    c: &'a Cell,
+    repository: &'a str,
+    input_hash: &'a str,
+    s: &'a Settings,
+) -> BuildOptions<'a> {
+    use std::borrow::Cow;
+    let mut labels = Vec::with_capacity(6 + s.labels.len());
+    if input_hash != UNRESOLVED {
+        labels.push((INPUT_HASH_LABEL, Cow::Borrowed(input_hash)));
+    }
+    labels.push((REPOSITORY_LABEL, Cow::Borrowed(repository)));
+    if input_hash != UNRESOLVED {
+        labels.push((BASE_DIGEST_LABEL, Cow::Borrowed(s.base_digest(c))));
+    }
+    labels.extend(
+        render::build_labels(c)
+            .into_iter()
+            .map(|(k, v)| (k, Cow::Borrowed(v))),
+    );
+    labels.extend(
+        s.labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), Cow::Borrowed(v.as_str()))),
+    );
+    BuildOptions {
+        labels,
+        network: s.network.as_deref(),
+        // a framework image's FROM is its parent's local image, never pulled
+        pull: s.pull && c.framework.is_none(),
         cache_from: s
             .cache
             .from
@@ -261,37 +291,20 @@ fn request(
     }
 }
 
-/// What `build` passes to the builder for one cell (labels with its input hash,
-/// network, platform, pull, cache), and its input hash: the same computation as
-/// [`prepare`], for outputs that describe a build without running it (bake).
+/// A cell's identity, worked out as [`prepare`] does, for outputs that describe a
+/// build without running it (bake): with [`build_options`], what `build` would pass.
 /// `parent_hash` is the input hash of a framework image's parent (its identity covers
 /// the parent's, as in [`prepare`]).
-pub fn cell_request(
-    plan: &Plan,
+pub fn identity(
     renderer: &render::Renderer,
     c: &Cell,
-    paths: &Paths,
     s: &Settings,
     parent_hash: Option<&str>,
-) -> (BuildRequest, String) {
-    let input_hash = match parent_hash {
+) -> String {
+    match parent_hash {
         Some(h) => renderer.identity(c, &[h]),
         None => renderer.identity(c, &s.identity_digests(c)),
-    };
-    (
-        request(c, &plan.settings.repository, &input_hash, paths, s),
-        input_hash,
-    )
-}
-
-/// [`cell_request`] of a cell some of whose bases no engine holds: its identity would
-/// cover "unresolved", so none is worked out, and the request carries neither the
-/// input-hash nor the base-digest label.
-pub fn unresolved_request(plan: &Plan, c: &Cell, paths: &Paths, s: &Settings) -> BuildRequest {
-    let mut r = request(c, &plan.settings.repository, UNRESOLVED, paths, s);
-    r.labels
-        .retain(|(k, _)| k != INPUT_HASH_LABEL && k != BASE_DIGEST_LABEL);
-    r
+    }
 }
 
 /// What decides a shared stage: the base, the platform and the stage's own files.
@@ -506,9 +519,16 @@ mod tests {
             .iter()
             .all(|st| !st.job.request.cache_from.is_empty()));
         let renderer = render::Renderer::new(&p.settings);
-        let (r, hash) = cell_request(&p, &renderer, cells[0], &paths(), &s, None);
+        let hash = identity(&renderer, cells[0], &s, None);
         assert_eq!(hash, prep.jobs[0].input_hash);
-        assert_eq!(r.labels, prep.jobs[0].request.labels);
+        let bake = build_options(cells[0], &p.settings.repository, &hash, &s);
+        let labels: Vec<(String, String)> = bake
+            .labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(labels, prep.jobs[0].request.labels);
+        assert_eq!(bake.cache_from, prep.jobs[0].request.cache_from);
     }
 
     #[test]
