@@ -102,9 +102,83 @@ static LOCALE_UBUNTU: &str = include_str!("../init/build/locale-ubuntu.sh");
 pub struct File {
     /// Compiled in for all but the extra CA bundles' paths.
     pub path: Cow<'static, str>,
-    /// Borrowed for the files compiled into the binary (most of a context's bytes).
-    pub bytes: Cow<'static, [u8]>,
+    pub bytes: Bytes,
     pub executable: bool,
+}
+
+/// A file's bytes, and where they come from: most of a context's are compiled into
+/// the binary or made once per matrix, and each of those is hashed once, not once per
+/// cell ([`file_digest`]).
+#[derive(Debug, Clone)]
+pub enum Bytes {
+    /// Compiled into the binary (the scripts, the configuration files).
+    Static(&'static [u8]),
+    /// Made once per matrix from its settings (a [`Renderer`]'s), with its SHA256.
+    Shared(std::sync::Arc<Shared>),
+    /// The cell's own.
+    Owned(Vec<u8>),
+}
+
+/// Bytes every cell of a matrix shares, and their SHA256.
+#[derive(Debug)]
+pub struct Shared {
+    bytes: Vec<u8>,
+    digest: [u8; 32],
+}
+
+impl Shared {
+    fn new(text: String) -> std::sync::Arc<Self> {
+        let bytes = text.into_bytes();
+        std::sync::Arc::new(Shared {
+            digest: Sha256::digest(&bytes).into(),
+            bytes,
+        })
+    }
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Static(b) => b,
+            Bytes::Shared(s) => &s.bytes,
+            Bytes::Owned(v) => v,
+        }
+    }
+}
+
+impl AsRef<[u8]> for Bytes {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl From<&'static str> for Bytes {
+    fn from(t: &'static str) -> Self {
+        Bytes::Static(t.as_bytes())
+    }
+}
+
+impl From<String> for Bytes {
+    fn from(t: String) -> Self {
+        Bytes::Owned(t.into_bytes())
+    }
+}
+
+impl From<Cow<'static, str>> for Bytes {
+    fn from(t: Cow<'static, str>) -> Self {
+        match t {
+            Cow::Borrowed(t) => t.into(),
+            Cow::Owned(t) => t.into(),
+        }
+    }
+}
+
+impl From<&std::sync::Arc<Shared>> for Bytes {
+    fn from(s: &std::sync::Arc<Shared>) -> Self {
+        Bytes::Shared(s.clone())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -157,16 +231,12 @@ impl Files {
     fn add(
         &mut self,
         path: impl Into<Cow<'static, str>>,
-        text: impl Into<Cow<'static, str>>,
+        bytes: impl Into<Bytes>,
         executable: bool,
     ) {
-        let bytes = match text.into() {
-            Cow::Borrowed(t) => Cow::Borrowed(t.as_bytes()),
-            Cow::Owned(t) => Cow::Owned(t.into_bytes()),
-        };
         self.0.push(File {
             path: path.into(),
-            bytes,
+            bytes: bytes.into(),
             executable,
         });
     }
@@ -185,46 +255,47 @@ pub fn render(s: &Settings, c: &Cell) -> Context {
 pub struct Renderer<'s> {
     s: &'s Settings,
     /// `system/system.env` for a Debian and an Ubuntu base.
-    system_env: [String; 2],
-    system_apt: String,
-    channels: String,
-    overrides: String,
+    system_env: [std::sync::Arc<Shared>; 2],
+    system_apt: std::sync::Arc<Shared>,
+    channels: std::sync::Arc<Shared>,
+    overrides: std::sync::Arc<Shared>,
     /// `conda/conda.env` and `image/init/etc/defaults.env` without and with the
     /// Anaconda terms gate.
-    conda_env: [String; 2],
-    defaults_env: [String; 2],
-    password_hash: Option<String>,
+    conda_env: [std::sync::Arc<Shared>; 2],
+    defaults_env: [std::sync::Arc<Shared>; 2],
+    password_hash: Option<std::sync::Arc<Shared>>,
     language: String,
     /// The extra CA bundle's text, read once (transport only: not part of identity).
-    extra_ca: Option<String>,
+    extra_ca: Option<std::sync::Arc<Shared>>,
     /// `conda/pip-packages.txt` by Python version, as cells ask for it.
-    common_pip: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    common_pip: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<Shared>>>,
 }
 
 impl<'s> Renderer<'s> {
     pub fn new(s: &'s Settings) -> Self {
         let gated = |gate: bool| {
             (
-                conda_env(s, gate),
-                defaults_env(s, tos_choice(s, gate), password_policy(s)),
+                Shared::new(conda_env(s, gate)),
+                Shared::new(defaults_env(s, tos_choice(s, gate), password_policy(s))),
             )
         };
         let ((c0, d0), (c1, d1)) = (gated(false), gated(true));
         Renderer {
             s,
             system_env: [
-                system_env(s, OsFamily::Debian),
-                system_env(s, OsFamily::Ubuntu),
+                Shared::new(system_env(s, OsFamily::Debian)),
+                Shared::new(system_env(s, OsFamily::Ubuntu)),
             ],
-            system_apt: system_apt(s),
-            channels: lines(&s.sources.conda_channels),
-            overrides: overrides_json(&s.runtime.locale),
+            system_apt: Shared::new(system_apt(s)),
+            channels: Shared::new(lines(&s.sources.conda_channels)),
+            overrides: Shared::new(overrides_json(&s.runtime.locale)),
             conda_env: [c0, c1],
             defaults_env: [d0, d1],
             password_hash: match &s.runtime.root_password {
-                PasswordPolicy::Fixed { password } => {
-                    Some(format!("{}\n", password_hash(password, &s.repository)))
-                }
+                PasswordPolicy::Fixed { password } => Some(Shared::new(format!(
+                    "{}\n",
+                    password_hash(password, &s.repository)
+                ))),
                 _ => None,
             },
             language: language_of(&s.runtime.locale),
@@ -232,7 +303,8 @@ impl<'s> Renderer<'s> {
                 .sources
                 .ca_bundle
                 .as_ref()
-                .and_then(|ca| fs::read_to_string(ca).ok()),
+                .and_then(|ca| fs::read_to_string(ca).ok())
+                .map(Shared::new),
             common_pip: Default::default(),
         }
     }
@@ -253,7 +325,7 @@ impl<'s> Renderer<'s> {
     /// are fetched ([`transport_only`]).
     fn files(&self, c: &Cell, transport: bool) -> Context {
         let mut files = Files::default();
-        let extra_ca = self.extra_ca.as_deref().filter(|_| transport);
+        let extra_ca = self.extra_ca.as_ref().filter(|_| transport);
         if let Some(f) = &c.framework {
             for (path, text, x) in framework::files(c, f, extra_ca) {
                 files.add(path, text, x);
@@ -265,13 +337,13 @@ impl<'s> Renderer<'s> {
             files.add(*path, *text, *x);
         }
         self.system_files(&mut files, c);
-        self.conda_files(&mut files, c);
+        self.conda_files(&mut files, c, transport);
         variant_files(&mut files, c);
         files.add("image/apt-packages.txt", lines(&c.variant.apt), false);
         self.image_files(&mut files, c);
         if let Some(pem) = extra_ca {
             for stage in ["system", "conda", "variant"] {
-                files.add(format!("{stage}/extra-ca.pem"), pem.to_string(), false);
+                files.add(format!("{stage}/extra-ca.pem"), pem, false);
             }
         }
         let installers = c
@@ -297,15 +369,16 @@ fn finish(mut files: Files, c: &Cell, local_installers: Vec<PathBuf>, transport:
         );
     }
     let mut files = files.0;
-    files.sort_by(|a, b| a.path.cmp(&b.path));
+    // paths are unique
+    files.sort_unstable_by(|a, b| a.path.cmp(&b.path));
     Context {
         files,
         local_installers,
     }
 }
 
-/// The keys the Dockerfile template fills in, in the order of [`Renderer::dockerfile`]'s
-/// values.
+/// The keys the Dockerfile template fills in ([`Renderer::dockerfile`] has a value
+/// for each).
 const DOCKERFILE_KEYS: [&str; 13] = [
     "CONTEXT",
     "BASE",
@@ -362,41 +435,54 @@ fn dockerfile_pieces() -> &'static [Piece] {
 
 impl Renderer<'_> {
     /// The Dockerfile: the template with the cell's validated values (which hold no
-    /// `{{`, so filling it in one pass is the same as key by key).
+    /// `{{`, so filling it in one pass is the same as key by key), each written
+    /// straight into it.
     fn dockerfile(&self, c: &Cell) -> String {
+        use std::fmt::Write as _;
         let s = self.s;
         let cuda = c.base.cuda.as_ref();
-        let values: [Cow<str>; 13] = [
-            match &c.group {
-                Some(g) => format!("tag group {} ({})", g.name, platforms(c)).into(),
-                None => format!("cell {}", c.id).into(),
-            },
-            c.base.reference.as_str().into(),
-            c.base.os.slug().into(),
-            s.runtime.locale.as_str().into(),
-            self.language.as_str().into(),
-            s.runtime.timezone.as_str().into(),
-            format!(
-                "{} {}",
-                s.repository,
-                c.group.as_ref().map_or(c.id.as_str(), |g| g.name.as_str())
-            )
-            .into(),
-            c.python.to_string().into(),
-            c.miniconda.to_string().into(),
-            cuda.map_or(String::new(), |x| x.version.to_string()).into(),
-            cuda.and_then(|x| x.cudnn.as_deref())
-                .unwrap_or_default()
-                .into(),
-            c.variant.name.as_str().into(),
-            cell_labels(c).into(),
-        ];
         let mut out = String::with_capacity(DOCKERFILE.len() + 1024);
         for piece in dockerfile_pieces() {
-            match piece {
-                Piece::Text(t) => out.push_str(t),
-                Piece::Key(k) => out.push_str(&values[*k]),
-            }
+            let k = match piece {
+                Piece::Text(t) => {
+                    out.push_str(t);
+                    continue;
+                }
+                Piece::Key(k) => DOCKERFILE_KEYS[*k],
+            };
+            // writing to a String cannot fail
+            let _ = match k {
+                "CONTEXT" => match &c.group {
+                    Some(g) => write!(out, "tag group {} ({})", g.name, platforms(c)),
+                    None => write!(out, "cell {}", c.id),
+                },
+                "BASE" => write!(out, "{}", c.base.reference),
+                "OS_SLUG" => write!(out, "{}", c.base.os.slug()),
+                "LOCALE" => write!(out, "{}", s.runtime.locale),
+                "LANGUAGE" => write!(out, "{}", self.language),
+                "TIMEZONE" => write!(out, "{}", s.runtime.timezone),
+                "TITLE" => write!(
+                    out,
+                    "{} {}",
+                    s.repository,
+                    c.group.as_ref().map_or(c.id.as_str(), |g| g.name.as_str())
+                ),
+                "PYTHON" => write!(out, "{}", c.python),
+                "MINICONDA" => write!(out, "{}", c.miniconda),
+                "CUDA" => match cuda {
+                    Some(x) => write!(out, "{}", x.version),
+                    None => Ok(()),
+                },
+                "CUDNN" => write!(
+                    out,
+                    "{}",
+                    cuda.and_then(|x| x.cudnn.as_deref()).unwrap_or_default()
+                ),
+                "VARIANT" => write!(out, "{}", c.variant.name),
+                "CELL_LABELS" => write_cell_labels(&mut out, c),
+                // the pieces hold no other key
+                _ => Ok(()),
+            };
         }
         out
     }
@@ -418,7 +504,8 @@ fn platforms(c: &Cell) -> String {
 /// Labels that name one cell and its installer. A tag group's members share one
 /// context, so theirs come from `matrix build` (`--label`, see [`build_labels`]) and
 /// the Dockerfile names the group.
-fn cell_labels(c: &Cell) -> String {
+fn write_cell_labels(out: &mut String, c: &Cell) -> std::fmt::Result {
+    use std::fmt::Write as _;
     let group;
     let pairs: &[(&str, &str)] = match &c.group {
         Some(g) => {
@@ -427,11 +514,13 @@ fn cell_labels(c: &Cell) -> String {
         }
         None => &build_labels(c),
     };
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{k}=\"{v}\""))
-        .collect::<Vec<_>>()
-        .join(" \\\n      ")
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push_str(" \\\n      ");
+        }
+        write!(out, "{k}=\"{v}\"")?;
+    }
+    Ok(())
 }
 
 /// The labels naming the cell and its installer, for `docker build --label` (a tag
@@ -526,8 +615,8 @@ impl Renderer<'_> {
             OsFamily::Debian => 0,
             OsFamily::Ubuntu => 1,
         };
-        files.add("system/system.env", self.system_env[family].clone(), false);
-        files.add("system/apt-packages.txt", self.system_apt.clone(), false);
+        files.add("system/system.env", &self.system_env[family], false);
+        files.add("system/apt-packages.txt", &self.system_apt, false);
         files.add("system/apt-mirror.sh", APT_MIRROR, true);
         let locale_script = match c.base.os.family {
             OsFamily::Debian => LOCALE_DEBIAN,
@@ -536,22 +625,28 @@ impl Renderer<'_> {
         files.add("system/locale.sh", locale_script, true);
     }
 
-    /// Stage 2, Miniconda and the common Python stack.
-    fn conda_files(&self, files: &mut Files, c: &Cell) {
+    /// Stage 2, Miniconda and the common Python stack; with `transport`, the
+    /// installers' mirrors too.
+    fn conda_files(&self, files: &mut Files, c: &Cell, transport: bool) {
+        use std::fmt::Write as _;
         let gate = usize::from(c.miniconda.has_tos_gate());
-        files.add("conda/conda.env", self.conda_env[gate].clone(), false);
+        files.add("conda/conda.env", &self.conda_env[gate], false);
         // one installer per platform the context builds for, chosen by `uname -m`
         let installers = c.context_installers();
-        let table: Vec<String> = installers
-            .iter()
-            .map(|(arch, i)| format!("{arch} {} {}", i.file, i.sha256))
-            .collect();
-        files.add("conda/installers.txt", lines(&table), false);
-        let mirrors: Vec<String> = installers
-            .iter()
-            .flat_map(|(arch, i)| i.urls.iter().map(move |u| format!("{arch} {u}")))
-            .collect();
-        files.add("conda/mirrors.txt", lines(&mirrors), false);
+        let mut table = String::new();
+        for (arch, i) in &installers {
+            let _ = writeln!(table, "{arch} {} {}", i.file, i.sha256);
+        }
+        files.add("conda/installers.txt", table, false);
+        if transport {
+            let mut mirrors = String::new();
+            for (arch, i) in &installers {
+                for u in &i.urls {
+                    let _ = writeln!(mirrors, "{arch} {u}");
+                }
+            }
+            files.add("conda/mirrors.txt", mirrors, false);
+        }
         // the common stack as this cell's Python installs it (markers resolved)
         let py = &c.coord.python;
         let pip = {
@@ -559,23 +654,28 @@ impl Renderer<'_> {
                 .common_pip
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            memo.entry(py.clone())
-                .or_insert_with(|| lines(&stack::common_for(&self.s.pip, py, &[])))
-                .clone()
+            match memo.get(py) {
+                Some(pip) => pip.clone(),
+                None => {
+                    let pip = Shared::new(lines(&stack::common_for(&self.s.pip, py, &[])));
+                    memo.insert(py.clone(), pip.clone());
+                    pip
+                }
+            }
         };
-        files.add("conda/pip-packages.txt", pip, false);
-        files.add("conda/conda-channels.txt", self.channels.clone(), false);
-        files.add("conda/overrides.json", self.overrides.clone(), false);
+        files.add("conda/pip-packages.txt", &pip, false);
+        files.add("conda/conda-channels.txt", &self.channels, false);
+        files.add("conda/overrides.json", &self.overrides, false);
     }
 
     fn image_files(&self, files: &mut Files, c: &Cell) {
         if let Some(hash) = &self.password_hash {
-            files.add("image/init/etc/root-password.hash", hash.clone(), false);
+            files.add("image/init/etc/root-password.hash", hash, false);
         }
         let gate = usize::from(c.miniconda.has_tos_gate());
         files.add(
             "image/init/etc/defaults.env",
-            self.defaults_env[gate].clone(),
+            &self.defaults_env[gate],
             false,
         );
     }
@@ -707,9 +807,9 @@ fn identity_tail(h: &mut Sha256, c: &Cell, base_digests: &[&str]) {
 }
 
 /// The SHA256 of a file's bytes. The texts compiled into the binary are hashed once per
-/// process and found by address and length (bytes made at run time never share
-/// both); any other bytes are hashed as they come.
-fn file_digest(bytes: &[u8]) -> [u8; 32] {
+/// process and found by address and length, those a renderer shares carry theirs, and
+/// a cell's own are hashed as they come.
+fn file_digest(bytes: &Bytes) -> [u8; 32] {
     static COMPILED_IN: std::sync::OnceLock<Vec<(&'static [u8], [u8; 32])>> =
         std::sync::OnceLock::new();
     let known = COMPILED_IN.get_or_init(|| {
@@ -720,9 +820,13 @@ fn file_digest(bytes: &[u8]) -> [u8; 32] {
             .map(|t| (t.as_bytes(), Sha256::digest(t.as_bytes()).into()))
             .collect()
     });
-    match known.iter().find(|(k, _)| std::ptr::eq(*k, bytes)) {
-        Some((_, d)) => *d,
-        None => Sha256::digest(bytes).into(),
+    match bytes {
+        Bytes::Shared(s) => s.digest,
+        Bytes::Static(b) => match known.iter().find(|(k, _)| std::ptr::eq(*k, *b)) {
+            Some((_, d)) => *d,
+            None => Sha256::digest(b).into(),
+        },
+        Bytes::Owned(v) => Sha256::digest(v).into(),
     }
 }
 
@@ -862,7 +966,7 @@ mod tests {
                 .files
                 .iter()
                 .map(|f| File {
-                    bytes: Cow::Owned(f.bytes.to_vec()),
+                    bytes: Bytes::Owned(f.bytes.to_vec()),
                     ..f.clone()
                 })
                 .collect(),
@@ -871,7 +975,11 @@ mod tests {
         assert!(ctx
             .files
             .iter()
-            .any(|f| matches!(f.bytes, Cow::Borrowed(_))));
+            .any(|f| matches!(f.bytes, Bytes::Static(_))));
+        assert!(ctx
+            .files
+            .iter()
+            .any(|f| matches!(f.bytes, Bytes::Shared(_))));
         assert_eq!(
             input_hash(&ctx, c, &digests),
             input_hash(&owned, c, &digests)
@@ -882,7 +990,7 @@ mod tests {
             .iter_mut()
             .find(|f| f.path == "image/init/boot/boot.sh")
             .unwrap();
-        boot.bytes.to_mut().push(b'\n');
+        boot.bytes = Bytes::Owned([&*boot.bytes, b"\n"].concat());
         assert_ne!(
             input_hash(&ctx, c, &digests),
             input_hash(&edited, c, &digests)

@@ -4,8 +4,9 @@
 //! (the image it just built or found current), a hand-made `docker build` of the
 //! rendered context gets the parent's primary tag as the default.
 
-use std::borrow::Cow;
+use std::sync::Arc;
 
+use super::{Bytes, Shared};
 use crate::plan::family::Framework;
 use crate::plan::Cell;
 
@@ -16,8 +17,8 @@ pub(super) static INSTALL: &str = include_str!("../../init/framework/install-fra
 pub fn files(
     c: &Cell,
     f: &Framework,
-    extra_ca: Option<&str>,
-) -> Vec<(&'static str, Cow<'static, str>, bool)> {
+    extra_ca: Option<&Arc<Shared>>,
+) -> Vec<(&'static str, Bytes, bool)> {
     let mut out = vec![
         ("Dockerfile", dockerfile(c, f).into(), false),
         ("framework/install-framework.sh", INSTALL.into(), true),
@@ -33,7 +34,7 @@ pub fn files(
         ),
     ];
     if let Some(pem) = extra_ca {
-        out.push(("framework/extra-ca.pem", pem.to_string().into(), false));
+        out.push(("framework/extra-ca.pem", pem.into(), false));
     }
     out
 }
