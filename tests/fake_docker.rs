@@ -982,6 +982,54 @@ fn bake_and_diff_give_framework_images_the_identity_build_gives_them() {
     }
 }
 
+/// Bake asks the engines about the matrix's bases while the matrix expands; a base
+/// only an `include` names is asked about after: its target carries the identity
+/// `matrix build` records, as the others' do.
+#[test]
+fn bake_asks_about_a_base_only_an_inclusion_names() {
+    let e = Env::with_matrix(
+        31043,
+        "version: 1\nbases: [ubuntu:22.04]\npython: [\"3.11\"]\ninclude:\n  - {base: \"debian:12\", python: \"3.11\"}\n",
+    );
+    let (code, err) = e.run(&["-j", "2"]);
+    assert_eq!(code, 0, "{err}");
+    let m = e.manifest();
+    let recorded: Vec<(String, String)> = m["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let id = c["id"].as_str().unwrap().to_string();
+            (id, c["input_hash"].as_str().unwrap().to_string())
+        })
+        .collect();
+    assert_eq!(recorded.len(), 2, "{m}");
+    assert!(
+        recorded.iter().any(|(id, _)| id.contains("debian12")),
+        "{m}"
+    );
+    std::fs::write(e.path("state/calls"), "").unwrap();
+    let out = e.matrix(&["plan", "--format", "bake"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("no engine holds"), "{err}");
+    let bake: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for (id, hash) in &recorded {
+        let t = &bake["target"][id.replace('.', "_")];
+        assert_eq!(
+            t["labels"]["io.image-matrix.input-hash"],
+            *hash.as_str(),
+            "{id}: {t}"
+        );
+    }
+    let calls = e.calls();
+    let inspects: Vec<&str> = calls
+        .lines()
+        .filter(|l| l.starts_with("image inspect "))
+        .collect();
+    assert!(inspects.iter().any(|l| l.ends_with("debian:12")), "{calls}");
+}
+
 /// Images an earlier tool version built carry the legacy identity (scheme 1) in their
 /// input-hash label: a new version finds them current and moves no tag, and an image
 /// whose inputs did change is still rebuilt.

@@ -47,10 +47,19 @@ pub fn today() -> String {
 
 /// Plan the matrix; warnings go to stderr.
 fn load_plan(cli: &Cli, select: &Selection) -> Result<Plan, Error> {
+    load_plan_with(cli, select, &|_, _| {})
+}
+
+/// [`load_plan`], with [`crate::plan::load_with`]'s hook.
+fn load_plan_with(
+    cli: &Cli,
+    select: &Selection,
+    on_axes: &crate::plan::AxesHook,
+) -> Result<Plan, Error> {
     let opts = PlanOptions {
         date: select.date.clone().unwrap_or_else(today),
     };
-    let plan = crate::plan::load(&cli.matrix, &opts)?;
+    let plan = crate::plan::load_with(&cli.matrix, &opts, on_axes)?;
     for w in &plan.warnings {
         crate::term::line(&w.to_string());
     }
@@ -94,6 +103,11 @@ fn cache_settings(plan: &Plan, args: &crate::cli::CacheArgs) -> crate::config::s
 /// The OCI labels every image of a run gets: when it was made, where its recipe lives
 /// and, in a git checkout, which revision.
 fn image_labels(plan: &Plan) -> Vec<(String, String)> {
+    image_labels_at(&plan.matrix_file)
+}
+
+/// [`image_labels`] of the matrix at `matrix_file` (its directory's git revision).
+fn image_labels_at(matrix_file: &std::path::Path) -> Vec<(String, String)> {
     let mut labels = vec![
         (
             "org.opencontainers.image.created".to_string(),
@@ -105,8 +119,7 @@ fn image_labels(plan: &Plan) -> Vec<(String, String)> {
                 .unwrap_or_else(|_| "https://github.com/matrix-dc/mlops-images".into()),
         ),
     ];
-    let matrix_dir = plan
-        .matrix_file
+    let matrix_dir = matrix_file
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(std::path::Path::new("."));

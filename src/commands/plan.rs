@@ -1,7 +1,7 @@
 //! `matrix plan`: what `build` would do, as a table, JSON, a bake file or a GitHub
 //! Actions matrix; with `--diff`, what changes against a previous manifest.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 
 use super::{json_text, load_plan, print, select};
@@ -21,10 +21,25 @@ fn current_digests(
     recorded: &[crate::manifest::EngineRecord],
     assumed: &str,
 ) -> (drift::Digests, Vec<String>) {
+    let asked = Asked::new(connect(configured, recorded), Vec::new());
+    asked.finish(cells, assumed)
+}
+
+/// The engines a plan asks about its bases, and what they said.
+struct Asked {
+    engines: Result<crate::engines::Engines, Error>,
+    /// The (base reference, platform)s asked about.
+    keys: HashSet<(String, String)>,
+    digests: drift::Digests,
+}
+
+fn connect(
+    configured: &[crate::config::engine::EngineSpec],
+    recorded: &[crate::manifest::EngineRecord],
+) -> Result<crate::engines::Engines, Error> {
     let client: std::path::PathBuf =
         std::env::var_os("DOCKER").map_or_else(|| "docker".into(), Into::into);
-    let mut out = drift::Digests::new();
-    let engines = crate::engines::specs(&[], None, configured, recorded)
+    crate::engines::specs(&[], None, configured, recorded)
         .map_err(Error::Usage)
         .and_then(|specs| {
             crate::engines::connect(
@@ -33,31 +48,98 @@ fn current_digests(
                 specs,
                 std::num::NonZeroUsize::MIN,
             )
-        });
-    let engines = match engines {
-        Ok(c) => c.engines,
-        Err(e) => {
-            crate::term::line(&format!("note: base digests not checked ({e}); {assumed}"));
-            return (out, Vec::new());
-        }
-    };
-    let native: Vec<String> = engines
-        .iter()
-        .map(crate::engines::Engine::native_platform)
-        .collect();
-    let mut keys: Vec<(String, String)> = cells
-        .iter()
-        .map(|c| (c.base.reference.clone(), c.platform().to_string()))
-        .collect();
-    keys.sort();
-    keys.dedup();
-    let found = crate::engines::resolve_bases(&engines, &keys, crate::engines::Fetch::Never);
-    for (key, r) in keys.into_iter().zip(found) {
-        if let Some(d) = r.digest {
-            out.insert(key, d);
+        })
+        .map(|c| c.engines)
+}
+
+impl Asked {
+    /// Ask `engines` about `keys`.
+    fn new(engines: Result<crate::engines::Engines, Error>, keys: Vec<(String, String)>) -> Self {
+        let mut asked = Asked {
+            engines,
+            keys: HashSet::new(),
+            digests: drift::Digests::new(),
+        };
+        asked.ask(keys);
+        asked
+    }
+
+    fn ask(&mut self, keys: Vec<(String, String)>) {
+        let Ok(engines) = &self.engines else { return };
+        let found = crate::engines::resolve_bases(engines, &keys, crate::engines::Fetch::Never);
+        for (key, r) in keys.into_iter().zip(found) {
+            if let Some(d) = r.digest {
+                self.digests.insert(key.clone(), d);
+            }
+            self.keys.insert(key);
         }
     }
-    (out, native)
+
+    /// The digests of the cells' bases (asking about any not asked yet) and the
+    /// engines' native platforms; where no engine answers, a note, and none.
+    fn finish(
+        mut self,
+        cells: &[&crate::plan::Cell],
+        assumed: &str,
+    ) -> (drift::Digests, Vec<String>) {
+        if let Err(e) = &self.engines {
+            crate::term::line(&format!("note: base digests not checked ({e}); {assumed}"));
+            return (drift::Digests::new(), Vec::new());
+        }
+        let mut keys: Vec<(String, String)> = cells
+            .iter()
+            .map(|c| (c.base.reference.clone(), c.platform().to_string()))
+            .filter(|k| !self.keys.contains(k))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        if !keys.is_empty() {
+            self.ask(keys);
+        }
+        let native = self
+            .engines
+            .iter()
+            .flat_map(|e| e.iter().map(crate::engines::Engine::native_platform))
+            .collect();
+        (self.digests, native)
+    }
+}
+
+/// What bake asks of the engines and of git, in the background while the matrix
+/// expands: the client's start-up and its questions take about as long as planning
+/// 10,000 cells.
+#[derive(Default)]
+struct Early {
+    asked: std::sync::Mutex<Option<std::thread::JoinHandle<Asked>>>,
+}
+
+impl Early {
+    /// The hook for [`super::load_plan_with`]: ask the matrix's engines about its bases.
+    fn start(&self, settings: &crate::config::settings::Settings, keys: Vec<(String, String)>) {
+        let configured = settings.engines.clone();
+        let handle = std::thread::spawn(move || Asked::new(connect(&configured, &[]), keys));
+        *self
+            .asked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(handle);
+    }
+
+    fn finish(
+        &self,
+        plan: &crate::plan::Plan,
+        cells: &[&crate::plan::Cell],
+        assumed: &str,
+    ) -> (drift::Digests, Vec<String>) {
+        let started = self
+            .asked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        match started.map(std::thread::JoinHandle::join) {
+            Some(Ok(asked)) => asked.finish(cells, assumed),
+            _ => current_digests(cells, &plan.settings.engines, &[], assumed),
+        }
+    }
 }
 
 /// What `build` would pass for each cell, for the bake file: the same options
@@ -70,19 +152,16 @@ fn write_bake(
     plan: &crate::plan::Plan,
     cells: &[&crate::plan::Cell],
     args: &PlanArgs,
+    early: &Early,
+    labels: Vec<(String, String)>,
 ) -> std::io::Result<()> {
     use crate::run::prepare;
-    let (digests, native) = current_digests(
-        cells,
-        &plan.settings.engines,
-        &[],
-        "the bake targets carry no input-hash label",
-    );
+    let (digests, native) = early.finish(plan, cells, "the bake targets carry no input-hash label");
     let settings = prepare::Settings {
         network: plan.settings.network.clone(),
         pull: args.pull,
         native,
-        labels: super::image_labels(plan),
+        labels,
         bases: prepare::Bases {
             digests,
             holders: HashMap::new(),
@@ -162,7 +241,18 @@ fn identities(
 }
 
 pub fn run(cli: &Cli, args: &PlanArgs) -> Result<Exit, Error> {
-    let plan = load_plan(cli, &args.select)?;
+    let bake = args.format == PlanFormat::Bake && args.diff.is_none();
+    let early = Early::default();
+    // the images' labels ask git for the revision: beside planning, too
+    let labels = bake.then(|| {
+        let matrix = cli.matrix.clone();
+        std::thread::spawn(move || super::image_labels_at(&matrix))
+    });
+    let plan = if bake {
+        super::load_plan_with(cli, &args.select, &|s, keys| early.start(s, keys))?
+    } else {
+        load_plan(cli, &args.select)?
+    };
     let cells = select(&plan, &args.select);
     if let Some(prev) = &args.diff {
         let m = io::read(prev).map_err(|e| Error::Preflight(format!("--diff: {e}")))?;
@@ -196,12 +286,16 @@ pub fn run(cli: &Cli, args: &PlanArgs) -> Result<Exit, Error> {
             source,
         })?,
         PlanFormat::Bake => {
-            crate::term::out_with(|w| write_bake(w, &plan, &cells, args)).map_err(|source| {
-                Error::Output {
+            let labels = match labels.map(std::thread::JoinHandle::join) {
+                Some(Ok(l)) => l,
+                _ => super::image_labels(&plan),
+            };
+            crate::term::out_with(|w| write_bake(w, &plan, &cells, args, &early, labels)).map_err(
+                |source| Error::Output {
                     what: "the bake file",
                     source,
-                }
-            })?;
+                },
+            )?;
         }
         PlanFormat::Gha => {
             if let Some(n) = args.shards {

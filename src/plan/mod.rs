@@ -225,12 +225,23 @@ pub struct PlanOptions {
 
 /// Plan from a file on disk.
 pub fn load(path: &Path, opts: &PlanOptions) -> Result<Plan, Error> {
+    load_with(path, opts, &|_, _| {})
+}
+
+/// What [`load_with`] tells its caller once the settings and the axes are read (and
+/// valid), before the cells are expanded: the settings, and each (base reference,
+/// platform) of the axes (an `include` may add more).
+pub type AxesHook<'h> = dyn Fn(&settings::Settings, Vec<(String, String)>) + 'h;
+
+/// [`load`], calling `on_axes` as soon as the bases are known, so that a caller can
+/// ask the engines about them while the matrix expands.
+pub fn load_with(path: &Path, opts: &PlanOptions, on_axes: &AxesHook) -> Result<Plan, Error> {
     let text = crate::config::read_text(path)?;
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-    plan_text(&text, &path.display().to_string(), &dir, opts).map(|mut p| {
+    plan_text_with(&text, &path.display().to_string(), &dir, opts, on_axes).map(|mut p| {
         p.matrix_file = path.to_path_buf();
         p
     })
@@ -238,6 +249,16 @@ pub fn load(path: &Path, opts: &PlanOptions) -> Result<Plan, Error> {
 
 /// Plan from text; `file` names it in diagnostics, `dir` resolves relative paths.
 pub fn plan_text(text: &str, file: &str, dir: &Path, opts: &PlanOptions) -> Result<Plan, Error> {
+    plan_text_with(text, file, dir, opts, &|_, _| {})
+}
+
+fn plan_text_with(
+    text: &str,
+    file: &str,
+    dir: &Path,
+    opts: &PlanOptions,
+    on_axes: &AxesHook,
+) -> Result<Plan, Error> {
     let mut d = Diags::new(file);
     let root = match yaml::parse(text) {
         Ok(n) => n,
@@ -277,6 +298,17 @@ pub fn plan_text(text: &str, file: &str, dir: &Path, opts: &PlanOptions) -> Resu
     if d.has_errors() {
         return Err(Error::InvalidMatrix(d.sorted()));
     }
+    on_axes(
+        &settings,
+        axes.bases
+            .iter()
+            .flat_map(|b| {
+                axes.platforms
+                    .iter()
+                    .map(|p| (b.reference.clone(), p.name.clone()))
+            })
+            .collect(),
+    );
     let (cells, mut excluded) = expand::cells(&raw, axes, &settings, &user_catalogue, &mut d);
     if d.has_errors() {
         return Err(Error::InvalidMatrix(d.sorted()));
@@ -346,10 +378,11 @@ pub fn rule_matches(rule: &RawRule, c: &Coordinate) -> bool {
 }
 
 pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
-        let _ = write!(s, "{b:02x}");
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 15)]));
     }
     s
 }
