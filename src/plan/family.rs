@@ -285,7 +285,7 @@ pub fn grow(
                     children.push(Cell {
                         id,
                         coord,
-                        framework: Some(f),
+                        framework: Some(Box::new(f)),
                         group: None,
                         tags: Vec::new(),
                         ..parent.clone()
@@ -318,7 +318,7 @@ pub fn with_parents<'a>(all: &'a [Cell], selected: &[&'a Cell]) -> Vec<&'a Cell>
     if selected.len() == all.len() {
         return all.iter().collect();
     }
-    let wanted: std::collections::HashSet<&str> = selected
+    let wanted: crate::plan::fast::FastSet<&str> = selected
         .iter()
         .flat_map(|c| [Some(c.id.as_str()), c.parent()])
         .flatten()
@@ -335,7 +335,7 @@ pub fn link(cells: &mut [Cell]) {
         return;
     }
     let parent_tags: Vec<Option<String>> = {
-        let tags: std::collections::HashMap<&str, &str> = cells
+        let tags: crate::plan::fast::FastMap<&str, &str> = cells
             .iter()
             .filter(|c| c.framework.is_none())
             .map(|c| (c.id.as_str(), c.primary_tag()))

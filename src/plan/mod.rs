@@ -13,6 +13,7 @@ pub mod base;
 pub mod catalogue;
 pub mod expand;
 pub mod family;
+pub mod fast;
 pub mod frameworks;
 pub mod listing;
 pub mod output;
@@ -74,7 +75,7 @@ pub struct Cell {
     /// tags.
     pub group: Option<TagGroup>,
     /// A framework image: what it installs, and the Miniconda cell it builds on.
-    pub framework: Option<family::Framework>,
+    pub framework: Option<Box<family::Framework>>,
 }
 
 impl Cell {

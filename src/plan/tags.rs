@@ -4,6 +4,8 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
+use crate::plan::fast::{self, FastMap};
+
 use sha2::{Digest, Sha256};
 
 use crate::config::raw::{RawConfig, RawRule};
@@ -234,7 +236,7 @@ pub fn assign(cells: &mut [Cell], s: &Settings, raw: &RawConfig, date: &str, d: 
         .map(|c| expand_cell(c, s, date, &slugs[c.base.reference.as_str()]))
         .collect();
     drop(slugs);
-    let mut owners: HashMap<&str, usize> = HashMap::with_capacity(cells.len());
+    let mut owners: FastMap<&str, usize> = fast::map_with_capacity(cells.len());
     let mut reported = 0;
     for (i, e) in expanded.iter().enumerate() {
         let c = &cells[i];
@@ -308,7 +310,7 @@ fn only_platform_differs(a: &Cell, b: &Cell) -> bool {
 /// gets its platform tag (`REPO:TAG-arm64`) and knows every member.
 fn group(cells: &mut [Cell], d: &mut Diags, tag_at: Option<Pos>) {
     let mut by_tag: Vec<Vec<usize>> = Vec::new();
-    let mut index: HashMap<&str, usize> = HashMap::with_capacity(cells.len());
+    let mut index: FastMap<&str, usize> = fast::map_with_capacity(cells.len());
     for (i, c) in cells.iter().enumerate() {
         if let Some(t) = c.tags.first() {
             let n = by_tag.len();
@@ -329,7 +331,7 @@ fn group(cells: &mut [Cell], d: &mut Diags, tag_at: Option<Pos>) {
     if groups.is_empty() {
         return;
     }
-    let all_tags: std::collections::HashSet<String> =
+    let all_tags: fast::FastSet<String> =
         cells.iter().flat_map(|c| c.tags.iter().cloned()).collect();
     for (primary, members) in &groups {
         let first = &cells[members[0]];
@@ -523,7 +525,7 @@ pub fn cell_id(py: &str, base: &Base, variant: &Variant, platform: &str) -> Stri
 /// are coordinates, so ids stay independent of the order of the YAML.
 pub fn disambiguate_ids(cells: &mut [Cell]) {
     for round in 0..2 {
-        let mut count: HashMap<&str, usize> = HashMap::with_capacity(cells.len());
+        let mut count: FastMap<&str, usize> = fast::map_with_capacity(cells.len());
         for c in cells.iter() {
             *count.entry(&c.id).or_default() += 1;
         }
