@@ -98,12 +98,29 @@ fn bench_plan() {
         date: "20260101".into(),
     };
     let mut inproc = Vec::new();
+    let mut plan = None;
     for _ in 0..5 {
         let t = Instant::now();
         let p = image_matrix::plan::plan_text(&text, "big.yaml", dir.path(), &opts).expect("plans");
         inproc.push(t.elapsed());
         assert_eq!(p.cells.len(), 10_000);
+        plan = Some(p);
     }
+    // Each cell's identity (what bake labels it with), one thread, in process.
+    let plan = plan.expect("planned");
+    let mut identities = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let renderer = image_matrix::render::Renderer::new(&plan.settings);
+        let hashes: Vec<String> = plan
+            .cells
+            .iter()
+            .map(|c| renderer.identity(c, &["sha256:base"]))
+            .collect();
+        identities.push(t.elapsed());
+        assert_eq!(hashes.len(), 10_000);
+    }
+    identities.sort();
     // The whole command, as a user runs it, output included.
     let bin = matrix_bin();
     let mut walls = Vec::new();
@@ -128,6 +145,12 @@ fn bench_plan() {
         "  planning in process      : min {:>7.1} ms   median {:>7.1} ms",
         ms(inproc[0]),
         ms(inproc[2])
+    );
+    println!(
+        "  identities, one thread   : min {:>7.1} ms   median {:>7.1} ms   ({:.1} µs a cell)",
+        ms(identities[0]),
+        ms(identities[2]),
+        ms(identities[2]) / 10.0
     );
     println!(
         "  `matrix plan --format json` : min {:>7.1} ms   median {:>7.1} ms   peak RSS {:.1} MB",

@@ -18,7 +18,8 @@ use sha2::{Digest, Sha256};
 
 use crate::config::settings::{PasswordPolicy, Settings};
 use crate::plan::base::OsFamily;
-use crate::plan::{hex, stack, Cell};
+use crate::plan::fast::FastMap;
+use crate::plan::{hex, stack, Cell, Variant};
 
 pub mod examples;
 mod framework;
@@ -224,8 +225,14 @@ fn password_hash(password: &str, repository: &str) -> String {
 }
 
 /// The files of a context, as they are added.
-#[derive(Default)]
 struct Files(Vec<File>);
+
+impl Default for Files {
+    /// Room for a Miniconda context's files (about 30).
+    fn default() -> Self {
+        Files(Vec::with_capacity(40))
+    }
+}
 
 impl Files {
     fn add(
@@ -269,7 +276,14 @@ pub struct Renderer<'s> {
     extra_ca: Option<std::sync::Arc<Shared>>,
     /// `conda/pip-packages.txt` by Python version, as cells ask for it.
     common_pip: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<Shared>>>,
+    /// A variant's files by variant and Python, as cells ask for them (10,000 cells
+    /// may have 500 pairs). Keyed by the variant's address: each entry holds the
+    /// variant, so that no other can take its address while the renderer lives.
+    variants: std::sync::Mutex<VariantMemo>,
 }
+
+type VariantMemo =
+    FastMap<(usize, crate::plan::version::PyVersion), (std::sync::Arc<Variant>, VariantFiles)>;
 
 impl<'s> Renderer<'s> {
     pub fn new(s: &'s Settings) -> Self {
@@ -306,6 +320,7 @@ impl<'s> Renderer<'s> {
                 .and_then(|ca| fs::read_to_string(ca).ok())
                 .map(Shared::new),
             common_pip: Default::default(),
+            variants: Default::default(),
         }
     }
 
@@ -338,8 +353,10 @@ impl<'s> Renderer<'s> {
         }
         self.system_files(&mut files, c);
         self.conda_files(&mut files, c, transport);
-        variant_files(&mut files, c);
-        files.add("image/apt-packages.txt", lines(&c.variant.apt), false);
+        let [pip, unpinned, apt] = self.variant_files(c);
+        files.add("variant/pip-packages.txt", &pip, false);
+        files.add("variant/unpinned.txt", &unpinned, false);
+        files.add("image/apt-packages.txt", &apt, false);
         self.image_files(&mut files, c);
         if let Some(pem) = extra_ca {
             for stage in ["system", "conda", "variant"] {
@@ -450,37 +467,39 @@ impl Renderer<'_> {
                 }
                 Piece::Key(k) => DOCKERFILE_KEYS[*k],
             };
+            // a value that stands as it is, or one written in place
+            let plain: &str = match k {
+                "BASE" => &c.base.reference,
+                "LOCALE" => &s.runtime.locale,
+                "LANGUAGE" => &self.language,
+                "TIMEZONE" => &s.runtime.timezone,
+                // the coordinates hold both as they print
+                "PYTHON" => &c.coord.python,
+                "MINICONDA" => &c.coord.miniconda,
+                "CUDNN" => cuda.and_then(|x| x.cudnn.as_deref()).unwrap_or_default(),
+                "VARIANT" => &c.variant.name,
+                _ => "",
+            };
+            out.push_str(plain);
             // writing to a String cannot fail
             let _ = match k {
                 "CONTEXT" => match &c.group {
                     Some(g) => write!(out, "tag group {} ({})", g.name, platforms(c)),
                     None => write!(out, "cell {}", c.id),
                 },
-                "BASE" => write!(out, "{}", c.base.reference),
                 "OS_SLUG" => write!(out, "{}", c.base.os.slug()),
-                "LOCALE" => write!(out, "{}", s.runtime.locale),
-                "LANGUAGE" => write!(out, "{}", self.language),
-                "TIMEZONE" => write!(out, "{}", s.runtime.timezone),
                 "TITLE" => write!(
                     out,
                     "{} {}",
                     s.repository,
                     c.group.as_ref().map_or(c.id.as_str(), |g| g.name.as_str())
                 ),
-                "PYTHON" => write!(out, "{}", c.python),
-                "MINICONDA" => write!(out, "{}", c.miniconda),
                 "CUDA" => match cuda {
                     Some(x) => write!(out, "{}", x.version),
                     None => Ok(()),
                 },
-                "CUDNN" => write!(
-                    out,
-                    "{}",
-                    cuda.and_then(|x| x.cudnn.as_deref()).unwrap_or_default()
-                ),
-                "VARIANT" => write!(out, "{}", c.variant.name),
                 "CELL_LABELS" => write_cell_labels(&mut out, c),
-                // the pieces hold no other key
+                // the others are plain (above)
                 _ => Ok(()),
             };
         }
@@ -668,6 +687,21 @@ impl Renderer<'_> {
         files.add("conda/overrides.json", &self.overrides, false);
     }
 
+    fn variant_files(&self, c: &Cell) -> VariantFiles {
+        let key = (std::sync::Arc::as_ptr(&c.variant) as usize, c.python);
+        let mut memo = self
+            .variants
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        memo.entry(key)
+            .or_insert_with(|| {
+                let texts = variant_texts(&c.variant, &c.coord.python);
+                (c.variant.clone(), texts)
+            })
+            .1
+            .clone()
+    }
+
     fn image_files(&self, files: &mut Files, c: &Cell) {
         if let Some(hash) = &self.password_hash {
             files.add("image/init/etc/root-password.hash", hash, false);
@@ -681,20 +715,22 @@ impl Renderer<'_> {
     }
 }
 
-/// Stage 3's packages: the variant's own, installed under constraints made from the
-/// common stack (so a variant cannot silently move a common pin), except for the
-/// packages it deliberately overrides.
-fn variant_files(files: &mut Files, c: &Cell) {
-    let py = &c.coord.python;
-    let mut pip = stack::variant_for(&c.variant.pip, py);
-    pip.extend(stack::variant_for(&c.variant.overrides, py));
-    files.add("variant/pip-packages.txt", lines(&pip), false);
-    files.add(
-        "variant/unpinned.txt",
-        lines(&stack::overridden(&c.variant.overrides)),
-        false,
-    );
+/// The files a variant decides for one Python: stage 3's packages (`variant/`: its
+/// own, installed under constraints made from the common stack so that a variant
+/// cannot silently move a common pin, except for the packages it deliberately
+/// overrides) and the image's apt packages.
+fn variant_texts(v: &Variant, py: &str) -> VariantFiles {
+    let mut pip = stack::variant_for(&v.pip, py);
+    pip.extend(stack::variant_for(&v.overrides, py));
+    [
+        Shared::new(lines(&pip)),
+        Shared::new(lines(&stack::overridden(&v.overrides))),
+        Shared::new(lines(&v.apt)),
+    ]
 }
+
+/// `variant/pip-packages.txt`, `variant/unpinned.txt`, `image/apt-packages.txt`.
+type VariantFiles = [std::sync::Arc<Shared>; 3];
 
 /// What the image does about Anaconda's channel terms: `none` (no gate: Miniconda
 /// before 25, or mirror channels only), `accepted` (at build time, by the matrix's
@@ -741,13 +777,17 @@ const IDENTITY_SCHEME: &[u8] = b"image-matrix identity 2\0";
 /// installer: one platform's base moving rebuilds them all, so that the platforms
 /// behind one tag never come from different nights.
 pub fn input_hash(ctx: &Context, c: &Cell, base_digests: &[&str]) -> String {
-    let mut h = Sha256::new();
-    h.update(IDENTITY_SCHEME);
+    // the files' part is gathered first and hashed in one go (three small updates a
+    // file cost more than the hashing itself)
+    let mut msg = Vec::with_capacity(IDENTITY_SCHEME.len() + ctx.files.len() * 72);
+    msg.extend_from_slice(IDENTITY_SCHEME);
     for f in ctx.files.iter().filter(|f| !transport_only(&f.path)) {
-        h.update(f.path.as_bytes());
-        h.update([0, u8::from(f.executable), 0]);
-        h.update(file_digest(&f.bytes));
+        msg.extend_from_slice(f.path.as_bytes());
+        msg.extend_from_slice(&[0, u8::from(f.executable), 0]);
+        msg.extend_from_slice(&file_digest(&f.bytes));
     }
+    let mut h = Sha256::new();
+    h.update(&msg);
     identity_tail(&mut h, c, base_digests);
     hex(&h.finalize())
 }

@@ -129,14 +129,14 @@ impl Cell {
     }
 
     /// The installers its context carries: its group's, one per platform, or its own.
-    pub fn context_installers(&self) -> Vec<(String, &InstallerRef)> {
+    pub fn context_installers(&self) -> Vec<(&str, &InstallerRef)> {
         match &self.group {
             Some(g) => g
                 .members
                 .iter()
-                .map(|m| (m.arch.clone(), &m.installer))
+                .map(|m| (m.arch.as_str(), &m.installer))
                 .collect(),
-            None => vec![(self.arch().to_string(), &*self.installer)],
+            None => vec![(self.arch(), &*self.installer)],
         }
     }
 }
