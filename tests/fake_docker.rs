@@ -938,6 +938,35 @@ fn the_bases_are_asked_in_one_inspect_per_engine() {
     );
 }
 
+/// Build every cell (`-j 2`); each cell's id and the input hash the manifest records.
+fn built_identities(e: &Env) -> Vec<(String, String)> {
+    let (code, err) = e.run(&["-j", "2"]);
+    assert_eq!(code, 0, "{err}");
+    let m = e.manifest();
+    m["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let id = c["id"].as_str().unwrap().to_string();
+            (id, c["input_hash"].as_str().unwrap().to_string())
+        })
+        .collect()
+}
+
+/// Each cell's bake target carries the input hash `build` recorded for it.
+fn assert_bake_labels(bake: &[u8], recorded: &[(String, String)]) {
+    let bake: serde_json::Value = serde_json::from_slice(bake).unwrap();
+    for (id, hash) in recorded {
+        let t = &bake["target"][id.replace('.', "_")];
+        assert_eq!(
+            t["labels"]["io.image-matrix.input-hash"],
+            *hash.as_str(),
+            "{id}: {t}"
+        );
+    }
+}
+
 /// A framework image's identity covers its parent's: what bake labels it with and what
 /// `plan --diff` compares must be what `matrix build` records, or bake-built framework
 /// images are built again and every diff calls them changed.
@@ -947,30 +976,11 @@ fn bake_and_diff_give_framework_images_the_identity_build_gives_them() {
         31042,
         "version: 1\nbases: [ubuntu:22.04]\npython: [\"3.11\"]\npytorch: [\"2.5.1\"]\n",
     );
-    let (code, err) = e.run(&["-j", "2"]);
-    assert_eq!(code, 0, "{err}");
-    let m = e.manifest();
-    let recorded: Vec<(String, String)> = m["cells"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            let id = c["id"].as_str().unwrap().to_string();
-            (id, c["input_hash"].as_str().unwrap().to_string())
-        })
-        .collect();
-    assert_eq!(recorded.len(), 2, "{m}");
+    let recorded = built_identities(&e);
+    assert_eq!(recorded.len(), 2, "{recorded:?}");
     let out = e.matrix(&["plan", "--format", "bake"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0));
-    let bake: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    for (id, hash) in &recorded {
-        let t = &bake["target"][id.replace('.', "_")];
-        assert_eq!(
-            t["labels"]["io.image-matrix.input-hash"],
-            *hash.as_str(),
-            "{id}: {t}"
-        );
-    }
+    assert_bake_labels(&out.stdout, &recorded);
     let out = e
         .matrix(&["plan", "--diff", "out/manifest.json", "--format", "json"])
         .output()
@@ -991,37 +1001,18 @@ fn bake_asks_about_a_base_only_an_inclusion_names() {
         31043,
         "version: 1\nbases: [ubuntu:22.04]\npython: [\"3.11\"]\ninclude:\n  - {base: \"debian:12\", python: \"3.11\"}\n",
     );
-    let (code, err) = e.run(&["-j", "2"]);
-    assert_eq!(code, 0, "{err}");
-    let m = e.manifest();
-    let recorded: Vec<(String, String)> = m["cells"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            let id = c["id"].as_str().unwrap().to_string();
-            (id, c["input_hash"].as_str().unwrap().to_string())
-        })
-        .collect();
-    assert_eq!(recorded.len(), 2, "{m}");
+    let recorded = built_identities(&e);
+    assert_eq!(recorded.len(), 2, "{recorded:?}");
     assert!(
         recorded.iter().any(|(id, _)| id.contains("debian12")),
-        "{m}"
+        "{recorded:?}"
     );
     std::fs::write(e.path("state/calls"), "").unwrap();
     let out = e.matrix(&["plan", "--format", "bake"]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(!err.contains("no engine holds"), "{err}");
-    let bake: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    for (id, hash) in &recorded {
-        let t = &bake["target"][id.replace('.', "_")];
-        assert_eq!(
-            t["labels"]["io.image-matrix.input-hash"],
-            *hash.as_str(),
-            "{id}: {t}"
-        );
-    }
+    assert_bake_labels(&out.stdout, &recorded);
     let calls = e.calls();
     let inspects: Vec<&str> = calls
         .lines()
