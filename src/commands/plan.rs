@@ -33,6 +33,8 @@ struct Asked {
     digests: drift::Digests,
 }
 
+/// The engines a manifest recorded, else the matrix's, else the client's default one,
+/// as they answer now.
 fn connect(
     configured: &[crate::config::engine::EngineSpec],
     recorded: &[crate::manifest::EngineRecord],

@@ -7,6 +7,7 @@ use std::path::Path;
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::plan::fast::FastMap;
 use crate::plan::{Cell, Plan};
 
 /// Version of the `--format json` document.
@@ -127,10 +128,10 @@ pub struct BuildOptions<'a> {
     pub inline_cache: bool,
 }
 
-/// The bake target a framework image's parent is built by.
-fn parent_target(c: &Cell, cells: &[&Cell]) -> Option<String> {
-    let id = c.parent()?;
-    let parent = cells.iter().find(|p| p.id == id)?;
+/// The bake target a framework image's parent is built by, from the Miniconda cells
+/// by id (`parents`: empty when the plan has no framework images).
+fn parent_target(c: &Cell, parents: &FastMap<&str, &Cell>) -> Option<String> {
+    let parent = parents.get(c.parent()?)?;
     Some(bake_name(
         parent
             .group
@@ -144,7 +145,7 @@ fn parent_target(c: &Cell, cells: &[&Cell]) -> Option<String> {
 /// members are indexes into `cells`.
 fn bake_targets(cells: &[&Cell]) -> Vec<(String, Vec<usize>)> {
     let mut out: Vec<(String, Vec<usize>)> = Vec::new();
-    let mut seen: crate::plan::fast::FastMap<&str, usize> = Default::default();
+    let mut seen: FastMap<&str, usize> = Default::default();
     for (i, c) in cells.iter().enumerate() {
         match &c.group {
             Some(g) => match seen.get(g.name.as_str()) {
@@ -186,8 +187,8 @@ fn json_str(out: &mut Vec<u8>, s: &str) -> serde_json::Result<()> {
 }
 
 /// Whether JSON must escape any of `bytes`: a control character, `"` or `\`. Eight
-/// bytes at a time: `x - 0x01…01 & !x & 0x80…80` is non-zero exactly where some byte
-/// of `x` is zero (and `x - 0x20…20` where some byte is below 0x20).
+/// bytes at a time: `x - 0x01…01 & !x & 0x80…80` is non-zero exactly when some byte
+/// of `x` is zero (and `x - 0x20…20` when some byte is below 0x20).
 fn needs_escaping(bytes: &[u8]) -> bool {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
@@ -236,6 +237,7 @@ fn json_strs<'s>(
 fn write_target<'b>(
     out: &mut Vec<u8>,
     cells: &[&Cell],
+    parents: &FastMap<&str, &Cell>,
     members: &[usize],
     contexts: &Path,
     build: &(dyn Fn(usize) -> BuildOptions<'b> + Sync),
@@ -287,7 +289,7 @@ fn write_target<'b>(
     if b.inline_cache {
         out.extend_from_slice(b",\"cache-to\":[\"type=inline\"]");
     }
-    if let Some(p) = parent_target(c, cells) {
+    if let Some(p) = parent_target(c, parents) {
         out.extend_from_slice(b",\"args\":{\"PARENT\":\"parent\"},\"contexts\":{\"parent\":");
         json_str(out, &format!("target:{p}"))?;
         out.push(b'}');
@@ -308,6 +310,15 @@ pub fn write_bake<'b, W: std::io::Write>(
 ) -> std::io::Result<()> {
     use rayon::prelude::*;
     let targets = bake_targets(cells);
+    let parents: FastMap<&str, &Cell> = if cells.iter().any(|c| c.framework.is_some()) {
+        cells
+            .iter()
+            .filter(|c| c.framework.is_none())
+            .map(|c| (c.id.as_str(), *c))
+            .collect()
+    } else {
+        FastMap::default()
+    };
     let names = targets.iter().map(|t| t.0.as_str());
     let mut head = b"{\n  \"group\": {\"default\": {\"targets\": ".to_vec();
     json_strs(&mut head, names)?;
@@ -332,7 +343,7 @@ pub fn write_bake<'b, W: std::io::Write>(
                     out.extend_from_slice(if first { b"\n    " } else { b",\n    " });
                     json_str(out, name)?;
                     out.extend_from_slice(b": ");
-                    write_target(out, cells, members, contexts, build)?;
+                    write_target(out, cells, &parents, members, contexts, build)?;
                 }
                 Ok(())
             })
