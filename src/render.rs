@@ -114,7 +114,8 @@ pub struct File {
 pub enum Bytes {
     /// Compiled into the binary (the scripts, the configuration files).
     Static(&'static [u8]),
-    /// Made once per matrix from its settings (a [`Renderer`]'s), with its SHA256.
+    /// Made once by a [`Renderer`] and shared by the cells that have it (the files of
+    /// the settings, of a Python, of a variant), with its SHA256.
     Shared(std::sync::Arc<Shared>),
     /// The cell's own.
     Owned(Vec<u8>),
