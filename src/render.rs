@@ -281,6 +281,26 @@ pub struct Renderer<'s> {
     /// may have 500 pairs). Keyed by the variant's address: each entry holds the
     /// variant, so that no other can take its address while the renderer lives.
     variants: std::sync::Mutex<VariantMemo>,
+    /// Identity frames ([`Frame`]) by what decides them.
+    frames: std::sync::Mutex<FastMap<FrameKey, std::sync::Arc<Frame>>>,
+}
+
+/// What decides a Miniconda cell's files but for its Dockerfile and installer table:
+/// its variant (by address, held by [`Renderer::variants`] from the frame's first
+/// cell on), its Python, its OS family and whether its Miniconda has the terms gate.
+type FrameKey = (usize, crate::plan::version::PyVersion, OsFamily, bool);
+
+/// A Miniconda cell's identity message ([`input_hash`]) with the digests of its two
+/// own files left to fill in. Every other file of such a cell is decided by the
+/// settings and the [`FrameKey`] (see [`Renderer::files`]), so 10,000 cells need a few
+/// hundred frames, and a cell's identity is its Dockerfile, its installer table and
+/// one pass of SHA256 over the frame, with nothing rendered, sorted or freed per file.
+#[derive(Debug)]
+struct Frame {
+    msg: Vec<u8>,
+    /// Where the Dockerfile's and `conda/installers.txt`'s digests go.
+    dockerfile_at: usize,
+    installers_at: usize,
 }
 
 type VariantMemo =
@@ -322,6 +342,7 @@ impl<'s> Renderer<'s> {
                 .map(Shared::new),
             common_pip: Default::default(),
             variants: Default::default(),
+            frames: Default::default(),
         }
     }
 
@@ -334,11 +355,75 @@ impl<'s> Renderer<'s> {
     /// bundle read from disk), so that outputs describing many builds (bake) stay
     /// cheap.
     pub fn identity(&self, c: &Cell, base_digests: &[&str]) -> String {
-        input_hash(&self.files(c, false), c, base_digests)
+        if c.framework.is_some() {
+            return input_hash(&self.files(c, false), c, base_digests);
+        }
+        let frame = self.frame(c);
+        let (d, i) = (frame.dockerfile_at, frame.installers_at);
+        if d == 0 || i <= d {
+            // not the files a Miniconda context has: hash them as they are
+            return input_hash(&self.files(c, false), c, base_digests);
+        }
+        // a thread's buffers, used again: two fresh ones a cell cost a tenth of it
+        thread_local! {
+            static TEXT: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        let (dockerfile, installers) = TEXT.with_borrow_mut(|text| {
+            text.clear();
+            self.write_dockerfile(c, text);
+            let dockerfile: [u8; 32] = Sha256::digest(&text).into();
+            text.clear();
+            write_installer_table(c, text);
+            (dockerfile, <[u8; 32]>::from(Sha256::digest(&text)))
+        });
+        // the frame's files are in path order: the Dockerfile's digest comes first
+        let mut h = Sha256::new();
+        h.update(&frame.msg[..d]);
+        h.update(dockerfile);
+        h.update(&frame.msg[d + 32..i]);
+        h.update(installers);
+        h.update(&frame.msg[i + 32..]);
+        identity_tail(&mut h, c, base_digests);
+        hex(&h.finalize())
+    }
+
+    /// The identity frame of a Miniconda cell, made from the first cell that needs it
+    /// (whose files also put its variant into [`Renderer::variants`]).
+    fn frame(&self, c: &Cell) -> std::sync::Arc<Frame> {
+        let key = (
+            std::sync::Arc::as_ptr(&c.variant) as usize,
+            c.python,
+            c.base.os.family,
+            c.miniconda.has_tos_gate(),
+        );
+        let lock = || {
+            self.frames
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if let Some(f) = lock().get(&key) {
+            return f.clone();
+        }
+        let ctx = self.files(c, false);
+        let (mut dockerfile_at, mut installers_at) = (0, 0);
+        let msg = identity_message(&ctx, |path, at| match path {
+            "Dockerfile" => dockerfile_at = at,
+            "conda/installers.txt" => installers_at = at,
+            _ => {}
+        });
+        let frame = std::sync::Arc::new(Frame {
+            msg,
+            dockerfile_at,
+            installers_at,
+        });
+        lock().entry(key).or_insert(frame).clone()
     }
 
     /// The context's files; with `transport`, also those that only decide how things
-    /// are fetched ([`transport_only`]).
+    /// are fetched ([`transport_only`]). A Miniconda cell's files other than the
+    /// Dockerfile and `conda/installers.txt` must depend on the settings and the cell's
+    /// [`FrameKey`] alone: [`Renderer::identity`] takes them from a frame made for
+    /// another cell (`identities_from_frames_are_those_of_the_files` checks it).
     fn files(&self, c: &Cell, transport: bool) -> Context {
         let mut files = Files::default();
         let extra_ca = self.extra_ca.as_ref().filter(|_| transport);
@@ -366,7 +451,6 @@ impl<'s> Renderer<'s> {
         }
         let installers = c
             .context_installers()
-            .into_iter()
             .filter_map(|(_, i)| i.local.clone())
             .collect();
         finish(files, c, installers, transport)
@@ -395,28 +479,45 @@ fn finish(mut files: Files, c: &Cell, local_installers: Vec<PathBuf>, transport:
     }
 }
 
-/// The keys the Dockerfile template fills in ([`Renderer::dockerfile`] has a value
-/// for each).
-const DOCKERFILE_KEYS: [&str; 13] = [
-    "CONTEXT",
-    "BASE",
-    "OS_SLUG",
-    "LOCALE",
-    "LANGUAGE",
-    "TIMEZONE",
-    "TITLE",
-    "PYTHON",
-    "MINICONDA",
-    "CUDA",
-    "CUDNN",
-    "VARIANT",
-    "CELL_LABELS",
+/// The keys the Dockerfile template fills in, as `{{NAME}}` ([`Renderer::dockerfile`]
+/// has a value for each).
+#[derive(Clone, Copy)]
+enum Key {
+    Context,
+    Base,
+    OsSlug,
+    Locale,
+    Language,
+    Timezone,
+    Title,
+    Python,
+    Miniconda,
+    Cuda,
+    Cudnn,
+    Variant,
+    CellLabels,
+}
+
+const DOCKERFILE_KEYS: [(&str, Key); 13] = [
+    ("CONTEXT", Key::Context),
+    ("BASE", Key::Base),
+    ("OS_SLUG", Key::OsSlug),
+    ("LOCALE", Key::Locale),
+    ("LANGUAGE", Key::Language),
+    ("TIMEZONE", Key::Timezone),
+    ("TITLE", Key::Title),
+    ("PYTHON", Key::Python),
+    ("MINICONDA", Key::Miniconda),
+    ("CUDA", Key::Cuda),
+    ("CUDNN", Key::Cudnn),
+    ("VARIANT", Key::Variant),
+    ("CELL_LABELS", Key::CellLabels),
 ];
 
 /// A piece of the Dockerfile template: text as it stands, or the value of a key.
 enum Piece {
     Text(&'static str),
-    Key(usize),
+    Key(Key),
 }
 
 /// The template cut at its `{{KEY}}`s, once per process. A `{{` that opens no known
@@ -431,8 +532,8 @@ fn dockerfile_pieces() -> &'static [Piece] {
             let key = after.find("}}").and_then(|close| {
                 DOCKERFILE_KEYS
                     .iter()
-                    .position(|k| *k == &after[..close])
-                    .map(|k| (k, close))
+                    .find(|(name, _)| *name == &after[..close])
+                    .map(|(_, k)| (*k, close))
             });
             match key {
                 Some((k, close)) => {
@@ -456,55 +557,63 @@ impl Renderer<'_> {
     /// `{{`, so filling it in one pass is the same as key by key), each written
     /// straight into it.
     fn dockerfile(&self, c: &Cell) -> String {
+        let mut out = String::with_capacity(DOCKERFILE.len() + 1024);
+        self.write_dockerfile(c, &mut out);
+        out
+    }
+
+    fn write_dockerfile(&self, c: &Cell, out: &mut String) {
         use std::fmt::Write as _;
         let s = self.s;
         let cuda = c.base.cuda.as_ref();
-        let mut out = String::with_capacity(DOCKERFILE.len() + 1024);
         for piece in dockerfile_pieces() {
             let k = match piece {
                 Piece::Text(t) => {
                     out.push_str(t);
                     continue;
                 }
-                Piece::Key(k) => DOCKERFILE_KEYS[*k],
+                Piece::Key(k) => *k,
             };
-            // a value that stands as it is, or one written in place
-            let plain: &str = match k {
-                "BASE" => &c.base.reference,
-                "LOCALE" => &s.runtime.locale,
-                "LANGUAGE" => &self.language,
-                "TIMEZONE" => &s.runtime.timezone,
-                // the coordinates hold both as they print
-                "PYTHON" => &c.coord.python,
-                "MINICONDA" => &c.coord.miniconda,
-                "CUDNN" => cuda.and_then(|x| x.cudnn.as_deref()).unwrap_or_default(),
-                "VARIANT" => &c.variant.name,
-                _ => "",
-            };
-            out.push_str(plain);
             // writing to a String cannot fail
-            let _ = match k {
-                "CONTEXT" => match &c.group {
-                    Some(g) => write!(out, "tag group {} ({})", g.name, platforms(c)),
-                    None => write!(out, "cell {}", c.id),
+            match k {
+                Key::Base => out.push_str(&c.base.reference),
+                Key::Locale => out.push_str(&s.runtime.locale),
+                Key::Language => out.push_str(&self.language),
+                Key::Timezone => out.push_str(&s.runtime.timezone),
+                // the coordinates hold both as they print
+                Key::Python => out.push_str(&c.coord.python),
+                Key::Miniconda => out.push_str(&c.coord.miniconda),
+                Key::Cudnn => {
+                    out.push_str(cuda.and_then(|x| x.cudnn.as_deref()).unwrap_or_default());
+                }
+                Key::Variant => out.push_str(&c.variant.name),
+                Key::Context => match &c.group {
+                    Some(g) => {
+                        let _ = write!(out, "tag group {} ({})", g.name, platforms(c));
+                    }
+                    None => {
+                        out.push_str("cell ");
+                        out.push_str(&c.id);
+                    }
                 },
-                "OS_SLUG" => write!(out, "{}", c.base.os.slug()),
-                "TITLE" => write!(
-                    out,
-                    "{} {}",
-                    s.repository,
-                    c.group.as_ref().map_or(c.id.as_str(), |g| g.name.as_str())
-                ),
-                "CUDA" => match cuda {
-                    Some(x) => write!(out, "{}", x.version),
-                    None => Ok(()),
-                },
-                "CELL_LABELS" => write_cell_labels(&mut out, c),
-                // the others are plain (above)
-                _ => Ok(()),
-            };
+                Key::OsSlug => {
+                    let _ = write!(out, "{}", c.base.os);
+                }
+                Key::Title => {
+                    out.push_str(&s.repository);
+                    out.push(' ');
+                    out.push_str(c.group.as_ref().map_or(c.id.as_str(), |g| g.name.as_str()));
+                }
+                Key::Cuda => {
+                    if let Some(x) = cuda {
+                        let _ = write!(out, "{}", x.version);
+                    }
+                }
+                Key::CellLabels => {
+                    let _ = write_cell_labels(out, c);
+                }
+            }
         }
-        out
     }
 }
 
@@ -651,16 +760,10 @@ impl Renderer<'_> {
         use std::fmt::Write as _;
         let gate = usize::from(c.miniconda.has_tos_gate());
         files.add("conda/conda.env", &self.conda_env[gate], false);
-        // one installer per platform the context builds for, chosen by `uname -m`
-        let installers = c.context_installers();
-        let mut table = String::new();
-        for (arch, i) in &installers {
-            let _ = writeln!(table, "{arch} {} {}", i.file, i.sha256);
-        }
-        files.add("conda/installers.txt", table, false);
+        files.add("conda/installers.txt", installer_table(c), false);
         if transport {
             let mut mirrors = String::new();
-            for (arch, i) in &installers {
+            for (arch, i) in c.context_installers() {
                 for u in &i.urls {
                     let _ = writeln!(mirrors, "{arch} {u}");
                 }
@@ -713,6 +816,22 @@ impl Renderer<'_> {
             &self.defaults_env[gate],
             false,
         );
+    }
+}
+
+/// `conda/installers.txt`: one installer per platform the context builds for, chosen
+/// by `uname -m`.
+fn installer_table(c: &Cell) -> String {
+    let mut table = String::with_capacity(128);
+    write_installer_table(c, &mut table);
+    table
+}
+
+fn write_installer_table(c: &Cell, out: &mut String) {
+    for (arch, i) in c.context_installers() {
+        for part in [arch, " ", &i.file, " ", &i.sha256, "\n"] {
+            out.push_str(part);
+        }
     }
 }
 
@@ -778,19 +897,25 @@ const IDENTITY_SCHEME: &[u8] = b"image-matrix identity 2\0";
 /// installer: one platform's base moving rebuilds them all, so that the platforms
 /// behind one tag never come from different nights.
 pub fn input_hash(ctx: &Context, c: &Cell, base_digests: &[&str]) -> String {
-    // the files' part is gathered first and hashed in one go (three small updates a
-    // file cost more than the hashing itself)
+    let mut h = Sha256::new();
+    h.update(identity_message(ctx, |_, _| {}));
+    identity_tail(&mut h, c, base_digests);
+    hex(&h.finalize())
+}
+
+/// The files' part of an identity, gathered to be hashed in one go (three small
+/// updates a file cost more than the hashing itself); `at` hears where each file's
+/// digest is written.
+fn identity_message(ctx: &Context, mut at: impl FnMut(&str, usize)) -> Vec<u8> {
     let mut msg = Vec::with_capacity(IDENTITY_SCHEME.len() + ctx.files.len() * 72);
     msg.extend_from_slice(IDENTITY_SCHEME);
     for f in ctx.files.iter().filter(|f| !transport_only(&f.path)) {
         msg.extend_from_slice(f.path.as_bytes());
         msg.extend_from_slice(&[0, u8::from(f.executable), 0]);
+        at(&f.path, msg.len());
         msg.extend_from_slice(&file_digest(&f.bytes));
     }
-    let mut h = Sha256::new();
-    h.update(&msg);
-    identity_tail(&mut h, c, base_digests);
-    hex(&h.finalize())
+    msg
 }
 
 /// The identity images built before scheme 2 carry (tool versions up to 2026-11-29):
@@ -1061,6 +1186,55 @@ mod tests {
         let id = Identity::of(&ctx, c, &digests, &digests);
         assert_ne!(id.hash, id.legacy);
         assert!(id.is(&id.hash) && id.is(&id.legacy) && !id.is("sha256:other"));
+    }
+
+    /// A Miniconda cell's identity comes from a frame made for the first cell with its
+    /// variant, Python, OS family and terms gate: it must be the identity of its own
+    /// files. Debian and Ubuntu bases, Miniconda with and without the gate, one Python
+    /// at two releases, two variants and a tag group share frames here wherever they
+    /// may.
+    #[test]
+    fn identities_from_frames_are_those_of_the_files() {
+        let text = "version: 1
+image: {tag: \"c{miniconda}-py{python}-{base}-{variant}\"}
+bases: [ubuntu:22.04, debian:bookworm]
+platforms: [linux/amd64, linux/arm64]
+python: [\"3.11\", \"3.12\"]
+runtime: {root_password: {fixed: pw}}
+variants:
+  - {name: plain}
+  - {name: extra, pip: [rich], apt: [vim]}
+include:
+  - {base: \"debian:bookworm\", python: \"3.12\", miniconda: \"25.1.1-0\", variant: plain}
+  - {base: \"ubuntu:22.04\", python: \"3.12\", miniconda: \"25.1.1-0\", variant: plain, platform: linux/amd64}
+";
+        let p = crate::plan::plan_text(
+            text,
+            "m.yaml",
+            Path::new("."),
+            &crate::plan::PlanOptions {
+                date: "20260101".into(),
+            },
+        )
+        .unwrap();
+        let r = Renderer::new(&p.settings);
+        let gates: std::collections::BTreeSet<bool> =
+            p.cells.iter().map(|c| c.miniconda.has_tos_gate()).collect();
+        assert_eq!(gates.len(), 2, "both sides of the terms gate");
+        let digests = ["sha256:one", "sha256:two"];
+        // twice: the second round takes every frame from the memo
+        for _ in 0..2 {
+            for c in &p.cells {
+                let files = r.files(c, false);
+                assert_eq!(
+                    r.identity(c, &digests),
+                    input_hash(&files, c, &digests),
+                    "{}",
+                    c.id
+                );
+            }
+        }
+        assert!(r.frames.lock().unwrap().len() < p.cells.len());
     }
 
     /// Every file under init/ reaches the context: a new boot helper that is not wired

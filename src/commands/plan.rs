@@ -60,7 +60,7 @@ impl Asked {
         let mut asked = Asked {
             engines,
             keys: HashSet::new(),
-            digests: drift::Digests::new(),
+            digests: drift::Digests::default(),
         };
         asked.ask(keys);
         asked
@@ -86,15 +86,19 @@ impl Asked {
     ) -> (drift::Digests, Vec<String>) {
         if let Err(e) = &self.engines {
             crate::term::line(&format!("note: base digests not checked ({e}); {assumed}"));
-            return (drift::Digests::new(), Vec::new());
+            return (drift::Digests::default(), Vec::new());
         }
-        let mut keys: Vec<(String, String)> = cells
+        let mut keys: Vec<(&str, &str)> = cells
             .iter()
-            .map(|c| (c.base.reference.clone(), c.platform().to_string()))
-            .filter(|k| !self.keys.contains(k))
+            .map(|c| (c.base.reference.as_str(), c.platform()))
+            .filter(|k| !self.keys.contains(crate::plan::fast::pair(k)))
             .collect();
-        keys.sort();
+        keys.sort_unstable();
         keys.dedup();
+        let keys: Vec<(String, String)> = keys
+            .into_iter()
+            .map(|(r, p)| (r.to_string(), p.to_string()))
+            .collect();
         if !keys.is_empty() {
             self.ask(keys);
         }

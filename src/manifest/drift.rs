@@ -81,7 +81,7 @@ fn reasons(
 
 /// The base digest a cell is compared with: the one resolved now, or, where no engine
 /// could be asked, the one the previous manifest recorded.
-pub type Digests = std::collections::HashMap<(String, String), String>;
+pub type Digests = crate::plan::fast::FastMap<(String, String), String>;
 
 pub fn diff(plan: &Plan, cells: &[&Cell], prev: &Manifest, digests: &Digests) -> Vec<Change> {
     let by_id: std::collections::HashMap<&str, &CellRecord> =
@@ -106,7 +106,7 @@ pub fn diff(plan: &Plan, cells: &[&Cell], prev: &Manifest, digests: &Digests) ->
         };
         let digest_of = |id: &str, platform: &str| {
             digests
-                .get(&(c.base.reference.clone(), platform.to_string()))
+                .get(crate::plan::fast::pair(&(&c.base.reference, platform)))
                 .cloned()
                 .or_else(|| by_id.get(id).and_then(|r| r.base_digest.clone()))
                 .unwrap_or_else(|| render::UNRESOLVED.into())
@@ -249,7 +249,7 @@ mod tests {
             ..CellRecord::new("py3.9-ubuntu22.04-amd64", Default::default())
         });
         let cells: Vec<&Cell> = p.cells.iter().collect();
-        let ch = diff(&p, &cells, &prev, &Digests::new());
+        let ch = diff(&p, &cells, &prev, &Digests::default());
         assert_eq!(
             kinds(&ch),
             [
@@ -260,14 +260,14 @@ mod tests {
         );
         let p2 = plan(&format!("{yaml}packages: {{apt: [vim]}}\n"));
         let cells: Vec<&Cell> = p2.cells.iter().collect();
-        let ch = diff(&p2, &cells, &built(&p), &Digests::new());
+        let ch = diff(&p2, &cells, &built(&p), &Digests::default());
         assert_eq!(ch[0].change, "changed");
         assert_eq!(
             ch[0].why,
             ["OS layer (apt packages, locale, timezone or its script)"]
         );
         // a moved base, and a night where only the date tag changes
-        let mut moved = Digests::new();
+        let mut moved = Digests::default();
         moved.insert(
             ("ubuntu:22.04".into(), "linux/amd64".into()),
             "sha256:rebuilt".into(),
@@ -279,7 +279,7 @@ mod tests {
             "{yaml}image: {{aliases: [\"{{tag}}-{{date}}\"]}}\n"
         ));
         let cells: Vec<&Cell> = dated.cells.iter().collect();
-        let ch = diff(&dated, &cells, &built(&p), &Digests::new());
+        let ch = diff(&dated, &cells, &built(&p), &Digests::default());
         assert_eq!(ch[0].change, "retag");
         assert_eq!(
             ch[0].why,
@@ -301,11 +301,11 @@ mod tests {
             r.input_hash = Some(legacy);
         }
         let cells: Vec<&Cell> = p.cells.iter().collect();
-        let ch = diff(&p, &cells, &prev, &Digests::new());
+        let ch = diff(&p, &cells, &prev, &Digests::default());
         assert!(ch.iter().all(|c| c.change == "unchanged"), "{ch:?}");
         let p2 = plan(&format!("{yaml}packages: {{apt: [vim]}}\n"));
         let cells: Vec<&Cell> = p2.cells.iter().collect();
-        let ch = diff(&p2, &cells, &prev, &Digests::new());
+        let ch = diff(&p2, &cells, &prev, &Digests::default());
         assert!(ch.iter().all(|c| c.change == "changed"), "{ch:?}");
     }
 
@@ -319,7 +319,7 @@ mod tests {
             sha256: "abc".into(),
         });
         let cells: Vec<&Cell> = p.cells.iter().collect();
-        let ch = diff(&p, &cells, &prev, &Digests::new());
+        let ch = diff(&p, &cells, &prev, &Digests::default());
         assert_eq!(ch[0].change, "changed");
         assert!(
             ch[0].why[0].starts_with("installer SHA256 abc… → "),

@@ -22,13 +22,20 @@ pub struct Os {
     pub version: String,
 }
 
+impl std::fmt::Display for Os {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let family = match self.family {
+            OsFamily::Ubuntu => "ubuntu",
+            OsFamily::Debian => "debian",
+        };
+        write!(f, "{family}{}", self.version)
+    }
+}
+
 impl Os {
-    /// `ubuntu22.04`, `debian12`: used in tags and ids.
+    /// `ubuntu22.04`, `debian12`: used in tags and ids (and what it displays as).
     pub fn slug(&self) -> String {
-        match self.family {
-            OsFamily::Ubuntu => format!("ubuntu{}", self.version),
-            OsFamily::Debian => format!("debian{}", self.version),
-        }
+        self.to_string()
     }
 
     pub const SUPPORTED: &'static str =

@@ -70,6 +70,51 @@ impl Hasher for WordHasher {
     }
 }
 
+/// A key of two strings, such as a (base reference, platform): maps keyed by
+/// `(String, String)` are looked up with two borrowed strings through `dyn Pair`
+/// (see [`pair`]), with no key built per lookup.
+pub trait Pair {
+    fn pair(&self) -> (&str, &str);
+}
+
+impl Pair for (String, String) {
+    fn pair(&self) -> (&str, &str) {
+        (&self.0, &self.1)
+    }
+}
+
+impl Pair for (&str, &str) {
+    fn pair(&self) -> (&str, &str) {
+        *self
+    }
+}
+
+/// Hashed and compared as the tuple of its strings, as `(String, String)` is.
+impl std::hash::Hash for dyn Pair + '_ {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.pair().hash(h);
+    }
+}
+
+impl PartialEq for dyn Pair + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.pair() == other.pair()
+    }
+}
+
+impl Eq for dyn Pair + '_ {}
+
+impl<'a> std::borrow::Borrow<dyn Pair + 'a> for (String, String) {
+    fn borrow(&self) -> &(dyn Pair + 'a) {
+        self
+    }
+}
+
+/// `(a, b)` as a key of a map or set keyed by `(String, String)`.
+pub fn pair<'k>(key: &'k (&'k str, &'k str)) -> &'k (dyn Pair + 'k) {
+    key
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,5 +148,33 @@ mod tests {
             assert_eq!(m.get(*k), Some(&i));
         }
         assert_eq!(m.get("absent"), None);
+    }
+
+    /// Borrowed pairs find what owned ones were stored under, in std's maps (SipHash)
+    /// and in these, and only that: the halves are not run together.
+    #[test]
+    fn pairs_of_borrowed_strings_find_owned_keys() {
+        let owned = |a: &str, b: &str| (a.to_string(), b.to_string());
+        let mut std_map = std::collections::HashMap::new();
+        let mut fast: FastMap<(String, String), u8> = map_with_capacity(2);
+        for (i, (a, b)) in [
+            ("ubuntu:22.04", "linux/amd64"),
+            ("ubuntu:22.04", "linux/arm64"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            std_map.insert(owned(a, b), i);
+            fast.insert(owned(a, b), i as u8);
+        }
+        assert_eq!(
+            std_map.get(pair(&("ubuntu:22.04", "linux/arm64"))),
+            Some(&1)
+        );
+        assert_eq!(fast.get(pair(&("ubuntu:22.04", "linux/amd64"))), Some(&0));
+        assert_eq!(std_map.get(pair(&("ubuntu:22.04linux/", "amd64"))), None);
+        assert_eq!(fast.get(pair(&("ubuntu:22.04", "linux/riscv64"))), None);
+        let set: std::collections::HashSet<(String, String)> = std_map.into_keys().collect();
+        assert!(set.contains(pair(&("ubuntu:22.04", "linux/amd64"))));
     }
 }

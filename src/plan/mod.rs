@@ -129,15 +129,16 @@ impl Cell {
     }
 
     /// The installers its context carries: its group's, one per platform, or its own.
-    pub fn context_installers(&self) -> Vec<(&str, &InstallerRef)> {
-        match &self.group {
-            Some(g) => g
-                .members
-                .iter()
-                .map(|m| (m.arch.as_str(), &m.installer))
-                .collect(),
-            None => vec![(self.arch(), &*self.installer)],
-        }
+    pub fn context_installers(&self) -> impl Iterator<Item = (&str, &InstallerRef)> {
+        let members = self.group.as_ref().map_or(&[][..], |g| &g.members[..]);
+        let own = self
+            .group
+            .is_none()
+            .then(|| (self.arch(), &*self.installer));
+        members
+            .iter()
+            .map(|m| (m.arch.as_str(), &m.installer))
+            .chain(own)
     }
 }
 

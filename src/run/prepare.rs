@@ -58,7 +58,7 @@ pub struct Settings {
 #[derive(Clone, Debug, Default)]
 pub struct Bases {
     /// What each resolved to.
-    pub digests: HashMap<(String, String), String>,
+    pub digests: crate::plan::fast::FastMap<(String, String), String>,
     /// The engines that hold each; its cells build only there (empty: any engine
     /// that builds the platform, as where no engine holds the base yet).
     pub holders: HashMap<(String, String), Vec<String>>,
@@ -72,7 +72,7 @@ impl Settings {
     fn digest_for(&self, c: &Cell, platform: &str) -> &str {
         self.bases
             .digests
-            .get(&(c.base.reference.clone(), platform.to_string()))
+            .get(crate::plan::fast::pair(&(&c.base.reference, platform)))
             .map_or(UNRESOLVED, String::as_str)
     }
 
@@ -188,7 +188,7 @@ pub fn prepare<'p, E>(
             engines: s
                 .bases
                 .holders
-                .get(&(c.base.reference.clone(), c.platform().to_string()))
+                .get(crate::plan::fast::pair(&(&c.base.reference, c.platform())))
                 .cloned()
                 .unwrap_or_default(),
             check_current: s.check_current || resumed.is_some_and(|h| identity.is(h)),
