@@ -88,9 +88,12 @@ impl Asked {
             crate::term::line(&format!("note: base digests not checked ({e}); {assumed}"));
             return (drift::Digests::default(), Vec::new());
         }
+        // cells of one base and platform mostly come together: each run is looked up once
+        let mut last = None;
         let mut keys: Vec<(&str, &str)> = cells
             .iter()
             .map(|c| (c.base.reference.as_str(), c.platform()))
+            .filter(|k| last.replace(*k) != Some(*k))
             .filter(|k| !self.keys.contains(crate::plan::fast::pair(k)))
             .collect();
         keys.sort_unstable();

@@ -186,6 +186,19 @@ fn json_str(out: &mut Vec<u8>, s: &str) -> serde_json::Result<()> {
     }
 }
 
+/// The JSON string of `parts` run together.
+fn json_str_of(out: &mut Vec<u8>, parts: &[&str]) -> serde_json::Result<()> {
+    if parts.iter().any(|p| needs_escaping(p.as_bytes())) {
+        return serde_json::to_writer(out, &parts.concat());
+    }
+    out.push(b'"');
+    for p in parts {
+        out.extend_from_slice(p.as_bytes());
+    }
+    out.push(b'"');
+    Ok(())
+}
+
 /// Whether JSON must escape any of `bytes`: a control character, `"` or `\`. Eight
 /// bytes at a time: `x - 0x01…01 & !x & 0x80…80` is non-zero exactly when some byte
 /// of `x` is zero (and `x - 0x20…20` when some byte is below 0x20).
@@ -228,6 +241,27 @@ fn json_strs<'s>(
     Ok(())
 }
 
+/// Where the contexts are: each cell's is `dir/<cell id>`.
+struct Contexts<'p> {
+    dir: &'p Path,
+    /// `dir` and a separator (none after an empty one or a `/`), as `Path::join`
+    /// would write them, where `dir` is UTF-8.
+    prefix: Option<String>,
+}
+
+impl<'p> Contexts<'p> {
+    fn new(dir: &'p Path) -> Self {
+        let prefix = dir.to_str().map(|d| {
+            if d.is_empty() || d.ends_with('/') {
+                d.to_string()
+            } else {
+                format!("{d}/")
+            }
+        });
+        Contexts { dir, prefix }
+    }
+}
+
 /// One target's JSON, written field by field (10,000 targets are 9 MB, and serde's
 /// escaping byte by byte was an eighth of bake's time): `context`, `dockerfile`,
 /// `tags`, `platforms`, then what is set of `labels` (by name; a later value of a
@@ -239,7 +273,7 @@ fn write_target<'b>(
     cells: &[&Cell],
     parents: &FastMap<&str, &Cell>,
     members: &[usize],
-    contexts: &Path,
+    contexts: &Contexts,
     build: &(dyn Fn(usize) -> BuildOptions<'b> + Sync),
 ) -> serde_json::Result<()> {
     let c = cells[members[0]];
@@ -248,23 +282,29 @@ fn write_target<'b>(
         _ => shared(&members.iter().map(|&m| build(m)).collect::<Vec<_>>()),
     };
     out.extend_from_slice(b"{\"context\":");
-    json_str(out, &contexts.join(&c.id).display().to_string())?;
+    match contexts.prefix.as_deref() {
+        Some(prefix) => json_str_of(out, &[prefix, &c.id])?,
+        None => json_str(out, &contexts.dir.join(&c.id).display().to_string())?,
+    }
     out.extend_from_slice(b",\"dockerfile\":\"Dockerfile\",\"tags\":");
     json_strs(out, c.tags.iter().map(String::as_str))?;
     out.extend_from_slice(b",\"platforms\":");
     json_strs(out, members.iter().map(|&m| cells[m].platform()))?;
-    let labels: std::collections::BTreeMap<&str, &str> =
-        b.labels.iter().map(|(k, v)| (*k, v.as_ref())).collect();
-    if !labels.is_empty() {
-        out.extend_from_slice(b",\"labels\":{");
-        for (i, (k, v)) in labels.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            json_str(out, k)?;
-            out.push(b':');
-            json_str(out, v)?;
+    // by name; a stable sort keeps a name's values in order, and the last one wins
+    let mut labels: Vec<(&str, &str)> = b.labels.iter().map(|(k, v)| (*k, v.as_ref())).collect();
+    labels.sort_by_key(|l| l.0);
+    let mut none_yet = true;
+    for (i, (k, v)) in labels.iter().enumerate() {
+        if labels.get(i + 1).is_some_and(|next| next.0 == *k) {
+            continue;
         }
+        out.extend_from_slice(if none_yet { b",\"labels\":{" } else { b"," });
+        none_yet = false;
+        json_str(out, k)?;
+        out.push(b':');
+        json_str(out, v)?;
+    }
+    if !none_yet {
         out.push(b'}');
     }
     if let Some(network) = b.network {
@@ -309,6 +349,7 @@ pub fn write_bake<'b, W: std::io::Write>(
     build: &(dyn Fn(usize) -> BuildOptions<'b> + Sync),
 ) -> std::io::Result<()> {
     use rayon::prelude::*;
+    let contexts = Contexts::new(contexts);
     let targets = bake_targets(cells);
     let parents: FastMap<&str, &Cell> = if cells.iter().any(|c| c.framework.is_some()) {
         cells
@@ -343,7 +384,7 @@ pub fn write_bake<'b, W: std::io::Write>(
                     out.extend_from_slice(if first { b"\n    " } else { b",\n    " });
                     json_str(out, name)?;
                     out.extend_from_slice(b": ");
-                    write_target(out, cells, &parents, members, contexts, build)?;
+                    write_target(out, cells, &parents, members, &contexts, build)?;
                 }
                 Ok(())
             })
@@ -592,5 +633,66 @@ mod tests {
             json_str(&mut out, text).unwrap();
             assert_eq!(out, serde_json::to_vec(text).unwrap(), "{text}");
         }
+    }
+
+    /// A target's context is written as `Path::join` makes it, whatever the directory
+    /// ends in and whether the parts need escaping.
+    #[test]
+    fn context_paths_are_those_path_join_makes() {
+        for dir in [
+            "out/contexts",
+            "out/contexts/",
+            "",
+            "/",
+            "a\"b",
+            "ctx\\dir/",
+        ] {
+            for id in ["py3.11-ubuntu22.04-amd64-base", "odd\"id"] {
+                let contexts = Contexts::new(Path::new(dir));
+                let mut out = Vec::new();
+                json_str_of(&mut out, &[contexts.prefix.as_deref().unwrap(), id]).unwrap();
+                let joined = Path::new(dir).join(id).display().to_string();
+                assert_eq!(out, serde_json::to_vec(&joined).unwrap(), "{dir} + {id}");
+            }
+        }
+    }
+
+    /// Labels go out by name, each name once, with the last value `docker build`
+    /// would keep.
+    #[test]
+    fn a_later_label_of_a_name_wins() {
+        let p = crate::plan::plan_text(
+            "version: 1\nbases: [ubuntu:22.04]\npython: [\"3.11\"]\n",
+            "m.yaml",
+            Path::new("."),
+            &crate::plan::PlanOptions {
+                date: "20260101".into(),
+            },
+        )
+        .unwrap();
+        let cells: Vec<&Cell> = p.cells.iter().collect();
+        let build = |_| BuildOptions {
+            labels: ["b=1", "a=x", "c=3", "b=2"]
+                .iter()
+                .map(|l| (&l[..1], std::borrow::Cow::Borrowed(&l[2..])))
+                .collect(),
+            network: None,
+            pull: false,
+            cache_from: Vec::new(),
+            inline_cache: false,
+        };
+        let mut out = Vec::new();
+        write_bake(&mut out, &cells, Path::new("ctx"), &build).unwrap();
+        let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let target = doc["target"].as_object().unwrap().values().next().unwrap();
+        assert_eq!(
+            target["labels"],
+            serde_json::json!({"a": "x", "b": "2", "c": "3"})
+        );
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains(r#""labels":{"a":"x","b":"2","c":"3"}"#),
+            "{text}"
+        );
     }
 }

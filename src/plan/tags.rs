@@ -309,6 +309,10 @@ fn only_platform_differs(a: &Cell, b: &Cell) -> bool {
 /// Tag groups: cells with one primary tag (they differ only in platform). Each member
 /// gets its platform tag (`REPO:TAG-arm64`) and knows every member.
 fn group(cells: &mut [Cell], d: &mut Diags, tag_at: Option<Pos>) {
+    // members differ in platform: with one platform there are none to look for
+    if cells.iter().all(|c| c.platform() == cells[0].platform()) {
+        return;
+    }
     let mut by_tag: Vec<Vec<usize>> = Vec::new();
     let mut index: FastMap<&str, usize> = fast::map_with_capacity(cells.len());
     for (i, c) in cells.iter().enumerate() {
