@@ -219,7 +219,9 @@ fn identities(
         if digests.contains(&crate::render::UNRESOLVED) {
             return None;
         }
-        Some(crate::run::prepare::identity(&renderer, c, s, parent))
+        Some(crate::run::prepare::identity(
+            &renderer, c, &digests, parent,
+        ))
     };
     let mut out: Vec<Option<String>> = cells
         .par_iter()

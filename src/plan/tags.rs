@@ -2,7 +2,6 @@
 //! readable cell ids made unique from their coordinates.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 
 use crate::plan::fast::{self, FastMap};
 
@@ -225,7 +224,7 @@ fn expand_cell(c: &Cell, s: &Settings, date: &str, slug: &str) -> Expanded {
 pub fn assign(cells: &mut [Cell], s: &Settings, raw: &RawConfig, date: &str, d: &mut Diags) {
     use rayon::prelude::*;
     let tag_at = raw.image.tag.as_ref().map(|t| t.at);
-    let mut slugs: HashMap<&str, String> = HashMap::new();
+    let mut slugs: FastMap<&str, String> = FastMap::default();
     for c in cells.iter() {
         if !slugs.contains_key(c.base.reference.as_str()) {
             slugs.insert(&c.base.reference, c.coord.base_slug());

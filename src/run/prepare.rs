@@ -77,11 +77,34 @@ impl Settings {
     }
 
     /// The base digests its identity covers (every platform of its tag group).
-    pub fn identity_digests(&self, c: &Cell) -> Vec<&str> {
-        c.identity_members()
-            .into_iter()
-            .map(|(_, platform)| self.digest_for(c, platform))
-            .collect()
+    pub fn identity_digests(&self, c: &Cell) -> BaseDigests<'_> {
+        match &c.group {
+            None => BaseDigests::One([self.base_digest(c)]),
+            Some(_) => BaseDigests::Many(
+                c.identity_members()
+                    .into_iter()
+                    .map(|(_, platform)| self.digest_for(c, platform))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+/// The base digests a cell's identity covers: a cell's own base's, or each of its
+/// tag group's (no list made for 10,000 cells of one platform each).
+pub enum BaseDigests<'s> {
+    One([&'s str; 1]),
+    Many(Vec<&'s str>),
+}
+
+impl<'s> std::ops::Deref for BaseDigests<'s> {
+    type Target = [&'s str];
+
+    fn deref(&self) -> &[&'s str] {
+        match self {
+            BaseDigests::One(one) => one,
+            BaseDigests::Many(many) => many,
+        }
     }
 }
 
@@ -293,17 +316,18 @@ pub fn build_options<'a>(
 
 /// A cell's identity, worked out as [`prepare`] does, for outputs that describe a
 /// build without running it (bake): with [`build_options`], what `build` would pass.
-/// `parent_hash` is the input hash of a framework image's parent (its identity covers
-/// the parent's, as in [`prepare`]).
+/// `base_digests` are its [`Settings::identity_digests`]; `parent_hash` is the input
+/// hash of a framework image's parent (its identity covers the parent's, as in
+/// [`prepare`]).
 pub fn identity(
     renderer: &render::Renderer,
     c: &Cell,
-    s: &Settings,
+    base_digests: &[&str],
     parent_hash: Option<&str>,
 ) -> String {
     match parent_hash {
         Some(h) => renderer.identity(c, &[h]),
-        None => renderer.identity(c, &s.identity_digests(c)),
+        None => renderer.identity(c, base_digests),
     }
 }
 
@@ -519,7 +543,7 @@ mod tests {
             .iter()
             .all(|st| !st.job.request.cache_from.is_empty()));
         let renderer = render::Renderer::new(&p.settings);
-        let hash = identity(&renderer, cells[0], &s, None);
+        let hash = identity(&renderer, cells[0], &s.identity_digests(cells[0]), None);
         assert_eq!(hash, prep.jobs[0].input_hash);
         let bake = build_options(cells[0], &p.settings.repository, &hash, &s);
         let labels: Vec<(String, String)> = bake
