@@ -22,7 +22,7 @@ fn groups() -> &'static Mutex<HashSet<i32>> {
 /// SIGKILL every registered process group (second Ctrl-C).
 pub fn kill_all_groups() {
     if let Ok(g) = groups().lock() {
-        for pgid in g.iter() {
+        for pgid in g.iter().filter(|p| **p > 0) {
             // SAFETY: killpg has no memory-safety preconditions.
             unsafe {
                 libc::killpg(*pgid, libc::SIGKILL);
@@ -32,6 +32,10 @@ pub fn kill_all_groups() {
 }
 
 pub fn signal_group(pgid: i32, sig: i32) {
+    // 0 or less would signal the tool's own group (or every process it may signal)
+    if pgid <= 0 {
+        return;
+    }
     // SAFETY: killpg has no memory-safety preconditions.
     unsafe {
         libc::killpg(pgid, sig);
@@ -124,6 +128,9 @@ impl Exit {
 
 /// How long a query (version, inspect) may take before its engine counts as hung.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a transfer (pull, push) or a change (tag, rm) may take: a deadline for a
+/// client that hangs for good, far above any real transfer of one image.
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(4 * 3600);
 /// Images per `docker image inspect` / `image rm` call when asking about many.
 const INSPECT_CHUNK: usize = 200;
 /// How long a buildx builder may take to start (a docker-container builder starts its
@@ -416,29 +423,11 @@ impl Docker {
         Ok((exit, why))
     }
 
-    /// Run a short docker command and capture stdout (stderr kept for errors).
+    /// Run a docker command that may take long (a pull, a push, a tag) and capture
+    /// stdout (stderr kept for errors). Like every child the tool waits on, it is
+    /// killed when the run is stopped while it runs (see [`wait_within`]).
     pub fn capture(&self, args: &[&str]) -> Result<String, String> {
-        let out = self
-            .expr(args)
-            .stdout_capture()
-            .stderr_capture()
-            .unchecked()
-            .run()
-            .map_err(|e| format!("cannot run {}: {e}", self.client.display()))?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_string())
-        } else {
-            let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
-            Err(if err.is_empty() {
-                format!(
-                    "docker {} exited with {}",
-                    args.first().unwrap_or(&""),
-                    out.status
-                )
-            } else {
-                err
-            })
-        }
+        self.capture_within(args, TRANSFER_TIMEOUT)
     }
 
     /// (client version, server version, server arch) or why the daemon does not answer.
@@ -1023,30 +1012,70 @@ pub fn endpoint_is_local(ep: &str) -> bool {
             .is_ok_and(|a| a.is_loopback())
 }
 
-/// Run an expression to its end, or kill it after `timeout` (then `Ok(None)`).
+/// Run an expression to its end, or kill it after `timeout` (then `Ok(None)`). The
+/// child runs in a process group of its own, registered for the emergency stop, and
+/// the whole group is killed on the deadline, and also when the run is stopped (the
+/// process's cancel flag set while it runs: then an `Interrupted` error), so that
+/// neither a hung client nor what it started outlives the tool. A child started after
+/// the stop runs to its end: the record of a stopped run still needs a few queries.
 fn wait_within(
     e: duct::Expression,
     timeout: Duration,
 ) -> std::io::Result<Option<std::process::Output>> {
-    let handle = e.start()?;
-    // A thread blocks in wait() while this one waits on the channel up to the deadline:
-    // a query that takes 3 ms costs 3 ms, not a polling period. (duct's own
-    // wait_timeout registers a SIGCHLD handler per call, far dearer at this rate.)
-    std::thread::scope(|s| {
+    let cancel = crate::signals::process();
+    let stopped_before = cancel.is_set();
+    let handle = e
+        .before_spawn(|cmd| {
+            cmd.process_group(0);
+            Ok(())
+        })
+        .start()?;
+    let pgid = handle.pids().first().copied().unwrap_or(0) as i32;
+    if let Ok(mut g) = groups().lock() {
+        g.insert(pgid);
+    }
+    let deadline = Instant::now() + timeout;
+    // A thread blocks in wait() while this one waits on the channel: a query that
+    // takes 3 ms costs 3 ms, not a polling period (the slices only bound how late a
+    // stop is noticed). duct's own wait_timeout registers a SIGCHLD handler per call,
+    // far dearer at this rate.
+    let result = std::thread::scope(|s| {
         let (tx, rx) = std::sync::mpsc::channel();
         let h = &handle;
         s.spawn(move || {
             let _ = tx.send(h.wait().cloned());
         });
-        match rx.recv_timeout(timeout) {
-            Ok(r) => r.map(Some),
-            Err(_) => {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left.min(Duration::from_millis(50))) {
+                Ok(r) => return r.map(Some),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(std::io::Error::other("the waiting thread ended"))
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            let stopped = !stopped_before && cancel.is_set();
+            if stopped || Instant::now() >= deadline {
                 // the waiting thread returns once the child is gone
+                signal_group(pgid, libc::SIGKILL);
                 let _ = handle.kill();
-                Ok(None)
+                return if stopped {
+                    Err(std::io::Error::new(
+                        std::io::ErrorKind::Interrupted,
+                        cancel
+                            .reason()
+                            .map_or_else(|| "stopped".into(), |r| r.describe()),
+                    ))
+                } else {
+                    Ok(None)
+                };
             }
         }
-    })
+    });
+    if let Ok(mut g) = groups().lock() {
+        g.remove(&pgid);
+    }
+    result
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 //! third signal exits on the spot, for a tool that no longer answers at all.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::exit;
 
@@ -122,14 +122,34 @@ impl Cancel {
     }
 }
 
-/// Handle SIGINT, SIGTERM and SIGHUP for the rest of the process: the first cancels,
-/// the second hurries (and calls `on_urgent`, which kills what runs), the third exits.
-pub fn install(cancel: &Cancel, on_urgent: fn()) {
+/// The process's cancel flag: the one the signal handler sets, and the one every child
+/// process the tool waits on watches (a query still running when it is set is killed,
+/// so that a hung `docker` client cannot hold a stopped run).
+pub fn process() -> &'static Cancel {
+    static C: OnceLock<Cancel> = OnceLock::new();
+    C.get_or_init(Cancel::default)
+}
+
+/// Handle SIGINT, SIGTERM and SIGHUP for the rest of the process, from the first thing
+/// a long command does (before its first `docker` query: until then a signal would
+/// take its default action, or be lost where the parent shell ignores it): the first
+/// cancels [`process`], the second hurries (and calls `on_urgent`, which kills what
+/// runs), the third exits. Installing again changes nothing; the flag is returned.
+pub fn install(on_urgent: fn()) -> Cancel {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    let cancel = process().clone();
+    ONCE.call_once(|| spawn_handler(cancel.clone(), on_urgent));
+    cancel
+}
+
+fn spawn_handler(cancel: Cancel, on_urgent: fn()) {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    // signal-hook installs its own handler over any disposition, SIG_IGN included: a
+    // SIGINT sent to a background job of a script (which starts with SIGINT ignored)
+    // is a request to stop like any other.
     let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) else {
         return;
     };
-    let cancel = cancel.clone();
     let count = AtomicU32::new(0);
     std::thread::spawn(move || {
         for sig in signals.forever() {

@@ -1087,3 +1087,97 @@ fn images_labelled_by_an_earlier_version_stay_current() {
         assert_eq!(e.status(id), "built");
     }
 }
+
+/// `matrix build` with `file` in the fake's state making one docker call hang, sent
+/// `sig` once the hang has begun: from a script's background job (which starts with
+/// SIGINT ignored) when `ignored`. The run ends at once with the signal's code, builds
+/// nothing, leaves nothing running and says so in its manifest.
+fn a_signal_during_a_hung_query_ends_the_run(
+    mark: u32,
+    file: &str,
+    args: &[&str],
+    sig: i32,
+    ignored: bool,
+) {
+    use std::os::unix::process::CommandExt;
+    let e = Env::new(mark);
+    std::fs::write(e.path(&format!("state/{file}")), "").unwrap();
+    let mut cmd = e.cmd(args);
+    cmd.stderr(Stdio::null());
+    if ignored {
+        // SAFETY: signal(2) between fork and exec, as a shell does for a background job.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::signal(libc::SIGINT, libc::SIG_IGN);
+                Ok(())
+            });
+        }
+    }
+    let mut child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let pid_file = e.path("state/hang-pid");
+    while std::fs::read_to_string(&pid_file).map_or(true, |s| s.trim().is_empty()) {
+        assert!(Instant::now() < deadline, "the hung call never began");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let hung: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let t = Instant::now();
+    // SAFETY: plain kill(2) on our own child.
+    unsafe {
+        libc::kill(child.id() as i32, sig);
+    }
+    let status = child.wait().unwrap();
+    let took = t.elapsed();
+    assert_eq!(status.code(), Some(128 + sig), "took {took:?}");
+    assert!(took < Duration::from_secs(5), "the stop took {took:?}");
+    assert!(
+        !e.calls().lines().any(|l| l.contains("build ")),
+        "a build started after the signal:\n{}",
+        e.calls()
+    );
+    // killed, it may stay a zombie for a moment until init reaps it
+    let state = std::fs::read_to_string(format!("/proc/{hung}/stat")).unwrap_or_default();
+    let alive = state
+        .rsplit_once(") ")
+        .is_some_and(|(_, rest)| !rest.starts_with('Z'));
+    assert!(
+        !alive,
+        "the hung docker call's child {hung} outlived the run: {state}"
+    );
+    let m = e.manifest();
+    assert_eq!(m["outcome"]["result"], "interrupted", "{m}");
+    let name = if sig == libc::SIGINT {
+        "SIGINT"
+    } else {
+        "SIGTERM"
+    };
+    assert_eq!(m["outcome"]["signal"], name);
+    for c in m["cells"].as_array().unwrap() {
+        assert_eq!(c["status"], "not-started", "{c}");
+    }
+}
+
+#[test]
+fn sigint_to_a_background_run_during_a_hung_buildx_query_stops_it() {
+    a_signal_during_a_hung_query_ends_the_run(31040, "hang-buildx", &[], libc::SIGINT, true);
+}
+
+#[test]
+fn sigterm_during_a_hung_buildx_query_stops_the_run_with_a_record() {
+    a_signal_during_a_hung_query_ends_the_run(31041, "hang-buildx", &[], libc::SIGTERM, false);
+}
+
+#[test]
+fn sigterm_during_a_slow_pull_stops_the_run_with_a_record() {
+    a_signal_during_a_hung_query_ends_the_run(
+        31042,
+        "hang-pull",
+        &["--pull"],
+        libc::SIGTERM,
+        false,
+    );
+}

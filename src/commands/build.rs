@@ -26,6 +26,9 @@ use crate::signals::{self, Cancel, Reason};
 const RECORD_EVERY: Duration = Duration::from_secs(2);
 
 pub fn run(cli: &Cli, args: &BuildArgs) -> Result<Exit, Error> {
+    // First of all: from here on a signal stops the run with a record of it, whatever
+    // the run is doing (a hung docker query included).
+    let cancel = signals::install(on_urgent);
     let plan = load_plan(cli, &args.select)?;
     let cells = select(&plan, &args.select);
     if cells.is_empty() {
@@ -42,45 +45,18 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> Result<Exit, Error> {
     out.preflight()?;
     // last night's record: where bases were, which images were verified
     let previous = io::read(&out.manifest).ok();
-    let connected = connect(&plan, args)?;
-    let mut settings = prepare_settings(&plan, args, &connected.engines)?;
-    check_cache(&settings.cache, &connected.engines)?;
-    check_platforms(&cells, &connected.engines)?;
-    settings.bases = resolve_bases(&cells, &connected.engines, args.pull, previous.as_ref())?;
-    let prepared = prepare::prepare(&plan, &cells, &out.paths, &settings, &mut |job, ctx| {
-        crate::render::write(ctx, &job.request.context_dir)
-            .map_err(|e| Error::write(&job.request.context_dir, e))
-    })?;
-    for j in prepared
-        .jobs
-        .iter()
-        .chain(prepared.stages.iter().map(|s| &s.job))
-    {
-        let _ = std::fs::remove_file(&j.log_path);
-        // a stale image ID would make an up-to-date cell report last night's build
-        if let Some(iid) = &j.request.iidfile {
-            let _ = std::fs::remove_file(iid);
+    let (connected, prepared) = match ready(&plan, &cells, args, &out, previous.as_ref(), &cancel) {
+        Ready::Go(c, p) => (c, p),
+        Ready::Stopped(connected) => {
+            return stopped_before_builds(&plan, &cells, args, connected.as_ref(), &out, &cancel)
         }
-    }
-    let mut manifest = initial_manifest(&plan, args, &connected, &prepared);
-    if let Some(shard) = args.select.shard {
-        // the whole selection, so that merge and push can tell a missing shard
-        let picked = crate::coord::select(&plan.cells, &args.select.filters);
-        manifest.planned = crate::plan::family::with_parents(&plan.cells, &picked)
-            .iter()
-            .map(|c| c.id.clone())
-            .collect();
-        manifest.shards = vec![shard.to_string()];
-    }
-    // The handlers go in before the first manifest is written: a signal that finds the
-    // manifest on disk must find them too (it was a race: a Ctrl-C just after the write
-    // killed the tool outright, with the manifest saying nothing of it).
-    let cancel = Cancel::default();
-    signals::install(&cancel, || {
-        crate::docker::kill_all_groups();
-        crate::verify::remove_all_containers();
-    });
-    let mut recorder = Recorder::new(manifest, &out.manifest, RECORD_EVERY);
+        Ready::Failed(e) => return Err(e),
+    };
+    let mut recorder = Recorder::new(
+        initial_manifest(&plan, args, &connected, &prepared),
+        &out.manifest,
+        RECORD_EVERY,
+    );
     recorder
         .write()
         .map_err(|e| Error::write(&out.manifest, e))?;
@@ -137,6 +113,135 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> Result<Exit, Error> {
         );
     }
     Ok(done)
+}
+
+/// A second signal: every build and query group killed, verify containers removed.
+fn on_urgent() {
+    crate::docker::kill_all_groups();
+    crate::verify::remove_all_containers();
+}
+
+/// What the steps before the builds came to.
+enum Ready<'p> {
+    Go(Connected, Prepared<'p>),
+    /// A signal arrived before any build started (the engines, if they were reached).
+    Stopped(Option<Connected>),
+    Failed(Error),
+}
+
+/// The engines reached, the bases resolved and every context rendered, with a look at
+/// the cancel flag after each step: a signal during any of them (a hung query is
+/// killed by it) ends the run before a build starts, and wins over the error the
+/// killed query caused.
+fn ready<'p>(
+    plan: &'p Plan,
+    cells: &[&'p crate::plan::Cell],
+    args: &BuildArgs,
+    out: &Outputs,
+    previous: Option<&Manifest>,
+    cancel: &Cancel,
+) -> Ready<'p> {
+    let connected = match connect(plan, args) {
+        _ if cancel.is_set() => return Ready::Stopped(None),
+        Ok(c) => c,
+        Err(e) => return Ready::Failed(e),
+    };
+    let prepared = (|| {
+        let mut settings = prepare_settings(plan, args, &connected.engines)?;
+        check_cache(&settings.cache, &connected.engines)?;
+        check_platforms(cells, &connected.engines)?;
+        if cancel.is_set() {
+            return Ok(None);
+        }
+        settings.bases = resolve_bases(cells, &connected.engines, args.pull, previous)?;
+        if cancel.is_set() {
+            return Ok(None);
+        }
+        let prepared = prepare::prepare(plan, cells, &out.paths, &settings, &mut |job, ctx| {
+            crate::render::write(ctx, &job.request.context_dir)
+                .map_err(|e| Error::write(&job.request.context_dir, e))
+        })?;
+        Ok(Some(prepared))
+    })();
+    match prepared {
+        _ if cancel.is_set() => Ready::Stopped(Some(connected)),
+        Ok(Some(p)) => {
+            remove_stale_outputs(&p);
+            Ready::Go(connected, p)
+        }
+        Ok(None) => Ready::Stopped(Some(connected)),
+        Err(e) => Ready::Failed(e),
+    }
+}
+
+/// Last night's logs and image IDs of the jobs about to run: a stale image ID would
+/// make an up-to-date cell report last night's build.
+fn remove_stale_outputs(prepared: &Prepared) {
+    for j in prepared
+        .jobs
+        .iter()
+        .chain(prepared.stages.iter().map(|s| &s.job))
+    {
+        let _ = std::fs::remove_file(&j.log_path);
+        if let Some(iid) = &j.request.iidfile {
+            let _ = std::fs::remove_file(iid);
+        }
+    }
+}
+
+/// A run stopped before its first build: a manifest that says so (every selected cell
+/// not started, the engines as far as they were reached) and the signal's exit code.
+/// It goes to no history: it built nothing, and must not count as a night for prune.
+fn stopped_before_builds(
+    plan: &Plan,
+    cells: &[&crate::plan::Cell],
+    args: &BuildArgs,
+    connected: Option<&Connected>,
+    out: &Outputs,
+    cancel: &Cancel,
+) -> Result<Exit, Error> {
+    let signal = cancel.signal().unwrap_or(signals::Signal::Interrupt);
+    let why = format!(
+        "not started: {} before the builds began",
+        cancel
+            .reason()
+            .unwrap_or(signals::Reason::Signal(signal))
+            .describe()
+    );
+    let mut m = Manifest::new(
+        &plan.matrix_file.display().to_string(),
+        &plan.matrix_sha256,
+        None,
+    );
+    m.repository = Some(plan.settings.repository.clone());
+    if let Some(c) = connected {
+        m.docker = docker_info(c);
+        m.engines = engine_records(args, c);
+    }
+    m.cells = cells
+        .iter()
+        .map(|c| crate::manifest::CellRecord {
+            status: Status::NotStarted,
+            reason: Some(why.clone()),
+            ..prepare::record_for(c, None)
+        })
+        .chain(plan.excluded.iter().map(prepare::excluded_record))
+        .collect();
+    record_shard(&mut m, plan, args);
+    m.outcome = Some(RunOutcome::Interrupted {
+        signal: signal.name().into(),
+    });
+    m.finished = Some(crate::manifest::now());
+    io::write(&out.manifest, &m).map_err(|source| Error::StaleManifest {
+        path: out.manifest.clone(),
+        source,
+    })?;
+    crate::term::line(&format!(
+        "{}: stopped before any build started; {} records it",
+        signal.name(),
+        out.manifest.display()
+    ));
+    Ok(Exit::Stopped(signal))
 }
 
 /// Where this run's files go, and the lock that keeps a second run out.
@@ -269,18 +374,31 @@ fn initial_manifest(
     connected: &Connected,
     prepared: &Prepared,
 ) -> Manifest {
-    let first = connected.engines.first();
     let mut m = Manifest::new(
         &plan.matrix_file.display().to_string(),
         &plan.matrix_sha256,
-        Some(DockerInfo {
-            client: first.server.client_version.clone(),
-            server: first.server.server_version.clone(),
-            builder: first.docker.builder.name().into(),
-        }),
+        docker_info(connected),
     );
     m.repository = Some(plan.settings.repository.clone());
-    m.engines = connected
+    m.engines = engine_records(args, connected);
+    m.cells = prepared.records.clone();
+    record_shard(&mut m, plan, args);
+    m
+}
+
+/// The first engine's client, server and builder.
+fn docker_info(connected: &Connected) -> Option<DockerInfo> {
+    let first = connected.engines.first();
+    Some(DockerInfo {
+        client: first.server.client_version.clone(),
+        server: first.server.server_version.clone(),
+        builder: first.docker.builder.name().into(),
+    })
+}
+
+/// Every engine of the run, those that did not answer at the start included.
+fn engine_records(args: &BuildArgs, connected: &Connected) -> Vec<EngineRecord> {
+    connected
         .engines
         .iter()
         .map(engines::Engine::record)
@@ -293,9 +411,20 @@ fn initial_manifest(
             platforms: spec.platforms.clone(),
             buildx_builder: spec.buildx_builder.clone(),
         }))
-        .collect();
-    m.cells = prepared.records.clone();
-    m
+        .collect()
+}
+
+/// A shard's record names the whole selection, so that merge and push can tell a
+/// missing shard.
+fn record_shard(m: &mut Manifest, plan: &Plan, args: &BuildArgs) {
+    if let Some(shard) = args.select.shard {
+        let picked = crate::coord::select(&plan.cells, &args.select.filters);
+        m.planned = crate::plan::family::with_parents(&plan.cells, &picked)
+            .iter()
+            .map(|c| c.id.clone())
+            .collect();
+        m.shards = vec![shard.to_string()];
+    }
 }
 
 /// Run the jobs; the reporter draws each event and the recorder applies it.

@@ -52,8 +52,7 @@ pub fn run(args: &VerifyArgs) -> Result<Exit, Error> {
                 .into(),
         ));
     }
-    let cancel = Cancel::default();
-    signals::install(&cancel, verify::remove_all_containers);
+    let cancel = signals::install(verify::remove_all_containers);
     let report = match manifest {
         Some(mut m) => {
             let which = selected(&m, &args.filters);
