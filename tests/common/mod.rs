@@ -1,6 +1,7 @@
-//! Helpers shared by the real-Docker test binaries: running commands, checking the
-//! environment (failing loudly when it is missing), the stand-in installer mirror,
-//! image clean-up and manifest access.
+//! Helpers shared by the test binaries: running commands (`matrix` through
+//! [`Matrix`]), checking the environment of the real-Docker tests (failing loudly when
+//! it is missing), the stand-in installer mirror, image clean-up, manifest access, and
+//! the fake-docker environment ([`fake`]).
 #![allow(dead_code)]
 
 use std::path::Path;
@@ -187,11 +188,7 @@ pub fn remove_images(host: Option<&str>, repo: &str) {
 }
 
 pub fn matrix(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    sh(Command::new(env!("CARGO_BIN_EXE_matrix"))
-        .current_dir(dir)
-        .env("NO_COLOR", "1")
-        .env("IMAGE_MATRIX_DATA", "/nonexistent/image-matrix-data")
-        .args(args))
+    Matrix::new(dir).args(args).run()
 }
 
 pub fn manifest(path: &Path) -> serde_json::Value {
@@ -208,5 +205,9 @@ pub fn cell<'a>(m: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
         .find(|c| c["id"] == id)
         .unwrap_or_else(|| panic!("no cell {id}"))
 }
+
 pub mod fake;
+pub mod run;
 pub mod schema;
+
+pub use run::Matrix;
