@@ -1,7 +1,8 @@
 //! Helpers shared by the test binaries: running commands (`matrix` through
 //! [`Matrix`]), checking the environment of the real-Docker tests (failing loudly when
-//! it is missing), the stand-in installer mirror, image clean-up, manifest access, and
-//! the fake-docker environment ([`fake`]).
+//! it is missing), the stand-in installer mirror and the matrices served from it
+//! ([`LocalMatrix`]), image clean-up, manifest access, and the fake-docker
+//! environment ([`fake`]).
 #![allow(dead_code)]
 
 use std::path::Path;
@@ -207,7 +208,11 @@ pub fn cell<'a>(m: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
 }
 
 pub mod fake;
+pub mod local;
 pub mod run;
 pub mod schema;
 
+// every binary compiles this module, only the real-Docker ones use the matrices
+#[allow(unused_imports)]
+pub use local::LocalMatrix;
 pub use run::Matrix;
