@@ -41,24 +41,14 @@ fn require_buildx() {
 
 /// One cell on the local base, its installer from `mirror` (a URL ending in `/`).
 fn matrix_yaml(repo: &str, mirror: &str, sha: &str) -> String {
-    format!(
-        r#"version: 1
-image:
-  repository: {repo}
-  tag: "conda3-python{{python}}-{{base}}"
-bases:
+    LocalMatrix::served(repo, "conda3-python{python}-{base}", mirror, sha)
+        .axes(
+            r#"bases:
   - image-matrix-test/debian:bookworm
 python: ["3.11"]
-installers:
-  - file: Miniconda3-py311_24.5.0-0-Linux-x86_64.sh
-    sha256: "{sha}"
-sources:
-  installer_mirrors: ["{mirror}"]
-  ca_bundle: /etc/ssl/certs/ca-certificates.crt
-build:
-  network: host
-"#
-    )
+"#,
+        )
+        .yaml()
 }
 
 fn label(image: &str, key: &str) -> String {

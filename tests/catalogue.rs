@@ -2,25 +2,22 @@
 //! directory, and the same served over HTTP on loopback): a new Miniconda release and
 //! a new CUDA tag get in, a tag moves to end-of-life, and plans read the result.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use common::Matrix;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/catalogue")
 }
 
 fn matrix(data: &Path, dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_matrix"))
-        .current_dir(dir)
+    Matrix::new(dir)
         .env("IMAGE_MATRIX_DATA", data)
         .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+        .run()
 }
 
 const NEW: &str = "version: 1\nbases: [nvidia/cuda:13.1.0-cudnn-devel-ubuntu24.04]\npython: [{version: \"3.14\", miniconda: \"26.9.1-0\"}]\n";

@@ -23,12 +23,13 @@ fn real_images_build_verify_and_fail_where_they_should() {
     let mirror = Mirror::start(&dir.path().join("mirror"));
     let repo = format!("image-matrix-e2e-{}", std::process::id());
     let _cleanup = Cleanup(repo.clone());
-    let yaml = format!(
-        r#"version: 1
-image:
-  repository: {repo}/miniconda
-  tag: "conda3-python{{python}}-{{miniconda}}-{{base}}-{{variant}}"
-bases:
+    let yaml = LocalMatrix::new(
+        &format!("{repo}/miniconda"),
+        "conda3-python{python}-{miniconda}-{base}-{variant}",
+        &mirror,
+    )
+    .axes(
+        r#"bases:
   - image-matrix-test/debian:bookworm
 python: ["3.11"]
 variants:
@@ -37,19 +38,10 @@ variants:
     pip: ["six"]
 include:
   # Real installer name, real catalogue SHA256, but the mirror serves the stand-in.
-  - {{base: "image-matrix-test/debian:12", python: "3.11", miniconda: "23.11.0-2", variant: base}}
-installers:
-  - file: Miniconda3-py311_24.5.0-0-Linux-x86_64.sh
-    sha256: "{sha}"
-sources:
-  installer_mirrors: ["http://127.0.0.1:{port}/"]
-  ca_bundle: /etc/ssl/certs/ca-certificates.crt
-build:
-  network: host
+  - {base: "image-matrix-test/debian:12", python: "3.11", miniconda: "23.11.0-2", variant: base}
 "#,
-        sha = mirror.sha,
-        port = mirror.port
-    );
+    )
+    .yaml();
     std::fs::write(dir.path().join("matrix.yaml"), yaml).unwrap();
 
     // 1. Build: two cells succeed, the one with the mismatching installer fails.

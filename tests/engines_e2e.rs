@@ -76,13 +76,14 @@ fn build_and_break(engine: &'static str, how: &str) -> Broken {
     let second = SecondEngine::start(engine);
     // Two bases (two tags of one image), one cell each: each engine takes one, and no
     // shared stage is built ahead of them.
-    let yaml = format!(
-        r#"version: 1
-image:
-  repository: {repo}/miniconda
-  tag: "conda3-python{{python}}-{{base}}-{{variant}}"
-  aliases: ["{{tag}}-nightly"]
-bases:
+    let yaml = LocalMatrix::new(
+        &format!("{repo}/miniconda"),
+        "conda3-python{python}-{base}-{variant}",
+        &mirror,
+    )
+    .image(r#"aliases: ["{tag}-nightly"]"#)
+    .axes(
+        r#"bases:
   - image-matrix-test/debian:bookworm
   - image-matrix-test/debian:12
 python: ["3.11"]
@@ -91,17 +92,12 @@ variants:
   - name: extra
     pip: ["six"]
 exclude:
-  - {{base: "image-matrix-test/debian:bookworm", variant: extra, reason: "one cell per base"}}
-  - {{base: "image-matrix-test/debian:12", variant: base, reason: "one cell per base"}}
-installers:
-  - file: Miniconda3-py311_24.5.0-0-Linux-x86_64.sh
-    sha256: "{sha}"
-sources:
-  installer_mirrors: ["http://127.0.0.1:{port}/"]
-  ca_bundle: /etc/ssl/certs/ca-certificates.crt
-build:
-  network: host
-engines:
+  - {base: "image-matrix-test/debian:bookworm", variant: extra, reason: "one cell per base"}
+  - {base: "image-matrix-test/debian:12", variant: base, reason: "one cell per base"}
+"#,
+    )
+    .then(&format!(
+        r#"engines:
   - name: a
     host: unix:///var/run/docker.sock
     jobs: 1
@@ -109,10 +105,9 @@ engines:
     host: {host}
     jobs: 1
 "#,
-        sha = mirror.sha,
-        port = mirror.port,
         host = second.host,
-    );
+    ))
+    .yaml();
     std::fs::write(dir.path().join("matrix.yaml"), yaml).unwrap();
 
     let t0 = Instant::now();

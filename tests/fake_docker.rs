@@ -778,15 +778,7 @@ fn a_failed_parent_skips_its_framework_images() {
     let (code, err) = e.run(&["-j", "2"]);
     assert_eq!(code, 1, "{err}");
     let m = e.manifest();
-    let cell = |id: &str| {
-        m["cells"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["id"] == id)
-            .unwrap_or_else(|| panic!("no cell {id}"))
-            .clone()
-    };
+    let cell = |id: &str| common::cell(&m, id);
     let bad_child = cell(&format!("{p_bad}-torch2.5.1"));
     assert_eq!(bad_child["status"], "not-started");
     let reason = bad_child["reason"].as_str().unwrap_or_default();

@@ -23,29 +23,21 @@ fn a_pytorch_image_builds_on_its_miniconda_parent_and_passes_the_torch_checks() 
     let mirror = Mirror::start(&dir.path().join("mirror"));
     let repo = format!("image-matrix-frameworks-e2e-{}", std::process::id());
     let _cleanup = Cleanup(repo.clone());
-    let yaml = format!(
-        r#"version: 1
-image:
-  repository: {repo}/miniconda
-  tag: "conda3-python{{python}}-{{base_name}}"
-  pytorch_tag: "pytorch{{torch}}-{{cuda_wheel}}-python{{python}}-{{base_name}}"
-bases:
+    let yaml = LocalMatrix::new(
+        &format!("{repo}/miniconda"),
+        "conda3-python{python}-{base_name}",
+        &mirror,
+    )
+    .image(r#"pytorch_tag: "pytorch{torch}-{cuda_wheel}-python{python}-{base_name}""#)
+    .axes(&format!(
+        r#"bases:
   - {{image: "{BASE}", os: debian12}}
 python: ["3.11"]
 pytorch: ["2.1.2"]
-installers:
-  - file: Miniconda3-py311_24.5.0-0-Linux-x86_64.sh
-    sha256: "{sha}"
-sources:
-  installer_mirrors: ["http://127.0.0.1:{port}/"]
-  ca_bundle: /etc/ssl/certs/ca-certificates.crt
-  pytorch_index: pypi
-build:
-  network: host
-"#,
-        sha = mirror.sha,
-        port = mirror.port
-    );
+"#
+    ))
+    .source("pytorch_index: pypi")
+    .yaml();
     std::fs::write(dir.path().join("matrix.yaml"), yaml).unwrap();
 
     // the plan: the package index's build, named by the catalogue

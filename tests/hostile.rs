@@ -16,11 +16,7 @@ const B: &str = "py3.10-ubuntu22.04-amd64";
 const C: &str = "py3.11-ubuntu22.04-amd64";
 
 fn matrix_in(dir: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_matrix"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap()
+    common::Matrix::new(dir).args(args).output()
 }
 
 fn signal(child: &std::process::Child, sig: i32) {

@@ -6,6 +6,7 @@ mod common;
 
 use std::process::Command;
 
+use common::cell;
 use common::fake::Env;
 
 const TWO_PLATFORMS: &str = "version: 1\nimage:\n  aliases: [\"{tag}-nightly\"]\nbases: [ubuntu:22.04]\npython: [\"3.11\"]\nplatforms: [linux/amd64, linux/arm64]\n";
@@ -42,15 +43,6 @@ fn engines(e: &Env) -> Vec<String> {
 
 fn calls(e: &Env) -> String {
     std::fs::read_to_string(e.path("state/calls")).unwrap_or_default()
-}
-
-fn cell<'a>(m: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
-    m["cells"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == id)
-        .unwrap_or_else(|| panic!("no cell {id}"))
 }
 
 #[test]

@@ -11,7 +11,8 @@ use std::process::Command;
 use std::time::Instant;
 
 use common::{
-    cell, docker, manifest, matrix, remove_images, require_environment, sh, Mirror, Registry, BASE,
+    cell, docker, manifest, matrix, remove_images, require_environment, sh, LocalMatrix, Mirror,
+    Registry, BASE,
 };
 
 const ARM_HOST: &str = "unix:///run/image-matrix-engines/arm.sock";
@@ -55,29 +56,19 @@ impl Drop for Cleanup {
 }
 
 fn yaml(repo: &str, mirror: &Mirror) -> String {
-    format!(
-        r#"version: 1
-image:
-  repository: {repo}
-  tag: "conda3-python{{python}}-{{base}}"
-  aliases: ["{{tag}}-{{date}}"]
-bases: [{BASE}]
+    LocalMatrix::new(repo, "conda3-python{python}-{base}", mirror)
+        .image(r#"aliases: ["{tag}-{date}"]"#)
+        .axes(&format!(
+            r#"bases: [{BASE}]
 python: ["3.11"]
 platforms: [linux/amd64, linux/arm64]
-installers:
-  - file: Miniconda3-py311_24.5.0-0-Linux-x86_64.sh
-    sha256: "{sha}"
-  - file: Miniconda3-py311_24.5.0-0-Linux-aarch64.sh
-    sha256: "{sha}"
-sources:
-  installer_mirrors: ["http://127.0.0.1:{port}/"]
-  ca_bundle: /etc/ssl/certs/ca-certificates.crt
-build:
-  network: host
-"#,
-        sha = mirror.sha,
-        port = mirror.port
-    )
+"#
+        ))
+        .installers(&[
+            "Miniconda3-py311_24.5.0-0-Linux-x86_64.sh",
+            "Miniconda3-py311_24.5.0-0-Linux-aarch64.sh",
+        ])
+        .yaml()
 }
 
 /// The registry's answer for a tag, asked for an image index.

@@ -32,29 +32,22 @@ fn on_base<'a>(m: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
 /// The local matrix on two bases (copies of the local Debian base under this test's
 /// own names), one cell each.
 fn nightly_yaml(repo: &str, mirror: &Mirror, extra: &str) -> String {
-    format!(
-        r#"version: 1
-image:
-  repository: {repo}/miniconda
-  tag: "conda3-python{{python}}-{{base_name}}-{{variant}}"
-  aliases: ["{{tag}}-{{date}}"]
-bases:
+    LocalMatrix::new(
+        &format!("{repo}/miniconda"),
+        "conda3-python{python}-{base_name}-{variant}",
+        mirror,
+    )
+    .image(r#"aliases: ["{tag}-{date}"]"#)
+    .axes(&format!(
+        r#"bases:
   - {{image: "{repo}/base:a", os: debian12}}
   - {{image: "{repo}/base:b", os: debian12}}
 python: ["3.11"]
 variants: [{{name: base}}]
-installers:
-  - file: Miniconda3-py311_24.5.0-0-Linux-x86_64.sh
-    sha256: "{sha}"
-sources:
-  installer_mirrors: ["http://127.0.0.1:{port}/"]
-  ca_bundle: /etc/ssl/certs/ca-certificates.crt
-build:
-  network: host
-{extra}"#,
-        sha = mirror.sha,
-        port = mirror.port
-    )
+"#
+    ))
+    .then(extra)
+    .yaml()
 }
 
 fn id_of(image: &str) -> String {
@@ -306,12 +299,13 @@ fn python_3_13_on_debian_trixie_with_numpy_2_and_a_variant_of_its_own() {
     );
     let repo = format!("image-matrix-py313-{}", std::process::id());
     let _cleanup = Cleanup(repo.clone());
-    let yaml = format!(
-        r#"version: 1
-image:
-  repository: {repo}/miniconda
-  tag: "conda3-python{{python}}-{{base}}-{{variant}}"
-bases:
+    let yaml = LocalMatrix::new(
+        &format!("{repo}/miniconda"),
+        "conda3-python{python}-{base}-{variant}",
+        &mirror,
+    )
+    .axes(&format!(
+        r#"bases:
   - {{image: "{TRIXIE}", os: debian13}}
 python:
   - {{version: "3.13", miniconda: "26.5.3-1"}}
@@ -319,18 +313,10 @@ variants:
   - name: base
   - name: np22
     override: ["numpy==2.2.6"]
-installers:
-  - file: Miniconda3-py313_26.5.3-1-Linux-x86_64.sh
-    sha256: "{sha}"
-sources:
-  installer_mirrors: ["http://127.0.0.1:{port}/"]
-  ca_bundle: /etc/ssl/certs/ca-certificates.crt
-build:
-  network: host
-"#,
-        sha = mirror.sha,
-        port = mirror.port
-    );
+"#
+    ))
+    .installers(&["Miniconda3-py313_26.5.3-1-Linux-x86_64.sh"])
+    .yaml();
     std::fs::write(dir.path().join("matrix.yaml"), yaml).unwrap();
     let (code, out, err) = matrix(dir.path(), &["build", "-j", "2", "--verify"]);
     assert_eq!(code, 0, "{out}\n{err}");

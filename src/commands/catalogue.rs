@@ -64,7 +64,7 @@ pub fn update(args: &CatalogueUpdateArgs) -> Result<Exit, Error> {
     let to = args
         .to
         .clone()
-        .or_else(catalogue::data_dir)
+        .or_else(crate::plan::data::data_dir)
         .ok_or_else(|| Error::Usage("no data directory: give --to DIR (HOME is not set)".into()))?;
     for (file, text) in [(INSTALLERS_FILE, &inst_text), (CUDA_TAGS_FILE, &tags_text)] {
         let path = to.join(file);

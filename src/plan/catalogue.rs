@@ -1,48 +1,21 @@
 //! Data shipped in the repository: the Miniconda installer catalogue (names + SHA256)
 //! and NVIDIA's list of `nvidia/cuda` tags with their support status.
 //!
-//! Both are compiled into the binary from `data/`, so a plan never depends on the
-//! network. `matrix catalogue update` writes fresher copies into a data directory
-//! (`$IMAGE_MATRIX_DATA`, else `~/.local/share/image-matrix`), which is read instead
-//! when it holds them. A user can also extend the installer catalogue from
-//! `matrix.yaml`. Each file starts with `# updated: YYYY-MM-DD from SOURCE`.
+//! Both are compiled into the binary from `data/`; which copy is read (a fresher one
+//! from `matrix catalogue update` wins) and its `# updated:` stamp are
+//! [`super::data`]'s. A user can also extend the installer catalogue from
+//! `matrix.yaml`.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::OnceLock;
 
+use crate::plan::data::{data_text, days_between, stamp};
 use crate::plan::version::{parse_installer_file, CondaRelease, PyVersion};
 
 const INSTALLERS_TSV: &str = include_str!("../../data/miniconda-installers.tsv");
 const CUDA_TAGS_TSV: &str = include_str!("../../data/nvidia-cuda-tags.tsv");
 pub const INSTALLERS_FILE: &str = "miniconda-installers.tsv";
 pub const CUDA_TAGS_FILE: &str = "nvidia-cuda-tags.tsv";
-
-/// Where `catalogue update` writes and where fresher copies are read from.
-pub fn data_dir() -> Option<PathBuf> {
-    if let Some(d) = std::env::var_os("IMAGE_MATRIX_DATA").filter(|d| !d.is_empty()) {
-        return Some(PathBuf::from(d));
-    }
-    let home = std::env::var_os("XDG_DATA_HOME")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))?;
-    Some(home.join("image-matrix"))
-}
-
-/// A data file: the data directory's copy if it has one (with a stamp), else the
-/// built-in one.
-pub fn data_text(file: &str, builtin: &'static str) -> &'static str {
-    let fresh = data_dir()
-        .map(|d| d.join(file))
-        .and_then(|p| std::fs::read_to_string(p).ok())
-        .filter(|t| stamp(t).is_some());
-    match fresh {
-        // leaked once per process: the catalogue lives as long as the process
-        Some(t) => Box::leak(t.into_boxed_str()),
-        None => builtin,
-    }
-}
 
 fn installers_text() -> &'static str {
     static T: OnceLock<&'static str> = OnceLock::new();
@@ -52,39 +25,6 @@ fn installers_text() -> &'static str {
 fn cuda_tags_text() -> &'static str {
     static T: OnceLock<&'static str> = OnceLock::new();
     T.get_or_init(|| data_text(CUDA_TAGS_FILE, CUDA_TAGS_TSV))
-}
-
-/// `# updated: YYYY-MM-DD from SOURCE` → (date, source).
-pub fn stamp(text: &str) -> Option<(String, String)> {
-    let rest = text.lines().next()?.strip_prefix("# updated: ")?;
-    let (date, source) = rest.split_once(" from ").unwrap_or((rest, ""));
-    let ok = date.len() == 10
-        && date.bytes().enumerate().all(|(i, c)| {
-            if i == 4 || i == 7 {
-                c == b'-'
-            } else {
-                c.is_ascii_digit()
-            }
-        });
-    ok.then(|| (date.to_string(), source.to_string()))
-}
-
-/// Days from `a` to `b` (`YYYY-MM-DD` each).
-pub fn days_between(a: &str, b: &str) -> Option<i64> {
-    fn days(d: &str) -> Option<i64> {
-        let y: i64 = d.get(..4)?.parse().ok()?;
-        let m: i64 = d.get(5..7)?.parse().ok()?;
-        let dd: i64 = d.get(8..10)?.parse().ok()?;
-        // days since the civil epoch (Howard Hinnant's algorithm)
-        let y = if m <= 2 { y - 1 } else { y };
-        let era = y.div_euclid(400);
-        let yoe = y - era * 400;
-        let mp = (m + 9) % 12;
-        let doy = (153 * mp + 2) / 5 + dd - 1;
-        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-        Some(era * 146_097 + doe)
-    }
-    Some(days(b)? - days(a)?)
 }
 
 /// A note for each catalogue older than `max_days` on `today` (`YYYY-MM-DD`).
@@ -290,14 +230,7 @@ mod tests {
     }
 
     #[test]
-    fn stamps_and_ages_are_read() {
-        assert_eq!(
-            stamp("# updated: 2026-11-27 from https://x\nrest"),
-            Some(("2026-11-27".into(), "https://x".into()))
-        );
-        assert_eq!(stamp("# no stamp"), None);
-        assert_eq!(days_between("2026-08-31", "2026-11-29"), Some(90));
-        assert_eq!(days_between("2024-02-28", "2024-03-01"), Some(2));
+    fn the_shipped_files_are_stamped() {
         assert!(stamp(INSTALLERS_TSV).is_some() && stamp(CUDA_TAGS_TSV).is_some());
     }
 

@@ -17,7 +17,7 @@ use std::fmt;
 use std::sync::OnceLock;
 
 use crate::coord::Key;
-use crate::plan::catalogue;
+use crate::plan::data;
 use crate::plan::version::PyVersion;
 
 /// Why no wheel of a release installs in a cell, and on which coordinate it failed
@@ -498,8 +498,8 @@ fn texts() -> (&'static str, &'static str) {
     static T: OnceLock<(&'static str, &'static str)> = OnceLock::new();
     *T.get_or_init(|| {
         (
-            catalogue::data_text(PYTORCH_FILE, PYTORCH_TSV),
-            catalogue::data_text(TENSORFLOW_FILE, TENSORFLOW_TSV),
+            data::data_text(PYTORCH_FILE, PYTORCH_TSV),
+            data::data_text(TENSORFLOW_FILE, TENSORFLOW_TSV),
         )
     })
 }
@@ -541,7 +541,7 @@ mod tests {
             ),
         ] {
             assert_eq!(rows(text).count(), parsed, "a line does not parse");
-            let (date, source) = catalogue::stamp(text).expect("a `# updated:` stamp");
+            let (date, source) = data::stamp(text).expect("a `# updated:` stamp");
             assert!(
                 date.starts_with("20") && source.contains("pypi.org"),
                 "{source}"

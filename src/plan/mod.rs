@@ -11,6 +11,7 @@
 pub mod axes;
 pub mod base;
 pub mod catalogue;
+pub mod data;
 pub mod expand;
 pub mod family;
 pub mod fast;

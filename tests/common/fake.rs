@@ -1,25 +1,29 @@
 //! The fake-docker environment of the process tests: a temp dir with a matrix, the
 //! fake `docker` script (tests/fake/docker) and its state directory, and helpers to
 //! run `matrix` against it.
+//!
+//! Every process a fake build starts that must end with the build (`sleep MARK`)
+//! records its pid in `state/pids`; [`Env::leftovers`] looks only there, and dropping
+//! the `Env` kills only those. Nothing is found by name, so a fake build left hanging
+//! by an interrupted earlier run, or by another test with the same mark, is never
+//! counted as this one's.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use super::Matrix;
 
 /// The matrix of the process tests: three cells on one base, with a nightly alias.
 pub const MATRIX: &str = "version: 1\nimage:\n  aliases: [\"{tag}-nightly\"]\nbases: [ubuntu:22.04]\npython: [\"3.9\", \"3.10\", \"3.11\"]\n";
 
 pub struct Env {
     pub dir: tempfile::TempDir,
+    /// How long a hanging fake build sleeps, in seconds: its processes are `sleep MARK`.
     mark: String,
 }
 
 impl Env {
     pub fn new(mark: u32) -> Env {
-        // a fake build left hanging by an earlier, interrupted run of this test would
-        // otherwise count as one of this run's
-        let _ = Command::new("pkill")
-            .args(["-f", &format!("^sleep {mark}$")])
-            .status();
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("matrix.yaml"), MATRIX).unwrap();
         std::fs::create_dir(dir.path().join("state")).unwrap();
@@ -56,34 +60,22 @@ impl Env {
     }
     /// `matrix ARGS` (any command) against the fake docker.
     pub fn matrix(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_matrix"));
-        c.current_dir(self.dir.path())
+        Matrix::new(self.dir.path())
             .env("FAKE_DOCKER_STATE", self.path("state"))
-            .env("IMAGE_MATRIX_DATA", "/nonexistent/image-matrix-data")
             // this host's emulators are not the test's: it makes its own
             .env("IMAGE_MATRIX_BINFMT_DIR", self.path("binfmt"))
             .env("FAKE_SLEEP", &self.mark)
-            .env("NO_COLOR", "1")
             .env(
                 "DOCKER",
                 Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake/docker"),
             )
-            .args(args);
-        c
-    }
-    pub fn push(&self, args: &[&str]) -> (i32, String) {
-        let out = Command::new(env!("CARGO_BIN_EXE_matrix"))
-            .current_dir(self.dir.path())
-            .env("FAKE_DOCKER_STATE", self.path("state"))
-            .env("IMAGE_MATRIX_BINFMT_DIR", self.path("binfmt"))
-            .env(
-                "DOCKER",
-                Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake/docker"),
-            )
-            .args(["push", "out/manifest.json"])
             .args(args)
-            .output()
-            .unwrap();
+            .command()
+    }
+    /// `matrix push out/manifest.json ARGS`: (exit code, stderr).
+    pub fn push(&self, args: &[&str]) -> (i32, String) {
+        let mut c = self.matrix(&["push", "out/manifest.json"]);
+        let out = c.args(args).output().unwrap();
         (
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -105,25 +97,37 @@ impl Env {
     }
     pub fn status(&self, id: &str) -> String {
         let m = self.manifest();
-        let cell = m["cells"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["id"] == id)
-            .unwrap()
-            .clone();
-        cell["status"].as_str().unwrap().to_string()
+        super::cell(&m, id)["status"].as_str().unwrap().to_string()
     }
-    /// Processes of this test's fake builds still alive.
+    /// Processes of this test's fake builds still alive, as `PID sleep MARK`.
     pub fn leftovers(&self) -> Vec<String> {
-        let out = Command::new("pgrep")
-            .args(["-af", &format!("sleep {}", self.mark)])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| !l.contains("pgrep"))
-            .map(str::to_string)
+        self.alive()
+            .iter()
+            .map(|pid| format!("{pid} sleep {}", self.mark))
             .collect()
+    }
+    /// The recorded pids that are still this test's `sleep MARK` (not a zombie, not
+    /// a pid reused by another process since).
+    fn alive(&self) -> Vec<i32> {
+        let pids = std::fs::read_to_string(self.path("state/pids")).unwrap_or_default();
+        let ours = format!("sleep\0{}\0", self.mark);
+        pids.split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .filter(|pid: &i32| {
+                std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == ours.as_bytes())
+            })
+            .collect()
+    }
+}
+
+impl Drop for Env {
+    /// A test that failed, or did not wait for its run, leaves no fake build running.
+    fn drop(&mut self) {
+        for pid in self.alive() {
+            // SAFETY: plain kill(2) on a process this test's fake docker started.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
     }
 }

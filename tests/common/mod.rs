@@ -1,6 +1,8 @@
-//! Helpers shared by the real-Docker test binaries: running commands, checking the
-//! environment (failing loudly when it is missing), the stand-in installer mirror,
-//! image clean-up and manifest access.
+//! Helpers shared by the test binaries: running commands (`matrix` through
+//! [`Matrix`]), checking the environment of the real-Docker tests (failing loudly when
+//! it is missing), the stand-in installer mirror and the matrices served from it
+//! ([`LocalMatrix`]), image clean-up, manifest access, and the fake-docker
+//! environment ([`fake`]).
 #![allow(dead_code)]
 
 use std::path::Path;
@@ -187,11 +189,7 @@ pub fn remove_images(host: Option<&str>, repo: &str) {
 }
 
 pub fn matrix(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    sh(Command::new(env!("CARGO_BIN_EXE_matrix"))
-        .current_dir(dir)
-        .env("NO_COLOR", "1")
-        .env("IMAGE_MATRIX_DATA", "/nonexistent/image-matrix-data")
-        .args(args))
+    Matrix::new(dir).args(args).run()
 }
 
 pub fn manifest(path: &Path) -> serde_json::Value {
@@ -208,5 +206,13 @@ pub fn cell<'a>(m: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
         .find(|c| c["id"] == id)
         .unwrap_or_else(|| panic!("no cell {id}"))
 }
+
 pub mod fake;
+pub mod local;
+pub mod run;
 pub mod schema;
+
+// every binary compiles this module, only the real-Docker ones use the matrices
+#[allow(unused_imports)]
+pub use local::LocalMatrix;
+pub use run::Matrix;
