@@ -14,6 +14,7 @@ pub mod coord;
 pub mod diag;
 pub mod docker;
 pub mod emulation;
+pub mod engine;
 pub mod engines;
 pub mod error;
 pub mod exit;

@@ -7,7 +7,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::engines::{Engines, DEFAULT_ENGINE};
+use crate::engine::{Fleet, ImageEngine};
+use crate::engines::DEFAULT_ENGINE;
 use crate::manifest::{CellRecord, Manifest, Pushed, Status};
 use crate::reference;
 
@@ -17,6 +18,8 @@ pub struct Options {
     pub allow_partial: bool,
     /// Re-tries per push.
     pub retries: u32,
+    /// The wait before the first re-try; it doubles for each one after.
+    pub backoff: Duration,
 }
 
 /// Every tag of the manifest against the Docker reference grammar and the matrix's
@@ -55,7 +58,7 @@ pub fn check_tags(man: &Manifest) -> Result<(), String> {
 /// Publish; returns whether everything that should be published was, or why nothing
 /// was. `say` gets one line per push.
 pub fn publish(
-    engines: &Engines,
+    engines: &dyn Fleet,
     man: &mut Manifest,
     opts: &Options,
     say: &dyn Fn(&str),
@@ -80,8 +83,8 @@ pub fn publish(
         let c = &man.cells[i];
         if built(c) && !answers.contains_key(&c.engine) {
             let up = engines
-                .get(c.engine.as_deref())
-                .is_some_and(|d| d.ping(Duration::from_secs(10)).is_ok());
+                .engine(c.engine.as_deref())
+                .is_some_and(|d| d.alive(Duration::from_secs(10)).is_ok());
             answers.insert(c.engine.clone(), up);
         }
     }
@@ -137,7 +140,7 @@ pub fn publish(
                 (None, _) => c.tags.iter().skip(1).cloned().collect(),
             };
             for t in tags {
-                let p = push_one(engines, &man.cells[i], &t, opts.retries, say);
+                let p = push_one(engines, &man.cells[i], &t, opts, say);
                 all_ok &= p.ok;
                 man.cells[i].pushed.push(p);
             }
@@ -152,7 +155,7 @@ pub fn publish(
 /// tags stay where they were rather than lose a platform. Returns whether every index
 /// that could be made was.
 fn publish_indexes(
-    engines: &Engines,
+    engines: &dyn Fleet,
     man: &mut Manifest,
     eligible: &[usize],
     say: &dyn Fn(&str),
@@ -211,7 +214,7 @@ fn publish_indexes(
             man.indexes.push(rec);
             continue;
         }
-        let Some(docker) = engines.get(man.cells[members[0]].engine.as_deref()) else {
+        let Some(docker) = engines.engine(man.cells[members[0]].engine.as_deref()) else {
             rec.error = Some("the engine of its first platform does not answer".into());
             man.indexes.push(rec);
             all_ok = false;
@@ -249,16 +252,16 @@ fn publish_indexes(
 }
 
 fn push_one(
-    engines: &Engines,
+    engines: &dyn Fleet,
     c: &CellRecord,
     tag: &str,
-    retries: u32,
+    opts: &Options,
     say: &dyn Fn(&str),
 ) -> Pushed {
     let mut attempts = 0;
     let result = loop {
         attempts += 1;
-        let Some(docker) = engines.get(c.engine.as_deref()) else {
+        let Some(docker) = engines.engine(c.engine.as_deref()) else {
             break Err("the engine that holds the image does not answer".to_string());
         };
         if let Err(e) = pin(docker, c, tag, say) {
@@ -266,9 +269,9 @@ fn push_one(
         }
         match docker.push(tag) {
             Ok(d) => break Ok(d),
-            Err(e) if attempts <= retries => {
+            Err(e) if attempts <= opts.retries => {
                 say(&format!("push {tag}: {e}; retrying"));
-                std::thread::sleep(Duration::from_secs(2u64.pow(attempts)));
+                std::thread::sleep(opts.backoff * 2u32.pow(attempts - 1));
             }
             Err(e) => break Err(e),
         }
@@ -293,7 +296,7 @@ fn push_one(
 /// moved since the build (another run, a hand-made `docker tag`), and what goes out must
 /// be what was built and verified.
 fn pin(
-    docker: &crate::docker::Docker,
+    docker: &dyn ImageEngine,
     c: &CellRecord,
     tag: &str,
     say: &dyn Fn(&str),
@@ -349,5 +352,216 @@ mod tests {
         let mut m = man(&["reg.example:5000/ml/conda:a"]);
         m.repository = None;
         assert!(check_tags(&m).unwrap_err().contains("repository"));
+    }
+
+    /// The publishing rules on in-process engines.
+    mod rules {
+        use super::*;
+        use crate::engine::fake::{digest_of, FakeEngine, FakeFleet};
+
+        const REPO: &str = "reg.example:5000/ml/conda";
+
+        /// Cells `a` and `b`, built and verified as `sha256:a`/`sha256:b` on the engine
+        /// each name gives, with a primary tag and an alias each.
+        fn built(fleet: &FakeFleet, on: [&str; 2]) -> Manifest {
+            let mut m = Manifest::new("m.yaml", "0", None);
+            m.repository = Some(REPO.into());
+            for (id, engine) in ["a", "b"].into_iter().zip(on) {
+                let mut c = CellRecord::new(id, Default::default());
+                c.status = Status::Built;
+                c.image_id = Some(format!("sha256:{id}"));
+                c.tags = vec![format!("{REPO}:{id}"), format!("{REPO}:{id}-nightly")];
+                c.engine = (!engine.is_empty()).then(|| engine.to_string());
+                c.verification = Some(crate::manifest::Verification {
+                    ok: true,
+                    ..Default::default()
+                });
+                let tags: Vec<&str> = c.tags.iter().map(String::as_str).collect();
+                fleet.get(engine).image(&format!("sha256:{id}"), &tags);
+                m.cells.push(c);
+            }
+            m
+        }
+
+        fn opts() -> Options {
+            Options {
+                need_verified: true,
+                allow_partial: false,
+                retries: 2,
+                backoff: Duration::ZERO,
+            }
+        }
+
+        fn pushes(e: &FakeEngine) -> Vec<String> {
+            e.log()
+                .into_iter()
+                .filter(|l| l.starts_with("push"))
+                .collect()
+        }
+
+        #[test]
+        fn primary_tags_go_out_before_any_alias() {
+            let fleet = FakeFleet::one();
+            let mut m = built(&fleet, ["", ""]);
+            assert_eq!(publish(&fleet, &mut m, &opts(), &|_| {}), Ok(true));
+            assert_eq!(
+                pushes(fleet.first()),
+                [
+                    format!("push {REPO}:a"),
+                    format!("push {REPO}:b"),
+                    format!("push {REPO}:a-nightly"),
+                    format!("push {REPO}:b-nightly"),
+                ]
+            );
+            assert_eq!(
+                fleet.first().in_registry(&format!("{REPO}:b-nightly")),
+                Some(digest_of("sha256:b"))
+            );
+            assert!(m
+                .cells
+                .iter()
+                .all(|c| c.pushed.len() == 2 && c.pushed[0].ok));
+        }
+
+        #[test]
+        fn nothing_is_published_while_a_cell_failed_or_is_unverified() {
+            for spoil in [
+                |c: &mut CellRecord| c.status = Status::Failed,
+                |c: &mut CellRecord| c.verification.as_mut().unwrap().ok = false,
+                |c: &mut CellRecord| c.verification = None,
+            ] {
+                let fleet = FakeFleet::one();
+                let mut m = built(&fleet, ["", ""]);
+                spoil(&mut m.cells[1]);
+                let err = publish(&fleet, &mut m, &opts(), &|_| {}).unwrap_err();
+                assert!(
+                    err.contains("1 of 2 cells did not build and verify"),
+                    "{err}"
+                );
+                assert!(pushes(fleet.first()).is_empty());
+                // --allow-partial publishes the rest, and only the rest
+                let partial = Options {
+                    allow_partial: true,
+                    ..opts()
+                };
+                assert_eq!(publish(&fleet, &mut m, &partial, &|_| {}), Ok(true));
+                assert_eq!(pushes(fleet.first()).len(), 2);
+                assert!(fleet.first().in_registry(&format!("{REPO}:b")).is_none());
+            }
+        }
+
+        #[test]
+        fn nothing_is_published_while_an_engine_holding_a_cell_does_not_answer() {
+            let fleet = FakeFleet(vec![
+                ("one".into(), FakeEngine::default()),
+                ("two".into(), FakeEngine::down()),
+            ]);
+            let mut m = built(&fleet, ["one", "two"]);
+            let err = publish(&fleet, &mut m, &opts(), &|_| {}).unwrap_err();
+            assert!(err.contains("engines that do not answer (two)"), "{err}");
+            assert!(pushes(fleet.get("one")).is_empty());
+        }
+
+        #[test]
+        fn a_tag_moved_since_the_build_is_pointed_back_before_it_is_pushed() {
+            let fleet = FakeFleet::one();
+            let mut m = built(&fleet, ["", ""]);
+            let e = fleet.first();
+            e.image("sha256:someone-else", &[&format!("{REPO}:a")]);
+            assert_eq!(publish(&fleet, &mut m, &opts(), &|_| {}), Ok(true));
+            assert_eq!(
+                e.in_registry(&format!("{REPO}:a")),
+                Some(digest_of("sha256:a"))
+            );
+            let log = e.log();
+            let retag = log
+                .iter()
+                .position(|l| *l == format!("tag sha256:a {REPO}:a"))
+                .expect("pointed back");
+            let push = log
+                .iter()
+                .position(|l| *l == format!("push {REPO}:a"))
+                .unwrap();
+            assert!(retag < push, "{log:?}");
+        }
+
+        #[test]
+        fn an_image_gone_from_its_engine_is_not_replaced_by_what_the_tag_names() {
+            let fleet = FakeFleet::one();
+            let mut m = built(&fleet, ["", ""]);
+            m.cells[0].image_id = Some("sha256:removed".into());
+            assert_eq!(publish(&fleet, &mut m, &opts(), &|_| {}), Ok(false));
+            assert!(fleet.first().in_registry(&format!("{REPO}:a")).is_none());
+            let p = &m.cells[0].pushed[0];
+            assert!(
+                !p.ok && p.error.as_deref().unwrap().contains("is gone"),
+                "{p:?}"
+            );
+        }
+
+        #[test]
+        fn a_failed_push_is_retried_and_its_attempts_recorded() {
+            let fleet = FakeFleet::one();
+            let mut m = built(&fleet, ["", ""]);
+            fleet.first().failing_pushes(&format!("{REPO}:a"), 2);
+            fleet.first().failing_pushes(&format!("{REPO}:b"), 3);
+            assert_eq!(publish(&fleet, &mut m, &opts(), &|_| {}), Ok(false));
+            let (a, b) = (&m.cells[0].pushed[0], &m.cells[1].pushed[0]);
+            assert!(a.ok && a.attempts == 3, "{a:?}");
+            assert!(!b.ok && b.attempts == 3 && b.error.is_some(), "{b:?}");
+        }
+
+        #[test]
+        fn a_tag_group_gets_its_index_only_when_every_platform_was_pushed() {
+            for all_built in [true, false] {
+                let fleet = FakeFleet::one();
+                let mut m = built(&fleet, ["", ""]);
+                for (c, arch) in m.cells.iter_mut().zip(["amd64", "arm64"]) {
+                    c.group = Some("g".into());
+                    c.coordinates.platform = format!("linux/{arch}");
+                    c.platform_tag = Some(format!("{REPO}:{}-{arch}", c.id));
+                    c.tags = vec![format!("{REPO}:shared"), format!("{REPO}:shared-nightly")];
+                    let id = c.image_id.clone().unwrap();
+                    fleet
+                        .first()
+                        .image(&id, &[c.platform_tag.as_deref().unwrap()]);
+                }
+                if !all_built {
+                    m.cells[1].status = Status::Failed;
+                }
+                let o = Options {
+                    allow_partial: !all_built,
+                    ..opts()
+                };
+                assert_eq!(publish(&fleet, &mut m, &o, &|_| {}), Ok(true));
+                let e = fleet.first();
+                let indexes: Vec<String> = e
+                    .log()
+                    .into_iter()
+                    .filter(|l| l.starts_with("index"))
+                    .collect();
+                let idx = &m.indexes[0];
+                if all_built {
+                    assert_eq!(
+                        indexes,
+                        [
+                            format!("index {REPO}:shared"),
+                            format!("index {REPO}:shared-nightly")
+                        ]
+                    );
+                    assert!(idx.ok && idx.digest.is_some(), "{idx:?}");
+                    // the platforms went out under their own tags only
+                    assert_eq!(pushes(e).len(), 2);
+                } else {
+                    assert!(indexes.is_empty(), "{indexes:?}");
+                    assert!(!idx.ok);
+                    assert!(
+                        idx.error.as_deref().unwrap().contains("linux/arm64"),
+                        "{idx:?}"
+                    );
+                    assert!(e.in_registry(&format!("{REPO}:shared")).is_none());
+                }
+            }
+        }
     }
 }

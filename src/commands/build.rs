@@ -710,6 +710,7 @@ fn push(
         need_verified: args.verify,
         allow_partial: false,
         retries: args.retries.max(2),
+        backoff: Duration::from_secs(2),
     };
     let r = publish::publish(engines, &mut recorder.manifest, &opts, &crate::term::line);
     let _ = recorder.touch_and_write();

@@ -27,6 +27,7 @@ pub fn run(args: &PushArgs) -> Result<Exit, Error> {
         need_verified: man.cells.iter().any(|c| c.verification.is_some()),
         allow_partial: args.allow_partial,
         retries: args.retries,
+        backoff: std::time::Duration::from_secs(2),
     };
     let result = publish::publish(&engines, &mut man, &opts, &crate::term::line);
     io::write(&args.manifest, &man).map_err(|source| Error::StaleManifest {

@@ -6,8 +6,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::docker::{BuildRequest, Docker};
-use crate::engines::Engines;
+use crate::docker::BuildRequest;
+use crate::engine::{Fleet, ImageEngine};
 use crate::manifest::{CellRecord, Manifest, Status, Verification};
 use crate::plan::Cell;
 use crate::signals::Cancel;
@@ -44,7 +44,7 @@ pub struct Candidate<'a> {
 /// images at once is: the tags about to move, the bases' environment and the labels of
 /// up-to-date images before, the sizes and the candidate tags' removal after.
 pub fn accept(
-    engines: &Engines,
+    engines: &dyn Fleet,
     man: &mut Manifest,
     cells: &[Candidate],
     previous: Option<&Manifest>,
@@ -105,7 +105,7 @@ struct Known {
 }
 
 impl Known {
-    fn gather(engines: &Engines, man: &Manifest, work: &[&Candidate]) -> Known {
+    fn gather(engines: &dyn Fleet, man: &Manifest, work: &[&Candidate]) -> Known {
         let mut k = Known::default();
         let mut by_engine: BTreeMap<String, Vec<&CellRecord>> = BTreeMap::new();
         for c in work {
@@ -123,7 +123,7 @@ impl Known {
             let Some(engine) = engines.engine(recs[0].engine.as_deref()) else {
                 continue;
             };
-            let docker = &engine.docker;
+            let docker = engine;
             let mut tags = Some(HashMap::new());
             for r in &repos {
                 match (docker.tags_of(r), tags.as_mut()) {
@@ -152,7 +152,7 @@ impl Known {
                 .filter_map(|r| r.image_id.as_deref())
                 .collect();
             let labels = docker
-                .inspect_by_id(&current, "{{json .Config.Labels}}")
+                .inspect_many(&current, "{{json .Config.Labels}}")
                 .into_iter()
                 .map(|(id, l)| (id, parse_labels(&l)))
                 .collect();
@@ -162,7 +162,7 @@ impl Known {
     }
 
     /// Whether `tag` already names `image` on this engine.
-    fn tag_is_on(&self, docker: &Docker, engine: &str, tag: &str, image: &str) -> bool {
+    fn tag_is_on(&self, docker: &dyn ImageEngine, engine: &str, tag: &str, image: &str) -> bool {
         match self.tags.get(engine) {
             Some(Some(tags)) => tags.get(docker_hub_short(tag)).map(String::as_str) == Some(image),
             _ => docker.image_id(tag).as_deref() == Some(image),
@@ -196,7 +196,7 @@ fn parse_labels(json: &str) -> BTreeMap<String, String> {
 
 /// After the cells: the sizes nobody has read yet, in one call per engine, and the
 /// candidate tags of promoted images, removed in one call per engine.
-fn finish(engines: &Engines, man: &mut Manifest, work: &[&Candidate]) {
+fn finish(engines: &dyn Fleet, man: &mut Manifest, work: &[&Candidate]) {
     let mut by_engine: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for c in work {
         by_engine
@@ -208,14 +208,14 @@ fn finish(engines: &Engines, man: &mut Manifest, work: &[&Candidate]) {
         let Some(engine) = engines.engine(man.cells[recs[0]].engine.as_deref()) else {
             continue;
         };
-        let docker = &engine.docker;
+        let docker = engine;
         let unsized_: Vec<&str> = recs
             .iter()
             .map(|&i| &man.cells[i])
             .filter(|r| r.size_bytes.is_none())
             .filter_map(|r| r.image_id.as_deref())
             .collect();
-        let sizes = docker.inspect_by_id(&unsized_, "{{.Size}}");
+        let sizes = docker.inspect_many(&unsized_, "{{.Size}}");
         for &i in recs {
             let rec = &mut man.cells[i];
             if rec.size_bytes.is_none() {
@@ -242,7 +242,7 @@ fn finish(engines: &Engines, man: &mut Manifest, work: &[&Candidate]) {
 
 #[allow(clippy::too_many_arguments)]
 fn accept_one(
-    engines: &Engines,
+    engines: &dyn Fleet,
     rec: &mut CellRecord,
     c: &Candidate,
     known: &Known,
@@ -254,7 +254,7 @@ fn accept_one(
     let Some(engine) = engines.engine(rec.engine.as_deref()) else {
         return;
     };
-    let docker = &engine.docker;
+    let docker = engine;
     let key = engine_key(rec);
     let emulated = engine.emulates(&rec.coordinates.platform);
     rec.emulated = emulated;
@@ -282,8 +282,7 @@ fn accept_one(
         let v = carried(previous, rec).unwrap_or_else(|| {
             let image = rec.image_id.clone().unwrap_or_else(|| c.candidate.clone());
             say(&format!("verifying {} ...", c.cell.local_tag()));
-            crate::verify::verify_image(
-                docker,
+            docker.verify(
                 &image,
                 Some(&rec.coordinates.python),
                 opts.ready_timeout,
@@ -319,7 +318,7 @@ fn carried(previous: Option<&Manifest>, rec: &CellRecord) -> Option<Verification
 /// Read the versions from a fresh image and write them into its labels (a metadata
 /// build on top of it, under the same candidate tag).
 fn record_versions(
-    docker: &Docker,
+    docker: &dyn ImageEngine,
     rec: &mut CellRecord,
     c: &Candidate,
     base_versions: BTreeMap<String, String>,
@@ -351,7 +350,7 @@ fn record_versions(
         .iter()
         .map(|(k, v)| (format!("{VERSION_LABEL}{k}"), v.clone()))
         .collect();
-    let relabelled = match c.rebuild.filter(|_| docker.builder.is_buildkit()) {
+    let relabelled = match c.rebuild.filter(|_| docker.is_buildkit()) {
         Some(r) => rebuild_labelled(docker, r, &image, &c.candidate, &labels)
             .map_err(|e| {
                 say(&format!(
@@ -385,7 +384,7 @@ fn record_versions(
 /// The same build again with the version labels: only accepted when it made the very
 /// same layers (every step came from the cache).
 fn rebuild_labelled(
-    docker: &Docker,
+    docker: &dyn ImageEngine,
     r: &BuildRequest,
     image: &str,
     candidate: &str,
@@ -426,7 +425,7 @@ pub fn cuda_versions(env: &[String]) -> BTreeMap<String, String> {
 }
 
 /// The versions an image's labels carry.
-pub fn versions_from_labels(docker: &Docker, image: &str) -> BTreeMap<String, String> {
+pub fn versions_from_labels(docker: &dyn ImageEngine, image: &str) -> BTreeMap<String, String> {
     docker
         .labels_and_env(image)
         .map(|(labels, _)| version_labels(labels))
@@ -444,7 +443,7 @@ fn version_labels(labels: BTreeMap<String, String>) -> BTreeMap<String, String> 
 /// Move the public tags to the cell's image; record the ones that moved (or are new).
 /// The candidate tag is removed afterwards, with the others' (see [`finish`]).
 fn promote(
-    docker: &Docker,
+    docker: &dyn ImageEngine,
     known: &Known,
     engine: &str,
     rec: &mut CellRecord,
@@ -493,5 +492,191 @@ mod tests {
         assert_eq!(v["cuda"], "12.4.1");
         assert_eq!(v["cudnn"], "9.1.0.70-1");
         assert!(cuda_versions(&["PATH=/bin".to_string()]).is_empty());
+    }
+}
+
+/// The promotion rules on an in-process engine: tags move only to images that passed.
+#[cfg(test)]
+mod promotion {
+    use super::*;
+    use crate::engine::fake::FakeFleet;
+    use crate::plan::{plan_text, Plan, PlanOptions};
+
+    fn plan() -> Plan {
+        plan_text(
+            "version: 1\nimage:\n  aliases: [\"{tag}-nightly\"]\nbases: [ubuntu:22.04]\npython: [\"3.10\", \"3.11\"]\n",
+            "m.yaml",
+            std::path::Path::new("."),
+            &PlanOptions {
+                date: "20260101".into(),
+            },
+        )
+        .unwrap()
+    }
+
+    /// Both cells built as `sha256:built-N` under candidate tags, with their versions.
+    fn built<'p>(p: &'p Plan, fleet: &FakeFleet) -> (Manifest, Vec<Candidate<'p>>) {
+        let mut m = Manifest::new("m.yaml", "0", None);
+        let mut cands = Vec::new();
+        for (i, c) in p.cells.iter().enumerate() {
+            let mut r = crate::run::prepare::record_for(c, Some(format!("hash-{i}")));
+            r.status = Status::Built;
+            r.image_id = Some(format!("sha256:built-{i}"));
+            r.versions = BTreeMap::from([("python".to_string(), c.coord.python.clone())]);
+            let candidate = format!("miniconda:candidate-{i}");
+            fleet
+                .first()
+                .image(&format!("sha256:built-{i}"), &[candidate.as_str()]);
+            m.cells.push(r);
+            cands.push(Candidate {
+                record: i,
+                cell: c,
+                candidate,
+                rebuild: None,
+            });
+        }
+        (m, cands)
+    }
+
+    fn opts(verify: bool) -> Options {
+        Options {
+            verify,
+            ready_timeout: 1,
+            jobs: 2,
+        }
+    }
+
+    #[test]
+    fn tags_move_only_to_images_that_pass_verification() {
+        let p = plan();
+        let fleet = FakeFleet::one();
+        let (mut m, cands) = built(&p, &fleet);
+        let e = fleet.first();
+        // last night's image holds the failing cell's tags
+        let failing = &p.cells[1];
+        let old: Vec<&str> = failing.tags.iter().map(String::as_str).collect();
+        e.image("sha256:last-night", &old);
+        e.fails_verification("sha256:built-1");
+        accept(
+            &fleet,
+            &mut m,
+            &cands,
+            None,
+            &opts(true),
+            &Cancel::default(),
+            &|_| {},
+        );
+        for t in &p.cells[0].tags {
+            assert_eq!(
+                e.tagged(t).as_deref(),
+                Some("sha256:built-0-labelled"),
+                "{t}"
+            );
+        }
+        assert_eq!(m.cells[0].tags_added, p.cells[0].tags);
+        for t in &failing.tags {
+            assert_eq!(e.tagged(t).as_deref(), Some("sha256:last-night"), "{t}");
+        }
+        assert!(m.cells[1].tags_added.is_empty());
+        assert!(!m.cells[1].verification.as_ref().unwrap().ok);
+        // the failed image stays reachable under its private name; the accepted one's
+        // private name is gone
+        assert_eq!(
+            m.cells[1].candidate.as_deref(),
+            Some("miniconda:candidate-1")
+        );
+        assert!(e.tagged("miniconda:candidate-1").is_some());
+        assert!(e.tagged("miniconda:candidate-0").is_none());
+    }
+
+    #[test]
+    fn a_stopped_run_verifies_nothing_and_moves_no_public_tag() {
+        let p = plan();
+        let fleet = FakeFleet::one();
+        let (mut m, cands) = built(&p, &fleet);
+        let cancel = Cancel::default();
+        cancel.set(crate::signals::Reason::Signal(
+            crate::signals::Signal::Terminate,
+        ));
+        accept(&fleet, &mut m, &cands, None, &opts(true), &cancel, &|_| {});
+        let log = fleet.first().log();
+        assert!(!log.iter().any(|l| l.starts_with("verify")), "{log:?}");
+        for (c, r) in p.cells.iter().zip(&m.cells) {
+            for t in &c.tags {
+                assert!(fleet.first().tagged(t).is_none(), "{t} moved: {log:?}");
+            }
+            assert!(r.reason.as_deref().unwrap().contains("stopped"), "{r:?}");
+        }
+    }
+
+    #[test]
+    fn without_verification_a_built_image_is_tagged_at_once() {
+        let p = plan();
+        let fleet = FakeFleet::one();
+        let (mut m, cands) = built(&p, &fleet);
+        fleet.first().fails_verification("sha256:built-1");
+        accept(
+            &fleet,
+            &mut m,
+            &cands,
+            None,
+            &opts(false),
+            &Cancel::default(),
+            &|_| {},
+        );
+        let log = fleet.first().log();
+        assert!(!log.iter().any(|l| l.starts_with("verify")), "{log:?}");
+        for (c, r) in p.cells.iter().zip(&m.cells) {
+            assert!(r.verification.is_none());
+            for t in &c.tags {
+                assert!(fleet.first().tagged(t).is_some(), "{t}: {log:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_image_verified_last_night_is_not_verified_again() {
+        let p = plan();
+        let fleet = FakeFleet::one();
+        let (mut m, cands) = built(&p, &fleet);
+        // up to date: the image (and its labels) of last night
+        for r in &mut m.cells {
+            r.status = Status::UpToDate;
+            r.versions.clear();
+        }
+        let mut previous = m.clone();
+        previous.cells[0].verification = Some(Verification {
+            ok: true,
+            verified_at: Some("2026-01-01T00:00:00Z".into()),
+            ..Verification::default()
+        });
+        accept(
+            &fleet,
+            &mut m,
+            &cands,
+            Some(&previous),
+            &opts(true),
+            &Cancel::default(),
+            &|_| {},
+        );
+        let log = fleet.first().log();
+        let verified: Vec<&String> = log.iter().filter(|l| l.starts_with("verify")).collect();
+        assert_eq!(verified, ["verify sha256:built-1"], "{log:?}");
+        assert_eq!(
+            m.cells[0]
+                .verification
+                .as_ref()
+                .unwrap()
+                .verified_at
+                .as_deref(),
+            Some("2026-01-01T00:00:00Z")
+        );
+        for c in &p.cells {
+            for t in &c.tags {
+                assert!(fleet.first().tagged(t).is_some(), "{t}: {log:?}");
+            }
+        }
+        // nothing to label: an up-to-date image keeps what it is
+        assert!(!log.iter().any(|l| l.starts_with("relabel")), "{log:?}");
     }
 }
