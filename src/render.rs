@@ -7,7 +7,8 @@
 //! single-quoted and read by build scripts that quote every expansion.
 //!
 //! Contexts are deterministic: the same cell renders byte-identical files, which
-//! is what makes the input hash (and so incremental nightlies) work.
+//! is what makes a cell's identity ([`identity`]: its input hash, and so incremental
+//! nightlies) work.
 
 use std::borrow::Cow;
 use std::fs;
@@ -19,15 +20,18 @@ use sha2::{Digest, Sha256};
 use crate::config::settings::{PasswordPolicy, Settings};
 use crate::plan::base::OsFamily;
 use crate::plan::fast::FastMap;
-use crate::plan::{hex, stack, Cell, Variant};
+use crate::plan::{stack, Cell, Variant};
 
 pub mod examples;
 mod framework;
+pub mod identity;
+
+use identity::{Frame, FrameKey};
 
 const DOCKERFILE: &str = include_str!("../dockerfiles/Dockerfile.in");
 
 /// (path in the context, template text, executable). Statics, not constants: each
-/// text has one address, by which [`file_digest`] finds its hash.
+/// text has one address, by which [`identity::file_digest`] finds its hash.
 static STATIC_FILES: &[(&str, &str, bool)] = &[
     (
         "system/setup-system.sh",
@@ -109,7 +113,7 @@ pub struct File {
 
 /// A file's bytes, and where they come from: most of a context's are compiled into
 /// the binary or made once per matrix, and each of those is hashed once, not once per
-/// cell ([`file_digest`]).
+/// cell ([`identity::file_digest`]).
 #[derive(Debug, Clone)]
 pub enum Bytes {
     /// Compiled into the binary (the scripts, the configuration files).
@@ -285,24 +289,6 @@ pub struct Renderer<'s> {
     frames: std::sync::Mutex<FastMap<FrameKey, std::sync::Arc<Frame>>>,
 }
 
-/// What decides a Miniconda cell's files but for its Dockerfile and installer table:
-/// its variant (by address, held by [`Renderer::variants`] from the frame's first
-/// cell on), its Python, its OS family and whether its Miniconda has the terms gate.
-type FrameKey = (usize, crate::plan::version::PyVersion, OsFamily, bool);
-
-/// A Miniconda cell's identity message ([`input_hash`]) with the digests of its two
-/// own files left to fill in. Every other file of such a cell is decided by the
-/// settings and the [`FrameKey`] (see [`Renderer::files`]), so 10,000 cells need a few
-/// hundred frames, and a cell's identity is its Dockerfile, its installer table and
-/// one pass of SHA256 over the frame, with nothing rendered, sorted or freed per file.
-#[derive(Debug)]
-struct Frame {
-    msg: Vec<u8>,
-    /// Where the Dockerfile's and `conda/installers.txt`'s digests go.
-    dockerfile_at: usize,
-    installers_at: usize,
-}
-
 type VariantMemo =
     FastMap<(usize, crate::plan::version::PyVersion), (std::sync::Arc<Variant>, VariantFiles)>;
 
@@ -350,77 +336,8 @@ impl<'s> Renderer<'s> {
         self.files(c, true)
     }
 
-    /// A cell's identity ([`input_hash`]) without writing its context: the files that
-    /// decide it, none of the transport-only ones (the plan document, an extra CA
-    /// bundle read from disk), so that outputs describing many builds (bake) stay
-    /// cheap.
-    pub fn identity(&self, c: &Cell, base_digests: &[&str]) -> String {
-        if c.framework.is_some() {
-            return input_hash(&self.files(c, false), c, base_digests);
-        }
-        let frame = self.frame(c);
-        let (d, i) = (frame.dockerfile_at, frame.installers_at);
-        if d == 0 || i <= d {
-            // not the files a Miniconda context has: hash them as they are
-            return input_hash(&self.files(c, false), c, base_digests);
-        }
-        // one buffer per thread, used again, not two new Strings per cell
-        thread_local! {
-            static TEXT: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
-        }
-        let (dockerfile, installers) = TEXT.with_borrow_mut(|text| {
-            text.clear();
-            self.write_dockerfile(c, text);
-            let dockerfile: [u8; 32] = Sha256::digest(&text).into();
-            text.clear();
-            write_installer_table(c, text);
-            (dockerfile, <[u8; 32]>::from(Sha256::digest(&text)))
-        });
-        // the frame's files are in path order: the Dockerfile's digest comes first
-        let mut h = Sha256::new();
-        h.update(&frame.msg[..d]);
-        h.update(dockerfile);
-        h.update(&frame.msg[d + 32..i]);
-        h.update(installers);
-        h.update(&frame.msg[i + 32..]);
-        identity_tail(&mut h, c, base_digests);
-        hex(&h.finalize())
-    }
-
-    /// The identity frame of a Miniconda cell, made from the first cell that needs it
-    /// (whose files also put its variant into [`Renderer::variants`]).
-    fn frame(&self, c: &Cell) -> std::sync::Arc<Frame> {
-        let key = (
-            std::sync::Arc::as_ptr(&c.variant) as usize,
-            c.python,
-            c.base.os.family,
-            c.miniconda.has_tos_gate(),
-        );
-        let lock = || {
-            self.frames
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-        };
-        if let Some(f) = lock().get(&key) {
-            return f.clone();
-        }
-        let ctx = self.files(c, false);
-        let (mut dockerfile_at, mut installers_at) = (0, 0);
-        let msg = identity_message(&ctx, |path, at| match path {
-            "Dockerfile" => dockerfile_at = at,
-            "conda/installers.txt" => installers_at = at,
-            _ => {}
-        });
-        let frame = std::sync::Arc::new(Frame {
-            msg,
-            dockerfile_at,
-            installers_at,
-        });
-        lock().entry(key).or_insert(frame).clone()
-    }
-
     /// The context's files; with `transport`, also those that only decide how things
-    /// are fetched ([`transport_only`]). A Miniconda cell's files other than the
+    /// are fetched ([`identity::transport_only`]). A Miniconda cell's files other than the
     /// Dockerfile and `conda/installers.txt` must depend on the settings and the cell's
     /// [`FrameKey`] alone: [`Renderer::identity`] takes them from a frame made for
     /// another cell (`identities_from_frames_are_those_of_the_files` checks it).
@@ -870,148 +787,6 @@ fn tos_choice(s: &Settings, gate: bool) -> &'static str {
     }
 }
 
-/// What a base resolves to when no engine has it and it cannot be pulled: the cell
-/// is still built (and `docker build` says why the base is missing).
-pub const UNRESOLVED: &str = "unresolved";
-
-/// Files that decide how things are fetched, not what the image holds: the plan
-/// document, the installer's mirrors (its SHA256 pins the bytes) and an extra CA
-/// bundle (trusted during the build only). They are left out of a cell's identity, so
-/// that a new mirror port or proxy certificate rebuilds nothing.
-pub fn transport_only(path: &str) -> bool {
-    path == "cell.json" || path == "conda/mirrors.txt" || path.ends_with("/extra-ca.pem")
-}
-
-/// The first bytes of every identity of the current scheme (version 2): each file
-/// enters as its path, mode and SHA256, not its bytes, so that the files every cell
-/// shares (most of a context's 27 KB) are hashed once per process rather than once per
-/// cell.
-const IDENTITY_SCHEME: &[u8] = b"image-matrix identity 2\0";
-
-/// A cell's identity: SHA256 over everything that decides the image's content —
-/// every context file that reaches the image (path, mode and the SHA256 of its bytes),
-/// the base image's resolved digest and the installer's SHA256 (which stands in for the
-/// installer's bytes). Tags and transport settings are not part of it.
-///
-/// A tag group's members share one identity, over every member's base digest and
-/// installer: one platform's base moving rebuilds them all, so that the platforms
-/// behind one tag never come from different nights.
-pub fn input_hash(ctx: &Context, c: &Cell, base_digests: &[&str]) -> String {
-    let mut h = Sha256::new();
-    h.update(identity_message(ctx, |_, _| {}));
-    identity_tail(&mut h, c, base_digests);
-    hex(&h.finalize())
-}
-
-/// The files' part of an identity, gathered to be hashed in one go (three small
-/// updates a file cost more than the hashing itself); `at` hears where each file's
-/// digest is written.
-fn identity_message(ctx: &Context, mut at: impl FnMut(&str, usize)) -> Vec<u8> {
-    let mut msg = Vec::with_capacity(IDENTITY_SCHEME.len() + ctx.files.len() * 72);
-    msg.extend_from_slice(IDENTITY_SCHEME);
-    for f in ctx.files.iter().filter(|f| !transport_only(&f.path)) {
-        msg.extend_from_slice(f.path.as_bytes());
-        msg.extend_from_slice(&[0, u8::from(f.executable), 0]);
-        at(&f.path, msg.len());
-        msg.extend_from_slice(&file_digest(&f.bytes));
-    }
-    msg
-}
-
-/// The identity images built before scheme 2 carry (tool versions up to 2026-11-29):
-/// the same inputs, each file's bytes hashed in line. `matrix build` and `plan --diff`
-/// accept it for an image or manifest that has it, so that a new tool version moves no
-/// tag whose inputs did not change.
-pub fn legacy_input_hash(ctx: &Context, c: &Cell, base_digests: &[&str]) -> String {
-    let mut h = Sha256::new();
-    for f in ctx.files.iter().filter(|f| !transport_only(&f.path)) {
-        h.update(f.path.as_bytes());
-        h.update([0, u8::from(f.executable), 0]);
-        h.update((f.bytes.len() as u64).to_le_bytes());
-        h.update(&f.bytes);
-    }
-    identity_tail(&mut h, c, base_digests);
-    hex(&h.finalize())
-}
-
-/// A cell's identity under both schemes: `matrix build` labels with the current one
-/// and takes either as current.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Identity {
-    pub hash: String,
-    pub legacy: String,
-}
-
-impl Identity {
-    /// Of a cell whose base digests (or, for a framework image, its parent's identity)
-    /// are known: `legacy_digests` are what the legacy hash covers (the same bases,
-    /// or the parent's legacy hash).
-    pub fn of(ctx: &Context, c: &Cell, digests: &[&str], legacy_digests: &[&str]) -> Self {
-        Identity {
-            hash: input_hash(ctx, c, digests),
-            legacy: legacy_input_hash(ctx, c, legacy_digests),
-        }
-    }
-
-    /// Whether a recorded hash (an image's label, a manifest's field) names it.
-    pub fn is(&self, recorded: &str) -> bool {
-        recorded == self.hash || recorded == self.legacy
-    }
-}
-
-/// What follows the files in either scheme: the bases and installers.
-fn identity_tail(h: &mut Sha256, c: &Cell, base_digests: &[&str]) {
-    h.update(c.base.reference.as_bytes());
-    for d in base_digests {
-        h.update([0]);
-        h.update(d.as_bytes());
-    }
-    for (_, i) in c.context_installers() {
-        h.update([0]);
-        h.update(i.sha256.as_bytes());
-    }
-}
-
-/// The SHA256 of a file's bytes. The texts compiled into the binary are hashed once per
-/// process and found by address and length, those a renderer shares carry theirs, and
-/// a cell's own are hashed as they come.
-fn file_digest(bytes: &Bytes) -> [u8; 32] {
-    static COMPILED_IN: std::sync::OnceLock<Vec<(&'static [u8], [u8; 32])>> =
-        std::sync::OnceLock::new();
-    let known = COMPILED_IN.get_or_init(|| {
-        STATIC_FILES
-            .iter()
-            .map(|(_, text, _)| *text)
-            .chain([LOCALE_DEBIAN, LOCALE_UBUNTU, APT_MIRROR, framework::INSTALL])
-            .map(|t| (t.as_bytes(), Sha256::digest(t.as_bytes()).into()))
-            .collect()
-    });
-    match bytes {
-        Bytes::Shared(s) => s.digest,
-        Bytes::Static(b) => match known.iter().find(|(k, _)| std::ptr::eq(*k, *b)) {
-            Some((_, d)) => *d,
-            None => Sha256::digest(b).into(),
-        },
-        Bytes::Owned(v) => Sha256::digest(v).into(),
-    }
-}
-
-/// Hashes of the context's parts: the Dockerfile and each top-level directory.
-pub fn part_hashes(ctx: &Context) -> std::collections::BTreeMap<String, String> {
-    let mut parts: std::collections::BTreeMap<String, Sha256> = std::collections::BTreeMap::new();
-    for f in ctx.files.iter().filter(|f| !transport_only(&f.path)) {
-        let part = f.path.split('/').next().unwrap_or("").to_string();
-        let h = parts.entry(part).or_default();
-        h.update(f.path.as_bytes());
-        h.update([0, u8::from(f.executable)]);
-        h.update(&f.bytes);
-    }
-    parts
-        .into_iter()
-        .map(|(k, h)| (k, hex(&h.finalize())))
-        .collect()
-}
-
 /// Write a context to `dir` atomically: into a sibling temp directory, then renamed
 /// over any previous one, so a crash never leaves a half-written context.
 pub fn write(ctx: &Context, dir: &Path) -> io::Result<()> {
@@ -1060,7 +835,8 @@ pub fn write(ctx: &Context, dir: &Path) -> io::Result<()> {
 mod tests {
     use super::*;
 
-    fn group_plan() -> crate::plan::Plan {
+    /// One Python on Ubuntu for two platforms: one tag group of two cells.
+    pub(super) fn group_plan() -> crate::plan::Plan {
         crate::plan::plan_text(
             "version: 1\nbases: [ubuntu:22.04]\npython: [\"3.11\"]\nplatforms: [linux/amd64, linux/arm64]\n",
             "m.yaml",
@@ -1107,134 +883,17 @@ mod tests {
         assert!(!file(&a, "Dockerfile").contains("io.image-matrix.cell="));
         // ... and one identity, over both platforms' bases
         let digests = ["sha256:amd", "sha256:arm"];
-        assert_eq!(input_hash(&a, amd, &digests), input_hash(&b, arm, &digests));
+        assert_eq!(
+            identity::input_hash(&a, amd, &digests),
+            identity::input_hash(&b, arm, &digests)
+        );
         assert_ne!(
-            input_hash(&a, amd, &digests),
-            input_hash(&a, amd, &["sha256:amd", "sha256:arm-moved"])
+            identity::input_hash(&a, amd, &digests),
+            identity::input_hash(&a, amd, &["sha256:amd", "sha256:arm-moved"])
         );
         // the cell's own labels come with the build
         let labels = build_labels(arm);
         assert!(labels.contains(&("io.image-matrix.cell", arm.id.as_str())));
-    }
-
-    /// Scheme 2 hashes each file's SHA256 (those compiled in are looked up, by address,
-    /// from a table made once): the same bytes owned rather than borrowed give the same
-    /// identity, one changed byte of a compiled-in file another, and the legacy hash
-    /// keeps the byte layout earlier versions labelled images with.
-    #[test]
-    fn identities_of_both_schemes_cover_every_byte() {
-        let p = group_plan();
-        let c = &p.cells[0];
-        let ctx = render(&p.settings, c);
-        let digests = ["sha256:amd", "sha256:arm"];
-        let owned = Context {
-            files: ctx
-                .files
-                .iter()
-                .map(|f| File {
-                    bytes: Bytes::Owned(f.bytes.to_vec()),
-                    ..f.clone()
-                })
-                .collect(),
-            local_installers: Vec::new(),
-        };
-        assert!(ctx
-            .files
-            .iter()
-            .any(|f| matches!(f.bytes, Bytes::Static(_))));
-        assert!(ctx
-            .files
-            .iter()
-            .any(|f| matches!(f.bytes, Bytes::Shared(_))));
-        assert_eq!(
-            input_hash(&ctx, c, &digests),
-            input_hash(&owned, c, &digests)
-        );
-        let mut edited = owned.clone();
-        let boot = edited
-            .files
-            .iter_mut()
-            .find(|f| f.path == "image/init/boot/boot.sh")
-            .unwrap();
-        boot.bytes = Bytes::Owned([&*boot.bytes, b"\n"].concat());
-        assert_ne!(
-            input_hash(&ctx, c, &digests),
-            input_hash(&edited, c, &digests)
-        );
-        assert_ne!(
-            legacy_input_hash(&ctx, c, &digests),
-            legacy_input_hash(&edited, c, &digests)
-        );
-        // the legacy layout, written out: path, 0, mode, 0, length, bytes per file,
-        // then the base, its digests and the installers
-        let mut bytes = Vec::new();
-        for f in ctx.files.iter().filter(|f| !transport_only(&f.path)) {
-            bytes.extend(f.path.as_bytes());
-            bytes.extend([0, u8::from(f.executable), 0]);
-            bytes.extend((f.bytes.len() as u64).to_le_bytes());
-            bytes.extend(f.bytes.iter());
-        }
-        bytes.extend(b"ubuntu:22.04\0sha256:amd\0sha256:arm");
-        for (_, i) in c.context_installers() {
-            bytes.push(0);
-            bytes.extend(i.sha256.as_bytes());
-        }
-        assert_eq!(
-            legacy_input_hash(&ctx, c, &digests),
-            hex(&Sha256::digest(&bytes))
-        );
-        let id = Identity::of(&ctx, c, &digests, &digests);
-        assert_ne!(id.hash, id.legacy);
-        assert!(id.is(&id.hash) && id.is(&id.legacy) && !id.is("sha256:other"));
-    }
-
-    /// A Miniconda cell's identity comes from a frame made for the first cell with its
-    /// variant, Python, OS family and terms gate: it must be the identity of its own
-    /// files. Debian and Ubuntu bases, Miniconda with and without the gate, one Python
-    /// at two releases, two variants and a tag group share frames here wherever they
-    /// may.
-    #[test]
-    fn identities_from_frames_are_those_of_the_files() {
-        let text = "version: 1
-image: {tag: \"c{miniconda}-py{python}-{base}-{variant}\"}
-bases: [ubuntu:22.04, debian:bookworm]
-platforms: [linux/amd64, linux/arm64]
-python: [\"3.11\", \"3.12\"]
-runtime: {root_password: {fixed: pw}}
-variants:
-  - {name: plain}
-  - {name: extra, pip: [rich], apt: [vim]}
-include:
-  - {base: \"debian:bookworm\", python: \"3.12\", miniconda: \"25.1.1-0\", variant: plain}
-  - {base: \"ubuntu:22.04\", python: \"3.12\", miniconda: \"25.1.1-0\", variant: plain, platform: linux/amd64}
-";
-        let p = crate::plan::plan_text(
-            text,
-            "m.yaml",
-            Path::new("."),
-            &crate::plan::PlanOptions {
-                date: "20260101".into(),
-            },
-        )
-        .unwrap();
-        let r = Renderer::new(&p.settings);
-        let gates: std::collections::BTreeSet<bool> =
-            p.cells.iter().map(|c| c.miniconda.has_tos_gate()).collect();
-        assert_eq!(gates.len(), 2, "both sides of the terms gate");
-        let digests = ["sha256:one", "sha256:two"];
-        // twice: the second round takes every frame from the memo
-        for _ in 0..2 {
-            for c in &p.cells {
-                let files = r.files(c, false);
-                assert_eq!(
-                    r.identity(c, &digests),
-                    input_hash(&files, c, &digests),
-                    "{}",
-                    c.id
-                );
-            }
-        }
-        assert!(r.frames.lock().unwrap().len() < p.cells.len());
     }
 
     /// Every file under init/ reaches the context: a new boot helper that is not wired

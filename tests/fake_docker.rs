@@ -1043,7 +1043,7 @@ fn images_labelled_by_an_earlier_version_stay_current() {
         let c = plan.cells.iter().find(|c| c.id == r["id"]).unwrap();
         let ctx = image_matrix::render::render(&plan.settings, c);
         let base = r["base_digest"].as_str().unwrap();
-        let legacy = image_matrix::render::legacy_input_hash(&ctx, c, &[base]);
+        let legacy = image_matrix::render::identity::legacy_input_hash(&ctx, c, &[base]);
         let current = r["input_hash"].as_str().unwrap();
         assert_ne!(legacy, current);
         // the image's label (its candidate's and its tag's), in the fake docker's store

@@ -87,7 +87,7 @@ pub fn diff(plan: &Plan, cells: &[&Cell], prev: &Manifest, digests: &Digests) ->
     let by_id: std::collections::HashMap<&str, &CellRecord> =
         prev.cells.iter().map(|r| (r.id.as_str(), r)).collect();
     // parents first: a framework image's identity covers its parent's input hash
-    let mut hashes: std::collections::HashMap<&str, render::Identity> =
+    let mut hashes: std::collections::HashMap<&str, render::identity::Identity> =
         std::collections::HashMap::new();
     let mut out = Vec::new();
     let renderer = render::Renderer::new(&plan.settings);
@@ -109,7 +109,7 @@ pub fn diff(plan: &Plan, cells: &[&Cell], prev: &Manifest, digests: &Digests) ->
                 .get(crate::plan::fast::pair(&(&c.base.reference, platform)))
                 .cloned()
                 .or_else(|| by_id.get(id).and_then(|r| r.base_digest.clone()))
-                .unwrap_or_else(|| render::UNRESOLVED.into())
+                .unwrap_or_else(|| render::identity::UNRESOLVED.into())
         };
         let digest = digest_of(&c.id, c.platform());
         let all: Vec<String> = c
@@ -120,8 +120,8 @@ pub fn diff(plan: &Plan, cells: &[&Cell], prev: &Manifest, digests: &Digests) ->
         let all: Vec<&str> = all.iter().map(String::as_str).collect();
         let ctx = renderer.render(c);
         let identity = match c.parent().and_then(|id| hashes.get(id)) {
-            Some(p) => render::Identity::of(&ctx, c, &[&p.hash], &[&p.legacy]),
-            None => render::Identity::of(&ctx, c, &all, &all),
+            Some(p) => render::identity::Identity::of(&ctx, c, &[&p.hash], &[&p.legacy]),
+            None => render::identity::Identity::of(&ctx, c, &all, &all),
         };
         // a manifest of an earlier tool version records the legacy identity
         let same = p.input_hash.as_deref().is_some_and(|h| identity.is(h));
@@ -129,7 +129,7 @@ pub fn diff(plan: &Plan, cells: &[&Cell], prev: &Manifest, digests: &Digests) ->
         let (change, why) = if !same {
             (
                 "changed",
-                reasons(c, p, &render::part_hashes(&ctx), &digest),
+                reasons(c, p, &render::identity::part_hashes(&ctx), &digest),
             )
         } else if !p.status.succeeded() {
             (
@@ -225,9 +225,12 @@ mod tests {
         let mut m = Manifest::new("m.yaml", "0", None);
         for c in &p.cells {
             let ctx = render::render(&p.settings, c);
-            let mut r = record_for(c, Some(render::input_hash(&ctx, c, &["sha256:base"])));
+            let mut r = record_for(
+                c,
+                Some(render::identity::input_hash(&ctx, c, &["sha256:base"])),
+            );
             r.base_digest = Some("sha256:base".into());
-            r.input_parts = render::part_hashes(&ctx);
+            r.input_parts = render::identity::part_hashes(&ctx);
             r.status = Status::Built;
             m.cells.push(r);
         }
@@ -296,7 +299,7 @@ mod tests {
         let mut prev = built(&p);
         for (r, c) in prev.cells.iter_mut().zip(&p.cells) {
             let ctx = render::render(&p.settings, c);
-            let legacy = render::legacy_input_hash(&ctx, c, &["sha256:base"]);
+            let legacy = render::identity::legacy_input_hash(&ctx, c, &["sha256:base"]);
             assert_ne!(r.input_hash.as_deref(), Some(legacy.as_str()));
             r.input_hash = Some(legacy);
         }

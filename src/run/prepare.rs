@@ -22,7 +22,7 @@ pub const INPUT_HASH_LABEL: &str = "io.image-matrix.input-hash";
 pub const REPOSITORY_LABEL: &str = "io.image-matrix.repository";
 /// Label with the base's resolved digest.
 pub const BASE_DIGEST_LABEL: &str = "io.image-matrix.base-digest";
-pub use crate::render::UNRESOLVED;
+pub use crate::render::identity::UNRESOLVED;
 
 /// Where a run's files go.
 #[derive(Clone, Debug)]
@@ -173,7 +173,7 @@ pub fn prepare<'p, E>(
     };
     let (mut os_keys, mut conda_keys) = (Vec::new(), Vec::new());
     // job index and input hash of each parent, for its framework images
-    let mut parents: HashMap<&str, (usize, render::Identity)> = HashMap::new();
+    let mut parents: HashMap<&str, (usize, render::identity::Identity)> = HashMap::new();
     let renderer = render::Renderer::new(&plan.settings);
     for c in cells {
         let ctx = renderer.render(c);
@@ -181,15 +181,15 @@ pub fn prepare<'p, E>(
         let base_digest = s.base_digest(c);
         // a framework image's identity covers its parent's, which covers the base
         let identity = match parent {
-            Some((_, p)) => render::Identity::of(&ctx, c, &[&p.hash], &[&p.legacy]),
+            Some((_, p)) => render::identity::Identity::of(&ctx, c, &[&p.hash], &[&p.legacy]),
             None => {
                 let digests = s.identity_digests(c);
-                render::Identity::of(&ctx, c, &digests, &digests)
+                render::identity::Identity::of(&ctx, c, &digests, &digests)
             }
         };
         let input_hash = identity.hash.clone();
         let mut rec = record_for(c, Some(input_hash.clone()));
-        rec.input_parts = render::part_hashes(&ctx);
+        rec.input_parts = render::identity::part_hashes(&ctx);
         rec.base_digest = Some(base_digest.to_string());
         let log_path = paths.logs.join(format!("{}.log", c.id));
         rec.log = Some(log_path.display().to_string());
