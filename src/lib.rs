@@ -17,6 +17,7 @@ pub mod emulation;
 pub mod engines;
 pub mod error;
 pub mod exit;
+pub mod labels;
 pub mod lock;
 pub mod manifest;
 pub mod plan;

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::config::settings::{PasswordPolicy, Settings};
+use crate::labels;
 use crate::plan::base::OsFamily;
 use crate::plan::fast::FastMap;
 use crate::plan::{stack, Cell, Variant};
@@ -555,7 +556,7 @@ fn write_cell_labels(out: &mut String, c: &Cell) -> std::fmt::Result {
     let group;
     let pairs: &[(&str, &str)] = match &c.group {
         Some(g) => {
-            group = [("io.image-matrix.group", g.name.as_str())];
+            group = [(labels::GROUP, g.name.as_str())];
             &group
         }
         None => &build_labels(c),
@@ -573,12 +574,9 @@ fn write_cell_labels(out: &mut String, c: &Cell) -> std::fmt::Result {
 /// group's shared Dockerfile cannot hold them).
 pub fn build_labels(c: &Cell) -> [(&'static str, &str); 3] {
     [
-        ("io.image-matrix.cell", c.id.as_str()),
-        ("io.image-matrix.installer", c.installer.file.as_str()),
-        (
-            "io.image-matrix.installer-sha256",
-            c.installer.sha256.as_str(),
-        ),
+        (labels::CELL, c.id.as_str()),
+        (labels::INSTALLER, c.installer.file.as_str()),
+        (labels::INSTALLER_SHA256, c.installer.sha256.as_str()),
     ]
 }
 
@@ -880,7 +878,7 @@ mod tests {
         let installers = file(&a, "conda/installers.txt");
         assert!(installers.contains("x86_64 Miniconda3-py311_24.5.0-0-Linux-x86_64.sh "));
         assert!(installers.contains("aarch64 Miniconda3-py311_24.5.0-0-Linux-aarch64.sh "));
-        assert!(!file(&a, "Dockerfile").contains("io.image-matrix.cell="));
+        assert!(!file(&a, "Dockerfile").contains(&format!("{}=", labels::CELL)));
         // ... and one identity, over both platforms' bases
         let digests = ["sha256:amd", "sha256:arm"];
         assert_eq!(
@@ -893,7 +891,26 @@ mod tests {
         );
         // the cell's own labels come with the build
         let labels = build_labels(arm);
-        assert!(labels.contains(&("io.image-matrix.cell", arm.id.as_str())));
+        assert!(labels.contains(&(labels::CELL, arm.id.as_str())));
+    }
+
+    /// The template spells its label names as text: they must be those of [`labels`].
+    #[test]
+    fn the_templates_label_names_are_those_of_the_labels_module() {
+        let names: Vec<&str> = DOCKERFILE
+            .lines()
+            .filter_map(|l| {
+                l.trim_start()
+                    .trim_start_matches("LABEL ")
+                    .split_once("=\"")
+            })
+            .map(|(k, _)| k)
+            .collect();
+        let expected: Vec<&str> = [labels::TITLE]
+            .into_iter()
+            .chain(labels::IN_DOCKERFILE)
+            .collect();
+        assert_eq!(names, expected);
     }
 
     /// Every file under init/ reaches the context: a new boot helper that is not wired

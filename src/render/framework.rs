@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use super::{Bytes, Shared};
+use crate::labels;
 use crate::plan::family::Framework;
 use crate::plan::Cell;
 
@@ -43,7 +44,14 @@ fn dockerfile(c: &Cell, f: &Framework) -> String {
     let versions: Vec<String> = f
         .packages
         .iter()
-        .map(|p| format!("io.image-matrix.framework.{}=\"{}\"", p.name, p.version))
+        .map(|p| {
+            format!(
+                "{}{}=\"{}\"",
+                labels::FRAMEWORK_VERSION_PREFIX,
+                p.name,
+                p.version
+            )
+        })
         .collect();
     format!(
         "# Rendered by image-matrix for framework image {id}; its parent is cell {parent}.\n\
@@ -54,11 +62,15 @@ fn dockerfile(c: &Cell, f: &Framework) -> String {
          SHELL [\"/bin/bash\", \"-o\", \"pipefail\", \"-c\"]\n\
          COPY framework/ /tmp/image-matrix/framework/\n\
          RUN bash /tmp/image-matrix/framework/install-framework.sh && rm -rf /tmp/image-matrix\n\
-         LABEL io.image-matrix.framework=\"{name}\" \\\n      \
-         io.image-matrix.framework.wheel=\"{wheel}\" \\\n      \
-         io.image-matrix.parent=\"{parent}\" \\\n      \
+         LABEL {framework}=\"{name}\" \\\n      \
+         {wheel_label}=\"{wheel}\" \\\n      \
+         {parent_label}=\"{parent}\" \\\n      \
          {versions} \\\n      \
-         io.image-matrix.cell=\"{id}\"\n",
+         {cell_label}=\"{id}\"\n",
+        framework = labels::FRAMEWORK,
+        wheel_label = labels::FRAMEWORK_WHEEL,
+        parent_label = labels::PARENT,
+        cell_label = labels::CELL,
         id = c.id,
         parent = f.parent,
         parent_tag = f.parent_tag,

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::docker::BuildRequest;
+use crate::labels;
 use crate::manifest::{CellRecord, Installer, Status};
 use crate::plan::output::BuildOptions;
 use crate::plan::{hex, Cell, Excluded, Plan};
@@ -16,12 +17,6 @@ use crate::render;
 use crate::run::executor::{Job, JobKind};
 use crate::run::scheduler::SharedStage;
 
-/// Label that carries a cell's input hash; `build` skips a cell whose tag has it.
-pub const INPUT_HASH_LABEL: &str = "io.image-matrix.input-hash";
-/// Label naming the repository a matrix image belongs to (what `prune` looks for).
-pub const REPOSITORY_LABEL: &str = "io.image-matrix.repository";
-/// Label with the base's resolved digest.
-pub const BASE_DIGEST_LABEL: &str = "io.image-matrix.base-digest";
 pub use crate::render::identity::UNRESOLVED;
 
 /// Where a run's files go.
@@ -283,11 +278,11 @@ pub fn build_options<'a>(
     use std::borrow::Cow;
     let mut labels = Vec::with_capacity(6 + s.labels.len());
     if input_hash != UNRESOLVED {
-        labels.push((INPUT_HASH_LABEL, Cow::Borrowed(input_hash)));
+        labels.push((labels::INPUT_HASH, Cow::Borrowed(input_hash)));
     }
-    labels.push((REPOSITORY_LABEL, Cow::Borrowed(repository)));
+    labels.push((labels::REPOSITORY, Cow::Borrowed(repository)));
     if input_hash != UNRESOLVED {
-        labels.push((BASE_DIGEST_LABEL, Cow::Borrowed(s.base_digest(c))));
+        labels.push((labels::BASE_DIGEST, Cow::Borrowed(s.base_digest(c))));
     }
     labels.extend(
         render::build_labels(c)
