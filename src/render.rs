@@ -27,7 +27,7 @@ pub mod examples;
 mod framework;
 pub mod identity;
 
-use identity::{Frame, FrameKey};
+use identity::{Frame, FrameKey, Rendering};
 
 const DOCKERFILE: &str = include_str!("../dockerfiles/Dockerfile.in");
 
@@ -215,10 +215,16 @@ fn language_of(locale: &str) -> String {
 }
 
 /// The crypt(3) SHA-512 hash of a fixed password. The salt is derived from the
-/// password and repository so that renders stay deterministic.
-fn password_hash(password: &str, repository: &str) -> String {
+/// password so that renders stay deterministic (and not from the repository, which is
+/// not part of the image's identity; scheme 2 salted with it: `repository` is that
+/// scheme's, see [`Rendering::Scheme2`]).
+fn password_hash(password: &str, repository: Option<&str>) -> String {
     const SALT_CHARS: &[u8] = b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    let digest = Sha256::digest(format!("image-matrix salt\0{repository}\0{password}").as_bytes());
+    let seed = match repository {
+        Some(r) => format!("image-matrix salt\0{r}\0{password}"),
+        None => format!("image-matrix salt\0{password}"),
+    };
+    let digest = Sha256::digest(seed.as_bytes());
     let salt: String = digest
         .iter()
         .take(16)
@@ -277,6 +283,8 @@ pub struct Renderer<'s> {
     conda_env: [std::sync::Arc<Shared>; 2],
     defaults_env: [std::sync::Arc<Shared>; 2],
     password_hash: Option<std::sync::Arc<Shared>>,
+    /// The same as scheme 2 salted it (with the repository), made when first asked for.
+    password_hash_scheme2: std::sync::OnceLock<Option<std::sync::Arc<Shared>>>,
     language: String,
     /// The extra CA bundle's text, read once (transport only: not part of identity).
     extra_ca: Option<std::sync::Arc<Shared>>,
@@ -314,10 +322,9 @@ impl<'s> Renderer<'s> {
             conda_env: [c0, c1],
             defaults_env: [d0, d1],
             password_hash: match &s.runtime.root_password {
-                PasswordPolicy::Fixed { password } => Some(Shared::new(format!(
-                    "{}\n",
-                    password_hash(password, &s.repository)
-                ))),
+                PasswordPolicy::Fixed { password } => {
+                    Some(Shared::new(format!("{}\n", password_hash(password, None))))
+                }
                 _ => None,
             },
             language: language_of(&s.runtime.locale),
@@ -330,6 +337,7 @@ impl<'s> Renderer<'s> {
             common_pip: Default::default(),
             variants: Default::default(),
             frames: Default::default(),
+            password_hash_scheme2: Default::default(),
         }
     }
 
@@ -343,15 +351,20 @@ impl<'s> Renderer<'s> {
     /// [`FrameKey`] alone: [`Renderer::identity`] takes them from a frame made for
     /// another cell (`identities_from_frames_are_those_of_the_files` checks it).
     fn files(&self, c: &Cell, transport: bool) -> Context {
+        self.files_as(c, transport, Rendering::Current)
+    }
+
+    /// [`Renderer::files`] as `rendering` has them.
+    fn files_as(&self, c: &Cell, transport: bool, rendering: Rendering) -> Context {
         let mut files = Files::default();
         let extra_ca = self.extra_ca.as_ref().filter(|_| transport);
         if let Some(f) = &c.framework {
-            for (path, text, x) in framework::files(c, f, extra_ca) {
+            for (path, text, x) in framework::files(c, f, extra_ca, rendering) {
                 files.add(path, text, x);
             }
             return finish(files, c, Vec::new(), transport);
         }
-        files.add("Dockerfile", self.dockerfile(c), false);
+        files.add("Dockerfile", self.dockerfile(c, rendering), false);
         for (path, text, x) in STATIC_FILES {
             files.add(*path, *text, *x);
         }
@@ -361,7 +374,7 @@ impl<'s> Renderer<'s> {
         files.add("variant/pip-packages.txt", &pip, false);
         files.add("variant/unpinned.txt", &unpinned, false);
         files.add("image/apt-packages.txt", &apt, false);
-        self.image_files(&mut files, c);
+        self.image_files(&mut files, c, rendering);
         if let Some(pem) = extra_ca {
             for stage in ["system", "conda", "variant"] {
                 files.add(format!("{stage}/extra-ca.pem"), pem, false);
@@ -423,7 +436,7 @@ const DOCKERFILE_KEYS: [(&str, Key); 13] = [
     ("LOCALE", Key::Locale),
     ("LANGUAGE", Key::Language),
     ("TIMEZONE", Key::Timezone),
-    ("TITLE", Key::Title),
+    ("SCHEME_2_TITLE", Key::Title),
     ("PYTHON", Key::Python),
     ("MINICONDA", Key::Miniconda),
     ("CUDA", Key::Cuda),
@@ -474,13 +487,15 @@ impl Renderer<'_> {
     /// The Dockerfile: the template with the cell's validated values (which hold no
     /// `{{`, so filling it in one pass is the same as key by key), each written
     /// straight into it.
-    fn dockerfile(&self, c: &Cell) -> String {
+    fn dockerfile(&self, c: &Cell, rendering: Rendering) -> String {
         let mut out = String::with_capacity(DOCKERFILE.len() + 1024);
-        self.write_dockerfile(c, &mut out);
+        self.write_dockerfile(c, &mut out, rendering);
         out
     }
 
-    fn write_dockerfile(&self, c: &Cell, out: &mut String) {
+    /// The Dockerfile names no repository or tag: those labels come with the build
+    /// ([`build_labels`]). As scheme 2 rendered it, it did.
+    fn write_dockerfile(&self, c: &Cell, out: &mut String, rendering: Rendering) {
         use std::fmt::Write as _;
         let s = self.s;
         let cuda = c.base.cuda.as_ref();
@@ -506,8 +521,17 @@ impl Renderer<'_> {
                 }
                 Key::Variant => out.push_str(&c.variant.name),
                 Key::Context => match &c.group {
-                    Some(g) => {
+                    Some(g) if rendering == Rendering::Scheme2 => {
                         let _ = write!(out, "tag group {} ({})", g.name, platforms(c));
+                    }
+                    Some(g) => {
+                        out.push_str("the tag group of cells ");
+                        for (i, m) in g.members.iter().enumerate() {
+                            if i > 0 {
+                                out.push_str(", ");
+                            }
+                            out.push_str(&m.id);
+                        }
                     }
                     None => {
                         out.push_str("cell ");
@@ -518,9 +542,14 @@ impl Renderer<'_> {
                     let _ = write!(out, "{}", c.base.os);
                 }
                 Key::Title => {
-                    out.push_str(&s.repository);
-                    out.push(' ');
-                    out.push_str(c.group.as_ref().map_or(c.id.as_str(), |g| g.name.as_str()));
+                    if rendering == Rendering::Scheme2 {
+                        let _ = write!(
+                            out,
+                            "{}=\"{}\" \\\n      ",
+                            labels::TITLE,
+                            title(&s.repository, c)
+                        );
+                    }
                 }
                 Key::Cuda => {
                     if let Some(x) = cuda {
@@ -528,7 +557,7 @@ impl Renderer<'_> {
                     }
                 }
                 Key::CellLabels => {
-                    let _ = write_cell_labels(out, c);
+                    let _ = write_cell_labels(out, c, rendering);
                 }
             }
         }
@@ -548,36 +577,56 @@ fn platforms(c: &Cell) -> String {
     )
 }
 
-/// Labels that name one cell and its installer. A tag group's members share one
-/// context, so theirs come from `matrix build` (`--label`, see [`build_labels`]) and
-/// the Dockerfile names the group.
-fn write_cell_labels(out: &mut String, c: &Cell) -> std::fmt::Result {
+/// Labels that name one cell and its installer, each after a line break. A tag
+/// group's members share one context, so theirs come from `matrix build` (`--label`,
+/// see [`build_labels`]); scheme 2 named the group here.
+fn write_cell_labels(out: &mut String, c: &Cell, rendering: Rendering) -> std::fmt::Result {
     use std::fmt::Write as _;
     let group;
     let pairs: &[(&str, &str)] = match &c.group {
-        Some(g) => {
+        Some(g) if rendering == Rendering::Scheme2 => {
             group = [(labels::GROUP, g.name.as_str())];
             &group
         }
-        None => &build_labels(c),
+        Some(_) => &[],
+        None => &cell_labels(c),
     };
-    for (i, (k, v)) in pairs.iter().enumerate() {
-        if i > 0 {
-            out.push_str(" \\\n      ");
-        }
-        write!(out, "{k}=\"{v}\"")?;
+    for (k, v) in pairs {
+        write!(out, " \\\n      {k}=\"{v}\"")?;
     }
     Ok(())
 }
 
-/// The labels naming the cell and its installer, for `docker build --label` (a tag
-/// group's shared Dockerfile cannot hold them).
-pub fn build_labels(c: &Cell) -> [(&'static str, &str); 3] {
+/// The image's title: its repository and its tag (a tag group's shared one) or, for a
+/// cell of its own, its id.
+fn title(repository: &str, c: &Cell) -> String {
+    let name = c.group.as_ref().map_or(c.id.as_str(), |g| g.name.as_str());
+    format!("{repository} {name}")
+}
+
+/// The labels naming the cell and its installer.
+fn cell_labels(c: &Cell) -> [(&'static str, &str); 3] {
     [
         (labels::CELL, c.id.as_str()),
         (labels::INSTALLER, c.installer.file.as_str()),
         (labels::INSTALLER_SHA256, c.installer.sha256.as_str()),
     ]
+}
+
+/// The labels `matrix build` passes with `docker build --label`: those naming the cell
+/// and its installer (a tag group's shared Dockerfile cannot hold them) and those naming
+/// where the image is published, its title and its tag group: they are not part of its
+/// identity, so a new repository or tag template retags, and rebuilds nothing.
+pub fn build_labels<'c>(repository: &str, c: &'c Cell) -> Vec<(&'static str, Cow<'c, str>)> {
+    let mut out: Vec<(&'static str, Cow<'c, str>)> = cell_labels(c)
+        .into_iter()
+        .map(|(k, v)| (k, Cow::Borrowed(v)))
+        .collect();
+    out.push((labels::TITLE, Cow::Owned(title(repository, c))));
+    if let Some(g) = &c.group {
+        out.push((labels::GROUP, Cow::Borrowed(g.name.as_str())));
+    }
+    out
 }
 
 /// Stage 1, the OS layer: packages, locale, timezone.
@@ -721,8 +770,21 @@ impl Renderer<'_> {
             .clone()
     }
 
-    fn image_files(&self, files: &mut Files, c: &Cell) {
-        if let Some(hash) = &self.password_hash {
+    fn image_files(&self, files: &mut Files, c: &Cell, rendering: Rendering) {
+        let password_hash = match rendering {
+            Rendering::Current => &self.password_hash,
+            Rendering::Scheme2 => {
+                self.password_hash_scheme2
+                    .get_or_init(|| match &self.s.runtime.root_password {
+                        PasswordPolicy::Fixed { password } => Some(Shared::new(format!(
+                            "{}\n",
+                            password_hash(password, Some(&self.s.repository))
+                        ))),
+                        _ => None,
+                    })
+            }
+        };
+        if let Some(hash) = password_hash {
             files.add("image/init/etc/root-password.hash", hash, false);
         }
         let gate = usize::from(c.miniconda.has_tos_gate());
@@ -889,9 +951,13 @@ mod tests {
             identity::input_hash(&a, amd, &digests),
             identity::input_hash(&a, amd, &["sha256:amd", "sha256:arm-moved"])
         );
-        // the cell's own labels come with the build
-        let labels = build_labels(arm);
-        assert!(labels.contains(&(labels::CELL, arm.id.as_str())));
+        // the cell's own labels, its title and its group come with the build
+        let labels = build_labels("r", arm);
+        assert!(labels.contains(&(labels::CELL, arm.id.as_str().into())));
+        let group = &arm.group.as_ref().unwrap().name;
+        assert!(labels.contains(&(labels::GROUP, group.into())));
+        assert!(labels.contains(&(labels::TITLE, format!("r {group}").into())));
+        assert!(!file(&a, "Dockerfile").contains(group.as_str()));
     }
 
     /// The template spells its label names as text: they must be those of [`labels`].
@@ -902,15 +968,12 @@ mod tests {
             .filter_map(|l| {
                 l.trim_start()
                     .trim_start_matches("LABEL ")
+                    .trim_start_matches("{{SCHEME_2_TITLE}}")
                     .split_once("=\"")
             })
             .map(|(k, _)| k)
             .collect();
-        let expected: Vec<&str> = [labels::TITLE]
-            .into_iter()
-            .chain(labels::IN_DOCKERFILE)
-            .collect();
-        assert_eq!(names, expected);
+        assert_eq!(names, labels::IN_DOCKERFILE);
     }
 
     /// Every file under init/ reaches the context: a new boot helper that is not wired
@@ -941,10 +1004,12 @@ mod tests {
 
     #[test]
     fn password_hashes_are_crypt_sha512_and_deterministic() {
-        let a = password_hash("123456", "miniconda");
+        let a = password_hash("123456", None);
         assert!(a.starts_with("$6$") && a.len() > 90, "{a}");
-        assert_eq!(a, password_hash("123456", "miniconda"));
-        assert_ne!(a, password_hash("123457", "miniconda"));
+        assert_eq!(a, password_hash("123456", None));
+        assert_ne!(a, password_hash("123457", None));
+        // scheme 2 salted with the repository
+        assert_ne!(a, password_hash("123456", Some("miniconda")));
     }
 
     /// The mirror script on sources files as Debian (deb822) and Ubuntu (one-line)

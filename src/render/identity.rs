@@ -58,7 +58,7 @@ impl Renderer<'_> {
         }
         let (dockerfile, installers) = TEXT.with_borrow_mut(|text| {
             text.clear();
-            self.write_dockerfile(c, text);
+            self.write_dockerfile(c, text, Rendering::Current);
             let dockerfile: [u8; 32] = Sha256::digest(&text).into();
             text.clear();
             write_installer_table(c, text);
@@ -94,7 +94,7 @@ impl Renderer<'_> {
         }
         let ctx = self.files(c, false);
         let (mut dockerfile_at, mut installers_at) = (0, 0);
-        let msg = identity_message(&ctx, |path, at| match path {
+        let msg = identity_message(IDENTITY_SCHEME, &ctx, |path, at| match path {
             "Dockerfile" => dockerfile_at = at,
             "conda/installers.txt" => installers_at = at,
             _ => {}
@@ -120,11 +120,27 @@ pub fn transport_only(path: &str) -> bool {
     path == "cell.json" || path == "conda/mirrors.txt" || path.ends_with("/extra-ca.pem")
 }
 
-/// The first bytes of every identity of the current scheme (version 2): each file
+/// The first bytes of every identity of the current scheme (version 3): each file
 /// enters as its path, mode and SHA256, not its bytes, so that the files every cell
 /// shares (most of a context's 27 KB) are hashed once per process rather than once per
-/// cell.
-const IDENTITY_SCHEME: &[u8] = b"image-matrix identity 2\0";
+/// cell. Scheme 3 hashes as scheme 2 did, over contexts that name no repository or tag
+/// (see [`Rendering`]).
+const IDENTITY_SCHEME: &[u8] = b"image-matrix identity 3\0";
+/// The first bytes of an identity of scheme 2 (tool versions from 2026-11-29 to
+/// 2026-12-07), whose contexts named the image's repository and tag.
+const IDENTITY_SCHEME_2: &[u8] = b"image-matrix identity 2\0";
+
+/// How a context is rendered: as it is built, naming no repository or tag, or as
+/// identity schemes 1 and 2 rendered it, with the names the image is published under
+/// (its title and tag group as labels in the Dockerfile, a framework image's parent
+/// tag as the default of `PARENT`, the repository in the root password's salt). The
+/// second is only hashed, to recognise the identities images and manifests of those
+/// schemes carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rendering {
+    Current,
+    Scheme2,
+}
 
 /// A cell's identity: SHA256 over everything that decides the image's content —
 /// every context file that reaches the image (path, mode and the SHA256 of its bytes),
@@ -135,8 +151,13 @@ const IDENTITY_SCHEME: &[u8] = b"image-matrix identity 2\0";
 /// installer: one platform's base moving rebuilds them all, so that the platforms
 /// behind one tag never come from different nights.
 pub fn input_hash(ctx: &Context, c: &Cell, base_digests: &[&str]) -> String {
+    hash_of(IDENTITY_SCHEME, ctx, c, base_digests)
+}
+
+/// [`input_hash`] under the scheme whose first bytes are `scheme`.
+fn hash_of(scheme: &[u8], ctx: &Context, c: &Cell, base_digests: &[&str]) -> String {
     let mut h = Sha256::new();
-    h.update(identity_message(ctx, |_, _| {}));
+    h.update(identity_message(scheme, ctx, |_, _| {}));
     identity_tail(&mut h, c, base_digests);
     hex(&h.finalize())
 }
@@ -144,9 +165,9 @@ pub fn input_hash(ctx: &Context, c: &Cell, base_digests: &[&str]) -> String {
 /// The files' part of an identity, gathered to be hashed in one go (three small
 /// updates a file cost more than the hashing itself); `at` hears where each file's
 /// digest is written.
-fn identity_message(ctx: &Context, mut at: impl FnMut(&str, usize)) -> Vec<u8> {
-    let mut msg = Vec::with_capacity(IDENTITY_SCHEME.len() + ctx.files.len() * 72);
-    msg.extend_from_slice(IDENTITY_SCHEME);
+fn identity_message(scheme: &[u8], ctx: &Context, mut at: impl FnMut(&str, usize)) -> Vec<u8> {
+    let mut msg = Vec::with_capacity(scheme.len() + ctx.files.len() * 72);
+    msg.extend_from_slice(scheme);
     for f in ctx.files.iter().filter(|f| !transport_only(&f.path)) {
         msg.extend_from_slice(f.path.as_bytes());
         msg.extend_from_slice(&[0, u8::from(f.executable), 0]);
@@ -157,9 +178,10 @@ fn identity_message(ctx: &Context, mut at: impl FnMut(&str, usize)) -> Vec<u8> {
 }
 
 /// The identity images built before scheme 2 carry (tool versions up to 2026-11-29):
-/// the same inputs, each file's bytes hashed in line. `matrix build` and `plan --diff`
-/// accept it for an image or manifest that has it, so that a new tool version moves no
-/// tag whose inputs did not change.
+/// the inputs of scheme 2 (a context rendered as [`Rendering::Scheme2`]), each file's
+/// bytes hashed in line. `matrix build` and `plan --diff` accept it for an image or
+/// manifest that has it, so that a new tool version moves no tag whose inputs did not
+/// change.
 pub fn legacy_input_hash(ctx: &Context, c: &Cell, base_digests: &[&str]) -> String {
     let mut h = Sha256::new();
     for f in ctx.files.iter().filter(|f| !transport_only(&f.path)) {
@@ -172,28 +194,56 @@ pub fn legacy_input_hash(ctx: &Context, c: &Cell, base_digests: &[&str]) -> Stri
     hex(&h.finalize())
 }
 
-/// A cell's identity under both schemes: `matrix build` labels with the current one
-/// and takes either as current.
+/// A cell's identity under the current scheme and the earlier ones: `matrix build`
+/// labels with the current one and takes any of them as current, so that upgrading the
+/// tool rebuilds nothing whose inputs did not change.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
     pub hash: String,
+    /// Scheme 2's, over the context as it rendered it (with the names).
+    pub scheme2: String,
+    /// Scheme 1's ([`legacy_input_hash`]), over the same context as scheme 2's.
     pub legacy: String,
 }
 
+/// What an identity covers besides the cell's files and installers.
+#[derive(Clone, Copy)]
+pub enum Over<'a> {
+    /// The resolved digests of its bases (a tag group's members have one each).
+    Bases(&'a [&'a str]),
+    /// A framework image's parent's identity (which covers the bases).
+    Parent(&'a Identity),
+}
+
 impl Identity {
-    /// Of a cell whose base digests (or, for a framework image, its parent's identity)
-    /// are known: `legacy_digests` are what the legacy hash covers (the same bases,
-    /// or the parent's legacy hash).
-    pub fn of(ctx: &Context, c: &Cell, digests: &[&str], legacy_digests: &[&str]) -> Self {
-        Identity {
-            hash: input_hash(ctx, c, digests),
-            legacy: legacy_input_hash(ctx, c, legacy_digests),
+    /// Of a cell whose context `ctx` is rendered (by `r`).
+    pub fn of(r: &Renderer, ctx: &Context, c: &Cell, over: Over) -> Self {
+        let named = r.files_as(c, false, Rendering::Scheme2);
+        match over {
+            Over::Bases(d) => Identity {
+                hash: input_hash(ctx, c, d),
+                scheme2: hash_of(IDENTITY_SCHEME_2, &named, c, d),
+                legacy: legacy_input_hash(&named, c, d),
+            },
+            Over::Parent(p) => Identity {
+                hash: input_hash(ctx, c, &[&p.hash]),
+                scheme2: hash_of(IDENTITY_SCHEME_2, &named, c, &[&p.scheme2]),
+                legacy: legacy_input_hash(&named, c, &[&p.legacy]),
+            },
         }
     }
 
     /// Whether a recorded hash (an image's label, a manifest's field) names it.
     pub fn is(&self, recorded: &str) -> bool {
-        recorded == self.hash || recorded == self.legacy
+        recorded == self.hash || self.earlier(recorded).is_some()
+    }
+
+    /// The identity of an earlier scheme that `recorded` is, if it is one.
+    pub fn earlier(&self, recorded: &str) -> Option<&str> {
+        [&self.scheme2, &self.legacy]
+            .into_iter()
+            .find(|h| h.as_str() == recorded)
+            .map(String::as_str)
     }
 }
 
@@ -324,9 +374,112 @@ mod tests {
             legacy_input_hash(&ctx, c, &digests),
             hex(&Sha256::digest(&bytes))
         );
-        let id = Identity::of(&ctx, c, &digests, &digests);
+        let id = Identity::of(&Renderer::new(&p.settings), &ctx, c, Over::Bases(&digests));
         assert_ne!(id.hash, id.legacy);
-        assert!(id.is(&id.hash) && id.is(&id.legacy) && !id.is("sha256:other"));
+        assert_ne!(id.hash, id.scheme2);
+        assert!(id.is(&id.hash) && id.is(&id.scheme2) && id.is(&id.legacy));
+        assert!(!id.is("sha256:other"));
+        assert_eq!(id.earlier(&id.hash), None);
+    }
+
+    fn plan_of(text: &str) -> crate::plan::Plan {
+        crate::plan::plan_text(
+            text,
+            "m.yaml",
+            Path::new("."),
+            &crate::plan::PlanOptions {
+                date: "20260101".into(),
+            },
+        )
+        .unwrap()
+    }
+
+    /// Two cells of their own with a fixed root password, and a tag group.
+    const SINGLE: &str = "version: 1\nimage: {repository: registry.example/ml/miniconda}\nbases: [ubuntu:22.04]\npython: [\"3.11\", \"3.12\"]\nruntime: {root_password: {fixed: pw}}\n";
+    const GROUP: &str = "version: 1\nimage: {repository: registry.example/ml/miniconda}\nbases: [ubuntu:22.04]\npython: [\"3.11\"]\nplatforms: [linux/amd64, linux/arm64]\n";
+
+    /// Images and manifests of schemes 1 and 2 keep being recognised: these are the
+    /// identities the tool of scheme 2 (at f408be4) computed for these cells, as its
+    /// `input_hash` and `legacy_input_hash`.
+    #[test]
+    fn identities_of_earlier_schemes_are_those_earlier_versions_computed() {
+        let golden = [
+            (
+                "py3.11-ubuntu22.04-amd64",
+                "96e9e9c0258110467a1e1ae118198ed959c231cda1fc36c28da8818c38af916b",
+                "3f73e03a837c9309ced4370b43dce4addffe789eda62c4c2d8c07458832dfde1",
+            ),
+            (
+                "py3.12-ubuntu22.04-amd64",
+                "3ebddd7252e953977c897ebbdfc9cd3cf23e33e219c0e4a5008f121ab1657811",
+                "2478fd5589b12376e1fb3f50be8277875af64205df08c16cfbeab0af7e611c19",
+            ),
+            (
+                "py3.11-ubuntu22.04-amd64",
+                "e2fbdb778346a60b7386d398b4b33ea5ca620abeaa34b1af0a402fd735e368bf",
+                "63f33b39cb343ac5891344b6ff0b6a3db5e8441f06410490c558720db8ccadf2",
+            ),
+            (
+                "py3.11-ubuntu22.04-arm64",
+                "e2fbdb778346a60b7386d398b4b33ea5ca620abeaa34b1af0a402fd735e368bf",
+                "63f33b39cb343ac5891344b6ff0b6a3db5e8441f06410490c558720db8ccadf2",
+            ),
+        ];
+        let (single, group) = (plan_of(SINGLE), plan_of(GROUP));
+        let cells = single.cells.iter().map(|c| (&single, c));
+        let cells = cells.chain(group.cells.iter().map(|c| (&group, c)));
+        let digests = ["sha256:amd", "sha256:arm"];
+        let mut n = 0;
+        for ((p, c), (id, scheme2, legacy)) in cells.zip(golden) {
+            assert_eq!(c.id, id);
+            let r = Renderer::new(&p.settings);
+            let identity = Identity::of(&r, &r.render(c), c, Over::Bases(&digests));
+            assert_eq!(identity.scheme2, scheme2, "{id}");
+            assert_eq!(identity.legacy, legacy, "{id}");
+            assert_ne!(identity.hash, scheme2, "{id}");
+            n += 1;
+        }
+        assert_eq!(n, 4);
+    }
+
+    /// The names an image is published under are not part of its identity: another
+    /// repository, another tag template (of cells of their own and of a tag group)
+    /// leave every identity as it was, and the context names neither. Scheme 2's
+    /// identities held them.
+    #[test]
+    fn names_are_not_part_of_the_identity() {
+        let renamed = |text: &str| {
+            text.replace(
+                "image: {repository: registry.example/ml/miniconda}",
+                "image: {repository: mirror.example:5000/team/images, tag: \"t{python}x{base}\"}",
+            )
+        };
+        let digests = ["sha256:amd", "sha256:arm"];
+        for text in [SINGLE, GROUP] {
+            let (before, after) = (plan_of(text), plan_of(&renamed(text)));
+            let (r, r2) = (
+                Renderer::new(&before.settings),
+                Renderer::new(&after.settings),
+            );
+            for (c, c2) in before.cells.iter().zip(&after.cells) {
+                assert_eq!(c.id, c2.id);
+                assert_ne!(c.tags, c2.tags);
+                let (a, b) = (r.render(c), r2.render(c2));
+                let id = Identity::of(&r, &a, c, Over::Bases(&digests));
+                let id2 = Identity::of(&r2, &b, c2, Over::Bases(&digests));
+                assert_eq!(id.hash, id2.hash, "{}", c.id);
+                assert_eq!(r2.identity(c2, &digests), id2.hash, "{}", c.id);
+                assert_ne!(id.scheme2, id2.scheme2, "{}", c.id);
+                assert_eq!(part_hashes(&a), part_hashes(&b), "{}", c.id);
+                for f in b.files.iter().filter(|f| !transport_only(&f.path)) {
+                    let text = String::from_utf8_lossy(&f.bytes);
+                    let tag = crate::reference::split(&c2.tags[0]).1.unwrap();
+                    for name in ["mirror.example", "team/images", tag] {
+                        assert!(!text.contains(name), "{} names {name}", f.path);
+                    }
+                }
+            }
+        }
     }
 
     /// A Miniconda cell's identity comes from a frame made for the first cell with its
