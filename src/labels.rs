@@ -5,7 +5,9 @@
 //! Where a label's value comes from: the Dockerfile template (`dockerfiles/Dockerfile.in`
 //! spells the names of [`IN_DOCKERFILE`] as text, and a test holds it to this list), a
 //! framework image's Dockerfile (made from these constants), or `docker build --label`
-//! (the names of a cell's builds, its identity and the run's OCI labels).
+//! (the names of a cell's builds, its identity and the run's OCI labels). Labels that
+//! name where an image is published ([`TITLE`], [`GROUP`], [`REPOSITORY`]) only ever
+//! come with the build, never from the context: they are not part of its identity.
 
 /// The cell's identity (its input hash, see `render::identity`): `build` skips a cell whose image
 /// has it.

@@ -6,9 +6,10 @@
 //! and label values; everything else goes into `*.env` files whose values are
 //! single-quoted and read by build scripts that quote every expansion.
 //!
-//! Contexts are deterministic: the same cell renders byte-identical files, which
-//! is what makes a cell's identity ([`identity`]: its input hash, and so incremental
-//! nightlies) work.
+//! Contexts name no repository or tag (the labels that do come with the build, see
+//! [`build_labels`]), and are deterministic: the same cell renders byte-identical
+//! files, which is what makes a cell's identity ([`identity`]: its input hash, and so
+//! incremental nightlies) work.
 
 use std::borrow::Cow;
 use std::fs;

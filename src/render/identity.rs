@@ -1,9 +1,10 @@
 //! Identity: what makes two builds the same image. A cell's identity (its input hash)
 //! is SHA256 over what decides the image's content: every rendered context file that
 //! reaches the image, the base image's resolved digest and the installers' SHA256. It is
-//! never the names the image is published under (repository, tags) nor how its inputs
-//! are fetched (mirrors, proxies, CA bundles): a change of those retags, it does not
-//! rebuild.
+//! never the names the image is published under (repository, tags: the rendered context
+//! names neither, and the labels that do come with the build) nor how its inputs are
+//! fetched (mirrors, proxies, CA bundles): a new repository or tag template retags, a
+//! new mirror rebuilds nothing.
 //!
 //! `matrix build` labels each image with its identity and skips a cell whose image has
 //! it; `plan --diff` compares it with the one a previous manifest recorded. Identities of
