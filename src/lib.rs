@@ -18,6 +18,7 @@ pub mod engine;
 pub mod engines;
 pub mod error;
 pub mod exit;
+pub mod labels;
 pub mod lock;
 pub mod manifest;
 pub mod plan;

@@ -7,8 +7,8 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use crate::docker::Docker;
+use crate::labels;
 use crate::manifest::{io, Manifest};
-use crate::run::prepare::REPOSITORY_LABEL;
 
 /// How many run manifests `history/` keeps.
 const HISTORY: usize = 60;
@@ -90,7 +90,7 @@ pub fn prune(docker: &Docker, repository: &str, keep: &HashSet<String>) -> Resul
         "-a",
         "--no-trunc",
         "--filter",
-        &format!("label={REPOSITORY_LABEL}={repository}"),
+        &format!("label={}={repository}", labels::REPOSITORY),
         "--format",
         "{{.ID}}",
     ])?;

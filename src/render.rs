@@ -6,8 +6,10 @@
 //! and label values; everything else goes into `*.env` files whose values are
 //! single-quoted and read by build scripts that quote every expansion.
 //!
-//! Contexts are deterministic: the same cell renders byte-identical files, which
-//! is what makes the input hash (and so incremental nightlies) work.
+//! Contexts name no repository or tag (the labels that do come with the build, see
+//! [`build_labels`]), and are deterministic: the same cell renders byte-identical
+//! files, which is what makes a cell's identity ([`identity`]: its input hash, and so
+//! incremental nightlies) work.
 
 use std::borrow::Cow;
 use std::fs;
@@ -17,17 +19,33 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::config::settings::{PasswordPolicy, Settings};
+use crate::labels;
 use crate::plan::base::OsFamily;
 use crate::plan::fast::FastMap;
-use crate::plan::{hex, stack, Cell, Variant};
+use crate::plan::{stack, Cell, Variant};
 
 pub mod examples;
 mod framework;
+pub mod identity;
+
+use identity::{Frame, FrameKey};
+
+/// How a context is rendered: as it is built, naming no repository or tag, or as
+/// identity schemes 1 and 2 rendered it, with the names the image is published under
+/// (its title and tag group as labels in the Dockerfile, a framework image's parent
+/// tag as the default of `PARENT`, the repository in the root password's salt). The
+/// second is only hashed, to recognise the identities images and manifests of those
+/// schemes carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rendering {
+    Current,
+    Scheme2,
+}
 
 const DOCKERFILE: &str = include_str!("../dockerfiles/Dockerfile.in");
 
 /// (path in the context, template text, executable). Statics, not constants: each
-/// text has one address, by which [`file_digest`] finds its hash.
+/// text has one address, by which [`identity::file_digest`] finds its hash.
 static STATIC_FILES: &[(&str, &str, bool)] = &[
     (
         "system/setup-system.sh",
@@ -109,7 +127,7 @@ pub struct File {
 
 /// A file's bytes, and where they come from: most of a context's are compiled into
 /// the binary or made once per matrix, and each of those is hashed once, not once per
-/// cell ([`file_digest`]).
+/// cell ([`identity::file_digest`]).
 #[derive(Debug, Clone)]
 pub enum Bytes {
     /// Compiled into the binary (the scripts, the configuration files).
@@ -210,10 +228,16 @@ fn language_of(locale: &str) -> String {
 }
 
 /// The crypt(3) SHA-512 hash of a fixed password. The salt is derived from the
-/// password and repository so that renders stay deterministic.
-fn password_hash(password: &str, repository: &str) -> String {
+/// password so that renders stay deterministic (and not from the repository, which is
+/// not part of the image's identity; scheme 2 salted with it: `repository` is that
+/// scheme's, see [`Rendering::Scheme2`]).
+fn password_hash(password: &str, repository: Option<&str>) -> String {
     const SALT_CHARS: &[u8] = b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    let digest = Sha256::digest(format!("image-matrix salt\0{repository}\0{password}").as_bytes());
+    let seed = match repository {
+        Some(r) => format!("image-matrix salt\0{r}\0{password}"),
+        None => format!("image-matrix salt\0{password}"),
+    };
+    let digest = Sha256::digest(seed.as_bytes());
     let salt: String = digest
         .iter()
         .take(16)
@@ -272,6 +296,8 @@ pub struct Renderer<'s> {
     conda_env: [std::sync::Arc<Shared>; 2],
     defaults_env: [std::sync::Arc<Shared>; 2],
     password_hash: Option<std::sync::Arc<Shared>>,
+    /// The same as scheme 2 salted it (with the repository), made when first asked for.
+    password_hash_scheme2: std::sync::OnceLock<Option<std::sync::Arc<Shared>>>,
     language: String,
     /// The extra CA bundle's text, read once (transport only: not part of identity).
     extra_ca: Option<std::sync::Arc<Shared>>,
@@ -283,24 +309,6 @@ pub struct Renderer<'s> {
     variants: std::sync::Mutex<VariantMemo>,
     /// Identity frames ([`Frame`]) by what decides them.
     frames: std::sync::Mutex<FastMap<FrameKey, std::sync::Arc<Frame>>>,
-}
-
-/// What decides a Miniconda cell's files but for its Dockerfile and installer table:
-/// its variant (by address, held by [`Renderer::variants`] from the frame's first
-/// cell on), its Python, its OS family and whether its Miniconda has the terms gate.
-type FrameKey = (usize, crate::plan::version::PyVersion, OsFamily, bool);
-
-/// A Miniconda cell's identity message ([`input_hash`]) with the digests of its two
-/// own files left to fill in. Every other file of such a cell is decided by the
-/// settings and the [`FrameKey`] (see [`Renderer::files`]), so 10,000 cells need a few
-/// hundred frames, and a cell's identity is its Dockerfile, its installer table and
-/// one pass of SHA256 over the frame, with nothing rendered, sorted or freed per file.
-#[derive(Debug)]
-struct Frame {
-    msg: Vec<u8>,
-    /// Where the Dockerfile's and `conda/installers.txt`'s digests go.
-    dockerfile_at: usize,
-    installers_at: usize,
 }
 
 type VariantMemo =
@@ -327,10 +335,9 @@ impl<'s> Renderer<'s> {
             conda_env: [c0, c1],
             defaults_env: [d0, d1],
             password_hash: match &s.runtime.root_password {
-                PasswordPolicy::Fixed { password } => Some(Shared::new(format!(
-                    "{}\n",
-                    password_hash(password, &s.repository)
-                ))),
+                PasswordPolicy::Fixed { password } => {
+                    Some(Shared::new(format!("{}\n", password_hash(password, None))))
+                }
                 _ => None,
             },
             language: language_of(&s.runtime.locale),
@@ -343,6 +350,7 @@ impl<'s> Renderer<'s> {
             common_pip: Default::default(),
             variants: Default::default(),
             frames: Default::default(),
+            password_hash_scheme2: Default::default(),
         }
     }
 
@@ -350,90 +358,26 @@ impl<'s> Renderer<'s> {
         self.files(c, true)
     }
 
-    /// A cell's identity ([`input_hash`]) without writing its context: the files that
-    /// decide it, none of the transport-only ones (the plan document, an extra CA
-    /// bundle read from disk), so that outputs describing many builds (bake) stay
-    /// cheap.
-    pub fn identity(&self, c: &Cell, base_digests: &[&str]) -> String {
-        if c.framework.is_some() {
-            return input_hash(&self.files(c, false), c, base_digests);
-        }
-        let frame = self.frame(c);
-        let (d, i) = (frame.dockerfile_at, frame.installers_at);
-        if d == 0 || i <= d {
-            // not the files a Miniconda context has: hash them as they are
-            return input_hash(&self.files(c, false), c, base_digests);
-        }
-        // one buffer per thread, used again, not two new Strings per cell
-        thread_local! {
-            static TEXT: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
-        }
-        let (dockerfile, installers) = TEXT.with_borrow_mut(|text| {
-            text.clear();
-            self.write_dockerfile(c, text);
-            let dockerfile: [u8; 32] = Sha256::digest(&text).into();
-            text.clear();
-            write_installer_table(c, text);
-            (dockerfile, <[u8; 32]>::from(Sha256::digest(&text)))
-        });
-        // the frame's files are in path order: the Dockerfile's digest comes first
-        let mut h = Sha256::new();
-        h.update(&frame.msg[..d]);
-        h.update(dockerfile);
-        h.update(&frame.msg[d + 32..i]);
-        h.update(installers);
-        h.update(&frame.msg[i + 32..]);
-        identity_tail(&mut h, c, base_digests);
-        hex(&h.finalize())
-    }
-
-    /// The identity frame of a Miniconda cell, made from the first cell that needs it
-    /// (whose files also put its variant into [`Renderer::variants`]).
-    fn frame(&self, c: &Cell) -> std::sync::Arc<Frame> {
-        let key = (
-            std::sync::Arc::as_ptr(&c.variant) as usize,
-            c.python,
-            c.base.os.family,
-            c.miniconda.has_tos_gate(),
-        );
-        let lock = || {
-            self.frames
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-        };
-        if let Some(f) = lock().get(&key) {
-            return f.clone();
-        }
-        let ctx = self.files(c, false);
-        let (mut dockerfile_at, mut installers_at) = (0, 0);
-        let msg = identity_message(&ctx, |path, at| match path {
-            "Dockerfile" => dockerfile_at = at,
-            "conda/installers.txt" => installers_at = at,
-            _ => {}
-        });
-        let frame = std::sync::Arc::new(Frame {
-            msg,
-            dockerfile_at,
-            installers_at,
-        });
-        lock().entry(key).or_insert(frame).clone()
-    }
-
     /// The context's files; with `transport`, also those that only decide how things
-    /// are fetched ([`transport_only`]). A Miniconda cell's files other than the
+    /// are fetched ([`identity::transport_only`]). A Miniconda cell's files other than the
     /// Dockerfile and `conda/installers.txt` must depend on the settings and the cell's
     /// [`FrameKey`] alone: [`Renderer::identity`] takes them from a frame made for
     /// another cell (`identities_from_frames_are_those_of_the_files` checks it).
     fn files(&self, c: &Cell, transport: bool) -> Context {
+        self.files_as(c, transport, Rendering::Current)
+    }
+
+    /// [`Renderer::files`] as `rendering` has them.
+    fn files_as(&self, c: &Cell, transport: bool, rendering: Rendering) -> Context {
         let mut files = Files::default();
         let extra_ca = self.extra_ca.as_ref().filter(|_| transport);
         if let Some(f) = &c.framework {
-            for (path, text, x) in framework::files(c, f, extra_ca) {
+            for (path, text, x) in framework::files(c, f, extra_ca, rendering) {
                 files.add(path, text, x);
             }
             return finish(files, c, Vec::new(), transport);
         }
-        files.add("Dockerfile", self.dockerfile(c), false);
+        files.add("Dockerfile", self.dockerfile(c, rendering), false);
         for (path, text, x) in STATIC_FILES {
             files.add(*path, *text, *x);
         }
@@ -443,7 +387,7 @@ impl<'s> Renderer<'s> {
         files.add("variant/pip-packages.txt", &pip, false);
         files.add("variant/unpinned.txt", &unpinned, false);
         files.add("image/apt-packages.txt", &apt, false);
-        self.image_files(&mut files, c);
+        self.image_files(&mut files, c, rendering);
         if let Some(pem) = extra_ca {
             for stage in ["system", "conda", "variant"] {
                 files.add(format!("{stage}/extra-ca.pem"), pem, false);
@@ -505,7 +449,7 @@ const DOCKERFILE_KEYS: [(&str, Key); 13] = [
     ("LOCALE", Key::Locale),
     ("LANGUAGE", Key::Language),
     ("TIMEZONE", Key::Timezone),
-    ("TITLE", Key::Title),
+    ("SCHEME_2_TITLE", Key::Title),
     ("PYTHON", Key::Python),
     ("MINICONDA", Key::Miniconda),
     ("CUDA", Key::Cuda),
@@ -556,13 +500,15 @@ impl Renderer<'_> {
     /// The Dockerfile: the template with the cell's validated values (which hold no
     /// `{{`, so filling it in one pass is the same as key by key), each written
     /// straight into it.
-    fn dockerfile(&self, c: &Cell) -> String {
+    fn dockerfile(&self, c: &Cell, rendering: Rendering) -> String {
         let mut out = String::with_capacity(DOCKERFILE.len() + 1024);
-        self.write_dockerfile(c, &mut out);
+        self.write_dockerfile(c, &mut out, rendering);
         out
     }
 
-    fn write_dockerfile(&self, c: &Cell, out: &mut String) {
+    /// The Dockerfile names no repository or tag: those labels come with the build
+    /// ([`build_labels`]). As scheme 2 rendered it, it did.
+    fn write_dockerfile(&self, c: &Cell, out: &mut String, rendering: Rendering) {
         use std::fmt::Write as _;
         let s = self.s;
         let cuda = c.base.cuda.as_ref();
@@ -588,8 +534,17 @@ impl Renderer<'_> {
                 }
                 Key::Variant => out.push_str(&c.variant.name),
                 Key::Context => match &c.group {
-                    Some(g) => {
+                    Some(g) if rendering == Rendering::Scheme2 => {
                         let _ = write!(out, "tag group {} ({})", g.name, platforms(c));
+                    }
+                    Some(g) => {
+                        out.push_str("the tag group of cells ");
+                        for (i, m) in g.members.iter().enumerate() {
+                            if i > 0 {
+                                out.push_str(", ");
+                            }
+                            out.push_str(&m.id);
+                        }
                     }
                     None => {
                         out.push_str("cell ");
@@ -600,9 +555,14 @@ impl Renderer<'_> {
                     let _ = write!(out, "{}", c.base.os);
                 }
                 Key::Title => {
-                    out.push_str(&s.repository);
-                    out.push(' ');
-                    out.push_str(c.group.as_ref().map_or(c.id.as_str(), |g| g.name.as_str()));
+                    if rendering == Rendering::Scheme2 {
+                        let _ = write!(
+                            out,
+                            "{}=\"{}\" \\\n      ",
+                            labels::TITLE,
+                            title(&s.repository, c)
+                        );
+                    }
                 }
                 Key::Cuda => {
                     if let Some(x) = cuda {
@@ -610,7 +570,7 @@ impl Renderer<'_> {
                     }
                 }
                 Key::CellLabels => {
-                    let _ = write_cell_labels(out, c);
+                    let _ = write_cell_labels(out, c, rendering);
                 }
             }
         }
@@ -630,39 +590,56 @@ fn platforms(c: &Cell) -> String {
     )
 }
 
-/// Labels that name one cell and its installer. A tag group's members share one
-/// context, so theirs come from `matrix build` (`--label`, see [`build_labels`]) and
-/// the Dockerfile names the group.
-fn write_cell_labels(out: &mut String, c: &Cell) -> std::fmt::Result {
+/// Labels that name one cell and its installer, each after a line break. A tag
+/// group's members share one context, so theirs come from `matrix build` (`--label`,
+/// see [`build_labels`]); scheme 2 named the group here.
+fn write_cell_labels(out: &mut String, c: &Cell, rendering: Rendering) -> std::fmt::Result {
     use std::fmt::Write as _;
     let group;
     let pairs: &[(&str, &str)] = match &c.group {
-        Some(g) => {
-            group = [("io.image-matrix.group", g.name.as_str())];
+        Some(g) if rendering == Rendering::Scheme2 => {
+            group = [(labels::GROUP, g.name.as_str())];
             &group
         }
-        None => &build_labels(c),
+        Some(_) => &[],
+        None => &cell_labels(c),
     };
-    for (i, (k, v)) in pairs.iter().enumerate() {
-        if i > 0 {
-            out.push_str(" \\\n      ");
-        }
-        write!(out, "{k}=\"{v}\"")?;
+    for (k, v) in pairs {
+        write!(out, " \\\n      {k}=\"{v}\"")?;
     }
     Ok(())
 }
 
-/// The labels naming the cell and its installer, for `docker build --label` (a tag
-/// group's shared Dockerfile cannot hold them).
-pub fn build_labels(c: &Cell) -> [(&'static str, &str); 3] {
+/// The image's title: its repository and its tag (a tag group's shared one) or, for a
+/// cell of its own, its id.
+fn title(repository: &str, c: &Cell) -> String {
+    let name = c.group.as_ref().map_or(c.id.as_str(), |g| g.name.as_str());
+    format!("{repository} {name}")
+}
+
+/// The labels naming the cell and its installer.
+fn cell_labels(c: &Cell) -> [(&'static str, &str); 3] {
     [
-        ("io.image-matrix.cell", c.id.as_str()),
-        ("io.image-matrix.installer", c.installer.file.as_str()),
-        (
-            "io.image-matrix.installer-sha256",
-            c.installer.sha256.as_str(),
-        ),
+        (labels::CELL, c.id.as_str()),
+        (labels::INSTALLER, c.installer.file.as_str()),
+        (labels::INSTALLER_SHA256, c.installer.sha256.as_str()),
     ]
+}
+
+/// The labels `matrix build` passes with `docker build --label`: those naming the cell
+/// and its installer (a tag group's shared Dockerfile cannot hold them) and those naming
+/// where the image is published, its title and its tag group: they are not part of its
+/// identity, so a new repository or tag template retags, and rebuilds nothing.
+pub fn build_labels<'c>(repository: &str, c: &'c Cell) -> Vec<(&'static str, Cow<'c, str>)> {
+    let mut out: Vec<(&'static str, Cow<'c, str>)> = cell_labels(c)
+        .into_iter()
+        .map(|(k, v)| (k, Cow::Borrowed(v)))
+        .collect();
+    out.push((labels::TITLE, Cow::Owned(title(repository, c))));
+    if let Some(g) = &c.group {
+        out.push((labels::GROUP, Cow::Borrowed(g.name.as_str())));
+    }
+    out
 }
 
 /// Stage 1, the OS layer: packages, locale, timezone.
@@ -806,8 +783,21 @@ impl Renderer<'_> {
             .clone()
     }
 
-    fn image_files(&self, files: &mut Files, c: &Cell) {
-        if let Some(hash) = &self.password_hash {
+    fn image_files(&self, files: &mut Files, c: &Cell, rendering: Rendering) {
+        let password_hash = match rendering {
+            Rendering::Current => &self.password_hash,
+            Rendering::Scheme2 => {
+                self.password_hash_scheme2
+                    .get_or_init(|| match &self.s.runtime.root_password {
+                        PasswordPolicy::Fixed { password } => Some(Shared::new(format!(
+                            "{}\n",
+                            password_hash(password, Some(&self.s.repository))
+                        ))),
+                        _ => None,
+                    })
+            }
+        };
+        if let Some(hash) = password_hash {
             files.add("image/init/etc/root-password.hash", hash, false);
         }
         let gate = usize::from(c.miniconda.has_tos_gate());
@@ -870,148 +860,6 @@ fn tos_choice(s: &Settings, gate: bool) -> &'static str {
     }
 }
 
-/// What a base resolves to when no engine has it and it cannot be pulled: the cell
-/// is still built (and `docker build` says why the base is missing).
-pub const UNRESOLVED: &str = "unresolved";
-
-/// Files that decide how things are fetched, not what the image holds: the plan
-/// document, the installer's mirrors (its SHA256 pins the bytes) and an extra CA
-/// bundle (trusted during the build only). They are left out of a cell's identity, so
-/// that a new mirror port or proxy certificate rebuilds nothing.
-pub fn transport_only(path: &str) -> bool {
-    path == "cell.json" || path == "conda/mirrors.txt" || path.ends_with("/extra-ca.pem")
-}
-
-/// The first bytes of every identity of the current scheme (version 2): each file
-/// enters as its path, mode and SHA256, not its bytes, so that the files every cell
-/// shares (most of a context's 27 KB) are hashed once per process rather than once per
-/// cell.
-const IDENTITY_SCHEME: &[u8] = b"image-matrix identity 2\0";
-
-/// A cell's identity: SHA256 over everything that decides the image's content —
-/// every context file that reaches the image (path, mode and the SHA256 of its bytes),
-/// the base image's resolved digest and the installer's SHA256 (which stands in for the
-/// installer's bytes). Tags and transport settings are not part of it.
-///
-/// A tag group's members share one identity, over every member's base digest and
-/// installer: one platform's base moving rebuilds them all, so that the platforms
-/// behind one tag never come from different nights.
-pub fn input_hash(ctx: &Context, c: &Cell, base_digests: &[&str]) -> String {
-    let mut h = Sha256::new();
-    h.update(identity_message(ctx, |_, _| {}));
-    identity_tail(&mut h, c, base_digests);
-    hex(&h.finalize())
-}
-
-/// The files' part of an identity, gathered to be hashed in one go (three small
-/// updates a file cost more than the hashing itself); `at` hears where each file's
-/// digest is written.
-fn identity_message(ctx: &Context, mut at: impl FnMut(&str, usize)) -> Vec<u8> {
-    let mut msg = Vec::with_capacity(IDENTITY_SCHEME.len() + ctx.files.len() * 72);
-    msg.extend_from_slice(IDENTITY_SCHEME);
-    for f in ctx.files.iter().filter(|f| !transport_only(&f.path)) {
-        msg.extend_from_slice(f.path.as_bytes());
-        msg.extend_from_slice(&[0, u8::from(f.executable), 0]);
-        at(&f.path, msg.len());
-        msg.extend_from_slice(&file_digest(&f.bytes));
-    }
-    msg
-}
-
-/// The identity images built before scheme 2 carry (tool versions up to 2026-11-29):
-/// the same inputs, each file's bytes hashed in line. `matrix build` and `plan --diff`
-/// accept it for an image or manifest that has it, so that a new tool version moves no
-/// tag whose inputs did not change.
-pub fn legacy_input_hash(ctx: &Context, c: &Cell, base_digests: &[&str]) -> String {
-    let mut h = Sha256::new();
-    for f in ctx.files.iter().filter(|f| !transport_only(&f.path)) {
-        h.update(f.path.as_bytes());
-        h.update([0, u8::from(f.executable), 0]);
-        h.update((f.bytes.len() as u64).to_le_bytes());
-        h.update(&f.bytes);
-    }
-    identity_tail(&mut h, c, base_digests);
-    hex(&h.finalize())
-}
-
-/// A cell's identity under both schemes: `matrix build` labels with the current one
-/// and takes either as current.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Identity {
-    pub hash: String,
-    pub legacy: String,
-}
-
-impl Identity {
-    /// Of a cell whose base digests (or, for a framework image, its parent's identity)
-    /// are known: `legacy_digests` are what the legacy hash covers (the same bases,
-    /// or the parent's legacy hash).
-    pub fn of(ctx: &Context, c: &Cell, digests: &[&str], legacy_digests: &[&str]) -> Self {
-        Identity {
-            hash: input_hash(ctx, c, digests),
-            legacy: legacy_input_hash(ctx, c, legacy_digests),
-        }
-    }
-
-    /// Whether a recorded hash (an image's label, a manifest's field) names it.
-    pub fn is(&self, recorded: &str) -> bool {
-        recorded == self.hash || recorded == self.legacy
-    }
-}
-
-/// What follows the files in either scheme: the bases and installers.
-fn identity_tail(h: &mut Sha256, c: &Cell, base_digests: &[&str]) {
-    h.update(c.base.reference.as_bytes());
-    for d in base_digests {
-        h.update([0]);
-        h.update(d.as_bytes());
-    }
-    for (_, i) in c.context_installers() {
-        h.update([0]);
-        h.update(i.sha256.as_bytes());
-    }
-}
-
-/// The SHA256 of a file's bytes. The texts compiled into the binary are hashed once per
-/// process and found by address and length, those a renderer shares carry theirs, and
-/// a cell's own are hashed as they come.
-fn file_digest(bytes: &Bytes) -> [u8; 32] {
-    static COMPILED_IN: std::sync::OnceLock<Vec<(&'static [u8], [u8; 32])>> =
-        std::sync::OnceLock::new();
-    let known = COMPILED_IN.get_or_init(|| {
-        STATIC_FILES
-            .iter()
-            .map(|(_, text, _)| *text)
-            .chain([LOCALE_DEBIAN, LOCALE_UBUNTU, APT_MIRROR, framework::INSTALL])
-            .map(|t| (t.as_bytes(), Sha256::digest(t.as_bytes()).into()))
-            .collect()
-    });
-    match bytes {
-        Bytes::Shared(s) => s.digest,
-        Bytes::Static(b) => match known.iter().find(|(k, _)| std::ptr::eq(*k, *b)) {
-            Some((_, d)) => *d,
-            None => Sha256::digest(b).into(),
-        },
-        Bytes::Owned(v) => Sha256::digest(v).into(),
-    }
-}
-
-/// Hashes of the context's parts: the Dockerfile and each top-level directory.
-pub fn part_hashes(ctx: &Context) -> std::collections::BTreeMap<String, String> {
-    let mut parts: std::collections::BTreeMap<String, Sha256> = std::collections::BTreeMap::new();
-    for f in ctx.files.iter().filter(|f| !transport_only(&f.path)) {
-        let part = f.path.split('/').next().unwrap_or("").to_string();
-        let h = parts.entry(part).or_default();
-        h.update(f.path.as_bytes());
-        h.update([0, u8::from(f.executable)]);
-        h.update(&f.bytes);
-    }
-    parts
-        .into_iter()
-        .map(|(k, h)| (k, hex(&h.finalize())))
-        .collect()
-}
-
 /// Write a context to `dir` atomically: into a sibling temp directory, then renamed
 /// over any previous one, so a crash never leaves a half-written context.
 pub fn write(ctx: &Context, dir: &Path) -> io::Result<()> {
@@ -1060,7 +908,8 @@ pub fn write(ctx: &Context, dir: &Path) -> io::Result<()> {
 mod tests {
     use super::*;
 
-    fn group_plan() -> crate::plan::Plan {
+    /// One Python on Ubuntu for two platforms: one tag group of two cells.
+    pub(super) fn group_plan() -> crate::plan::Plan {
         crate::plan::plan_text(
             "version: 1\nbases: [ubuntu:22.04]\npython: [\"3.11\"]\nplatforms: [linux/amd64, linux/arm64]\n",
             "m.yaml",
@@ -1104,137 +953,40 @@ mod tests {
         let installers = file(&a, "conda/installers.txt");
         assert!(installers.contains("x86_64 Miniconda3-py311_24.5.0-0-Linux-x86_64.sh "));
         assert!(installers.contains("aarch64 Miniconda3-py311_24.5.0-0-Linux-aarch64.sh "));
-        assert!(!file(&a, "Dockerfile").contains("io.image-matrix.cell="));
+        assert!(!file(&a, "Dockerfile").contains(&format!("{}=", labels::CELL)));
         // ... and one identity, over both platforms' bases
         let digests = ["sha256:amd", "sha256:arm"];
-        assert_eq!(input_hash(&a, amd, &digests), input_hash(&b, arm, &digests));
-        assert_ne!(
-            input_hash(&a, amd, &digests),
-            input_hash(&a, amd, &["sha256:amd", "sha256:arm-moved"])
+        assert_eq!(
+            identity::input_hash(&a, amd, &digests),
+            identity::input_hash(&b, arm, &digests)
         );
-        // the cell's own labels come with the build
-        let labels = build_labels(arm);
-        assert!(labels.contains(&("io.image-matrix.cell", arm.id.as_str())));
+        assert_ne!(
+            identity::input_hash(&a, amd, &digests),
+            identity::input_hash(&a, amd, &["sha256:amd", "sha256:arm-moved"])
+        );
+        // the cell's own labels, its title and its group come with the build
+        let labels = build_labels("r", arm);
+        assert!(labels.contains(&(labels::CELL, arm.id.as_str().into())));
+        let group = &arm.group.as_ref().unwrap().name;
+        assert!(labels.contains(&(labels::GROUP, group.into())));
+        assert!(labels.contains(&(labels::TITLE, format!("r {group}").into())));
+        assert!(!file(&a, "Dockerfile").contains(group.as_str()));
     }
 
-    /// Scheme 2 hashes each file's SHA256 (those compiled in are looked up, by address,
-    /// from a table made once): the same bytes owned rather than borrowed give the same
-    /// identity, one changed byte of a compiled-in file another, and the legacy hash
-    /// keeps the byte layout earlier versions labelled images with.
+    /// The template spells its label names as text: they must be those of [`labels`].
     #[test]
-    fn identities_of_both_schemes_cover_every_byte() {
-        let p = group_plan();
-        let c = &p.cells[0];
-        let ctx = render(&p.settings, c);
-        let digests = ["sha256:amd", "sha256:arm"];
-        let owned = Context {
-            files: ctx
-                .files
-                .iter()
-                .map(|f| File {
-                    bytes: Bytes::Owned(f.bytes.to_vec()),
-                    ..f.clone()
-                })
-                .collect(),
-            local_installers: Vec::new(),
-        };
-        assert!(ctx
-            .files
-            .iter()
-            .any(|f| matches!(f.bytes, Bytes::Static(_))));
-        assert!(ctx
-            .files
-            .iter()
-            .any(|f| matches!(f.bytes, Bytes::Shared(_))));
-        assert_eq!(
-            input_hash(&ctx, c, &digests),
-            input_hash(&owned, c, &digests)
-        );
-        let mut edited = owned.clone();
-        let boot = edited
-            .files
-            .iter_mut()
-            .find(|f| f.path == "image/init/boot/boot.sh")
-            .unwrap();
-        boot.bytes = Bytes::Owned([&*boot.bytes, b"\n"].concat());
-        assert_ne!(
-            input_hash(&ctx, c, &digests),
-            input_hash(&edited, c, &digests)
-        );
-        assert_ne!(
-            legacy_input_hash(&ctx, c, &digests),
-            legacy_input_hash(&edited, c, &digests)
-        );
-        // the legacy layout, written out: path, 0, mode, 0, length, bytes per file,
-        // then the base, its digests and the installers
-        let mut bytes = Vec::new();
-        for f in ctx.files.iter().filter(|f| !transport_only(&f.path)) {
-            bytes.extend(f.path.as_bytes());
-            bytes.extend([0, u8::from(f.executable), 0]);
-            bytes.extend((f.bytes.len() as u64).to_le_bytes());
-            bytes.extend(f.bytes.iter());
-        }
-        bytes.extend(b"ubuntu:22.04\0sha256:amd\0sha256:arm");
-        for (_, i) in c.context_installers() {
-            bytes.push(0);
-            bytes.extend(i.sha256.as_bytes());
-        }
-        assert_eq!(
-            legacy_input_hash(&ctx, c, &digests),
-            hex(&Sha256::digest(&bytes))
-        );
-        let id = Identity::of(&ctx, c, &digests, &digests);
-        assert_ne!(id.hash, id.legacy);
-        assert!(id.is(&id.hash) && id.is(&id.legacy) && !id.is("sha256:other"));
-    }
-
-    /// A Miniconda cell's identity comes from a frame made for the first cell with its
-    /// variant, Python, OS family and terms gate: it must be the identity of its own
-    /// files. Debian and Ubuntu bases, Miniconda with and without the gate, one Python
-    /// at two releases, two variants and a tag group share frames here wherever they
-    /// may.
-    #[test]
-    fn identities_from_frames_are_those_of_the_files() {
-        let text = "version: 1
-image: {tag: \"c{miniconda}-py{python}-{base}-{variant}\"}
-bases: [ubuntu:22.04, debian:bookworm]
-platforms: [linux/amd64, linux/arm64]
-python: [\"3.11\", \"3.12\"]
-runtime: {root_password: {fixed: pw}}
-variants:
-  - {name: plain}
-  - {name: extra, pip: [rich], apt: [vim]}
-include:
-  - {base: \"debian:bookworm\", python: \"3.12\", miniconda: \"25.1.1-0\", variant: plain}
-  - {base: \"ubuntu:22.04\", python: \"3.12\", miniconda: \"25.1.1-0\", variant: plain, platform: linux/amd64}
-";
-        let p = crate::plan::plan_text(
-            text,
-            "m.yaml",
-            Path::new("."),
-            &crate::plan::PlanOptions {
-                date: "20260101".into(),
-            },
-        )
-        .unwrap();
-        let r = Renderer::new(&p.settings);
-        let gates: std::collections::BTreeSet<bool> =
-            p.cells.iter().map(|c| c.miniconda.has_tos_gate()).collect();
-        assert_eq!(gates.len(), 2, "both sides of the terms gate");
-        let digests = ["sha256:one", "sha256:two"];
-        // twice: the second round takes every frame from the memo
-        for _ in 0..2 {
-            for c in &p.cells {
-                let files = r.files(c, false);
-                assert_eq!(
-                    r.identity(c, &digests),
-                    input_hash(&files, c, &digests),
-                    "{}",
-                    c.id
-                );
-            }
-        }
-        assert!(r.frames.lock().unwrap().len() < p.cells.len());
+    fn the_templates_label_names_are_those_of_the_labels_module() {
+        let names: Vec<&str> = DOCKERFILE
+            .lines()
+            .filter_map(|l| {
+                l.trim_start()
+                    .trim_start_matches("LABEL ")
+                    .trim_start_matches("{{SCHEME_2_TITLE}}")
+                    .split_once("=\"")
+            })
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(names, labels::IN_DOCKERFILE);
     }
 
     /// Every file under init/ reaches the context: a new boot helper that is not wired
@@ -1265,10 +1017,12 @@ include:
 
     #[test]
     fn password_hashes_are_crypt_sha512_and_deterministic() {
-        let a = password_hash("123456", "miniconda");
+        let a = password_hash("123456", None);
         assert!(a.starts_with("$6$") && a.len() > 90, "{a}");
-        assert_eq!(a, password_hash("123456", "miniconda"));
-        assert_ne!(a, password_hash("123457", "miniconda"));
+        assert_eq!(a, password_hash("123456", None));
+        assert_ne!(a, password_hash("123457", None));
+        // scheme 2 salted with the repository
+        assert_ne!(a, password_hash("123456", Some("miniconda")));
     }
 
     /// The mirror script on sources files as Debian (deb822) and Ubuntu (one-line)

@@ -1013,11 +1013,14 @@ fn bake_asks_about_a_base_only_an_inclusion_names() {
     assert!(inspects.iter().any(|l| l.ends_with("debian:12")), "{calls}");
 }
 
-/// Images an earlier tool version built carry the legacy identity (scheme 1) in their
-/// input-hash label: a new version finds them current and moves no tag, and an image
-/// whose inputs did change is still rebuilt.
+/// Images an earlier tool version built carry an earlier scheme's identity in their
+/// input-hash label (scheme 1, under a manifest that records it; scheme 2, under any
+/// manifest: an image keeps its label while it stays current): a new version finds
+/// them current and moves no tag, and an image whose inputs did change is still
+/// rebuilt.
 #[test]
 fn images_labelled_by_an_earlier_version_stay_current() {
+    use image_matrix::render::identity::{Identity, Over};
     let e = Env::new(31050);
     let (code, err) = e.run(&[]);
     assert_eq!(code, 0, "{err}");
@@ -1030,42 +1033,49 @@ fn images_labelled_by_an_earlier_version_stay_current() {
         },
     )
     .unwrap();
-    let m = e.manifest();
-    for r in m["cells"].as_array().unwrap() {
-        let c = plan.cells.iter().find(|c| c.id == r["id"]).unwrap();
-        let ctx = image_matrix::render::render(&plan.settings, c);
-        let base = r["base_digest"].as_str().unwrap();
-        let legacy = image_matrix::render::legacy_input_hash(&ctx, c, &[base]);
-        let current = r["input_hash"].as_str().unwrap();
-        assert_ne!(legacy, current);
-        // the image's label (its candidate's and its tag's), in the fake docker's store
-        let mut relabelled = 0;
-        for f in std::fs::read_dir(e.path("state")).unwrap().flatten() {
-            if !f.file_name().to_string_lossy().starts_with("store-") {
-                continue;
+    let r = image_matrix::render::Renderer::new(&plan.settings);
+    for scheme in [1, 2] {
+        let mut m = e.manifest();
+        for rec in m["cells"].as_array_mut().unwrap() {
+            let c = plan.cells.iter().find(|c| c.id == rec["id"]).unwrap();
+            let base = rec["base_digest"].as_str().unwrap();
+            let id = Identity::of(&r, &r.render(c), c, Over::Bases(&[base]));
+            assert_eq!(rec["input_hash"], id.hash.as_str());
+            let earlier = if scheme == 1 { &id.legacy } else { &id.scheme2 };
+            if scheme == 1 {
+                // a manifest written by a tool of scheme 1
+                rec["input_hash"] = earlier.as_str().into();
             }
-            for l in std::fs::read_dir(f.path()).unwrap().flatten() {
-                let text = std::fs::read_to_string(l.path()).unwrap_or_default();
-                if l.file_name().to_string_lossy().starts_with("label-") && text.trim() == current {
-                    std::fs::write(l.path(), format!("{legacy}\n")).unwrap();
-                    relabelled += 1;
+            // the image's label (its candidate's and its tag's), in the fake docker's store
+            let mut relabelled = 0;
+            for f in std::fs::read_dir(e.path("state")).unwrap().flatten() {
+                if !f.file_name().to_string_lossy().starts_with("store-") {
+                    continue;
+                }
+                for l in std::fs::read_dir(f.path()).unwrap().flatten() {
+                    let text = std::fs::read_to_string(l.path()).unwrap_or_default();
+                    if l.file_name().to_string_lossy().starts_with("label-") && id.is(text.trim()) {
+                        std::fs::write(l.path(), format!("{earlier}\n")).unwrap();
+                        relabelled += 1;
+                    }
                 }
             }
+            assert!(relabelled > 0, "no image labelled {}", id.hash);
         }
-        assert!(relabelled > 0, "no image labelled {current}");
-    }
-    std::fs::write(e.path("state/calls"), "").unwrap();
-    let (code, err) = e.run(&[]);
-    assert_eq!(code, 0, "{err}");
-    let builds: Vec<String> = e
-        .calls()
-        .lines()
-        .filter(|l| l.starts_with("build ") && !l.ends_with(" -"))
-        .map(str::to_string)
-        .collect();
-    assert!(builds.is_empty(), "{builds:?}");
-    for id in [A, B, C] {
-        assert_eq!(e.status(id), "up-to-date");
+        std::fs::write(e.path("out/manifest.json"), m.to_string()).unwrap();
+        std::fs::write(e.path("state/calls"), "").unwrap();
+        let (code, err) = e.run(&[]);
+        assert_eq!(code, 0, "{err}");
+        let builds: Vec<String> = e
+            .calls()
+            .lines()
+            .filter(|l| l.starts_with("build ") && !l.ends_with(" -"))
+            .map(str::to_string)
+            .collect();
+        assert!(builds.is_empty(), "scheme {scheme}: {builds:?}");
+        for id in [A, B, C] {
+            assert_eq!(e.status(id), "up-to-date");
+        }
     }
     // a changed input is a changed identity under either scheme
     std::fs::write(
@@ -1172,4 +1182,67 @@ fn sigterm_during_a_slow_pull_stops_the_run_with_a_record() {
         libc::SIGTERM,
         false,
     );
+}
+
+/// Neither the repository nor the tags are part of a cell's identity: a matrix pointed
+/// at another registry and given another tag template is a retag. `plan --diff` names
+/// both, and the next build tags the images it had under the new names and runs no
+/// `docker build`.
+#[test]
+fn a_new_repository_and_tag_template_retag_and_build_nothing() {
+    let e = Env::new(31091);
+    let (code, err) = e.run(&["-j", "2"]);
+    assert_eq!(code, 0, "{err}");
+    let before = e.manifest();
+    let renamed = MATRIX.replace(
+        "image:\n",
+        "image:\n  repository: registry.example:5000/ml/miniconda\n  tag: \"py{python}-{base}\"\n",
+    );
+    std::fs::write(e.path("matrix.yaml"), renamed).unwrap();
+    let out = e
+        .matrix(&["plan", "--diff", "out/manifest.json"])
+        .output()
+        .unwrap();
+    let diff = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{diff}");
+    for id in [A, B, C] {
+        let line = diff.lines().find(|l| l.starts_with(id)).unwrap();
+        assert!(line.contains(" retag "), "{diff}");
+        assert!(
+            line.contains("repository miniconda → registry.example:5000/ml/miniconda"),
+            "{diff}"
+        );
+        assert!(line.contains("; tag conda3-python3."), "{diff}");
+    }
+    assert!(!diff.contains("Dockerfile template"), "{diff}");
+    std::fs::write(e.path("state/calls"), "").unwrap();
+    let (code, err) = e.run(&["-j", "2"]);
+    assert_eq!(code, 0, "{err}");
+    let calls = e.calls();
+    let builds: Vec<&str> = calls
+        .lines()
+        .filter(|l| l.starts_with("build ") || l.starts_with("buildx build "))
+        .collect();
+    assert!(builds.is_empty(), "{calls}");
+    let after = e.manifest();
+    for (old, new) in before["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(after["cells"].as_array().unwrap())
+    {
+        assert_eq!(new["status"], "up-to-date", "{new}");
+        assert_eq!(old["image_id"], new["image_id"], "{new}");
+        let tag = new["tags"][0].as_str().unwrap();
+        assert!(
+            tag.starts_with("registry.example:5000/ml/miniconda:py3."),
+            "{tag}"
+        );
+        assert!(
+            calls
+                .lines()
+                .any(|l| l.starts_with("tag ") && l.ends_with(tag)),
+            "{calls}"
+        );
+    }
 }

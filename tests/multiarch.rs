@@ -232,3 +232,60 @@ fn a_group_with_a_platform_missing_gets_no_index_even_when_partial_is_allowed() 
     let m = e.manifest();
     assert_eq!(m["indexes"][0]["ok"], false);
 }
+
+/// A tag group's context names neither its repository nor its tag: a new tag template
+/// and repository retag the group (`plan --diff` names both) and the next build tags
+/// each member's image, on its engine, with its new platform tag and runs no build.
+#[test]
+fn a_renamed_tag_group_is_retagged_not_rebuilt() {
+    let e = two_platforms(33010);
+    emulate_arm64(&e);
+    std::fs::write(e.path("state/arm-platform-ubuntu_22.04"), "linux/arm64").unwrap();
+    let flags = engines(&e);
+    let args: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let (code, err) = e.run(&args);
+    assert_eq!(code, 0, "{err}");
+    let before = e.manifest();
+    let renamed = TWO_PLATFORMS.replace(
+        "image:\n",
+        "image:\n  repository: registry.example/ml/miniconda\n  tag: \"py{python}-{base}\"\n",
+    );
+    std::fs::write(e.path("matrix.yaml"), renamed).unwrap();
+    let out = e
+        .matrix(&["plan", "--diff", "out/manifest.json"])
+        .output()
+        .unwrap();
+    let diff = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{diff}");
+    for id in [AMD, ARM] {
+        let line = diff.lines().find(|l| l.starts_with(id)).unwrap();
+        assert!(
+            line.contains(" retag ")
+                && line.contains("repository miniconda → registry.example/ml/miniconda")
+                && line.contains("tag conda3-python3.11-ubuntu22.04 → py3.11-ubuntu22.04"),
+            "{diff}"
+        );
+    }
+    assert!(!diff.contains("Dockerfile template"), "{diff}");
+    std::fs::write(e.path("state/calls"), "").unwrap();
+    let (code, err) = e.run(&args);
+    assert_eq!(code, 0, "{err}");
+    let calls = calls(&e);
+    assert!(
+        !calls
+            .lines()
+            .any(|l| l.starts_with("build ") || l.starts_with("buildx build ")),
+        "{calls}"
+    );
+    let after = e.manifest();
+    for id in [AMD, ARM] {
+        let (old, new) = (cell(&before, id), cell(&after, id));
+        assert_eq!(new["status"], "up-to-date", "{new}");
+        assert_eq!(old["image_id"], new["image_id"], "{new}");
+        let arch = id.rsplit('-').next().unwrap();
+        assert_eq!(
+            new["platform_tag"],
+            format!("registry.example/ml/miniconda:py3.11-ubuntu22.04-{arch}")
+        );
+    }
+}

@@ -154,6 +154,7 @@ fn ready<'p>(
             return Ok(None);
         }
         settings.bases = resolve_bases(cells, &connected.engines, args.pull, previous)?;
+        settings.recorded = recorded_hashes(previous);
         if cancel.is_set() {
             return Ok(None);
         }
@@ -167,6 +168,7 @@ fn ready<'p>(
         _ if cancel.is_set() => Ready::Stopped(Some(connected)),
         Ok(Some(p)) => {
             remove_stale_outputs(&p);
+            carry_over(&connected.engines, &p, previous);
             Ready::Go(connected, p)
         }
         Ok(None) => Ready::Stopped(Some(connected)),
@@ -363,6 +365,7 @@ fn prepare_settings(
         native,
         labels: super::image_labels(plan),
         resumed,
+        recorded: HashMap::new(),
         bases: prepare::Bases::default(),
         cache: super::cache_settings(plan, &args.cache),
     })
@@ -424,6 +427,47 @@ fn record_shard(m: &mut Manifest, plan: &Plan, args: &BuildArgs) {
             .map(|c| c.id.clone())
             .collect();
         m.shards = vec![shard.to_string()];
+    }
+}
+
+/// Each cell's input hash as the previous manifest records it.
+fn recorded_hashes(previous: Option<&Manifest>) -> HashMap<String, String> {
+    previous.map_or_else(HashMap::new, |m| {
+        m.cells
+            .iter()
+            .filter_map(|c| Some((c.id.clone(), c.input_hash.clone()?)))
+            .collect()
+    })
+}
+
+/// Images current under another name: a cell whose repository or tag was renamed since
+/// the previous manifest but whose identity is the same (names are not part of it) gets
+/// its new local tag on the image it had, on the engine that has it, where the
+/// scheduler then finds it current. A rename retags; it rebuilds nothing. (The image
+/// keeps the labels it was built with, the old repository's among them.) Where the
+/// image is gone, the tag fails and the cell is built.
+fn carry_over(engines: &Engines, prepared: &Prepared, previous: Option<&Manifest>) {
+    let Some(previous) = previous else { return };
+    let by_id: HashMap<&str, &crate::manifest::CellRecord> =
+        previous.cells.iter().map(|r| (r.id.as_str(), r)).collect();
+    for job in prepared.jobs.iter().filter(|j| j.check_current) {
+        let (Some(tag), Some(prev)) = (&job.primary_tag, by_id.get(job.id.as_str())) else {
+            continue;
+        };
+        let same = prev
+            .input_hash
+            .as_ref()
+            .is_some_and(|h| *h == job.input_hash || job.legacy_hash.as_ref() == Some(h));
+        let renamed = prev
+            .platform_tag
+            .as_ref()
+            .map_or_else(|| !prev.tags.contains(tag), |t| t != tag);
+        if !(same && renamed && prev.status.succeeded()) {
+            continue;
+        }
+        if let (Some(id), Some(docker)) = (&prev.image_id, engines.get(prev.engine.as_deref())) {
+            let _ = docker.tag(id, tag);
+        }
     }
 }
 

@@ -109,12 +109,9 @@ fn image_labels(plan: &Plan) -> Vec<(String, String)> {
 /// [`image_labels`] of the matrix at `matrix_file` (its directory's git revision).
 fn image_labels_at(matrix_file: &std::path::Path) -> Vec<(String, String)> {
     let mut labels = vec![
+        (crate::labels::CREATED.to_string(), crate::manifest::now()),
         (
-            "org.opencontainers.image.created".to_string(),
-            crate::manifest::now(),
-        ),
-        (
-            "org.opencontainers.image.source".to_string(),
+            crate::labels::SOURCE.to_string(),
             std::env::var("IMAGE_MATRIX_SOURCE")
                 .unwrap_or_else(|_| "https://github.com/matrix-dc/mlops-images".into()),
         ),
@@ -124,7 +121,7 @@ fn image_labels_at(matrix_file: &std::path::Path) -> Vec<(String, String)> {
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(std::path::Path::new("."));
     if let Some(rev) = git_revision(matrix_dir) {
-        labels.push(("org.opencontainers.image.revision".to_string(), rev));
+        labels.push((crate::labels::REVISION.to_string(), rev));
     }
     labels
 }

@@ -216,7 +216,7 @@ fn identities(
     let renderer = crate::render::Renderer::new(&plan.settings);
     let identity = |c: &crate::plan::Cell, parent: Option<&str>| {
         let digests = s.identity_digests(c);
-        if digests.contains(&crate::render::UNRESOLVED) {
+        if digests.contains(&crate::render::identity::UNRESOLVED) {
             return None;
         }
         Some(crate::run::prepare::identity(

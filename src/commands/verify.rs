@@ -10,6 +10,7 @@ use crate::coord::{Filter, Subject};
 use crate::docker::run_program;
 use crate::engines;
 use crate::error::{Error, Exit};
+use crate::labels;
 use crate::manifest::{io, Manifest, Verification};
 use crate::signals::{self, Cancel};
 use crate::verify;
@@ -114,7 +115,7 @@ fn loose_images(
         if cancel.is_set() {
             break;
         }
-        let py = docker.label(image, "io.image-matrix.python");
+        let py = docker.label(image, labels::PYTHON);
         crate::term::line(&format!("verifying {image} ..."));
         report.push((
             image.clone(),

@@ -13,6 +13,7 @@ use crate::manifest::{CellRecord, Manifest};
 use crate::plan::axes::short;
 use crate::plan::{Cell, Plan};
 use crate::render;
+use crate::render::identity::{Identity, Over};
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
 pub struct Change {
@@ -79,6 +80,35 @@ fn reasons(
     why
 }
 
+/// Why a cell whose identity is the same gets other tags: its repository or its
+/// primary tag was renamed (neither is part of its identity), or its aliases changed
+/// (tonight's date).
+fn renamed(prev: &CellRecord, cell: &Cell) -> Vec<String> {
+    let split = |t: Option<&String>| {
+        let (repo, tag, _) = crate::reference::split(t.map_or("", String::as_str));
+        (repo.to_string(), tag.unwrap_or_default().to_string())
+    };
+    let (old_repo, old_tag) = split(prev.tags.first());
+    let (repo, tag) = split(cell.tags.first());
+    let mut why = Vec::new();
+    if old_repo != repo {
+        why.push(format!("repository {old_repo} → {repo}"));
+    }
+    if old_tag != tag {
+        why.push(format!("tag {old_tag} → {tag}"));
+    }
+    if why.is_empty() {
+        let added: Vec<&str> = cell
+            .tags
+            .iter()
+            .filter(|t| !prev.tags.contains(t))
+            .map(String::as_str)
+            .collect();
+        why.push(format!("tags only: {}", added.join(" ")));
+    }
+    why
+}
+
 /// The base digest a cell is compared with: the one resolved now, or, where no engine
 /// could be asked, the one the previous manifest recorded.
 pub type Digests = crate::plan::fast::FastMap<(String, String), String>;
@@ -87,8 +117,7 @@ pub fn diff(plan: &Plan, cells: &[&Cell], prev: &Manifest, digests: &Digests) ->
     let by_id: std::collections::HashMap<&str, &CellRecord> =
         prev.cells.iter().map(|r| (r.id.as_str(), r)).collect();
     // parents first: a framework image's identity covers its parent's input hash
-    let mut hashes: std::collections::HashMap<&str, render::Identity> =
-        std::collections::HashMap::new();
+    let mut hashes: std::collections::HashMap<&str, Identity> = std::collections::HashMap::new();
     let mut out = Vec::new();
     let renderer = render::Renderer::new(&plan.settings);
     let order = cells
@@ -109,7 +138,7 @@ pub fn diff(plan: &Plan, cells: &[&Cell], prev: &Manifest, digests: &Digests) ->
                 .get(crate::plan::fast::pair(&(&c.base.reference, platform)))
                 .cloned()
                 .or_else(|| by_id.get(id).and_then(|r| r.base_digest.clone()))
-                .unwrap_or_else(|| render::UNRESOLVED.into())
+                .unwrap_or_else(|| render::identity::UNRESOLVED.into())
         };
         let digest = digest_of(&c.id, c.platform());
         let all: Vec<String> = c
@@ -120,16 +149,16 @@ pub fn diff(plan: &Plan, cells: &[&Cell], prev: &Manifest, digests: &Digests) ->
         let all: Vec<&str> = all.iter().map(String::as_str).collect();
         let ctx = renderer.render(c);
         let identity = match c.parent().and_then(|id| hashes.get(id)) {
-            Some(p) => render::Identity::of(&ctx, c, &[&p.hash], &[&p.legacy]),
-            None => render::Identity::of(&ctx, c, &all, &all),
+            Some(p) => Identity::of(&renderer, &ctx, c, Over::Parent(p)),
+            None => Identity::of(&renderer, &ctx, c, Over::Bases(&all)),
         };
-        // a manifest of an earlier tool version records the legacy identity
+        // a manifest of an earlier tool version records an earlier scheme's identity
         let same = p.input_hash.as_deref().is_some_and(|h| identity.is(h));
         hashes.insert(&c.id, identity);
         let (change, why) = if !same {
             (
                 "changed",
-                reasons(c, p, &render::part_hashes(&ctx), &digest),
+                reasons(c, p, &render::identity::part_hashes(&ctx), &digest),
             )
         } else if !p.status.succeeded() {
             (
@@ -137,13 +166,7 @@ pub fn diff(plan: &Plan, cells: &[&Cell], prev: &Manifest, digests: &Digests) ->
                 vec![format!("previous status {}", p.status.as_str())],
             )
         } else if p.tags != c.tags {
-            let added: Vec<&str> = c
-                .tags
-                .iter()
-                .filter(|t| !p.tags.contains(t))
-                .map(String::as_str)
-                .collect();
-            ("retag", vec![format!("tags only: {}", added.join(" "))])
+            ("retag", renamed(p, c))
         } else {
             ("unchanged", Vec::new())
         };
@@ -206,6 +229,7 @@ mod tests {
     use super::*;
     use crate::manifest::{CellRecord, Installer, Status};
     use crate::plan::{plan_text, PlanOptions};
+    use crate::render::identity::{Identity, Over};
     use crate::run::prepare::record_for;
 
     fn plan(yaml: &str) -> Plan {
@@ -225,9 +249,11 @@ mod tests {
         let mut m = Manifest::new("m.yaml", "0", None);
         for c in &p.cells {
             let ctx = render::render(&p.settings, c);
-            let mut r = record_for(c, Some(render::input_hash(&ctx, c, &["sha256:base"])));
+            // one base digest for each member of a tag group
+            let digests = vec!["sha256:base"; c.identity_members().len()];
+            let mut r = record_for(c, Some(render::identity::input_hash(&ctx, c, &digests)));
             r.base_digest = Some("sha256:base".into());
-            r.input_parts = render::part_hashes(&ctx);
+            r.input_parts = render::identity::part_hashes(&ctx);
             r.status = Status::Built;
             m.cells.push(r);
         }
@@ -287,26 +313,67 @@ mod tests {
         );
     }
 
-    /// A manifest written by a tool version before identity scheme 2 records the legacy
-    /// hashes: nothing in it reads as changed, and a real change still does.
+    /// A manifest written by a tool version of identity scheme 1 or 2 records that
+    /// scheme's hashes: nothing in it reads as changed, and a real change still does.
     #[test]
-    fn a_manifest_of_the_legacy_identity_scheme_is_read_as_unchanged() {
+    fn a_manifest_of_an_earlier_identity_scheme_is_read_as_unchanged() {
         let yaml = "version: 1\nbases: [ubuntu:22.04]\npython: [\"3.10\", \"3.11\"]\n";
         let p = plan(yaml);
-        let mut prev = built(&p);
-        for (r, c) in prev.cells.iter_mut().zip(&p.cells) {
-            let ctx = render::render(&p.settings, c);
-            let legacy = render::legacy_input_hash(&ctx, c, &["sha256:base"]);
-            assert_ne!(r.input_hash.as_deref(), Some(legacy.as_str()));
-            r.input_hash = Some(legacy);
+        let r = render::Renderer::new(&p.settings);
+        for scheme in [1, 2] {
+            let mut prev = built(&p);
+            for (rec, c) in prev.cells.iter_mut().zip(&p.cells) {
+                let digests = vec!["sha256:base"; c.identity_members().len()];
+                let id = Identity::of(&r, &r.render(c), c, Over::Bases(&digests));
+                assert_eq!(rec.input_hash.as_deref(), Some(id.hash.as_str()));
+                rec.input_hash = Some(if scheme == 1 { id.legacy } else { id.scheme2 });
+            }
+            let cells: Vec<&Cell> = p.cells.iter().collect();
+            let ch = diff(&p, &cells, &prev, &Digests::default());
+            assert!(ch.iter().all(|c| c.change == "unchanged"), "{ch:?}");
+            let p2 = plan(&format!("{yaml}packages: {{apt: [vim]}}\n"));
+            let cells: Vec<&Cell> = p2.cells.iter().collect();
+            let ch = diff(&p2, &cells, &prev, &Digests::default());
+            assert!(ch.iter().all(|c| c.change == "changed"), "{ch:?}");
         }
-        let cells: Vec<&Cell> = p.cells.iter().collect();
-        let ch = diff(&p, &cells, &prev, &Digests::default());
-        assert!(ch.iter().all(|c| c.change == "unchanged"), "{ch:?}");
-        let p2 = plan(&format!("{yaml}packages: {{apt: [vim]}}\n"));
-        let cells: Vec<&Cell> = p2.cells.iter().collect();
-        let ch = diff(&p2, &cells, &prev, &Digests::default());
-        assert!(ch.iter().all(|c| c.change == "changed"), "{ch:?}");
+    }
+
+    /// Neither the repository nor the tags are part of an identity: a matrix pointed at
+    /// another registry, or given another tag template, is retagged, and the diff says
+    /// which name changed (never "Dockerfile template"). Cells of their own and the
+    /// members of a tag group alike.
+    #[test]
+    fn a_new_repository_or_tag_template_is_a_retag_that_names_it() {
+        for platforms in ["", "platforms: [linux/amd64, linux/arm64]\n"] {
+            let yaml = format!(
+                "version: 1\nbases: [ubuntu:22.04]\npython: [\"3.10\", \"3.11\"]\n{platforms}"
+            );
+            let prev = built(&plan(&yaml));
+            let moved = plan(&format!(
+                "{yaml}image: {{repository: registry.example:5000/ml/miniconda}}\n"
+            ));
+            let cells: Vec<&Cell> = moved.cells.iter().collect();
+            let ch = diff(&moved, &cells, &prev, &Digests::default());
+            assert_eq!(ch.len(), prev.cells.len(), "{ch:?}");
+            for c in &ch {
+                assert_eq!(c.change, "retag", "{ch:?}");
+                assert_eq!(
+                    c.why,
+                    ["repository miniconda → registry.example:5000/ml/miniconda"]
+                );
+            }
+            let retagged = plan(&format!(
+                "{yaml}image: {{tag: \"py{{python}}-{{base}}\"}}\n"
+            ));
+            let cells: Vec<&Cell> = retagged.cells.iter().collect();
+            let ch = diff(&retagged, &cells, &prev, &Digests::default());
+            for (c, old) in ch.iter().zip(&prev.cells) {
+                assert_eq!(c.change, "retag", "{ch:?}");
+                let old = old.tags[0].trim_start_matches("miniconda:");
+                let new = &c.id[..c.id.rfind('-').unwrap()];
+                assert_eq!(c.why, [format!("tag {old} → {new}")]);
+            }
+        }
     }
 
     #[test]

@@ -8,14 +8,13 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::docker::BuildRequest;
 use crate::engine::{Fleet, ImageEngine};
+use crate::labels;
 use crate::manifest::{CellRecord, Manifest, Status, Verification};
 use crate::plan::Cell;
 use crate::signals::Cancel;
 
 /// Where the final build step records the versions of what it installed.
 pub const VERSIONS_FILE: &str = "/etc/image-matrix/versions.json";
-/// Labels `io.image-matrix.version.NAME` carry the same versions.
-pub const VERSION_LABEL: &str = "io.image-matrix.version.";
 
 pub struct Options {
     /// Verify before promoting; without it, a built image is promoted at once.
@@ -348,7 +347,7 @@ fn record_versions(
     }
     let labels: Vec<(String, String)> = versions
         .iter()
-        .map(|(k, v)| (format!("{VERSION_LABEL}{k}"), v.clone()))
+        .map(|(k, v)| (format!("{}{k}", labels::VERSION_PREFIX), v.clone()))
         .collect();
     let relabelled = match c.rebuild.filter(|_| docker.is_buildkit()) {
         Some(r) => rebuild_labelled(docker, r, &image, &c.candidate, &labels)
@@ -436,7 +435,7 @@ pub fn versions_from_labels(docker: &dyn ImageEngine, image: &str) -> BTreeMap<S
 fn version_labels(labels: BTreeMap<String, String>) -> BTreeMap<String, String> {
     labels
         .into_iter()
-        .filter_map(|(k, v)| Some((k.strip_prefix(VERSION_LABEL)?.to_string(), v)))
+        .filter_map(|(k, v)| Some((k.strip_prefix(labels::VERSION_PREFIX)?.to_string(), v)))
         .collect()
 }
 

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::docker::{BuildRequest, Docker, Exit, Stop};
+use crate::labels;
 
 /// What a job builds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -204,7 +205,7 @@ impl Executor for DockerExecutor {
     fn up_to_date(&self, job: &Job) -> bool {
         job.primary_tag
             .as_ref()
-            .and_then(|t| self.docker.label(t, "io.image-matrix.input-hash"))
+            .and_then(|t| self.docker.label(t, labels::INPUT_HASH))
             .is_some_and(|h| h == job.input_hash || job.legacy_hash.as_ref() == Some(&h))
     }
 

@@ -9,20 +9,16 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::docker::BuildRequest;
+use crate::labels;
 use crate::manifest::{CellRecord, Installer, Status};
 use crate::plan::output::BuildOptions;
 use crate::plan::{hex, Cell, Excluded, Plan};
 use crate::render;
+use crate::render::identity::{Identity, Over};
 use crate::run::executor::{Job, JobKind};
 use crate::run::scheduler::SharedStage;
 
-/// Label that carries a cell's input hash; `build` skips a cell whose tag has it.
-pub const INPUT_HASH_LABEL: &str = "io.image-matrix.input-hash";
-/// Label naming the repository a matrix image belongs to (what `prune` looks for).
-pub const REPOSITORY_LABEL: &str = "io.image-matrix.repository";
-/// Label with the base's resolved digest.
-pub const BASE_DIGEST_LABEL: &str = "io.image-matrix.base-digest";
-pub use crate::render::UNRESOLVED;
+pub use crate::render::identity::UNRESOLVED;
 
 /// Where a run's files go.
 #[derive(Clone, Debug)]
@@ -48,6 +44,8 @@ pub struct Settings {
     /// Cells that succeeded in a resumed manifest, with their input hash: checked for
     /// being current even with `--force`.
     pub resumed: HashMap<String, String>,
+    /// Each cell's input hash as the previous manifest records it.
+    pub recorded: HashMap<String, String>,
     /// What each (base reference, platform) resolved to, and where.
     pub bases: Bases,
     /// The registry cache: sources and inline metadata (BuildKit builders only).
@@ -173,7 +171,7 @@ pub fn prepare<'p, E>(
     };
     let (mut os_keys, mut conda_keys) = (Vec::new(), Vec::new());
     // job index and input hash of each parent, for its framework images
-    let mut parents: HashMap<&str, (usize, render::Identity)> = HashMap::new();
+    let mut parents: HashMap<&str, (usize, render::identity::Identity)> = HashMap::new();
     let renderer = render::Renderer::new(&plan.settings);
     for c in cells {
         let ctx = renderer.render(c);
@@ -181,15 +179,12 @@ pub fn prepare<'p, E>(
         let base_digest = s.base_digest(c);
         // a framework image's identity covers its parent's, which covers the base
         let identity = match parent {
-            Some((_, p)) => render::Identity::of(&ctx, c, &[&p.hash], &[&p.legacy]),
-            None => {
-                let digests = s.identity_digests(c);
-                render::Identity::of(&ctx, c, &digests, &digests)
-            }
+            Some((_, p)) => Identity::of(&renderer, &ctx, c, Over::Parent(p)),
+            None => Identity::of(&renderer, &ctx, c, Over::Bases(&s.identity_digests(c))),
         };
         let input_hash = identity.hash.clone();
         let mut rec = record_for(c, Some(input_hash.clone()));
-        rec.input_parts = render::part_hashes(&ctx);
+        rec.input_parts = render::identity::part_hashes(&ctx);
         rec.base_digest = Some(base_digest.to_string());
         let log_path = paths.logs.join(format!("{}.log", c.id));
         rec.log = Some(log_path.display().to_string());
@@ -204,7 +199,7 @@ pub fn prepare<'p, E>(
             request: request(c, &plan.settings.repository, &input_hash, paths, s),
             log_path,
             input_hash,
-            legacy_hash: Some(identity.legacy.clone()),
+            legacy_hash: Some(earlier_label(&identity, s.recorded.get(&c.id)).to_string()),
             primary_tag: Some(c.local_tag().to_string()),
             affinity: format!("{} {}", c.base.reference, c.platform()),
             platform: c.platform().to_string(),
@@ -241,6 +236,18 @@ pub fn prepare<'p, E>(
     }
     p.records.extend(plan.excluded.iter().map(excluded_record));
     Ok(p)
+}
+
+/// The earlier scheme's identity an image that is current may carry in its label, which
+/// `build` takes as current too: scheme 1's where the previous manifest records it
+/// (written by a tool of that scheme), else scheme 2's. An image keeps the label it was
+/// built with while it stays current, and the manifest records the current scheme's
+/// identity, so an image labelled by scheme 1 under a manifest of a later scheme is
+/// built once more.
+fn earlier_label<'i>(identity: &'i Identity, recorded: Option<&String>) -> &'i str {
+    recorded
+        .and_then(|h| identity.earlier(h))
+        .unwrap_or(&identity.scheme2)
 }
 
 fn request(
@@ -283,17 +290,13 @@ pub fn build_options<'a>(
     use std::borrow::Cow;
     let mut labels = Vec::with_capacity(6 + s.labels.len());
     if input_hash != UNRESOLVED {
-        labels.push((INPUT_HASH_LABEL, Cow::Borrowed(input_hash)));
+        labels.push((labels::INPUT_HASH, Cow::Borrowed(input_hash)));
     }
-    labels.push((REPOSITORY_LABEL, Cow::Borrowed(repository)));
+    labels.push((labels::REPOSITORY, Cow::Borrowed(repository)));
     if input_hash != UNRESOLVED {
-        labels.push((BASE_DIGEST_LABEL, Cow::Borrowed(s.base_digest(c))));
+        labels.push((labels::BASE_DIGEST, Cow::Borrowed(s.base_digest(c))));
     }
-    labels.extend(
-        render::build_labels(c)
-            .into_iter()
-            .map(|(k, v)| (k, Cow::Borrowed(v))),
-    );
+    labels.extend(render::build_labels(repository, c));
     labels.extend(
         s.labels
             .iter()

@@ -6,6 +6,7 @@
 //! framework image the tool built.
 
 use crate::docker::Docker;
+use crate::labels;
 use crate::plan::frameworks::Wheel;
 
 const SCRIPT: &str = include_str!("framework.py");
@@ -22,14 +23,14 @@ pub struct Expect {
 
 impl Expect {
     pub fn of(docker: &Docker, image: &str) -> Option<Expect> {
-        let name = docker.label(image, "io.image-matrix.framework")?;
+        let name = docker.label(image, labels::FRAMEWORK)?;
         let wheel = docker
-            .label(image, "io.image-matrix.framework.wheel")
+            .label(image, labels::FRAMEWORK_WHEEL)
             .unwrap_or_default();
         let packages = PACKAGES
             .iter()
             .filter_map(|p| {
-                let v = docker.label(image, &format!("io.image-matrix.framework.{p}"))?;
+                let v = docker.label(image, &format!("{}{p}", labels::FRAMEWORK_VERSION_PREFIX))?;
                 Some(((*p).to_string(), v))
             })
             .collect();
