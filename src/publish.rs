@@ -11,6 +11,7 @@ use crate::engine::{Fleet, ImageEngine};
 use crate::engines::DEFAULT_ENGINE;
 use crate::manifest::{CellRecord, Manifest, Pushed, Status};
 use crate::reference;
+use crate::run::events::{Listen, Phase};
 
 pub struct Options {
     /// Only cells whose verification passed.
@@ -56,12 +57,12 @@ pub fn check_tags(man: &Manifest) -> Result<(), String> {
 }
 
 /// Publish; returns whether everything that should be published was, or why nothing
-/// was. `say` gets one line per push.
+/// was. `listen` hears of every push, re-try and index as it happens.
 pub fn publish(
     engines: &dyn Fleet,
     man: &mut Manifest,
     opts: &Options,
-    say: &dyn Fn(&str),
+    listen: Listen,
 ) -> Result<bool, String> {
     check_tags(man)?;
     if let Some(why) = man.incomplete().filter(|_| !opts.allow_partial) {
@@ -140,13 +141,13 @@ pub fn publish(
                 (None, _) => c.tags.iter().skip(1).cloned().collect(),
             };
             for t in tags {
-                let p = push_one(engines, &man.cells[i], &t, opts, say);
+                let p = push_one(engines, &man.cells[i], &t, opts, listen);
                 all_ok &= p.ok;
                 man.cells[i].pushed.push(p);
             }
         }
     }
-    all_ok &= publish_indexes(engines, man, &eligible, say);
+    all_ok &= publish_indexes(engines, man, &eligible, listen);
     Ok(all_ok)
 }
 
@@ -158,7 +159,7 @@ fn publish_indexes(
     engines: &dyn Fleet,
     man: &mut Manifest,
     eligible: &[usize],
-    say: &dyn Fn(&str),
+    listen: Listen,
 ) -> bool {
     let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
     for (i, c) in man.cells.iter().enumerate() {
@@ -209,7 +210,12 @@ fn publish_indexes(
                 "not made: {} not pushed; its tags stay where they were",
                 missing.join(", ")
             );
-            say(&format!("index {name}: {why}"));
+            listen(&Phase::Index {
+                group: &name,
+                tag: None,
+                digest: None,
+                error: Some(&why),
+            });
             rec.error = Some(why);
             man.indexes.push(rec);
             continue;
@@ -231,14 +237,21 @@ fn publish_indexes(
         for t in &tags {
             match docker.push_index(t, &refs, reference::is_loopback(t)) {
                 Ok(d) => {
-                    say(&format!(
-                        "index {t}: ok ({})",
-                        d.as_deref().unwrap_or("digest not reported")
-                    ));
+                    listen(&Phase::Index {
+                        group: &name,
+                        tag: Some(t),
+                        digest: d.as_deref(),
+                        error: None,
+                    });
                     rec.digest = rec.digest.take().or(d);
                 }
                 Err(e) => {
-                    say(&format!("index {t}: failed: {e}"));
+                    listen(&Phase::Index {
+                        group: &name,
+                        tag: Some(t),
+                        digest: None,
+                        error: Some(&e),
+                    });
                     rec.error = Some(format!("{t}: {e}"));
                     break;
                 }
@@ -256,7 +269,7 @@ fn push_one(
     c: &CellRecord,
     tag: &str,
     opts: &Options,
-    say: &dyn Fn(&str),
+    listen: Listen,
 ) -> Pushed {
     let mut attempts = 0;
     let result = loop {
@@ -264,43 +277,40 @@ fn push_one(
         let Some(docker) = engines.engine(c.engine.as_deref()) else {
             break Err("the engine that holds the image does not answer".to_string());
         };
-        if let Err(e) = pin(docker, c, tag, say) {
+        if let Err(e) = pin(docker, c, tag, listen) {
             break Err(e);
         }
         match docker.push(tag) {
             Ok(d) => break Ok(d),
             Err(e) if attempts <= opts.retries => {
-                say(&format!("push {tag}: {e}; retrying"));
+                listen(&Phase::PushRetrying {
+                    id: &c.id,
+                    tag,
+                    error: &e,
+                });
                 std::thread::sleep(opts.backoff * 2u32.pow(attempts - 1));
             }
             Err(e) => break Err(e),
         }
     };
-    say(&format!(
-        "push {tag}: {}",
-        match &result {
-            Ok(_) => "ok".to_string(),
-            Err(e) => format!("failed: {e}"),
-        }
-    ));
-    Pushed {
+    let pushed = Pushed {
         tag: tag.to_string(),
         ok: result.is_ok(),
         digest: result.as_ref().ok().cloned().flatten(),
         attempts,
         error: result.err(),
-    }
+    };
+    listen(&Phase::Pushed {
+        id: &c.id,
+        pushed: &pushed,
+    });
+    pushed
 }
 
 /// Point `tag` at the image the manifest records before pushing it: a local tag may have
 /// moved since the build (another run, a hand-made `docker tag`), and what goes out must
 /// be what was built and verified.
-fn pin(
-    docker: &dyn ImageEngine,
-    c: &CellRecord,
-    tag: &str,
-    say: &dyn Fn(&str),
-) -> Result<(), String> {
+fn pin(docker: &dyn ImageEngine, c: &CellRecord, tag: &str, listen: Listen) -> Result<(), String> {
     let Some(want) = c.image_id.as_deref() else {
         return Err(format!("cell {} records no image ID", c.id));
     };
@@ -315,10 +325,12 @@ fn pin(
         ));
     }
     docker.tag(want, tag)?;
-    say(&format!(
-        "{tag}: pointed back at {want} (it was {})",
-        have.as_deref().unwrap_or("not there")
-    ));
+    listen(&Phase::Repinned {
+        id: &c.id,
+        tag,
+        image: want,
+        was: have.as_deref(),
+    });
     Ok(())
 }
 

@@ -157,6 +157,41 @@ fn two_engines_one_lost() -> (i32, Vec<Value>, String) {
     )
 }
 
+/// One tag group of two platforms (arm64 emulated on an engine of its own) pushed:
+/// its image index.
+fn a_tag_group_pushed() -> (i32, Vec<Value>, String) {
+    let e = Env::new(31503);
+    std::fs::write(
+        e.path("matrix.yaml"),
+        "version: 1\nbases: [ubuntu:22.04]\npython: [\"3.11\"]\nplatforms: [linux/amd64, linux/arm64]\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(e.path("binfmt")).unwrap();
+    std::fs::write(
+        e.path("binfmt/qemu-aarch64"),
+        "enabled\ninterpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\nflags: PF\noffset 0\n",
+    )
+    .unwrap();
+    std::fs::write(e.path("state/arm-platform-ubuntu_22.04"), "linux/arm64").unwrap();
+    let sock = |n: &str| format!("unix://{}", e.path(&format!("{n}.sock")).display());
+    let amd = format!("amd={}", sock("amd"));
+    let arm = format!("arm={},platform=linux/arm64", sock("arm"));
+    run(
+        &e,
+        &[
+            "--progress",
+            "json",
+            "--push",
+            "-j",
+            "1",
+            "--engine",
+            &amd,
+            "--engine",
+            &arm,
+        ],
+    )
+}
+
 #[test]
 fn every_event_kind_of_the_schema_is_produced_and_valid() {
     let (code, a, err) = one_engine_with_failures();
@@ -203,7 +238,37 @@ fn every_event_kind_of_the_schema_is_produced_and_valid() {
         .iter()
         .all(|p| p["ok"] == true && p["digest"].is_string()));
 
-    let seen: BTreeSet<String> = kinds(&a).union(&kinds(&b)).cloned().collect();
+    // acceptance and promotion are events too: the tags and the alias of every cell
+    let accepting = b.iter().find(|e| e["event"] == "accepting").unwrap();
+    assert_eq!(accepting["images"], 4, "{accepting}");
+    assert_eq!(accepting["verify"], false);
+    let promoted = b.iter().filter(|e| e["event"] == "promoted").count();
+    assert_eq!(promoted, 8, "4 cells × (tag + alias)");
+    // with --verify, each verification is announced (the fake's fail: nothing moves)
+    assert!(
+        a.iter()
+            .any(|e| e["event"] == "note" && e["id"] == FLAKY && e["level"] == "info"),
+        "a verification starting is a note"
+    );
+    assert!(!a.iter().any(|e| e["event"] == "promoted"));
+
+    let (code, c, err) = a_tag_group_pushed();
+    assert_eq!(code, 0, "{err}");
+    let index: Vec<&Value> = c.iter().filter(|e| e["event"] == "index").collect();
+    assert_eq!(index.len(), 1, "one shared tag: {index:?}");
+    assert!(
+        index[0]["ok"] == true && index[0]["digest"].is_string(),
+        "{}",
+        index[0]
+    );
+
+    let seen: BTreeSet<String> = kinds(&a)
+        .union(&kinds(&b))
+        .cloned()
+        .collect::<BTreeSet<String>>()
+        .union(&kinds(&c))
+        .cloned()
+        .collect();
     let named: BTreeSet<String> = schema()["properties"]["event"]["enum"]
         .as_array()
         .unwrap()

@@ -15,7 +15,7 @@ use crate::plan::Plan;
 use crate::publish;
 use crate::report::progress::Progress;
 use crate::run::accept;
-use crate::run::events::{Event, Outcome};
+use crate::run::events::{Event, Outcome, Phase};
 use crate::run::executor::{DockerExecutor, Job, JobKind};
 use crate::run::prepare::{self, Paths, Prepared};
 use crate::run::recorder::Recorder;
@@ -594,15 +594,24 @@ fn accept_cells(
         .iter()
         .map(|c| c.verification.clone())
         .collect();
-    accept::accept(
-        engines,
-        &mut recorder.manifest,
-        &candidates,
-        previous,
-        &opts,
-        cancel,
-        &crate::term::line,
-    );
+    {
+        // acceptance runs on several threads; the reporter hears them one at a time
+        let shared = std::sync::Mutex::new(&mut *reporter);
+        let listen = |ev: &Phase| {
+            if let Ok(mut r) = shared.lock() {
+                r.phase(ev);
+            }
+        };
+        accept::accept(
+            engines,
+            &mut recorder.manifest,
+            &candidates,
+            previous,
+            &opts,
+            cancel,
+            &listen,
+        );
+    }
     let _ = recorder.touch_and_write();
     if args.verify {
         let started = recorder.manifest.started.clone();
@@ -756,13 +765,14 @@ fn push(
         retries: args.retries.max(2),
         backoff: Duration::from_secs(2),
     };
-    let r = publish::publish(engines, &mut recorder.manifest, &opts, &crate::term::line);
-    let _ = recorder.touch_and_write();
-    for c in &recorder.manifest.cells {
-        for p in &c.pushed {
-            reporter.pushed(&c.id, p);
+    let shared = std::sync::Mutex::new(&mut *reporter);
+    let listen = |ev: &Phase| {
+        if let Ok(mut r) = shared.lock() {
+            r.phase(ev);
         }
-    }
+    };
+    let r = publish::publish(engines, &mut recorder.manifest, &opts, &listen);
+    let _ = recorder.touch_and_write();
     match r {
         Ok(all) => all,
         Err(why) => {

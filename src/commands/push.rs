@@ -29,7 +29,7 @@ pub fn run(args: &PushArgs) -> Result<Exit, Error> {
         retries: args.retries,
         backoff: std::time::Duration::from_secs(2),
     };
-    let result = publish::publish(&engines, &mut man, &opts, &crate::term::line);
+    let result = publish::publish(&engines, &mut man, &opts, &crate::report::phase_lines);
     io::write(&args.manifest, &man).map_err(|source| Error::StaleManifest {
         path: args.manifest.clone(),
         source,

@@ -16,8 +16,8 @@ use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
 
-use crate::manifest::{CheckResult, Manifest, Pushed, RunOutcome, Status, Verification};
-use crate::run::events::{Event, Outcome};
+use crate::manifest::{CheckResult, Manifest, RunOutcome, Status, Verification};
+use crate::run::events::{Event, Outcome, Phase};
 use crate::run::executor::{Job, JobKind};
 
 /// The value of every event's `schema` key.
@@ -27,7 +27,7 @@ pub const SCHEMA: &str = "image-matrix.events/1";
 const TAIL_LINES: usize = 20;
 
 /// Where event lines go: stdout, or a buffer in tests.
-type Sink = Box<dyn FnMut(&str) -> io::Result<()>>;
+type Sink = Box<dyn FnMut(&str) -> io::Result<()> + Send>;
 
 pub struct JsonReporter {
     started: Instant,
@@ -154,6 +154,27 @@ enum Body<'a> {
         ok: bool,
         ready_seconds: Option<f64>,
         checks: &'a [CheckResult],
+    },
+    Accepting {
+        images: usize,
+        verify: bool,
+    },
+    Promoted {
+        id: &'a str,
+        tag: &'a str,
+    },
+    /// A line of the phases after the builds for people: `warning` or `info`.
+    Note {
+        level: &'static str,
+        id: Option<&'a str>,
+        text: &'a str,
+    },
+    Index {
+        group: &'a str,
+        tag: Option<&'a str>,
+        ok: bool,
+        digest: Option<&'a str>,
+        error: Option<&'a str>,
     },
     Pushed {
         id: &'a str,
@@ -380,16 +401,46 @@ impl JsonReporter {
         });
     }
 
-    /// One tag pushed (or refused).
-    pub fn pushed(&mut self, id: &str, p: &Pushed) {
-        self.send(Body::Pushed {
+    /// An event of the phases after the builds.
+    pub fn phase(&mut self, ev: &Phase) {
+        let line = ev.line().unwrap_or_default();
+        let note = |level, id| Body::Note {
+            level,
             id,
-            tag: &p.tag,
-            ok: p.ok,
-            digest: p.digest.as_deref(),
-            attempts: p.attempts,
-            error: p.error.as_deref(),
-        });
+            text: &line,
+        };
+        let body = match ev {
+            Phase::Accepting { images, verify } => Body::Accepting {
+                images: *images,
+                verify: *verify,
+            },
+            Phase::Promoted { id, tag } => Body::Promoted { id, tag },
+            Phase::Verifying { id, .. } => note("info", Some(id)),
+            Phase::Repinned { id, .. } => note("info", Some(id)),
+            Phase::Warning { id, .. } => note("warning", *id),
+            Phase::PushRetrying { id, .. } => note("warning", Some(id)),
+            Phase::Pushed { id, pushed: p } => Body::Pushed {
+                id,
+                tag: &p.tag,
+                ok: p.ok,
+                digest: p.digest.as_deref(),
+                attempts: p.attempts,
+                error: p.error.as_deref(),
+            },
+            Phase::Index {
+                group,
+                tag,
+                digest,
+                error,
+            } => Body::Index {
+                group,
+                tag: *tag,
+                ok: tag.is_some() && error.is_none(),
+                digest: *digest,
+                error: *error,
+            },
+        };
+        self.send(body);
     }
 
     /// The end: how the run ended, cells per status, where its records are, and the

@@ -7,3 +7,11 @@ pub mod json;
 pub mod markdown;
 pub mod progress;
 pub mod terminal;
+
+/// The reporter of a command that shows no progress (`matrix push`): each event of the
+/// phases after the builds as its line on stderr.
+pub fn phase_lines(ev: &crate::run::events::Phase) {
+    if let Some(text) = ev.line() {
+        crate::term::line(&text);
+    }
+}

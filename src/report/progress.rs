@@ -10,8 +10,8 @@ use clap::ValueEnum;
 
 use super::json::JsonReporter;
 use super::terminal::Reporter;
-use crate::manifest::{Manifest, Pushed, Verification};
-use crate::run::events::{Event, Outcome};
+use crate::manifest::{Manifest, Verification};
+use crate::run::events::{Event, Outcome, Phase};
 use crate::run::executor::Job;
 
 /// `--progress`: how a run shows its progress (the names Docker uses).
@@ -83,15 +83,20 @@ impl Progress {
         self.terminal.line(text);
     }
 
-    pub fn verified(&mut self, id: &str, tag: &str, v: &Verification) {
+    /// An event of the phases after the builds: its line for people (on stderr, in
+    /// every mode, as before the stream existed) and its event in the stream.
+    pub fn phase(&mut self, ev: &Phase) {
+        if let Some(text) = ev.line() {
+            self.terminal.line(&text);
+        }
         if let Some(j) = &mut self.json {
-            j.verified(id, tag, v);
+            j.phase(ev);
         }
     }
 
-    pub fn pushed(&mut self, id: &str, p: &Pushed) {
+    pub fn verified(&mut self, id: &str, tag: &str, v: &Verification) {
         if let Some(j) = &mut self.json {
-            j.pushed(id, p);
+            j.verified(id, tag, v);
         }
     }
 

@@ -31,7 +31,7 @@ pub struct Reporter {
     /// Say which engine runs a build (only worth the noise with several engines).
     engines: bool,
     /// Where plain and quiet lines go (stderr through `term`; a buffer in tests).
-    sink: Box<dyn FnMut(&str)>,
+    sink: Box<dyn FnMut(&str) + Send>,
 }
 
 enum Mode {
@@ -117,7 +117,7 @@ impl Reporter {
     }
 
     /// Plain lines, without colour, into `sink` (for tests of what CI logs show).
-    pub fn plain_into(total: usize, quiet: bool, sink: Box<dyn FnMut(&str)>) -> Self {
+    pub fn plain_into(total: usize, quiet: bool, sink: Box<dyn FnMut(&str) + Send>) -> Self {
         Reporter {
             mode: if quiet { Mode::Quiet } else { Mode::Plain },
             color: false,

@@ -11,6 +11,7 @@ use crate::engine::{Fleet, ImageEngine};
 use crate::labels;
 use crate::manifest::{CellRecord, Manifest, Status, Verification};
 use crate::plan::Cell;
+use crate::run::events::{Listen, Phase};
 use crate::signals::Cancel;
 
 /// Where the final build step records the versions of what it installed.
@@ -49,7 +50,7 @@ pub fn accept(
     previous: Option<&Manifest>,
     opts: &Options,
     cancel: &Cancel,
-    say: &(dyn Fn(&str) + Sync),
+    listen: Listen,
 ) {
     use rayon::prelude::*;
     let work: Vec<&Candidate> = cells
@@ -60,20 +61,14 @@ pub fn accept(
         return;
     }
     let known = Known::gather(engines, man, &work);
-    say(&format!(
-        "accepting {} image{}{} ...",
-        work.len(),
-        if work.len() == 1 { "" } else { "s" },
-        if opts.verify {
-            " (verify, then tag)"
-        } else {
-            " (tag)"
-        }
-    ));
+    listen(&Phase::Accepting {
+        images: work.len(),
+        verify: opts.verify,
+    });
     let recs: &Manifest = man;
     let one = |c: &&Candidate| {
         let mut rec = recs.cells[c.record].clone();
-        accept_one(engines, &mut rec, c, &known, previous, opts, cancel, say);
+        accept_one(engines, &mut rec, c, &known, previous, opts, cancel, listen);
         (c.record, rec)
     };
     let done: Vec<(usize, CellRecord)> = match rayon::ThreadPoolBuilder::new()
@@ -248,7 +243,7 @@ fn accept_one(
     previous: Option<&Manifest>,
     opts: &Options,
     cancel: &Cancel,
-    say: &(dyn Fn(&str) + Sync),
+    listen: Listen,
 ) {
     let Some(engine) = engines.engine(rec.engine.as_deref()) else {
         return;
@@ -263,7 +258,7 @@ fn accept_one(
             .get(&(key.clone(), base_of(rec).to_string()))
             .cloned()
             .unwrap_or_default();
-        record_versions(docker, rec, c, base, say);
+        record_versions(docker, rec, c, base, listen);
     } else {
         let image = rec.image_id.as_deref().unwrap_or(&c.candidate);
         rec.versions = match known.labels.get(&key).and_then(|l| l.get(image)) {
@@ -280,7 +275,10 @@ fn accept_one(
     } else {
         let v = carried(previous, rec).unwrap_or_else(|| {
             let image = rec.image_id.clone().unwrap_or_else(|| c.candidate.clone());
-            say(&format!("verifying {} ...", c.cell.local_tag()));
+            listen(&Phase::Verifying {
+                id: &c.cell.id,
+                tag: c.cell.local_tag(),
+            });
             docker.verify(
                 &image,
                 Some(&rec.coordinates.python),
@@ -297,7 +295,7 @@ fn accept_one(
         ok
     };
     if accepted {
-        promote(docker, known, &key, rec, c, say);
+        promote(docker, known, &key, rec, c, listen);
     } else if rec.status == Status::Built {
         rec.candidate = Some(c.candidate.clone());
     }
@@ -321,7 +319,7 @@ fn record_versions(
     rec: &mut CellRecord,
     c: &Candidate,
     base_versions: BTreeMap<String, String>,
-    say: &(dyn Fn(&str) + Sync),
+    listen: Listen,
 ) {
     let image = rec.image_id.clone().unwrap_or_else(|| c.candidate.clone());
     // printed by the build when its final step ran; read from the image otherwise
@@ -330,15 +328,20 @@ fn record_versions(
         match docker.read_file(&image, c.cell.platform(), VERSIONS_FILE) {
             Ok(text) => match serde_json::from_str::<BTreeMap<String, String>>(&text) {
                 Ok(v) => versions = v,
-                Err(e) => say(&format!(
-                    "warning: {}: {VERSIONS_FILE} is not a version list: {e}",
-                    c.cell.id
-                )),
+                Err(e) => warn(
+                    listen,
+                    &c.cell.id,
+                    format!(
+                        "warning: {}: {VERSIONS_FILE} is not a version list: {e}",
+                        c.cell.id
+                    ),
+                ),
             },
-            Err(e) => say(&format!(
-                "warning: {}: cannot read {VERSIONS_FILE}: {e}",
-                c.cell.id
-            )),
+            Err(e) => warn(
+                listen,
+                &c.cell.id,
+                format!("warning: {}: cannot read {VERSIONS_FILE}: {e}", c.cell.id),
+            ),
         }
     }
     versions.extend(base_versions);
@@ -352,10 +355,14 @@ fn record_versions(
     let relabelled = match c.rebuild.filter(|_| docker.is_buildkit()) {
         Some(r) => rebuild_labelled(docker, r, &image, &c.candidate, &labels)
             .map_err(|e| {
-                say(&format!(
-                    "warning: {}: {e}; labelling it without its cache metadata",
-                    c.cell.id
-                ));
+                warn(
+                    listen,
+                    &c.cell.id,
+                    format!(
+                        "warning: {}: {e}; labelling it without its cache metadata",
+                        c.cell.id
+                    ),
+                );
             })
             .ok(),
         None => None,
@@ -372,10 +379,11 @@ fn record_versions(
             // None: read with the others' once every cell is accepted
             rec.size_bytes = size;
         }
-        Err(e) => say(&format!(
-            "warning: {}: cannot label the versions: {e}",
-            c.cell.id
-        )),
+        Err(e) => warn(
+            listen,
+            &c.cell.id,
+            format!("warning: {}: cannot label the versions: {e}", c.cell.id),
+        ),
     }
     rec.versions = versions;
 }
@@ -408,6 +416,10 @@ fn rebuild_labelled(
         .image_id_and_size(&id)
         .map(|(id, size)| (id, Some(size)))
         .ok_or_else(|| format!("the labelled image {id} is missing"))
+}
+
+fn warn(listen: Listen, id: &str, text: String) {
+    listen(&Phase::Warning { id: Some(id), text });
 }
 
 /// CUDA and cuDNN as NVIDIA's base images declare them in their environment.
@@ -447,7 +459,7 @@ fn promote(
     engine: &str,
     rec: &mut CellRecord,
     c: &Candidate,
-    say: &(dyn Fn(&str) + Sync),
+    listen: Listen,
 ) {
     let Some(image) = rec.image_id.clone() else {
         return;
@@ -459,8 +471,14 @@ fn promote(
             continue;
         }
         match docker.tag(&image, t) {
-            Ok(()) => rec.tags_added.push(t.clone()),
-            Err(e) => say(&format!("warning: cannot tag {t}: {e}")),
+            Ok(()) => {
+                listen(&Phase::Promoted {
+                    id: &c.cell.id,
+                    tag: t,
+                });
+                rec.tags_added.push(t.clone());
+            }
+            Err(e) => warn(listen, &c.cell.id, format!("warning: cannot tag {t}: {e}")),
         }
     }
 }

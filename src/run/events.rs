@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::manifest::{Requeue, Status};
+use crate::manifest::{Pushed, Requeue, Status};
 use crate::run::executor::{JobKind, Step};
 
 /// How a job ended.
@@ -83,4 +83,115 @@ pub enum Event {
         wait: Duration,
     },
     Finished(Outcome),
+}
+
+/// What the phases after the builds (acceptance, verification, promotion of tags,
+/// publishing) tell their listeners, as it happens. They print nothing themselves: the
+/// reporters draw these (a line for people, an event of the JSON stream) and the
+/// manifest records the results the phases return.
+#[derive(Clone, Debug)]
+pub enum Phase<'a> {
+    /// Acceptance begins for `images` images.
+    Accepting {
+        images: usize,
+        verify: bool,
+    },
+    Verifying {
+        id: &'a str,
+        tag: &'a str,
+    },
+    /// A public tag now names the cell's image.
+    Promoted {
+        id: &'a str,
+        tag: &'a str,
+    },
+    /// Something went wrong that does not stop the phase (a label not written, a tag
+    /// that could not be set); `text` says what, starting with `warning: `.
+    Warning {
+        id: Option<&'a str>,
+        text: String,
+    },
+    /// A push failed and is tried again.
+    PushRetrying {
+        id: &'a str,
+        tag: &'a str,
+        error: &'a str,
+    },
+    /// A local tag had moved since the build and was pointed back before the push.
+    Repinned {
+        id: &'a str,
+        tag: &'a str,
+        image: &'a str,
+        was: Option<&'a str>,
+    },
+    Pushed {
+        id: &'a str,
+        pushed: &'a Pushed,
+    },
+    /// An image index of a tag group: made and pushed under `tag` (with the registry's
+    /// digest), failed, or not made at all (`tag` None: a platform is missing).
+    Index {
+        group: &'a str,
+        tag: Option<&'a str>,
+        digest: Option<&'a str>,
+        error: Option<&'a str>,
+    },
+}
+
+/// Where a phase sends its events; called from several threads at once.
+pub type Listen<'a> = &'a (dyn Fn(&Phase) + Sync);
+
+impl Phase<'_> {
+    /// The line people read for it, if any.
+    pub fn line(&self) -> Option<String> {
+        Some(match self {
+            Phase::Accepting { images, verify } => format!(
+                "accepting {images} image{}{} ...",
+                if *images == 1 { "" } else { "s" },
+                if *verify {
+                    " (verify, then tag)"
+                } else {
+                    " (tag)"
+                }
+            ),
+            Phase::Verifying { tag, .. } => format!("verifying {tag} ..."),
+            Phase::Promoted { .. } => return None,
+            Phase::Warning { text, .. } => text.clone(),
+            Phase::PushRetrying { tag, error, .. } => format!("push {tag}: {error}; retrying"),
+            Phase::Repinned {
+                tag, image, was, ..
+            } => format!(
+                "{tag}: pointed back at {image} (it was {})",
+                was.unwrap_or("not there")
+            ),
+            Phase::Pushed { pushed, .. } => format!(
+                "push {}: {}",
+                pushed.tag,
+                match &pushed.error {
+                    None => "ok".to_string(),
+                    Some(e) => format!("failed: {e}"),
+                }
+            ),
+            Phase::Index {
+                group,
+                tag: None,
+                error,
+                ..
+            } => format!("index {group}: {}", error.unwrap_or("not made")),
+            Phase::Index {
+                tag: Some(t),
+                digest,
+                error: None,
+                ..
+            } => format!(
+                "index {t}: ok ({})",
+                digest.unwrap_or("digest not reported")
+            ),
+            Phase::Index {
+                tag: Some(t),
+                error: Some(e),
+                ..
+            } => format!("index {t}: failed: {e}"),
+        })
+    }
 }
