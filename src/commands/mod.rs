@@ -150,3 +150,20 @@ fn json_text(v: &impl serde::Serialize) -> String {
     s.push('\n');
     s
 }
+
+/// The engines a manifest's cells were built on, reached again (`--engine` re-points a
+/// name): push, verify and prune work on each cell where it is.
+fn manifest_engines(
+    docker: &crate::cli::DockerArgs,
+    recorded: &[crate::manifest::EngineRecord],
+) -> Result<crate::engines::Engines, Error> {
+    let specs = crate::engines::specs(&docker.engines, docker.context.as_deref(), &[], recorded)
+        .map_err(Error::Usage)?;
+    Ok(crate::engines::connect(
+        &docker.docker,
+        crate::docker::Builder::Auto,
+        specs,
+        std::num::NonZeroUsize::MIN,
+    )?
+    .engines)
+}

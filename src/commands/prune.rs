@@ -3,27 +3,14 @@
 use std::path::Path;
 
 use crate::cli::PruneArgs;
-use crate::engines::{self, Engines};
+use crate::engines::Engines;
 use crate::error::{Error, Exit};
 use crate::manifest::io;
 use crate::prune;
 
 pub fn run(args: &PruneArgs) -> Result<Exit, Error> {
     let m = io::read(&args.manifest).map_err(Error::Preflight)?;
-    let specs = engines::specs(
-        &args.docker.engines,
-        args.docker.context.as_deref(),
-        &[],
-        &m.engines,
-    )
-    .map_err(Error::Usage)?;
-    let engines = engines::connect(
-        &args.docker.docker,
-        crate::docker::Builder::Auto,
-        specs,
-        std::num::NonZeroUsize::MIN,
-    )?
-    .engines;
+    let engines = super::manifest_engines(&args.docker, &m.engines)?;
     let repo = m.repository.clone().ok_or_else(|| {
         Error::Preflight(format!(
             "{} does not name its repository (written by an older image-matrix)",

@@ -1,28 +1,13 @@
 //! `matrix push MANIFEST`: publish what a manifest built, from the engines that hold it.
 
 use crate::cli::PushArgs;
-use crate::engines;
 use crate::error::{Error, Exit};
 use crate::manifest::io;
 use crate::publish;
 
 pub fn run(args: &PushArgs) -> Result<Exit, Error> {
     let mut man = io::read(&args.manifest).map_err(Error::Preflight)?;
-    let specs = engines::specs(
-        &args.docker.engines,
-        args.docker.context.as_deref(),
-        &[],
-        &man.engines,
-    )
-    .map_err(Error::Usage)?;
-    let one = std::num::NonZeroUsize::MIN;
-    let engines = engines::connect(
-        &args.docker.docker,
-        crate::docker::Builder::Auto,
-        specs,
-        one,
-    )?
-    .engines;
+    let engines = super::manifest_engines(&args.docker, &man.engines)?;
     let opts = publish::Options {
         need_verified: man.cells.iter().any(|c| c.verification.is_some()),
         allow_partial: args.allow_partial,

@@ -26,20 +26,7 @@ pub fn run(args: &VerifyArgs) -> Result<Exit, Error> {
         None
     };
     let recorded = manifest.as_ref().map_or(&[][..], |m| &m.engines[..]);
-    let specs = engines::specs(
-        &args.docker.engines,
-        args.docker.context.as_deref(),
-        &[],
-        recorded,
-    )
-    .map_err(Error::Usage)?;
-    let engines = engines::connect(
-        &args.docker.docker,
-        crate::docker::Builder::Auto,
-        specs,
-        std::num::NonZeroUsize::MIN,
-    )?
-    .engines;
+    let engines = super::manifest_engines(&args.docker, recorded)?;
     if run_program(
         Path::new("sshpass"),
         &["-V".to_string()],
