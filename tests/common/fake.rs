@@ -89,6 +89,16 @@ impl Env {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     }
+    /// `matrix plan --diff out/manifest.json`: its stdout, once it exited 0.
+    pub fn plan_diff(&self) -> String {
+        let out = self
+            .matrix(&["plan", "--diff", "out/manifest.json"])
+            .output()
+            .unwrap();
+        let diff = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(out.status.code(), Some(0), "{diff}");
+        diff
+    }
     pub fn manifest(&self) -> serde_json::Value {
         let text = std::fs::read_to_string(self.path("out/manifest.json")).unwrap();
         let m = serde_json::from_str(&text).expect("the manifest parses");
