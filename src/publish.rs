@@ -56,14 +56,34 @@ pub fn check_tags(man: &Manifest) -> Result<(), String> {
     Ok(())
 }
 
-/// Publish; returns whether everything that should be published was, or why nothing
-/// was. `listen` hears of every push, re-try and index as it happens.
+/// What a publish did, for the manifest's recorder to apply: every push (by record
+/// index, in the order made) and every image index.
+#[derive(Debug, Default)]
+pub struct Published {
+    pub pushed: Vec<(usize, Pushed)>,
+    pub indexes: Vec<crate::manifest::IndexRecord>,
+    /// Whether everything that should be published was.
+    pub complete: bool,
+}
+
+impl Published {
+    /// The pushes and indexes into the manifest they were made from.
+    pub fn apply(self, man: &mut Manifest) {
+        for (i, p) in self.pushed {
+            man.cells[i].pushed.push(p);
+        }
+        man.indexes.extend(self.indexes);
+    }
+}
+
+/// Publish; returns what was pushed, or why nothing was. `listen` hears of every push,
+/// re-try and index as it happens. It writes no manifest.
 pub fn publish(
     engines: &dyn Fleet,
-    man: &mut Manifest,
+    man: &Manifest,
     opts: &Options,
     listen: Listen,
-) -> Result<bool, String> {
+) -> Result<Published, String> {
     check_tags(man)?;
     if let Some(why) = man.incomplete().filter(|_| !opts.allow_partial) {
         return Err(format!(
@@ -129,6 +149,7 @@ pub fn publish(
         .filter(|i| built(&man.cells[*i]) && reachable(&man.cells[*i]))
         .collect();
     let mut all_ok = true;
+    let mut pushed: Vec<(usize, Pushed)> = Vec::new();
     for phase in 0..2 {
         for &i in &eligible {
             // a tag group's member goes out under its platform tag; its shared tags
@@ -143,24 +164,36 @@ pub fn publish(
             for t in tags {
                 let p = push_one(engines, &man.cells[i], &t, opts, listen);
                 all_ok &= p.ok;
-                man.cells[i].pushed.push(p);
+                pushed.push((i, p));
             }
         }
     }
-    all_ok &= publish_indexes(engines, man, &eligible, listen);
-    Ok(all_ok)
+    let (indexes, indexes_ok) = publish_indexes(engines, man, &pushed, &eligible, listen);
+    all_ok &= indexes_ok;
+    Ok(Published {
+        pushed,
+        indexes,
+        complete: all_ok,
+    })
 }
 
 /// One image index per shared tag of every tag group whose platforms were all pushed.
 /// A group with a platform missing (only with --allow-partial) gets none: its shared
-/// tags stay where they were rather than lose a platform. Returns whether every index
-/// that could be made was.
+/// tags stay where they were rather than lose a platform. Returns the indexes' records
+/// and whether every index that could be made was. `new` are this publish's pushes
+/// (newer than those the manifest records).
 fn publish_indexes(
     engines: &dyn Fleet,
-    man: &mut Manifest,
+    man: &Manifest,
+    new: &[(usize, Pushed)],
     eligible: &[usize],
     listen: Listen,
-) -> bool {
+) -> (Vec<crate::manifest::IndexRecord>, bool) {
+    let mut out = Vec::new();
+    let mut this_run: HashMap<usize, Vec<&Pushed>> = HashMap::new();
+    for (i, p) in new {
+        this_run.entry(*i).or_default().push(p);
+    }
     let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
     for (i, c) in man.cells.iter().enumerate() {
         let Some(g) = c.group.as_ref().filter(|_| c.status != Status::Excluded) else {
@@ -175,9 +208,11 @@ fn publish_indexes(
     for (name, members) in groups {
         let pushed = |i: usize| {
             let c = &man.cells[i];
-            c.pushed
-                .iter()
+            let now = this_run.get(&i).map_or(&[][..], Vec::as_slice);
+            now.iter()
                 .rev()
+                .copied()
+                .chain(c.pushed.iter().rev())
                 .find(|p| Some(&p.tag) == c.platform_tag.as_ref() && p.ok)
                 .and_then(|p| p.digest.clone())
         };
@@ -217,12 +252,12 @@ fn publish_indexes(
                 error: Some(&why),
             });
             rec.error = Some(why);
-            man.indexes.push(rec);
+            out.push(rec);
             continue;
         }
         let Some(docker) = engines.engine(man.cells[members[0]].engine.as_deref()) else {
             rec.error = Some("the engine of its first platform does not answer".into());
-            man.indexes.push(rec);
+            out.push(rec);
             all_ok = false;
             continue;
         };
@@ -259,9 +294,9 @@ fn publish_indexes(
         }
         rec.ok = rec.error.is_none();
         all_ok &= rec.ok;
-        man.indexes.push(rec);
+        out.push(rec);
     }
-    all_ok
+    (out, all_ok)
 }
 
 fn push_one(
@@ -404,6 +439,15 @@ mod tests {
             }
         }
 
+        /// Publish and apply what was done to the manifest, as the recorder does.
+        fn publish_into(fleet: &FakeFleet, m: &mut Manifest, o: &Options) -> Result<bool, String> {
+            publish(fleet, m, o, &|_| {}).map(|p| {
+                let complete = p.complete;
+                p.apply(m);
+                complete
+            })
+        }
+
         fn pushes(e: &FakeEngine) -> Vec<String> {
             e.log()
                 .into_iter()
@@ -415,7 +459,7 @@ mod tests {
         fn primary_tags_go_out_before_any_alias() {
             let fleet = FakeFleet::one();
             let mut m = built(&fleet, ["", ""]);
-            assert_eq!(publish(&fleet, &mut m, &opts(), &|_| {}), Ok(true));
+            assert_eq!(publish_into(&fleet, &mut m, &opts()), Ok(true));
             assert_eq!(
                 pushes(fleet.first()),
                 [
@@ -445,7 +489,7 @@ mod tests {
                 let fleet = FakeFleet::one();
                 let mut m = built(&fleet, ["", ""]);
                 spoil(&mut m.cells[1]);
-                let err = publish(&fleet, &mut m, &opts(), &|_| {}).unwrap_err();
+                let err = publish_into(&fleet, &mut m, &opts()).unwrap_err();
                 assert!(
                     err.contains("1 of 2 cells did not build and verify"),
                     "{err}"
@@ -456,7 +500,7 @@ mod tests {
                     allow_partial: true,
                     ..opts()
                 };
-                assert_eq!(publish(&fleet, &mut m, &partial, &|_| {}), Ok(true));
+                assert_eq!(publish_into(&fleet, &mut m, &partial), Ok(true));
                 assert_eq!(pushes(fleet.first()).len(), 2);
                 assert!(fleet.first().in_registry(&format!("{REPO}:b")).is_none());
             }
@@ -469,7 +513,7 @@ mod tests {
                 ("two".into(), FakeEngine::down()),
             ]);
             let mut m = built(&fleet, ["one", "two"]);
-            let err = publish(&fleet, &mut m, &opts(), &|_| {}).unwrap_err();
+            let err = publish_into(&fleet, &mut m, &opts()).unwrap_err();
             assert!(err.contains("engines that do not answer (two)"), "{err}");
             assert!(pushes(fleet.get("one")).is_empty());
         }
@@ -480,7 +524,7 @@ mod tests {
             let mut m = built(&fleet, ["", ""]);
             let e = fleet.first();
             e.image("sha256:someone-else", &[&format!("{REPO}:a")]);
-            assert_eq!(publish(&fleet, &mut m, &opts(), &|_| {}), Ok(true));
+            assert_eq!(publish_into(&fleet, &mut m, &opts()), Ok(true));
             assert_eq!(
                 e.in_registry(&format!("{REPO}:a")),
                 Some(digest_of("sha256:a"))
@@ -502,7 +546,7 @@ mod tests {
             let fleet = FakeFleet::one();
             let mut m = built(&fleet, ["", ""]);
             m.cells[0].image_id = Some("sha256:removed".into());
-            assert_eq!(publish(&fleet, &mut m, &opts(), &|_| {}), Ok(false));
+            assert_eq!(publish_into(&fleet, &mut m, &opts()), Ok(false));
             assert!(fleet.first().in_registry(&format!("{REPO}:a")).is_none());
             let p = &m.cells[0].pushed[0];
             assert!(
@@ -517,7 +561,7 @@ mod tests {
             let mut m = built(&fleet, ["", ""]);
             fleet.first().failing_pushes(&format!("{REPO}:a"), 2);
             fleet.first().failing_pushes(&format!("{REPO}:b"), 3);
-            assert_eq!(publish(&fleet, &mut m, &opts(), &|_| {}), Ok(false));
+            assert_eq!(publish_into(&fleet, &mut m, &opts()), Ok(false));
             let (a, b) = (&m.cells[0].pushed[0], &m.cells[1].pushed[0]);
             assert!(a.ok && a.attempts == 3, "{a:?}");
             assert!(!b.ok && b.attempts == 3 && b.error.is_some(), "{b:?}");
@@ -545,7 +589,7 @@ mod tests {
                     allow_partial: !all_built,
                     ..opts()
                 };
-                assert_eq!(publish(&fleet, &mut m, &o, &|_| {}), Ok(true));
+                assert_eq!(publish_into(&fleet, &mut m, &o), Ok(true));
                 let e = fleet.first();
                 let indexes: Vec<String> = e
                     .log()

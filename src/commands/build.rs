@@ -70,7 +70,7 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> Result<Exit, Error> {
         .iter()
         .chain(prepared.stages.iter().map(|s| &s.job))
         .collect();
-    reporter.run_started(&recorder.manifest, &out.manifest, &all_jobs);
+    reporter.run_started(recorder.manifest(), &out.manifest, &all_jobs);
     let outcomes = schedule(
         args,
         &connected.engines,
@@ -94,7 +94,7 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> Result<Exit, Error> {
     let published = !args.push
         || cancel.is_set()
         || push(args, &connected.engines, &mut recorder, &mut reporter);
-    remove_leftovers(&connected.engines, &recorder.manifest);
+    remove_leftovers(&connected.engines, recorder.manifest());
     let keep = args.keep;
     let done = finish(
         recorder,
@@ -525,7 +525,7 @@ fn schedule(
                     reporter.failure(o, &log, &repro);
                 }
                 if let JobKind::Cell(i) = o.job {
-                    recorder.manifest.cells[i].reproduce = Some(repro);
+                    recorder.reproduce(i, repro);
                 }
             }
         },
@@ -589,12 +589,12 @@ fn accept_cells(
         jobs: engines.iter().map(|e| e.slots.get()).sum(),
     };
     let before: Vec<Option<Verification>> = recorder
-        .manifest
+        .manifest()
         .cells
         .iter()
         .map(|c| c.verification.clone())
         .collect();
-    {
+    let accepted = {
         // acceptance runs on several threads; the reporter hears them one at a time
         let shared = std::sync::Mutex::new(&mut *reporter);
         let listen = |ev: &Phase| {
@@ -604,19 +604,19 @@ fn accept_cells(
         };
         accept::accept(
             engines,
-            &mut recorder.manifest,
+            recorder.manifest(),
             &candidates,
             previous,
             &opts,
             cancel,
             &listen,
-        );
-    }
-    let _ = recorder.touch_and_write();
+        )
+    };
+    let _ = recorder.accepted(accepted);
     if args.verify {
-        let started = recorder.manifest.started.clone();
+        let started = recorder.manifest().started.clone();
         let mut report: Vec<(String, Verification)> = Vec::new();
-        for (c, b) in recorder.manifest.cells.iter().zip(before) {
+        for (c, b) in recorder.manifest().cells.iter().zip(before) {
             let (Some(v), Some(tag)) = (&c.verification, c.local_tag()) else {
                 continue;
             };
@@ -771,8 +771,11 @@ fn push(
             r.phase(ev);
         }
     };
-    let r = publish::publish(engines, &mut recorder.manifest, &opts, &listen);
-    let _ = recorder.touch_and_write();
+    let r = publish::publish(engines, recorder.manifest(), &opts, &listen).map(|p| {
+        let complete = p.complete;
+        let _ = recorder.published(p);
+        complete
+    });
     match r {
         Ok(all) => all,
         Err(why) => {
@@ -847,19 +850,18 @@ fn finish(
     previous: Option<&Manifest>,
     published: bool,
 ) -> Result<Exit, Error> {
-    let m = &mut recorder.manifest;
-    m.outcome = Some(match cancel.reason() {
+    let outcome = match cancel.reason() {
         Some(Reason::Signal(s)) => RunOutcome::Interrupted {
             signal: s.name().into(),
         },
         Some(Reason::FailFast) => RunOutcome::FailedFast,
-        None if m.engines.iter().all(|e| e.down.is_some()) => RunOutcome::EnginesLost,
+        None if recorder.manifest().engines.iter().all(|e| e.down.is_some()) => {
+            RunOutcome::EnginesLost
+        }
         None => RunOutcome::Completed,
-    });
-    m.finished = Some(crate::manifest::now());
-    m.tool_cpu_seconds = Some((crate::manifest::own_cpu_seconds() * 1000.0).round() / 1000.0);
-    let written = recorder.touch_and_write();
-    let m = &recorder.manifest;
+    };
+    let written = recorder.close(outcome);
+    let m = recorder.manifest();
     let reports = write_reports(m, previous, manifest_path);
     if written.is_ok() {
         if let Err(e) = crate::prune::archive(m, manifest_path) {

@@ -14,7 +14,11 @@ pub fn run(args: &PushArgs) -> Result<Exit, Error> {
         retries: args.retries,
         backoff: std::time::Duration::from_secs(2),
     };
-    let result = publish::publish(&engines, &mut man, &opts, &crate::report::phase_lines);
+    let result = publish::publish(&engines, &man, &opts, &crate::report::phase_lines).map(|p| {
+        let complete = p.complete;
+        p.apply(&mut man);
+        complete
+    });
     io::write(&args.manifest, &man).map_err(|source| Error::StaleManifest {
         path: args.manifest.clone(),
         source,

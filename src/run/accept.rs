@@ -37,6 +37,30 @@ pub struct Candidate<'a> {
     pub rebuild: Option<&'a BuildRequest>,
 }
 
+/// What acceptance decided: the new record of every cell it accepted (by record index),
+/// for the manifest's recorder to apply. Acceptance itself writes no manifest.
+#[derive(Debug, Default)]
+pub struct Accepted(pub Vec<(usize, CellRecord)>);
+
+impl Accepted {
+    /// The records into the manifest they came from.
+    pub fn apply(self, man: &mut Manifest) {
+        for (i, rec) in self.0 {
+            man.cells[i] = rec;
+        }
+    }
+}
+
+/// What accepting one cell needs besides the cell: the same for every cell of a run.
+struct Ctx<'a> {
+    engines: &'a dyn Fleet,
+    known: Known,
+    previous: Option<&'a Manifest>,
+    opts: &'a Options,
+    cancel: &'a Cancel,
+    listen: Listen<'a>,
+}
+
 /// Accept every built or up-to-date cell: versions, verification, tags. `previous` is
 /// the manifest this run replaces (an image verified there is not verified again).
 /// Cells are accepted `opts.jobs` at a time: each is a handful of docker calls (and a
@@ -45,33 +69,39 @@ pub struct Candidate<'a> {
 /// up-to-date images before, the sizes and the candidate tags' removal after.
 pub fn accept(
     engines: &dyn Fleet,
-    man: &mut Manifest,
+    man: &Manifest,
     cells: &[Candidate],
     previous: Option<&Manifest>,
     opts: &Options,
     cancel: &Cancel,
     listen: Listen,
-) {
+) -> Accepted {
     use rayon::prelude::*;
     let work: Vec<&Candidate> = cells
         .iter()
         .filter(|c| man.cells[c.record].status.succeeded())
         .collect();
     if work.is_empty() {
-        return;
+        return Accepted::default();
     }
-    let known = Known::gather(engines, man, &work);
+    let ctx = Ctx {
+        engines,
+        known: Known::gather(engines, man, &work),
+        previous,
+        opts,
+        cancel,
+        listen,
+    };
     listen(&Phase::Accepting {
         images: work.len(),
         verify: opts.verify,
     });
-    let recs: &Manifest = man;
     let one = |c: &&Candidate| {
-        let mut rec = recs.cells[c.record].clone();
-        accept_one(engines, &mut rec, c, &known, previous, opts, cancel, listen);
+        let mut rec = man.cells[c.record].clone();
+        accept_one(&ctx, &mut rec, c);
         (c.record, rec)
     };
-    let done: Vec<(usize, CellRecord)> = match rayon::ThreadPoolBuilder::new()
+    let mut done: Vec<(usize, CellRecord)> = match rayon::ThreadPoolBuilder::new()
         .num_threads(opts.jobs.clamp(1, 64))
         .build()
     {
@@ -79,10 +109,8 @@ pub fn accept(
         // no threads to be had: one at a time, as before
         Err(_) => work.iter().map(one).collect(),
     };
-    for (i, rec) in done {
-        man.cells[i] = rec;
-    }
-    finish(engines, man, &work);
+    finish(engines, &mut done, &work);
+    Accepted(done)
 }
 
 /// What acceptance asks each engine once, up front, instead of once per cell.
@@ -190,28 +218,28 @@ fn parse_labels(json: &str) -> BTreeMap<String, String> {
 
 /// After the cells: the sizes nobody has read yet, in one call per engine, and the
 /// candidate tags of promoted images, removed in one call per engine.
-fn finish(engines: &dyn Fleet, man: &mut Manifest, work: &[&Candidate]) {
+fn finish(engines: &dyn Fleet, done: &mut [(usize, CellRecord)], work: &[&Candidate]) {
+    let candidate: HashMap<usize, &str> = work
+        .iter()
+        .map(|c| (c.record, c.candidate.as_str()))
+        .collect();
     let mut by_engine: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    for c in work {
-        by_engine
-            .entry(engine_key(&man.cells[c.record]))
-            .or_default()
-            .push(c.record);
+    for (k, (_, rec)) in done.iter().enumerate() {
+        by_engine.entry(engine_key(rec)).or_default().push(k);
     }
-    for recs in by_engine.values() {
-        let Some(engine) = engines.engine(man.cells[recs[0]].engine.as_deref()) else {
+    for ks in by_engine.values() {
+        let Some(docker) = engines.engine(done[ks[0]].1.engine.as_deref()) else {
             continue;
         };
-        let docker = engine;
-        let unsized_: Vec<&str> = recs
+        let unsized_: Vec<&str> = ks
             .iter()
-            .map(|&i| &man.cells[i])
+            .map(|&k| &done[k].1)
             .filter(|r| r.size_bytes.is_none())
             .filter_map(|r| r.image_id.as_deref())
             .collect();
         let sizes = docker.inspect_many(&unsized_, "{{.Size}}");
-        for &i in recs {
-            let rec = &mut man.cells[i];
+        for &k in ks {
+            let rec = &mut done[k].1;
             if rec.size_bytes.is_none() {
                 let id = rec.image_id.as_deref().unwrap_or_default();
                 rec.size_bytes = match sizes.get(id) {
@@ -220,32 +248,21 @@ fn finish(engines: &dyn Fleet, man: &mut Manifest, work: &[&Candidate]) {
                 };
             }
         }
-        let promoted: Vec<&str> = work
+        let promoted: Vec<&str> = ks
             .iter()
-            .filter(|c| recs.contains(&c.record))
-            .filter(|c| {
-                let r = &man.cells[c.record];
-                r.status == Status::Built && r.candidate.is_none()
-            })
-            .map(|c| c.candidate.as_str())
+            .map(|&k| &done[k])
+            .filter(|(_, r)| r.status == Status::Built && r.candidate.is_none())
+            .filter_map(|(i, _)| candidate.get(i).copied())
             .collect();
         // the public tags hold them now; the private names are only clutter
         docker.untag_all(&promoted);
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn accept_one(
-    engines: &dyn Fleet,
-    rec: &mut CellRecord,
-    c: &Candidate,
-    known: &Known,
-    previous: Option<&Manifest>,
-    opts: &Options,
-    cancel: &Cancel,
-    listen: Listen,
-) {
-    let Some(engine) = engines.engine(rec.engine.as_deref()) else {
+fn accept_one(ctx: &Ctx, rec: &mut CellRecord, c: &Candidate) {
+    let (known, previous, opts, cancel, listen) =
+        (&ctx.known, ctx.previous, ctx.opts, ctx.cancel, ctx.listen);
+    let Some(engine) = ctx.engines.engine(rec.engine.as_deref()) else {
         return;
     };
     let docker = engine;
@@ -576,13 +593,14 @@ mod promotion {
         e.fails_verification("sha256:built-1");
         accept(
             &fleet,
-            &mut m,
+            &m,
             &cands,
             None,
             &opts(true),
             &Cancel::default(),
             &|_| {},
-        );
+        )
+        .apply(&mut m);
         for t in &p.cells[0].tags {
             assert_eq!(
                 e.tagged(t).as_deref(),
@@ -615,7 +633,7 @@ mod promotion {
         cancel.set(crate::signals::Reason::Signal(
             crate::signals::Signal::Terminate,
         ));
-        accept(&fleet, &mut m, &cands, None, &opts(true), &cancel, &|_| {});
+        accept(&fleet, &m, &cands, None, &opts(true), &cancel, &|_| {}).apply(&mut m);
         let log = fleet.first().log();
         assert!(!log.iter().any(|l| l.starts_with("verify")), "{log:?}");
         for (c, r) in p.cells.iter().zip(&m.cells) {
@@ -634,13 +652,14 @@ mod promotion {
         fleet.first().fails_verification("sha256:built-1");
         accept(
             &fleet,
-            &mut m,
+            &m,
             &cands,
             None,
             &opts(false),
             &Cancel::default(),
             &|_| {},
-        );
+        )
+        .apply(&mut m);
         let log = fleet.first().log();
         assert!(!log.iter().any(|l| l.starts_with("verify")), "{log:?}");
         for (c, r) in p.cells.iter().zip(&m.cells) {
@@ -669,13 +688,14 @@ mod promotion {
         });
         accept(
             &fleet,
-            &mut m,
+            &m,
             &cands,
             Some(&previous),
             &opts(true),
             &Cancel::default(),
             &|_| {},
-        );
+        )
+        .apply(&mut m);
         let log = fleet.first().log();
         let verified: Vec<&String> = log.iter().filter(|l| l.starts_with("verify")).collect();
         assert_eq!(verified, ["verify sha256:built-1"], "{log:?}");

@@ -11,7 +11,7 @@ use crate::run::events::{Event, Outcome};
 use crate::run::executor::JobKind;
 
 pub struct Recorder {
-    pub manifest: Manifest,
+    manifest: Manifest,
     path: PathBuf,
     every: Duration,
     last: Option<Instant>,
@@ -35,6 +35,40 @@ impl Recorder {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The record so far.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The command that reproduces job `i`'s failed build.
+    pub fn reproduce(&mut self, i: usize, command: String) {
+        if let Some(rec) = self.manifest.cells.get_mut(i) {
+            rec.reproduce = Some(command);
+            self.dirty = true;
+        }
+    }
+
+    /// What acceptance decided, written at once (the tags have moved).
+    pub fn accepted(&mut self, a: crate::run::accept::Accepted) -> std::io::Result<()> {
+        a.apply(&mut self.manifest);
+        self.touch_and_write()
+    }
+
+    /// What a publish did, written at once.
+    pub fn published(&mut self, p: crate::publish::Published) -> std::io::Result<()> {
+        p.apply(&mut self.manifest);
+        self.touch_and_write()
+    }
+
+    /// How the run ended, when, and the tool's own CPU time: the last write.
+    pub fn close(&mut self, outcome: crate::manifest::RunOutcome) -> std::io::Result<()> {
+        let m = &mut self.manifest;
+        m.outcome = Some(outcome);
+        m.finished = Some(crate::manifest::now());
+        m.tool_cpu_seconds = Some((crate::manifest::own_cpu_seconds() * 1000.0).round() / 1000.0);
+        self.touch_and_write()
     }
 
     pub fn apply(&mut self, ev: &Event) {
@@ -117,8 +151,8 @@ impl Recorder {
         }
     }
 
-    /// Mark the manifest changed (by the caller, outside events) and write it.
-    pub fn touch_and_write(&mut self) -> std::io::Result<()> {
+    /// Mark the manifest changed and write it.
+    fn touch_and_write(&mut self) -> std::io::Result<()> {
         self.dirty = true;
         self.write()
     }
