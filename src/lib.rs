@@ -23,7 +23,6 @@ pub mod lock;
 pub mod manifest;
 pub mod plan;
 pub mod prune;
-pub mod publish;
 pub mod reference;
 pub mod render;
 pub mod report;

@@ -143,6 +143,44 @@ pub fn bytes(s: &str) -> u64 {
     (n * mult) as u64
 }
 
+/// Prune every engine; a line each to `say`. False when an engine could not be pruned.
+pub fn prune_all(
+    engines: &crate::engines::Engines,
+    repository: &str,
+    manifest: &Path,
+    keep: usize,
+    say: &dyn Fn(&str),
+) -> bool {
+    let (ids, runs) = kept(&history_dir(manifest), keep);
+    if runs.is_empty() {
+        say(&format!(
+            "prune: no run history beside {} yet; nothing removed",
+            manifest.display()
+        ));
+        return true;
+    }
+    let mut ok = true;
+    for e in engines.iter() {
+        match prune(&e.docker, repository, &ids) {
+            Ok(p) => say(&format!(
+                "prune: engine {}: removed {} image{} of {repository} that none of the last {} run{} used, kept {}; freed {:.1} MB (build caches left alone)",
+                e.name,
+                p.removed,
+                if p.removed == 1 { "" } else { "s" },
+                runs.len(),
+                if runs.len() == 1 { "" } else { "s" },
+                p.kept,
+                p.freed as f64 / 1e6
+            )),
+            Err(err) => {
+                ok = false;
+                say(&format!("prune: engine {}: {err}", e.name));
+            }
+        }
+    }
+    ok
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,9 +1,6 @@
 //! `matrix prune --keep N`: the images of the last N runs stay, this matrix's others go.
 
-use std::path::Path;
-
 use crate::cli::PruneArgs;
-use crate::engines::Engines;
 use crate::error::{Error, Exit};
 use crate::manifest::io;
 use crate::prune;
@@ -17,42 +14,11 @@ pub fn run(args: &PruneArgs) -> Result<Exit, Error> {
             args.manifest.display()
         ))
     })?;
-    Ok(Exit::from_ok(prune_all(
+    Ok(Exit::from_ok(prune::prune_all(
         &engines,
         &repo,
         &args.manifest,
         args.keep as usize,
+        &crate::term::line,
     )))
-}
-
-/// Prune every engine; one line each. False when an engine could not be pruned.
-pub fn prune_all(engines: &Engines, repository: &str, manifest: &Path, keep: usize) -> bool {
-    let (ids, runs) = prune::kept(&prune::history_dir(manifest), keep);
-    if runs.is_empty() {
-        crate::term::line(&format!(
-            "prune: no run history beside {} yet; nothing removed",
-            manifest.display()
-        ));
-        return true;
-    }
-    let mut ok = true;
-    for e in engines.iter() {
-        match prune::prune(&e.docker, repository, &ids) {
-            Ok(p) => crate::term::line(&format!(
-                "prune: engine {}: removed {} image{} of {repository} that none of the last {} run{} used, kept {}; freed {:.1} MB (build caches left alone)",
-                e.name,
-                p.removed,
-                if p.removed == 1 { "" } else { "s" },
-                runs.len(),
-                if runs.len() == 1 { "" } else { "s" },
-                p.kept,
-                p.freed as f64 / 1e6
-            )),
-            Err(err) => {
-                ok = false;
-                crate::term::line(&format!("prune: engine {}: {err}", e.name));
-            }
-        }
-    }
-    ok
 }

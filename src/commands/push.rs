@@ -3,7 +3,7 @@
 use crate::cli::PushArgs;
 use crate::error::{Error, Exit};
 use crate::manifest::io;
-use crate::publish;
+use crate::run::publish;
 
 pub fn run(args: &PushArgs) -> Result<Exit, Error> {
     let mut man = io::read(&args.manifest).map_err(Error::Preflight)?;

@@ -418,6 +418,7 @@ impl JsonReporter {
             Phase::Verifying { id, .. } => note("info", Some(id)),
             Phase::Repinned { id, .. } => note("info", Some(id)),
             Phase::Warning { id, .. } => note("warning", *id),
+            Phase::Info { id, .. } => note("info", *id),
             Phase::PushRetrying { id, .. } => note("warning", Some(id)),
             Phase::Pushed { id, pushed: p } => Body::Pushed {
                 id,

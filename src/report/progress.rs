@@ -11,7 +11,7 @@ use clap::ValueEnum;
 use super::json::JsonReporter;
 use super::terminal::Reporter;
 use crate::manifest::{Manifest, Verification};
-use crate::run::events::{Event, Outcome, Phase};
+use crate::run::events::{Event, Listener, Outcome, Phase};
 use crate::run::executor::Job;
 
 /// `--progress`: how a run shows its progress (the names Docker uses).
@@ -113,5 +113,38 @@ impl Progress {
         if let Some(j) = &mut self.json {
             j.run_finished(m, manifest_path, reports, exit_code);
         }
+    }
+}
+
+impl Listener for Progress {
+    fn run_started(&mut self, m: &Manifest, manifest_path: &Path, jobs: &[&Job]) {
+        Progress::run_started(self, m, manifest_path, jobs);
+    }
+    fn event(&mut self, ev: &Event, reproduce: Option<&str>) {
+        Progress::event(self, ev, reproduce);
+    }
+    fn failure(&mut self, o: &Outcome, log: &str, reproduce: &str) {
+        Progress::failure(self, o, log, reproduce);
+    }
+    fn scheduled(&mut self) {
+        self.finish();
+    }
+    fn phase(&mut self, ev: &Phase) {
+        Progress::phase(self, ev);
+    }
+    fn verified(&mut self, id: &str, tag: &str, v: &Verification) {
+        Progress::verified(self, id, tag, v);
+    }
+    /// On stdout for people; with the event stream there, on stderr.
+    fn verification_table(&mut self, table: &str) -> std::io::Result<()> {
+        if self.is_json() {
+            self.line(table.trim_end());
+            Ok(())
+        } else {
+            crate::term::out(table)
+        }
+    }
+    fn run_finished(&mut self, m: &Manifest, manifest_path: &Path, reports: &[&Path], code: i32) {
+        Progress::run_finished(self, m, manifest_path, reports, code);
     }
 }

@@ -2,10 +2,11 @@
 //! stream and the manifest recorder): events in arrival order, ending with exactly one
 //! `Finished` per cell, and one per shared stage and engine that built it.
 
+use std::path::Path;
 use std::time::Duration;
 
-use crate::manifest::{Pushed, Requeue, Status};
-use crate::run::executor::{JobKind, Step};
+use crate::manifest::{Manifest, Pushed, Requeue, Status, Verification};
+use crate::run::executor::{Job, JobKind, Step};
 
 /// How a job ended.
 #[derive(Clone, Debug)]
@@ -111,6 +112,11 @@ pub enum Phase<'a> {
         id: Option<&'a str>,
         text: String,
     },
+    /// Something people should know that is not a warning.
+    Info {
+        id: Option<&'a str>,
+        text: String,
+    },
     /// A push failed and is tried again.
     PushRetrying {
         id: &'a str,
@@ -156,7 +162,7 @@ impl Phase<'_> {
             ),
             Phase::Verifying { tag, .. } => format!("verifying {tag} ..."),
             Phase::Promoted { .. } => return None,
-            Phase::Warning { text, .. } => text.clone(),
+            Phase::Warning { text, .. } | Phase::Info { text, .. } => text.clone(),
             Phase::PushRetrying { tag, error, .. } => format!("push {tag}: {error}; retrying"),
             Phase::Repinned {
                 tag, image, was, ..
@@ -194,4 +200,27 @@ impl Phase<'_> {
             } => format!("index {t}: failed: {e}"),
         })
     }
+}
+
+/// Who hears a build run: the reporters (terminal and JSON) implement it, and the run
+/// tells them everything through it, from the plan of jobs to the exit code; the run
+/// itself prints nothing once its listener exists. (The manifest recorder is the other
+/// listener, of the scheduler's events and the phases' results.)
+pub trait Listener: Send {
+    /// The plan of the run: the initial manifest and every job, cells and stages.
+    fn run_started(&mut self, m: &Manifest, manifest_path: &Path, jobs: &[&Job]);
+    /// A scheduler event; `reproduce` is the command that rebuilds a failed job.
+    fn event(&mut self, ev: &Event, reproduce: Option<&str>);
+    /// A failed build's last lines, log and reproduction, for people.
+    fn failure(&mut self, o: &Outcome, log: &str, reproduce: &str);
+    /// The scheduler is done.
+    fn scheduled(&mut self);
+    /// An event of the phases after the builds.
+    fn phase(&mut self, ev: &Phase);
+    /// A cell's verification, check by check.
+    fn verified(&mut self, id: &str, tag: &str, v: &Verification);
+    /// The table of this run's verifications, for people.
+    fn verification_table(&mut self, table: &str) -> std::io::Result<()>;
+    /// The end: how the run ended, its reports, and the exit code.
+    fn run_finished(&mut self, m: &Manifest, manifest_path: &Path, reports: &[&Path], code: i32);
 }

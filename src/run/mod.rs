@@ -9,6 +9,10 @@ pub mod events;
 pub mod executor;
 #[cfg(test)]
 pub mod fake;
+pub mod options;
+mod preflight;
 pub mod prepare;
+pub mod publish;
 pub mod recorder;
+pub mod runner;
 pub mod scheduler;

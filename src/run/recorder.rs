@@ -57,7 +57,7 @@ impl Recorder {
     }
 
     /// What a publish did, written at once.
-    pub fn published(&mut self, p: crate::publish::Published) -> std::io::Result<()> {
+    pub fn published(&mut self, p: super::publish::Published) -> std::io::Result<()> {
         p.apply(&mut self.manifest);
         self.touch_and_write()
     }

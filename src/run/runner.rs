@@ -1,0 +1,424 @@
+//! A build run, phase by phase: preflight (`preflight.rs`) → the scheduler (its events
+//! to the listener and the manifest recorder) → acceptance (versions, verification,
+//! the public tags) → publishing → the leftovers of lost engines → the last record,
+//! the reports and the summary → pruning. Each phase returns what it did or emits
+//! events; the recorder is the only writer of the manifest, and once the listener
+//! exists nothing else is told to people.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::accept;
+use super::events::{Event, Listener, Outcome, Phase};
+use super::executor::{DockerExecutor, Job, JobKind};
+use super::options::Options;
+use super::preflight::{self, Outputs, Ready};
+use super::prepare::Prepared;
+use super::publish;
+use super::recorder::Recorder;
+use super::scheduler;
+use crate::docker::{BuildRequest, Docker};
+use crate::engines::Engines;
+use crate::error::{Error, Exit};
+use crate::manifest::{io, Manifest, RunOutcome, Status, Verification};
+use crate::plan::{Cell, Plan};
+use crate::signals::{Cancel, Reason};
+
+/// How often the manifest is rewritten while cells finish (and at the end).
+const RECORD_EVERY: Duration = Duration::from_secs(2);
+
+/// Writes the reports derived from a finished manifest (`report.html`, `report.md`)
+/// beside it, given the run it replaces; returns those written.
+pub type Reports<'a> = &'a dyn Fn(&Manifest, Option<&Manifest>, &Path) -> Vec<PathBuf>;
+
+/// Run the build of `cells`. `listener` makes the run's listener once the jobs are
+/// known (how many, and whether several engines build them).
+pub fn run<L: Listener>(
+    plan: &Plan,
+    cells: &[&Cell],
+    o: &Options,
+    cancel: &Cancel,
+    listener: impl FnOnce(usize, bool) -> L,
+    reports: Reports,
+) -> Result<Exit, Error> {
+    let out = Outputs::new(o);
+    super::prepare::writable_dir(&out.out).map_err(Error::Preflight)?;
+    let _lock = crate::lock::acquire(&out.out).map_err(Error::Preflight)?;
+    out.preflight()?;
+    // last night's record: where bases were, which images were verified
+    let previous = io::read(&out.manifest).ok();
+    let (connected, prepared) =
+        match preflight::ready(plan, cells, o, &out, previous.as_ref(), cancel) {
+            Ready::Go(c, p) => (c, p),
+            Ready::Stopped(connected) => {
+                return preflight::stopped_before_builds(
+                    plan,
+                    cells,
+                    o,
+                    connected.as_ref(),
+                    &out,
+                    cancel,
+                )
+            }
+            Ready::Failed(e) => return Err(e),
+        };
+    let engines = &connected.engines;
+    let mut recorder = Recorder::new(
+        preflight::initial_manifest(plan, o, &connected, &prepared),
+        &out.manifest,
+        RECORD_EVERY,
+    );
+    recorder
+        .write()
+        .map_err(|e| Error::write(&out.manifest, e))?;
+    let mut listener = listener(prepared.jobs.len(), engines.len() > 1);
+    let reporter: &mut dyn Listener = &mut listener;
+    let all_jobs: Vec<&Job> = prepared
+        .jobs
+        .iter()
+        .chain(prepared.stages.iter().map(|s| &s.job))
+        .collect();
+    reporter.run_started(recorder.manifest(), &out.manifest, &all_jobs);
+    schedule(o, engines, &prepared, cancel, &mut recorder, reporter);
+    accept_cells(
+        o,
+        engines,
+        &prepared,
+        &mut recorder,
+        reporter,
+        previous.as_ref(),
+        cancel,
+    )?;
+    // A refused push (some cell not built, or its engine gone) fails the run even when
+    // every cell built: nothing was published.
+    let published = !o.push || cancel.is_set() || push(o, engines, &mut recorder, reporter);
+    remove_leftovers(engines, recorder.manifest(), reporter);
+    let done = finish(
+        recorder,
+        reporter,
+        reports,
+        cancel,
+        &out.manifest,
+        previous.as_ref(),
+        published,
+    )?;
+    if let (Some(n), false) = (o.keep, cancel.is_set()) {
+        crate::prune::prune_all(
+            engines,
+            &plan.settings.repository,
+            &out.manifest,
+            n,
+            &crate::term::line,
+        );
+    }
+    Ok(done)
+}
+
+/// Run the jobs; the reporter draws each event and the recorder applies it.
+fn schedule(
+    o: &Options,
+    engines: &Engines,
+    prepared: &Prepared,
+    cancel: &Cancel,
+    recorder: &mut Recorder,
+    reporter: &mut dyn Listener,
+) -> Vec<Outcome> {
+    let execs: Vec<DockerExecutor> = engines
+        .iter()
+        .map(|e| DockerExecutor {
+            docker: e.docker.clone(),
+            grace: o.kill_grace,
+        })
+        .collect();
+    let sched_engines: Vec<scheduler::Engine> = engines
+        .iter()
+        .zip(&execs)
+        .map(|(e, exec)| scheduler::Engine {
+            name: e.name.clone(),
+            exec,
+            slots: e.slots,
+            platforms: e.platforms.clone(),
+        })
+        .collect();
+    let opts = scheduler::Options {
+        engine_check: o.engine_check,
+        fail_fast: o.fail_fast,
+        timeout: o.timeout,
+        retries: o.retries,
+        backoff: Duration::from_secs(5),
+        check_threads: o.jobs,
+    };
+    let outcomes = scheduler::run(
+        &sched_engines,
+        &prepared.stages,
+        &prepared.jobs,
+        &opts,
+        cancel,
+        &mut |ev: &Event| {
+            let failed = match ev {
+                Event::Finished(o) => reproduce(engines, prepared, o).map(|r| (o, r)),
+                _ => None,
+            };
+            reporter.event(ev, failed.as_ref().map(|(_, (_, repro))| repro.as_str()));
+            recorder.apply(ev);
+            if let Some((o, (log, repro))) = failed {
+                // a cell failed with its shared stage did not run; the stage's failure
+                // was shown
+                if o.attempts > 0 {
+                    reporter.failure(o, &log, &repro);
+                }
+                if let JobKind::Cell(i) = o.job {
+                    recorder.reproduce(i, repro);
+                }
+            }
+        },
+    );
+    reporter.scheduled();
+    outcomes
+}
+
+/// A failed build's log and the command that reproduces it (for the reporters and the
+/// record; a cell whose shared stage failed gets its own).
+fn reproduce(engines: &Engines, prepared: &Prepared, o: &Outcome) -> Option<(String, String)> {
+    if !matches!(o.status, Status::Failed | Status::TimedOut) {
+        return None;
+    }
+    let job: &Job = match o.job {
+        JobKind::Cell(i) => &prepared.jobs[i],
+        JobKind::Stage(s) => &prepared.stages[s].job,
+    };
+    let docker: &Docker = engines
+        .get(o.engine.as_deref())
+        .unwrap_or(&engines.first().docker);
+    let repro = format!(
+        "cd {} && {}",
+        crate::shell::word(&job.request.context_dir.display().to_string()),
+        docker.build_command_line(&BuildRequest {
+            context_dir: ".".into(),
+            iidfile: None,
+            labels: Vec::new(),
+            ..job.request.clone()
+        })
+    );
+    Some((job.log_path.display().to_string(), repro))
+}
+
+/// Versions, verification, then the public tags, for every cell that built or was
+/// up to date.
+fn accept_cells(
+    o: &Options,
+    engines: &Engines,
+    prepared: &Prepared,
+    recorder: &mut Recorder,
+    reporter: &mut dyn Listener,
+    previous: Option<&Manifest>,
+    cancel: &Cancel,
+) -> Result<(), Error> {
+    let candidates: Vec<accept::Candidate> = prepared
+        .jobs
+        .iter()
+        .zip(&prepared.cells)
+        .enumerate()
+        .map(|(i, (j, c))| accept::Candidate {
+            record: i,
+            cell: c,
+            candidate: j.request.tags[0].clone(),
+            rebuild: j.request.inline_cache.then_some(&j.request),
+        })
+        .collect();
+    let opts = accept::Options {
+        verify: o.verify,
+        ready_timeout: 90,
+        jobs: engines.iter().map(|e| e.slots.get()).sum(),
+    };
+    let before: Vec<Option<Verification>> = recorder
+        .manifest()
+        .cells
+        .iter()
+        .map(|c| c.verification.clone())
+        .collect();
+    let accepted = {
+        // acceptance runs on several threads; the reporter hears them one at a time
+        let shared = std::sync::Mutex::new(&mut *reporter);
+        let listen = |ev: &Phase| {
+            if let Ok(mut r) = shared.lock() {
+                r.phase(ev);
+            }
+        };
+        accept::accept(
+            engines,
+            recorder.manifest(),
+            &candidates,
+            previous,
+            &opts,
+            cancel,
+            &listen,
+        )
+    };
+    let _ = recorder.accepted(accepted);
+    if o.verify {
+        let started = recorder.manifest().started.clone();
+        let mut report: Vec<(String, Verification)> = Vec::new();
+        for (c, b) in recorder.manifest().cells.iter().zip(before) {
+            let (Some(v), Some(tag)) = (&c.verification, c.local_tag()) else {
+                continue;
+            };
+            if b.as_ref() == Some(v) {
+                continue;
+            }
+            reporter.verified(&c.id, tag, v);
+            let mut label = tag.to_string();
+            // a result carried over for the same image ID ran in an earlier run
+            if let Some(at) = v.verified_at.as_ref().filter(|at| **at < started) {
+                label.push_str(&format!(" (this same image, verified {at})"));
+            }
+            if v.emulated {
+                label.push_str(&format!(" (under emulation, {})", c.coordinates.platform));
+            }
+            report.push((label, v.clone()));
+        }
+        let table = crate::verify::table(&report);
+        reporter
+            .verification_table(&table)
+            .map_err(|source| Error::Output {
+                what: "the verification results",
+                source,
+            })?;
+    }
+    Ok(())
+}
+
+fn push(
+    o: &Options,
+    engines: &Engines,
+    recorder: &mut Recorder,
+    reporter: &mut dyn Listener,
+) -> bool {
+    let opts = publish::Options {
+        need_verified: o.verify,
+        allow_partial: false,
+        retries: o.retries.max(2),
+        backoff: Duration::from_secs(2),
+    };
+    let shared = std::sync::Mutex::new(&mut *reporter);
+    let listen = |ev: &Phase| {
+        if let Ok(mut r) = shared.lock() {
+            r.phase(ev);
+        }
+    };
+    let r = publish::publish(engines, recorder.manifest(), &opts, &listen).map(|p| {
+        let complete = p.complete;
+        let _ = recorder.published(p);
+        complete
+    });
+    match r {
+        Ok(all) => all,
+        Err(why) => {
+            listen(&Phase::Warning {
+                id: None,
+                text: format!("push: {why}"),
+            });
+            false
+        }
+    }
+}
+
+/// A daemon that died mid-build (and answers again) keeps the stopped containers of
+/// the steps it was running; remove those this run left, on every engine that answers.
+fn remove_leftovers(engines: &Engines, m: &Manifest, reporter: &mut dyn Listener) {
+    let lost: Vec<&str> = m
+        .cells
+        .iter()
+        .flat_map(|c| c.requeued.iter().map(|r| r.engine.as_str()))
+        .chain(
+            m.cells
+                .iter()
+                .filter(|c| c.status == Status::Failed)
+                .filter_map(|c| c.engine.as_deref()),
+        )
+        .collect();
+    for e in engines.iter().filter(|e| lost.contains(&e.name.as_str())) {
+        if e.docker.ping(Duration::from_secs(5)).is_err() {
+            continue;
+        }
+        match e.docker.remove_build_leftovers(&m.started) {
+            Ok(0) => {}
+            Ok(n) => reporter.phase(&Phase::Info {
+                id: None,
+                text: format!(
+                    "removed {n} stopped build container{} this run left on engine {}",
+                    if n == 1 { "" } else { "s" },
+                    e.name
+                ),
+            }),
+            Err(err) => reporter.phase(&Phase::Warning {
+                id: None,
+                text: format!(
+                    "warning: cannot list the build containers left on engine {}: {err}",
+                    e.name
+                ),
+            }),
+        }
+    }
+}
+
+/// The run's outcome into the manifest, the last write (a failure to record is an
+/// I/O error that names the stale file), the summary and the exit.
+fn finish(
+    mut recorder: Recorder,
+    reporter: &mut dyn Listener,
+    reports: Reports,
+    cancel: &Cancel,
+    manifest_path: &Path,
+    previous: Option<&Manifest>,
+    published: bool,
+) -> Result<Exit, Error> {
+    let outcome = match cancel.reason() {
+        Some(Reason::Signal(s)) => RunOutcome::Interrupted {
+            signal: s.name().into(),
+        },
+        Some(Reason::FailFast) => RunOutcome::FailedFast,
+        None if recorder.manifest().engines.iter().all(|e| e.down.is_some()) => {
+            RunOutcome::EnginesLost
+        }
+        None => RunOutcome::Completed,
+    };
+    let written = recorder.close(outcome);
+    let m = recorder.manifest();
+    let reports = reports(m, previous, manifest_path);
+    if written.is_ok() {
+        if let Err(e) = crate::prune::archive(m, manifest_path) {
+            reporter.phase(&Phase::Warning {
+                id: None,
+                text: format!("warning: cannot keep this run in history/: {e}"),
+            });
+        }
+    }
+    let result = match (written, cancel.signal()) {
+        (Err(source), _) => Err(Error::StaleManifest {
+            path: manifest_path.to_path_buf(),
+            source,
+        }),
+        (Ok(()), Some(s)) => Ok(Exit::Stopped(s)),
+        (Ok(()), None) => {
+            let bad = m.cells.iter().any(|c| {
+                matches!(
+                    c.status,
+                    Status::Failed | Status::TimedOut | Status::Cancelled | Status::NotStarted
+                ) || c.verification.as_ref().is_some_and(|v| !v.ok)
+                    || c.pushed.iter().any(|p| !p.ok)
+            });
+            Ok(Exit::from_ok(!bad && published))
+        }
+    };
+    let code = result.as_ref().map_or_else(Error::exit_code, |e| e.code());
+    let reports: Vec<&Path> = reports.iter().map(PathBuf::as_path).collect();
+    reporter.run_finished(m, manifest_path, &reports, code);
+    result
+}
+
+/// A second signal: every build and query group killed, verify containers removed.
+pub fn on_urgent() {
+    crate::docker::kill_all_groups();
+    crate::verify::remove_all_containers();
+}
