@@ -20,7 +20,9 @@
 //! rank order: heaviest first, then plan order), so picking the next task looks at lanes, not at every cell.
 
 use std::collections::{BTreeSet, HashMap};
+use std::marker::PhantomData;
 use std::num::NonZeroUsize;
+use std::ops::{Deref, DerefMut, Index, IndexMut};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -32,6 +34,101 @@ use std::borrow::Cow;
 
 use crate::run::executor::{AttemptEnd, Executor, Job};
 use crate::signals::{Cancel, Reason};
+
+/// A number that says what it counts. The scheduler keeps several tables side by
+/// side (per engine, per cell, per shared stage, …), and an index of one space used in
+/// another indexes the wrong row without a word; with one type per space, and tables
+/// that take only their own, that mix-up does not compile.
+trait Ix: Copy {
+    fn from_raw(raw: usize) -> Self;
+    fn raw(self) -> usize;
+}
+
+macro_rules! index_space {
+    ($($(#[$doc:meta])* $name:ident;)*) => {$(
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        struct $name(usize);
+
+        impl Ix for $name {
+            fn from_raw(raw: usize) -> Self {
+                $name(raw)
+            }
+            fn raw(self) -> usize {
+                self.0
+            }
+        }
+    )*};
+}
+
+index_space! {
+    /// An engine: its place in the `engines` the run was given.
+    EngineIx;
+}
+
+/// A table with one row per id of one space: owned (`Per<EngineIx, Vec<usize>>`) or
+/// borrowed (`Per<EngineIx, &[Engine]>`); indexed only by that space's ids.
+#[derive(Clone, Debug)]
+struct Per<I, S> {
+    rows: S,
+    ix: PhantomData<fn(I)>,
+}
+
+impl<I: Ix, S> Per<I, S> {
+    fn new(rows: S) -> Self {
+        Per {
+            rows,
+            ix: PhantomData,
+        }
+    }
+}
+
+impl<I: Ix, T> Per<I, Vec<T>> {
+    fn filled(len: usize, row: T) -> Self
+    where
+        T: Clone,
+    {
+        Per::new(vec![row; len])
+    }
+}
+
+impl<I: Ix, T, S: Deref<Target = [T]>> Per<I, S> {
+    fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    fn ids(&self) -> impl Iterator<Item = I> {
+        (0..self.rows.len()).map(I::from_raw)
+    }
+
+    fn iter(&self) -> std::slice::Iter<'_, T> {
+        self.rows.iter()
+    }
+
+    /// The rows with their ids.
+    fn rows<'s>(&'s self) -> impl Iterator<Item = (I, &'s T)>
+    where
+        T: 's,
+    {
+        self.rows
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (I::from_raw(i), t))
+    }
+}
+
+impl<I: Ix, T, S: Deref<Target = [T]>> Index<I> for Per<I, S> {
+    type Output = T;
+    fn index(&self, i: I) -> &T {
+        &self.rows[i.raw()]
+    }
+}
+
+impl<I: Ix, T, S: DerefMut<Target = [T]>> IndexMut<I> for Per<I, S> {
+    fn index_mut(&mut self, i: I) -> &mut T {
+        &mut self.rows[i.raw()]
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -88,7 +185,7 @@ enum StageState {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
     Pending,
-    Running(usize),
+    Running(EngineIx),
     Done,
 }
 
@@ -108,19 +205,19 @@ struct State {
     pending: Vec<BTreeSet<usize>>,
     pending_total: usize,
     running_total: usize,
-    stages: HashMap<(usize, usize), StageState>,
+    stages: HashMap<(usize, EngineIx), StageState>,
     /// Shared stages left with fewer than two cells to build (the others were up to
     /// date): each such cell builds its layers itself.
     unshared: Vec<bool>,
     /// The engine that holds each affinity group's base.
-    bound: Vec<Option<usize>>,
-    down: Vec<Option<String>>,
-    busy: Vec<usize>,
+    bound: Vec<Option<EngineIx>>,
+    down: Per<EngineIx, Vec<Option<String>>>,
+    busy: Per<EngineIx, Vec<usize>>,
 }
 
 /// The run's fixed structure, and its state.
 struct Shared<'a> {
-    engines: &'a [Engine<'a>],
+    engines: Per<EngineIx, &'a [Engine<'a>]>,
     stages: &'a [SharedStage],
     jobs: &'a [Job],
     /// Per cell: the shared stages it needs, in build order.
@@ -184,7 +281,7 @@ pub fn run(
                 return;
             };
             pool.scope(|ps| {
-                for (e, eng) in sh.engines.iter().enumerate() {
+                for (e, eng) in sh.engines.rows() {
                     for _ in 0..eng.slots.get().min(sh.jobs.len() + sh.stages.len()).max(1) {
                         let tx = txw.clone();
                         ps.spawn(move |_| sh.worker(e, &tx));
@@ -277,11 +374,11 @@ impl<'a> Shared<'a> {
             stages: HashMap::new(),
             unshared: vec![false; stages.len()],
             bound: vec![None; groups.len()],
-            down: vec![None; engines.len()],
-            busy: vec![0; engines.len()],
+            down: Per::filled(engines.len(), None),
+            busy: Per::filled(engines.len(), 0),
         };
         Shared {
-            engines,
+            engines: Per::new(engines),
             stages,
             jobs,
             needs,
@@ -311,13 +408,12 @@ impl<'a> Shared<'a> {
                 return None;
             }
             self.engines
-                .iter()
-                .enumerate()
+                .rows()
                 .filter(|(_, eng)| runs(eng, j))
                 .find_map(|(e, eng)| up_to_date(j, eng).map(|o| (e, o)))
         };
         let threads = self.opts.check_threads.get().clamp(1, 8);
-        let fresh: Vec<Option<(usize, Outcome)>> =
+        let fresh: Vec<Option<(EngineIx, Outcome)>> =
             match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
                 Ok(p) => p.install(|| self.jobs.par_iter().map(check).collect()),
                 Err(_) => self.jobs.iter().map(check).collect(),
@@ -344,7 +440,7 @@ impl<'a> Shared<'a> {
         }
     }
 
-    fn worker(&self, e: usize, tx: &Tx) {
+    fn worker(&self, e: EngineIx, tx: &Tx) {
         loop {
             let task = {
                 let mut st = self.lock();
@@ -412,7 +508,7 @@ impl<'a> Shared<'a> {
     /// Every few seconds ask each engine whether it answers; two misses in a row mark it
     /// down (a daemon that hangs never fails the builds on it by itself).
     fn monitor(&self, all_done: &AtomicBool, tx: &Tx) {
-        let mut misses = vec![0u32; self.engines.len()];
+        let mut misses: Per<EngineIx, Vec<u32>> = Per::filled(self.engines.len(), 0);
         let mut next = Instant::now() + self.opts.engine_check;
         while !all_done.load(Ordering::SeqCst) {
             if Instant::now() < next {
@@ -420,7 +516,7 @@ impl<'a> Shared<'a> {
                 continue;
             }
             next = Instant::now() + self.opts.engine_check;
-            for (e, eng) in self.engines.iter().enumerate() {
+            for (e, eng) in self.engines.rows() {
                 if self.lock().down[e].is_some() {
                     continue;
                 }
@@ -440,7 +536,7 @@ impl<'a> Shared<'a> {
     }
 
     /// Whether engine `f` may run the cells of lane `l`.
-    fn lane_runs(&self, f: usize, l: usize) -> bool {
+    fn lane_runs(&self, f: EngineIx, l: usize) -> bool {
         runs(&self.engines[f], &self.jobs[self.lane_job[l]])
     }
 
@@ -450,7 +546,7 @@ impl<'a> Shared<'a> {
 
     /// The next thing engine `e` should do for cell `i`: a shared stage it still lacks,
     /// or the cell itself; None while one of its shared stages is being built there.
-    fn task_for(&self, st: &State, i: usize, e: usize) -> Option<Task> {
+    fn task_for(&self, st: &State, i: usize, e: EngineIx) -> Option<Task> {
         // a framework image waits for its parent (a failed parent settles it)
         if let Some(p) = self.jobs[i].parent {
             if st.cells[p].phase != Phase::Done {
@@ -468,7 +564,7 @@ impl<'a> Shared<'a> {
     }
 
     /// Cells queued for engine `e` (of bases bound to it) plus those it runs, per slot.
-    fn load(&self, st: &State, e: usize) -> f64 {
+    fn load(&self, st: &State, e: EngineIx) -> f64 {
         let queued: usize = self
             .lanes
             .iter()
@@ -479,7 +575,7 @@ impl<'a> Shared<'a> {
         (queued + st.busy[e]) as f64 / self.engines[e].slots.get() as f64
     }
 
-    fn has_free_slot(&self, st: &State, e: usize) -> bool {
+    fn has_free_slot(&self, st: &State, e: EngineIx) -> bool {
         st.down[e].is_none() && st.busy[e] < self.engines[e].slots.get()
     }
 
@@ -504,7 +600,7 @@ impl<'a> Shared<'a> {
             .collect()
     }
 
-    fn pick(&self, st: &State, e: usize) -> Option<Task> {
+    fn pick(&self, st: &State, e: EngineIx) -> Option<Task> {
         if st.pending_total == 0 {
             return None;
         }
@@ -520,14 +616,18 @@ impl<'a> Shared<'a> {
         // 2. a base nobody holds: it goes to the least loaded engine with a free slot
         // that can build its platform
         let buildable = |l: usize| {
-            (0..self.engines.len()).any(|f| st.down[f].is_none() && self.lane_runs(f, l))
+            self.engines
+                .ids()
+                .any(|f| st.down[f].is_none() && self.lane_runs(f, l))
         };
         if let Some(&(i, l)) = heads
             .iter()
             .find(|(_, l)| st.bound[self.lanes[*l].0].is_none() && buildable(*l))
         {
-            let groups = |f: usize| st.bound.iter().filter(|o| **o == Some(f)).count();
-            let best = (0..self.engines.len())
+            let groups = |f: EngineIx| st.bound.iter().filter(|o| **o == Some(f)).count();
+            let best = self
+                .engines
+                .ids()
                 .filter(|&f| self.has_free_slot(st, f) && self.lane_runs(f, l))
                 .min_by(|&a, &b| {
                     self.load(st, a)
@@ -561,7 +661,7 @@ impl<'a> Shared<'a> {
     /// finish building the base's shared stages (measured: with 4 cells of one base on
     /// two one-core engines of 2 slots, the second engine built the stages and never
     /// got a cell), so building them twice would only cost.
-    fn long_queue(&self, st: &State, g: usize, f: usize) -> bool {
+    fn long_queue(&self, st: &State, g: usize, f: EngineIx) -> bool {
         let waiting: usize = self
             .lanes
             .iter()
@@ -572,7 +672,7 @@ impl<'a> Shared<'a> {
         waiting > 2 * self.engines[f].slots.get()
     }
 
-    fn begin(&self, st: &mut State, t: Task, e: usize) {
+    fn begin(&self, st: &mut State, t: Task, e: EngineIx) {
         st.busy[e] += 1;
         match t {
             Task::Stage(w) => {
@@ -637,7 +737,7 @@ impl<'a> Shared<'a> {
         }
     }
 
-    fn end(&self, st: &mut State, t: Task, e: usize, ran: Ran, tx: &Tx) {
+    fn end(&self, st: &mut State, t: Task, e: EngineIx, ran: Ran, tx: &Tx) {
         st.busy[e] = st.busy[e].saturating_sub(1);
         let lost = ran.engine_down.is_some() || st.down[e].is_some();
         if let Some(why) = &ran.engine_down {
@@ -657,7 +757,7 @@ impl<'a> Shared<'a> {
         }
     }
 
-    fn end_stage(&self, st: &mut State, w: usize, e: usize, lost: bool, o: Outcome, tx: &Tx) {
+    fn end_stage(&self, st: &mut State, w: usize, e: EngineIx, lost: bool, o: Outcome, tx: &Tx) {
         if lost {
             st.stages.remove(&(w, e));
         } else if o.status.succeeded() {
@@ -676,7 +776,7 @@ impl<'a> Shared<'a> {
 
     /// A cell whose engine went down under it: back in the queue, unless nothing can
     /// run it any more.
-    fn lost(&self, st: &mut State, i: usize, e: usize, o: &Outcome, tx: &Tx) {
+    fn lost(&self, st: &mut State, i: usize, e: EngineIx, o: &Outcome, tx: &Tx) {
         let reason = st.down[e].clone().unwrap_or_default();
         st.cells[i].requeues.push(Requeue {
             engine: self.engines[e].name.clone(),
@@ -728,7 +828,7 @@ impl<'a> Shared<'a> {
         }
     }
 
-    fn mark_down(&self, st: &mut State, e: usize, why: &str, tx: &Tx) {
+    fn mark_down(&self, st: &mut State, e: EngineIx, why: &str, tx: &Tx) {
         if st.down[e].is_some() {
             return;
         }
@@ -756,7 +856,7 @@ impl<'a> Shared<'a> {
         let why: Vec<String> = self
             .engines
             .iter()
-            .zip(&st.down)
+            .zip(st.down.iter())
             .map(|(eng, d)| format!("{} ({})", eng.name, d.as_deref().unwrap_or("up")))
             .collect();
         let reason = format!("no engine left to build on: {}", why.join("; "));
@@ -798,13 +898,17 @@ impl<'a> Shared<'a> {
             .enumerate()
             .filter(|(l, p)| {
                 !p.is_empty()
-                    && !(0..self.engines.len())
+                    && !self
+                        .engines
+                        .ids()
                         .any(|f| st.down[f].is_none() && self.lane_runs(f, *l))
             })
             .flat_map(|(_, p)| p.iter().map(|r| self.by_rank[*r]))
             .collect();
         for i in doomed {
-            let up: Vec<&str> = (0..self.engines.len())
+            let up: Vec<&str> = self
+                .engines
+                .ids()
                 .filter(|&f| st.down[f].is_none())
                 .map(|f| self.engines[f].name.as_str())
                 .collect();
@@ -834,7 +938,9 @@ impl<'a> Shared<'a> {
         if st.pending_total == 0 || st.busy.iter().any(|b| *b > 0) {
             return;
         }
-        let takers = (0..self.engines.len())
+        let takers = self
+            .engines
+            .ids()
             .filter(|&f| st.down[f].is_none())
             .any(|f| self.pick(st, f).is_some());
         if takers {
@@ -1669,10 +1775,10 @@ mod tests {
         {
             // wx failed on a while x1 ran on b, then b died under x1
             let mut st = sh.lock();
-            st.stages.insert((0, 0), StageState::Failed);
-            st.cells[0].phase = Phase::Running(1);
+            st.stages.insert((0, EngineIx(0)), StageState::Failed);
+            st.cells[0].phase = Phase::Running(EngineIx(1));
             st.running_total = 1;
-            st.busy[1] = 1;
+            st.busy[EngineIx(1)] = 1;
             let ran = Ran {
                 outcome: Outcome {
                     attempts: 1,
@@ -1681,7 +1787,7 @@ mod tests {
                 },
                 engine_down: Some("gone".into()),
             };
-            sh.end(&mut st, Task::Cell(0), 1, ran, &tx);
+            sh.end(&mut st, Task::Cell(0), EngineIx(1), ran, &tx);
             let r = st.cells[0].result.as_ref().expect("x1 ended");
             assert_eq!(r.status, Status::Failed);
             assert_eq!(
@@ -1707,16 +1813,16 @@ mod tests {
         let mut st = sh.lock();
         // x2 pending; b is down and wx failed on a, the only engine left
         sh.requeue(&mut st, 1);
-        st.down[1] = Some("gone".into());
-        st.stages.insert((0, 0), StageState::Failed);
-        st.busy[0] = 1;
+        st.down[EngineIx(1)] = Some("gone".into());
+        st.stages.insert((0, EngineIx(0)), StageState::Failed);
+        st.busy[EngineIx(0)] = 1;
         sh.fail_if_stuck(&mut st, &tx);
         assert_eq!(
             st.cells[1].phase,
             Phase::Pending,
             "something still runs: not stuck yet"
         );
-        st.busy[0] = 0;
+        st.busy[EngineIx(0)] = 0;
         sh.fail_if_stuck(&mut st, &tx);
         assert_eq!(st.cells[1].phase, Phase::Done);
         assert_eq!(
