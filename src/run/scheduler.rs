@@ -15,6 +15,9 @@
 //!   with it goes back to the queue (its attempt counts, and the loss is recorded).
 //! - Every cell ends with exactly one outcome; `Finished` is emitted once per cell,
 //!   and once per shared stage and engine that ran it (unless its engine was lost).
+//! - Engines, cells, shared stages, lanes, affinity groups and ranks are each numbered
+//!   with their own index type (`Per` tables take only theirs), so an index of one
+//!   space used in another does not compile.
 //!
 //! Cost: pending cells sit in lanes (one per affinity and set of shared stages, in
 //! rank order: heaviest first, then plan order), so picking the next task looks at lanes, not at every cell.
