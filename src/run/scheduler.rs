@@ -15,12 +15,17 @@
 //!   with it goes back to the queue (its attempt counts, and the loss is recorded).
 //! - Every cell ends with exactly one outcome; `Finished` is emitted once per cell,
 //!   and once per shared stage and engine that ran it (unless its engine was lost).
+//! - Engines, cells, shared stages, lanes, affinity groups and ranks are each numbered
+//!   with their own index type (`Per` tables take only theirs), so an index of one
+//!   space used in another does not compile.
 //!
 //! Cost: pending cells sit in lanes (one per affinity and set of shared stages, in
 //! rank order: heaviest first, then plan order), so picking the next task looks at lanes, not at every cell.
 
 use std::collections::{BTreeSet, HashMap};
+use std::marker::PhantomData;
 use std::num::NonZeroUsize;
+use std::ops::{Deref, DerefMut, Index, IndexMut};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -32,6 +37,130 @@ use std::borrow::Cow;
 
 use crate::run::executor::{AttemptEnd, Executor, Job};
 use crate::signals::{Cancel, Reason};
+
+/// A number that says what it counts. The scheduler keeps several tables side by
+/// side (per engine, per cell, per shared stage, …), and an index of one space used in
+/// another indexes the wrong row without a word; with one type per space, and tables
+/// that take only their own, that mix-up does not compile.
+trait Ix: Copy {
+    fn from_raw(raw: usize) -> Self;
+    fn raw(self) -> usize;
+}
+
+macro_rules! index_space {
+    ($($(#[$doc:meta])* $name:ident;)*) => {$(
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        struct $name(usize);
+
+        impl Ix for $name {
+            fn from_raw(raw: usize) -> Self {
+                $name(raw)
+            }
+            fn raw(self) -> usize {
+                self.0
+            }
+        }
+    )*};
+}
+
+index_space! {
+    /// An engine: its place in the `engines` the run was given.
+    EngineIx;
+    /// A cell: its place in the cell `jobs` the run was given (the number
+    /// `SharedStage::members` and `Job::parent` hold).
+    CellIx;
+    /// A shared stage: its place in the `stages` the run was given.
+    StageIx;
+    /// A lane: cells of one affinity group that need the same shared stages.
+    LaneIx;
+    /// An affinity group: cells of one base and platform (one `Job::affinity`).
+    GroupIx;
+    /// A cell's place in the order cells start in (see `Shared::rank`).
+    Rank;
+}
+
+/// A table with one row per id of one space: owned (`Per<EngineIx, Vec<usize>>`) or
+/// borrowed (`Per<EngineIx, &[Engine]>`); indexed only by that space's ids.
+#[derive(Clone, Debug)]
+struct Per<I, S> {
+    items: S,
+    ix: PhantomData<fn(I)>,
+}
+
+impl<I: Ix, S> Per<I, S> {
+    fn new(items: S) -> Self {
+        Per {
+            items,
+            ix: PhantomData,
+        }
+    }
+}
+
+impl<I: Ix, T> Per<I, Vec<T>> {
+    fn filled(len: usize, row: T) -> Self
+    where
+        T: Clone,
+    {
+        Per::new(vec![row; len])
+    }
+
+    /// Add a row; its id.
+    fn push(&mut self, row: T) -> I {
+        self.items.push(row);
+        I::from_raw(self.items.len() - 1)
+    }
+
+    fn iter_mut(&mut self) -> std::slice::IterMut<'_, T> {
+        self.items.iter_mut()
+    }
+
+    fn into_rows(self) -> Vec<T> {
+        self.items
+    }
+}
+
+impl<I: Ix, T, S: Deref<Target = [T]>> Per<I, S> {
+    fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    fn ids(&self) -> impl Iterator<Item = I> {
+        (0..self.items.len()).map(I::from_raw)
+    }
+
+    fn iter(&self) -> std::slice::Iter<'_, T> {
+        self.items.iter()
+    }
+
+    fn as_slice(&self) -> &[T] {
+        &self.items
+    }
+
+    /// The rows with their ids.
+    fn rows<'s>(&'s self) -> impl Iterator<Item = (I, &'s T)>
+    where
+        T: 's,
+    {
+        self.items
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (I::from_raw(i), t))
+    }
+}
+
+impl<I: Ix, T, S: Deref<Target = [T]>> Index<I> for Per<I, S> {
+    type Output = T;
+    fn index(&self, i: I) -> &T {
+        &self.items[i.raw()]
+    }
+}
+
+impl<I: Ix, T, S: DerefMut<Target = [T]>> IndexMut<I> for Per<I, S> {
+    fn index_mut(&mut self, i: I) -> &mut T {
+        &mut self.items[i.raw()]
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -66,6 +195,12 @@ pub struct Engine<'a> {
     pub platforms: Vec<String>,
 }
 
+impl SharedStage {
+    fn member_ids(&self) -> impl Iterator<Item = CellIx> + '_ {
+        self.members.iter().map(|&m| CellIx(m))
+    }
+}
+
 impl Engine<'_> {
     fn builds(&self, platform: &str) -> bool {
         self.platforms.is_empty() || self.platforms.iter().any(|p| p == platform)
@@ -74,8 +209,8 @@ impl Engine<'_> {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Task {
-    Stage(usize),
-    Cell(usize),
+    Stage(StageIx),
+    Cell(CellIx),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,7 +223,7 @@ enum StageState {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
     Pending,
-    Running(usize),
+    Running(EngineIx),
     Done,
 }
 
@@ -103,40 +238,40 @@ struct CellState {
 
 /// What the workers share, behind one lock.
 struct State {
-    cells: Vec<CellState>,
+    cells: Per<CellIx, Vec<CellState>>,
     /// Pending cells of each lane, as their ranks (see `Shared::rank`).
-    pending: Vec<BTreeSet<usize>>,
+    pending: Per<LaneIx, Vec<BTreeSet<Rank>>>,
     pending_total: usize,
     running_total: usize,
-    stages: HashMap<(usize, usize), StageState>,
+    stages: HashMap<(StageIx, EngineIx), StageState>,
     /// Shared stages left with fewer than two cells to build (the others were up to
     /// date): each such cell builds its layers itself.
-    unshared: Vec<bool>,
+    unshared: Per<StageIx, Vec<bool>>,
     /// The engine that holds each affinity group's base.
-    bound: Vec<Option<usize>>,
-    down: Vec<Option<String>>,
-    busy: Vec<usize>,
+    bound: Per<GroupIx, Vec<Option<EngineIx>>>,
+    down: Per<EngineIx, Vec<Option<String>>>,
+    busy: Per<EngineIx, Vec<usize>>,
 }
 
 /// The run's fixed structure, and its state.
 struct Shared<'a> {
-    engines: &'a [Engine<'a>],
-    stages: &'a [SharedStage],
-    jobs: &'a [Job],
+    engines: Per<EngineIx, &'a [Engine<'a>]>,
+    stages: Per<StageIx, &'a [SharedStage]>,
+    jobs: Per<CellIx, &'a [Job]>,
     /// Per cell: the shared stages it needs, in build order.
-    needs: Vec<Vec<usize>>,
-    /// Per cell: its lane; per lane: its affinity group and platform.
-    lane_of: Vec<usize>,
-    lanes: Vec<(usize, String)>,
+    needs: Per<CellIx, Vec<Vec<StageIx>>>,
+    /// Per cell: its lane; per lane: its affinity group.
+    lane_of: Per<CellIx, Vec<LaneIx>>,
+    lane_group: Per<LaneIx, Vec<GroupIx>>,
     /// Per lane: one of its jobs (they share platform and allowed engines).
-    lane_job: Vec<usize>,
+    lane_job: Per<LaneIx, Vec<CellIx>>,
     /// Per cell: its place in the order cells start in, heaviest first (a cell's
     /// `weight`: work left after its shared stages), then plan order; and per rank,
     /// the cell. Among cells ready at once, the one with the longest chain ahead
     /// starts first, so a short cell is not run ahead of a long one that then ends
     /// the run alone.
-    rank: Vec<usize>,
-    by_rank: Vec<usize>,
+    rank: Per<CellIx, Vec<Rank>>,
+    by_rank: Per<Rank, Vec<CellIx>>,
     opts: &'a Options,
     cancel: &'a Cancel,
     state: Mutex<State>,
@@ -184,7 +319,7 @@ pub fn run(
                 return;
             };
             pool.scope(|ps| {
-                for (e, eng) in sh.engines.iter().enumerate() {
+                for (e, eng) in sh.engines.rows() {
                     for _ in 0..eng.slots.get().min(sh.jobs.len() + sh.stages.len()).max(1) {
                         let tx = txw.clone();
                         ps.spawn(move |_| sh.worker(e, &tx));
@@ -205,6 +340,7 @@ pub fn run(
     // Cells that never ran (a cancelled run) end here, with why.
     let st = shared.state.into_inner().unwrap_or_else(|p| p.into_inner());
     st.cells
+        .into_rows()
         .into_iter()
         .zip(jobs)
         .map(|(c, j)| {
@@ -230,63 +366,63 @@ impl<'a> Shared<'a> {
         opts: &'a Options,
         cancel: &'a Cancel,
     ) -> Self {
-        let mut needs = vec![Vec::new(); jobs.len()];
-        for (w, stage) in stages.iter().enumerate() {
-            for &m in &stage.members {
+        let (stages, jobs) = (Per::new(stages), Per::new(jobs));
+        let mut needs: Per<CellIx, Vec<Vec<StageIx>>> = Per::filled(jobs.len(), Vec::new());
+        for (w, stage) in stages.rows() {
+            for m in stage.member_ids() {
                 needs[m].push(w);
             }
         }
-        let mut groups: HashMap<&str, usize> = HashMap::new();
-        let mut lane_ids: HashMap<(usize, &[usize]), usize> = HashMap::new();
-        let mut lanes: Vec<(usize, String)> = Vec::new();
-        let mut lane_job = Vec::new();
-        let mut lane_of = Vec::with_capacity(jobs.len());
-        for (i, j) in jobs.iter().enumerate() {
-            let n = groups.len();
+        let mut groups: HashMap<&str, GroupIx> = HashMap::new();
+        let mut lane_ids: HashMap<(GroupIx, &[StageIx]), LaneIx> = HashMap::new();
+        let mut lane_group = Per::new(Vec::new());
+        let mut lane_job = Per::new(Vec::new());
+        let mut lane_of = Per::new(Vec::with_capacity(jobs.len()));
+        for (i, j) in jobs.rows() {
+            let n = GroupIx(groups.len());
             let g = *groups.entry(j.affinity.as_str()).or_insert(n);
             let l = *lane_ids.entry((g, needs[i].as_slice())).or_insert_with(|| {
-                lanes.push((g, j.platform.clone()));
-                lane_job.push(i);
-                lanes.len() - 1
+                lane_group.push(g);
+                lane_job.push(i)
             });
             lane_of.push(l);
         }
-        let mut by_rank: Vec<usize> = (0..jobs.len()).collect();
+        let mut by_rank: Vec<CellIx> = jobs.ids().collect();
         by_rank.sort_by_key(|&i| (std::cmp::Reverse(jobs[i].weight), i));
-        let mut rank = vec![0; jobs.len()];
-        for (r, &i) in by_rank.iter().enumerate() {
+        let by_rank: Per<Rank, Vec<CellIx>> = Per::new(by_rank);
+        let mut rank = Per::filled(jobs.len(), Rank(0));
+        for (r, &i) in by_rank.rows() {
             rank[i] = r;
         }
-        let mut pending = vec![BTreeSet::new(); lanes.len()];
-        for (i, l) in lane_of.iter().enumerate() {
-            pending[*l].insert(rank[i]);
+        let mut pending: Per<LaneIx, Vec<BTreeSet<Rank>>> =
+            Per::filled(lane_job.len(), BTreeSet::new());
+        for (i, &l) in lane_of.rows() {
+            pending[l].insert(rank[i]);
         }
+        let fresh = CellState {
+            phase: Phase::Pending,
+            attempts: 0,
+            requeues: Vec::new(),
+            result: None,
+        };
         let state = State {
-            cells: vec![
-                CellState {
-                    phase: Phase::Pending,
-                    attempts: 0,
-                    requeues: Vec::new(),
-                    result: None,
-                };
-                jobs.len()
-            ],
+            cells: Per::filled(jobs.len(), fresh),
             pending,
             pending_total: jobs.len(),
             running_total: 0,
             stages: HashMap::new(),
-            unshared: vec![false; stages.len()],
-            bound: vec![None; groups.len()],
-            down: vec![None; engines.len()],
-            busy: vec![0; engines.len()],
+            unshared: Per::filled(stages.len(), false),
+            bound: Per::filled(groups.len(), None),
+            down: Per::filled(engines.len(), None),
+            busy: Per::filled(engines.len(), 0),
         };
         Shared {
-            engines,
+            engines: Per::new(engines),
             stages,
             jobs,
             needs,
             lane_of,
-            lanes,
+            lane_group,
             lane_job,
             rank,
             by_rank,
@@ -311,40 +447,37 @@ impl<'a> Shared<'a> {
                 return None;
             }
             self.engines
-                .iter()
-                .enumerate()
+                .rows()
                 .filter(|(_, eng)| runs(eng, j))
                 .find_map(|(e, eng)| up_to_date(j, eng).map(|o| (e, o)))
         };
         let threads = self.opts.check_threads.get().clamp(1, 8);
-        let fresh: Vec<Option<(usize, Outcome)>> =
+        let fresh: Vec<Option<(EngineIx, Outcome)>> =
             match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
-                Ok(p) => p.install(|| self.jobs.par_iter().map(check).collect()),
+                Ok(p) => p.install(|| self.jobs.as_slice().par_iter().map(check).collect()),
                 Err(_) => self.jobs.iter().map(check).collect(),
             };
         let mut st = self.lock();
-        for (i, o) in fresh.into_iter().enumerate() {
+        for (i, o) in self.jobs.ids().zip(fresh) {
             if let Some((e, o)) = o {
                 on_event(&Event::Finished(o.clone()));
-                let g = self.lanes[self.lane_of[i]].0;
-                st.bound[g].get_or_insert(e);
+                st.bound[self.group_of(i)].get_or_insert(e);
                 st.pending[self.lane_of[i]].remove(&self.rank[i]);
                 st.pending_total -= 1;
                 st.cells[i].phase = Phase::Done;
                 st.cells[i].result = Some(o);
             }
         }
-        for (w, stage) in self.stages.iter().enumerate() {
+        for (w, stage) in self.stages.rows() {
             let left = stage
-                .members
-                .iter()
-                .filter(|&&m| st.cells[m].phase == Phase::Pending)
+                .member_ids()
+                .filter(|&m| st.cells[m].phase == Phase::Pending)
                 .count();
             st.unshared[w] = left < 2;
         }
     }
 
-    fn worker(&self, e: usize, tx: &Tx) {
+    fn worker(&self, e: EngineIx, tx: &Tx) {
         loop {
             let task = {
                 let mut st = self.lock();
@@ -386,9 +519,9 @@ impl<'a> Shared<'a> {
 
     /// A framework image's job, `FROM` the image its parent built (or found current):
     /// the parent's image ID as the build argument `PARENT`.
-    fn with_parent(&self, i: usize) -> Cow<'_, Job> {
+    fn with_parent(&self, i: CellIx) -> Cow<'_, Job> {
         let job = &self.jobs[i];
-        let Some(p) = job.parent else {
+        let Some(p) = self.parent(i) else {
             return Cow::Borrowed(job);
         };
         let st = self.lock();
@@ -412,7 +545,7 @@ impl<'a> Shared<'a> {
     /// Every few seconds ask each engine whether it answers; two misses in a row mark it
     /// down (a daemon that hangs never fails the builds on it by itself).
     fn monitor(&self, all_done: &AtomicBool, tx: &Tx) {
-        let mut misses = vec![0u32; self.engines.len()];
+        let mut misses: Per<EngineIx, Vec<u32>> = Per::filled(self.engines.len(), 0);
         let mut next = Instant::now() + self.opts.engine_check;
         while !all_done.load(Ordering::SeqCst) {
             if Instant::now() < next {
@@ -420,7 +553,7 @@ impl<'a> Shared<'a> {
                 continue;
             }
             next = Instant::now() + self.opts.engine_check;
-            for (e, eng) in self.engines.iter().enumerate() {
+            for (e, eng) in self.engines.rows() {
                 if self.lock().down[e].is_some() {
                     continue;
                 }
@@ -440,19 +573,24 @@ impl<'a> Shared<'a> {
     }
 
     /// Whether engine `f` may run the cells of lane `l`.
-    fn lane_runs(&self, f: usize, l: usize) -> bool {
+    fn lane_runs(&self, f: EngineIx, l: LaneIx) -> bool {
         runs(&self.engines[f], &self.jobs[self.lane_job[l]])
     }
 
-    fn group_of(&self, i: usize) -> usize {
-        self.lanes[self.lane_of[i]].0
+    fn group_of(&self, i: CellIx) -> GroupIx {
+        self.lane_group[self.lane_of[i]]
+    }
+
+    /// The cell whose image cell `i` builds on (a framework image's parent).
+    fn parent(&self, i: CellIx) -> Option<CellIx> {
+        self.jobs[i].parent.map(CellIx)
     }
 
     /// The next thing engine `e` should do for cell `i`: a shared stage it still lacks,
     /// or the cell itself; None while one of its shared stages is being built there.
-    fn task_for(&self, st: &State, i: usize, e: usize) -> Option<Task> {
+    fn task_for(&self, st: &State, i: CellIx, e: EngineIx) -> Option<Task> {
         // a framework image waits for its parent (a failed parent settles it)
-        if let Some(p) = self.jobs[i].parent {
+        if let Some(p) = self.parent(i) {
             if st.cells[p].phase != Phase::Done {
                 return None;
             }
@@ -468,35 +606,33 @@ impl<'a> Shared<'a> {
     }
 
     /// Cells queued for engine `e` (of bases bound to it) plus those it runs, per slot.
-    fn load(&self, st: &State, e: usize) -> f64 {
+    fn load(&self, st: &State, e: EngineIx) -> f64 {
         let queued: usize = self
-            .lanes
-            .iter()
-            .enumerate()
-            .filter(|(_, (g, _))| st.bound[*g] == Some(e))
+            .lane_group
+            .rows()
+            .filter(|(_, g)| st.bound[**g] == Some(e))
             .map(|(l, _)| st.pending[l].len())
             .sum();
         (queued + st.busy[e]) as f64 / self.engines[e].slots.get() as f64
     }
 
-    fn has_free_slot(&self, st: &State, e: usize) -> bool {
+    fn has_free_slot(&self, st: &State, e: EngineIx) -> bool {
         st.down[e].is_none() && st.busy[e] < self.engines[e].slots.get()
     }
 
     /// Lanes with pending cells, as (first pending cell, lane), in rank order.
-    fn heads(&self, st: &State) -> Vec<(usize, usize)> {
-        let mut h: Vec<(usize, usize)> = st
+    fn heads(&self, st: &State) -> Vec<(CellIx, LaneIx)> {
+        let mut h: Vec<(Rank, LaneIx)> = st
             .pending
-            .iter()
-            .enumerate()
+            .rows()
             .filter_map(|(l, p)| p.first().map(|r| (*r, l)))
             .collect();
         h.sort_unstable();
         h.into_iter().map(|(r, l)| (self.by_rank[r], l)).collect()
     }
 
-    /// Every pending cell (cell indexes).
-    fn all_pending(&self, st: &State) -> Vec<usize> {
+    /// Every pending cell.
+    fn all_pending(&self, st: &State) -> Vec<CellIx> {
         st.pending
             .iter()
             .flatten()
@@ -504,14 +640,14 @@ impl<'a> Shared<'a> {
             .collect()
     }
 
-    fn pick(&self, st: &State, e: usize) -> Option<Task> {
+    fn pick(&self, st: &State, e: EngineIx) -> Option<Task> {
         if st.pending_total == 0 {
             return None;
         }
         let heads = self.heads(st);
         // 1. cells whose base this engine already holds
         for &(i, l) in &heads {
-            if st.bound[self.lanes[l].0] == Some(e) {
+            if st.bound[self.lane_group[l]] == Some(e) {
                 if let Some(t) = self.task_for(st, i, e) {
                     return Some(t);
                 }
@@ -519,15 +655,19 @@ impl<'a> Shared<'a> {
         }
         // 2. a base nobody holds: it goes to the least loaded engine with a free slot
         // that can build its platform
-        let buildable = |l: usize| {
-            (0..self.engines.len()).any(|f| st.down[f].is_none() && self.lane_runs(f, l))
+        let buildable = |l: LaneIx| {
+            self.engines
+                .ids()
+                .any(|f| st.down[f].is_none() && self.lane_runs(f, l))
         };
         if let Some(&(i, l)) = heads
             .iter()
-            .find(|(_, l)| st.bound[self.lanes[*l].0].is_none() && buildable(*l))
+            .find(|(_, l)| st.bound[self.lane_group[*l]].is_none() && buildable(*l))
         {
-            let groups = |f: usize| st.bound.iter().filter(|o| **o == Some(f)).count();
-            let best = (0..self.engines.len())
+            let groups = |f: EngineIx| st.bound.iter().filter(|o| **o == Some(f)).count();
+            let best = self
+                .engines
+                .ids()
                 .filter(|&f| self.has_free_slot(st, f) && self.lane_runs(f, l))
                 .min_by(|&a, &b| {
                     self.load(st, a)
@@ -542,14 +682,14 @@ impl<'a> Shared<'a> {
         // this engine can start as is, or, when the queue is long enough to repay
         // building that base's shared stages here too, the first of those stages
         for &(i, l) in &heads {
-            let g = &self.lanes[l].0;
-            let Some(f) = st.bound[*g] else { continue };
+            let g = self.lane_group[l];
+            let Some(f) = st.bound[g] else { continue };
             if f == e || self.has_free_slot(st, f) || !self.lane_runs(e, l) {
                 continue;
             }
             match self.task_for(st, i, e) {
                 Some(t @ Task::Cell(_)) => return Some(t),
-                Some(t @ Task::Stage(_)) if self.long_queue(st, *g, f) => return Some(t),
+                Some(t @ Task::Stage(_)) if self.long_queue(st, g, f) => return Some(t),
                 _ => {}
             }
         }
@@ -561,23 +701,22 @@ impl<'a> Shared<'a> {
     /// finish building the base's shared stages (measured: with 4 cells of one base on
     /// two one-core engines of 2 slots, the second engine built the stages and never
     /// got a cell), so building them twice would only cost.
-    fn long_queue(&self, st: &State, g: usize, f: usize) -> bool {
+    fn long_queue(&self, st: &State, g: GroupIx, f: EngineIx) -> bool {
         let waiting: usize = self
-            .lanes
-            .iter()
-            .enumerate()
-            .filter(|(_, (lg, _))| *lg == g)
+            .lane_group
+            .rows()
+            .filter(|(_, lg)| **lg == g)
             .map(|(l, _)| st.pending[l].len())
             .sum();
         waiting > 2 * self.engines[f].slots.get()
     }
 
-    fn begin(&self, st: &mut State, t: Task, e: usize) {
+    fn begin(&self, st: &mut State, t: Task, e: EngineIx) {
         st.busy[e] += 1;
         match t {
             Task::Stage(w) => {
                 st.stages.insert((w, e), StageState::Running);
-                for &m in &self.stages[w].members {
+                for m in self.stages[w].member_ids() {
                     st.bound[self.group_of(m)].get_or_insert(e);
                 }
             }
@@ -591,14 +730,14 @@ impl<'a> Shared<'a> {
         }
     }
 
-    fn requeue(&self, st: &mut State, i: usize) {
+    fn requeue(&self, st: &mut State, i: CellIx) {
         st.cells[i].phase = Phase::Pending;
         st.pending[self.lane_of[i]].insert(self.rank[i]);
         st.pending_total += 1;
     }
 
     /// Settle a cell: its one outcome, sent once.
-    fn settle(&self, st: &mut State, i: usize, mut o: Outcome, tx: &Tx) {
+    fn settle(&self, st: &mut State, i: CellIx, mut o: Outcome, tx: &Tx) {
         if st.cells[i].phase == Phase::Pending {
             st.pending[self.lane_of[i]].remove(&self.rank[i]);
             st.pending_total -= 1;
@@ -615,9 +754,11 @@ impl<'a> Shared<'a> {
 
     /// The framework images still waiting on parent `p`, which did not succeed: each
     /// ends `skipped (parent failed)` with the parent's reason.
-    fn skip_children(&self, st: &mut State, p: usize, o: &Outcome, tx: &Tx) {
-        let children: Vec<usize> = (0..self.jobs.len())
-            .filter(|&c| self.jobs[c].parent == Some(p) && st.cells[c].phase == Phase::Pending)
+    fn skip_children(&self, st: &mut State, p: CellIx, o: &Outcome, tx: &Tx) {
+        let children: Vec<CellIx> = self
+            .jobs
+            .ids()
+            .filter(|&c| self.parent(c) == Some(p) && st.cells[c].phase == Phase::Pending)
             .collect();
         for c in children {
             let why = o
@@ -637,7 +778,7 @@ impl<'a> Shared<'a> {
         }
     }
 
-    fn end(&self, st: &mut State, t: Task, e: usize, ran: Ran, tx: &Tx) {
+    fn end(&self, st: &mut State, t: Task, e: EngineIx, ran: Ran, tx: &Tx) {
         st.busy[e] = st.busy[e].saturating_sub(1);
         let lost = ran.engine_down.is_some() || st.down[e].is_some();
         if let Some(why) = &ran.engine_down {
@@ -657,7 +798,7 @@ impl<'a> Shared<'a> {
         }
     }
 
-    fn end_stage(&self, st: &mut State, w: usize, e: usize, lost: bool, o: Outcome, tx: &Tx) {
+    fn end_stage(&self, st: &mut State, w: StageIx, e: EngineIx, lost: bool, o: Outcome, tx: &Tx) {
         if lost {
             st.stages.remove(&(w, e));
         } else if o.status.succeeded() {
@@ -676,7 +817,7 @@ impl<'a> Shared<'a> {
 
     /// A cell whose engine went down under it: back in the queue, unless nothing can
     /// run it any more.
-    fn lost(&self, st: &mut State, i: usize, e: usize, o: &Outcome, tx: &Tx) {
+    fn lost(&self, st: &mut State, i: CellIx, e: EngineIx, o: &Outcome, tx: &Tx) {
         let reason = st.down[e].clone().unwrap_or_default();
         st.cells[i].requeues.push(Requeue {
             engine: self.engines[e].name.clone(),
@@ -700,9 +841,9 @@ impl<'a> Shared<'a> {
 
     /// A shared stage that failed for a reason of its own fails its waiting members once,
     /// instead of each of them building the same broken layers again.
-    fn fail_members(&self, st: &mut State, w: usize, o: &Outcome, tx: &Tx) {
+    fn fail_members(&self, st: &mut State, w: StageIx, o: &Outcome, tx: &Tx) {
         let stage = &self.stages[w];
-        for &m in &stage.members {
+        for m in stage.member_ids() {
             if st.cells[m].phase != Phase::Pending {
                 continue;
             }
@@ -728,12 +869,12 @@ impl<'a> Shared<'a> {
         }
     }
 
-    fn mark_down(&self, st: &mut State, e: usize, why: &str, tx: &Tx) {
+    fn mark_down(&self, st: &mut State, e: EngineIx, why: &str, tx: &Tx) {
         if st.down[e].is_some() {
             return;
         }
         st.down[e] = Some(why.to_string());
-        for b in &mut st.bound {
+        for b in st.bound.iter_mut() {
             if *b == Some(e) {
                 *b = None;
             }
@@ -752,11 +893,11 @@ impl<'a> Shared<'a> {
         }
     }
 
-    fn fail_for_no_engine(&self, st: &mut State, i: usize, tx: &Tx) {
+    fn fail_for_no_engine(&self, st: &mut State, i: CellIx, tx: &Tx) {
         let why: Vec<String> = self
             .engines
             .iter()
-            .zip(&st.down)
+            .zip(st.down.iter())
             .map(|(eng, d)| format!("{} ({})", eng.name, d.as_deref().unwrap_or("up")))
             .collect();
         let reason = format!("no engine left to build on: {}", why.join("; "));
@@ -764,7 +905,7 @@ impl<'a> Shared<'a> {
     }
 
     /// A pending cell that cannot run any more ends as failed, with why.
-    fn fail_unrunnable(&self, st: &mut State, i: usize, reason: String, tx: &Tx) {
+    fn fail_unrunnable(&self, st: &mut State, i: CellIx, reason: String, tx: &Tx) {
         let o = Outcome {
             status: Status::Failed,
             attempts: st.cells[i].attempts,
@@ -776,7 +917,7 @@ impl<'a> Shared<'a> {
 
     /// A shared stage of cell `i` that failed on its own on some engine: the cell would
     /// fail the same way anywhere (and that engine would never start it).
-    fn failed_stage(&self, st: &State, i: usize) -> Option<String> {
+    fn failed_stage(&self, st: &State, i: CellIx) -> Option<String> {
         self.needs[i].iter().find_map(|&w| {
             st.stages.iter().find_map(|((x, on), s)| {
                 (*x == w && *s == StageState::Failed).then(|| {
@@ -792,19 +933,22 @@ impl<'a> Shared<'a> {
     /// Pending cells of a platform no engine that is up can build end as failed at once;
     /// left queued they would stand in front of every cell after them.
     fn fail_unbuildable(&self, st: &mut State, tx: &Tx) {
-        let doomed: Vec<usize> = st
+        let doomed: Vec<CellIx> = st
             .pending
-            .iter()
-            .enumerate()
+            .rows()
             .filter(|(l, p)| {
                 !p.is_empty()
-                    && !(0..self.engines.len())
+                    && !self
+                        .engines
+                        .ids()
                         .any(|f| st.down[f].is_none() && self.lane_runs(f, *l))
             })
             .flat_map(|(_, p)| p.iter().map(|r| self.by_rank[*r]))
             .collect();
         for i in doomed {
-            let up: Vec<&str> = (0..self.engines.len())
+            let up: Vec<&str> = self
+                .engines
+                .ids()
                 .filter(|&f| st.down[f].is_none())
                 .map(|f| self.engines[f].name.as_str())
                 .collect();
@@ -834,7 +978,9 @@ impl<'a> Shared<'a> {
         if st.pending_total == 0 || st.busy.iter().any(|b| *b > 0) {
             return;
         }
-        let takers = (0..self.engines.len())
+        let takers = self
+            .engines
+            .ids()
             .filter(|&f| st.down[f].is_none())
             .any(|f| self.pick(st, f).is_some());
         if takers {
@@ -1651,7 +1797,7 @@ mod tests {
         let sh = Shared::new(engines, &f.stages, &f.jobs, &f.opts, &f.cancel);
         {
             let mut st = sh.lock();
-            for i in 0..2 {
+            for i in [CellIx(0), CellIx(1)] {
                 st.pending[sh.lane_of[i]].remove(&sh.rank[i]);
                 st.cells[i].phase = Phase::Done;
             }
@@ -1669,10 +1815,11 @@ mod tests {
         {
             // wx failed on a while x1 ran on b, then b died under x1
             let mut st = sh.lock();
-            st.stages.insert((0, 0), StageState::Failed);
-            st.cells[0].phase = Phase::Running(1);
+            st.stages
+                .insert((StageIx(0), EngineIx(0)), StageState::Failed);
+            st.cells[CellIx(0)].phase = Phase::Running(EngineIx(1));
             st.running_total = 1;
-            st.busy[1] = 1;
+            st.busy[EngineIx(1)] = 1;
             let ran = Ran {
                 outcome: Outcome {
                     attempts: 1,
@@ -1681,15 +1828,15 @@ mod tests {
                 },
                 engine_down: Some("gone".into()),
             };
-            sh.end(&mut st, Task::Cell(0), 1, ran, &tx);
-            let r = st.cells[0].result.as_ref().expect("x1 ended");
+            sh.end(&mut st, Task::Cell(CellIx(0)), EngineIx(1), ran, &tx);
+            let r = st.cells[CellIx(0)].result.as_ref().expect("x1 ended");
             assert_eq!(r.status, Status::Failed);
             assert_eq!(
                 r.reason.as_deref(),
                 Some("shared stage wx failed on engine a")
             );
             assert_eq!(r.requeues.len(), 1, "the loss is still recorded");
-            assert_eq!(st.cells[0].phase, Phase::Done);
+            assert_eq!(st.cells[CellIx(0)].phase, Phase::Done);
             assert_eq!(st.pending_total, 0);
         }
         drop(tx);
@@ -1706,21 +1853,27 @@ mod tests {
         let (tx, _rx) = mpsc::channel();
         let mut st = sh.lock();
         // x2 pending; b is down and wx failed on a, the only engine left
-        sh.requeue(&mut st, 1);
-        st.down[1] = Some("gone".into());
-        st.stages.insert((0, 0), StageState::Failed);
-        st.busy[0] = 1;
+        sh.requeue(&mut st, CellIx(1));
+        st.down[EngineIx(1)] = Some("gone".into());
+        st.stages
+            .insert((StageIx(0), EngineIx(0)), StageState::Failed);
+        st.busy[EngineIx(0)] = 1;
         sh.fail_if_stuck(&mut st, &tx);
         assert_eq!(
-            st.cells[1].phase,
+            st.cells[CellIx(1)].phase,
             Phase::Pending,
             "something still runs: not stuck yet"
         );
-        st.busy[0] = 0;
+        st.busy[EngineIx(0)] = 0;
         sh.fail_if_stuck(&mut st, &tx);
-        assert_eq!(st.cells[1].phase, Phase::Done);
+        assert_eq!(st.cells[CellIx(1)].phase, Phase::Done);
         assert_eq!(
-            st.cells[1].result.as_ref().unwrap().reason.as_deref(),
+            st.cells[CellIx(1)]
+                .result
+                .as_ref()
+                .unwrap()
+                .reason
+                .as_deref(),
             Some("shared stage wx failed on engine a")
         );
     }
