@@ -10,7 +10,7 @@ use crate::config::settings::CacheFrom;
 use crate::coord::Filter;
 use crate::docker::Builder;
 use crate::plan::shard::Shard;
-use crate::report::progress::Mode as Progress;
+use crate::report::Mode as Progress;
 
 /// The exit codes (`crate::exit`), as `--help` lists them: a macro, so that the
 /// commands whose outcome people script on can append them to their examples.

@@ -1,6 +1,12 @@
 //! The engines of a run, connected: which engines to use (flags, the matrix, a
 //! manifest's record, or the client's default), whether each answers, and the client
 //! that reaches it. Used by build, verify and push alike.
+//!
+//! Nothing here writes the terminal: what people should be told (an engine that does
+//! not answer, a pull that failed) comes back as `warnings`, for the command to say.
+//! [`connect`] and [`resolve_bases`] still say their warnings themselves, for
+//! `commands/build.rs` until it takes them from [`connect_quiet`] and
+//! [`resolve_bases_quiet`].
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
@@ -208,22 +214,41 @@ pub enum Fetch {
     Never,
 }
 
-/// Resolve bases, each a (reference, platform), on the engines that build its
-/// platform. Pulls happen before anything is looked at, so that what is found is what
-/// the builds will use.
+/// Bases resolved, one per key asked about, and the warnings for people (each pull
+/// that failed, in the order tried: all of them come before anything is looked at).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Resolved {
+    pub bases: Vec<BaseDigest>,
+    pub warnings: Vec<String>,
+}
+
+/// [`resolve_bases_quiet`], its warnings said on stderr as they were before they came
+/// back as data: what `commands/build.rs` calls until it says them itself.
 pub fn resolve_bases(
     engines: &Engines,
     keys: &[(String, String)],
     fetch: Fetch,
 ) -> Vec<BaseDigest> {
+    let resolved = resolve_bases_quiet(engines, keys, fetch);
+    for w in &resolved.warnings {
+        crate::term::line(w);
+    }
+    resolved.bases
+}
+
+/// Resolve bases, each a (reference, platform), on the engines that build its
+/// platform. Pulls happen before anything is looked at, so that what is found is what
+/// the builds will use.
+pub fn resolve_bases_quiet(engines: &Engines, keys: &[(String, String)], fetch: Fetch) -> Resolved {
     let capable = |platform: &str| -> Vec<&Engine> {
         engines.iter().filter(|e| e.builds(platform)).collect()
     };
+    let mut warnings = Vec::new();
     if fetch == Fetch::Always {
         for (reference, platform) in keys {
             for e in capable(platform) {
                 if let Err(err) = e.docker.pull(reference, platform) {
-                    crate::term::line(&format!(
+                    warnings.push(format!(
                         "warning: engine {}: cannot pull {reference} for {platform}: {err}",
                         e.name
                     ));
@@ -305,7 +330,10 @@ pub fn resolve_bases(
         }
         out.push(r);
     }
-    out
+    Resolved {
+        bases: out,
+        warnings,
+    }
 }
 
 /// What an engine builds: the platforms its spec names (each foreign one must have an
@@ -351,10 +379,29 @@ fn platforms_of(
     Ok((spec.platforms.clone(), emulators))
 }
 
-/// The engines that answered, and those that did not (with why).
+/// The engines that answered, those that did not (with why), and the warnings for
+/// people not said yet (one per engine that does not answer, when there are several).
 pub struct Connected {
     pub engines: Engines,
     pub down: Vec<(EngineSpec, String)>,
+    pub warnings: Vec<String>,
+}
+
+/// Why no engine can be used, and the warnings to say before the error (those
+/// naming each engine that does not answer, which the error refers to as "above").
+#[derive(Debug)]
+pub struct NotConnected {
+    pub error: Error,
+    pub warnings: Vec<String>,
+}
+
+impl From<Error> for NotConnected {
+    fn from(error: Error) -> Self {
+        NotConnected {
+            error,
+            warnings: Vec::new(),
+        }
+    }
 }
 
 /// Which engines to use: those a manifest recorded, re-pointed or extended by
@@ -422,15 +469,42 @@ pub fn client(spec: &EngineSpec, client: &Path, builder: Builder) -> Docker {
     }
 }
 
-/// Ask every engine whether it answers (in parallel). Engines that do not are left out
-/// with a warning, unless none answers: then one clear error. `default_slots` is the
-/// `-j` of engines that set no `jobs` of their own.
+/// [`connect_quiet`], its warnings said on stderr (and taken out of the result) as
+/// they were before they came back as data: what `commands/build.rs` calls until it
+/// says them itself.
 pub fn connect(
     docker: &Path,
     builder: Builder,
     specs: Vec<EngineSpec>,
     default_slots: NonZeroUsize,
 ) -> Result<Connected, Error> {
+    let say = |warnings: &[String]| {
+        for w in warnings {
+            crate::term::line(w);
+        }
+    };
+    match connect_quiet(docker, builder, specs, default_slots) {
+        Ok(mut c) => {
+            say(&std::mem::take(&mut c.warnings));
+            Ok(c)
+        }
+        Err(n) => {
+            say(&n.warnings);
+            Err(n.error)
+        }
+    }
+}
+
+/// Ask every engine whether it answers (in parallel). Engines that do not are left out
+/// with a warning, unless none answers: then one clear error. `default_slots` is the
+/// `-j` of engines that set no `jobs` of their own. Nothing is printed: the warnings
+/// come back, in `Connected` or with the error, for the caller to say first.
+pub fn connect_quiet(
+    docker: &Path,
+    builder: Builder,
+    specs: Vec<EngineSpec>,
+    default_slots: NonZeroUsize,
+) -> Result<Connected, NotConnected> {
     check_unique(&specs).map_err(Error::Usage)?;
     let checked: Vec<(EngineSpec, Docker, Result<ServerInfo, String>)> = std::thread::scope(|s| {
         let handles: Vec<_> = specs
@@ -452,12 +526,21 @@ pub fn connect(
     let several = checked.len() > 1;
     let (mut up, mut down) = (Vec::new(), Vec::new());
     let mut last_error = String::new();
+    let mut warnings = Vec::new();
     let host_emulators = crate::emulation::emulators();
     for (spec, d, v) in checked {
         match v {
             Ok(server) => {
-                let (platforms, emulators) = platforms_of(&spec, &d, &server, &host_emulators)
-                    .map_err(|e| Error::Preflight(format!("engine {}: {e}", spec.name)))?;
+                let (platforms, emulators) = match platforms_of(&spec, &d, &server, &host_emulators)
+                {
+                    Ok(p) => p,
+                    Err(e) => {
+                        return Err(NotConnected {
+                            error: Error::Preflight(format!("engine {}: {e}", spec.name)),
+                            warnings,
+                        })
+                    }
+                };
                 up.push(Engine {
                     platforms,
                     emulators,
@@ -486,7 +569,7 @@ pub fn connect(
                 };
                 last_error = format!("the Docker daemon does not answer ({place}): {e}");
                 if several {
-                    crate::term::line(&format!("warning: {last_error}"));
+                    warnings.push(format!("warning: {last_error}"));
                 }
                 down.push((spec, e));
             }
@@ -501,13 +584,17 @@ pub fn connect(
         } else {
             last_error
         };
-        return Err(Error::Preflight(format!(
-            "{what}; start one (e.g. scripts/start-dockerd.sh) or point DOCKER_HOST / --context / --engine at one"
-        )));
+        return Err(NotConnected {
+            error: Error::Preflight(format!(
+                "{what}; start one (e.g. scripts/start-dockerd.sh) or point DOCKER_HOST / --context / --engine at one"
+            )),
+            warnings,
+        });
     }
     Ok(Connected {
         engines: Engines { list: up },
         down,
+        warnings,
     })
 }
 
@@ -535,6 +622,40 @@ mod tests {
 
     fn flags(f: &[&str]) -> Vec<EngineSpec> {
         f.iter().map(|e| e.parse().unwrap()).collect()
+    }
+
+    /// No engine answers through a client that does not exist: nothing is printed, the
+    /// warnings come back with the error that refers to them, one per engine.
+    #[test]
+    fn engines_that_do_not_answer_are_warnings_returned_not_printed() {
+        let missing = Path::new("/nonexistent/image-matrix-test/docker");
+        let two = flags(&["a=unix:///a.sock", "b=unix:///b.sock"]);
+        let n = connect_quiet(missing, Builder::Auto, two, NonZeroUsize::MIN)
+            .err()
+            .unwrap();
+        assert_eq!(n.warnings.len(), 2, "{:?}", n.warnings);
+        assert!(
+            n.warnings[0].starts_with(
+                "warning: the Docker daemon does not answer (engine a at unix:///a.sock): "
+            ),
+            "{:?}",
+            n.warnings
+        );
+        assert!(n.warnings[1].contains("(engine b at unix:///b.sock)"));
+        assert!(n
+            .error
+            .to_string()
+            .contains("no Docker engine answers (each of the 2 is named above)"));
+        // one engine: the error says it all, no warning
+        let one = flags(&["a=unix:///a.sock"]);
+        let n = connect_quiet(missing, Builder::Auto, one, NonZeroUsize::MIN)
+            .err()
+            .unwrap();
+        assert!(n.warnings.is_empty(), "{:?}", n.warnings);
+        assert!(n
+            .error
+            .to_string()
+            .contains("the Docker daemon does not answer"));
     }
 
     #[test]

@@ -34,6 +34,22 @@ impl Signal {
             Signal::Terminate => exit::TERMINATED,
         }
     }
+
+    /// What the handler says when this is the first signal: the run stops.
+    pub fn first_message(self) -> String {
+        format!(
+            "{}: stopping; running builds get SIGTERM, then SIGKILL after the grace period, and the manifest is still written (signal again to kill them at once)",
+            self.name()
+        )
+    }
+
+    /// What the handler says when this is the second signal: the run hurries.
+    pub fn urgent_message(self) -> String {
+        format!(
+            "{}: killing every build now; writing the manifest (a third signal exits without it)",
+            self.name()
+        )
+    }
 }
 
 /// Why a run stops early.
@@ -161,16 +177,10 @@ fn spawn_handler(cancel: Cancel, on_urgent: fn()) {
             let n = count.fetch_add(1, Ordering::SeqCst) + 1;
             cancel.set(Reason::Signal(s));
             match n {
-                1 => crate::term::line(&format!(
-                    "{}: stopping; running builds get SIGTERM, then SIGKILL after the grace period, and the manifest is still written (signal again to kill them at once)",
-                    s.name()
-                )),
+                1 => crate::term::line(&s.first_message()),
                 2 => {
                     cancel.hurry();
-                    crate::term::line(&format!(
-                        "{}: killing every build now; writing the manifest (a third signal exits without it)",
-                        s.name()
-                    ));
+                    crate::term::line(&s.urgent_message());
                     on_urgent();
                 }
                 _ => {
@@ -185,6 +195,19 @@ fn spawn_handler(cancel: Cancel, on_urgent: fn()) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The handler's lines, as people and the process tests read them.
+    #[test]
+    fn the_handler_says_what_each_signal_does() {
+        assert_eq!(
+            Signal::Terminate.first_message(),
+            "SIGTERM: stopping; running builds get SIGTERM, then SIGKILL after the grace period, and the manifest is still written (signal again to kill them at once)"
+        );
+        assert_eq!(
+            Signal::Interrupt.urgent_message(),
+            "SIGINT: killing every build now; writing the manifest (a third signal exits without it)"
+        );
+    }
 
     #[test]
     fn a_signal_overrides_fail_fast_but_not_another_signal() {

@@ -159,11 +159,36 @@ fn manifest_engines(
 ) -> Result<crate::engines::Engines, Error> {
     let specs = crate::engines::specs(&docker.engines, docker.context.as_deref(), &[], recorded)
         .map_err(Error::Usage)?;
-    Ok(crate::engines::connect(
+    Ok(connect_engines(
         &docker.docker,
         crate::docker::Builder::Auto,
         specs,
         std::num::NonZeroUsize::MIN,
     )?
     .engines)
+}
+
+/// The engines `specs` name, connected, with their warnings (each engine that does not
+/// answer) said on stderr first, also before the error when none answers.
+fn connect_engines(
+    docker: &std::path::Path,
+    builder: crate::docker::Builder,
+    specs: Vec<crate::config::engine::EngineSpec>,
+    default_slots: std::num::NonZeroUsize,
+) -> Result<crate::engines::Connected, Error> {
+    let say = |warnings: &[String]| {
+        for w in warnings {
+            crate::term::line(w);
+        }
+    };
+    match crate::engines::connect_quiet(docker, builder, specs, default_slots) {
+        Ok(mut c) => {
+            say(&std::mem::take(&mut c.warnings));
+            Ok(c)
+        }
+        Err(n) => {
+            say(&n.warnings);
+            Err(n.error)
+        }
+    }
 }

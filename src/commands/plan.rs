@@ -44,7 +44,7 @@ fn connect(
     crate::engines::specs(&[], None, configured, recorded)
         .map_err(Error::Usage)
         .and_then(|specs| {
-            crate::engines::connect(
+            super::connect_engines(
                 &client,
                 crate::docker::Builder::Auto,
                 specs,
@@ -68,8 +68,10 @@ impl Asked {
 
     fn ask(&mut self, keys: Vec<(String, String)>) {
         let Ok(engines) = &self.engines else { return };
-        let found = crate::engines::resolve_bases(engines, &keys, crate::engines::Fetch::Never);
-        for (key, r) in keys.into_iter().zip(found) {
+        // nothing is pulled, so no pull fails: there are no warnings to say
+        let found =
+            crate::engines::resolve_bases_quiet(engines, &keys, crate::engines::Fetch::Never);
+        for (key, r) in keys.into_iter().zip(found.bases) {
             if let Some(d) = r.digest {
                 self.digests.insert(key.clone(), d);
             }

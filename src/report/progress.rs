@@ -6,29 +6,12 @@
 
 use std::path::Path;
 
-use clap::ValueEnum;
-
 use super::json::JsonReporter;
 use super::terminal::Reporter;
+use super::Mode;
 use crate::manifest::{Manifest, Verification};
 use crate::run::events::{Event, Listener, Outcome, Phase};
 use crate::run::executor::Job;
-
-/// `--progress`: how a run shows its progress (the names Docker uses).
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    /// Bars on a terminal, plain lines elsewhere.
-    Auto,
-    /// Bars, even when stderr is not a terminal (a CI log that renders them).
-    Tty,
-    /// One line per event on stderr, no colour, no cursor movement.
-    Plain,
-    /// One JSON object per line on stdout (schema `image-matrix.events/1`); stderr keeps
-    /// what `quiet` shows.
-    Json,
-    /// Only failures and the summary, on stderr.
-    Quiet,
-}
 
 /// The listeners of one build run.
 pub struct Progress {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::progress::Mode as Progress;
+use super::Mode as Progress;
 use crate::manifest::{Manifest, Status};
 use crate::run::events::{Event, Outcome};
 use crate::run::executor::JobKind;
