@@ -3,10 +3,8 @@
 //! that reaches it. Used by build, verify and push alike.
 //!
 //! Nothing here writes the terminal: what people should be told (an engine that does
-//! not answer, a pull that failed) comes back as `warnings`, for the command to say.
-//! [`connect`] and [`resolve_bases`] still say their warnings themselves, for
-//! `commands/build.rs` until it takes them from [`connect_quiet`] and
-//! [`resolve_bases_quiet`].
+//! not answer, a pull that failed) comes back as `warnings`, or goes to the `say` its
+//! caller gives [`connect`], for the command to say.
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
@@ -220,20 +218,6 @@ pub enum Fetch {
 pub struct Resolved {
     pub bases: Vec<BaseDigest>,
     pub warnings: Vec<String>,
-}
-
-/// [`resolve_bases_quiet`], its warnings said on stderr as they were before they came
-/// back as data: what `commands/build.rs` calls until it says them itself.
-pub fn resolve_bases(
-    engines: &Engines,
-    keys: &[(String, String)],
-    fetch: Fetch,
-) -> Vec<BaseDigest> {
-    let resolved = resolve_bases_quiet(engines, keys, fetch);
-    for w in &resolved.warnings {
-        crate::term::line(w);
-    }
-    resolved.bases
 }
 
 /// Resolve bases, each a (reference, platform), on the engines that build its
@@ -469,27 +453,26 @@ pub fn client(spec: &EngineSpec, client: &Path, builder: Builder) -> Docker {
     }
 }
 
-/// [`connect_quiet`], its warnings said on stderr (and taken out of the result) as
-/// they were before they came back as data: what `commands/build.rs` calls until it
-/// says them itself.
+/// [`connect_quiet`], each warning (an engine that does not answer) handed to `say`,
+/// on success and on failure alike: the caller decides where people read it.
 pub fn connect(
     docker: &Path,
     builder: Builder,
     specs: Vec<EngineSpec>,
     default_slots: NonZeroUsize,
+    say: &dyn Fn(&str),
 ) -> Result<Connected, Error> {
-    let say = |warnings: &[String]| {
-        for w in warnings {
-            crate::term::line(w);
-        }
-    };
     match connect_quiet(docker, builder, specs, default_slots) {
         Ok(mut c) => {
-            say(&std::mem::take(&mut c.warnings));
+            for w in std::mem::take(&mut c.warnings) {
+                say(&w);
+            }
             Ok(c)
         }
         Err(n) => {
-            say(&n.warnings);
+            for w in &n.warnings {
+                say(w);
+            }
             Err(n.error)
         }
     }

@@ -176,19 +176,5 @@ fn connect_engines(
     specs: Vec<crate::config::engine::EngineSpec>,
     default_slots: std::num::NonZeroUsize,
 ) -> Result<crate::engines::Connected, Error> {
-    let say = |warnings: &[String]| {
-        for w in warnings {
-            crate::term::line(w);
-        }
-    };
-    match crate::engines::connect_quiet(docker, builder, specs, default_slots) {
-        Ok(mut c) => {
-            say(&std::mem::take(&mut c.warnings));
-            Ok(c)
-        }
-        Err(n) => {
-            say(&n.warnings);
-            Err(n.error)
-        }
-    }
+    crate::engines::connect(docker, builder, specs, default_slots, &crate::term::line)
 }

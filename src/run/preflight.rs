@@ -195,7 +195,8 @@ fn connect(plan: &Plan, o: &Options) -> Result<Connected, Error> {
         &[],
     )
     .map_err(Error::Usage)?;
-    let mut c = engines::connect(&o.client, o.builder, specs, o.jobs)?;
+    // before the run's listener exists: its warnings go straight to stderr
+    let mut c = engines::connect(&o.client, o.builder, specs, o.jobs, &crate::term::line)?;
     c.engines
         .resolve_builders(o.builder, o.buildx_builder.as_deref())
         .map_err(Error::Preflight)?;
@@ -413,9 +414,12 @@ fn resolve_bases(
     } else {
         engines::Fetch::IfMissing
     };
-    let resolved = engines::resolve_bases(engines, &keys, fetch);
+    let resolved = engines::resolve_bases_quiet(engines, &keys, fetch);
+    for w in &resolved.warnings {
+        crate::term::line(w);
+    }
     let mut out = prepare::Bases::default();
-    for (key, r) in keys.into_iter().zip(resolved) {
+    for (key, r) in keys.into_iter().zip(resolved.bases) {
         if !r.disagree.is_empty() {
             crate::term::line(&format!(
                 "warning: engines {} hold another image under {} for {} than the one used ({}); its cells build elsewhere; --pull aligns them",
