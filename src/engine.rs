@@ -54,6 +54,12 @@ pub trait ImageEngine: Sync {
         labels: &[(String, String)],
         timeout: Duration,
     ) -> Result<(String, Vec<String>), String>;
+    /// The IDs of every image that carries `label=value`.
+    fn images_labelled(&self, label: &str, value: &str) -> Result<Vec<String>, String>;
+    /// Remove an image by ID, whatever tags it carries.
+    fn remove_image(&self, id: &str) -> Result<(), String>;
+    /// The engine's image storage in bytes.
+    fn images_size(&self) -> Result<u64, String>;
     fn tag(&self, image: &str, tag: &str) -> Result<(), String>;
     /// Remove tags (errors ignored: a tag already gone is no loss).
     fn untag_all(&self, tags: &[&str]);
@@ -132,6 +138,15 @@ impl ImageEngine for crate::engines::Engine {
         timeout: Duration,
     ) -> Result<(String, Vec<String>), String> {
         self.docker.rebuild_labelled(request, labels, timeout)
+    }
+    fn images_labelled(&self, label: &str, value: &str) -> Result<Vec<String>, String> {
+        self.docker.images_labelled(label, value)
+    }
+    fn remove_image(&self, id: &str) -> Result<(), String> {
+        self.docker.remove_image(id)
+    }
+    fn images_size(&self) -> Result<u64, String> {
+        self.docker.images_size()
     }
     fn tag(&self, image: &str, tag: &str) -> Result<(), String> {
         self.docker.tag(image, tag)

@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use crate::docker::Docker;
+use crate::engine::ImageEngine;
 use crate::labels;
 use crate::manifest::{io, Manifest};
 
@@ -82,65 +82,25 @@ pub struct Pruned {
 }
 
 /// Remove the images of `repository` on this engine that are not in `keep`.
-pub fn prune(docker: &Docker, repository: &str, keep: &HashSet<String>) -> Result<Pruned, String> {
-    let before = images_size(docker)?;
-    let listed = docker.capture(&[
-        "image",
-        "ls",
-        "-a",
-        "--no-trunc",
-        "--filter",
-        &format!("label={}={repository}", labels::REPOSITORY),
-        "--format",
-        "{{.ID}}",
-    ])?;
-    let mut ids: Vec<&str> = listed
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
-    ids.sort_unstable();
-    ids.dedup();
+pub fn prune(
+    engine: &dyn ImageEngine,
+    repository: &str,
+    keep: &HashSet<String>,
+) -> Result<Pruned, String> {
+    let before = engine.images_size()?;
     let mut out = Pruned::default();
-    for id in ids {
-        if keep.contains(id) {
+    for id in engine.images_labelled(labels::REPOSITORY, repository)? {
+        if keep.contains(&id) {
             out.kept += 1;
             continue;
         }
-        // -f: our image may carry several of our tags; the label says it is ours
-        if docker.capture(&["image", "rm", "-f", id]).is_ok() {
+        // our image may carry several of our tags; the label says it is ours
+        if engine.remove_image(&id).is_ok() {
             out.removed += 1;
         }
     }
-    out.freed = before.saturating_sub(images_size(docker)?);
+    out.freed = before.saturating_sub(engine.images_size()?);
     Ok(out)
-}
-
-/// The engine's image storage in bytes.
-fn images_size(docker: &Docker) -> Result<u64, String> {
-    let s = docker.capture(&["system", "df", "--format", "{{.Type}}\t{{.Size}}"])?;
-    Ok(s.lines()
-        .filter_map(|l| l.split_once('\t'))
-        .find(|(t, _)| *t == "Images")
-        .map_or(0, |(_, size)| bytes(size)))
-}
-
-/// `2.5GB`, `853.2MB`, `0B` → bytes (docker prints decimal units).
-pub fn bytes(s: &str) -> u64 {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: f64 = n.parse().unwrap_or(0.0);
-    let mult = match unit.trim().to_ascii_uppercase().as_str() {
-        "KB" | "K" => 1e3,
-        "MB" | "M" => 1e6,
-        "GB" | "G" => 1e9,
-        "TB" | "T" => 1e12,
-        _ => 1.0,
-    };
-    (n * mult) as u64
 }
 
 /// Prune every engine; a line each to `say`. False when an engine could not be pruned.
@@ -161,7 +121,7 @@ pub fn prune_all(
     }
     let mut ok = true;
     for e in engines.iter() {
-        match prune(&e.docker, repository, &ids) {
+        match prune(e, repository, &ids) {
             Ok(p) => say(&format!(
                 "prune: engine {}: removed {} image{} of {repository} that none of the last {} run{} used, kept {}; freed {:.1} MB (build caches left alone)",
                 e.name,
@@ -187,9 +147,40 @@ mod tests {
 
     #[test]
     fn docker_sizes_are_read() {
+        use crate::docker::bytes;
         assert_eq!(bytes("2.5GB"), 2_500_000_000);
         assert_eq!(bytes("853.2MB"), 853_200_000);
         assert_eq!(bytes("0B"), 0);
+    }
+
+    /// The prune rule on an in-process engine: only this repository's images that no
+    /// kept run recorded go, whatever else the engine holds.
+    #[test]
+    fn only_this_repositorys_images_that_no_kept_run_used_go() {
+        use crate::engine::fake::FakeEngine;
+        let e = FakeEngine::default();
+        e.labelled_image("sha256:last-night", labels::REPOSITORY, "ml/conda", 100);
+        e.labelled_image("sha256:a-week-ago", labels::REPOSITORY, "ml/conda", 200);
+        e.labelled_image("sha256:other-matrix", labels::REPOSITORY, "ml/other", 400);
+        e.image("sha256:not-ours", &["debian:12"]);
+        let keep: HashSet<String> = ["sha256:last-night".to_string()].into();
+        let p = prune(&e, "ml/conda", &keep).unwrap();
+        assert_eq!(
+            p,
+            Pruned {
+                removed: 1,
+                kept: 1,
+                freed: 200
+            }
+        );
+        for still in [
+            "sha256:last-night",
+            "sha256:other-matrix",
+            "sha256:not-ours",
+        ] {
+            assert!(e.image_id(still).is_some(), "{still} was removed");
+        }
+        assert!(e.image_id("sha256:a-week-ago").is_none());
     }
 
     #[test]

@@ -317,6 +317,30 @@ pub fn pull(image: &str, platform: &str) -> Vec<String> {
     words(&["pull", "--platform", platform, image])
 }
 
+/// Every image (intermediate ones too) that carries `label=value`, by full ID.
+pub fn images_labelled(label: &str, value: &str) -> Vec<String> {
+    words(&[
+        "image",
+        "ls",
+        "-a",
+        "--no-trunc",
+        "--filter",
+        &format!("label={label}={value}"),
+        "--format",
+        "{{.ID}}",
+    ])
+}
+
+/// `image rm -f` of one image by ID (it may carry several tags).
+pub fn remove_image(id: &str) -> Vec<String> {
+    words(&["image", "rm", "-f", id])
+}
+
+/// The engine's disk use per kind (images, containers, volumes, build cache).
+pub fn disk_usage() -> Vec<String> {
+    words(&["system", "df", "--format", "{{.Type}}\t{{.Size}}"])
+}
+
 /// `image rm` of tags (an image goes with its last tag).
 pub fn untag(tags: &[&str]) -> Vec<String> {
     let mut a = words(&["image", "rm"]);

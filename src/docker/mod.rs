@@ -480,6 +480,34 @@ impl Docker {
             .collect())
     }
 
+    /// The IDs of every image (intermediate ones too) that carries `label=value`.
+    pub fn images_labelled(&self, label: &str, value: &str) -> Result<Vec<String>, String> {
+        let listed = self.capture(&command::images_labelled(label, value))?;
+        let mut ids: Vec<String> = listed
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    /// Remove an image by ID, whatever tags it carries.
+    pub fn remove_image(&self, id: &str) -> Result<(), String> {
+        self.capture(&command::remove_image(id)).map(|_| ())
+    }
+
+    /// The engine's image storage in bytes (shared layers counted once).
+    pub fn images_size(&self) -> Result<u64, String> {
+        let s = self.capture(&command::disk_usage())?;
+        Ok(s.lines()
+            .filter_map(|l| l.split_once('\t'))
+            .find(|(t, _)| *t == "Images")
+            .map_or(0, |(_, size)| bytes(size)))
+    }
+
     /// Remove many tags at once (errors ignored: a tag already gone is no loss).
     pub fn untag_all(&self, tags: &[&str]) {
         for chunk in tags.chunks(INSPECT_CHUNK) {
@@ -592,6 +620,24 @@ pub fn endpoint_is_local(ep: &str) -> bool {
         || ip
             .parse::<std::net::IpAddr>()
             .is_ok_and(|a| a.is_loopback())
+}
+
+/// `2.5GB`, `853.2MB`, `0B` → bytes (docker prints decimal units).
+pub fn bytes(s: &str) -> u64 {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: f64 = n.parse().unwrap_or(0.0);
+    let mult = match unit.trim().to_ascii_uppercase().as_str() {
+        "KB" | "K" => 1e3,
+        "MB" | "M" => 1e6,
+        "GB" | "G" => 1e9,
+        "TB" | "T" => 1e12,
+        _ => 1.0,
+    };
+    (n * mult) as u64
 }
 
 #[cfg(test)]

@@ -26,6 +26,8 @@ struct State {
     tags: BTreeMap<String, String>,
     /// image ID → labels
     labels: BTreeMap<String, BTreeMap<String, String>>,
+    /// image ID → bytes it alone holds
+    sizes: BTreeMap<String, u64>,
     /// image ID → whether it passes verification (absent: it passes)
     verdicts: HashMap<String, bool>,
     /// tag → how many of its next pushes fail
@@ -59,6 +61,16 @@ impl FakeEngine {
         for t in tags {
             s.tags.insert((*t).to_string(), id.to_string());
         }
+    }
+
+    /// An image `id` of `size` bytes with the label `key=value`, untagged.
+    pub fn labelled_image(&self, id: &str, key: &str, value: &str, size: u64) {
+        let mut s = self.st();
+        s.labels
+            .entry(id.to_string())
+            .or_default()
+            .insert(key.to_string(), value.to_string());
+        s.sizes.insert(id.to_string(), size);
     }
 
     /// `id` fails verification.
@@ -196,6 +208,29 @@ impl ImageEngine for FakeEngine {
         _: Duration,
     ) -> Result<(String, Vec<String>), String> {
         Err("the fake does not build".into())
+    }
+    fn images_labelled(&self, label: &str, value: &str) -> Result<Vec<String>, String> {
+        self.answer()?;
+        Ok(self
+            .st()
+            .labels
+            .iter()
+            .filter(|(_, l)| l.get(label).map(String::as_str) == Some(value))
+            .map(|(id, _)| id.clone())
+            .collect())
+    }
+    fn remove_image(&self, id: &str) -> Result<(), String> {
+        self.answer()?;
+        let mut s = self.st();
+        s.log.push(format!("rm {id}"));
+        s.labels.remove(id);
+        s.sizes.remove(id);
+        s.tags.retain(|_, i| i != id);
+        Ok(())
+    }
+    fn images_size(&self) -> Result<u64, String> {
+        self.answer()?;
+        Ok(self.st().sizes.values().sum())
     }
     fn tag(&self, image: &str, tag: &str) -> Result<(), String> {
         self.answer()?;
