@@ -54,21 +54,47 @@ fn runs(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
-/// What the last `keep` runs hold on to: every image ID they recorded (built, up to
-/// date, or a candidate kept after a failed verification).
-pub fn kept(history: &Path, keep: usize) -> (HashSet<String>, Vec<Manifest>) {
-    let all = runs(history);
-    let recent: Vec<Manifest> = all
-        .iter()
-        .rev()
-        .take(keep)
-        .filter_map(|p| io::read(p).ok())
-        .collect();
-    let ids = recent
-        .iter()
-        .flat_map(|m| m.cells.iter().filter_map(|c| c.image_id.clone()))
-        .collect();
-    (ids, recent)
+/// What a matrix's history says about its images.
+#[derive(Debug, Default)]
+pub struct Kept {
+    /// Every image ID the last `keep` runs recorded (built, up to date, or a candidate
+    /// kept after a failed verification): these stay.
+    pub ids: HashSet<String>,
+    /// Every image ID any run in the history recorded: only these are this matrix's to
+    /// remove (another matrix may share the repository, and its label).
+    pub ours: HashSet<String>,
+    /// How many runs the kept IDs come from.
+    pub runs: usize,
+}
+
+/// What the last `keep` runs hold on to, and what the history knows to be ours. One of
+/// those last runs that cannot be read is an error: counting the runs behind it instead
+/// would remove images it recorded. An older one that cannot be read only makes fewer
+/// images ours.
+pub fn kept(history: &Path, keep: usize) -> Result<Kept, String> {
+    let mut k = Kept::default();
+    for (n, path) in runs(history).iter().rev().enumerate() {
+        let ids = match io::read(path) {
+            Ok(m) => m.cells.into_iter().filter_map(|c| c.image_id),
+            Err(e) if n < keep => {
+                return Err(format!(
+                    "cannot read {}, one of the last {keep} runs ({e}); nothing removed, since its images could not be told apart",
+                    path.display()
+                ))
+            }
+            Err(_) => continue,
+        };
+        for id in ids {
+            if n < keep {
+                k.ids.insert(id.clone());
+            }
+            k.ours.insert(id);
+        }
+        if n < keep {
+            k.runs += 1;
+        }
+    }
+    Ok(k)
 }
 
 /// What a prune did on one engine.
@@ -81,20 +107,17 @@ pub struct Pruned {
     pub freed: u64,
 }
 
-/// Remove the images of `repository` on this engine that are not in `keep`.
-pub fn prune(
-    engine: &dyn ImageEngine,
-    repository: &str,
-    keep: &HashSet<String>,
-) -> Result<Pruned, String> {
+/// Remove the images of `repository` on this engine that this matrix's history
+/// recorded (`kept.ours`) and its last runs did not (`kept.ids`).
+pub fn prune(engine: &dyn ImageEngine, repository: &str, kept: &Kept) -> Result<Pruned, String> {
     let before = engine.images_size()?;
     let mut out = Pruned::default();
     for id in engine.images_labelled(labels::REPOSITORY, repository)? {
-        if keep.contains(&id) {
+        if kept.ids.contains(&id) || !kept.ours.contains(&id) {
             out.kept += 1;
             continue;
         }
-        // our image may carry several of our tags; the label says it is ours
+        // our image may carry several of our tags; the history says it is ours
         if engine.remove_image(&id).is_ok() {
             out.removed += 1;
         }
@@ -111,8 +134,15 @@ pub fn prune_all(
     keep: usize,
     say: &dyn Fn(&str),
 ) -> bool {
-    let (ids, runs) = kept(&history_dir(manifest), keep);
-    if runs.is_empty() {
+    let kept = match kept(&history_dir(manifest), keep) {
+        Ok(k) => k,
+        Err(e) => {
+            say(&format!("prune: {e}"));
+            return false;
+        }
+    };
+    let runs = kept.runs;
+    if runs == 0 {
         say(&format!(
             "prune: no run history beside {} yet; nothing removed",
             manifest.display()
@@ -121,14 +151,14 @@ pub fn prune_all(
     }
     let mut ok = true;
     for e in engines.iter() {
-        match prune(e, repository, &ids) {
+        match prune(e, repository, &kept) {
             Ok(p) => say(&format!(
                 "prune: engine {}: removed {} image{} of {repository} that none of the last {} run{} used, kept {}; freed {:.1} MB (build caches left alone)",
                 e.name,
                 p.removed,
                 if p.removed == 1 { "" } else { "s" },
-                runs.len(),
-                if runs.len() == 1 { "" } else { "s" },
+                runs,
+                if runs == 1 { "" } else { "s" },
                 p.kept,
                 p.freed as f64 / 1e6
             )),
@@ -153,8 +183,9 @@ mod tests {
         assert_eq!(bytes("0B"), 0);
     }
 
-    /// The prune rule on an in-process engine: only this repository's images that no
-    /// kept run recorded go, whatever else the engine holds.
+    /// The prune rule on an in-process engine: only images this matrix's history
+    /// recorded, of its repository, that no kept run recorded go, whatever else the
+    /// engine holds (another matrix's images under the same repository among them).
     #[test]
     fn only_this_repositorys_images_that_no_kept_run_used_go() {
         use crate::engine::fake::FakeEngine;
@@ -163,13 +194,21 @@ mod tests {
         e.labelled_image("sha256:a-week-ago", labels::REPOSITORY, "ml/conda", 200);
         e.labelled_image("sha256:other-matrix", labels::REPOSITORY, "ml/other", 400);
         e.image("sha256:not-ours", &["debian:12"]);
-        let keep: HashSet<String> = ["sha256:last-night".to_string()].into();
-        let p = prune(&e, "ml/conda", &keep).unwrap();
+        // another matrix that shares the repository: its image carries the same label
+        e.labelled_image("sha256:matrix-b", labels::REPOSITORY, "ml/conda", 800);
+        let kept = Kept {
+            ids: ["sha256:last-night".to_string()].into(),
+            ours: ["sha256:last-night", "sha256:a-week-ago"]
+                .map(String::from)
+                .into(),
+            runs: 1,
+        };
+        let p = prune(&e, "ml/conda", &kept).unwrap();
         assert_eq!(
             p,
             Pruned {
                 removed: 1,
-                kept: 1,
+                kept: 2,
                 freed: 200
             }
         );
@@ -195,8 +234,18 @@ mod tests {
             m.cells.push(c);
             archive(&m, &manifest).unwrap();
         }
-        let (ids, recent) = kept(&history_dir(&manifest), 2);
-        assert_eq!(recent.len(), 2);
+        let k = kept(&history_dir(&manifest), 2).unwrap();
+        assert_eq!(k.runs, 2);
+        let ids = &k.ids;
         assert!(ids.contains("sha256:3") && ids.contains("sha256:2") && !ids.contains("sha256:1"));
+        assert_eq!(k.ours.len(), 3);
+        // the newest run unreadable: nothing can be told apart
+        let newest = runs(&history_dir(&manifest)).pop().unwrap();
+        std::fs::write(&newest, "{ not json").unwrap();
+        let err = kept(&history_dir(&manifest), 2).unwrap_err();
+        assert!(err.contains("one of the last 2 runs"), "{err}");
+        // an older one unreadable only makes its images not ours
+        let k = kept(&history_dir(&manifest), 0).unwrap();
+        assert!(k.ids.is_empty() && k.ours.contains("sha256:1"), "{k:?}");
     }
 }
