@@ -202,7 +202,10 @@ impl SharedStage {
 }
 
 impl Engine<'_> {
-    fn builds(&self, platform: &str) -> bool {
+    /// Whether jobs of `platform` may be given to it (an engine that names no platform
+    /// takes any: unlike `engines::Engine::builds`, which says what a connected engine
+    /// can build).
+    fn takes_platform(&self, platform: &str) -> bool {
         self.platforms.is_empty() || self.platforms.iter().any(|p| p == platform)
     }
 }
@@ -1001,7 +1004,7 @@ impl<'a> Shared<'a> {
 /// Whether an engine may run a job: it builds the job's platform and, where the job
 /// names the engines that hold its base, is one of them.
 fn runs(eng: &Engine, j: &Job) -> bool {
-    eng.builds(&j.platform) && (j.engines.is_empty() || j.engines.contains(&eng.name))
+    eng.takes_platform(&j.platform) && (j.engines.is_empty() || j.engines.contains(&eng.name))
 }
 
 fn up_to_date(job: &Job, eng: &Engine) -> Option<Outcome> {
