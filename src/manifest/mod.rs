@@ -362,6 +362,15 @@ impl CellRecord {
 
     /// The tag its image has on its engine: the platform tag in a tag group, else the
     /// primary tag.
+    /// The tags it carries on its engine: a tag group's member its platform tag, any
+    /// other cell all its tags.
+    pub fn local_tags(&self) -> Vec<String> {
+        match &self.platform_tag {
+            Some(t) => vec![t.clone()],
+            None => self.tags.clone(),
+        }
+    }
+
     pub fn local_tag(&self) -> Option<&str> {
         self.platform_tag
             .as_deref()

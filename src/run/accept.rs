@@ -10,7 +10,6 @@ use crate::docker::BuildRequest;
 use crate::engine::{Fleet, ImageEngine};
 use crate::labels;
 use crate::manifest::{CellRecord, Manifest, Status, Verification};
-use crate::plan::Cell;
 use crate::run::events::{Listen, Phase};
 use crate::signals::Cancel;
 
@@ -25,11 +24,10 @@ pub struct Options {
     pub jobs: usize,
 }
 
-/// One cell to accept: its record, its plan cell and the candidate tag it was built
-/// under.
+/// One cell to accept: its record (which names its tags and platform) and the candidate
+/// tag it was built under.
 pub struct Candidate<'a> {
     pub record: usize,
-    pub cell: &'a Cell,
     pub candidate: String,
     /// The request it was built with, when its image carries inline cache metadata:
     /// the version labels are then added by building it again (every step cached),
@@ -136,7 +134,7 @@ impl Known {
         }
         let mut repos: Vec<String> = work
             .iter()
-            .flat_map(|c| c.cell.local_tags())
+            .flat_map(|c| man.cells[c.record].local_tags())
             .map(|t| crate::reference::split(&t).0.to_string())
             .collect();
         repos.sort();
@@ -293,8 +291,8 @@ fn accept_one(ctx: &Ctx, rec: &mut CellRecord, c: &Candidate) {
         let v = carried(previous, rec).unwrap_or_else(|| {
             let image = rec.image_id.clone().unwrap_or_else(|| c.candidate.clone());
             listen(&Phase::Verifying {
-                id: &c.cell.id,
-                tag: c.cell.local_tag(),
+                id: &rec.id,
+                tag: rec.local_tag().unwrap_or_default(),
             });
             docker.verify(
                 &image,
@@ -312,7 +310,7 @@ fn accept_one(ctx: &Ctx, rec: &mut CellRecord, c: &Candidate) {
         ok
     };
     if accepted {
-        promote(docker, known, &key, rec, c, listen);
+        promote(docker, known, &key, rec, listen);
     } else if rec.status == Status::Built {
         rec.candidate = Some(c.candidate.clone());
     }
@@ -339,25 +337,26 @@ fn record_versions(
     listen: Listen,
 ) {
     let image = rec.image_id.clone().unwrap_or_else(|| c.candidate.clone());
+    let (id, platform) = (rec.id.clone(), rec.coordinates.platform.clone());
     // printed by the build when its final step ran; read from the image otherwise
     let mut versions = std::mem::take(&mut rec.versions);
     if versions.is_empty() {
-        match docker.read_file(&image, c.cell.platform(), VERSIONS_FILE) {
+        match docker.read_file(&image, &platform, VERSIONS_FILE) {
             Ok(text) => match serde_json::from_str::<BTreeMap<String, String>>(&text) {
                 Ok(v) => versions = v,
                 Err(e) => warn(
                     listen,
-                    &c.cell.id,
+                    &id,
                     format!(
                         "warning: {}: {VERSIONS_FILE} is not a version list: {e}",
-                        c.cell.id
+                        id
                     ),
                 ),
             },
             Err(e) => warn(
                 listen,
-                &c.cell.id,
-                format!("warning: {}: cannot read {VERSIONS_FILE}: {e}", c.cell.id),
+                &id,
+                format!("warning: {}: cannot read {VERSIONS_FILE}: {e}", id),
             ),
         }
     }
@@ -374,10 +373,10 @@ fn record_versions(
             .map_err(|e| {
                 warn(
                     listen,
-                    &c.cell.id,
+                    &id,
                     format!(
                         "warning: {}: {e}; labelling it without its cache metadata",
-                        c.cell.id
+                        id
                     ),
                 );
             })
@@ -387,7 +386,7 @@ fn record_versions(
     let relabelled = match relabelled {
         Some(r) => Ok(r),
         None => docker
-            .relabel(&image, &c.candidate, c.cell.platform(), &labels)
+            .relabel(&image, &c.candidate, &platform, &labels)
             .map(|id| (id, None)),
     };
     match relabelled {
@@ -398,8 +397,8 @@ fn record_versions(
         }
         Err(e) => warn(
             listen,
-            &c.cell.id,
-            format!("warning: {}: cannot label the versions: {e}", c.cell.id),
+            &id,
+            format!("warning: {}: cannot label the versions: {e}", id),
         ),
     }
     rec.versions = versions;
@@ -475,7 +474,6 @@ fn promote(
     known: &Known,
     engine: &str,
     rec: &mut CellRecord,
-    c: &Candidate,
     listen: Listen,
 ) {
     let Some(image) = rec.image_id.clone() else {
@@ -483,19 +481,19 @@ fn promote(
     };
     // a tag group's member carries its platform tag here; its shared tags name an
     // index, which `push` makes in the registry
-    for t in &c.cell.local_tags() {
+    for t in &rec.local_tags() {
         if known.tag_is_on(docker, engine, t, &image) {
             continue;
         }
         match docker.tag(&image, t) {
             Ok(()) => {
                 listen(&Phase::Promoted {
-                    id: &c.cell.id,
+                    id: &rec.id,
                     tag: t,
                 });
                 rec.tags_added.push(t.clone());
             }
-            Err(e) => warn(listen, &c.cell.id, format!("warning: cannot tag {t}: {e}")),
+            Err(e) => warn(listen, &rec.id, format!("warning: cannot tag {t}: {e}")),
         }
     }
 }
@@ -564,7 +562,6 @@ mod promotion {
             m.cells.push(r);
             cands.push(Candidate {
                 record: i,
-                cell: c,
                 candidate,
                 rebuild: None,
             });

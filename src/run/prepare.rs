@@ -120,8 +120,9 @@ pub fn candidate_tag(c: &Cell, repository: &str) -> String {
 
 /// Everything a run needs, decided before it starts.
 pub struct Prepared<'p> {
-    /// The cell of each job (job `i` builds `cells[i]`).
-    pub cells: Vec<&'p Cell>,
+    /// The cell of each job (job `i` builds `cells[i]`), for naming shared stages
+    /// here; outside, a job's `kind` names its record, which names the rest.
+    cells: Vec<&'p Cell>,
     pub jobs: Vec<Job>,
     pub stages: Vec<SharedStage>,
     /// One record per job (same order), then the exclusions.

@@ -214,16 +214,17 @@ fn accept_cells(
     previous: Option<&Manifest>,
     cancel: &Cancel,
 ) -> Result<(), Error> {
+    // a cell's job names its record, and the record its tags and platform
     let candidates: Vec<accept::Candidate> = prepared
         .jobs
         .iter()
-        .zip(&prepared.cells)
-        .enumerate()
-        .map(|(i, (j, c))| accept::Candidate {
-            record: i,
-            cell: c,
-            candidate: j.request.tags[0].clone(),
-            rebuild: j.request.inline_cache.then_some(&j.request),
+        .filter_map(|j| match j.kind {
+            JobKind::Cell(record) => Some(accept::Candidate {
+                record,
+                candidate: j.request.tags[0].clone(),
+                rebuild: j.request.inline_cache.then_some(&j.request),
+            }),
+            JobKind::Stage(_) => None,
         })
         .collect();
     let opts = accept::Options {
