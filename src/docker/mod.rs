@@ -110,6 +110,41 @@ const INSPECT_CHUNK: usize = 200;
 /// BuildKit container on first use).
 const BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Why a docker command gave no answer, in parts for the callers that act on them (an
+/// image that is not there is not an error to report); its text is what people read.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Failure {
+    /// The client could not be started.
+    #[error("cannot run {client}: {error}")]
+    CannotRun { client: String, error: String },
+    /// The run was stopped (a signal) while it ran; it was killed.
+    #[error("cannot run {client}: {reason}")]
+    Stopped { client: String, reason: String },
+    /// The daemon did not answer in time; the client was killed.
+    #[error("{target} did not answer within {seconds}s")]
+    NoAnswer { target: String, seconds: u64 },
+    /// The client refused, saying why on stderr.
+    #[error("{stderr}")]
+    Refused { command: String, stderr: String },
+    /// The client failed without a word.
+    #[error("docker {command} exited with {status}")]
+    Exited { command: String, status: String },
+}
+
+impl Failure {
+    /// The engine answered that the image (or object) is not there.
+    pub fn is_missing(&self) -> bool {
+        matches!(self, Failure::Refused { stderr, .. }
+            if stderr.contains("No such image") || stderr.contains("No such object"))
+    }
+}
+
+impl From<Failure> for String {
+    fn from(f: Failure) -> String {
+        f.to_string()
+    }
+}
+
 /// An image an engine holds under some reference.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LocalImage {
@@ -160,11 +195,13 @@ impl Docker {
     /// `docker buildx version`: whether the client has the buildx plugin.
     pub fn buildx_version(&self) -> Result<String, String> {
         self.capture_within(&command::buildx_version(), QUERY_TIMEOUT)
+            .map_err(String::from)
     }
 
     /// Whether a buildx builder of this name exists (and answers), for this engine.
     pub fn buildx_inspect(&self, name: &str) -> Result<(), String> {
         self.capture_within(&command::buildx_inspect(name), BOOTSTRAP_TIMEOUT)
+            .map_err(String::from)
             .map(|_| ())
     }
 
@@ -183,7 +220,7 @@ impl Docker {
     /// Run a docker command that may take long (a pull, a push, a tag) and capture
     /// stdout (stderr kept for errors). Like every child the tool waits on, it is
     /// killed when the run is stopped while it runs (see `process::wait_within`).
-    pub fn capture<S: AsRef<str>>(&self, args: &[S]) -> Result<String, String> {
+    pub fn capture<S: AsRef<str>>(&self, args: &[S]) -> Result<String, Failure> {
         self.capture_within(args, TRANSFER_TIMEOUT)
     }
 
@@ -204,37 +241,45 @@ impl Docker {
         &self,
         args: &[S],
         timeout: Duration,
-    ) -> Result<String, String> {
+    ) -> Result<String, Failure> {
         let o = self.output_within(args, timeout)?;
         if o.status.success() {
             return Ok(String::from_utf8_lossy(&o.stdout).trim_end().to_string());
         }
-        let err = String::from_utf8_lossy(&o.stderr).trim().to_string();
-        Err(if err.is_empty() {
-            format!(
-                "docker {} exited with {}",
-                args.first().map_or("", AsRef::as_ref),
-                o.status
-            )
+        let command = args.first().map_or("", AsRef::as_ref).to_string();
+        let stderr = String::from_utf8_lossy(&o.stderr).trim().to_string();
+        Err(if stderr.is_empty() {
+            Failure::Exited {
+                command,
+                status: o.status.to_string(),
+            }
         } else {
-            err
+            Failure::Refused { command, stderr }
         })
     }
 
     /// The client's exit status and both outputs, whatever the status; an error only
-    /// when it cannot run or the daemon does not answer within `timeout`.
+    /// when it cannot run, the daemon does not answer within `timeout`, or the run is
+    /// stopped meanwhile.
     fn output_within<S: AsRef<str>>(
         &self,
         args: &[S],
         timeout: Duration,
-    ) -> Result<std::process::Output, String> {
+    ) -> Result<std::process::Output, Failure> {
+        let client = self.client.display().to_string();
         match process::output_within(&self.command(args), timeout) {
-            Err(err) => Err(format!("cannot run {}: {err}", self.client.display())),
-            Ok(None) => Err(format!(
-                "{} did not answer within {}s",
-                self.target(),
-                timeout.as_secs()
-            )),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Err(Failure::Stopped {
+                client,
+                reason: e.to_string(),
+            }),
+            Err(e) => Err(Failure::CannotRun {
+                client,
+                error: e.to_string(),
+            }),
+            Ok(None) => Err(Failure::NoAnswer {
+                target: self.target(),
+                seconds: timeout.as_secs(),
+            }),
             Ok(Some(o)) => Ok(o),
         }
     }
@@ -244,7 +289,9 @@ impl Docker {
     pub fn endpoint(&self) -> Result<String, String> {
         match &self.host {
             Some(h) => Ok(h.clone()),
-            None => self.capture_within(&command::endpoint(), QUERY_TIMEOUT),
+            None => self
+                .capture_within(&command::endpoint(), QUERY_TIMEOUT)
+                .map_err(String::from),
         }
     }
 
@@ -284,8 +331,8 @@ impl Docker {
     pub fn image_digest(&self, image: &str) -> Result<Option<LocalImage>, String> {
         match self.capture_within(&command::image_digests(&[image]), QUERY_TIMEOUT) {
             Ok(s) => Ok(Some(local_image(image, &s))),
-            Err(e) if e.contains("No such image") || e.contains("No such object") => Ok(None),
-            Err(e) => Err(e),
+            Err(e) if e.is_missing() => Ok(None),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -309,7 +356,7 @@ impl Docker {
         }
         let o = match self.output_within(&command::image_digests(images), QUERY_TIMEOUT) {
             Ok(o) => o,
-            Err(e) => return images.iter().map(|_| Err(e.clone())).collect(),
+            Err(e) => return images.iter().map(|_| Err(e.to_string())).collect(),
         };
         let err = String::from_utf8_lossy(&o.stderr);
         let missing: Vec<&str> = err
@@ -338,7 +385,9 @@ impl Docker {
 
     /// `docker pull` (for one platform).
     pub fn pull(&self, image: &str, platform: &str) -> Result<(), String> {
-        self.capture(&command::pull(image, platform)).map(|_| ())
+        self.capture(&command::pull(image, platform))
+            .map(|_| ())
+            .map_err(String::from)
     }
 
     pub fn image_id_and_size(&self, image: &str) -> Option<(String, u64)> {
@@ -375,6 +424,7 @@ impl Docker {
     /// Print a file of an image (see [`command::read_file`]).
     pub fn read_file(&self, image: &str, platform: &str, path: &str) -> Result<String, String> {
         self.capture(&command::read_file(image, platform, path))
+            .map_err(String::from)
     }
 
     /// A new image: `base` with these labels (no layer; a metadata-only build).
@@ -496,7 +546,9 @@ impl Docker {
 
     /// Remove an image by ID, whatever tags it carries.
     pub fn remove_image(&self, id: &str) -> Result<(), String> {
-        self.capture(&command::remove_image(id)).map(|_| ())
+        self.capture(&command::remove_image(id))
+            .map(|_| ())
+            .map_err(String::from)
     }
 
     /// The engine's image storage in bytes (shared layers counted once).
@@ -517,11 +569,15 @@ impl Docker {
 
     /// Remove a tag (the image stays while another tag or container holds it).
     pub fn untag(&self, tag: &str) -> Result<(), String> {
-        self.capture(&command::untag(&[tag])).map(|_| ())
+        self.capture(&command::untag(&[tag]))
+            .map(|_| ())
+            .map_err(String::from)
     }
 
     pub fn tag(&self, src: &str, dst: &str) -> Result<(), String> {
-        self.capture(&command::tag(src, dst)).map(|_| ())
+        self.capture(&command::tag(src, dst))
+            .map(|_| ())
+            .map_err(String::from)
     }
 
     /// Push one tag; returns the registry digest the client reports.
@@ -549,6 +605,7 @@ impl Docker {
 
     pub fn run_detached(&self, args: &[String]) -> Result<String, String> {
         self.capture(&command::run_detached(args))
+            .map_err(String::from)
     }
 
     pub fn remove_container(&self, name: &str) {
@@ -583,6 +640,7 @@ impl Docker {
 
     pub fn exec(&self, container: &str, argv: &[&str]) -> Result<String, String> {
         self.capture(&command::exec(container, argv))
+            .map_err(String::from)
     }
 
     pub fn logs(&self, container: &str) -> String {
@@ -673,5 +731,40 @@ mod tests {
             .on_this_host()
             .unwrap_err()
             .contains("run `matrix verify` on that host"));
+    }
+
+    #[test]
+    fn a_failure_reads_as_before_and_says_whether_the_image_is_missing() {
+        let missing = Failure::Refused {
+            command: "image".into(),
+            stderr: "Error response from daemon: No such image: m:1".into(),
+        };
+        assert!(missing.is_missing());
+        assert_eq!(
+            missing.to_string(),
+            "Error response from daemon: No such image: m:1"
+        );
+        let hung = Failure::NoAnswer {
+            target: "unix:///x.sock".into(),
+            seconds: 30,
+        };
+        assert!(!hung.is_missing());
+        assert_eq!(
+            String::from(hung),
+            "unix:///x.sock did not answer within 30s"
+        );
+        let silent = Failure::Exited {
+            command: "tag".into(),
+            status: "exit status: 1".into(),
+        };
+        assert_eq!(silent.to_string(), "docker tag exited with exit status: 1");
+        let stopped = Failure::Stopped {
+            client: "docker".into(),
+            reason: "interrupted by SIGTERM".into(),
+        };
+        assert_eq!(
+            stopped.to_string(),
+            "cannot run docker: interrupted by SIGTERM"
+        );
     }
 }
