@@ -150,15 +150,17 @@ pub fn process() -> &'static Cancel {
 /// a long command does (before its first `docker` query: until then a signal would
 /// take its default action, or be lost where the parent shell ignores it): the first
 /// cancels [`process`], the second hurries (and calls `on_urgent`, which kills what
-/// runs), the third exits. Installing again changes nothing; the flag is returned.
-pub fn install(on_urgent: fn()) -> Cancel {
+/// runs), the third exits. `say` tells people what each signal does (the handler runs
+/// on a thread of its own, beside whatever reporter the command has, so the command
+/// picks where those lines go). Installing again changes nothing; the flag is returned.
+pub fn install(on_urgent: fn(), say: fn(&str)) -> Cancel {
     static ONCE: std::sync::Once = std::sync::Once::new();
     let cancel = process().clone();
-    ONCE.call_once(|| spawn_handler(cancel.clone(), on_urgent));
+    ONCE.call_once(|| spawn_handler(cancel.clone(), on_urgent, say));
     cancel
 }
 
-fn spawn_handler(cancel: Cancel, on_urgent: fn()) {
+fn spawn_handler(cancel: Cancel, on_urgent: fn(), say: fn(&str)) {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     // signal-hook installs its own handler over any disposition, SIG_IGN included: a
     // SIGINT sent to a background job of a script (which starts with SIGINT ignored)
@@ -177,10 +179,10 @@ fn spawn_handler(cancel: Cancel, on_urgent: fn()) {
             let n = count.fetch_add(1, Ordering::SeqCst) + 1;
             cancel.set(Reason::Signal(s));
             match n {
-                1 => crate::term::line(&s.first_message()),
+                1 => say(&s.first_message()),
                 2 => {
                     cancel.hurry();
-                    crate::term::line(&s.urgent_message());
+                    say(&s.urgent_message());
                     on_urgent();
                 }
                 _ => {

@@ -17,7 +17,7 @@ use crate::signals;
 pub fn run(cli: &Cli, args: &BuildArgs) -> Result<Exit, Error> {
     // First of all: from here on a signal stops the run with a record of it, whatever
     // the run is doing (a hung docker query included).
-    let cancel = signals::install(runner::on_urgent);
+    let cancel = signals::install(runner::on_urgent, crate::term::line);
     let plan = load_plan(cli, &args.select)?;
     let cells = select(&plan, &args.select);
     if cells.is_empty() {
@@ -36,6 +36,7 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> Result<Exit, Error> {
         &cancel,
         |jobs, several_engines| Progress::new(progress, jobs, several_engines),
         &write_reports,
+        crate::term::line,
     )
 }
 

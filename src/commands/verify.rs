@@ -40,7 +40,7 @@ pub fn run(args: &VerifyArgs) -> Result<Exit, Error> {
                 .into(),
         ));
     }
-    let cancel = signals::install(verify::remove_all_containers);
+    let cancel = signals::install(verify::remove_all_containers, crate::term::line);
     let report = match manifest {
         Some(mut m) => {
             let which = selected(&m, &args.filters);

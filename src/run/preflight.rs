@@ -14,6 +14,9 @@ use crate::manifest::{io, DockerInfo, EngineRecord, Manifest, RunOutcome, Status
 use crate::plan::Plan;
 use crate::signals::{self, Cancel};
 
+/// Where lines for people go before the run's listener exists (the command's choice).
+pub type Say = fn(&str);
+
 /// What the steps before the builds came to.
 pub(super) enum Ready<'p> {
     Go(Connected, Prepared<'p>),
@@ -33,8 +36,9 @@ pub(super) fn ready<'p>(
     out: &Outputs,
     previous: Option<&Manifest>,
     cancel: &Cancel,
+    say: Say,
 ) -> Ready<'p> {
-    let connected = match connect(plan, o) {
+    let connected = match connect(plan, o, say) {
         _ if cancel.is_set() => return Ready::Stopped(None),
         Ok(c) => c,
         Err(e) => return Ready::Failed(e),
@@ -42,11 +46,11 @@ pub(super) fn ready<'p>(
     let prepared = (|| {
         let mut settings = prepare_settings(o, &connected.engines)?;
         check_cache(&settings.cache, &connected.engines)?;
-        check_platforms(cells, &connected.engines)?;
+        check_platforms(cells, &connected.engines, say)?;
         if cancel.is_set() {
             return Ok(None);
         }
-        settings.bases = resolve_bases(cells, &connected.engines, o.pull, previous)?;
+        settings.bases = resolve_bases(cells, &connected.engines, o.pull, previous, say)?;
         settings.recorded = recorded_hashes(previous);
         if cancel.is_set() {
             return Ok(None);
@@ -94,6 +98,7 @@ pub(super) fn stopped_before_builds(
     connected: Option<&Connected>,
     out: &Outputs,
     cancel: &Cancel,
+    say: Say,
 ) -> Result<Exit, Error> {
     let signal = cancel.signal().unwrap_or(signals::Signal::Interrupt);
     let why = format!(
@@ -131,7 +136,7 @@ pub(super) fn stopped_before_builds(
         path: out.manifest.clone(),
         source,
     })?;
-    crate::term::line(&format!(
+    say(&format!(
         "{}: stopped before any build started; {} records it",
         signal.name(),
         out.manifest.display()
@@ -187,7 +192,7 @@ impl Outputs {
     }
 }
 
-fn connect(plan: &Plan, o: &Options) -> Result<Connected, Error> {
+fn connect(plan: &Plan, o: &Options, say: Say) -> Result<Connected, Error> {
     let specs = engines::specs(
         &o.engines,
         o.context.as_deref(),
@@ -195,8 +200,7 @@ fn connect(plan: &Plan, o: &Options) -> Result<Connected, Error> {
         &[],
     )
     .map_err(Error::Usage)?;
-    // before the run's listener exists: its warnings go straight to stderr
-    let mut c = engines::connect(&o.client, o.builder, specs, o.jobs, &crate::term::line)?;
+    let mut c = engines::connect(&o.client, o.builder, specs, o.jobs, &say)?;
     c.engines
         .resolve_builders(o.builder, o.buildx_builder.as_deref())
         .map_err(Error::Preflight)?;
@@ -353,7 +357,7 @@ fn carry_over(engines: &Engines, prepared: &Prepared, previous: Option<&Manifest
 
 /// Which engine builds which of the selection's platforms, and how; a platform no
 /// engine builds stops the run before anything is built.
-fn check_platforms(cells: &[&crate::plan::Cell], engines: &Engines) -> Result<(), Error> {
+fn check_platforms(cells: &[&crate::plan::Cell], engines: &Engines, say: Say) -> Result<(), Error> {
     let mut platforms: Vec<&str> = cells.iter().map(|c| c.platform()).collect();
     platforms.sort_unstable();
     platforms.dedup();
@@ -368,7 +372,7 @@ fn check_platforms(cells: &[&crate::plan::Cell], engines: &Engines) -> Result<()
                 .map(|p| format!("{p} ({})", e.how(p)))
                 .collect();
             if !what.is_empty() {
-                crate::term::line(&format!("engine {} builds {}", e.name, what.join(", ")));
+                say(&format!("engine {} builds {}", e.name, what.join(", ")));
             }
         }
     }
@@ -402,6 +406,7 @@ fn resolve_bases(
     engines: &Engines,
     pull: bool,
     previous: Option<&Manifest>,
+    say: Say,
 ) -> Result<prepare::Bases, Error> {
     let mut keys: Vec<(String, String)> = cells
         .iter()
@@ -416,12 +421,12 @@ fn resolve_bases(
     };
     let resolved = engines::resolve_bases_quiet(engines, &keys, fetch);
     for w in &resolved.warnings {
-        crate::term::line(w);
+        say(w);
     }
     let mut out = prepare::Bases::default();
     for (key, r) in keys.into_iter().zip(resolved.bases) {
         if !r.disagree.is_empty() {
-            crate::term::line(&format!(
+            say(&format!(
                 "warning: engines {} hold another image under {} for {} than the one used ({}); its cells build elsewhere; --pull aligns them",
                 r.disagree.join(", "),
                 key.0,
@@ -448,7 +453,7 @@ fn resolve_bases(
                 .and_then(|p| p.base_digest.clone())
         });
         if let Some(b) = before.filter(|b| *b != digest) {
-            crate::term::line(&format!(
+            say(&format!(
                 "base {} ({}) moved since the last run: {} → {}",
                 key.0,
                 key.1,

@@ -32,7 +32,8 @@ const RECORD_EVERY: Duration = Duration::from_secs(2);
 pub type Reports<'a> = &'a dyn Fn(&Manifest, Option<&Manifest>, &Path) -> Vec<PathBuf>;
 
 /// Run the build of `cells`. `listener` makes the run's listener once the jobs are
-/// known (how many, and whether several engines build them).
+/// known (how many, and whether several engines build them); `say` takes the lines for
+/// people before it exists (the preflight's) and after it has closed (prune's).
 pub fn run<L: Listener>(
     plan: &Plan,
     cells: &[&Cell],
@@ -40,6 +41,7 @@ pub fn run<L: Listener>(
     cancel: &Cancel,
     listener: impl FnOnce(usize, bool) -> L,
     reports: Reports,
+    say: preflight::Say,
 ) -> Result<Exit, Error> {
     let out = Outputs::new(o);
     super::prepare::writable_dir(&out.out).map_err(Error::Preflight)?;
@@ -48,7 +50,7 @@ pub fn run<L: Listener>(
     // last night's record: where bases were, which images were verified
     let previous = io::read(&out.manifest).ok();
     let (connected, prepared) =
-        match preflight::ready(plan, cells, o, &out, previous.as_ref(), cancel) {
+        match preflight::ready(plan, cells, o, &out, previous.as_ref(), cancel, say) {
             Ready::Go(c, p) => (c, p),
             Ready::Stopped(connected) => {
                 return preflight::stopped_before_builds(
@@ -58,6 +60,7 @@ pub fn run<L: Listener>(
                     connected.as_ref(),
                     &out,
                     cancel,
+                    say,
                 )
             }
             Ready::Failed(e) => return Err(e),
@@ -103,13 +106,8 @@ pub fn run<L: Listener>(
         published,
     )?;
     if let (Some(n), false) = (o.keep, cancel.is_set()) {
-        crate::prune::prune_all(
-            engines,
-            &plan.settings.repository,
-            &out.manifest,
-            n,
-            &crate::term::line,
-        );
+        // the summary is out; what prune does is said after it, as it happens
+        crate::prune::prune_all(engines, &plan.settings.repository, &out.manifest, n, &say);
     }
     Ok(done)
 }
