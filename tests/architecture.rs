@@ -1,7 +1,8 @@
 //! The shape of the code, checked: no import cycle between the modules of one folder
 //! of `src/` (the top-level modules of `src/`, and the modules of each folder such as
-//! `src/plan/`: each only uses modules below it), and no function longer than 120
-//! lines. Test code (`#[cfg(test)]` and below) is not counted.
+//! `src/plan/`: each only uses modules below it), no function longer than 120 lines,
+//! and no module of a run's phases that writes the terminal itself. Test code
+//! (`#[cfg(test)]` and below) is not counted.
 //!
 //! A reference is any `crate::…`, `super::…` or `self::…` path, `use` groups
 //! (`use super::{a, b::C}`) included; a file depends on a sibling module when one of
@@ -408,4 +409,33 @@ fn no_function_is_longer_than_120_lines() {
         }
     }
     assert!(long.is_empty(), "functions over 120 lines: {long:#?}");
+}
+
+/// A run's phases tell their listener (or the `say` hook their command gives them);
+/// they never pick the terminal themselves: `term::`, `println!` and `eprintln!` stay
+/// out of them.
+#[test]
+fn the_phases_of_a_run_do_not_write_the_terminal() {
+    let phases = |m: &[String]| {
+        matches!(
+            m.first().map(String::as_str),
+            Some("run" | "engine" | "engines" | "signals" | "prune" | "docker")
+        )
+    };
+    let mut offenders = Vec::new();
+    for (module, path, body) in files() {
+        if !phases(&module) {
+            continue;
+        }
+        let text = code(&body);
+        for needle in ["term::", "println!", "eprintln!", "print!("] {
+            if text.contains(needle) {
+                offenders.push(format!("{} ({needle})", path.display()));
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "these write the terminal instead of telling a listener: {offenders:#?}"
+    );
 }
