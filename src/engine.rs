@@ -30,6 +30,8 @@ pub trait ImageEngine: Sync {
         &self,
         image: &str,
     ) -> Result<(BTreeMap<String, String>, Vec<String>), String>;
+    /// One label of an image (None: no such image, or no such label).
+    fn label(&self, image: &str, key: &str) -> Option<String>;
     /// One Go-template field of many images at once, by image ID (those missing left out).
     fn inspect_many(&self, images: &[&str], fields: &str) -> HashMap<String, String>;
     /// The image ID a reference names here, if any.
@@ -106,6 +108,9 @@ impl ImageEngine for crate::engines::Engine {
         image: &str,
     ) -> Result<(BTreeMap<String, String>, Vec<String>), String> {
         self.docker.labels_and_env(image)
+    }
+    fn label(&self, image: &str, key: &str) -> Option<String> {
+        self.docker.label(image, key)
     }
     fn inspect_many(&self, images: &[&str], fields: &str) -> HashMap<String, String> {
         self.docker.inspect_by_id(images, fields)

@@ -250,6 +250,44 @@ fn push_refuses_forged_tags_before_pushing_anything() {
     assert_eq!(code, 0, "a valid tag of the repository is published: {err}");
 }
 
+/// Issue 27 item 2: the image a push publishes is the one the run built (an image ID
+/// whose input-hash label is the record's), never a name the manifest gives.
+#[test]
+fn push_refuses_a_forged_image_and_tags_nothing() {
+    let e = Env::new(32013);
+    let (code, _) = e.run(&["-j", "1"]);
+    assert_eq!(code, 0);
+    let m = e.manifest();
+    let built = m["cells"][0]["image_id"].as_str().unwrap().to_string();
+    // a real image on the engine: another cell's
+    let other = m["cells"][1]["image_id"].as_str().unwrap().to_string();
+    assert_ne!(built, other);
+    for forged in ["debian:12", "--help", other.as_str()] {
+        let mut f = m.clone();
+        f["cells"][0]["image_id"] = serde_json::json!(forged);
+        std::fs::write(e.path("out/manifest.json"), f.to_string()).unwrap();
+        std::fs::write(e.path("state/calls"), "").unwrap();
+        let (code, err) = e.push(&[]);
+        assert_eq!(code, 1, "{forged}: {err}");
+        assert!(
+            err.contains("refusing to push it") && err.contains("publishing nothing"),
+            "{forged}: {err}"
+        );
+        let calls = e.calls();
+        assert!(
+            !calls
+                .lines()
+                .any(|l| l.starts_with("tag ") || l.starts_with("push ")),
+            "{forged}: {calls}"
+        );
+    }
+    let mut f = m.clone();
+    f["cells"][0]["image_id"] = serde_json::json!(built);
+    std::fs::write(e.path("out/manifest.json"), f.to_string()).unwrap();
+    let (code, err) = e.push(&[]);
+    assert_eq!(code, 0, "the image it built is published: {err}");
+}
+
 #[test]
 fn an_incomplete_set_of_shards_is_neither_merged_nor_pushed() {
     let e = Env::new(32007);

@@ -147,6 +147,10 @@ impl ImageEngine for FakeEngine {
             Vec::new(),
         ))
     }
+    fn label(&self, image: &str, key: &str) -> Option<String> {
+        let id = self.image_id(image)?;
+        self.st().labels.get(&id)?.get(key).cloned()
+    }
     fn inspect_many(&self, images: &[&str], fields: &str) -> HashMap<String, String> {
         images
             .iter()

@@ -148,6 +148,16 @@ pub fn publish(
         .into_iter()
         .filter(|i| built(&man.cells[*i]) && reachable(&man.cells[*i]))
         .collect();
+    // every image checked before the first push: a forged one stops the whole publish
+    for &i in &eligible {
+        let c = &man.cells[i];
+        if let Some(why) = engines
+            .engine(c.engine.as_deref())
+            .and_then(|d| forged(d, c))
+        {
+            return Err(format!("{why}; publishing nothing"));
+        }
+    }
     let mut all_ok = true;
     let mut pushed: Vec<(usize, Pushed)> = Vec::new();
     for phase in 0..2 {
@@ -342,13 +352,59 @@ fn push_one(
     pushed
 }
 
+/// Why the image a cell's record names is not the one the run built for it, if it is
+/// not: an image ID (never a name a manifest could point anywhere) whose input-hash
+/// label is the identity the record gives. A manifest is an input like any other: a
+/// forged or damaged one must not make us publish another image under the matrix's
+/// tags. An image that is gone from its engine is not forged (see [`pin`]).
+fn forged(docker: &dyn ImageEngine, c: &CellRecord) -> Option<String> {
+    let Some(want) = c.image_id.as_deref() else {
+        return Some(format!("cell {} records no image ID", c.id));
+    };
+    if !is_image_id(want) {
+        return Some(format!(
+            "cell {}: the manifest's image ID {want:?} is not an image ID (sha256: and 64 hex digits); refusing to push it",
+            c.id
+        ));
+    }
+    let Some(hash) = c.input_hash.as_deref() else {
+        return Some(format!(
+            "cell {} records no input hash, so its image cannot be told from another; refusing to push it",
+            c.id
+        ));
+    };
+    docker.image_id(want)?;
+    let label = docker.label(want, crate::labels::INPUT_HASH);
+    // An image that stayed current across an identity scheme keeps the label of the
+    // scheme it was built under: this cell's own image still (its cell label says so).
+    let earlier_scheme = c.status == Status::UpToDate
+        && docker.label(want, crate::labels::CELL).as_deref() == Some(c.id.as_str());
+    match label {
+        Some(h) if h == hash => None,
+        Some(_) if earlier_scheme => None,
+        label => Some(format!(
+            "cell {}: image {want} is not the one built for it (its {} label is {}, the manifest records {hash}); refusing to push it",
+            c.id,
+            crate::labels::INPUT_HASH,
+            label.as_deref().unwrap_or("missing")
+        )),
+    }
+}
+
+/// `sha256:` and 64 lowercase hex digits.
+fn is_image_id(s: &str) -> bool {
+    s.strip_prefix("sha256:")
+        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+}
+
 /// Point `tag` at the image the manifest records before pushing it: a local tag may have
 /// moved since the build (another run, a hand-made `docker tag`), and what goes out must
 /// be what was built and verified.
 fn pin(docker: &dyn ImageEngine, c: &CellRecord, tag: &str, listen: Listen) -> Result<(), String> {
-    let Some(want) = c.image_id.as_deref() else {
-        return Err(format!("cell {} records no image ID", c.id));
-    };
+    if let Some(why) = forged(docker, c) {
+        return Err(why);
+    }
+    let want = c.image_id.as_deref().unwrap_or_default();
     let have = docker.image_id(tag);
     if have.as_deref() == Some(want) {
         return Ok(());
@@ -408,15 +464,22 @@ mod tests {
 
         const REPO: &str = "reg.example:5000/ml/conda";
 
-        /// Cells `a` and `b`, built and verified as `sha256:a`/`sha256:b` on the engine
-        /// each name gives, with a primary tag and an alias each.
+        /// The image ID made of one hex digit.
+        fn iid(digit: &str) -> String {
+            format!("sha256:{}", digit.repeat(64))
+        }
+
+        /// Cells `a` and `b`, built and verified as `iid("a")`/`iid("b")` (labelled with
+        /// their input hash) on the engine each name gives, with a primary tag and an
+        /// alias each.
         fn built(fleet: &FakeFleet, on: [&str; 2]) -> Manifest {
             let mut m = Manifest::new("m.yaml", "0", None);
             m.repository = Some(REPO.into());
             for (id, engine) in ["a", "b"].into_iter().zip(on) {
                 let mut c = CellRecord::new(id, Default::default());
                 c.status = Status::Built;
-                c.image_id = Some(format!("sha256:{id}"));
+                c.image_id = Some(iid(id));
+                c.input_hash = Some(format!("hash-{id}"));
                 c.tags = vec![format!("{REPO}:{id}"), format!("{REPO}:{id}-nightly")];
                 c.engine = (!engine.is_empty()).then(|| engine.to_string());
                 c.verification = Some(crate::manifest::Verification {
@@ -424,7 +487,14 @@ mod tests {
                     ..Default::default()
                 });
                 let tags: Vec<&str> = c.tags.iter().map(String::as_str).collect();
-                fleet.get(engine).image(&format!("sha256:{id}"), &tags);
+                let e = fleet.get(engine);
+                e.labelled_image(
+                    &iid(id),
+                    crate::labels::INPUT_HASH,
+                    &format!("hash-{id}"),
+                    1,
+                );
+                e.image(&iid(id), &tags);
                 m.cells.push(c);
             }
             m
@@ -471,7 +541,7 @@ mod tests {
             );
             assert_eq!(
                 fleet.first().in_registry(&format!("{REPO}:b-nightly")),
-                Some(digest_of("sha256:b"))
+                Some(digest_of(&iid("b")))
             );
             assert!(m
                 .cells
@@ -527,12 +597,12 @@ mod tests {
             assert_eq!(publish_into(&fleet, &mut m, &opts()), Ok(true));
             assert_eq!(
                 e.in_registry(&format!("{REPO}:a")),
-                Some(digest_of("sha256:a"))
+                Some(digest_of(&iid("a")))
             );
             let log = e.log();
             let retag = log
                 .iter()
-                .position(|l| *l == format!("tag sha256:a {REPO}:a"))
+                .position(|l| *l == format!("tag {} {REPO}:a", iid("a")))
                 .expect("pointed back");
             let push = log
                 .iter()
@@ -545,7 +615,7 @@ mod tests {
         fn an_image_gone_from_its_engine_is_not_replaced_by_what_the_tag_names() {
             let fleet = FakeFleet::one();
             let mut m = built(&fleet, ["", ""]);
-            m.cells[0].image_id = Some("sha256:removed".into());
+            m.cells[0].image_id = Some(iid("c"));
             assert_eq!(publish_into(&fleet, &mut m, &opts()), Ok(false));
             assert!(fleet.first().in_registry(&format!("{REPO}:a")).is_none());
             let p = &m.cells[0].pushed[0];
@@ -553,6 +623,59 @@ mod tests {
                 !p.ok && p.error.as_deref().unwrap().contains("is gone"),
                 "{p:?}"
             );
+        }
+
+        #[test]
+        fn a_forged_image_id_in_the_manifest_is_never_tagged_or_pushed() {
+            let refused = |m: &mut Manifest, fleet: &FakeFleet, why: &str| {
+                let err = publish_into(fleet, m, &opts()).unwrap_err();
+                assert!(
+                    err.contains(why) && err.contains("publishing nothing"),
+                    "{err}"
+                );
+                let log = fleet.first().log();
+                assert!(
+                    !log.iter()
+                        .any(|l| l.starts_with("tag") || l.starts_with("push")),
+                    "{log:?}"
+                );
+            };
+            for forged in ["debian:12", "--help", "sha256:ABC"] {
+                let fleet = FakeFleet::one();
+                let mut m = built(&fleet, ["", ""]);
+                // the forged cell is the second: the first is not pushed either
+                m.cells[1].image_id = Some(forged.into());
+                refused(&mut m, &fleet, "is not an image ID");
+            }
+            // a real image on the engine, but not the one built for the cell
+            let fleet = FakeFleet::one();
+            let mut m = built(&fleet, ["", ""]);
+            fleet.first().image(&iid("d"), &[]);
+            m.cells[1].image_id = Some(iid("d"));
+            refused(&mut m, &fleet, "is not the one built for it");
+            // an up-to-date image of this very cell, labelled by an earlier identity
+            // scheme, is the cell's image still
+            let fleet = FakeFleet::one();
+            let mut m = built(&fleet, ["", ""]);
+            m.cells[1].status = Status::UpToDate;
+            m.cells[1].input_hash = Some("hash-of-the-current-scheme".into());
+            let e = fleet.first();
+            e.labelled_image(&iid("b"), crate::labels::CELL, "b", 1);
+            assert_eq!(publish_into(&fleet, &mut m, &opts()), Ok(true));
+            // …but not another cell's image
+            let fleet = FakeFleet::one();
+            let mut m = built(&fleet, ["", ""]);
+            m.cells[1].status = Status::UpToDate;
+            m.cells[1].image_id = Some(iid("a"));
+            fleet
+                .first()
+                .labelled_image(&iid("a"), crate::labels::CELL, "a", 1);
+            refused(&mut m, &fleet, "is not the one built for it");
+            // nor one whose record lost its input hash
+            let fleet = FakeFleet::one();
+            let mut m = built(&fleet, ["", ""]);
+            m.cells[1].input_hash = None;
+            refused(&mut m, &fleet, "records no input hash");
         }
 
         #[test]
