@@ -860,6 +860,31 @@ fn tos_choice(s: &Settings, gate: bool) -> &'static str {
     }
 }
 
+/// Remove the staging directories (`.NAME.XXXXXX`, see [`write`]) a killed run left
+/// in `contexts`; returns how many. Only for a caller that holds the output folder's
+/// lock: no other run can be writing there.
+pub fn clean_staging(contexts: &Path) -> usize {
+    let Ok(entries) = fs::read_dir(contexts) else {
+        return 0;
+    };
+    let mut n = 0;
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        let staging = name.starts_with('.')
+            && name[1..].rsplit_once('.').is_some_and(|(cell, tail)| {
+                !cell.is_empty()
+                    && tail.len() == 6
+                    && tail.bytes().all(|b| b.is_ascii_alphanumeric())
+            });
+        let dir = e.file_type().is_ok_and(|t| t.is_dir());
+        if staging && dir && fs::remove_dir_all(e.path()).is_ok() {
+            n += 1;
+        }
+    }
+    n
+}
+
 /// Write a context to `dir` atomically: into a sibling temp directory, then renamed
 /// over any previous one, so a crash never leaves a half-written context.
 pub fn write(ctx: &Context, dir: &Path) -> io::Result<()> {

@@ -288,6 +288,32 @@ fn push_refuses_a_forged_image_and_tags_nothing() {
     assert_eq!(code, 0, "the image it built is published: {err}");
 }
 
+/// Issue 27 item 10: the staging folders a killed run left among the contexts go with
+/// the next run; a context and a hidden file of another shape stay.
+#[test]
+fn staging_folders_a_killed_run_left_are_removed_by_the_next() {
+    let e = Env::new(32014);
+    let (code, _) = e.run(&["-j", "1", "--filter", "python=3.9"]);
+    assert_eq!(code, 0);
+    let contexts = e.path("out/contexts");
+    for left in [
+        ".py3.9-ubuntu22.04-amd64.a1B2c3",
+        ".py3.10-ubuntu22.04-amd64.ZZ9x0q",
+    ] {
+        std::fs::create_dir_all(contexts.join(left).join("conda")).unwrap();
+        std::fs::write(contexts.join(left).join("Dockerfile"), "FROM x\n").unwrap();
+    }
+    std::fs::write(contexts.join(".keep"), "").unwrap();
+    let (code, err) = e.run(&["-j", "1", "--filter", "python=3.9"]);
+    assert_eq!(code, 0, "{err}");
+    let mut left: Vec<String> = std::fs::read_dir(&contexts)
+        .unwrap()
+        .map(|d| d.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, [".keep", "py3.9-ubuntu22.04-amd64"]);
+}
+
 #[test]
 fn an_incomplete_set_of_shards_is_neither_merged_nor_pushed() {
     let e = Env::new(32007);

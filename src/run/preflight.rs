@@ -188,6 +188,8 @@ impl Outputs {
             Error::Preflight(format!("--manifest {}: {e}", self.manifest.display()))
         })?;
         io::clean_stale_temps(&manifest_dir);
+        // the lock is ours: a staging folder there is a killed run's
+        crate::render::clean_staging(&self.paths.contexts);
         Ok(())
     }
 }
