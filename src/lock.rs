@@ -31,7 +31,44 @@ impl Drop for Lock {
 
 /// Take the lock of `dir`, or say who holds it.
 pub fn acquire(dir: &Path) -> Result<Lock, String> {
-    let path = dir.join(".matrix.lock");
+    acquire_at(
+        &dir.join(".matrix.lock"),
+        &dir.display().to_string(),
+        "give this run another --out",
+    )
+}
+
+/// Take the lock of a log folder given apart from the output folder (`--log-dir`):
+/// two runs must not write each other's logs.
+pub fn acquire_logs(dir: &Path) -> Result<Lock, String> {
+    acquire_at(
+        &dir.join(".matrix.lock"),
+        &format!("the log folder {}", dir.display()),
+        "give this run another --log-dir",
+    )
+}
+
+/// Take the lock of a manifest that may live outside the output folder
+/// (`.NAME.lock` beside it): two runs with different `--out` must not both record into
+/// one manifest.
+pub fn acquire_manifest(manifest: &Path) -> Result<Lock, String> {
+    let dir = manifest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = manifest
+        .file_name()
+        .map_or_else(|| "manifest".into(), |n| n.to_string_lossy().into_owned());
+    acquire_at(
+        &dir.join(format!(".{name}.lock")),
+        &format!("the manifest {}", manifest.display()),
+        "give this run another --manifest",
+    )
+}
+
+/// Take the lock at `path` (of `what`), or say who holds it and what to do (`advice`).
+fn acquire_at(path: &Path, what: &str, advice: &str) -> Result<Lock, String> {
+    let path = path.to_path_buf();
     let mut file = File::options()
         .read(true)
         .write(true)
@@ -51,8 +88,7 @@ pub fn acquire(dir: &Path) -> Result<Lock, String> {
             format!("another matrix build (pid {pid})")
         };
         return Err(format!(
-            "{who} is using {}; wait for it to finish (e.g. `tail --pid={} -f /dev/null`) or give this run another --out",
-            dir.display(),
+            "{who} is using {what}; wait for it to finish (e.g. `tail --pid={} -f /dev/null`) or {advice}",
             if pid.is_empty() { "PID" } else { pid }
         ));
     }

@@ -189,6 +189,64 @@ fn a_second_run_in_the_same_directory_is_refused_with_the_holders_pid() {
     // another --out works alongside
     let (code, err) = e.run(&["-j", "1", "--filter", "python=3.11", "-o", "out2"]);
     assert_eq!(code, 0, "{err}");
+    // …but not into the first one's manifest, nor its log folder (issue 27 item 8)
+    for (flag, value, advice) in [
+        ("--manifest", "out/manifest.json", "another --manifest"),
+        ("--log-dir", "out/logs", "another --log-dir"),
+    ] {
+        let (code, err) = e.run(&["-j", "1", "-o", "out3", flag, value]);
+        assert_eq!(code, 4, "{flag}: {err}");
+        assert!(
+            err.contains(&format!("pid {}", first.id())) && err.contains(advice),
+            "{flag}: {err}"
+        );
+    }
+    signal(&first, libc::SIGTERM);
+    let _ = first.wait_with_output();
+}
+
+/// Two runs with their own output folders but one manifest, or one log folder given
+/// apart from both: the second is refused, naming the first.
+#[test]
+fn two_runs_never_share_a_manifest_or_a_log_folder() {
+    let e = Env::new(32015);
+    e.mode(A, "hang");
+    let first = e
+        .cmd(&[
+            "-j",
+            "1",
+            "--kill-grace",
+            "1s",
+            "--manifest",
+            "shared/manifest.json",
+            "--log-dir",
+            "shared-logs",
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the first build", || !e.leftovers().is_empty());
+    let (code, err) = e.run(&[
+        "-j",
+        "1",
+        "-o",
+        "other",
+        "--manifest",
+        "shared/manifest.json",
+    ]);
+    assert_eq!(code, 4, "{err}");
+    assert!(
+        err.contains(&format!("pid {}", first.id()))
+            && err.contains("the manifest shared/manifest.json")
+            && err.contains("another --manifest"),
+        "{err}"
+    );
+    let (code, err) = e.run(&["-j", "1", "-o", "other", "--log-dir", "shared-logs"]);
+    assert_eq!(code, 4, "{err}");
+    assert!(
+        err.contains("the log folder shared-logs") && err.contains("another --log-dir"),
+        "{err}"
+    );
     signal(&first, libc::SIGTERM);
     let _ = first.wait_with_output();
 }

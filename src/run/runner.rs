@@ -47,6 +47,9 @@ pub fn run<L: Listener>(
     super::prepare::writable_dir(&out.out).map_err(Error::Preflight)?;
     let _lock = crate::lock::acquire(&out.out).map_err(Error::Preflight)?;
     out.preflight()?;
+    // a manifest or a log folder outside the output folder is this run's alone too
+    let _manifest_lock = crate::lock::acquire_manifest(&out.manifest).map_err(Error::Preflight)?;
+    let _logs_lock = crate::lock::acquire_logs(&out.paths.logs).map_err(Error::Preflight)?;
     // last night's record: where bases were, which images were verified
     let previous = io::read(&out.manifest).ok();
     let (connected, prepared) =
