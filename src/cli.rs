@@ -226,6 +226,11 @@ pub struct ReportArgs {
     /// A previous run's manifest: the report says what changed since.
     #[arg(long, value_name = "MANIFEST")]
     pub previous: Option<PathBuf>,
+    /// The run's log folder, where the failed builds' last lines are read (default:
+    /// `logs/` beside the manifest; give the build's --log-dir if it had one). No log
+    /// is read from anywhere else.
+    #[arg(long, value_name = "DIR")]
+    pub log_dir: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -372,6 +372,68 @@ fn staging_folders_a_killed_run_left_are_removed_by_the_next() {
     assert_eq!(left, [".keep", "py3.9-ubuntu22.04-amd64"]);
 }
 
+/// Issue 27 item 1: the log a failed cell's record names is read only from the run's
+/// log folder, as a regular file, bounded: a forged manifest cannot put another file
+/// (nor the environment) into the report, nor make it read for ever or hang.
+#[test]
+fn a_report_reads_no_log_outside_the_runs_log_folder() {
+    let e = Env::new(32016);
+    e.mode(A, "fail");
+    let (code, _) = e.run(&["-j", "1"]);
+    assert_eq!(code, 1);
+    let m = e.manifest();
+    let i = m["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|c| c["id"] == A)
+        .unwrap();
+    let fifo = e.path("out/logs/fifo.log");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo on a path the test owns.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    for forged in [
+        "/etc/passwd",
+        "/proc/self/environ",
+        "/dev/zero",
+        fifo.to_str().unwrap(),
+    ] {
+        let mut f = m.clone();
+        f["cells"][i]["log"] = serde_json::json!(forged);
+        std::fs::write(e.path("out/manifest.json"), f.to_string()).unwrap();
+        let t = Instant::now();
+        let out = e
+            .matrix(&["report", "out/manifest.json"])
+            .env("CI_REGISTRY_PASSWORD", "s3cret-in-the-environment")
+            .output()
+            .unwrap();
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "{forged}: {:?}",
+            t.elapsed()
+        );
+        assert_eq!(out.status.code(), Some(0), "{forged}");
+        let html = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            !html.contains("root:"),
+            "{forged}: /etc/passwd in the report"
+        );
+        assert!(
+            !html.contains("s3cret"),
+            "{forged}: the environment in the report"
+        );
+        assert!(html.len() < 2_000_000, "{forged}: {} bytes", html.len());
+    }
+    // the run's own log is shown
+    std::fs::write(e.path("out/manifest.json"), m.to_string()).unwrap();
+    let out = e.matrix(&["report", "out/manifest.json"]).output().unwrap();
+    let html = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        html.contains("E: something broke"),
+        "the failure's own log: {html}"
+    );
+}
+
 #[test]
 fn an_incomplete_set_of_shards_is_neither_merged_nor_pushed() {
     let e = Env::new(32007);

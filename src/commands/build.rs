@@ -85,7 +85,12 @@ fn options(plan: &Plan, args: &BuildArgs) -> Options {
 
 /// report.html and report.md beside the manifest (derived from it: a failure to
 /// write them is said, and does not change how the run ended). Returns those written.
-fn write_reports(m: &Manifest, previous: Option<&Manifest>, manifest_path: &Path) -> Vec<PathBuf> {
+fn write_reports(
+    m: &Manifest,
+    previous: Option<&Manifest>,
+    manifest_path: &Path,
+    logs: &Path,
+) -> Vec<PathBuf> {
     let mut written = Vec::new();
     let dir = manifest_path
         .parent()
@@ -96,7 +101,7 @@ fn write_reports(m: &Manifest, previous: Option<&Manifest>, manifest_path: &Path
         ("report.md", crate::cli::ReportFormat::Markdown),
     ] {
         let path = dir.join(name);
-        let text = super::report::render(format, m, previous, manifest_path);
+        let text = super::report::render(format, m, previous, manifest_path, logs);
         match io::write_text(&path, &text) {
             Ok(()) => written.push(path),
             Err(e) => crate::term::line(&format!("warning: cannot write {}: {e}", path.display())),

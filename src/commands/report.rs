@@ -18,7 +18,11 @@ pub fn run(args: &ReportArgs) -> Result<Exit, Error> {
         Some(p) if p.extension().is_some_and(|e| e == "md") => ReportFormat::Markdown,
         _ => ReportFormat::Html,
     });
-    let text = render(format, &m, previous.as_ref(), &args.manifest);
+    let logs = args
+        .log_dir
+        .clone()
+        .unwrap_or_else(|| html::logs_beside(&args.manifest));
+    let text = render(format, &m, previous.as_ref(), &args.manifest, &logs);
     match &args.output {
         Some(path) => {
             io::write_text(path, &text).map_err(|e| Error::write(path, e))?;
@@ -29,15 +33,17 @@ pub fn run(args: &ReportArgs) -> Result<Exit, Error> {
     Ok(Exit::Success)
 }
 
-/// The report of a manifest in one format.
+/// The report of a manifest in one format; failed builds' logs are read from `logs`
+/// (the run's log folder) only.
 pub fn render(
     format: ReportFormat,
     m: &Manifest,
     previous: Option<&Manifest>,
     path: &Path,
+    logs: &Path,
 ) -> String {
     match format {
-        ReportFormat::Html => html::page(m, previous, path),
+        ReportFormat::Html => html::page_with_logs(m, previous, path, logs),
         ReportFormat::Markdown => markdown::summary(m, previous),
     }
 }

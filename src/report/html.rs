@@ -73,9 +73,31 @@ nav ul{display:flex;flex-wrap:wrap;gap:1rem;list-style:none;padding:0;margin:.2r
 @media print{nav{display:none}details.detail{break-inside:avoid}}
 "#;
 
-/// The page of a run; `previous` adds what changed since, and `path` (the manifest's
-/// path) is where relative log paths are looked for when the current directory lacks them.
+/// The page of a run; `previous` adds what changed since, and `path` is the manifest's
+/// path. The failed builds' logs are read from the run's log folder beside it
+/// (`logs/`); see [`page_with_logs`].
 pub fn page(m: &Manifest, previous: Option<&Manifest>, path: &Path) -> String {
+    page_with_logs(m, previous, path, &logs_beside(path))
+}
+
+/// The log folder of a run whose manifest is `manifest` and that had no `--log-dir`.
+pub fn logs_beside(manifest: &Path) -> PathBuf {
+    manifest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .join("logs")
+}
+
+/// [`page`], with the failed builds' logs read from `logs` only: a manifest is an input
+/// like any other, and the log paths it names must not make the report show another
+/// file (`/etc/passwd`, `/proc/self/environ`) or hang on a FIFO.
+pub fn page_with_logs(
+    m: &Manifest,
+    previous: Option<&Manifest>,
+    path: &Path,
+    logs: &Path,
+) -> String {
     let grid = facts::grid(m);
     let mut h = String::with_capacity(16 * 1024 + m.cells.len() * 2048);
     head(&mut h, m);
@@ -96,7 +118,7 @@ pub fn page(m: &Manifest, previous: Option<&Manifest>, path: &Path) -> String {
     }
     grid_section(&mut h, &grid);
     indexes_section(&mut h, m);
-    cells_section(&mut h, &grid, path);
+    cells_section(&mut h, &grid, logs);
     h.push_str("</main>\n</body>\n</html>\n");
     h
 }
@@ -393,7 +415,7 @@ fn grid_entry(h: &mut String, c: &CellRecord, several: bool) {
     h.push_str("</a>");
 }
 
-fn cells_section(h: &mut String, g: &Grid, path: &Path) {
+fn cells_section(h: &mut String, g: &Grid, logs: &Path) {
     h.push_str(
         "<section id=\"cells\" aria-labelledby=\"cells-h\">\n<h2 id=\"cells-h\">Cells</h2>\n",
     );
@@ -410,14 +432,14 @@ fn cells_section(h: &mut String, g: &Grid, path: &Path) {
             let _ = writeln!(h, "<h3><code>{}</code></h3>", esc(&k.base));
         }
         for c in r.slots.iter().flatten() {
-            cell_details(h, c, path);
+            cell_details(h, c, logs);
         }
     }
     h.push_str("</section>\n");
 }
 
 /// A cell's details: closed, except for failures, which are what people come for.
-fn cell_details(h: &mut String, c: &CellRecord, path: &Path) {
+fn cell_details(h: &mut String, c: &CellRecord, logs: &Path) {
     let w = facts::word(c);
     let open = if facts::is_failure(w) { " open" } else { "" };
     let _ = writeln!(
@@ -432,7 +454,7 @@ fn cell_details(h: &mut String, c: &CellRecord, path: &Path) {
     versions(h, c);
     verification(h, c);
     if facts::is_failure(w) || c.status == crate::manifest::Status::Cancelled {
-        failure(h, c, path);
+        failure(h, c, logs);
     }
     h.push_str("</details>\n");
 }
@@ -649,9 +671,9 @@ fn verification(h: &mut String, c: &CellRecord) {
 
 /// What someone fixing a failure needs: the end of its log and the command that
 /// reproduces it.
-fn failure(h: &mut String, c: &CellRecord, path: &Path) {
+fn failure(h: &mut String, c: &CellRecord, logs: &Path) {
     match &c.log {
-        Some(log) => match log_tail(log, path) {
+        Some(log) => match log_tail(log, logs) {
             Ok((found, lines)) => {
                 let _ = writeln!(
                     h,
@@ -676,40 +698,52 @@ fn failure(h: &mut String, c: &CellRecord, path: &Path) {
     }
 }
 
-/// The last lines of a log. A relative path is looked for in the current directory
-/// (where `matrix build` ran, usually) and then beside the manifest's directory
-/// (`out/logs/x.log` for `out/manifest.json`), for a report made elsewhere.
-fn log_tail(log: &str, manifest: &Path) -> Result<(PathBuf, Vec<String>), String> {
-    let p = Path::new(log);
-    let mut tries = vec![p.to_path_buf()];
-    if p.is_relative() {
-        if let Some(root) = manifest.parent().and_then(Path::parent) {
-            if !root.as_os_str().is_empty() {
-                tries.push(root.join(p));
-            }
-        }
+/// The last lines of a log, read only from the run's log folder `logs`: the file of
+/// that name there (`<id>.log`), a regular file (not a link, a device or a FIFO), and
+/// no more than its last bytes.
+fn log_tail(log: &str, logs: &Path) -> Result<(PathBuf, Vec<String>), String> {
+    let name = Path::new(log)
+        .file_name()
+        .filter(|n| n.to_string_lossy().ends_with(".log"))
+        .ok_or_else(|| {
+            format!("The build log {log:?} is not a log of this run; it is not shown.")
+        })?;
+    let path = logs.join(name);
+    let meta = std::fs::symlink_metadata(&path).map_err(|e| {
+        format!(
+            "The build log could not be read ({e}; looked at {}).",
+            path.display()
+        )
+    })?;
+    if !meta.file_type().is_file() {
+        return Err(format!(
+            "The build log {} is not a regular file; it is not shown.",
+            path.display()
+        ));
     }
-    let mut last_err = String::new();
-    for t in &tries {
-        match read_tail(t) {
-            Ok(lines) => return Ok((t.clone(), lines)),
-            Err(e) => last_err = e.to_string(),
-        }
-    }
-    let looked: Vec<String> = tries.iter().map(|t| t.display().to_string()).collect();
-    Err(format!(
-        "The build log could not be read ({last_err}; looked at {}).",
-        looked.join(", ")
-    ))
+    read_tail(&path)
+        .map(|lines| (path.clone(), lines))
+        .map_err(|e| {
+            format!(
+                "The build log could not be read ({e}; looked at {}).",
+                path.display()
+            )
+        })
 }
 
 fn read_tail(path: &Path) -> std::io::Result<Vec<String>> {
-    let mut f = std::fs::File::open(path)?;
+    use std::os::unix::fs::OpenOptionsExt;
+    // no blocking on a FIFO swapped in after the check, no following a link
+    let mut f = std::fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(path)?;
     let len = f.metadata()?.len();
     let start = len.saturating_sub(LOG_TAIL_BYTES);
     f.seek(SeekFrom::Start(start))?;
     let mut buf = Vec::new();
-    f.read_to_end(&mut buf)?;
+    // bounded whatever the file claims its length is
+    f.take(LOG_TAIL_BYTES).read_to_end(&mut buf)?;
     let text = String::from_utf8_lossy(&buf);
     let mut lines: Vec<&str> = text.lines().collect();
     if start > 0 && !lines.is_empty() {
@@ -770,15 +804,34 @@ mod tests {
     }
 
     #[test]
-    fn logs_are_found_beside_the_manifest_directory() {
+    fn logs_are_read_only_from_the_runs_log_folder() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("out/logs")).unwrap();
-        std::fs::write(dir.path().join("out/logs/c.log"), "one\ntwo\n").unwrap();
-        let manifest = dir.path().join("out/manifest.json");
-        let (found, lines) = log_tail("out/logs/c.log", &manifest).unwrap();
-        assert_eq!(found, dir.path().join("out/logs/c.log"));
+        let logs = dir.path().join("out/logs");
+        std::fs::create_dir_all(&logs).unwrap();
+        std::fs::write(logs.join("c.log"), "one\ntwo\n").unwrap();
+        let (found, lines) = log_tail("out/logs/c.log", &logs).unwrap();
+        assert_eq!(found, logs.join("c.log"));
         assert_eq!(lines, ["one", "two"]);
-        let e = log_tail("out/logs/missing.log", &manifest).unwrap_err();
+        let e = log_tail("out/logs/missing.log", &logs).unwrap_err();
         assert!(e.contains("could not be read"), "{e}");
+        // what a forged manifest could name instead
+        for forged in [
+            "/etc/passwd",
+            "/proc/self/environ",
+            "/dev/zero",
+            "../../etc",
+        ] {
+            let e = log_tail(forged, &logs).unwrap_err();
+            assert!(e.contains("not a log of this run"), "{forged}: {e}");
+        }
+        std::os::unix::fs::symlink("/etc/hostname", logs.join("link.log")).unwrap();
+        let e = log_tail("link.log", &logs).unwrap_err();
+        assert!(e.contains("not a regular file"), "{e}");
+        let fifo = logs.join("fifo.log");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo on a path we own.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = log_tail("fifo.log", &logs).unwrap_err();
+        assert!(e.contains("not a regular file"), "{e}");
     }
 }

@@ -28,8 +28,9 @@ use crate::signals::{Cancel, Reason};
 const RECORD_EVERY: Duration = Duration::from_secs(2);
 
 /// Writes the reports derived from a finished manifest (`report.html`, `report.md`)
-/// beside it, given the run it replaces; returns those written.
-pub type Reports<'a> = &'a dyn Fn(&Manifest, Option<&Manifest>, &Path) -> Vec<PathBuf>;
+/// beside it (its path, the run it replaces, the run's log folder); returns those
+/// written.
+pub type Reports<'a> = &'a dyn Fn(&Manifest, Option<&Manifest>, &Path, &Path) -> Vec<PathBuf>;
 
 /// Run the build of `cells`. `listener` makes the run's listener once the jobs are
 /// known (how many, and whether several engines build them); `say` takes the lines for
@@ -99,15 +100,13 @@ pub fn run<L: Listener>(
     // every cell built: nothing was published.
     let published = !o.push || cancel.is_set() || push(o, engines, &mut recorder, reporter);
     remove_leftovers(engines, recorder.manifest(), reporter);
-    let done = finish(
-        recorder,
-        reporter,
-        reports,
-        cancel,
-        &out.manifest,
-        previous.as_ref(),
+    let end = End {
+        manifest: &out.manifest,
+        logs: &out.paths.logs,
+        previous: previous.as_ref(),
         published,
-    )?;
+    };
+    let done = finish(recorder, reporter, reports, cancel, &end)?;
     if let (Some(n), false) = (o.keep, cancel.is_set()) {
         // the summary is out; what prune does is said after it, as it happens
         crate::prune::prune_all(engines, &plan.settings.repository, &out.manifest, n, &say);
@@ -366,14 +365,24 @@ fn remove_leftovers(engines: &Engines, m: &Manifest, reporter: &mut dyn Listener
 
 /// The run's outcome into the manifest, the last write (a failure to record is an
 /// I/O error that names the stale file), the summary and the exit.
+/// What the last phase needs to know of the run besides its record.
+struct End<'a> {
+    /// Where the manifest is (the reports and history go beside it).
+    manifest: &'a Path,
+    /// The run's log folder.
+    logs: &'a Path,
+    /// The run this one replaces.
+    previous: Option<&'a Manifest>,
+    /// Whether everything that should have been published was.
+    published: bool,
+}
+
 fn finish(
     mut recorder: Recorder,
     reporter: &mut dyn Listener,
     reports: Reports,
     cancel: &Cancel,
-    manifest_path: &Path,
-    previous: Option<&Manifest>,
-    published: bool,
+    end: &End,
 ) -> Result<Exit, Error> {
     let outcome = match cancel.reason() {
         Some(Reason::Signal(s)) => RunOutcome::Interrupted {
@@ -387,9 +396,9 @@ fn finish(
     };
     let written = recorder.close(outcome);
     let m = recorder.manifest();
-    let reports = reports(m, previous, manifest_path);
+    let reports = reports(m, end.previous, end.manifest, end.logs);
     if written.is_ok() {
-        if let Err(e) = crate::prune::archive(m, manifest_path) {
+        if let Err(e) = crate::prune::archive(m, end.manifest) {
             reporter.phase(&Phase::Warning {
                 id: None,
                 text: format!("warning: cannot keep this run in history/: {e}"),
@@ -398,7 +407,7 @@ fn finish(
     }
     let result = match (written, cancel.signal()) {
         (Err(source), _) => Err(Error::StaleManifest {
-            path: manifest_path.to_path_buf(),
+            path: end.manifest.to_path_buf(),
             source,
         }),
         (Ok(()), Some(s)) => Ok(Exit::Stopped(s)),
@@ -410,12 +419,12 @@ fn finish(
                 ) || c.verification.as_ref().is_some_and(|v| !v.ok)
                     || c.pushed.iter().any(|p| !p.ok)
             });
-            Ok(Exit::from_ok(!bad && published))
+            Ok(Exit::from_ok(!bad && end.published))
         }
     };
     let code = result.as_ref().map_or_else(Error::exit_code, |e| e.code());
     let reports: Vec<&Path> = reports.iter().map(PathBuf::as_path).collect();
-    reporter.run_finished(m, manifest_path, &reports, code);
+    reporter.run_finished(m, end.manifest, &reports, code);
     result
 }
 
