@@ -598,7 +598,11 @@ fn ci_stops_only_the_daemon_it_started() {
     )
     .unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/stop-dockerd.sh");
-    let out = Command::new(&script).arg(&data).output().unwrap();
+    let out = Command::new(&script)
+        .arg(&data)
+        .env_remove("IMAGE_MATRIX_DAEMON_OWNER")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     assert!(
         unrelated.try_wait().unwrap().is_none(),
@@ -606,10 +610,66 @@ fn ci_stops_only_the_daemon_it_started() {
     );
     assert!(!root.path().join("docker.started-by-image-matrix").exists());
     // nothing recorded: nothing stopped
-    let out = Command::new(&script).arg(&data).output().unwrap();
+    let out = Command::new(&script)
+        .arg(&data)
+        .env_remove("IMAGE_MATRIX_DAEMON_OWNER")
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("no daemon was started"));
     let _ = unrelated.kill();
     let _ = unrelated.wait();
+}
+
+/// Issue 27 item 13: a daemon the nightly script started (no owner) is not the CI
+/// run's to stop, though it is a live dockerd; the one started for this run is.
+#[test]
+fn ci_leaves_running_the_daemon_another_script_started() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("docker");
+    let mark = root.path().join("docker.started-by-image-matrix");
+    // a process whose name is dockerd: `sleep` under that name
+    let fake = root.path().join("dockerd");
+    std::fs::copy(
+        String::from_utf8(
+            Command::new("sh")
+                .args(["-c", "command -v sleep"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap()
+        .trim(),
+        &fake,
+    )
+    .unwrap();
+    let mut daemon = Command::new(&fake).arg("30").spawn().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/stop-dockerd.sh");
+    std::fs::write(&mark, format!("{}\n\n", daemon.id())).unwrap();
+    let out = Command::new(&script)
+        .arg(&data)
+        .env("IMAGE_MATRIX_DAEMON_OWNER", "ci-1-2")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("leaving it running"), "{said}");
+    assert!(
+        daemon.try_wait().unwrap().is_none(),
+        "the nightly's daemon lives"
+    );
+    assert!(mark.exists(), "its record stays for whoever started it");
+    // started for this run: stopped (reaped as it ends, so the script sees it gone)
+    std::fs::write(&mark, format!("{}\nci-1-2\n", daemon.id())).unwrap();
+    let reaper = std::thread::spawn(move || daemon.wait().unwrap());
+    let out = Command::new(&script)
+        .arg(&data)
+        .env("IMAGE_MATRIX_DAEMON_OWNER", "ci-1-2")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("stopped dockerd"));
+    let status = reaper.join().unwrap();
+    assert!(!status.success(), "killed: {status}");
+    assert!(!mark.exists());
 }
 
 #[test]
