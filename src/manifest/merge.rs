@@ -12,8 +12,16 @@ use crate::plan::axes::short;
 /// files. A set that does not cover the whole selection (a shard missing) is refused
 /// unless `allow_partial`.
 pub fn merge(inputs: Vec<(String, Manifest)>, allow_partial: bool) -> Result<Manifest, String> {
+    for (name, m) in &inputs {
+        check_one(name, m)?;
+    }
     let mut it = inputs.into_iter();
     let (first_name, mut out) = it.next().ok_or("nothing to merge")?;
+    let mut engine_from: HashMap<String, String> = out
+        .engines
+        .iter()
+        .map(|e| (e.name.clone(), first_name.clone()))
+        .collect();
     let mut origin: HashMap<String, (String, usize)> = out
         .cells
         .iter()
@@ -36,11 +44,24 @@ pub fn merge(inputs: Vec<(String, Manifest)>, allow_partial: bool) -> Result<Man
                 out.shards.push(s);
             }
         }
-        // Engines are named per shard run; keep each name once (the first shard's
-        // target), since a cell records only the name.
+        // Engines are named per shard run, and a cell records only the name: one name
+        // must reach one engine in every shard, or push would ask the wrong one.
         for e in m.engines {
-            if !out.engines.iter().any(|x| x.name == e.name) {
-                out.engines.push(e);
+            match out.engines.iter().find(|x| x.name == e.name) {
+                Some(x) if x.target != e.target => {
+                    return Err(format!(
+                        "engine {} is {} in {} but {} in {name}; one name must reach one engine in every shard (give them different names); refusing to merge",
+                        e.name,
+                        x.target,
+                        engine_from.get(&e.name).map_or("", String::as_str),
+                        e.target
+                    ))
+                }
+                Some(_) => {}
+                None => {
+                    engine_from.insert(e.name.clone(), name.clone());
+                    out.engines.push(e);
+                }
             }
         }
         for c in m.cells {
@@ -70,6 +91,70 @@ pub fn merge(inputs: Vec<(String, Manifest)>, allow_partial: bool) -> Result<Man
         ));
     }
     Ok(out)
+}
+
+/// One input on its own: each cell once, only cells its run planned (when it names
+/// them), and every digest a digest. A manifest is an input like any other (CI passes
+/// it between jobs); what push later trusts is checked here first.
+fn check_one(name: &str, m: &Manifest) -> Result<(), String> {
+    let mut seen = std::collections::HashSet::new();
+    for c in &m.cells {
+        if !seen.insert(c.id.as_str()) {
+            return Err(format!(
+                "{name} records cell {} twice; refusing to merge",
+                c.id
+            ));
+        }
+        let planned = m.planned.is_empty()
+            || c.status == crate::manifest::Status::Excluded
+            || m.planned.contains(&c.id);
+        if !planned {
+            return Err(format!(
+                "{name} records cell {}, which its run did not plan (not in `planned`); refusing to merge",
+                c.id
+            ));
+        }
+        let digests = c
+            .image_id
+            .iter()
+            .map(|d| ("image_id", d))
+            .chain(c.parent_digest.iter().map(|d| ("parent_digest", d)))
+            .chain(
+                c.pushed
+                    .iter()
+                    .filter_map(|p| p.digest.as_ref())
+                    .map(|d| ("pushed digest", d)),
+            );
+        for (what, d) in digests {
+            if !is_digest(d) {
+                return Err(format!(
+                    "{name}: cell {}'s {what} {d:?} is not a digest (sha256: and 64 hex digits); refusing to merge",
+                    c.id
+                ));
+            }
+        }
+    }
+    for i in &m.indexes {
+        let digests = i
+            .digest
+            .iter()
+            .chain(i.platforms.iter().filter_map(|p| p.digest.as_ref()));
+        for d in digests {
+            if !is_digest(d) {
+                return Err(format!(
+                    "{name}: index {}'s digest {d:?} is not a digest (sha256: and 64 hex digits); refusing to merge",
+                    i.group
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `sha256:` and 64 lowercase hex digits.
+pub fn is_digest(s: &str) -> bool {
+    s.strip_prefix("sha256:")
+        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
 }
 
 fn check_same_run(
@@ -150,6 +235,59 @@ mod tests {
         let e = merge(vec![("1.json".into(), a), ("3.json".into(), other)], false).unwrap_err();
         assert!(e.contains("3.json was built from another matrix"), "{e}");
         assert!(merge(Vec::new(), false).is_err());
+    }
+
+    /// Issue 27 item 4: what a forged or damaged shard manifest could slip in.
+    #[test]
+    fn forged_shards_are_refused_by_name() {
+        let planned: Vec<String> = ["a", "b"].iter().map(|s| s.to_string()).collect();
+        let with = |cells: &[(&str, Status)]| {
+            let mut m = shard("s", cells);
+            m.planned.clone_from(&planned);
+            m
+        };
+        let (a, b) = (with(&[("a", Status::Built)]), with(&[("b", Status::Built)]));
+        // a cell the run never planned
+        let extra = with(&[("b", Status::Built), ("evil", Status::Built)]);
+        let e = merge(vec![("1".into(), a.clone()), ("2".into(), extra)], false).unwrap_err();
+        assert!(
+            e.contains("2 records cell evil, which its run did not plan"),
+            "{e}"
+        );
+        // one cell twice in one manifest
+        let twice = with(&[("b", Status::Built), ("b", Status::Built)]);
+        let e = merge(vec![("1".into(), a.clone()), ("2".into(), twice)], false).unwrap_err();
+        assert!(e.contains("2 records cell b twice"), "{e}");
+        // a digest that is not one
+        let mut bad = b.clone();
+        bad.cells[0].image_id = Some("--help".into());
+        let e = merge(vec![("1".into(), a.clone()), ("2".into(), bad)], false).unwrap_err();
+        assert!(e.contains("image_id \"--help\" is not a digest"), "{e}");
+        // one engine name, two targets
+        let rec = |target: &str| crate::manifest::EngineRecord {
+            name: "builder".into(),
+            target: crate::config::engine::Target::Host(target.into()),
+            jobs: 1,
+            server: String::new(),
+            down: None,
+            platforms: Vec::new(),
+            buildx_builder: None,
+        };
+        let (mut a2, mut b2) = (a.clone(), b.clone());
+        a2.engines = vec![rec("ssh://ci@build-1")];
+        b2.engines = vec![rec("tcp://attacker.example:2375")];
+        let e = merge(vec![("1".into(), a2.clone()), ("2".into(), b2)], false).unwrap_err();
+        assert!(
+            e.contains(
+                "engine builder is ssh://ci@build-1 in 1 but tcp://attacker.example:2375 in 2"
+            ),
+            "{e}"
+        );
+        // the honest pair merges
+        let mut b3 = b.clone();
+        b3.engines = vec![rec("ssh://ci@build-1")];
+        b3.cells[0].image_id = Some(format!("sha256:{}", "ab".repeat(32)));
+        assert!(merge(vec![("1".into(), a2), ("2".into(), b3)], false).is_ok());
     }
 
     #[test]
