@@ -405,6 +405,21 @@ pub fn specs(
             ));
         }
     }
+    // a manifest is an input like any other: its targets pass the checks --engine's do
+    // (a name re-pointed with --engine is not looked at)
+    for r in recorded
+        .iter()
+        .filter(|r| !flags.iter().any(|f| f.name == r.name))
+    {
+        crate::config::engine::check_name(&r.name)
+            .and_then(|()| check_recorded_target(&r.target))
+            .map_err(|e| {
+                format!(
+                    "the manifest's engine {}: {e}; re-point it with --engine {}=TARGET",
+                    r.name, r.name
+                )
+            })?;
+    }
     let mut specs: Vec<EngineSpec> = recorded
         .iter()
         .map(|r| EngineSpec {
@@ -434,6 +449,21 @@ pub fn specs(
         });
     }
     Ok(specs)
+}
+
+/// A recorded target as `--engine` would take it.
+fn check_recorded_target(t: &Target) -> Result<(), String> {
+    match t {
+        Target::Default => Ok(()),
+        Target::Host(h) => match crate::config::engine::parse_target(h)? {
+            Target::Host(_) => Ok(()),
+            _ => Err(format!("`{h}` is not a DOCKER_HOST URL")),
+        },
+        Target::Context(c) => match crate::config::engine::parse_target(c)? {
+            Target::Context(_) => Ok(()),
+            _ => Err(format!("`{c}` is not a docker context name")),
+        },
+    }
 }
 
 /// The client that reaches an engine.
@@ -669,5 +699,37 @@ mod tests {
         let s = specs(&flags(&["b=unix:///moved.sock"]), None, &[], &recorded).unwrap();
         assert_eq!(names(&s), ["a=unix:///a.sock", "b=unix:///moved.sock"]);
         assert_eq!(s[0].jobs, Some(3));
+    }
+
+    /// Issue 27 item 3: a manifest's engine targets pass --engine's checks, unless the
+    /// name is re-pointed.
+    #[test]
+    fn a_manifests_engine_targets_are_checked_like_the_flags() {
+        for bad in [
+            "ssh://-oProxyCommand=sh -c id x",
+            "ssh://-oProxyCommand=id",
+            "ssh://ci@-oProxyCommand=id",
+            "http://x",
+            "a context; rm -rf",
+        ] {
+            let mut r = rec("b", "unix:///b.sock");
+            r.target = if bad.contains("://") {
+                Target::Host(bad.into())
+            } else {
+                Target::Context(bad.into())
+            };
+            let e = specs(&[], None, &[], &[r.clone()]).unwrap_err();
+            assert!(
+                e.contains("the manifest's engine b") && e.contains("--engine b="),
+                "{bad}: {e}"
+            );
+            // re-pointed by the user: the recorded target is not used
+            assert!(
+                specs(&flags(&["b=unix:///ok.sock"]), None, &[], &[r]).is_ok(),
+                "{bad}"
+            );
+        }
+        assert!(crate::config::engine::parse_target("ssh://-oProxyCommand=id").is_err());
+        assert!(crate::config::engine::parse_target("ssh://ci@build-1.internal").is_ok());
     }
 }

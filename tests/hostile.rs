@@ -434,6 +434,33 @@ fn a_report_reads_no_log_outside_the_runs_log_folder() {
     );
 }
 
+/// Issue 27 item 3: a target a forged manifest gives an engine passes the checks an
+/// --engine flag would, before any docker call; the user can re-point the name.
+#[test]
+fn push_refuses_an_engine_target_the_flags_would_refuse() {
+    let e = Env::new(32017);
+    let (code, _) = e.run(&["-j", "1", "--filter", "python=3.9"]);
+    assert_eq!(code, 0);
+    let m = e.manifest();
+    let name = m["engines"][0]["name"].as_str().unwrap().to_string();
+    let mut f = m.clone();
+    f["engines"][0]["target"] =
+        serde_json::json!({"host": "ssh://-oProxyCommand=touch${IFS}pwned"});
+    std::fs::write(e.path("out/manifest.json"), f.to_string()).unwrap();
+    std::fs::write(e.path("state/calls"), "").unwrap();
+    let (code, err) = e.push(&[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&format!("the manifest's engine {name}"))
+            && err.contains("may not start with `-`"),
+        "{err}"
+    );
+    assert_eq!(e.calls(), "", "no docker call at all");
+    // re-pointed, it is this engine again
+    let (code, err) = e.push(&["--engine", &format!("{name}=unix:///fake/default.sock")]);
+    assert_eq!(code, 0, "{err}");
+}
+
 #[test]
 fn an_incomplete_set_of_shards_is_neither_merged_nor_pushed() {
     let e = Env::new(32007);

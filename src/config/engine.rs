@@ -73,6 +73,19 @@ pub fn parse_target(t: &str) -> Result<Target, String> {
         ));
     }
     if t.contains("://") {
+        // ssh reads a host (or user) that starts with `-` as an option
+        // (`ssh://-oProxyCommand=…` runs a command)
+        let dash = t.strip_prefix("ssh://").is_some_and(|rest| {
+            rest.starts_with('-')
+                || rest
+                    .split_once('@')
+                    .is_some_and(|(_, h)| h.starts_with('-'))
+        });
+        if dash {
+            return Err(format!(
+                "`{t}` is not an ssh:// engine target (a user or host may not start with `-`)"
+            ));
+        }
         if SCHEMES
             .iter()
             .any(|s| t.starts_with(s) && t.len() > s.len())
