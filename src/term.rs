@@ -2,7 +2,10 @@
 //! (printed above the progress bars while they are live, so nothing tears them), and
 //! results to stdout, where a closed pipe (`matrix plan | head`) is fine but any other
 //! write error (a full disk) is reported, so that a truncated document never passes
-//! for a whole one.
+//! for a whole one. Text from a matrix, a manifest or a catalogue reaches both, so
+//! control characters are shown escaped (`\x1b`) rather than obeyed: an exclusion's
+//! reason must not clear the screen or write the clipboard. Colour (SGR) sequences,
+//! the reporter's own, stay.
 
 use std::io::{self, Write};
 use std::sync::Mutex;
@@ -30,6 +33,7 @@ pub fn detach() {
 /// One message line on stderr. Errors writing to stderr are ignored: there is nowhere
 /// left to report them.
 pub fn line(text: &str) {
+    let text = &*shown(text);
     let bars = BARS.lock().ok().and_then(|b| b.clone());
     if let Some(m) = bars {
         if m.println(text).is_ok() {
@@ -42,7 +46,50 @@ pub fn line(text: &str) {
 
 /// Results on stdout. A closed pipe ends output quietly; other errors are returned.
 pub fn out(text: &str) -> io::Result<()> {
+    let text = shown(text);
     out_with(|w| w.write_all(text.as_bytes()))
+}
+
+/// `text` with every control character but newline and tab escaped (`\x1b`, `\r`,
+/// `\u{9b}`), except colour sequences (`ESC [ digits and ; m`). Borrowed when there is
+/// nothing to escape, which is almost always.
+pub fn shown(text: &str) -> std::borrow::Cow<'_, str> {
+    let control = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if !text.chars().any(control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if c == '\x1b' {
+            if let Some(sgr) = sgr_len(rest) {
+                out.push_str(&rest[..sgr]);
+                rest = &rest[sgr..];
+                continue;
+            }
+        }
+        if control(c) {
+            match c {
+                '\r' => out.push_str("\\r"),
+                c if (c as u32) < 0x100 => out.push_str(&format!("\\x{:02x}", c as u32)),
+                c => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            }
+        } else {
+            out.push(c);
+        }
+        rest = &rest[c.len_utf8()..];
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// The length of the colour sequence `text` starts with (`ESC [ 1;31 m`), if it does.
+fn sgr_len(text: &str) -> Option<usize> {
+    let body = text.strip_prefix("\x1b[")?;
+    let n = body
+        .bytes()
+        .take_while(|b| b.is_ascii_digit() || *b == b';')
+        .count();
+    (body.as_bytes().get(n) == Some(&b'm')).then_some(2 + n + 1)
 }
 
 /// Stream a large result to stdout through a buffer (a concrete writer, so that the
@@ -88,5 +135,26 @@ mod tests {
         assert_eq!(cut("short", 10), "short");
         assert_eq!(cut("a long line of text", 8), "a long …");
         assert_eq!(cut("中文中文中文", 4), "中文中…");
+    }
+}
+
+#[cfg(test)]
+mod shown_tests {
+    use super::shown;
+
+    #[test]
+    fn control_characters_are_shown_not_obeyed() {
+        assert_eq!(
+            shown("plain, with\ttab\nand newline"),
+            "plain, with\ttab\nand newline"
+        );
+        assert_eq!(
+            shown("old\x1b]52;c;ZXZpbA==\x07 base\r"),
+            "old\\x1b]52;c;ZXZpbA==\\x07 base\\r"
+        );
+        assert_eq!(shown("numpy\x1b[2J<2"), "numpy\\x1b[2J<2");
+        assert_eq!(shown("\u{9b}31m"), "\\x9b31m");
+        // the reporter's colours stay
+        assert_eq!(shown("\x1b[1;31mfailed\x1b[0m"), "\x1b[1;31mfailed\x1b[0m");
     }
 }

@@ -461,6 +461,48 @@ fn push_refuses_an_engine_target_the_flags_would_refuse() {
     assert_eq!(code, 0, "{err}");
 }
 
+/// Issue 27 item 7: text from a matrix reaches the terminal escaped, never obeyed: an
+/// exclusion's reason with a clipboard write (OSC 52) and a carriage return, a pip entry
+/// that clears the screen.
+#[test]
+fn control_characters_in_a_matrix_are_shown_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("matrix.yaml"),
+        "version: 1\nbases: [ubuntu:22.04]\npython: [\"3.10\", \"3.11\"]\nexclude:\n  - {python: \"3.10\", reason: \"old\\e]52;c;ZXZpbA==\\a\\rfine\"}\n",
+    )
+    .unwrap();
+    let out = matrix_in(dir.path(), &["plan"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let all = [out.stdout, out.stderr].concat();
+    let text = String::from_utf8_lossy(&all);
+    assert!(
+        !all.contains(&0x1b) && !all.contains(&b'\r') && !all.contains(&0x07),
+        "{text:?}"
+    );
+    assert!(
+        text.contains("old\\x1b]52;c;ZXZpbA==\\x07\\rfine"),
+        "{text}"
+    );
+    std::fs::write(
+        dir.path().join("matrix.yaml"),
+        "version: 1\nbases: [ubuntu:22.04]\npython: [\"3.11\"]\npackages:\n  pip: [\"numpy\\e[2J<<2\"]\n",
+    )
+    .unwrap();
+    let out = matrix_in(dir.path(), &["plan"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        !out.stderr.contains(&0x1b),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn an_incomplete_set_of_shards_is_neither_merged_nor_pushed() {
     let e = Env::new(32007);
