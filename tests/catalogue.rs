@@ -129,3 +129,119 @@ fn an_update_over_http_works_and_old_catalogues_are_flagged() {
         "{err}"
     );
 }
+
+/// A copy of the fixtures in `dir`, to change.
+fn copy_fixtures(dir: &Path) -> PathBuf {
+    let to = dir.join("upstream");
+    for sub in ["miniconda", "cuda"] {
+        std::fs::create_dir_all(to.join(sub)).unwrap();
+        for f in std::fs::read_dir(fixtures().join(sub)).unwrap() {
+            let f = f.unwrap();
+            std::fs::copy(f.path(), to.join(sub).join(f.file_name())).unwrap();
+        }
+    }
+    to
+}
+
+/// Issue 27 item 5: a hostile source. `--from` is never an option to curl, a listing
+/// that is a device or a FIFO is refused at once, and a published installer whose
+/// checksum changed fails the update (the catalogue keeps the old one).
+#[test]
+fn a_hostile_source_is_refused_and_a_changed_checksum_fails_the_update() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let curlrc = tmp.path().join("curlrc");
+    std::fs::write(
+        &curlrc,
+        format!(
+            "output = {}\n",
+            tmp.path().join("written-by-curl").display()
+        ),
+    )
+    .unwrap();
+    let from = format!("-K{}://x", curlrc.display());
+    let (code, _, err) = matrix(
+        &data,
+        tmp.path(),
+        &[
+            "catalogue",
+            "update",
+            "--dry-run",
+            &format!("--from={from}"),
+        ],
+    );
+    assert_ne!(code, 0, "{err}");
+    assert!(
+        err.contains("takes an http:// or https:// URL or a folder"),
+        "{err}"
+    );
+    assert!(
+        !tmp.path().join("written-by-curl").exists(),
+        "curl read the option"
+    );
+
+    let up = copy_fixtures(tmp.path());
+    let listing = up.join("miniconda/.files.json");
+    std::fs::remove_file(&listing).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &listing).unwrap();
+    let t = std::time::Instant::now();
+    let (code, _, err) = matrix(
+        &data,
+        tmp.path(),
+        &[
+            "catalogue",
+            "update",
+            "--dry-run",
+            "--from",
+            up.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("not a regular file"), "{err}");
+
+    // a FIFO in its place: refused, not waited on
+    std::fs::remove_file(&listing).unwrap();
+    let c = std::ffi::CString::new(listing.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo on a path the test owns.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let (code, _, err) = matrix(
+        &data,
+        tmp.path(),
+        &[
+            "catalogue",
+            "update",
+            "--dry-run",
+            "--from",
+            up.to_str().unwrap(),
+        ],
+    );
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("not a regular file"), "{err}");
+
+    // a known installer with another checksum upstream
+    std::fs::remove_file(&listing).unwrap();
+    let mut files: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("miniconda/.files.json")).unwrap(),
+    )
+    .unwrap();
+    files["Miniconda3-py311_24.5.0-0-Linux-x86_64.sh"]["sha256"] =
+        serde_json::json!("b".repeat(64));
+    std::fs::write(&listing, files.to_string()).unwrap();
+    let (code, _, err) = matrix(
+        &data,
+        tmp.path(),
+        &["catalogue", "update", "--from", up.to_str().unwrap()],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("keeps the old checksums"), "{err}");
+    let tsv = std::fs::read_to_string(data.join("miniconda-installers.tsv")).unwrap();
+    assert!(
+        !tsv.contains(&"b".repeat(64)),
+        "the changed checksum was not taken"
+    );
+}

@@ -57,9 +57,11 @@ pub fn update(args: &CatalogueUpdateArgs) -> Result<Exit, Error> {
         &format!("{today} from {cuda}"),
     );
     say(&inst, &tags, args.accept_changed_sha256);
+    // a published installer that changed is a finding, not a quiet success
+    let refused = !inst.changed.is_empty() && !args.accept_changed_sha256;
     if args.dry_run {
         crate::term::line("dry run: nothing written");
-        return Ok(Exit::Success);
+        return Ok(Exit::from_ok(!refused));
     }
     let to = args
         .to
@@ -81,7 +83,7 @@ pub fn update(args: &CatalogueUpdateArgs) -> Result<Exit, Error> {
             " (plans read them from there)"
         }
     ));
-    Ok(Exit::Success)
+    Ok(Exit::from_ok(!refused))
 }
 
 fn say(inst: &Changes, tags: &Changes, accepted: bool) {
@@ -135,17 +137,37 @@ fn join(root: &str, sub: &str) -> String {
     format!("{}/{sub}", root.trim_end_matches('/'))
 }
 
-/// A URL with curl (no globbing, a time limit), or a local file.
+/// The most a listing may be: Anaconda's `.files.json` is under 1 MB.
+const MAX_LISTING: u64 = 32 << 20;
+
+/// A URL with curl (http or https only, given as `--url` so that it is never read as an
+/// option; no globbing, a time limit, a size limit), or a local regular file (not a
+/// device or a FIFO, also bounded).
 fn fetch(source: &str) -> Result<String, String> {
     if !source.contains("://") {
-        let p = PathBuf::from(source);
-        return std::fs::read_to_string(&p)
-            .map_err(|e| format!("cannot read {}: {e}", p.display()));
+        return read_local(&PathBuf::from(source));
     }
-    let args: Vec<String> = ["-fsSL", "--globoff", "--max-time", "60", source]
-        .iter()
-        .map(|s| (*s).to_string())
-        .collect();
+    if !(source.starts_with("https://") || source.starts_with("http://")) {
+        return Err(format!(
+            "cannot fetch {source}: --from takes an http:// or https:// URL or a folder"
+        ));
+    }
+    let max = MAX_LISTING.to_string();
+    let args: Vec<String> = [
+        "-fsSL",
+        "--globoff",
+        "--proto",
+        "=http,https",
+        "--max-time",
+        "60",
+        "--max-filesize",
+        &max,
+        "--url",
+        source,
+    ]
+    .iter()
+    .map(|s| (*s).to_string())
+    .collect();
     let (code, out, err) =
         crate::docker::run_program(Path::new("curl"), &args, None, Duration::from_secs(90))?;
     if code != 0 {
@@ -155,4 +177,30 @@ fn fetch(source: &str) -> Result<String, String> {
         ));
     }
     String::from_utf8(out).map_err(|_| format!("{source} is not UTF-8 text"))
+}
+
+fn read_local(p: &Path) -> Result<String, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let meta = std::fs::metadata(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+    if !meta.is_file() {
+        return Err(format!("cannot read {}: not a regular file", p.display()));
+    }
+    let f = std::fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(p)
+        .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+    let mut bytes = Vec::new();
+    f.take(MAX_LISTING + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+    if bytes.len() as u64 > MAX_LISTING {
+        return Err(format!(
+            "cannot read {}: larger than {} MB, not a listing",
+            p.display(),
+            MAX_LISTING >> 20
+        ));
+    }
+    String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8 text", p.display()))
 }

@@ -46,8 +46,17 @@ pub fn installers_from_html(text: &str) -> BTreeMap<String, String> {
     out
 }
 
+/// An installer name of the catalogue's grammar and a SHA256: a listing is read from
+/// the network, and one of its names with a newline, an escape or an unknown
+/// architecture must not become a line of the catalogue.
 fn keep(name: &str, sha: &str) -> bool {
-    name.contains("-Linux-")
+    let arch_known = crate::coord::PLATFORMS
+        .iter()
+        .any(|(_, arch)| name.ends_with(&format!("-Linux-{arch}.sh")));
+    arch_known
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
         && parse_installer_file(name).is_some()
         && sha.len() == 64
         && sha.bytes().all(|c| c.is_ascii_hexdigit())
@@ -257,5 +266,21 @@ mod tests {
         );
         assert!(text.contains("12.1.0-base-ubuntu22.04\teol\n"));
         assert!(text.contains("13.1.0-cudnn-devel-ubuntu24.04\tsupported\n"));
+    }
+
+    /// Issue 27 item 5: names a hostile listing could give.
+    #[test]
+    fn a_listings_names_are_only_ever_installer_names() {
+        let sha = "a".repeat(64);
+        let good = "Miniconda3-py310_24.5.0-0-Linux-x86_64.sh";
+        let json = serde_json::json!({
+            good: {"sha256": sha},
+            "Miniconda3-py310_24.5.0-0-Linux-x86_64.sh\tevil\nMiniconda3-py311_24.5.0-0-Linux-x86_64.sh": {"sha256": sha},
+            "Miniconda3-py310_24.5.0-0-Linux-x86_64\u{1b}[2J.sh": {"sha256": sha},
+            "Miniconda3-py310_24.5.0-0-Linux-evil.sh": {"sha256": sha},
+        })
+        .to_string();
+        let found = installers_from_json(&json).unwrap();
+        assert_eq!(found.keys().collect::<Vec<_>>(), [good]);
     }
 }
