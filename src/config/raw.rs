@@ -250,7 +250,14 @@ pub fn walk(root: &Node, d: &mut Diags) -> RawConfig {
             }
             "python" => cfg.python = w.list(v, "python", |w, n, key| w.python(n, key)),
             "miniconda" => cfg.miniconda = w.version(v, "miniconda"),
-            "platforms" => cfg.platforms = w.strings(v, "platforms"),
+            "platforms" => {
+                w.not_empty(
+                    v,
+                    "platforms",
+                    "leave `platforms` out for the engines' own (linux/amd64)",
+                );
+                cfg.platforms = w.strings(v, "platforms");
+            }
             "variants" => cfg.variants = w.list(v, "variants", |w, n, key| w.variant(n, key)),
             "include" => {
                 cfg.include = w.list(v, "include", |w, n, key| {
@@ -273,8 +280,16 @@ pub fn walk(root: &Node, d: &mut Diags) -> RawConfig {
             }
             "cache" => cfg.cache = w.cache(v),
             "engines" => cfg.engines = w.list(v, "engines", |w, n, key| w.engine(n, key)),
-            "pytorch" => cfg.pytorch = w.list(v, "pytorch", |w, n, key| w.version(n, &key)),
+            "pytorch" => {
+                w.not_empty(v, "pytorch", "leave `pytorch` out for no PyTorch images");
+                cfg.pytorch = w.list(v, "pytorch", |w, n, key| w.version(n, &key));
+            }
             "tensorflow" => {
+                w.not_empty(
+                    v,
+                    "tensorflow",
+                    "leave `tensorflow` out for no TensorFlow images",
+                );
                 cfg.tensorflow = w.list(v, "tensorflow", |w, n, key| w.version(n, &key));
             }
             "limits" => {
@@ -423,6 +438,51 @@ impl Walker<'_> {
         self.list(node, key, |w, n, k| w.string(n, &k))
     }
 
+    /// An empty list where one means nothing: said, with what to write instead.
+    fn not_empty(&mut self, node: &Node, key: &str, instead: &str) {
+        if node.items().is_some_and(<[Node]>::is_empty) {
+            self.d.error(
+                Some(node.at()),
+                key,
+                format!("an empty list selects nothing; {instead}"),
+            );
+        }
+    }
+
+    /// Package names (pip requirements, apt packages): strings, and never a bare YAML
+    /// number or boolean (`pip: [1, true]` is almost surely not the packages "1" and
+    /// "true").
+    fn package_names(&mut self, node: &Node, key: &str) -> Vec<Sp<String>> {
+        self.list(node, key, |w, n, k| {
+            let v = w.string(n, &k)?;
+            let plain = n.as_scalar().is_some_and(|s| s.plain);
+            let what = if v.value.parse::<f64>().is_ok() {
+                Some("number")
+            } else if matches!(
+                v.value.to_ascii_lowercase().as_str(),
+                "true" | "false" | "yes" | "no" | "on" | "off" | "null" | "~"
+            ) {
+                Some("boolean or null")
+            } else {
+                None
+            };
+            match what.filter(|_| plain) {
+                Some(what) => {
+                    w.d.error(
+                        Some(v.at),
+                        &k,
+                        format!(
+                            "`{}` is a YAML {what}, not a package name; quote it (\"{}\") if it is one",
+                            v.value, v.value
+                        ),
+                    );
+                    None
+                }
+                None => Some(v),
+            }
+        })
+    }
+
     fn uint(&mut self, node: &Node, key: &str, min: u64, max: u64) -> Option<Sp<u64>> {
         let s = self.string(node, key)?;
         match s.value.parse::<u64>() {
@@ -528,11 +588,11 @@ impl Walker<'_> {
         };
         let pip = m
             .get("pip")
-            .map(|n| self.strings(n, &join(&key, "pip")))
+            .map(|n| self.package_names(n, &join(&key, "pip")))
             .unwrap_or_default();
         let apt = m
             .get("apt")
-            .map(|n| self.strings(n, &join(&key, "apt")))
+            .map(|n| self.package_names(n, &join(&key, "apt")))
             .unwrap_or_default();
         let overrides = m
             .get("override")
@@ -706,10 +766,10 @@ impl Walker<'_> {
             return out;
         };
         if let Some(n) = m.get("apt") {
-            out.apt = Some(self.strings(n, "packages.apt"));
+            out.apt = Some(self.package_names(n, "packages.apt"));
         }
         if let Some(n) = m.get("pip") {
-            out.pip = Some(self.strings(n, "packages.pip"));
+            out.pip = Some(self.package_names(n, "packages.pip"));
         }
         out
     }

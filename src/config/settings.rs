@@ -767,7 +767,19 @@ fn read_runtime(raw: &RawConfig, d: &mut Diags) -> Runtime {
         &r.tensorboard_logdir,
         "runtime.tensorboard_logdir",
         "/root/tensorboard-logs",
-        &|s| check_url_path(s, "absolute path"),
+        &|s| {
+            check_url_path(s, "absolute path")?;
+            let top = s.trim_end_matches('/');
+            let system = ["/proc", "/sys", "/dev", "/etc", "/usr", "/bin", "/lib"]
+                .iter()
+                .any(|d| top == *d || top.starts_with(&format!("{d}/")));
+            if top.is_empty() || system {
+                return Err(format!(
+                    "`{s}` is not a folder for logs: TensorBoard reads every file below it (and the boot script creates it); give a folder of its own such as /root/tensorboard-logs"
+                ));
+            }
+            Ok(())
+        },
         d,
     );
     let tensorboard_bind = text(

@@ -349,6 +349,8 @@ fn check_version(raw: &raw::RawConfig, d: &mut Diags) {
                 v.value
             ),
         ),
+        // present but unreadable: the reader said why
+        None if raw.present.iter().any(|k| k == "version") => {}
         None => d.error(
             Some(Pos { line: 1, col: 1 }),
             "version",
