@@ -32,7 +32,14 @@ pub fn archive(m: &Manifest, manifest: &Path) -> std::io::Result<()> {
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
         .collect();
-    io::write(&dir.join(format!("{name}.json")), m)?;
+    // two runs that started in the same second keep a file each
+    let mut path = dir.join(format!("{name}.json"));
+    let mut n = 1;
+    while path.exists() {
+        n += 1;
+        path = dir.join(format!("{name}-{n}.json"));
+    }
+    io::write(&path, m)?;
     let mut runs = runs(&dir);
     while runs.len() > HISTORY {
         let _ = std::fs::remove_file(runs.remove(0));
@@ -50,7 +57,19 @@ fn runs(dir: &Path) -> Vec<PathBuf> {
                 .collect()
         })
         .unwrap_or_default();
-    v.sort();
+    // by start time, then by the number a second run of the same second got
+    v.sort_by_cached_key(|p| {
+        let stem = p
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        match stem.rsplit_once("Z-") {
+            Some((when, n)) if n.bytes().all(|b| b.is_ascii_digit()) => {
+                (format!("{when}Z"), n.parse::<u64>().unwrap_or(0))
+            }
+            _ => (stem, 1),
+        }
+    });
     v
 }
 
@@ -126,7 +145,64 @@ pub fn prune(engine: &dyn ImageEngine, repository: &str, kept: &Kept) -> Result<
     Ok(out)
 }
 
-/// Prune every engine; a line each to `say`. False when an engine could not be pruned.
+/// What pruning one engine came to.
+#[derive(Debug)]
+pub struct EnginePruned {
+    pub engine: String,
+    pub result: Result<Pruned, String>,
+}
+
+impl EnginePruned {
+    /// The line people read for it (`runs`: how many runs' images were kept).
+    pub fn line(&self, repository: &str, runs: usize) -> String {
+        match &self.result {
+            Ok(p) => format!(
+                "prune: engine {}: removed {} image{} of {repository} that none of the last {} run{} used, kept {}; freed {:.1} MB (build caches left alone)",
+                self.engine,
+                p.removed,
+                if p.removed == 1 { "" } else { "s" },
+                runs,
+                if runs == 1 { "" } else { "s" },
+                p.kept,
+                p.freed as f64 / 1e6
+            ),
+            Err(err) => format!("prune: engine {}: {err}", self.engine),
+        }
+    }
+}
+
+/// Prune every engine to what the last `keep` runs beside `manifest` recorded: how many
+/// runs that is and each engine's result, or why nothing was pruned (an unreadable
+/// history). No history yet is zero runs and nothing pruned.
+pub fn prune_engines(
+    engines: &crate::engines::Engines,
+    repository: &str,
+    manifest: &Path,
+    keep: usize,
+) -> Result<(usize, Vec<EnginePruned>), String> {
+    let kept = kept(&history_dir(manifest), keep)?;
+    if kept.runs == 0 {
+        return Ok((0, Vec::new()));
+    }
+    let done = engines
+        .iter()
+        .map(|e| EnginePruned {
+            engine: e.name.clone(),
+            result: prune(e, repository, &kept),
+        })
+        .collect();
+    Ok((kept.runs, done))
+}
+
+/// The line for a prune that found no run history.
+pub fn no_history(manifest: &Path) -> String {
+    format!(
+        "prune: no run history beside {} yet; nothing removed",
+        manifest.display()
+    )
+}
+
+/// [`prune_engines`], a line each to `say`. False when an engine could not be pruned.
 pub fn prune_all(
     engines: &crate::engines::Engines,
     repository: &str,
@@ -134,41 +210,22 @@ pub fn prune_all(
     keep: usize,
     say: &dyn Fn(&str),
 ) -> bool {
-    let kept = match kept(&history_dir(manifest), keep) {
-        Ok(k) => k,
+    match prune_engines(engines, repository, manifest, keep) {
         Err(e) => {
             say(&format!("prune: {e}"));
-            return false;
+            false
         }
-    };
-    let runs = kept.runs;
-    if runs == 0 {
-        say(&format!(
-            "prune: no run history beside {} yet; nothing removed",
-            manifest.display()
-        ));
-        return true;
-    }
-    let mut ok = true;
-    for e in engines.iter() {
-        match prune(e, repository, &kept) {
-            Ok(p) => say(&format!(
-                "prune: engine {}: removed {} image{} of {repository} that none of the last {} run{} used, kept {}; freed {:.1} MB (build caches left alone)",
-                e.name,
-                p.removed,
-                if p.removed == 1 { "" } else { "s" },
-                runs,
-                if runs == 1 { "" } else { "s" },
-                p.kept,
-                p.freed as f64 / 1e6
-            )),
-            Err(err) => {
-                ok = false;
-                say(&format!("prune: engine {}: {err}", e.name));
+        Ok((0, _)) => {
+            say(&no_history(manifest));
+            true
+        }
+        Ok((runs, done)) => {
+            for d in &done {
+                say(&d.line(repository, runs));
             }
+            done.iter().all(|d| d.result.is_ok())
         }
     }
-    ok
 }
 
 #[cfg(test)]
@@ -181,6 +238,27 @@ mod tests {
         assert_eq!(bytes("2.5GB"), 2_500_000_000);
         assert_eq!(bytes("853.2MB"), 853_200_000);
         assert_eq!(bytes("0B"), 0);
+    }
+
+    #[test]
+    fn two_runs_of_one_second_keep_a_history_file_each_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = dir.path().join("manifest.json");
+        for (n, id) in ["sha256:first", "sha256:second", "sha256:third"]
+            .iter()
+            .enumerate()
+        {
+            let mut m = Manifest::new("m.yaml", "0", None);
+            m.started = "2026-11-01T00:00:00Z".into();
+            let mut c = crate::manifest::CellRecord::new("a", Default::default());
+            c.image_id = Some((*id).into());
+            m.cells.push(c);
+            archive(&m, &manifest).unwrap();
+            assert_eq!(runs(&history_dir(&manifest)).len(), n + 1);
+        }
+        let k = kept(&history_dir(&manifest), 1).unwrap();
+        assert!(k.ids.contains("sha256:third") && k.ids.len() == 1, "{k:?}");
+        assert_eq!(k.ours.len(), 3);
     }
 
     /// The prune rule on an in-process engine: only images this matrix's history

@@ -149,6 +149,8 @@ fn two_engines_one_lost() -> (i32, Vec<Value>, String) {
             "--progress",
             "json",
             "--push",
+            "--keep",
+            "1",
             "--engine",
             "fa=unix:///fake/fa.sock,jobs=1",
             "--engine",
@@ -251,6 +253,25 @@ fn every_event_kind_of_the_schema_is_produced_and_valid() {
         "a verification starting is a note"
     );
     assert!(!a.iter().any(|e| e["event"] == "promoted"));
+
+    // --keep 1: each engine pruned, after the record and before the end; the engine
+    // lost mid-run cannot be, and says why
+    let pruned: Vec<&Value> = b.iter().filter(|e| e["event"] == "pruned").collect();
+    assert_eq!(pruned.len(), 2, "one per engine: {pruned:?}");
+    let up = pruned
+        .iter()
+        .find(|p| p["engine"] != down["engine"])
+        .unwrap();
+    assert!(
+        up["ok"] == true && up["kept"].is_number() && up["freed_bytes"].is_number(),
+        "{up}"
+    );
+    let lost = pruned
+        .iter()
+        .find(|p| p["engine"] == down["engine"])
+        .unwrap();
+    assert!(lost["ok"] == false && lost["error"].is_string(), "{lost}");
+    assert_eq!(b.last().unwrap()["event"], "run-finished");
 
     let (code, c, err) = a_tag_group_pushed();
     assert_eq!(code, 0, "{err}");

@@ -801,3 +801,52 @@ fn build_containers_a_dead_engine_left_are_removed_once_it_answers_again() {
         "an older one and a foreign one stay: {left:?}"
     );
 }
+
+/// Issue 27 item 6, through the command: `prune --keep 1` removes the images an older
+/// run of this matrix recorded, keeps the last run's, and leaves an image no run of
+/// this history recorded (another matrix's, under the same repository) alone.
+#[test]
+fn prune_removes_only_what_this_matrixs_older_runs_recorded() {
+    let e = Env::new(32018);
+    let (code, _) = e.run(&["-j", "1", "--filter", "python=3.9"]);
+    assert_eq!(code, 0);
+    let old = e.manifest()["cells"][0]["image_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (code, _) = e.run(&["-j", "1", "--filter", "python=3.9", "--force"]);
+    assert_eq!(code, 0);
+    let new = e.manifest()["cells"][0]["image_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(old, new);
+    // another matrix's image in the same engine, with the same repository label
+    let other = format!("sha256:{}", "e".repeat(64));
+    let store = e.path("state/store-default");
+    std::fs::write(
+        store.join(format!("label-sha256_{}", "e".repeat(64))),
+        "h\n",
+    )
+    .unwrap();
+    let (code, err) = e
+        .matrix(&["prune", "--keep", "1"])
+        .output()
+        .map(|o| {
+            (
+                o.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&o.stderr).into_owned(),
+            )
+        })
+        .unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("removed 1 image of miniconda"), "{err}");
+    let has = |id: &str| {
+        store
+            .join(format!("label-{}", id.replace(':', "_")))
+            .exists()
+    };
+    assert!(!has(&old), "the older run's image went");
+    assert!(has(&new), "the last run's image stays");
+    assert!(has(&other), "another matrix's image stays");
+}

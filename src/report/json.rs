@@ -169,6 +169,14 @@ enum Body<'a> {
         id: Option<&'a str>,
         text: &'a str,
     },
+    Pruned {
+        engine: &'a str,
+        ok: bool,
+        removed: Option<usize>,
+        kept: Option<usize>,
+        freed_bytes: Option<u64>,
+        error: Option<&'a str>,
+    },
     Index {
         group: &'a str,
         tag: Option<&'a str>,
@@ -419,6 +427,14 @@ impl JsonReporter {
             Phase::Repinned { id, .. } => note("info", Some(id)),
             Phase::Warning { id, .. } => note("warning", *id),
             Phase::Info { id, .. } => note("info", *id),
+            Phase::Pruned { engine, result, .. } => Body::Pruned {
+                engine,
+                ok: result.is_ok(),
+                removed: result.as_ref().ok().map(|p| p.removed),
+                kept: result.as_ref().ok().map(|p| p.kept),
+                freed_bytes: result.as_ref().ok().map(|p| p.freed),
+                error: result.as_ref().err().map(String::as_str),
+            },
             Phase::PushRetrying { id, .. } => note("warning", Some(id)),
             Phase::Pushed { id, pushed: p } => Body::Pushed {
                 id,

@@ -134,6 +134,12 @@ pub enum Phase<'a> {
         id: &'a str,
         pushed: &'a Pushed,
     },
+    /// An engine pruned (`--keep`): the line people read, and its result.
+    Pruned {
+        engine: &'a str,
+        text: String,
+        result: &'a Result<crate::prune::Pruned, String>,
+    },
     /// An image index of a tag group: made and pushed under `tag` (with the registry's
     /// digest), failed, or not made at all (`tag` None: a platform is missing).
     Index {
@@ -162,7 +168,9 @@ impl Phase<'_> {
             ),
             Phase::Verifying { tag, .. } => format!("verifying {tag} ..."),
             Phase::Promoted { .. } => return None,
-            Phase::Warning { text, .. } | Phase::Info { text, .. } => text.clone(),
+            Phase::Warning { text, .. } | Phase::Info { text, .. } | Phase::Pruned { text, .. } => {
+                text.clone()
+            }
             Phase::PushRetrying { tag, error, .. } => format!("push {tag}: {error}; retrying"),
             Phase::Repinned {
                 tag, image, was, ..

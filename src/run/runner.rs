@@ -105,13 +105,12 @@ pub fn run<L: Listener>(
         logs: &out.paths.logs,
         previous: previous.as_ref(),
         published,
+        prune: o
+            .keep
+            .filter(|_| !cancel.is_set())
+            .map(|n| (engines, plan.settings.repository.as_str(), n)),
     };
-    let done = finish(recorder, reporter, reports, cancel, &end)?;
-    if let (Some(n), false) = (o.keep, cancel.is_set()) {
-        // the summary is out; what prune does is said after it, as it happens
-        crate::prune::prune_all(engines, &plan.settings.repository, &out.manifest, n, &say);
-    }
-    Ok(done)
+    finish(recorder, reporter, reports, cancel, &end)
 }
 
 /// Run the jobs; the reporter draws each event and the recorder applies it.
@@ -363,8 +362,6 @@ fn remove_leftovers(engines: &Engines, m: &Manifest, reporter: &mut dyn Listener
     }
 }
 
-/// The run's outcome into the manifest, the last write (a failure to record is an
-/// I/O error that names the stale file), the summary and the exit.
 /// What the last phase needs to know of the run besides its record.
 struct End<'a> {
     /// Where the manifest is (the reports and history go beside it).
@@ -375,8 +372,13 @@ struct End<'a> {
     previous: Option<&'a Manifest>,
     /// Whether everything that should have been published was.
     published: bool,
+    /// `--keep N`: prune the engines to the last N runs of this repository.
+    prune: Option<(&'a Engines, &'a str, usize)>,
 }
 
+/// The run's outcome into the manifest, the last write (a failure to record is an
+/// I/O error that names the stale file), the reports and history, pruning (which does
+/// not change how the run ended), the summary and the exit.
 fn finish(
     mut recorder: Recorder,
     reporter: &mut dyn Listener,
@@ -405,6 +407,9 @@ fn finish(
             });
         }
     }
+    if let (Some((engines, repository, keep)), true) = (end.prune, written.is_ok()) {
+        prune(engines, repository, keep, end.manifest, reporter);
+    }
     let result = match (written, cancel.signal()) {
         (Err(source), _) => Err(Error::StaleManifest {
             path: end.manifest.to_path_buf(),
@@ -426,6 +431,35 @@ fn finish(
     let reports: Vec<&Path> = reports.iter().map(PathBuf::as_path).collect();
     reporter.run_finished(m, end.manifest, &reports, code);
     result
+}
+
+/// Prune every engine to the last `keep` runs, each result an event.
+fn prune(
+    engines: &Engines,
+    repository: &str,
+    keep: usize,
+    manifest: &Path,
+    reporter: &mut dyn Listener,
+) {
+    match crate::prune::prune_engines(engines, repository, manifest, keep) {
+        Err(e) => reporter.phase(&Phase::Warning {
+            id: None,
+            text: format!("prune: {e}"),
+        }),
+        Ok((0, _)) => reporter.phase(&Phase::Info {
+            id: None,
+            text: crate::prune::no_history(manifest),
+        }),
+        Ok((runs, done)) => {
+            for d in &done {
+                reporter.phase(&Phase::Pruned {
+                    engine: &d.engine,
+                    text: d.line(repository, runs),
+                    result: &d.result,
+                });
+            }
+        }
+    }
 }
 
 /// A second signal: every build and query group killed, verify containers removed.
