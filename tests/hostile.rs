@@ -850,3 +850,32 @@ fn prune_removes_only_what_this_matrixs_older_runs_recorded() {
     assert!(has(&new), "the last run's image stays");
     assert!(has(&other), "another matrix's image stays");
 }
+
+/// Issue 27 item 12: an installer folder (for offline builds) that lacks an installer
+/// a cell needs is said, not silently replaced by the network.
+#[test]
+fn an_installer_folder_without_the_installer_is_said() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("inst")).unwrap();
+    std::fs::write(
+        dir.path().join("matrix.yaml"),
+        "version: 1\nbases: [ubuntu:22.04]\npython: [\"3.11\"]\nsources:\n  installer_dir: inst\n",
+    )
+    .unwrap();
+    let out = matrix_in(dir.path(), &["plan"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("`sources.installer_dir`: ./inst has no Miniconda3-py311_24.5.0-0-Linux-x86_64.sh; its cells download it from the mirrors"),
+        "{err}"
+    );
+    std::fs::write(
+        dir.path()
+            .join("inst/Miniconda3-py311_24.5.0-0-Linux-x86_64.sh"),
+        "#!/bin/sh\n",
+    )
+    .unwrap();
+    let out = matrix_in(dir.path(), &["plan"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("installer_dir"), "{err}");
+}

@@ -197,6 +197,27 @@ fn build_cells(
             miniconda: py.release.to_string(),
         });
     }
+    // an installer folder is for offline builds: one that lacks an installer a cell
+    // needs would send that build to the network without a word
+    if let Some(dir) = &settings.sources.installer_dir {
+        for i in memo
+            .iter()
+            .flatten()
+            .filter_map(|pp| pp.installer.as_ref().ok())
+        {
+            if i.local.is_none() {
+                d.warn(
+                    None,
+                    "sources.installer_dir",
+                    format!(
+                        "{} has no {}; its cells download it from the mirrors",
+                        dir.display(),
+                        i.file
+                    ),
+                );
+            }
+        }
+    }
     let pair = |p: &Point| {
         memo[p.py * n_platforms + p.platform]
             .as_ref()
