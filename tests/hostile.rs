@@ -879,3 +879,28 @@ fn an_installer_folder_without_the_installer_is_said() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("installer_dir"), "{err}");
 }
+
+/// Issue 27 item 12: the framework image of an excluded Miniconda cell is listed as
+/// excluded with it, saying why, rather than vanishing from the plan.
+#[test]
+fn a_framework_image_of_an_excluded_cell_is_listed_as_excluded() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("matrix.yaml"),
+        "version: 1\nbases: [nvidia/cuda:12.1.1-cudnn8-devel-ubuntu22.04]\npython: [\"3.10\", \"3.11\"]\npytorch: [\"2.3.0\"]\nexclude:\n  - {python: \"3.11\", reason: \"not tonight\"}\n",
+    )
+    .unwrap();
+    let out = matrix_in(dir.path(), &["plan"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("py3.11-cuda12.1.1-cudnn8-devel-ubuntu22.04-amd64-torch2.3.0  (line 6) its Miniconda image py3.11-cuda12.1.1-cudnn8-devel-ubuntu22.04-amd64 is excluded"),
+        "{text}"
+    );
+    assert!(text.contains("2 cells to build, 2 excluded"), "{text}");
+}

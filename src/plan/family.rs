@@ -312,6 +312,28 @@ pub fn grow(
     (out, excluded)
 }
 
+/// The framework images an excluded Miniconda cell would have had, listed as excluded
+/// with it (they are not planned, and must not vanish without a word).
+pub fn children_of_excluded(excluded: &[Excluded], entries: &[Entry]) -> Vec<Excluded> {
+    let mut out = Vec::new();
+    for parent in excluded.iter().filter(|x| x.coord.framework.is_none()) {
+        for e in entries {
+            let coord = child_coordinate(&parent.coord, e, None);
+            out.push(Excluded {
+                id: child_id(&parent.id, e),
+                python: coord.python.clone(),
+                base: coord.base.clone(),
+                platform: coord.platform.clone(),
+                variant: coord.variant.clone(),
+                coord,
+                reason: format!("its Miniconda image {} is excluded", parent.id),
+                line: parent.line,
+            });
+        }
+    }
+    out
+}
+
 /// A selection with the parent of every framework image in it (a framework image
 /// builds on its parent's image from the same run), in plan order.
 pub fn with_parents<'a>(all: &'a [Cell], selected: &[&'a Cell]) -> Vec<&'a Cell> {

@@ -317,7 +317,9 @@ fn plan_text_with(
         return Err(Error::InvalidMatrix(d.sorted()));
     }
     let (mut cells, children_excluded) = family::grow(cells, &entries, &raw, &settings, &mut d);
+    let orphans = family::children_of_excluded(&excluded, &entries);
     excluded.extend(children_excluded);
+    excluded.extend(orphans);
     if d.has_errors() {
         return Err(Error::InvalidMatrix(d.sorted()));
     }
