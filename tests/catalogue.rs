@@ -182,20 +182,23 @@ fn a_hostile_source_is_refused_and_a_changed_checksum_fails_the_update() {
 
     let up = copy_fixtures(tmp.path());
     let listing = up.join("miniconda/.files.json");
+    let dry_run = || {
+        matrix(
+            &data,
+            tmp.path(),
+            &[
+                "catalogue",
+                "update",
+                "--dry-run",
+                "--from",
+                up.to_str().unwrap(),
+            ],
+        )
+    };
     std::fs::remove_file(&listing).unwrap();
     std::os::unix::fs::symlink("/dev/zero", &listing).unwrap();
     let t = std::time::Instant::now();
-    let (code, _, err) = matrix(
-        &data,
-        tmp.path(),
-        &[
-            "catalogue",
-            "update",
-            "--dry-run",
-            "--from",
-            up.to_str().unwrap(),
-        ],
-    );
+    let (code, _, err) = dry_run();
     assert!(
         t.elapsed() < std::time::Duration::from_secs(10),
         "{:?}",
@@ -209,17 +212,7 @@ fn a_hostile_source_is_refused_and_a_changed_checksum_fails_the_update() {
     let c = std::ffi::CString::new(listing.to_str().unwrap()).unwrap();
     // SAFETY: mkfifo on a path the test owns.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-    let (code, _, err) = matrix(
-        &data,
-        tmp.path(),
-        &[
-            "catalogue",
-            "update",
-            "--dry-run",
-            "--from",
-            up.to_str().unwrap(),
-        ],
-    );
+    let (code, _, err) = dry_run();
     assert_ne!(code, 0, "{err}");
     assert!(err.contains("not a regular file"), "{err}");
 
