@@ -262,6 +262,13 @@ fn parse_cuda_tag(tag: &str, notes: &mut BaseNotes) -> Result<(Cuda, Os), String
         }
         if c != want {
             let fixed = format!("{ver}-{want}-{flavor}-{os_v}", os_v = os.slug());
+            // a suggestion only where NVIDIA publishes it: CUDA 99.9.9 is a typo, not a
+            // cuDNN mismatch
+            if cuda_tag_status(&fixed).is_none() {
+                return Err(format!(
+                    "`{tag}`: the nvidia/cuda tag list knows no CUDA {version} image (check the version; `matrix catalogue update` refreshes the list)"
+                ));
+            }
             return Err(format!("cuDNN token `{c}` does not match CUDA {version}: NVIDIA tags it `{want}` (`{fixed}`)"));
         }
     }
