@@ -262,8 +262,20 @@ pub fn assign(cells: &mut [Cell], s: &Settings, raw: &RawConfig, date: &str, d: 
             match owners.get(t.as_str()).copied() {
                 // cells that differ only in platform share their tags: a tag group
                 Some(other) if other != i && !only_platform_differs(&cells[other], c) => {
-                    let (at, msg) = collision(t, &cells[other], c, raw);
-                    d.error(tag_at.or(at), "image.tag", msg);
+                    // the template that made it: the primary tag's, or an alias's
+                    let alias = (t != &tags[0])
+                        .then(|| alias_index(c, s, date, t))
+                        .flatten();
+                    let field = alias.map_or_else(
+                        || "image.tag".to_string(),
+                        |k| format!("image.aliases[{k}]"),
+                    );
+                    let (at, msg) = collision(t, &cells[other], c, raw, &field);
+                    let template_at = match alias {
+                        Some(k) => raw.image.aliases.get(k).map(|a| a.at),
+                        None => tag_at,
+                    };
+                    d.error(template_at.or(at), field, msg);
                 }
                 Some(_) => {}
                 None => {
@@ -396,7 +408,29 @@ fn group(cells: &mut [Cell], d: &mut Diags, tag_at: Option<Pos>) {
 
 /// Two cells make one tag: say how they differ, which placeholder tells them apart,
 /// and where that axis is written (the template's own line when the file has one).
-fn collision(tag: &str, a: &Cell, b: &Cell, raw: &RawConfig) -> (Option<Pos>, String) {
+/// Which alias template made `tag` for cell `c` (collisions are rare: worked out again
+/// only for them).
+fn alias_index(c: &Cell, s: &Settings, date: &str, tag: &str) -> Option<usize> {
+    let slug = c.coord.base_slug();
+    let template = match c.framework.as_ref().map(|f| f.name) {
+        None => &s.tag_template,
+        Some(Kind::Pytorch) => &s.pytorch_tag,
+        Some(Kind::Tensorflow) => &s.tensorflow_tag,
+    };
+    let primary = expand(template, &|k| tag_value(c, k, date, &slug));
+    s.alias_templates.iter().position(|a| {
+        let alias = expand(a, &|k| {
+            if k == "tag" {
+                Cow::Borrowed(primary.as_str())
+            } else {
+                tag_value(c, k, date, &slug)
+            }
+        });
+        format!("{}:{alias}", s.repository) == tag
+    })
+}
+
+fn collision(tag: &str, a: &Cell, b: &Cell, raw: &RawConfig, field: &str) -> (Option<Pos>, String) {
     let axes = [
         (Key::Variant, "{variant}"),
         (Key::Platform, "{arch}"),
@@ -415,14 +449,20 @@ fn collision(tag: &str, a: &Cell, b: &Cell, raw: &RawConfig) -> (Option<Pos>, St
     let Some((key, placeholder)) = differ.first().copied() else {
         let hint = if a.coord.base != b.coord.base {
             format!(
-                ", whose bases ({} and {}) name the same OS; add {{base_name}} to `image.tag`",
+                ", whose bases ({} and {}) name the same OS; add {{base_name}} to `{field}`",
                 a.coord.base, b.coord.base
             )
         } else {
             "; add a placeholder that tells them apart".to_string()
         };
+        // the second base of the two names the same OS: point at it
+        let at = raw
+            .bases
+            .iter()
+            .find(|x| x.image.value == b.coord.base)
+            .map(|x| x.image.at);
         return (
-            None,
+            at,
             format!(
                 "tag `{tag}` is made by both cell {} and cell {}{hint}",
                 a.id, b.id
@@ -454,7 +494,7 @@ fn collision(tag: &str, a: &Cell, b: &Cell, raw: &RawConfig) -> (Option<Pos>, St
     (
         at,
         format!(
-            "tag `{tag}` is made by both cell {} and cell {}, which differ {}in {} ({va} and {vb}); add {placeholder} to `image.tag`",
+            "tag `{tag}` is made by both cell {} and cell {}, which differ {}in {} ({va} and {vb}); add {placeholder} to `{field}`",
             a.id,
             b.id,
             if differ.len() == 1 { "only " } else { "" },
