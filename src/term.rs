@@ -55,7 +55,10 @@ pub fn out(text: &str) -> io::Result<()> {
 /// nothing to escape, which is almost always.
 pub fn shown(text: &str) -> std::borrow::Cow<'_, str> {
     let control = |c: char| c.is_control() && c != '\n' && c != '\t';
-    if !text.chars().any(control) {
+    // a byte scan first (a 10,000-cell plan table is megabytes): C0, DEL, and 0xC2,
+    // which leads every C1 control (and a few printable characters) in UTF-8
+    let suspect = |b: u8| (b < 0x20 && b != b'\n' && b != b'\t') || b == 0x7f || b == 0xc2;
+    if !text.bytes().any(suspect) || !text.chars().any(control) {
         return std::borrow::Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 16);
