@@ -361,7 +361,7 @@ fn forged(docker: &dyn ImageEngine, c: &CellRecord) -> Option<String> {
     let Some(want) = c.image_id.as_deref() else {
         return Some(format!("cell {} records no image ID", c.id));
     };
-    if !is_image_id(want) {
+    if !crate::manifest::merge::is_digest(want) {
         return Some(format!(
             "cell {}: the manifest's image ID {want:?} is not an image ID (sha256: and 64 hex digits); refusing to push it",
             c.id
@@ -391,20 +391,14 @@ fn forged(docker: &dyn ImageEngine, c: &CellRecord) -> Option<String> {
     }
 }
 
-/// `sha256:` and 64 lowercase hex digits.
-fn is_image_id(s: &str) -> bool {
-    s.strip_prefix("sha256:")
-        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
-}
-
 /// Point `tag` at the image the manifest records before pushing it: a local tag may have
 /// moved since the build (another run, a hand-made `docker tag`), and what goes out must
 /// be what was built and verified.
 fn pin(docker: &dyn ImageEngine, c: &CellRecord, tag: &str, listen: Listen) -> Result<(), String> {
-    if let Some(why) = forged(docker, c) {
-        return Err(why);
-    }
-    let want = c.image_id.as_deref().unwrap_or_default();
+    // every image was checked by `forged` before the first push
+    let Some(want) = c.image_id.as_deref() else {
+        return Err(format!("cell {} records no image ID", c.id));
+    };
     let have = docker.image_id(tag);
     if have.as_deref() == Some(want) {
         return Ok(());
