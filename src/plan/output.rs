@@ -460,9 +460,28 @@ pub fn gha_shards(cells: &[&Cell], n: usize) -> Value {
                 .filter(|(_, x)| **x == s)
                 .map(|(c, _)| c.id.as_str())
                 .collect();
-            (!ids.is_empty()).then(
-                || json!({ "shard": format!("{}/{n}", s + 1), "count": ids.len(), "ids": ids }),
-            )
+            let mut platforms: Vec<&str> = cells
+                .iter()
+                .zip(&a)
+                .filter(|(_, x)| **x == s)
+                .map(|(c, _)| c.platform())
+                .collect();
+            platforms.sort_unstable();
+            platforms.dedup();
+            // a shard of one platform runs on that platform's own runners
+            let runner = match platforms.as_slice() {
+                [one] => runner_for(one),
+                _ => runner_for(""),
+            };
+            (!ids.is_empty()).then(|| {
+                json!({
+                    "shard": format!("{}/{n}", s + 1),
+                    "count": ids.len(),
+                    "platforms": platforms,
+                    "runner": runner,
+                    "ids": ids,
+                })
+            })
         })
         .collect();
     json!({ "include": include })
