@@ -92,6 +92,24 @@ pub enum Command {
 
 ", exit_codes!()))]
     Push(PushArgs),
+    /// Make a merged manifest's public tags and image indexes in the registry from the
+    /// digests its shards staged (`build --stage`), with no Docker daemon.
+    #[command(after_help = concat!("Examples:
+  matrix publish all.json
+  matrix publish all.json --registry-ca corp-ca.pem
+  matrix publish all.json --insecure-registry registry.lan:5000
+
+Credentials come from Docker's client configuration ($DOCKER_CONFIG/config.json, or
+~/.docker/config.json): `auths` entries, `credHelpers` and `credsStore`; `matrix login`
+writes one. A second publish changes nothing and says so; a killed one finishes when run
+again.
+
+", exit_codes!()))]
+    Publish(PublishArgs),
+    /// Store a registry's credentials where Docker keeps them, for `matrix publish`.
+    #[command(after_help = "Examples:
+  echo \"$REGISTRY_TOKEN\" | matrix login registry.example --username ci --password-stdin")]
+    Login(LoginArgs),
     /// Work with manifests (merge the manifests of sharded builds).
     #[command(
         subcommand,
@@ -436,6 +454,11 @@ pub struct BuildArgs {
     /// Push cells that built (and verified, with --verify) after every build is done.
     #[arg(long, help_heading = "Publishing")]
     pub push: bool,
+    /// Push each cell that passed verification by digest to this staging repository
+    /// (on the registry of the matrix's repository), moving no public tag; the manifest
+    /// records each digest for `matrix publish`. For CI runners that are thrown away.
+    #[arg(long, value_name = "REPOSITORY", requires = "verify", value_parser = staging_repository, help_heading = "Publishing")]
+    pub stage: Option<String>,
     /// After the run, remove this matrix's images that none of the last N runs
     /// produced or tagged (see `matrix prune`).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..), help_heading = "Output")]
@@ -493,6 +516,47 @@ pub struct PushArgs {
     pub retries: u32,
 }
 
+#[derive(Args, Debug)]
+pub struct PublishArgs {
+    /// The manifest to publish (merged from every shard).
+    pub manifest: PathBuf,
+    /// Publish the cells that were staged even when others were not.
+    #[arg(long)]
+    pub allow_partial: bool,
+    /// Also tag each tag group member's image REPO:TAG-ARCH in the public repository
+    /// (the index's tags need no such tags).
+    #[arg(long)]
+    pub platform_tags: bool,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct RegistryArgs {
+    /// Reach this registry (HOST:PORT) over plain HTTP; only loopback registries are
+    /// reached so without it.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub insecure_registry: Vec<String>,
+    /// Trust the CA certificates in this PEM file too (a private registry's, a proxy's).
+    #[arg(long, value_name = "FILE", env = "IMAGE_MATRIX_REGISTRY_CA")]
+    pub registry_ca: Option<PathBuf>,
+    /// Give up on a registry request after this many seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub registry_timeout: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct LoginArgs {
+    /// The registry (HOST[:PORT]; `docker.io` for Docker Hub).
+    pub registry: String,
+    #[arg(short, long)]
+    pub username: String,
+    /// Read the password (or access token) from standard input; the only way to give it,
+    /// so that it never appears in a process list or a shell history.
+    #[arg(long, required = true)]
+    pub password_stdin: bool,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum ManifestCommand {
     /// Combine the manifests of shards into one; refuses conflicting entries for a cell.
@@ -511,6 +575,10 @@ pub enum ManifestCommand {
         #[arg(long)]
         allow_partial: bool,
     },
+}
+
+fn staging_repository(s: &str) -> Result<String, String> {
+    crate::reference::check_repository(s).map(|()| s.to_string())
 }
 
 #[cfg(test)]

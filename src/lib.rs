@@ -24,6 +24,7 @@ pub mod manifest;
 pub mod plan;
 pub mod prune;
 pub mod reference;
+pub mod registry;
 pub mod render;
 pub mod report;
 pub mod run;

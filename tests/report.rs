@@ -265,6 +265,7 @@ fn a_tag_groups_index_and_its_emulated_platform_are_reported() {
         digest: Some("sha256:ccc3".into()),
         ok: true,
         error: None,
+        unchanged: false,
     }];
     let html = page(&m);
     let idx = &html[html

@@ -76,6 +76,7 @@ fn options(plan: &Plan, args: &BuildArgs) -> Options {
         manifest: args.manifest.clone(),
         verify: args.verify,
         push: args.push,
+        stage: args.stage.clone(),
         keep: args.keep.map(|n| n as usize),
         labels: super::image_labels(plan),
         cache: super::cache_settings(plan, &args.cache),

@@ -8,6 +8,7 @@ mod man;
 mod merge;
 mod plan;
 mod prune;
+mod publish;
 mod push;
 mod render;
 pub(crate) mod report;
@@ -25,6 +26,8 @@ pub fn run(cli: Cli) -> Result<Exit, Error> {
         Command::Build(args) => build::run(&cli, args),
         Command::Verify(args) => verify::run(args),
         Command::Push(args) => push::run(args),
+        Command::Publish(args) => publish::run(args),
+        Command::Login(args) => publish::login(args),
         Command::Report(args) => report::run(args),
         Command::Prune(args) => prune::run(args),
         Command::Completions(args) => completions::run(args),

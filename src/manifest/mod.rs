@@ -83,6 +83,24 @@ pub struct Pushed {
     pub ok: bool,
     pub attempts: u32,
     pub error: Option<String>,
+    /// `publish` found the tag already at this digest and left it alone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unchanged: bool,
+}
+
+/// A cell's image as a shard job pushed it to the staging repository (`build
+/// --stage`): by digest, no public tag moved. `publish` makes the public tags from it
+/// through the registry alone.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
+pub struct Staged {
+    /// The staging repository (`registry.example/team/miniconda-staging`).
+    pub repository: String,
+    /// The private tag it was pushed under there.
+    pub tag: String,
+    /// The pushed manifest's digest.
+    pub digest: String,
+    /// The image's config digest (its image ID on the engine that built it).
+    pub config: String,
 }
 
 /// A build lost because its engine stopped answering; the cell went back to the queue.
@@ -159,6 +177,9 @@ pub struct CellRecord {
     /// Built (and verified) under emulation, not on a machine of its platform.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub emulated: bool,
+    /// Pushed by digest to the staging repository (`build --stage`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staged: Option<Staged>,
 }
 
 /// A tag group's image index, as `push` published it: one index per shared tag, all
@@ -173,6 +194,9 @@ pub struct IndexRecord {
     pub digest: Option<String>,
     pub ok: bool,
     pub error: Option<String>,
+    /// `publish` found every tag already at this index and left them alone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unchanged: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
@@ -357,6 +381,7 @@ impl CellRecord {
             group: None,
             platform_tag: None,
             emulated: false,
+            staged: None,
         }
     }
 

@@ -182,7 +182,14 @@ impl Phase<'_> {
                 "push {}: {}",
                 pushed.tag,
                 match &pushed.error {
-                    None => "ok".to_string(),
+                    None if pushed.unchanged => format!(
+                        "unchanged (already {})",
+                        pushed.digest.as_deref().unwrap_or("there")
+                    ),
+                    None => match &pushed.digest {
+                        Some(d) => format!("ok ({d})"),
+                        None => "ok".to_string(),
+                    },
                     Some(e) => format!("failed: {e}"),
                 }
             ),

@@ -37,6 +37,8 @@ pub struct Options {
     pub manifest: Option<PathBuf>,
     pub verify: bool,
     pub push: bool,
+    /// Push each verified cell by digest to this staging repository (no public tag).
+    pub stage: Option<String>,
     /// Prune to the images of the last N runs at the end.
     pub keep: Option<usize>,
     /// The labels every image carries (created, source, revision).

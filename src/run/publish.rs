@@ -74,6 +74,19 @@ impl Published {
         }
         man.indexes.extend(self.indexes);
     }
+
+    /// As [`Published::apply`], each tag's and each group's record replacing the one an
+    /// earlier publish left, so that the manifest says where every tag is now.
+    pub fn apply_replacing(self, man: &mut Manifest) {
+        for (i, p) in self.pushed {
+            man.cells[i].pushed.retain(|q| q.tag != p.tag);
+            man.cells[i].pushed.push(p);
+        }
+        for x in self.indexes {
+            man.indexes.retain(|y| y.group != x.group);
+            man.indexes.push(x);
+        }
+    }
 }
 
 /// Publish; returns what was pushed, or why nothing was. `listen` hears of every push,
@@ -242,6 +255,7 @@ fn publish_indexes(
             digest: None,
             ok: false,
             error: None,
+            unchanged: false,
         };
         let missing: Vec<&str> = rec
             .platforms
@@ -344,6 +358,7 @@ fn push_one(
         digest: result.as_ref().ok().cloned().flatten(),
         attempts,
         error: result.err(),
+        unchanged: false,
     };
     listen(&Phase::Pushed {
         id: &c.id,
@@ -417,6 +432,76 @@ fn pin(docker: &dyn ImageEngine, c: &CellRecord, tag: &str, listen: Listen) -> R
         was: have.as_deref(),
     });
     Ok(())
+}
+
+/// The private tag a cell's image is pushed under in the staging repository: its id
+/// and the start of its input hash, so that a rebuilt image never reuses a tag.
+pub fn stage_tag(c: &CellRecord) -> String {
+    let hash = c.input_hash.as_deref().unwrap_or("unknown");
+    let hash = hash.strip_prefix("sha256:").unwrap_or(hash);
+    let mut t = format!("{}-{}", c.id, &hash[..hash.len().min(16)]);
+    t.truncate(128);
+    t
+}
+
+/// `build --stage REPO`: push each cell that built (and passed verification) to the
+/// staging repository by digest, from the engine that holds it, checked as `publish`
+/// checks. Cells that did not pass are left out (the shard's manifest says why);
+/// returns the staged records, or why nothing was staged.
+pub fn stage(
+    engines: &dyn Fleet,
+    man: &Manifest,
+    repo: &str,
+    opts: &Options,
+    listen: Listen,
+) -> Result<(Vec<(usize, crate::manifest::Staged)>, bool), String> {
+    reference::check_repository(repo).map_err(|e| format!("the staging repository: {e}"))?;
+    let passed = |c: &CellRecord| {
+        c.status.succeeded()
+            && (!opts.need_verified || c.verification.as_ref().is_some_and(|v| v.ok))
+    };
+    let eligible: Vec<usize> = (0..man.cells.len())
+        .filter(|&i| passed(&man.cells[i]))
+        .collect();
+    for &i in &eligible {
+        let c = &man.cells[i];
+        let Some(d) = engines.engine(c.engine.as_deref()) else {
+            return Err(format!(
+                "the engine of cell {} does not answer; staging nothing",
+                c.id
+            ));
+        };
+        if let Some(why) = forged(d, c) {
+            return Err(format!("{why}; staging nothing"));
+        }
+    }
+    let mut out = Vec::new();
+    let mut all_ok = true;
+    for i in eligible {
+        let c = &man.cells[i];
+        let tag = format!("{repo}:{}", stage_tag(c));
+        let p = push_one(engines, c, &tag, opts, listen);
+        match (p.ok, p.digest, c.image_id.clone()) {
+            (true, Some(digest), Some(config)) => out.push((
+                i,
+                crate::manifest::Staged {
+                    repository: repo.to_string(),
+                    tag,
+                    digest,
+                    config,
+                },
+            )),
+            (true, None, _) => {
+                all_ok = false;
+                listen(&Phase::Warning {
+                    id: Some(&c.id),
+                    text: format!("stage: docker push {tag} reported no digest; not staged"),
+                });
+            }
+            _ => all_ok = false,
+        }
+    }
+    Ok((out, all_ok))
 }
 
 #[cfg(test)]

@@ -62,6 +62,13 @@ impl Recorder {
         self.touch_and_write()
     }
 
+    pub fn staged(&mut self, staged: Vec<(usize, crate::manifest::Staged)>) -> std::io::Result<()> {
+        for (i, s) in staged {
+            self.manifest.cells[i].staged = Some(s);
+        }
+        self.touch_and_write()
+    }
+
     /// How the run ended, when, and the tool's own CPU time: the last write.
     pub fn close(&mut self, outcome: crate::manifest::RunOutcome) -> std::io::Result<()> {
         let m = &mut self.manifest;

@@ -98,7 +98,9 @@ pub fn run<L: Listener>(
     )?;
     // A refused push (some cell not built, or its engine gone) fails the run even when
     // every cell built: nothing was published.
-    let published = !o.push || cancel.is_set() || push(o, engines, &mut recorder, reporter);
+    let staged = o.stage.is_none() || cancel.is_set() || stage(o, engines, &mut recorder, reporter);
+    let published =
+        staged && (!o.push || cancel.is_set() || push(o, engines, &mut recorder, reporter));
     remove_leftovers(engines, recorder.manifest(), reporter);
     let end = End {
         manifest: &out.manifest,
@@ -286,6 +288,43 @@ fn accept_cells(
             })?;
     }
     Ok(())
+}
+
+/// `--stage`: the verified images pushed by digest to the staging repository.
+fn stage(
+    o: &Options,
+    engines: &Engines,
+    recorder: &mut Recorder,
+    reporter: &mut dyn Listener,
+) -> bool {
+    let Some(repo) = o.stage.as_deref() else {
+        return true;
+    };
+    let opts = publish::Options {
+        need_verified: o.verify,
+        allow_partial: true,
+        retries: o.retries.max(2),
+        backoff: Duration::from_secs(2),
+    };
+    let shared = std::sync::Mutex::new(&mut *reporter);
+    let listen = |ev: &Phase| {
+        if let Ok(mut r) = shared.lock() {
+            r.phase(ev);
+        }
+    };
+    match publish::stage(engines, recorder.manifest(), repo, &opts, &listen) {
+        Ok((staged, all)) => {
+            let _ = recorder.staged(staged);
+            all
+        }
+        Err(why) => {
+            listen(&Phase::Warning {
+                id: None,
+                text: format!("stage: {why}"),
+            });
+            false
+        }
+    }
 }
 
 fn push(
