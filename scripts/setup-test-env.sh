@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Make this machine ready for the Docker tests, from scratch if need be: packages
-# (docker.io, debootstrap, sshpass + openssh-client, docker-registry for push tests,
+# (docker.io, debootstrap, sshpass + openssh-client, docker-registry, apache2-utils
+# (htpasswd) and skopeo for push and publish tests,
 # qemu-user-static + binfmt-support for arm64), a daemon (bridge off: containers only
 # reach loopback through --network host, left running; scripts/stop-dockerd.sh
 # stops it), the local Debian base images (bookworm, and trixie for Python 3.13), and
@@ -21,6 +22,9 @@ command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
 command -v sshpass >/dev/null 2>&1 || need+=(sshpass)
 command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
 command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
+# a registry that requires a login (htpasswd), and a client we did not write (skopeo)
+command -v htpasswd >/dev/null 2>&1 || need+=(apache2-utils)
+command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
 # arm64 under emulation: QEMU user mode, registered with binfmt_misc
 [ -x /usr/bin/qemu-aarch64-static ] || need+=(qemu-user-static)
 command -v update-binfmts >/dev/null 2>&1 || need+=(binfmt-support)

@@ -97,8 +97,18 @@ pub struct Registry {
 
 impl Registry {
     pub fn start(dir: &Path) -> Registry {
+        Registry::start_as(dir, None)
+    }
+
+    /// A registry that requires the login `user`/`password` (htpasswd), or none.
+    pub fn start_as(dir: &Path, login: Option<(&str, &str)>) -> Registry {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/local-registry.sh");
-        let (code, out, err) = sh(Command::new(script).arg(dir));
+        let mut cmd = Command::new(script);
+        cmd.arg(dir);
+        if let Some((user, password)) = login {
+            cmd.arg(user).env("LOCAL_REGISTRY_PASSWORD", password);
+        }
+        let (code, out, err) = sh(&mut cmd);
         assert_eq!(
             code, 0,
             "the registry did not start (run scripts/setup-test-env.sh): {err}"
