@@ -89,6 +89,7 @@ pub enum Command {
     #[command(after_help = concat!("Examples:
   matrix push out/manifest.json
   matrix push all.json --engine build-1=ssh://ci@build-1
+  matrix push -f ci/matrix.yaml out/manifest.json    # the matrix it was built from
 
 ", exit_codes!()))]
     Push(PushArgs),
@@ -373,7 +374,9 @@ pub struct DockerArgs {
     /// A Docker engine: NAME=TARGET[,jobs=N][,platform=P][,buildx_builder=B], TARGET
     /// a DOCKER_HOST URL (unix://, tcp://, ssh://) or a docker context. Repeat for several engines; replaces the
     /// matrix's `engines:` list. Push and verify reach each cell on the engine the
-    /// manifest names (this option overrides where an engine name points).
+    /// manifest names (this option overrides where an engine name points); a target
+    /// the manifest records is used only when the matrix it was built from declares it
+    /// (else name it here again, as the build's --engine did).
     #[arg(long = "engine", value_name = "NAME=TARGET[,jobs=N]")]
     pub engines: Vec<EngineSpec>,
 }

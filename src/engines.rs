@@ -451,6 +451,100 @@ pub fn specs(
     Ok(specs)
 }
 
+/// The engines a manifest recorded that nothing on this command line vouches for: each
+/// at a target other than the client's default, whose name `--engine` does not
+/// re-point (nor, for the one default engine, whose context `--context` names). A
+/// manifest is an input like any other: a forged one must not send pushes, and the
+/// registry credentials with them, to a daemon of its choosing.
+pub fn unvouched<'a>(
+    recorded: &'a [EngineRecord],
+    flags: &[EngineSpec],
+    context: Option<&str>,
+) -> Vec<&'a EngineRecord> {
+    recorded
+        .iter()
+        .filter(|r| r.target != Target::Default)
+        .filter(|r| !flags.iter().any(|f| f.name == r.name))
+        .filter(|r| {
+            !(r.name == DEFAULT_ENGINE
+                && context.is_some_and(|c| r.target == Target::Context(c.to_string())))
+        })
+        .collect()
+}
+
+/// Refuse, before anything is contacted, the engines of `unvouched` that the matrix does
+/// not declare with exactly their recorded target. `declared` is the `engines:` of the
+/// matrix file `matrix`, or why that file vouches for none (not the matrix `manifest`
+/// was built from, unreadable); the error names each engine, its recorded target, why
+/// it is not trusted and how to say where its images are.
+pub fn check_vouched(
+    manifest: &str,
+    matrix: &str,
+    unvouched: &[&EngineRecord],
+    declared: &Result<Vec<EngineSpec>, String>,
+) -> Result<(), String> {
+    let mut refused = Vec::new();
+    let (mut undeclared, mut elsewhere) = (Vec::new(), Vec::new());
+    for r in unvouched {
+        if let Ok(d) = declared {
+            match d.iter().find(|s| s.name == r.name) {
+                Some(s) if s.target == r.target => continue,
+                Some(s) => elsewhere.push(format!(
+                    "{matrix} declares engine {} at {}",
+                    r.name,
+                    shown(&s.target)
+                )),
+                None => undeclared.push(r.name.as_str()),
+            }
+        }
+        refused.push(*r);
+    }
+    if refused.is_empty() {
+        return Ok(());
+    }
+    let why = match declared {
+        Err(e) => e.clone(),
+        Ok(_) => {
+            if !undeclared.is_empty() {
+                elsewhere.insert(
+                    0,
+                    format!("{matrix} declares no engine {}", undeclared.join(" nor ")),
+                );
+            }
+            elsewhere.join("; ")
+        }
+    };
+    let at: Vec<String> = refused
+        .iter()
+        .map(|r| format!("engine {} at {}", r.name, shown(&r.target)))
+        .collect();
+    let fix: Vec<String> = refused
+        .iter()
+        .map(|r| format!("--engine {}=TARGET", r.name))
+        .collect();
+    Err(format!(
+        "{manifest} records {}, which neither --engine on this command line nor the matrix vouches for ({why}); nothing was contacted. Say where {} images really are with {} (the build's own --engine flags, repeated), TARGET a DOCKER_HOST URL or a docker context",
+        at.join(" and "),
+        if refused.len() == 1 { "its" } else { "their" },
+        fix.join(" ")
+    ))
+}
+
+/// A target as people may read it: a password in a URL's user part is not shown.
+fn shown(t: &Target) -> String {
+    if let Target::Host(h) = t {
+        if let Some((scheme, rest)) = h.split_once("://") {
+            let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+            if let Some(at) = authority.rfind('@') {
+                if let Some(colon) = authority[..at].find(':') {
+                    return format!("{scheme}://{}:***{}", &rest[..colon], &rest[at..]);
+                }
+            }
+        }
+    }
+    t.to_string()
+}
+
 /// A recorded target as `--engine` would take it.
 fn check_recorded_target(t: &Target) -> Result<(), String> {
     match t {
@@ -731,5 +825,84 @@ mod tests {
         }
         assert!(crate::config::engine::parse_target("ssh://-oProxyCommand=id").is_err());
         assert!(crate::config::engine::parse_target("ssh://ci@build-1.internal").is_ok());
+    }
+
+    /// Issue 27 item 3: a recorded target other than the client's default is used only
+    /// where this command line re-points its name (or, for the default engine, names its
+    /// context), or the matrix it was built from declares that name at that target.
+    #[test]
+    fn a_manifests_engine_targets_need_the_user_or_the_matrix_to_vouch_for_them() {
+        let mut default = rec(DEFAULT_ENGINE, "ctx");
+        default.target = Target::Default;
+        let recorded = [
+            default,
+            rec("gpu1", "tcp://attacker.example:2375"),
+            rec("b", "ssh://ci@b"),
+        ];
+        let names = |v: Vec<&EngineRecord>| v.iter().map(|r| r.name.clone()).collect::<Vec<_>>();
+        assert_eq!(
+            names(unvouched(&recorded, &[], None)),
+            ["gpu1", "b"],
+            "the client's default engine needs no one"
+        );
+        assert_eq!(
+            names(unvouched(&recorded, &flags(&["gpu1=unix:///g.sock"]), None)),
+            ["b"]
+        );
+        let ctx = [rec(DEFAULT_ENGINE, "remote")];
+        assert!(unvouched(&ctx, &[], Some("remote")).is_empty());
+        assert_eq!(unvouched(&ctx, &[], Some("other")).len(), 1);
+        assert_eq!(
+            unvouched(&[rec("x", "remote")], &[], Some("remote")).len(),
+            1,
+            "--context stands for the default engine only"
+        );
+
+        let left = unvouched(&recorded, &[], None);
+        let matrix = |f: &[&str]| Ok(flags(f));
+        assert!(check_vouched(
+            "m.json",
+            "matrix.yaml",
+            &left,
+            &matrix(&["gpu1=tcp://attacker.example:2375", "b=ssh://ci@b", "c=ctx"])
+        )
+        .is_ok());
+        let e =
+            check_vouched("m.json", "matrix.yaml", &left, &matrix(&["b=ssh://ci@b"])).unwrap_err();
+        assert!(
+            e.starts_with("m.json records engine gpu1 at tcp://attacker.example:2375, which")
+                && e.contains("(matrix.yaml declares no engine gpu1)")
+                && e.contains("nothing was contacted")
+                && e.contains("with --engine gpu1=TARGET (")
+                && !e.contains("engine b"),
+            "{e}"
+        );
+        let e = check_vouched(
+            "m.json",
+            "matrix.yaml",
+            &left,
+            &matrix(&["gpu1=ssh://ci@gpu1"]),
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("records engine gpu1 at tcp://attacker.example:2375 and engine b at ssh://ci@b")
+                && e.contains("(matrix.yaml declares no engine b; matrix.yaml declares engine gpu1 at ssh://ci@gpu1)")
+                && e.contains("--engine gpu1=TARGET --engine b=TARGET"),
+            "{e}"
+        );
+        let e =
+            check_vouched("m.json", "matrix.yaml", &left, &Err("it changed".into())).unwrap_err();
+        assert!(e.contains("vouches for (it changed)"), "{e}");
+    }
+
+    #[test]
+    fn a_password_in_a_target_is_not_shown() {
+        let host = |h: &str| shown(&Target::Host(h.into()));
+        assert_eq!(host("ssh://ci:s3cret@b:22/x"), "ssh://ci:***@b:22/x");
+        assert_eq!(host("tcp://u:p:q@h:2375"), "tcp://u:***@h:2375");
+        assert_eq!(host("ssh://ci@b"), "ssh://ci@b");
+        assert_eq!(host("unix:///run/a@b:c.sock"), "unix:///run/a@b:c.sock");
+        assert_eq!(host("tcp://h:2375"), "tcp://h:2375");
+        assert_eq!(shown(&Target::Context("c".into())), "c");
     }
 }

@@ -575,8 +575,10 @@ fn an_engine_that_dies_mid_run_loses_its_cell_to_the_other_and_push_follows_the_
     }
 
     // push reads the engines from the manifest and pushes each tag from its engine
+    // (the build's --engine flags repeated: a target only the build's command line
+    // named is not taken from the manifest)
     let before = calls_by_engine(&e).len();
-    let (code, err) = e.push(&[]);
+    let (code, err) = e.push(&engines);
     assert_eq!(code, 0, "{err}");
     assert!(
         err.contains(&format!("engine {dead} at unix:///fake/{dead}.sock")),

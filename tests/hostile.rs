@@ -461,6 +461,128 @@ fn push_refuses_an_engine_target_the_flags_would_refuse() {
     assert_eq!(code, 0, "{err}");
 }
 
+/// Calls the fake docker received, as (engine, arguments).
+fn calls_by_engine(e: &Env) -> Vec<(String, String)> {
+    std::fs::read_to_string(e.path("state/calls-by-engine"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+/// Issue 27 item 3: a well-formed target a forged manifest gives an engine is not
+/// trusted either. A push (and so the registry credentials) goes to no daemon the user
+/// did not name: the manifest's engine must be re-pointed with --engine, or declared
+/// with that target by the matrix the manifest was built from. Refused before any
+/// docker call, and the error names the manifest, the engine, its target and the fix.
+#[test]
+fn push_refuses_an_engine_target_nothing_vouches_for_before_any_docker_call() {
+    let e = Env::new(32019);
+    let (code, _) = e.run(&["-j", "1", "--filter", "python=3.9"]);
+    assert_eq!(code, 0);
+    let m = e.manifest();
+    assert_eq!(m["engines"][0]["name"], "default");
+    assert_eq!(m["engines"][0]["target"], "default");
+    let forge = |target: &str| {
+        let mut f = m.clone();
+        f["engines"][0]["target"] = serde_json::json!({ "host": target });
+        std::fs::write(e.path("out/manifest.json"), f.to_string()).unwrap();
+        std::fs::write(e.path("state/calls"), "").unwrap();
+        std::fs::write(e.path("state/calls-by-engine"), "").unwrap();
+    };
+    forge("tcp://attacker.example:2375");
+    let (code, err) = e.push(&[]);
+    assert_eq!(code, 4, "{err}");
+    assert!(
+        err.contains("out/manifest.json records engine default at tcp://attacker.example:2375")
+            && err.contains("matrix.yaml declares no engine default")
+            && err.contains("nothing was contacted")
+            && err.contains("--engine default=TARGET"),
+        "{err}"
+    );
+    assert_eq!(e.calls(), "", "no docker call at all");
+    // verify and prune read a manifest's engines the same way
+    for cmd in [
+        &["verify", "--manifest", "out/manifest.json"][..],
+        &["prune", "--keep", "1", "--manifest", "out/manifest.json"],
+    ] {
+        let out = e.matrix(cmd).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(4), "{cmd:?}: {err}");
+        assert!(err.contains("nothing was contacted"), "{cmd:?}: {err}");
+        assert_eq!(e.calls(), "", "{cmd:?}: no docker call at all");
+    }
+    // a password in the forged target is not repeated
+    forge("ssh://ci:s3cret@attacker.example");
+    let (code, err) = e.push(&[]);
+    assert_eq!(code, 4, "{err}");
+    assert!(!err.contains("s3cret"), "{err}");
+    assert!(err.contains("ssh://ci:***@attacker.example"), "{err}");
+    assert_eq!(e.calls(), "");
+    // the user says where the images really are: the push goes there
+    forge("tcp://attacker.example:2375");
+    let (code, err) = e.push(&["--engine", "default=unix:///fake/default.sock"]);
+    assert_eq!(code, 0, "{err}");
+    let pushes: Vec<(String, String)> = calls_by_engine(&e)
+        .into_iter()
+        .filter(|(_, a)| a.starts_with("push "))
+        .collect();
+    assert!(!pushes.is_empty());
+    assert!(pushes.iter().all(|(en, _)| en == "default"), "{pushes:?}");
+}
+
+/// Issue 27 item 3: the matrix vouches for the engine targets it declares, name and
+/// target alike, when it is the matrix the manifest was built from (by SHA256); `-f`
+/// names another file to check against.
+#[test]
+fn the_matrix_a_manifest_was_built_from_vouches_for_the_engines_it_declares() {
+    let yaml = format!(
+        "{}engines:\n  - name: fa\n    host: unix:///fake/fa.sock\n",
+        common::fake::MATRIX
+    );
+    let e = Env::with_matrix(32020, &yaml);
+    let (code, err) = e.run(&["-j", "1", "--filter", "python=3.9"]);
+    assert_eq!(code, 0, "{err}");
+    let m = e.manifest();
+    assert_eq!(m["engines"][0]["name"], "fa");
+    // declared by the matrix: accepted, pushed from there
+    let (code, err) = e.push(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(calls_by_engine(&e)
+        .iter()
+        .any(|(en, a)| en == "fa" && a.starts_with("push ")));
+    // the name alone is not enough: the target must be the declared one
+    let mut f = m.clone();
+    f["engines"][0]["target"] = serde_json::json!({"host": "tcp://attacker.example:2375"});
+    std::fs::write(e.path("out/manifest.json"), f.to_string()).unwrap();
+    std::fs::write(e.path("state/calls"), "").unwrap();
+    let (code, err) = e.push(&[]);
+    assert_eq!(code, 4, "{err}");
+    assert!(
+        err.contains("engine fa at tcp://attacker.example:2375")
+            && err.contains("matrix.yaml declares engine fa at unix:///fake/fa.sock"),
+        "{err}"
+    );
+    assert_eq!(e.calls(), "");
+    // a matrix changed since the build vouches for nothing, and says why
+    std::fs::write(e.path("out/manifest.json"), m.to_string()).unwrap();
+    std::fs::copy(e.path("matrix.yaml"), e.path("built.yaml")).unwrap();
+    std::fs::write(e.path("matrix.yaml"), format!("{yaml}# edited\n")).unwrap();
+    let (code, err) = e.push(&[]);
+    assert_eq!(code, 4, "{err}");
+    assert!(
+        err.contains("engine fa at unix:///fake/fa.sock")
+            && err.contains("matrix.yaml is not the matrix the manifest was built from")
+            && err.contains("-f/--matrix"),
+        "{err}"
+    );
+    assert_eq!(e.calls(), "");
+    // the one it was built from, given with -f: accepted
+    let (code, err) = e.push(&["-f", "built.yaml"]);
+    assert_eq!(code, 0, "{err}");
+}
+
 /// Issue 27 item 7: text from a matrix reaches the terminal escaped, never obeyed: an
 /// exclusion's reason with a clipboard write (OSC 52) and a carriage return, a pip entry
 /// that clears the screen.

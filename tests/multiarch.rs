@@ -217,11 +217,13 @@ fn a_group_with_a_platform_missing_gets_no_index_even_when_partial_is_allowed() 
     let args: Vec<&str> = flags.iter().map(String::as_str).collect();
     let (code, _) = e.run(&args);
     assert_eq!(code, 1);
-    let (code, err) = e.push(&[]);
+    // push reaches the engines the build's --engine flags named only when given them
+    let on = &args[..4];
+    let (code, err) = e.push(on);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("publishing nothing"), "{err}");
     std::fs::write(e.path("state/calls"), "").unwrap();
-    let (_, err) = e.push(&["--allow-partial"]);
+    let (_, err) = e.push(&[on, &["--allow-partial"]].concat());
     assert!(
         err.contains("index conda3-python3.11-ubuntu22.04: not made: linux/arm64 not pushed"),
         "{err}"

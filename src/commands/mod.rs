@@ -24,12 +24,12 @@ pub fn run(cli: Cli) -> Result<Exit, Error> {
         Command::Plan(args) => plan::run(&cli, args),
         Command::Render(args) => render::run(&cli, args),
         Command::Build(args) => build::run(&cli, args),
-        Command::Verify(args) => verify::run(args),
-        Command::Push(args) => push::run(args),
+        Command::Verify(args) => verify::run(&cli.matrix, args),
+        Command::Push(args) => push::run(&cli.matrix, args),
         Command::Publish(args) => publish::run(args),
         Command::Login(args) => publish::login(args),
         Command::Report(args) => report::run(args),
-        Command::Prune(args) => prune::run(args),
+        Command::Prune(args) => prune::run(&cli.matrix, args),
         Command::Completions(args) => completions::run(args),
         Command::Man(args) => man::run(args),
         Command::Schema(args) => schema::run(args),
@@ -155,13 +155,32 @@ fn json_text(v: &impl serde::Serialize) -> String {
 }
 
 /// The engines a manifest's cells were built on, reached again (`--engine` re-points a
-/// name): push, verify and prune work on each cell where it is.
+/// name): push, verify and prune work on each cell where it is. `manifest` is the
+/// manifest read and its path (None: no manifest, `verify --image`); `matrix` the
+/// matrix file (`-f`), whose `engines:` vouch for the recorded targets they declare
+/// when it is the matrix the manifest was built from. A recorded target nothing vouches
+/// for is refused before any engine is contacted.
 fn manifest_engines(
     docker: &crate::cli::DockerArgs,
-    recorded: &[crate::manifest::EngineRecord],
+    matrix: &std::path::Path,
+    manifest: Option<(&std::path::Path, &crate::manifest::Manifest)>,
 ) -> Result<crate::engines::Engines, Error> {
+    let recorded = manifest.map_or(&[][..], |(_, m)| &m.engines[..]);
     let specs = crate::engines::specs(&docker.engines, docker.context.as_deref(), &[], recorded)
         .map_err(Error::Usage)?;
+    if let Some((path, m)) = manifest {
+        let unvouched =
+            crate::engines::unvouched(recorded, &docker.engines, docker.context.as_deref());
+        if !unvouched.is_empty() {
+            crate::engines::check_vouched(
+                &path.display().to_string(),
+                &matrix.display().to_string(),
+                &unvouched,
+                &matrix_engines(matrix, m),
+            )
+            .map_err(Error::Preflight)?;
+        }
+    }
     Ok(connect_engines(
         &docker.docker,
         crate::docker::Builder::Auto,
@@ -169,6 +188,30 @@ fn manifest_engines(
         std::num::NonZeroUsize::MIN,
     )?
     .engines)
+}
+
+/// The `engines:` of the matrix file at `path` when it is the one `m` was built from
+/// (its SHA256 is the manifest's `matrix_sha256`), else why it vouches for none. The
+/// file is the one the user names (`-f`, else matrix.yaml), never a path the manifest
+/// gives: a forged manifest could name a file of its own, with that file's SHA256.
+fn matrix_engines(
+    path: &std::path::Path,
+    m: &crate::manifest::Manifest,
+) -> Result<Vec<crate::config::engine::EngineSpec>, String> {
+    use sha2::Digest;
+    let file = path.display().to_string();
+    let text = crate::config::read_text(path).map_err(|e| e.to_string())?;
+    let sha = crate::plan::hex(&sha2::Sha256::digest(text.as_bytes()));
+    if sha != m.matrix_sha256 {
+        let short = |s: &str| s.chars().take(12).collect::<String>();
+        return Err(format!(
+            "{file} is not the matrix the manifest was built from: its SHA256 is {}…, the manifest's matrix_sha256 {}…, so its `engines:` vouch for nothing; -f/--matrix names the matrix the manifest was built from",
+            short(&sha),
+            short(&m.matrix_sha256)
+        ));
+    }
+    crate::config::settings::declared_engines(&text, &file)
+        .ok_or_else(|| format!("{file} does not read as YAML"))
 }
 
 /// The engines `specs` name, connected, with their warnings (each engine that does not

@@ -5,9 +5,9 @@ use crate::error::{Error, Exit};
 use crate::manifest::io;
 use crate::prune;
 
-pub fn run(args: &PruneArgs) -> Result<Exit, Error> {
+pub fn run(matrix: &std::path::Path, args: &PruneArgs) -> Result<Exit, Error> {
     let m = io::read(&args.manifest).map_err(Error::Preflight)?;
-    let engines = super::manifest_engines(&args.docker, &m.engines)?;
+    let engines = super::manifest_engines(&args.docker, matrix, Some((&args.manifest, &m)))?;
     let repo = m.repository.clone().ok_or_else(|| {
         Error::Preflight(format!(
             "{} does not name its repository (written by an older image-matrix)",

@@ -5,9 +5,9 @@ use crate::error::{Error, Exit};
 use crate::manifest::io;
 use crate::run::publish;
 
-pub fn run(args: &PushArgs) -> Result<Exit, Error> {
+pub fn run(matrix: &std::path::Path, args: &PushArgs) -> Result<Exit, Error> {
     let mut man = io::read(&args.manifest).map_err(Error::Preflight)?;
-    let engines = super::manifest_engines(&args.docker, &man.engines)?;
+    let engines = super::manifest_engines(&args.docker, matrix, Some((&args.manifest, &man)))?;
     let opts = publish::Options {
         need_verified: man.cells.iter().any(|c| c.verification.is_some()),
         allow_partial: args.allow_partial,

@@ -15,7 +15,7 @@ use crate::manifest::{io, Manifest, Verification};
 use crate::signals::{self, Cancel};
 use crate::verify;
 
-pub fn run(args: &VerifyArgs) -> Result<Exit, Error> {
+pub fn run(matrix: &Path, args: &VerifyArgs) -> Result<Exit, Error> {
     let path = args
         .manifest
         .clone()
@@ -25,8 +25,11 @@ pub fn run(args: &VerifyArgs) -> Result<Exit, Error> {
     } else {
         None
     };
-    let recorded = manifest.as_ref().map_or(&[][..], |m| &m.engines[..]);
-    let engines = super::manifest_engines(&args.docker, recorded)?;
+    let engines = super::manifest_engines(
+        &args.docker,
+        matrix,
+        manifest.as_ref().map(|m| (path.as_path(), m)),
+    )?;
     if run_program(
         Path::new("sshpass"),
         &["-V".to_string()],

@@ -643,6 +643,16 @@ fn existing(
     None
 }
 
+/// The engines a matrix file's text declares under `engines:` (each entry that reads
+/// as valid; the rest of the file is not looked at), for a command that has no plan to
+/// read them from. None when the text is not YAML.
+pub fn declared_engines(text: &str, file: &str) -> Option<Vec<crate::config::engine::EngineSpec>> {
+    let root = crate::config::yaml::parse(text).ok()?;
+    let mut d = Diags::new(file);
+    let raw = crate::config::raw::walk(&root, &mut d);
+    Some(read_engines(&raw, &mut d))
+}
+
 fn read_engines(raw: &RawConfig, d: &mut Diags) -> Vec<crate::config::engine::EngineSpec> {
     use crate::config::engine::{check_name, parse_target, EngineSpec, Target};
     let mut out: Vec<EngineSpec> = Vec::new();
@@ -1000,5 +1010,25 @@ mod tests {
             "localhost"
         );
         assert!(bind("runtime:\n  tensorboard_bind: 0.0.0.0\n").is_err());
+    }
+
+    #[test]
+    fn the_engines_a_matrix_declares_are_read_without_the_rest_of_it() {
+        use crate::config::engine::Target;
+        let text = "version: 1\nbases: [ubuntu:22.04]\nunknown: x\nengines:\n  - {name: a, host: \"tcp://a:2375\"}\n  - {name: b, context: remote}\n  - {name: c, host: \"not a url\"}\n";
+        let e = declared_engines(text, "m.yaml").unwrap();
+        let got: Vec<(&str, &Target)> = e.iter().map(|s| (s.name.as_str(), &s.target)).collect();
+        assert_eq!(
+            got,
+            [
+                ("a", &Target::Host("tcp://a:2375".into())),
+                ("b", &Target::Context("remote".into()))
+            ],
+            "an entry that is not valid declares nothing"
+        );
+        assert!(declared_engines("version: 1\n", "m.yaml")
+            .unwrap()
+            .is_empty());
+        assert!(declared_engines("engines: [\n", "m.yaml").is_none());
     }
 }
