@@ -128,7 +128,8 @@ again.
     /// Remove this matrix's images that none of the last N runs produced or tagged.
     #[command(after_help = "Examples:
   matrix prune --keep 3
-  matrix prune --keep 1 --manifest out/local/manifest.json")]
+  matrix prune --keep 1 --manifest out/local/manifest.json
+  matrix prune --registry --keep-dated 7 --manifest all.json --dry-run")]
     Prune(PruneArgs),
     /// Write what a run did as a page people look at (HTML) or a summary (Markdown).
     #[command(after_help = "Examples:
@@ -224,6 +225,19 @@ pub struct PruneArgs {
     pub keep: u32,
     #[command(flatten)]
     pub docker: DockerArgs,
+    /// Prune the registry instead of the engines: delete the matrix repository's dated
+    /// tags (the latest run's date aliases under older dates) of all but the last
+    /// --keep-dated nights, through the registry's API. Needs no Docker daemon.
+    #[arg(long, requires = "keep_dated", help_heading = "Registry")]
+    pub registry: bool,
+    /// With --registry: how many nights of dated tags to keep (the latest included).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..), help_heading = "Registry")]
+    pub keep_dated: Option<u32>,
+    /// With --registry: list what would be deleted, delete nothing.
+    #[arg(long, requires = "registry", help_heading = "Registry")]
+    pub dry_run: bool,
+    #[command(flatten, next_help_heading = "Registry")]
+    pub registry_access: RegistryArgs,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

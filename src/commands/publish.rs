@@ -21,19 +21,7 @@ pub fn run(args: &PublishArgs) -> Result<Exit, Error> {
             ))
         })
         .and_then(|r| Repo::parse(r).map_err(|e| Error::Preflight(format!("{}: {e}", args.manifest.display()))))?;
-    let extra_ca = match &args.registry.registry_ca {
-        Some(p) => Some(
-            std::fs::read(p)
-                .map_err(|e| Error::Usage(format!("--registry-ca {}: {e}", p.display())))?,
-        ),
-        None => None,
-    };
-    let settings = client::Settings {
-        insecure: args.registry.insecure_registry.clone(),
-        extra_ca,
-        timeout: std::time::Duration::from_secs(args.registry.registry_timeout.max(1)),
-    };
-    let registry = client::Registry::new(&[&public], &settings).map_err(Error::Preflight)?;
+    let registry = registry_client(&args.registry, std::slice::from_ref(&public))?;
     let opts = publish::Options {
         need_verified: man.cells.iter().any(|c| c.verification.is_some()),
         allow_partial: args.allow_partial,
@@ -60,6 +48,27 @@ pub fn run(args: &PublishArgs) -> Result<Exit, Error> {
             Ok(Exit::Failed)
         }
     }
+}
+
+/// A registry client as the command line sets it up.
+pub(super) fn registry_client(
+    args: &crate::cli::RegistryArgs,
+    repos: &[Repo],
+) -> Result<client::Registry, Error> {
+    let extra_ca = match &args.registry_ca {
+        Some(p) => Some(
+            std::fs::read(p)
+                .map_err(|e| Error::Usage(format!("--registry-ca {}: {e}", p.display())))?,
+        ),
+        None => None,
+    };
+    let settings = client::Settings {
+        insecure: args.insecure_registry.clone(),
+        extra_ca,
+        timeout: std::time::Duration::from_secs(args.registry_timeout.max(1)),
+    };
+    let refs: Vec<&Repo> = repos.iter().collect();
+    client::Registry::new(&refs, &settings).map_err(Error::Preflight)
 }
 
 /// What a publish did, in one line.

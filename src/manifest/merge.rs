@@ -30,6 +30,14 @@ pub fn merge(inputs: Vec<(String, Manifest)>, allow_partial: bool) -> Result<Man
         .collect();
     for (name, m) in it {
         check_same_run(&first_name, &out, &name, &m)?;
+        if m.date.is_some() && out.date.is_some() && m.date != out.date {
+            return Err(format!(
+                "{first_name} was built for {} but {name} for {}: shards of different nights; refusing to merge",
+                out.date.as_deref().unwrap_or_default(),
+                m.date.as_deref().unwrap_or_default()
+            ));
+        }
+        out.date = out.date.take().or(m.date.clone());
         out.started = out.started.clone().min(m.started.clone());
         out.finished = match (out.finished.take(), m.finished.clone()) {
             (Some(a), Some(b)) => Some(a.max(b)),

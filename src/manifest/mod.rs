@@ -256,6 +256,9 @@ pub struct Manifest {
     /// The image repository of the matrix's tags; `push` publishes only there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repository: Option<String>,
+    /// The run's `{date}` (`YYYYMMDD`): what `prune --registry` tells dated tags by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub date: Option<String>,
     pub docker: Option<DockerInfo>,
     /// CPU time (user + system) the tool itself used, without its children.
     #[serde(default)]
@@ -291,6 +294,7 @@ impl Manifest {
             matrix: matrix.into(),
             matrix_sha256: matrix_sha256.into(),
             repository: None,
+            date: None,
             docker,
             tool_cpu_seconds: None,
             outcome: None,

@@ -32,6 +32,10 @@ pub struct Settings {
 
 pub struct Registry {
     client: Client,
+    /// For what `oci-client` does not do (DELETE), configured the same way.
+    http: reqwest::Client,
+    /// Registries reached over plain HTTP.
+    plain: Vec<String>,
     runtime: tokio::runtime::Runtime,
     /// Each registry's credential, looked up once.
     credentials: Mutex<HashMap<String, Credential>>,
@@ -49,8 +53,21 @@ impl Registry {
             .map(|r| r.host.clone())
             .chain(settings.insecure.iter().cloned())
             .collect();
+        let mut http = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout);
+        if let Some(pem) = &settings.extra_ca {
+            for cert in reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| format!("the extra CA bundle is not PEM certificates: {e}"))?
+            {
+                http = http.add_root_certificate(cert);
+            }
+        }
+        let http = http
+            .build()
+            .map_err(|e| format!("cannot start the HTTP client: {e}"))?;
         let config = ClientConfig {
-            protocol: ClientProtocol::HttpsExcept(plain),
+            protocol: ClientProtocol::HttpsExcept(plain.clone()),
             extra_root_certificates: settings
                 .extra_ca
                 .iter()
@@ -69,6 +86,8 @@ impl Registry {
             .map_err(|e| format!("cannot start the HTTP client: {e}"))?;
         Ok(Registry {
             client: Client::new(config),
+            http,
+            plain,
             runtime,
             credentials: Mutex::new(HashMap::new()),
             authed: Mutex::new(Vec::new()),
@@ -226,5 +245,84 @@ impl Api for Registry {
         self.runtime
             .block_on(self.client.mount_blob(&t, &f, digest))
             .map_err(|e| explain(to, &e, self.secret(&to.host).as_deref()))
+    }
+
+    fn list_tags(&self, repo: &Repo) -> Result<Vec<String>, String> {
+        self.ensure(repo, false)?;
+        let (auth, secret) = self.auth_of(&repo.host)?;
+        let r = reference(repo, None)?;
+        let mut out: Vec<String> = Vec::new();
+        loop {
+            let page = self.runtime.block_on(self.client.list_tags(
+                &r,
+                &auth,
+                Some(1000),
+                out.last().map(String::as_str),
+            ));
+            let page = match page {
+                Ok(p) => p.tags,
+                // a repository nothing was pushed to has no tags
+                Err(e) if not_found(&e) => Vec::new(),
+                Err(e) => return Err(explain(repo, &e, secret.as_deref())),
+            };
+            let more = page.len() == 1000;
+            out.extend(page);
+            if !more {
+                return Ok(out);
+            }
+        }
+    }
+
+    fn delete(&self, repo: &Repo, at: &str) -> Result<bool, String> {
+        self.ensure(repo, true)?;
+        let (auth, secret) = self.auth_of(&repo.host)?;
+        let r = reference(repo, None)?;
+        let token = self
+            .runtime
+            .block_on(self.client.auth(&r, &auth, RegistryOperation::Push))
+            .map_err(|e| explain(repo, &e, secret.as_deref()))?;
+        let scheme = if self.plain.contains(&repo.host) {
+            "http"
+        } else {
+            "https"
+        };
+        let url = format!("{scheme}://{}/v2/{}/manifests/{at}", repo.host, repo.path);
+        let mut req = self.http.delete(&url);
+        req = match (token, &auth) {
+            (Some(t), _) => req.bearer_auth(t),
+            (None, RegistryAuth::Basic(u, p)) => req.basic_auth(u, Some(p)),
+            (None, _) => req,
+        };
+        let res = self
+            .runtime
+            .block_on(async { req.send().await })
+            .map_err(|e| {
+                super::auth::redact(
+                    &format!("{repo}: DELETE {at}: {e}"),
+                    secret.as_deref().as_slice(),
+                )
+            })?;
+        let status = res.status().as_u16();
+        let body = self
+            .runtime
+            .block_on(async { res.text().await })
+            .unwrap_or_default();
+        match status {
+            200..=299 => Ok(true),
+            // distribution 2.x: a tag cannot be deleted alone
+            400 | 405 if !at.contains(':') => Ok(false),
+            401 | 403 => Err(format!(
+                "{}: the registry refused to delete {at} in {} (the login may lack the right to delete)",
+                repo.host, repo.path
+            )),
+            405 => Err(format!(
+                "{}: the registry does not delete images (distribution: storage.delete.enabled is off)",
+                repo.host
+            )),
+            code => Err(super::auth::redact(
+                &format!("{repo}: DELETE {at}: HTTP {code}: {}", body.trim()),
+                secret.as_deref().as_slice(),
+            )),
+        }
     }
 }

@@ -20,6 +20,8 @@ pub struct Fake {
     /// Fail the Nth tag put (1-based) as if the process was killed there.
     pub fail_put_tag: RefCell<Option<usize>>,
     puts: RefCell<usize>,
+    /// Whether DELETE by tag is supported (distribution 2.x says no).
+    pub deletes_tags: std::cell::Cell<bool>,
 }
 
 impl Fake {
@@ -41,6 +43,13 @@ impl Fake {
             self.blobs.borrow_mut().insert((repo.into(), b.into()));
         }
         d
+    }
+
+    /// Point `tag` at `digest` (a manifest the repository holds).
+    pub fn set_tag(&self, repo: &str, tag: &str, digest: &str) {
+        self.tags
+            .borrow_mut()
+            .insert((repo.into(), tag.into()), digest.into());
     }
 
     pub fn tag_of(&self, repo: &str, tag: &str) -> Option<String> {
@@ -135,5 +144,48 @@ impl Api for Fake {
             .borrow_mut()
             .push(format!("mount {to} {digest}"));
         Ok(())
+    }
+
+    fn list_tags(&self, repo: &Repo) -> Result<Vec<String>, String> {
+        self.check()?;
+        let r = repo.to_string();
+        let mut v: Vec<String> = self
+            .tags
+            .borrow()
+            .keys()
+            .filter(|(x, _)| *x == r)
+            .map(|(_, t)| t.clone())
+            .collect();
+        v.sort();
+        Ok(v)
+    }
+
+    fn delete(&self, repo: &Repo, at: &str) -> Result<bool, String> {
+        self.check()?;
+        let r = repo.to_string();
+        if at.starts_with("sha256:") {
+            if self
+                .manifests
+                .borrow_mut()
+                .remove(&(r.clone(), at.to_string()))
+                .is_none()
+            {
+                return Err(format!("{r}: manifest unknown: {at}"));
+            }
+            self.tags
+                .borrow_mut()
+                .retain(|(x, _), d| !(*x == r && d == at));
+        } else if !self.deletes_tags.get() {
+            return Ok(false);
+        } else if self
+            .tags
+            .borrow_mut()
+            .remove(&(r.clone(), at.to_string()))
+            .is_none()
+        {
+            return Err(format!("{r}: manifest unknown: {at}"));
+        }
+        self.writes.borrow_mut().push(format!("delete {r} {at}"));
+        Ok(true)
     }
 }

@@ -10,6 +10,7 @@ pub mod client;
 #[cfg(test)]
 pub mod fake;
 pub mod publish;
+pub mod retention;
 
 use sha2::Digest as _;
 
@@ -90,6 +91,12 @@ pub trait Api {
     fn blob_exists(&self, repo: &Repo, digest: &str) -> Result<bool, String>;
     /// Make a blob `from` holds available in `to` without uploading it again.
     fn mount_blob(&self, to: &Repo, from: &Repo, digest: &str) -> Result<(), String>;
+    /// Every tag of the repository.
+    fn list_tags(&self, repo: &Repo) -> Result<Vec<String>, String>;
+    /// Delete the manifest `reference` names: by digest, the image and every tag on it;
+    /// by tag, that tag alone (OCI distribution 1.1). `Ok(false)`: the registry does not
+    /// delete that way.
+    fn delete(&self, repo: &Repo, reference: &str) -> Result<bool, String>;
 }
 
 pub fn sha256_digest(bytes: &[u8]) -> String {

@@ -114,6 +114,7 @@ pub(super) fn stopped_before_builds(
         None,
     );
     m.repository = Some(plan.settings.repository.clone());
+    m.date = Some(plan.date.clone());
     if let Some(c) = connected {
         m.docker = docker_info(c);
         m.engines = engine_records(o, c);
@@ -273,6 +274,7 @@ pub(super) fn initial_manifest(
         docker_info(connected),
     );
     m.repository = Some(plan.settings.repository.clone());
+    m.date = Some(plan.date.clone());
     m.engines = engine_records(o, connected);
     m.cells = prepared.records.clone();
     record_shard(&mut m, o);
