@@ -325,6 +325,19 @@ fn publish_makes_the_tags_and_the_index_once_and_a_second_run_changes_nothing() 
     for t in [&text, &err] {
         assert!(!t.contains(&s.password), "a secret leaked: {t}");
     }
+    // the report shows each staged digest and the tags made from it
+    let (code, err) = s.matrix(&["report", &file, "-o", "report.html"], &config);
+    assert_eq!(code, 0, "{err}");
+    let html = std::fs::read_to_string(s.path().join("report.html")).unwrap();
+    assert!(
+        html.contains("Staged (by digest)") && html.contains(&staged(2)),
+        "no staged digest in the report"
+    );
+    assert!(
+        html.contains(&index_digest),
+        "no index digest in the report"
+    );
+    assert!(!html.contains(&s.password));
     // again: nothing changes, and it says so; the manifest's records are not doubled
     let (code, err) = s.matrix(&["publish", &file], &config);
     assert_eq!(code, 0, "{err}");

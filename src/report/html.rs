@@ -555,8 +555,18 @@ fn cell_facts(h: &mut String, c: &CellRecord) {
     if !c.tags_added.is_empty() {
         fact("Tags moved here by this run", tag_list(&c.tags_added));
     }
+    if let Some(st) = &c.staged {
+        fact(
+            "Staged (by digest)",
+            code(&format!("{}@{}", st.repository, st.digest)),
+        );
+    }
     for p in &c.pushed {
-        let state = if p.ok { "pushed" } else { "push FAILED" };
+        let state = match (p.ok, p.unchanged) {
+            (true, true) => "pushed (already there)",
+            (true, false) => "pushed",
+            (false, _) => "push FAILED",
+        };
         let extra = p.error.as_deref().or(p.digest.as_deref()).unwrap_or("");
         fact(state, format!("{} {}", code(&p.tag), esc(extra)));
     }
