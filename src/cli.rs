@@ -107,6 +107,9 @@ again.
 
 ", exit_codes!()))]
     Publish(PublishArgs),
+    /// Make signing keys, check signatures (cosign's format).
+    #[command(subcommand)]
+    Signature(SignatureCommand),
     /// Store a registry's credentials where Docker keeps them, for `matrix publish`.
     #[command(after_help = "Examples:
   echo \"$REGISTRY_TOKEN\" | matrix login registry.example --username ci --password-stdin")]
@@ -544,8 +547,39 @@ pub struct PublishArgs {
     /// (the index's tags need no such tags).
     #[arg(long)]
     pub platform_tags: bool,
+    /// Sign every published digest (each image, each index) in cosign's format with
+    /// this private key: a file, or `env:VAR` for a variable holding the PEM (a CI
+    /// secret). Its password: IMAGE_MATRIX_SIGNING_PASSWORD (or COSIGN_PASSWORD).
+    #[arg(long, value_name = "FILE|env:VAR")]
+    pub sign_key: Option<String>,
     #[command(flatten)]
     pub registry: RegistryArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SignatureCommand {
+    /// Make a key pair for `publish --sign-key`: PREFIX.key (the private key, sealed
+    /// with IMAGE_MATRIX_SIGNING_PASSWORD) and PREFIX.pub, in cosign's formats.
+    #[command(after_help = "Examples:
+  IMAGE_MATRIX_SIGNING_PASSWORD=… matrix signature keygen --output ci/signing")]
+    Keygen {
+        /// Where to write PREFIX.key and PREFIX.pub.
+        #[arg(long, default_value = "cosign")]
+        output: PathBuf,
+    },
+    /// Check that a published image (or index, and each of its platforms) carries a
+    /// valid signature by a key.
+    #[command(after_help = "Examples:
+  matrix signature verify --key cosign.pub registry.example/ml/miniconda:conda3-python3.11-ubuntu22.04")]
+    Verify {
+        /// The public key (PEM).
+        #[arg(long)]
+        key: PathBuf,
+        /// REPO:TAG or REPO@sha256:….
+        reference: String,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
 }
 
 #[derive(Args, Debug)]

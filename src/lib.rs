@@ -31,6 +31,7 @@ pub mod run;
 pub mod schema;
 pub mod shell;
 pub mod signals;
+pub mod signing;
 pub mod term;
 pub mod verify;
 

@@ -524,3 +524,146 @@ fn prune_registry_deletes_the_dated_tags_of_old_nights_only() {
     let (_, index) = s.read(&format!("{repo}:g"));
     assert_eq!(index["manifests"].as_array().unwrap().len(), 2);
 }
+
+/// skopeo's view of a signature: a policy that accepts only images of `repo` signed by
+/// `public` (cosign's format, read from the registry's `.sig` tags).
+fn skopeo_accepts(s: &Setup, image: &str, repo: &str, public: &Path) -> (bool, String) {
+    let policy = s.path().join("policy.json");
+    std::fs::write(
+        &policy,
+        serde_json::to_vec(&serde_json::json!({
+            "default": [{"type": "reject"}],
+            "transports": {
+                "docker": {repo: [{
+                    "type": "sigstoreSigned",
+                    "keyPath": public,
+                    "signedIdentity": {"type": "matchRepository"},
+                }]},
+                "dir": {"": [{"type": "insecureAcceptAnything"}]},
+            },
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let registries = s.path().join("registries.d");
+    std::fs::create_dir_all(&registries).unwrap();
+    std::fs::write(
+        registries.join("default.yaml"),
+        format!(
+            "docker:\n  {}:\n    use-sigstore-attachments: true\n",
+            s.host
+        ),
+    )
+    .unwrap();
+    let dest = s.path().join(format!("copy-{}", rand_suffix()));
+    let (code, _, err) = sh(Command::new("skopeo")
+        .arg("--policy")
+        .arg(&policy)
+        .arg("--registries.d")
+        .arg(&registries)
+        .args(["copy", "-q", "--src-tls-verify=false", "--authfile"])
+        .arg(s.config().join("config.json"))
+        .arg(format!("docker://{image}"))
+        .arg(format!("dir:{}", dest.display())));
+    (code == 0, err)
+}
+
+#[test]
+fn published_images_carry_signatures_skopeo_verifies() {
+    let s = Setup::new();
+    let repo = format!("{}/ns/miniconda", s.host);
+    let m = merged(&s, &repo, "20261129");
+    let file = write(&s, "all.json", &m);
+    // a key pair made by the tool, its private key sealed with a password
+    let keygen = |prefix: &str, pw: &str| {
+        let o = Matrix::new(s.path())
+            .args(["signature", "keygen", "--output", prefix])
+            .env("IMAGE_MATRIX_SIGNING_PASSWORD", pw)
+            .output();
+        assert!(o.status.success(), "{o:?}");
+    };
+    keygen("release", "key-pass-1");
+    keygen("stranger", "key-pass-2");
+    let sealed = std::fs::read_to_string(s.path().join("release.key")).unwrap();
+    // the key from a CI secret: the PEM in a variable, its password in another
+    let o = Matrix::new(s.path())
+        .args(["publish", &file, "--sign-key", "env:RELEASE_KEY"])
+        .env("DOCKER_CONFIG", s.config())
+        .env("RELEASE_KEY", &sealed)
+        .env("IMAGE_MATRIX_SIGNING_PASSWORD", "key-pass-1")
+        .output();
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("sign sha256:"), "{err}");
+    assert!(
+        !err.contains("key-pass-1") && !err.contains("PRIVATE KEY"),
+        "{err}"
+    );
+    let after: Manifest =
+        serde_json::from_slice(&std::fs::read(s.path().join(&file)).unwrap()).unwrap();
+    assert_eq!(after.signatures.len(), 4, "three images and one index");
+    // our own check, then skopeo's (a verifier we did not write) with the public key
+    let public = s.path().join("release.pub");
+    let (code, err) = s.matrix(
+        &[
+            "signature",
+            "verify",
+            "--key",
+            public.to_str().unwrap(),
+            &format!("{repo}:g"),
+        ],
+        &s.config(),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        err.matches("1 valid signature").count(),
+        3,
+        "the index and both platforms: {err}"
+    );
+    for tag in ["solo", "g"] {
+        let (ok, why) = skopeo_accepts(&s, &format!("{repo}:{tag}"), &repo, &public);
+        assert!(ok, "skopeo refused {tag}: {why}");
+        let (ok, _) = skopeo_accepts(
+            &s,
+            &format!("{repo}:{tag}"),
+            &repo,
+            &s.path().join("stranger.pub"),
+        );
+        assert!(!ok, "skopeo accepted {tag} under another key");
+    }
+    // a wrong password opens nothing and publishes nothing new
+    let o = Matrix::new(s.path())
+        .args(["publish", &file, "--sign-key", "release.key"])
+        .env("DOCKER_CONFIG", s.config())
+        .env("IMAGE_MATRIX_SIGNING_PASSWORD", "wrong")
+        .output();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("the password does not open this key"));
+    // and the key format is cosign's: skopeo signs with the tool's key, the tool checks
+    let o = Command::new("skopeo")
+        .args([
+            "copy",
+            "-q",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+            "--authfile",
+        ])
+        .arg(s.config().join("config.json"))
+        .arg("--sign-by-sigstore-private-key")
+        .arg(s.path().join("stranger.key"))
+        .arg("--sign-passphrase-file")
+        .arg({
+            let f = s.path().join("pass2");
+            std::fs::write(&f, "key-pass-2").unwrap();
+            f
+        })
+        .arg(format!("docker://{repo}:solo"))
+        .arg(format!("docker://{repo}-other:solo"))
+        .env("REGISTRIES_CONFIG_PATH", "/dev/null")
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "skopeo could not sign with the tool's key: {o:?}"
+    );
+}

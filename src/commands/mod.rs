@@ -28,6 +28,7 @@ pub fn run(cli: Cli) -> Result<Exit, Error> {
         Command::Push(args) => push::run(&cli.matrix, args),
         Command::Publish(args) => publish::run(args),
         Command::Login(args) => publish::login(args),
+        Command::Signature(c) => publish::signature(c),
         Command::Report(args) => report::run(args),
         Command::Prune(args) => prune::run(&cli.matrix, args),
         Command::Completions(args) => completions::run(args),

@@ -26,6 +26,7 @@ pub fn run(args: &PublishArgs) -> Result<Exit, Error> {
         need_verified: man.cells.iter().any(|c| c.verification.is_some()),
         allow_partial: args.allow_partial,
         platform_tags: args.platform_tags,
+        signer: args.sign_key.as_deref().map(signing_key).transpose()?,
     };
     let result = publish::publish(&registry, &man, &opts, &crate::report::phase_lines);
     let outcome = match result {
@@ -83,7 +84,8 @@ fn summary(p: &crate::run::publish::Published, secs: f64) -> String {
     let made = p.indexes.iter().filter(|x| x.ok && !x.unchanged).count();
     let kept_idx = p.indexes.iter().filter(|x| x.unchanged).count();
     let idx_failed = p.indexes.iter().filter(|x| !x.ok).count();
-    if moved + made + failed + idx_failed == 0 {
+    let signed = p.signatures.iter().filter(|x| !x.unchanged).count();
+    if moved + made + failed + idx_failed + signed == 0 {
         return format!(
             "publish: nothing changed: {kept} tags and {kept_idx} indexes already pointed at their digests ({secs:.1}s)"
         );
@@ -95,6 +97,15 @@ fn summary(p: &crate::run::publish::Published, secs: f64) -> String {
         s.push_str(&format!(
             "; {failed} tags and {idx_failed} indexes failed (run again to finish)"
         ));
+    }
+    if !p.signatures.is_empty() {
+        let made = p.signatures.iter().filter(|x| x.ok && !x.unchanged).count();
+        let kept = p.signatures.iter().filter(|x| x.unchanged).count();
+        let bad = p.signatures.iter().filter(|x| !x.ok).count();
+        s.push_str(&format!("; {made} signatures made, {kept} already there"));
+        if bad > 0 {
+            s.push_str(&format!(", {bad} failed"));
+        }
     }
     s.push_str(&format!(" ({secs:.1}s)"));
     s
@@ -126,4 +137,127 @@ pub fn login(args: &LoginArgs) -> Result<Exit, Error> {
         path.display()
     ));
     Ok(Exit::Success)
+}
+
+/// The password of signing keys: IMAGE_MATRIX_SIGNING_PASSWORD, else COSIGN_PASSWORD,
+/// else empty.
+fn signing_password() -> Vec<u8> {
+    std::env::var_os("IMAGE_MATRIX_SIGNING_PASSWORD")
+        .or_else(|| std::env::var_os("COSIGN_PASSWORD"))
+        .map(|p| std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()).to_vec())
+        .unwrap_or_default()
+}
+
+/// `--sign-key FILE` or `--sign-key env:VAR`, opened.
+fn signing_key(spec: &str) -> Result<p256::ecdsa::SigningKey, Error> {
+    let (pem, from) = match spec.strip_prefix("env:") {
+        Some(var) => (
+            std::env::var(var).map_err(|_| {
+                Error::Usage(format!("--sign-key {spec}: the variable {var} is not set"))
+            })?,
+            format!("the variable {var}"),
+        ),
+        None => (
+            std::fs::read_to_string(spec)
+                .map_err(|e| Error::Usage(format!("--sign-key {spec}: {e}")))?,
+            spec.to_string(),
+        ),
+    };
+    crate::signing::decrypt(&pem, &signing_password())
+        .map_err(|e| Error::Usage(format!("--sign-key: {from}: {e}")))
+}
+
+pub fn signature(c: &crate::cli::SignatureCommand) -> Result<Exit, Error> {
+    match c {
+        crate::cli::SignatureCommand::Keygen { output } => keygen(output),
+        crate::cli::SignatureCommand::Verify {
+            key,
+            reference,
+            registry,
+        } => verify_signature(key, reference, registry),
+    }
+}
+
+fn keygen(prefix: &std::path::Path) -> Result<Exit, Error> {
+    let with = |ext: &str| {
+        let mut p = prefix.as_os_str().to_owned();
+        p.push(ext);
+        std::path::PathBuf::from(p)
+    };
+    let (private, public) = (with(".key"), with(".pub"));
+    for p in [&private, &public] {
+        if p.exists() {
+            return Err(Error::Usage(format!(
+                "{} exists; not replacing a key (move it away first)",
+                p.display()
+            )));
+        }
+    }
+    let password = signing_password();
+    if password.is_empty() {
+        crate::term::line("signature: IMAGE_MATRIX_SIGNING_PASSWORD is not set: the private key is sealed with an empty password");
+    }
+    let (sealed, open) = crate::signing::generate(&password).map_err(Error::Preflight)?;
+    let write = |path: &std::path::Path, text: &str, mode: u32| {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(path)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .map_err(|e| Error::Preflight(format!("{}: {e}", path.display())))
+    };
+    write(&private, &sealed, 0o600)?;
+    write(&public, &open, 0o644)?;
+    crate::term::line(&format!(
+        "signature: private key {} (keep it secret), public key {}",
+        private.display(),
+        public.display()
+    ));
+    Ok(Exit::Success)
+}
+
+fn verify_signature(
+    key: &std::path::Path,
+    reference: &str,
+    args: &crate::cli::RegistryArgs,
+) -> Result<Exit, Error> {
+    let pem = std::fs::read_to_string(key)
+        .map_err(|e| Error::Usage(format!("--key {}: {e}", key.display())))?;
+    let vk = crate::signing::load_public(&pem)
+        .map_err(|e| Error::Usage(format!("--key {}: {e}", key.display())))?;
+    let (name, tag, digest) = crate::reference::split(reference);
+    let repo = Repo::parse(name).map_err(Error::Usage)?;
+    let client = registry_client(args, std::slice::from_ref(&repo))?;
+    let at = digest.or(tag).unwrap_or("latest");
+    let Some(top) = crate::registry::Api::manifest(&client, &repo, at).map_err(Error::Preflight)?
+    else {
+        crate::term::line(&format!("signature: {reference} does not exist"));
+        return Ok(Exit::Failed);
+    };
+    // an index and each platform it lists
+    let mut subjects = vec![top.digest.clone()];
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&top.body) {
+        for m in v["manifests"].as_array().into_iter().flatten() {
+            if let Some(d) = m["digest"].as_str() {
+                subjects.push(d.to_string());
+            }
+        }
+    }
+    let mut ok = true;
+    for d in &subjects {
+        match crate::registry::sign::check(&client, &repo, d, &vk) {
+            Ok(n) => crate::term::line(&format!(
+                "signature: {repo}@{d}: {n} valid signature(s) by {}",
+                key.display()
+            )),
+            Err(e) => {
+                ok = false;
+                crate::term::line(&format!("signature: {e}"));
+            }
+        }
+    }
+    Ok(Exit::from_ok(ok))
 }

@@ -281,6 +281,23 @@ pub struct Manifest {
     /// The image indexes `push` made for tag groups.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub indexes: Vec<IndexRecord>,
+    /// The signatures `publish --sign-key` stored, one per published digest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signatures: Vec<SignatureRecord>,
+}
+
+/// A cosign-format signature of one published digest.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
+pub struct SignatureRecord {
+    /// The signed manifest's digest (an image or an index).
+    pub subject: String,
+    /// Where the signature is: `REPO:sha256-<hex>.sig`.
+    pub tag: String,
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unchanged: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl Manifest {
@@ -303,6 +320,7 @@ impl Manifest {
             engines: Vec::new(),
             cells: Vec::new(),
             indexes: Vec::new(),
+            signatures: Vec::new(),
         }
     }
 

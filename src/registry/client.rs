@@ -325,4 +325,31 @@ impl Api for Registry {
             )),
         }
     }
+
+    fn put_blob(&self, repo: &Repo, bytes: &[u8]) -> Result<String, String> {
+        self.ensure(repo, true)?;
+        let digest = super::sha256_digest(bytes);
+        if self.blob_exists(repo, &digest)? {
+            return Ok(digest);
+        }
+        let r = reference(repo, None)?;
+        self.runtime
+            .block_on(self.client.push_blob(&r, bytes.to_vec(), &digest))
+            .map_err(|e| explain(repo, &e, self.secret(&repo.host).as_deref()))?;
+        Ok(digest)
+    }
+
+    fn blob(&self, repo: &Repo, digest: &str) -> Result<Option<Vec<u8>>, String> {
+        self.ensure(repo, false)?;
+        let r = reference(repo, Some(digest))?;
+        let mut out: Vec<u8> = Vec::new();
+        match self
+            .runtime
+            .block_on(self.client.pull_blob(&r, digest, &mut out))
+        {
+            Ok(()) => Ok(Some(out)),
+            Err(e) if not_found(&e) => Ok(None),
+            Err(e) => Err(explain(repo, &e, self.secret(&repo.host).as_deref())),
+        }
+    }
 }

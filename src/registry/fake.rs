@@ -13,6 +13,8 @@ pub struct Fake {
     /// (repository, tag) → digest.
     tags: RefCell<HashMap<(String, String), String>>,
     blobs: RefCell<HashSet<(String, String)>>,
+    /// Blobs uploaded with their bytes.
+    blob_bytes: RefCell<HashMap<(String, String), Vec<u8>>>,
     /// Every call that changes something, in order: `put REPO REF`, `mount REPO DIGEST`.
     pub writes: RefCell<Vec<String>>,
     /// Refuse every call, as a registry that is down or refuses the credentials.
@@ -187,5 +189,23 @@ impl Api for Fake {
         }
         self.writes.borrow_mut().push(format!("delete {r} {at}"));
         Ok(true)
+    }
+
+    fn put_blob(&self, repo: &Repo, bytes: &[u8]) -> Result<String, String> {
+        self.check()?;
+        let d = sha256_digest(bytes);
+        let key = (repo.to_string(), d.clone());
+        self.blobs.borrow_mut().insert(key.clone());
+        self.blob_bytes.borrow_mut().insert(key, bytes.to_vec());
+        Ok(d)
+    }
+
+    fn blob(&self, repo: &Repo, digest: &str) -> Result<Option<Vec<u8>>, String> {
+        self.check()?;
+        Ok(self
+            .blob_bytes
+            .borrow()
+            .get(&(repo.to_string(), digest.to_string()))
+            .cloned())
     }
 }

@@ -11,6 +11,7 @@ pub mod client;
 pub mod fake;
 pub mod publish;
 pub mod retention;
+pub mod sign;
 
 use sha2::Digest as _;
 
@@ -91,6 +92,10 @@ pub trait Api {
     fn blob_exists(&self, repo: &Repo, digest: &str) -> Result<bool, String>;
     /// Make a blob `from` holds available in `to` without uploading it again.
     fn mount_blob(&self, to: &Repo, from: &Repo, digest: &str) -> Result<(), String>;
+    /// Upload a blob; returns its digest.
+    fn put_blob(&self, repo: &Repo, bytes: &[u8]) -> Result<String, String>;
+    /// A blob's bytes, or None when the repository has no such blob.
+    fn blob(&self, repo: &Repo, digest: &str) -> Result<Option<Vec<u8>>, String>;
     /// Every tag of the repository.
     fn list_tags(&self, repo: &Repo) -> Result<Vec<String>, String>;
     /// Delete the manifest `reference` names: by digest, the image and every tag on it;
@@ -121,6 +126,18 @@ pub fn media_type_of(body: &[u8]) -> Option<String> {
         Some(OCI_MANIFEST.into())
     } else {
         None
+    }
+}
+
+/// Point `tag` (a full `REPO:TAG`) at `image` unless it already is: `Ok(true)` when
+/// it already was.
+pub fn move_tag(api: &dyn Api, public: &Repo, tag: &str, image: &Fetched) -> Result<bool, String> {
+    let name = crate::reference::split(tag).1.unwrap_or("latest");
+    match api.manifest(public, name)? {
+        Some(f) if f.digest == image.digest => Ok(true),
+        _ => api
+            .put_manifest(public, name, &image.body, &image.media_type)
+            .map(|()| false),
     }
 }
 

@@ -21,6 +21,8 @@ pub struct Options {
     pub allow_partial: bool,
     /// Also tag each tag group member's image `REPO:TAG-ARCH` in the public repository.
     pub platform_tags: bool,
+    /// Sign every published digest (each image and each index) with this key.
+    pub signer: Option<p256::ecdsa::SigningKey>,
 }
 
 /// A staged image, checked.
@@ -80,7 +82,21 @@ pub fn publish(
         }
     }
     let (indexes, indexes_ok) = indexes(api, &public, man, &sources, listen);
+    let signatures = match &opts.signer {
+        Some(key) => {
+            let mut subjects: Vec<&str> = sources.iter().map(|s| s.image.digest.as_str()).collect();
+            subjects.extend(
+                indexes
+                    .iter()
+                    .filter(|x| x.ok)
+                    .filter_map(|x| x.digest.as_deref()),
+            );
+            super::sign::store_all(api, &public, &subjects, key, listen)
+        }
+        None => Vec::new(),
+    };
     let complete = indexes_ok
+        && signatures.iter().all(|x| x.ok)
         && pushed.iter().all(|(_, p)| p.ok)
         && eligible.len()
             == man
@@ -91,6 +107,7 @@ pub fn publish(
     Ok(Published {
         pushed,
         indexes,
+        signatures,
         complete,
     })
 }
@@ -232,31 +249,17 @@ fn bring_blobs(api: &dyn Api, public: &Repo, s: &Source) -> Result<(), String> {
     Ok(())
 }
 
-/// Point `tag` (a full `REPO:TAG`) at `image` unless it already is.
+/// [`super::move_tag`], as a push record.
 fn move_tag(api: &dyn Api, public: &Repo, tag: &str, image: &Fetched) -> Pushed {
-    let name = crate::reference::split(tag).1.unwrap_or("latest");
-    let mut p = Pushed {
+    let done = super::move_tag(api, public, tag, image);
+    Pushed {
         tag: tag.to_string(),
         digest: Some(image.digest.clone()),
-        ok: true,
+        ok: done.is_ok(),
         attempts: 1,
-        error: None,
-        unchanged: false,
-    };
-    let done = api.manifest(public, name).and_then(|now| match now {
-        Some(f) if f.digest == image.digest => Ok(true),
-        _ => api
-            .put_manifest(public, name, &image.body, &image.media_type)
-            .map(|()| false),
-    });
-    match done {
-        Ok(unchanged) => p.unchanged = unchanged,
-        Err(e) => {
-            p.ok = false;
-            p.error = Some(e);
-        }
+        unchanged: done.as_ref().is_ok_and(|u| *u),
+        error: done.err(),
     }
-    p
 }
 
 /// One index per tag group whose members are all published, under each shared tag.
@@ -410,6 +413,7 @@ mod tests {
             need_verified: true,
             allow_partial: false,
             platform_tags: false,
+            signer: None,
         }
     }
 
@@ -593,5 +597,37 @@ mod tests {
             reg.tag_of(REPO, "g-arm64"),
             Some(m.cells[2].staged.as_ref().unwrap().digest.clone())
         );
+    }
+
+    #[test]
+    fn every_published_digest_is_signed_once_and_checks() {
+        let reg = Fake::default();
+        let m = staged(&reg);
+        let (sealed, public) = crate::signing::generate(b"pw").unwrap();
+        let key = crate::signing::decrypt(&sealed, b"pw").unwrap();
+        let o = Options {
+            signer: Some(key),
+            ..opts()
+        };
+        let p = run(&reg, &m, &o).unwrap();
+        assert!(p.complete);
+        // three images and one index
+        assert_eq!(p.signatures.len(), 4, "{:?}", p.signatures);
+        assert!(p.signatures.iter().all(|s| s.ok && !s.unchanged));
+        let vk = crate::signing::load_public(&public).unwrap();
+        let repo = Repo::parse(REPO).unwrap();
+        for s in &p.signatures {
+            assert_eq!(
+                crate::registry::sign::check(&reg, &repo, &s.subject, &vk),
+                Ok(1)
+            );
+        }
+        // another key's check fails; a second publish signs nothing new
+        let (_, other) = crate::signing::generate(b"").unwrap();
+        let other = crate::signing::load_public(&other).unwrap();
+        let e = crate::registry::sign::check(&reg, &repo, &p.signatures[0].subject, &other);
+        assert!(e.unwrap_err().contains("not made by this key"));
+        let again = run(&reg, &m, &o).unwrap();
+        assert!(again.signatures.iter().all(|s| s.ok && s.unchanged));
     }
 }

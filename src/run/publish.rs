@@ -62,6 +62,8 @@ pub fn check_tags(man: &Manifest) -> Result<(), String> {
 pub struct Published {
     pub pushed: Vec<(usize, Pushed)>,
     pub indexes: Vec<crate::manifest::IndexRecord>,
+    /// The signatures made (`publish --sign-key`).
+    pub signatures: Vec<crate::manifest::SignatureRecord>,
     /// Whether everything that should be published was.
     pub complete: bool,
 }
@@ -73,6 +75,7 @@ impl Published {
             man.cells[i].pushed.push(p);
         }
         man.indexes.extend(self.indexes);
+        man.signatures.extend(self.signatures);
     }
 
     /// As [`Published::apply`], each tag's and each group's record replacing the one an
@@ -85,6 +88,10 @@ impl Published {
         for x in self.indexes {
             man.indexes.retain(|y| y.group != x.group);
             man.indexes.push(x);
+        }
+        for x in self.signatures {
+            man.signatures.retain(|y| y.subject != x.subject);
+            man.signatures.push(x);
         }
     }
 }
@@ -196,6 +203,7 @@ pub fn publish(
     Ok(Published {
         pushed,
         indexes,
+        signatures: Vec::new(),
         complete: all_ok,
     })
 }

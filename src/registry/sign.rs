@@ -1,0 +1,134 @@
+//! Signatures stored and checked in the registry the way cosign stores them (see
+//! `crate::signing` for the format): each signed digest gets an OCI image under the
+//! tag `sha256-<hex>.sig` whose one layer is the signed payload, the signature in its
+//! annotation.
+
+use p256::ecdsa::{SigningKey, VerifyingKey};
+
+use crate::manifest::SignatureRecord;
+use crate::run::events::{Listen, Phase};
+use crate::signing;
+
+use super::{Api, Fetched, Repo, OCI_MANIFEST};
+
+/// The signature image of `digest` in `repo`: its manifest, after uploading its blobs.
+fn signature_image(
+    api: &dyn Api,
+    repo: &Repo,
+    digest: &str,
+    key: &SigningKey,
+) -> Result<Fetched, String> {
+    let payload = signing::payload(&repo.to_string(), digest);
+    let signature = signing::sign(key, &payload);
+    let payload_digest = api.put_blob(repo, &payload)?;
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "",
+        "os": "",
+        "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [payload_digest]},
+    }))
+    .unwrap_or_default();
+    let config_digest = api.put_blob(repo, &config)?;
+    let body = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "size": config.len(), "digest": config_digest},
+        "layers": [{
+            "mediaType": signing::PAYLOAD_MEDIA_TYPE,
+            "size": payload.len(),
+            "digest": payload_digest,
+            "annotations": {signing::SIGNATURE_ANNOTATION: signature},
+        }],
+    }))
+    .unwrap_or_default();
+    Ok(Fetched {
+        digest: super::sha256_digest(&body),
+        body,
+        media_type: OCI_MANIFEST.into(),
+    })
+}
+
+/// Sign every subject; one record each, said as it happens.
+pub fn store_all(
+    api: &dyn Api,
+    repo: &Repo,
+    subjects: &[&str],
+    key: &SigningKey,
+    listen: Listen,
+) -> Vec<SignatureRecord> {
+    let mut out = Vec::new();
+    for digest in subjects {
+        let tag = format!("{repo}:{}", signing::signature_tag(digest));
+        let done = signature_image(api, repo, digest, key)
+            .and_then(|image| super::move_tag(api, repo, &tag, &image));
+        let rec = SignatureRecord {
+            subject: digest.to_string(),
+            tag,
+            ok: done.is_ok(),
+            unchanged: done.as_ref().is_ok_and(|u| *u),
+            error: done.err(),
+        };
+        listen(&Phase::Info {
+            id: None,
+            text: match (&rec.error, rec.unchanged) {
+                (Some(e), _) => format!("sign {digest}: failed: {e}"),
+                (None, true) => format!("sign {digest}: unchanged ({})", rec.tag),
+                (None, false) => format!("sign {digest}: ok ({})", rec.tag),
+            },
+        });
+        out.push(rec);
+    }
+    out
+}
+
+/// How many valid signatures by `key` the registry holds for `digest` in `repo`; an
+/// error says why there is none.
+pub fn check(
+    api: &dyn Api,
+    repo: &Repo,
+    digest: &str,
+    key: &VerifyingKey,
+) -> Result<usize, String> {
+    let tag = signing::signature_tag(digest);
+    let Some(sig) = api.manifest(repo, &tag)? else {
+        return Err(format!(
+            "{repo}@{digest} has no signature ({repo}:{tag} does not exist)"
+        ));
+    };
+    let v: serde_json::Value =
+        serde_json::from_slice(&sig.body).map_err(|e| format!("{repo}:{tag}: not JSON: {e}"))?;
+    let mut valid = 0;
+    let mut why = Vec::new();
+    for layer in v["layers"].as_array().into_iter().flatten() {
+        let (Some(d), Some(s)) = (
+            layer["digest"].as_str(),
+            layer["annotations"][signing::SIGNATURE_ANNOTATION].as_str(),
+        ) else {
+            continue;
+        };
+        let Some(payload) = api.blob(repo, d)? else {
+            why.push(format!("payload {d} missing"));
+            continue;
+        };
+        if super::sha256_digest(&payload) != d {
+            why.push(format!("payload {d} does not match its digest"));
+        } else if !signing::verify(key, &payload, s) {
+            why.push("a signature not made by this key".to_string());
+        } else if let Err(e) = signing::payload_names(&payload, &repo.to_string(), digest) {
+            why.push(e);
+        } else {
+            valid += 1;
+        }
+    }
+    if valid == 0 {
+        return Err(format!(
+            "{repo}@{digest}: no valid signature by this key ({})",
+            if why.is_empty() {
+                "no signature layers".into()
+            } else {
+                why.join("; ")
+            }
+        ));
+    }
+    Ok(valid)
+}
