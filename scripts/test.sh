@@ -6,7 +6,9 @@
 #   scripts/test.sh --fast   only the tests that need no Docker (about a minute)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-fast=(--lib --bins --test cli --test fake_docker --test hostile --test catalogue --test architecture --test report --test multiarch --test events --test docs --test buildx)
+fast=(--lib --bins --test cli --test fake_docker --test hostile --test catalogue --test architecture --test report --test multiarch --test events --test docs --test buildx --test ci_examples)
+# check-jsonschema (and jq) for tests/ci_examples.rs, in both modes
+scripts/setup-ci-check.sh
 if [ "${1:-}" = --fast ]; then
   exec cargo test --locked "${fast[@]}" -- --test-threads 2
 fi
