@@ -4,9 +4,12 @@
 # machine has none). A Docker test that finds no daemon fails; it never skips.
 #   scripts/test.sh          everything (installs and starts what the Docker tests need)
 #   scripts/test.sh --fast   only the tests that need no Docker (about a minute)
+# Both install check-jsonschema and jq first (scripts/setup-ci-check.sh) for tests/ci_examples.rs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-fast=(--lib --bins --test cli --test fake_docker --test hostile --test catalogue --test architecture --test report --test multiarch --test events --test docs --test buildx)
+fast=(--lib --bins --test cli --test fake_docker --test hostile --test catalogue --test architecture --test report --test multiarch --test events --test docs --test buildx --test ci_examples)
+# check-jsonschema (and jq) for tests/ci_examples.rs, in both modes
+scripts/setup-ci-check.sh
 if [ "${1:-}" = --fast ]; then
   exec cargo test --locked "${fast[@]}" -- --test-threads 2
 fi

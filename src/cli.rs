@@ -61,7 +61,8 @@ pub enum Command {
   matrix plan --filter cuda=12 --filter python=3.11
   matrix plan --format json > plan.json
   matrix plan --diff out/manifest.json
-  matrix plan --format gha --shards 4")]
+  matrix plan --format gha --shards 4
+  matrix plan --format gitlab --shards 4 > shards.yml")]
     Plan(PlanArgs),
     /// Write one self-contained build context per cell (Dockerfile + init + inputs).
     #[command(after_help = "Examples:
@@ -312,6 +313,7 @@ pub enum PlanFormat {
     Json,
     Bake,
     Gha,
+    Gitlab,
 }
 
 #[derive(Args, Debug)]
@@ -325,6 +327,7 @@ pub struct PlanArgs {
     #[arg(long, value_name = "MANIFEST", help_heading = "Output")]
     pub diff: Option<PathBuf>,
     /// With --format gha: one matrix entry per shard (N CI jobs) instead of per cell.
+    /// With --format gitlab (required): a child pipeline of N build jobs and a publish job.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256), help_heading = "Output")]
     pub shards: Option<u16>,
     /// With --format bake: where `matrix render -o` put the contexts.

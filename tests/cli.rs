@@ -113,6 +113,44 @@ fn shipped_matrix_plans_in_every_format() {
     );
 }
 
+/// `--format gitlab`: a child pipeline with one build job per shard on a runner of its
+/// platform, every job repeating the plan's matrix file, filters and date.
+#[test]
+fn plan_gitlab_is_a_child_pipeline() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("m.yaml"),
+        "version: 1\nimage:\n  repository: registry.example/acme/miniconda\nbases: [ubuntu:22.04, ubuntu:24.04]\npython: [\"3.10\", \"3.11\"]\nplatforms: [linux/amd64, linux/arm64]\n",
+    )
+    .unwrap();
+    insta::assert_snapshot!(
+        "plan_gitlab",
+        stdout_of(
+            &[
+                "-f",
+                "m.yaml",
+                "plan",
+                "--date",
+                "20260101",
+                "--format",
+                "gitlab",
+                "--shards",
+                "3",
+                "--filter",
+                "python=3.11"
+            ],
+            dir.path()
+        )
+    );
+    let out = matrix()
+        .current_dir(dir.path())
+        .args(["-f", "m.yaml", "plan", "--format", "gitlab"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--format gitlab needs --shards N"));
+}
+
 #[test]
 fn the_seed_cell_gets_the_seed_tag_and_installer() {
     let v: serde_json::Value = serde_json::from_str(&stdout_of(

@@ -327,14 +327,14 @@ fn sharded_builds_merge_into_one_manifest_and_conflicts_are_refused() {
     assert!(!e.path("bad.json").exists(), "no half-written output");
 }
 
-/// The example workflow's plan, build and merge commands, exactly as written there, run
+/// The self-hosted example workflow's plan, build and merge commands, exactly as written there, run
 /// locally against the fake docker (verify needs a real daemon, push a registry).
 #[test]
 fn the_example_workflow_plans_builds_shards_and_merges() {
     let e = Env::new(31012);
     std::fs::write(e.path("matrix.yaml"), "version: 1\nbases: [ubuntu:20.04, ubuntu:22.04, ubuntu:24.04, \"debian:12\", \"debian:11\"]\npython: [\"3.10\"]\n").unwrap();
     let wf = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/github-workflow.yml"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/github-workflow-self-hosted.yml"),
     )
     .unwrap();
     let commands: Vec<String> = wf

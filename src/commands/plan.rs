@@ -1,5 +1,5 @@
-//! `matrix plan`: what `build` would do, as a table, JSON, a bake file or a GitHub
-//! Actions matrix; with `--diff`, what changes against a previous manifest.
+//! `matrix plan`: what `build` would do, as a table, JSON, a bake file, a GitHub
+//! Actions matrix or a GitLab CI child pipeline; with `--diff`, what changes against a previous manifest.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
@@ -327,6 +327,29 @@ pub fn run(cli: &Cli, args: &PlanArgs) -> Result<Exit, Error> {
                     }
                 })?;
             }
+        }
+        PlanFormat::Gitlab => {
+            let Some(n) = args.shards else {
+                return Err(Error::Usage(
+                    "--format gitlab needs --shards N: the child pipeline has one build job per shard".into(),
+                ));
+            };
+            let matrix = cli.matrix.to_string_lossy();
+            let filters = args
+                .select
+                .filters
+                .iter()
+                .map(|f| format!("{}={}", f.key.name(), f.pattern))
+                .collect();
+            let sel = output::GitlabSelection {
+                matrix: (cli.matrix != std::path::Path::new("matrix.yaml")).then_some(&*matrix),
+                filters,
+                date: &plan.date,
+            };
+            print(
+                "the pipeline",
+                &output::gitlab_pipeline(&cells, usize::from(n), &sel),
+            )?;
         }
     }
     // nor is a 10,000-cell plan worth freeing on the way out (5 % of `--format json`)

@@ -1,5 +1,5 @@
-//! `matrix plan` output: a table for people, and JSON, Bake and GitHub Actions
-//! documents for machines. All are pure functions of the plan.
+//! `matrix plan` output: a table for people, and JSON, Bake, GitHub Actions and GitLab
+//! CI documents for machines. All are pure functions of the plan.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -449,42 +449,213 @@ pub fn write_gha<W: std::io::Write>(w: &mut W, cells: &[&Cell]) -> std::io::Resu
     w.write_all(b"\n  ]\n}\n")
 }
 
+/// One shard of a plan: what one CI job builds.
+pub struct ShardJob<'a> {
+    /// 1-based.
+    pub index: usize,
+    pub count: usize,
+    pub ids: Vec<&'a str>,
+    /// Sorted, each once.
+    pub platforms: Vec<&'a str>,
+}
+
+impl ShardJob<'_> {
+    /// `I/N`, as `--shard` takes it.
+    pub fn shard(&self) -> String {
+        format!("{}/{}", self.index, self.count)
+    }
+
+    /// The one platform of a shard that holds one, else none.
+    fn platform(&self) -> Option<&str> {
+        match self.platforms.as_slice() {
+            [one] => Some(one),
+            _ => None,
+        }
+    }
+}
+
+/// The non-empty shards of N, in order (`shard::assign`'s assignment).
+pub fn shard_jobs<'a>(cells: &[&'a Cell], n: usize) -> Vec<ShardJob<'a>> {
+    let a = crate::plan::shard::assign(cells, n);
+    let mut jobs: Vec<ShardJob> = (0..n)
+        .map(|s| ShardJob {
+            index: s + 1,
+            count: n,
+            ids: Vec::new(),
+            platforms: Vec::new(),
+        })
+        .collect();
+    for (c, s) in cells.iter().zip(a) {
+        jobs[s].ids.push(&c.id);
+        jobs[s].platforms.push(c.platform());
+    }
+    jobs.retain(|j| !j.ids.is_empty());
+    for j in &mut jobs {
+        j.platforms.sort_unstable();
+        j.platforms.dedup();
+    }
+    jobs
+}
+
 /// A GitHub Actions matrix of N shard jobs; each runs `matrix build --shard I/N`.
 pub fn gha_shards(cells: &[&Cell], n: usize) -> Value {
-    let a = crate::plan::shard::assign(cells, n);
-    let include: Vec<Value> = (0..n)
-        .filter_map(|s| {
-            let ids: Vec<&str> = cells
-                .iter()
-                .zip(&a)
-                .filter(|(_, x)| **x == s)
-                .map(|(c, _)| c.id.as_str())
-                .collect();
-            let mut platforms: Vec<&str> = cells
-                .iter()
-                .zip(&a)
-                .filter(|(_, x)| **x == s)
-                .map(|(c, _)| c.platform())
-                .collect();
-            platforms.sort_unstable();
-            platforms.dedup();
-            // a shard of one platform runs on that platform's own runners
-            let runner = match platforms.as_slice() {
-                [one] => runner_for(one),
-                _ => runner_for(""),
-            };
-            (!ids.is_empty()).then(|| {
-                json!({
-                    "shard": format!("{}/{n}", s + 1),
-                    "count": ids.len(),
-                    "platforms": platforms,
-                    "runner": runner,
-                    "ids": ids,
-                })
+    let include: Vec<Value> = shard_jobs(cells, n)
+        .iter()
+        .map(|j| {
+            json!({
+                "shard": j.shard(),
+                "count": j.ids.len(),
+                "platforms": j.platforms,
+                // a shard of one platform runs on that platform's own runners
+                "runner": runner_for(j.platform().unwrap_or("")),
+                "ids": j.ids,
             })
         })
         .collect();
     json!({ "include": include })
+}
+
+/// The tag of GitLab's hosted runners for a platform, native for arm64 too: the
+/// medium size, which has the cores and memory of GitHub's standard runners.
+fn gitlab_runner_for(platform: &str) -> &'static str {
+    match platform {
+        "linux/arm64" => "saas-linux-medium-arm64",
+        _ => "saas-linux-medium-amd64",
+    }
+}
+
+/// What the jobs of a GitLab child pipeline repeat of the plan's command line, so that
+/// every shard job selects the cells the plan split: the matrix file (when not the
+/// default), the filters and the date (pinned: a job that starts after midnight UTC
+/// still makes the night's tags).
+pub struct GitlabSelection<'a> {
+    pub matrix: Option<&'a str>,
+    pub filters: Vec<String>,
+    pub date: &'a str,
+}
+
+/// A YAML scalar: bare when nothing in it can mean anything else in YAML, else
+/// single-quoted (where only `'` needs escaping).
+fn yaml_scalar(s: &str) -> String {
+    let bare = !s.is_empty()
+        && s.bytes()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'/')
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b" _./=-$".contains(&c))
+        && !matches!(
+            s,
+            "true" | "false" | "yes" | "no" | "on" | "off" | "null" | "y" | "n"
+        )
+        && s.parse::<f64>().is_err();
+    if bare {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "''"))
+    }
+}
+
+/// The GitLab job name of a shard's build.
+fn gitlab_build_job(j: &ShardJob) -> String {
+    format!("build {} {}", j.shard(), j.platform().unwrap_or("mixed"))
+}
+
+/// `matrix plan --format gitlab --shards N`: a GitLab CI child pipeline (the parent
+/// triggers it with `trigger: include: artifact`): one build job per shard on a
+/// GitLab-hosted runner of its platform, each staging its verified images by digest,
+/// and a publish job that needs no Docker daemon.
+pub fn gitlab_pipeline(cells: &[&Cell], n: usize, sel: &GitlabSelection) -> String {
+    let jobs = shard_jobs(cells, n);
+    let mut repeat = Vec::new();
+    if let Some(m) = sel.matrix {
+        repeat.push("-f".to_string());
+        repeat.push(m.to_string());
+    }
+    for f in &sel.filters {
+        repeat.push("--filter".into());
+        repeat.push(f.clone());
+    }
+    repeat.push("--date".into());
+    repeat.push(sel.date.to_string());
+    let repeat = crate::shell::line(&repeat);
+    let mut y = String::new();
+    let _ = write!(
+        y,
+        "\
+# A GitLab CI child pipeline written by `matrix plan --format gitlab --shards {n}`:
+# {cells} cells in {jobs} build jobs, each on a GitLab-hosted runner of its shard's platform
+# (arm64 natively), then one publish job that needs no Docker daemon. The parent
+# pipeline triggers it (trigger: include: artifact) and passes its variables down:
+#   MATRIX_CI_IMAGE  an image (amd64 and arm64) with matrix, Docker's daemon and sshpass
+#   MATRIX_STAGING   the staging repository, on the registry of the matrix's repository
+# and GitLab's own CI_REGISTRY, CI_REGISTRY_USER and CI_REGISTRY_PASSWORD.
+# examples/gitlab-ci.yml is such a parent. Regenerate, do not edit.
+stages: [build, publish]
+
+.matrix-build:
+  stage: build
+  image: $MATRIX_CI_IMAGE
+  before_script:
+    # the job's own daemon (hosted runners run jobs privileged): verify reaches the
+    # containers it starts on 127.0.0.1, which a docker:dind service would not give
+    - '(dockerd-entrypoint.sh dockerd --host=unix:///var/run/docker.sock >/tmp/dockerd.log 2>&1 &)'
+    - 'for i in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done; docker info >/dev/null || {{ cat /tmp/dockerd.log; exit 1; }}'
+    - 'echo \"$CI_REGISTRY_PASSWORD\" | docker login \"$CI_REGISTRY\" --username \"$CI_REGISTRY_USER\" --password-stdin'
+  artifacts:
+    when: always
+    paths: [shards/]
+",
+        cells = cells.len(),
+        jobs = jobs.len(),
+    );
+    for j in &jobs {
+        let build = format!(
+            "matrix build --shard {} {repeat} --verify --stage \"$MATRIX_STAGING\" -o shards/{}",
+            j.shard(),
+            j.index
+        );
+        let _ = write!(
+            y,
+            "\n{}:\n  extends: .matrix-build\n  tags: [{}]\n  script:\n    - {}\n",
+            yaml_scalar(&gitlab_build_job(j)),
+            gitlab_runner_for(j.platform().unwrap_or("")),
+            yaml_scalar(&build),
+        );
+    }
+    let _ = write!(
+        y,
+        "\n\
+publish:
+  stage: publish
+  image: $MATRIX_CI_IMAGE
+  tags: [{runner}]
+  # runs when a shard failed too: publish then refuses, and the report says why
+  when: always
+  needs:
+",
+        runner = gitlab_runner_for(""),
+    );
+    for j in &jobs {
+        let _ = writeln!(
+            y,
+            "    - {{job: {}, artifacts: true}}",
+            yaml_scalar(&gitlab_build_job(j))
+        );
+    }
+    y.push_str(
+        "  \
+  script:
+    - matrix manifest merge shards/*/manifest.json -o all.json
+    - 'echo \"$CI_REGISTRY_PASSWORD\" | matrix login \"$CI_REGISTRY\" --username \"$CI_REGISTRY_USER\" --password-stdin'
+    - matrix publish all.json
+  after_script:
+    - matrix report all.json -o report.html
+  artifacts:
+    when: always
+    paths: [all.json, report.html]
+",
+    );
+    y
 }
 
 pub fn table(plan: &Plan, cells: &[&Cell]) -> String {
