@@ -941,3 +941,32 @@ fn bake_and_gha_link_framework_images_to_their_parents() {
         .unwrap();
     assert_eq!(entry["parent"], "py3.12-ubuntu22.04-amd64");
 }
+
+#[test]
+fn a_staging_repository_must_be_private_and_on_the_matrix_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("matrix.yaml"),
+        "version: 1\nimage:\n  repository: reg.example:5000/ml/conda\nbases: [ubuntu:22.04]\npython: [\"3.11\"]\n",
+    )
+    .unwrap();
+    for (stage, why) in [
+        ("other.example/x", "is on other.example"),
+        (
+            "reg.example:5000/ml/conda",
+            "is the matrix's public repository",
+        ),
+    ] {
+        let out = matrix()
+            .current_dir(dir.path())
+            .args(["build", "--verify", "--stage", stage])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains(why) && err.contains("reg.example:5000/ml/conda-staging"),
+            "{err}"
+        );
+    }
+}

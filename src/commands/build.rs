@@ -28,6 +28,9 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> Result<Exit, Error> {
             plan.cells.len()
         )));
     }
+    if let Some(stage) = &args.stage {
+        check_stage(stage, &plan.settings.repository)?;
+    }
     let progress = args.progress();
     runner::run(
         &plan,
@@ -38,6 +41,28 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> Result<Exit, Error> {
         &write_reports,
         crate::term::line,
     )
+}
+
+/// `--stage` names a repository on the registry of the matrix's own, or publish could
+/// not make the public tags from it: said before anything is built.
+fn check_stage(stage: &str, repository: &str) -> Result<(), Error> {
+    let (staging, public) = (
+        crate::registry::Repo::parse(stage).map_err(|e| Error::Usage(format!("--stage: {e}")))?,
+        crate::registry::Repo::parse(repository)
+            .map_err(|e| Error::Usage(format!("the matrix's repository: {e}")))?,
+    );
+    if staging.host != public.host {
+        return Err(Error::Usage(format!(
+            "--stage {stage} is on {}, but the matrix publishes to {repository} on {}: stage on the same registry (e.g. --stage {}/{}-staging)",
+            staging.host, public.host, public.host, public.path
+        )));
+    }
+    if staging == public {
+        return Err(Error::Usage(format!(
+            "--stage {stage} is the matrix's public repository: stage in another one (e.g. --stage {repository}-staging), so that no private tag lands where people pull"
+        )));
+    }
+    Ok(())
 }
 
 /// The run's options: the command line's, with the matrix's settings applied.
