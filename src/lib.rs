@@ -22,6 +22,7 @@ pub mod labels;
 pub mod lock;
 pub mod manifest;
 pub mod plan;
+pub mod provenance;
 pub mod prune;
 pub mod reference;
 pub mod registry;

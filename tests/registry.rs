@@ -606,6 +606,13 @@ fn published_images_carry_signatures_sigstore_verifies() {
         3,
         "the index and both platforms: {err}"
     );
+    assert_eq!(
+        err.matches("provenance signed by").count(),
+        2,
+        "each platform's provenance: {err}"
+    );
+    assert!(err.contains("https://slsa.dev/provenance/v1"), "{err}");
+    assert_eq!(after.attestations.len(), 3, "one per image");
     let g_amd64 = after.cells[1].staged.as_ref().unwrap().digest.clone();
     for image in [
         format!("{repo}:solo"),

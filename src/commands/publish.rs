@@ -247,7 +247,7 @@ fn verify_signature(
         }
     }
     let mut ok = true;
-    for d in &subjects {
+    for (i, d) in subjects.iter().enumerate() {
         match crate::registry::sign::check(&client, &repo, d, &vk) {
             Ok(n) => crate::term::line(&format!(
                 "signature: {repo}@{d}: {n} valid signature(s) by {}",
@@ -258,6 +258,56 @@ fn verify_signature(
                 crate::term::line(&format!("signature: {e}"));
             }
         }
+        // an image (not the index above its platforms) carries its provenance
+        if i > 0 || subjects.len() == 1 {
+            match crate::registry::sign::attestations(&client, &repo, d, &vk) {
+                Ok(st) => crate::term::line(&format!(
+                    "signature: {repo}@{d}: provenance signed by {}: {}",
+                    key.display(),
+                    provenance_line(&st)
+                )),
+                Err(e) => {
+                    ok = false;
+                    crate::term::line(&format!("signature: {e}"));
+                }
+            }
+        }
     }
     Ok(Exit::from_ok(ok))
+}
+
+/// What a provenance statement says, in one line.
+fn provenance_line(statements: &[serde_json::Value]) -> String {
+    statements
+        .iter()
+        .map(|st| {
+            let def = &st["predicate"]["buildDefinition"];
+            let deps: Vec<String> = def["resolvedDependencies"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|d| {
+                    format!(
+                        "{} sha256:{}",
+                        d["uri"].as_str().or(d["name"].as_str()).unwrap_or("?"),
+                        d["digest"]["sha256"].as_str().unwrap_or("?")
+                    )
+                })
+                .collect();
+            format!(
+                "{} cell {}, matrix sha256 {}, from {}",
+                st["predicateType"].as_str().unwrap_or("?"),
+                def["externalParameters"]["cell"].as_str().unwrap_or("?"),
+                def["externalParameters"]["matrix"]["sha256"]
+                    .as_str()
+                    .unwrap_or("?"),
+                if deps.is_empty() {
+                    "(no recorded inputs)".to_string()
+                } else {
+                    deps.join(", ")
+                }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }

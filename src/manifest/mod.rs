@@ -284,6 +284,10 @@ pub struct Manifest {
     /// The signatures `publish --sign-key` stored, one per published digest.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub signatures: Vec<SignatureRecord>,
+    /// The signed provenance (SLSA v1 in-toto statements) `publish --sign-key` stored
+    /// beside each published image (`REPO:sha256-<hex>.att`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attestations: Vec<SignatureRecord>,
 }
 
 /// A cosign-format signature of one published digest.
@@ -321,6 +325,7 @@ impl Manifest {
             cells: Vec::new(),
             indexes: Vec::new(),
             signatures: Vec::new(),
+            attestations: Vec::new(),
         }
     }
 

@@ -82,21 +82,12 @@ pub fn publish(
         }
     }
     let (indexes, indexes_ok) = indexes(api, &public, man, &sources, listen);
-    let signatures = match &opts.signer {
-        Some(key) => {
-            let mut subjects: Vec<&str> = sources.iter().map(|s| s.image.digest.as_str()).collect();
-            subjects.extend(
-                indexes
-                    .iter()
-                    .filter(|x| x.ok)
-                    .filter_map(|x| x.digest.as_deref()),
-            );
-            super::sign::store_all(api, &public, &subjects, key, listen)
-        }
-        None => Vec::new(),
+    let (signatures, attestations) = match &opts.signer {
+        Some(key) => evidence(api, &public, man, &sources, &indexes, key, listen),
+        None => (Vec::new(), Vec::new()),
     };
     let complete = indexes_ok
-        && signatures.iter().all(|x| x.ok)
+        && signatures.iter().chain(&attestations).all(|x| x.ok)
         && pushed.iter().all(|(_, p)| p.ok)
         && eligible.len()
             == man
@@ -108,8 +99,61 @@ pub fn publish(
         pushed,
         indexes,
         signatures,
+        attestations,
         complete,
     })
+}
+
+/// Every published image and index signed; each image's provenance signed and stored
+/// beside it.
+fn evidence(
+    api: &dyn Api,
+    public: &Repo,
+    man: &Manifest,
+    sources: &[Source],
+    indexes: &[IndexRecord],
+    key: &p256::ecdsa::SigningKey,
+    listen: Listen,
+) -> (
+    Vec<crate::manifest::SignatureRecord>,
+    Vec<crate::manifest::SignatureRecord>,
+) {
+    let mut subjects: Vec<&str> = sources.iter().map(|s| s.image.digest.as_str()).collect();
+    subjects.extend(
+        indexes
+            .iter()
+            .filter(|x| x.ok)
+            .filter_map(|x| x.digest.as_deref()),
+    );
+    let signatures = super::sign::store_all(api, public, &subjects, key, listen);
+    let attestations = sources
+        .iter()
+        .map(|s| {
+            let st = crate::provenance::statement(
+                man,
+                &man.cells[s.cell],
+                &public.to_string(),
+                &s.image.digest,
+            );
+            let env = crate::provenance::envelope(&st, key);
+            let rec = super::sign::store_attestations(
+                api,
+                public,
+                &s.image.digest,
+                &[(crate::provenance::PREDICATE_TYPE, env)],
+            );
+            listen(&Phase::Info {
+                id: Some(&man.cells[s.cell].id),
+                text: match (&rec.error, rec.unchanged) {
+                    (Some(e), _) => format!("attest {}: failed: {e}", s.image.digest),
+                    (None, true) => format!("attest {}: unchanged ({})", s.image.digest, rec.tag),
+                    (None, false) => format!("attest {}: provenance ({})", s.image.digest, rec.tag),
+                },
+            });
+            rec
+        })
+        .collect();
+    (signatures, attestations)
 }
 
 /// The cells to publish; an error (publishing nothing) when one that should be cannot,
@@ -627,7 +671,15 @@ mod tests {
         let other = crate::signing::load_public(&other).unwrap();
         let e = crate::registry::sign::check(&reg, &repo, &p.signatures[0].subject, &other);
         assert!(e.unwrap_err().contains("not made by this key"));
+        // each image's provenance, signed, names its matrix and base
+        assert_eq!(p.attestations.len(), 3);
+        for a in &p.attestations {
+            let st = crate::registry::sign::attestations(&reg, &repo, &a.subject, &vk).unwrap();
+            assert_eq!(st[0]["predicateType"], crate::provenance::PREDICATE_TYPE);
+            assert!(crate::registry::sign::attestations(&reg, &repo, &a.subject, &other).is_err());
+        }
         let again = run(&reg, &m, &o).unwrap();
         assert!(again.signatures.iter().all(|s| s.ok && s.unchanged));
+        assert!(again.attestations.iter().all(|s| s.ok && s.unchanged));
     }
 }

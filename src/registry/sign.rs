@@ -132,3 +132,102 @@ pub fn check(
     }
     Ok(valid)
 }
+
+/// The tag cosign stores the attestations of `digest` under.
+pub fn attestation_tag(digest: &str) -> String {
+    format!("{}.att", digest.replace(':', "-"))
+}
+
+/// Store signed attestations (DSSE envelopes, with their predicate types) of `digest`
+/// as cosign does: one OCI image under `sha256-<hex>.att`, a layer per envelope.
+pub fn store_attestations(
+    api: &dyn Api,
+    repo: &Repo,
+    digest: &str,
+    envelopes: &[(&str, Vec<u8>)],
+) -> SignatureRecord {
+    let tag = format!("{repo}:{}", attestation_tag(digest));
+    let done = (|| {
+        let mut layers = Vec::new();
+        let mut diff_ids = Vec::new();
+        for (predicate_type, env) in envelopes {
+            let d = api.put_blob(repo, env)?;
+            diff_ids.push(d.clone());
+            layers.push(serde_json::json!({
+                "mediaType": crate::provenance::ENVELOPE_MEDIA_TYPE,
+                "size": env.len(),
+                "digest": d,
+                "annotations": {
+                    signing::SIGNATURE_ANNOTATION: "",
+                    "predicateType": predicate_type,
+                },
+            }));
+        }
+        let config = serde_json::to_vec(&serde_json::json!({
+            "architecture": "", "os": "", "config": {},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        }))
+        .unwrap_or_default();
+        let config_digest = api.put_blob(repo, &config)?;
+        let body = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "size": config.len(), "digest": config_digest},
+            "layers": layers,
+        }))
+        .unwrap_or_default();
+        let image = Fetched {
+            digest: super::sha256_digest(&body),
+            body,
+            media_type: OCI_MANIFEST.into(),
+        };
+        super::move_tag(api, repo, &tag, &image)
+    })();
+    SignatureRecord {
+        subject: digest.to_string(),
+        tag,
+        ok: done.is_ok(),
+        unchanged: done.as_ref().is_ok_and(|u| *u),
+        error: done.err(),
+    }
+}
+
+/// The statements about `digest` signed by `key` that the registry holds.
+pub fn attestations(
+    api: &dyn Api,
+    repo: &Repo,
+    digest: &str,
+    key: &VerifyingKey,
+) -> Result<Vec<serde_json::Value>, String> {
+    let tag = attestation_tag(digest);
+    let Some(att) = api.manifest(repo, &tag)? else {
+        return Err(format!(
+            "{repo}@{digest} has no attestation ({repo}:{tag} does not exist)"
+        ));
+    };
+    let v: serde_json::Value =
+        serde_json::from_slice(&att.body).map_err(|e| format!("{repo}:{tag}: not JSON: {e}"))?;
+    let mut out = Vec::new();
+    let mut why = Vec::new();
+    for layer in v["layers"].as_array().into_iter().flatten() {
+        let Some(d) = layer["digest"].as_str() else {
+            continue;
+        };
+        match api.blob(repo, d)? {
+            Some(env) if super::sha256_digest(&env) == d => {
+                match crate::provenance::open(&env, key, digest) {
+                    Ok(st) => out.push(st),
+                    Err(e) => why.push(e),
+                }
+            }
+            _ => why.push(format!("envelope {d} missing or damaged")),
+        }
+    }
+    if out.is_empty() {
+        return Err(format!(
+            "{repo}@{digest}: no attestation signed by this key ({})",
+            why.join("; ")
+        ));
+    }
+    Ok(out)
+}

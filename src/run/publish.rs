@@ -64,6 +64,8 @@ pub struct Published {
     pub indexes: Vec<crate::manifest::IndexRecord>,
     /// The signatures made (`publish --sign-key`).
     pub signatures: Vec<crate::manifest::SignatureRecord>,
+    /// The signed provenance stored beside each image.
+    pub attestations: Vec<crate::manifest::SignatureRecord>,
     /// Whether everything that should be published was.
     pub complete: bool,
 }
@@ -76,6 +78,7 @@ impl Published {
         }
         man.indexes.extend(self.indexes);
         man.signatures.extend(self.signatures);
+        man.attestations.extend(self.attestations);
     }
 
     /// As [`Published::apply`], each tag's and each group's record replacing the one an
@@ -92,6 +95,10 @@ impl Published {
         for x in self.signatures {
             man.signatures.retain(|y| y.subject != x.subject);
             man.signatures.push(x);
+        }
+        for x in self.attestations {
+            man.attestations.retain(|y| y.subject != x.subject);
+            man.attestations.push(x);
         }
     }
 }
@@ -204,6 +211,7 @@ pub fn publish(
         pushed,
         indexes,
         signatures: Vec::new(),
+        attestations: Vec::new(),
         complete: all_ok,
     })
 }
