@@ -15,6 +15,10 @@
 //! - `bake`: the peer, `docker buildx bake`, against `matrix build -j 2`; and a runner
 //!   that starts empty with and without the registry cache (examples/bench/bake.rs).
 //!
+//! - `publish [--rounds N]`: the daemon-less publish step against a loopback registry
+//!   that requires a login: the local nightly's tags and a 100-tag manifest, first and
+//!   second run, unsigned and signed (examples/bench/publish.rs).
+//!
 //! `nightly`, `ready` and `engines` need `scripts/setup-test-env.sh` first. `nightly`
 //! removes only what its own runs made (`bench/coldstart.rs`); `engines` leaves the
 //! main daemon alone and wipes its own engines when done.
@@ -32,6 +36,8 @@ mod watch;
 
 #[path = "bench/bake.rs"]
 mod bake;
+#[path = "bench/publish.rs"]
+mod publish;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -565,8 +571,9 @@ fn main() {
         Some("ready") => bench_ready(),
         Some("engines") => bench_engines(),
         Some("bake") => bake::run_bench(),
+        Some("publish") => publish::run_bench(&std::env::args().skip(2).collect::<Vec<_>>()),
         _ => {
-            eprintln!("usage: cargo run --release --example bench -- plan|formats [--before MATRIX_BINARY]|scale|nightly [--runs N] [--cells 4|2] [--builders legacy,buildkit] [--no-solo] [--max-load X] [--keep DIR] [--before MATRIX_BINARY]|ready|engines|bake");
+            eprintln!("usage: cargo run --release --example bench -- plan|formats [--before MATRIX_BINARY]|scale|nightly [--runs N] [--cells 4|2] [--builders legacy,buildkit] [--no-solo] [--max-load X] [--keep DIR] [--before MATRIX_BINARY]|ready|engines|bake|publish [--rounds N]");
             std::process::exit(2);
         }
     }
