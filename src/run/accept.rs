@@ -9,8 +9,9 @@ use std::collections::{BTreeMap, HashMap};
 use crate::docker::BuildRequest;
 use crate::engine::{Fleet, ImageEngine};
 use crate::labels;
-use crate::manifest::{CellRecord, Manifest, Status, Verification};
+use crate::manifest::{CellRecord, Manifest, SbomRecord, Status, Verification};
 use crate::run::events::{Listen, Phase};
+use crate::sbom::{self, Collected};
 use crate::signals::Cancel;
 
 /// Where the final build step records the versions of what it installed.
@@ -22,6 +23,9 @@ pub struct Options {
     pub ready_timeout: u64,
     /// How many cells are accepted at once.
     pub jobs: usize,
+    /// The manifest's folder, where each accepted cell's SBOM is written
+    /// (`sbom/<cell>.json`); None: no SBOM.
+    pub sbom_dir: Option<std::path::PathBuf>,
 }
 
 /// One cell to accept: its record (which names its tags and platform) and the candidate
@@ -281,14 +285,43 @@ fn accept_one(ctx: &Ctx, rec: &mut CellRecord, c: &Candidate) {
             None => versions_from_labels(docker, image),
         };
     }
-    let accepted = if !opts.verify {
-        true
-    } else if cancel.is_set() {
+    let (accepted, listed) = verify_cell(ctx, docker, rec, c, emulated);
+    if let Some(dir) = opts.sbom_dir.as_deref().filter(|_| !cancel.is_set()) {
+        let sbom = sbom_of(docker, rec, c, listed, previous, dir, emulated);
+        if sbom.path.is_none() {
+            let why = sbom.notes.last().cloned().unwrap_or_default();
+            warn(listen, &rec.id, format!("warning: {}: {why}", rec.id));
+        }
+        rec.sbom = Some(sbom);
+    }
+    if accepted {
+        promote(docker, known, &key, rec, listen);
+    } else if rec.status == Status::Built {
+        rec.candidate = Some(c.candidate.clone());
+    }
+}
+
+/// Verify the cell's image unless it need not be (or the run was stopped): whether it
+/// may be promoted, and its packages when its verification's container listed them.
+fn verify_cell(
+    ctx: &Ctx,
+    docker: &dyn ImageEngine,
+    rec: &mut CellRecord,
+    c: &Candidate,
+    emulated: bool,
+) -> (bool, Option<Collected>) {
+    let (opts, listen) = (ctx.opts, ctx.listen);
+    if !opts.verify {
+        return (true, None);
+    }
+    if ctx.cancel.is_set() {
         rec.reason =
             Some("not verified (the run was stopped); public tags left as they were".into());
-        false
-    } else {
-        let v = carried(previous, rec).unwrap_or_else(|| {
+        return (false, None);
+    }
+    let (v, listed) = match carried(ctx.previous, rec) {
+        Some(v) => (v, None),
+        None => {
             let image = rec.image_id.clone().unwrap_or_else(|| c.candidate.clone());
             listen(&Phase::Verifying {
                 id: &rec.id,
@@ -299,21 +332,47 @@ fn accept_one(ctx: &Ctx, rec: &mut CellRecord, c: &Candidate) {
                 Some(&rec.coordinates.python),
                 opts.ready_timeout,
                 emulated,
-                cancel,
+                ctx.cancel,
             )
-        });
-        let ok = v.ok;
-        rec.verification = Some(v);
-        if !ok {
-            rec.reason = Some("failed verification; public tags left on the previous image".into());
         }
-        ok
     };
-    if accepted {
-        promote(docker, known, &key, rec, listen);
-    } else if rec.status == Status::Built {
-        rec.candidate = Some(c.candidate.clone());
+    let ok = v.ok;
+    rec.verification = Some(v);
+    if !ok {
+        rec.reason = Some("failed verification; public tags left on the previous image".into());
     }
+    (ok, listed)
+}
+
+/// The cell's SBOM, written under `dir`: from what its verification listed; else the
+/// previous run's, when the image is the same and its file unchanged; else listed now
+/// in a container of its own.
+fn sbom_of(
+    docker: &dyn ImageEngine,
+    rec: &CellRecord,
+    c: &Candidate,
+    listed: Option<Collected>,
+    previous: Option<&Manifest>,
+    dir: &std::path::Path,
+    emulated: bool,
+) -> SbomRecord {
+    let image = rec.image_id.clone().unwrap_or_else(|| c.candidate.clone());
+    let listed = match listed {
+        Some(l) => l,
+        None => {
+            if let Some(r) = sbom::carried(previous, &rec.id, rec.image_id.as_deref(), dir) {
+                return r;
+            }
+            docker.list_packages(&image, &rec.coordinates.platform, emulated)
+        }
+    };
+    let subject = sbom::cyclonedx::Subject {
+        cell: &rec.id,
+        tag: rec.local_tag(),
+        image_id: rec.image_id.as_deref(),
+        platform: &rec.coordinates.platform,
+    };
+    sbom::record(&listed, &subject, dir)
 }
 
 /// An earlier verification of this very image (same ID) still holds.
@@ -574,6 +633,7 @@ mod promotion {
             verify,
             ready_timeout: 1,
             jobs: 2,
+            sbom_dir: None,
         }
     }
 
