@@ -132,7 +132,9 @@ pub struct SbomRecord {
 }
 
 /// Packages per source: Debian's (dpkg), conda's, and Python's not installed by conda.
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema,
+)]
 pub struct PackageCounts {
     pub dpkg: usize,
     pub conda: usize,

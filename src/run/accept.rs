@@ -586,14 +586,14 @@ mod tests {
     }
 }
 
-/// The promotion rules on an in-process engine: tags move only to images that passed.
+/// Two cells built, for the tests of acceptance.
 #[cfg(test)]
-mod promotion {
+mod promotion_support {
     use super::*;
     use crate::engine::fake::FakeFleet;
     use crate::plan::{plan_text, Plan, PlanOptions};
 
-    fn plan() -> Plan {
+    pub fn plan() -> Plan {
         plan_text(
             "version: 1\nimage:\n  aliases: [\"{tag}-nightly\"]\nbases: [ubuntu:22.04]\npython: [\"3.10\", \"3.11\"]\n",
             "m.yaml",
@@ -606,7 +606,7 @@ mod promotion {
     }
 
     /// Both cells built as `sha256:built-N` under candidate tags, with their versions.
-    fn built<'p>(p: &'p Plan, fleet: &FakeFleet) -> (Manifest, Vec<Candidate<'p>>) {
+    pub fn built<'p>(p: &'p Plan, fleet: &FakeFleet) -> (Manifest, Vec<Candidate<'p>>) {
         let mut m = Manifest::new("m.yaml", "0", None);
         let mut cands = Vec::new();
         for (i, c) in p.cells.iter().enumerate() {
@@ -627,6 +627,14 @@ mod promotion {
         }
         (m, cands)
     }
+}
+
+/// The promotion rules on an in-process engine: tags move only to images that passed.
+#[cfg(test)]
+mod promotion {
+    use super::promotion_support::*;
+    use super::*;
+    use crate::engine::fake::FakeFleet;
 
     fn opts(verify: bool) -> Options {
         Options {
@@ -772,5 +780,131 @@ mod promotion {
         }
         // nothing to label: an up-to-date image keeps what it is
         assert!(!log.iter().any(|l| l.starts_with("relabel")), "{log:?}");
+    }
+}
+
+/// Each accepted cell's SBOM, on the in-process engine.
+#[cfg(test)]
+mod sboms {
+    use super::promotion_support::*;
+    use super::*;
+    use crate::engine::fake::FakeFleet;
+
+    fn opts(verify: bool, dir: &std::path::Path) -> Options {
+        Options {
+            verify,
+            ready_timeout: 1,
+            jobs: 2,
+            sbom_dir: Some(dir.to_path_buf()),
+        }
+    }
+
+    fn run(
+        fleet: &FakeFleet,
+        m: &mut Manifest,
+        cands: &[Candidate],
+        prev: Option<&Manifest>,
+        o: &Options,
+    ) {
+        accept(fleet, m, cands, prev, o, &Cancel::default(), &|_| {}).apply(m);
+    }
+
+    #[test]
+    fn a_verified_cell_gets_its_sbom_from_the_verification_container() {
+        let p = plan();
+        let fleet = FakeFleet::one();
+        let (mut m, cands) = built(&p, &fleet);
+        let dir = tempfile::tempdir().unwrap();
+        run(&fleet, &mut m, &cands, None, &opts(true, dir.path()));
+        let log = fleet.first().log();
+        assert!(
+            !log.iter().any(|l| l.starts_with("list-packages")),
+            "{log:?}"
+        );
+        for r in &m.cells {
+            let s = r.sbom.as_ref().expect("an SBOM record");
+            assert_eq!(
+                s.path.as_deref(),
+                Some(format!("sbom/{}.json", r.id).as_str())
+            );
+            assert_eq!(
+                (s.packages.dpkg, s.packages.conda, s.packages.pip),
+                (2, 0, 1)
+            );
+            assert!(
+                s.notes[0].starts_with("conda: no conda-meta"),
+                "{:?}",
+                s.notes
+            );
+            let doc: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(dir.path().join(s.path.as_ref().unwrap())).unwrap(),
+            )
+            .unwrap();
+            crate::sbom::schema_check::validate(&doc);
+            assert_eq!(doc["metadata"]["properties"][0]["value"], r.id.as_str());
+        }
+    }
+
+    #[test]
+    fn an_sbom_that_cannot_be_made_fails_nothing() {
+        let p = plan();
+        let fleet = FakeFleet::one();
+        let (mut m, cands) = built(&p, &fleet);
+        fleet.first().lists(
+            "sha256:built-1",
+            Err("exec failed: container is not running"),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        run(&fleet, &mut m, &cands, None, &opts(true, dir.path()));
+        let s = m.cells[1].sbom.as_ref().unwrap();
+        assert_eq!(s.path, None);
+        assert!(
+            s.notes[0].contains("container is not running"),
+            "{:?}",
+            s.notes
+        );
+        // promoted all the same
+        assert!(m.cells[1].verification.as_ref().unwrap().ok);
+        assert_eq!(m.cells[1].tags_added, p.cells[1].tags);
+        assert!(m.cells[0].sbom.as_ref().unwrap().path.is_some());
+    }
+
+    #[test]
+    fn unverified_cells_are_listed_in_a_container_of_their_own_and_unchanged_ones_carried() {
+        let p = plan();
+        let fleet = FakeFleet::one();
+        let (mut m, cands) = built(&p, &fleet);
+        let dir = tempfile::tempdir().unwrap();
+        run(&fleet, &mut m, &cands, None, &opts(false, dir.path()));
+        let listed = |f: &FakeFleet| {
+            f.first()
+                .log()
+                .iter()
+                .filter(|l| l.starts_with("list-packages"))
+                .count()
+        };
+        assert_eq!(listed(&fleet), 2);
+        assert!(m
+            .cells
+            .iter()
+            .all(|r| r.sbom.as_ref().unwrap().path.is_some()));
+        // the next night: the same images, up to date; their SBOMs are still right
+        let previous = m.clone();
+        let fleet2 = FakeFleet::one();
+        let (mut m2, cands2) = built(&p, &fleet2);
+        for (r, old) in m2.cells.iter_mut().zip(&previous.cells) {
+            r.status = Status::UpToDate;
+            r.image_id.clone_from(&old.image_id);
+            fleet2.first().image(old.image_id.as_deref().unwrap(), &[]);
+        }
+        run(
+            &fleet2,
+            &mut m2,
+            &cands2,
+            Some(&previous),
+            &opts(false, dir.path()),
+        );
+        assert_eq!(listed(&fleet2), 0, "{:?}", fleet2.first().log());
+        assert_eq!(m2.cells[0].sbom, previous.cells[0].sbom);
     }
 }

@@ -27,7 +27,11 @@ pub fn document(l: &Listing, s: &Subject, timestamp: &str, notes: &[String]) -> 
     let mut components: Vec<Value> = Vec::new();
     let mut refs = std::collections::BTreeSet::new();
     for src in Source::ALL {
-        for p in l.section(src).map(|x| x.packages.as_slice()).unwrap_or_default() {
+        for p in l
+            .section(src)
+            .map(|x| x.packages.as_slice())
+            .unwrap_or_default()
+        {
             let purl = purl(src, p, l.os.as_ref());
             // a package listed twice (two dist-info folders of one version) is one
             if refs.insert(purl.clone()) {
@@ -35,7 +39,10 @@ pub fn document(l: &Listing, s: &Subject, timestamp: &str, notes: &[String]) -> 
             }
         }
     }
-    let mut props = vec![prop("image-matrix:cell", s.cell), prop("image-matrix:platform", s.platform)];
+    let mut props = vec![
+        prop("image-matrix:cell", s.cell),
+        prop("image-matrix:platform", s.platform),
+    ];
     if let Some(id) = s.image_id {
         props.push(prop("image-matrix:image-id", id));
     }
@@ -106,7 +113,11 @@ pub fn purl(src: Source, p: &Package, os: Option<&(String, String)>) -> String {
     let (kind, namespace, name) = match src {
         Source::Dpkg => {
             let (id, version) = os.cloned().unwrap_or_default();
-            let id = if id.is_empty() { "debian".to_string() } else { id };
+            let id = if id.is_empty() {
+                "debian".to_string()
+            } else {
+                id
+            };
             if let Some(a) = &p.arch {
                 q.push(("arch", a.clone()));
             }

@@ -99,7 +99,11 @@ fn key(purl: &str, name: &str) -> Key {
 }
 
 /// The changes between two package lists.
-pub fn compare(cell: &str, before: &BTreeMap<Key, String>, now: &BTreeMap<Key, String>) -> CellChanges {
+pub fn compare(
+    cell: &str,
+    before: &BTreeMap<Key, String>,
+    now: &BTreeMap<Key, String>,
+) -> CellChanges {
     let mut ch = CellChanges {
         cell: cell.to_string(),
         ..CellChanges::default()
@@ -140,7 +144,9 @@ pub fn between(previous: &Manifest, previous_dir: &Path, m: &Manifest, dir: &Pat
                     out.cells.push(ch);
                 }
             }
-            (Err(e), _) => out.not_compared.push((c.id.clone(), format!("previous SBOM: {e}"))),
+            (Err(e), _) => out
+                .not_compared
+                .push((c.id.clone(), format!("previous SBOM: {e}"))),
             (_, Err(e)) => out.not_compared.push((c.id.clone(), e)),
         }
     }
@@ -191,10 +197,16 @@ mod tests {
 
     #[test]
     fn keys_come_from_package_urls() {
-        let x = key("pkg:deb/debian/libc6@2.36?arch=i386&distro=debian-12", "libc6");
+        let x = key(
+            "pkg:deb/debian/libc6@2.36?arch=i386&distro=debian-12",
+            "libc6",
+        );
         assert_eq!(x.kind, "deb");
         assert_eq!(x.arch.as_deref(), Some("i386"));
         assert_eq!(x.label(), "dpkg libc6");
-        assert_eq!(key("pkg:pypi/jupyter-server@2", "Jupyter_Server").label(), "pip jupyter-server");
+        assert_eq!(
+            key("pkg:pypi/jupyter-server@2", "Jupyter_Server").label(),
+            "pip jupyter-server"
+        );
     }
 }

@@ -77,7 +77,8 @@ pub fn record(c: &Collected, subject: &cyclonedx::Subject, dir: &Path) -> SbomRe
     let text = match &c.output {
         Ok(t) => t,
         Err(e) => {
-            rec.notes.push(format!("no SBOM: the packages could not be listed: {e}"));
+            rec.notes
+                .push(format!("no SBOM: the packages could not be listed: {e}"));
             return rec;
         }
     };
@@ -125,7 +126,10 @@ fn notes(l: &parse::Listing) -> Vec<String> {
         }
     }
     if l.skipped > 0 {
-        notes.push(format!("{} lines of the listing were not understood", l.skipped));
+        notes.push(format!(
+            "{} lines of the listing were not understood",
+            l.skipped
+        ));
     }
     if !l.complete {
         notes.push("the listing stopped before its end".to_string());
@@ -170,7 +174,8 @@ pub mod schema_check {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("schemas/vendor/cyclonedx")
             .join(name);
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         serde_json::from_str(&text).expect("a schema is JSON")
     }
 
@@ -200,7 +205,11 @@ pub mod schema_check {
             .iter_errors(doc)
             .map(|e| format!("{e} (at {})", e.instance_path()))
             .collect();
-        assert!(errors.is_empty(), "not a valid CycloneDX 1.5 BOM:\n{}", errors.join("\n"));
+        assert!(
+            errors.is_empty(),
+            "not a valid CycloneDX 1.5 BOM:\n{}",
+            errors.join("\n")
+        );
     }
 }
 
@@ -232,7 +241,10 @@ jupyterlab\t4.2.5\tpip\tBSD-3-Clause\ntorch\t2.4.1+cu121\tpip\t\n\
             seconds: 0.42,
         };
         let rec = record(&c, &subject(), dir.path());
-        assert_eq!(rec.path.as_deref(), Some("sbom/py3.11-ubuntu22.04-amd64.json"));
+        assert_eq!(
+            rec.path.as_deref(),
+            Some("sbom/py3.11-ubuntu22.04-amd64.json")
+        );
         assert_eq!(
             rec.packages,
             PackageCounts {
@@ -255,7 +267,10 @@ jupyterlab\t4.2.5\tpip\tBSD-3-Clause\ntorch\t2.4.1+cu121\tpip\t\n\
             .collect();
         assert!(purls.contains(&"pkg:deb/ubuntu/bash@5.1-6ubuntu1?arch=amd64&distro=ubuntu-22.04"));
         assert!(purls.contains(&"pkg:pypi/torch@2.4.1%2Bcu121"));
-        assert_eq!(doc["metadata"]["component"]["name"], "registry.example/team/miniconda");
+        assert_eq!(
+            doc["metadata"]["component"]["name"],
+            "registry.example/team/miniconda"
+        );
         // no file left half-written, nothing else in the folder
         let names: Vec<String> = std::fs::read_dir(dir.path().join("sbom"))
             .unwrap()
@@ -265,7 +280,8 @@ jupyterlab\t4.2.5\tpip\tBSD-3-Clause\ntorch\t2.4.1+cu121\tpip\t\n\
         // the same listing again: the same document but for its one timestamp
         let again = record(&c, &subject(), dir.path());
         let doc2: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(dir.path().join(again.path.unwrap())).unwrap()).unwrap();
+            serde_json::from_slice(&std::fs::read(dir.path().join(again.path.unwrap())).unwrap())
+                .unwrap();
         let strip = |mut d: serde_json::Value| {
             d["metadata"]["timestamp"] = serde_json::Value::Null;
             d
@@ -282,7 +298,11 @@ jupyterlab\t4.2.5\tpip\tBSD-3-Clause\ntorch\t2.4.1+cu121\tpip\t\n\
         };
         let rec = record(&failed, &subject(), dir.path());
         assert_eq!(rec.path, None);
-        assert!(rec.notes[0].contains("container is not running"), "{:?}", rec.notes);
+        assert!(
+            rec.notes[0].contains("container is not running"),
+            "{:?}",
+            rec.notes
+        );
         assert!(!dir.path().join("sbom").exists());
         // the stand-in installer: no conda-meta, python's packages only
         let thin = Collected {
@@ -300,7 +320,8 @@ pip\t23.0.1\tpip\tMIT\n@end\n"
             ["conda: no conda-meta folder in /opt/miniconda3 (not a conda environment)"]
         );
         let doc: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(dir.path().join(rec.path.unwrap())).unwrap()).unwrap();
+            serde_json::from_slice(&std::fs::read(dir.path().join(rec.path.unwrap())).unwrap())
+                .unwrap();
         schema_check::validate(&doc);
         // a cell id that is no file name is made one
         assert_eq!(file_name("../x/y"), "_x_y.json");
@@ -325,6 +346,10 @@ pip\t23.0.1\tpip\tMIT\n@end\n"
             .args(["-n", "-c", SCRIPT])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

@@ -235,7 +235,9 @@ fn package_line(s: Source, line: &str) -> Option<Option<Package>> {
 
 /// A package name: printable, no spaces.
 fn valid(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 200 && !name.chars().any(|c| c.is_whitespace() || c.is_control())
+    !name.is_empty()
+        && name.len() <= 200
+        && !name.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 /// A dpkg line of a package removed (`rc`) or half-installed: known, not installed.
@@ -255,7 +257,11 @@ fn finish(l: &mut Listing, licenses: &BTreeMap<String, String>) {
             }
         }
         x.packages.sort_by(|a, b| {
-            (a.name.to_lowercase(), &a.version, &a.arch).cmp(&(b.name.to_lowercase(), &b.version, &b.arch))
+            (a.name.to_lowercase(), &a.version, &a.arch).cmp(&(
+                b.name.to_lowercase(),
+                &b.version,
+                &b.arch,
+            ))
         });
         x.packages.dedup_by(|a, b| {
             a.name.eq_ignore_ascii_case(&b.name) && a.version == b.version && a.arch == b.arch
@@ -359,8 +365,14 @@ good\t1.0\tpip\tMIT\n\
             l.why_none(Source::Dpkg).unwrap(),
             "dpkg: no dpkg-query (not a Debian-based image)"
         );
-        assert!(l.why_none(Source::Conda).unwrap().contains("no conda-meta folder"));
-        assert_eq!(l.why_none(Source::Pip).unwrap(), "pip: no package installed");
+        assert!(l
+            .why_none(Source::Conda)
+            .unwrap()
+            .contains("no conda-meta folder"));
+        assert_eq!(
+            l.why_none(Source::Pip).unwrap(),
+            "pip: no package installed"
+        );
         // a listing cut short (python died) says so for what it never reached
         let cut = parse("@image-matrix-packages 1\n@dpkg\nii \tbash\t5.2\tamd64\n");
         assert!(!cut.complete);

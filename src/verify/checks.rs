@@ -212,7 +212,8 @@ pub fn run_all(
     // not be made never fails verification); its time is not the next check's
     if !cancel.is_set() {
         let t = Instant::now();
-        let output = docker.exec_script(&c.name, crate::sbom::SCRIPT, crate::sbom::timeout(emulated));
+        let output =
+            docker.exec_script(&c.name, crate::sbom::SCRIPT, crate::sbom::timeout(emulated));
         *packages = Some(Collected {
             output,
             seconds: t.elapsed().as_secs_f64(),

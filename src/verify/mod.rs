@@ -48,7 +48,15 @@ pub fn verify_image(
     emulated: bool,
     cancel: &Cancel,
 ) -> Verification {
-    verify_and_list(docker, image, expect_python, ready_timeout, emulated, cancel).0
+    verify_and_list(
+        docker,
+        image,
+        expect_python,
+        ready_timeout,
+        emulated,
+        cancel,
+    )
+    .0
 }
 
 /// [`verify_image`], and the image's packages listed in the container it started
