@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use crate::docker::BuildRequest;
 use crate::manifest::Verification;
+use crate::sbom::Collected;
 use crate::signals::Cancel;
 
 /// What the phases after the builds ask of one engine.
@@ -74,7 +75,8 @@ pub trait ImageEngine: Sync {
         members: &[String],
         insecure: bool,
     ) -> Result<Option<String>, String>;
-    /// Start the image, run every check against it, remove it.
+    /// Start the image, run every check against it, list its packages in the same
+    /// container (None: it never ran), remove it.
     fn verify(
         &self,
         image: &str,
@@ -82,7 +84,10 @@ pub trait ImageEngine: Sync {
         ready_timeout: u64,
         emulated: bool,
         cancel: &Cancel,
-    ) -> Verification;
+    ) -> (Verification, Option<Collected>);
+    /// List an image's packages in a container of its own, without network (for a
+    /// cell that is not verified): the output of [`crate::sbom::SCRIPT`].
+    fn list_packages(&self, image: &str, platform: &str, emulated: bool) -> Collected;
 }
 
 /// The engines of a run, by the name a cell's record gives (`None`: the first).
@@ -177,8 +182,21 @@ impl ImageEngine for crate::engines::Engine {
         ready_timeout: u64,
         emulated: bool,
         cancel: &Cancel,
-    ) -> Verification {
-        crate::verify::verify_image(&self.docker, image, python, ready_timeout, emulated, cancel)
+    ) -> (Verification, Option<Collected>) {
+        crate::verify::verify_and_list(&self.docker, image, python, ready_timeout, emulated, cancel)
+    }
+    fn list_packages(&self, image: &str, platform: &str, emulated: bool) -> Collected {
+        let t0 = std::time::Instant::now();
+        let output = self.docker.run_script(
+            image,
+            platform,
+            crate::sbom::SCRIPT,
+            crate::sbom::timeout(emulated),
+        );
+        Collected {
+            output,
+            seconds: t0.elapsed().as_secs_f64(),
+        }
     }
 }
 

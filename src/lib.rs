@@ -29,6 +29,7 @@ pub mod registry;
 pub mod render;
 pub mod report;
 pub mod run;
+pub mod sbom;
 pub mod schema;
 pub mod shell;
 pub mod signals;

@@ -68,6 +68,7 @@ include:
         ]);
         assert_eq!(label.trim(), c["input_hash"].as_str().unwrap());
     }
+    sboms_list_what_the_images_hold(dir.path(), &m);
     let bad = cell(&m, BAD_SHA);
     assert_eq!(bad["status"], "failed");
     assert_eq!(bad["exit_code"], 1);
@@ -85,6 +86,11 @@ include:
         err.contains(&expected) && err.contains("reproduce: cd "),
         "the failure report shows the cause:\n{err}"
     );
+
+    let first_sboms: std::collections::HashMap<&str, serde_json::Value> = [GOOD_BASE, GOOD_EXTRA]
+        .into_iter()
+        .map(|id| (id, cell(&m, id)["sbom"].clone()))
+        .collect();
 
     // 2. Verify the built images from outside.
     let (code, out, err) = matrix(dir.path(), &["verify", "--format", "json"]);
@@ -265,6 +271,10 @@ include:
     let m = manifest(&dir.path().join("out/manifest.json"));
     assert_eq!(cell(&m, GOOD_BASE)["status"], "up-to-date");
     assert_eq!(cell(&m, GOOD_EXTRA)["status"], "up-to-date");
+    // the same images: their SBOMs are the ones listed in step 1, not listed again
+    for id in [GOOD_BASE, GOOD_EXTRA] {
+        assert_eq!(cell(&m, id)["sbom"], first_sboms[id], "{id}");
+    }
 
     // 6. BuildKit, through Debian's 20.10 client.
     let (code, _, err) = matrix(
@@ -305,6 +315,63 @@ include:
 
 /// The IPv4 address (hex, as /proc/net/tcp writes it) TensorBoard's port 6006 listens
 /// on inside the container, if it listens.
+/// Each built cell's SBOM, listed from its real image: a valid CycloneDX 1.5 BOM that
+/// holds Debian's libc6 and bash, the Python the stand-in installer borrowed from the
+/// base (Debian's python3.11), and JupyterLab from pip. The stand-in makes no
+/// conda-meta: its record says so.
+fn sboms_list_what_the_images_hold(dir: &std::path::Path, m: &serde_json::Value) {
+    for id in [GOOD_BASE, GOOD_EXTRA] {
+        let rec = &cell(m, id)["sbom"];
+        let path = rec["path"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{id}: no SBOM: {rec}"));
+        let doc: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("out").join(path)).unwrap())
+                .unwrap();
+        common::schema::check_cyclonedx(&doc);
+        let names: Vec<(String, String)> = doc["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                let purl = c["purl"].as_str().unwrap();
+                let kind = purl[4..].split('/').next().unwrap().to_string();
+                (kind, c["name"].as_str().unwrap().to_string())
+            })
+            .collect();
+        let has = |kind: &str, name: &str| names.iter().any(|(k, n)| k == kind && n == name);
+        for (kind, name) in [
+            ("deb", "libc6"),
+            ("deb", "bash"),
+            ("deb", "python3.11"),
+            ("pypi", "jupyterlab"),
+        ] {
+            assert!(has(kind, name), "{id}: no {kind} {name} in {path}");
+        }
+        let counts = &rec["packages"];
+        assert!(counts["dpkg"].as_u64().unwrap() > 50, "{rec}");
+        assert!(counts["pip"].as_u64().unwrap() > 20, "{rec}");
+        assert_eq!(counts["conda"], 0, "{rec}");
+        assert!(
+            rec["notes"][0]
+                .as_str()
+                .unwrap()
+                .starts_with("conda: no conda-meta folder"),
+            "{rec}"
+        );
+        let licensed = doc["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["licenses"].is_array())
+            .count();
+        println!(
+            "{id}: SBOM of {counts} listed in {} s, {licensed} components with a licence",
+            rec["seconds"]
+        );
+    }
+}
+
 fn tensorboard_listens_on(cid: &str) -> Option<String> {
     let (_, tcp, _) = docker(&["exec", cid, "cat", "/proc/net/tcp"]);
     tcp.lines().find_map(|l| {

@@ -750,7 +750,10 @@ fn the_manifest_schema_is_stable() {
                             | "input_hash"
                             | "image_id"
                             | "reproduce"
-                    ) || key == "input_parts";
+                            | "date"
+                    ) || key == "input_parts"
+                        || (key == "sbom"
+                            && matches!(k.as_str(), "collected_at" | "sha256" | "seconds"));
                     if volatile && !x.is_null() {
                         *x = serde_json::Value::String("[masked]".into());
                     } else {
@@ -821,9 +824,14 @@ fn acceptance_asks_about_many_images_at_once() {
     assert_eq!(code, 0, "{err}");
     let calls = e.calls();
     let count = |p: &str| calls.lines().filter(|l| l.starts_with(p)).count();
-    // the versions of B and C come from their builds' output, A's from its image
+    // the versions of B and C come from their builds' output, A's from its image; each
+    // cell's packages are listed once (not verified: in a container of its own)
     let runs: Vec<&str> = calls.lines().filter(|l| l.starts_with("run ")).collect();
+    let (listings, runs): (Vec<&str>, Vec<&str>) = runs
+        .into_iter()
+        .partition(|l| l.contains("--entrypoint /bin/sh"));
     assert_eq!(runs.len(), 1, "{calls}");
+    assert_eq!(listings.len(), 3, "{calls}");
     assert_eq!(count("image ls "), 1, "{calls}");
     let rms: Vec<&str> = calls
         .lines()
@@ -869,6 +877,8 @@ fn acceptance_asks_about_many_images_at_once() {
         .collect();
     assert_eq!(labels.len(), 1, "{calls}");
     assert!(!calls.lines().any(|l| l.starts_with("tag ")), "{calls}");
+    // the same images: last night's SBOMs still hold, no container lists them again
+    assert!(!calls.lines().any(|l| l.starts_with("run ")), "{calls}");
     let m = e.manifest();
     for c in m["cells"].as_array().unwrap() {
         assert_eq!(c["status"], "up-to-date", "{c}");
@@ -1241,5 +1251,167 @@ fn a_new_repository_and_tag_template_retag_and_build_nothing() {
                 .any(|l| l.starts_with("tag ") && l.ends_with(tag)),
             "{calls}"
         );
+    }
+}
+
+/// Each accepted cell gets `out/sbom/<cell>.json` (a valid CycloneDX 1.5 BOM) that its
+/// record links with its counts; the report shows them; `report --previous` against a
+/// kept earlier run shows what was upgraded, added and removed.
+#[test]
+fn each_cell_gets_an_sbom_and_the_report_says_what_changed_in_its_packages() {
+    let e = Env::new(31090);
+    let (code, err) = e.run(&["-j", "1", "--filter", "python=3.11"]);
+    assert_eq!(code, 0, "{err}");
+    let m = e.manifest();
+    let rec = &common::cell(&m, C)["sbom"];
+    assert_eq!(rec["path"], format!("sbom/{C}.json"));
+    assert_eq!(rec["format"], "CycloneDX 1.5 JSON");
+    assert_eq!(
+        rec["packages"],
+        serde_json::json!({"dpkg": 2, "conda": 0, "pip": 2})
+    );
+    assert!(
+        rec["notes"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("conda: no conda-meta"),
+        "{rec}"
+    );
+    let text = std::fs::read_to_string(e.path(&format!("out/sbom/{C}.json"))).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    common::schema::check_cyclonedx(&doc);
+    let purls: Vec<&str> = doc["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["purl"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        purls,
+        [
+            "pkg:deb/ubuntu/bash@5.1-6ubuntu1?arch=amd64&distro=ubuntu-22.04",
+            "pkg:deb/ubuntu/libc6@2.35-0ubuntu3.8?arch=amd64&distro=ubuntu-22.04",
+            "pkg:pypi/jupyterlab@4.2.5",
+            "pkg:pypi/numpy@1.26.4",
+        ]
+    );
+    // one listing, in one container of the image, without network
+    let calls = e.calls();
+    let listings: Vec<&str> = calls
+        .lines()
+        .filter(|l| l.starts_with("run ") && l.contains("--entrypoint /bin/sh"))
+        .collect();
+    assert_eq!(listings.len(), 1, "{calls}");
+    assert!(listings[0].contains("--network none"), "{}", listings[0]);
+    let md = std::fs::read_to_string(e.path("out/report.md")).unwrap();
+    assert!(
+        md.contains(
+            &format!("| {} | 2 | 0 | 2 | [sbom/{}.json](sbom/{C}.json) |", C, C)
+                .replace('_', "\\_")
+        ),
+        "{md}"
+    );
+    let html = std::fs::read_to_string(e.path("out/report.html")).unwrap();
+    assert!(html.contains("dpkg 2 · conda 0 · pip 2"), "{html}");
+    assert!(
+        html.contains(&format!("<a href=\"sbom/{C}.json\">")),
+        "{html}"
+    );
+
+    // last night kept; tonight numpy is upgraded, rich added, libc6 gone
+    copy_dir(&e.path("out"), &e.path("last"));
+    std::fs::write(
+        e.path("state/packages"),
+        "@image-matrix-packages 1\n@os ubuntu\t22.04\n@dpkg\nii \tbash\t5.1-6ubuntu1\tamd64\n\
+@pip 3.11.2\njupyterlab\t4.2.5\tpip\tBSD License\nnumpy\t2.0.1\tpip\tBSD License\n\
+rich\t13.7.1\tpip\tMIT\n@end\n",
+    )
+    .unwrap();
+    let (code, err) = e.run(&["-j", "1", "--filter", "python=3.11", "--force"]);
+    assert_eq!(code, 0, "{err}");
+    let out = e
+        .matrix(&[
+            "report",
+            "out/manifest.json",
+            "--previous",
+            "last/manifest.json",
+            "--format",
+            "markdown",
+        ])
+        .output()
+        .unwrap();
+    let md = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(md.contains("### Package changes (from the SBOMs)"), "{md}");
+    assert!(
+        md.contains("  - upgraded (1): pip numpy 1.26.4 → 2.0.1"),
+        "{md}"
+    );
+    assert!(md.contains("  - added (1): pip rich 13.7.1"), "{md}");
+    assert!(
+        md.contains("  - removed (1): dpkg libc6 2.35-0ubuntu3.8"),
+        "{md}"
+    );
+    let out = e
+        .matrix(&[
+            "report",
+            "out/manifest.json",
+            "--previous",
+            "last/manifest.json",
+        ])
+        .output()
+        .unwrap();
+    let html = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        html.contains("upgraded (1): pip numpy 1.26.4 → 2.0.1"),
+        "{html}"
+    );
+    // compared with itself (the same files): nothing changed
+    let out = e
+        .matrix(&[
+            "report",
+            "out/manifest.json",
+            "--previous",
+            "out/manifest.json",
+            "--format",
+            "markdown",
+        ])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("No package changed."));
+}
+
+/// A listing that fails leaves the cell accepted, with the reason in its record.
+#[test]
+fn an_sbom_that_cannot_be_listed_fails_no_cell() {
+    let e = Env::new(31091);
+    std::fs::write(e.path("state/packages-fail"), "").unwrap();
+    let (code, err) = e.run(&["-j", "1", "--filter", "python=3.11"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("no SBOM"), "{err}");
+    let m = e.manifest();
+    let rec = &common::cell(&m, C)["sbom"];
+    assert!(rec.get("path").is_none(), "{rec}");
+    assert!(
+        rec["notes"][0].as_str().unwrap().contains("no /bin/sh"),
+        "{rec}"
+    );
+    assert_eq!(e.status(C), "built");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
     }
 }

@@ -127,7 +127,9 @@ fn write_reports(
         ("report.md", crate::cli::ReportFormat::Markdown),
     ] {
         let path = dir.join(name);
-        let text = super::report::render(format, m, previous, manifest_path, logs);
+        // no package changes here: the previous run's SBOMs beside this manifest were
+        // replaced by tonight's (`matrix report --previous` compares two kept runs)
+        let text = super::report::render(format, m, previous, manifest_path, logs, None);
         match io::write_text(&path, &text) {
             Ok(()) => written.push(path),
             Err(e) => crate::term::line(&format!("warning: cannot write {}: {e}", path.display())),

@@ -643,6 +643,42 @@ impl Docker {
             .map_err(String::from)
     }
 
+    /// Run `sh -c SCRIPT` in a running container; an error past `timeout`.
+    pub fn exec_script(
+        &self,
+        container: &str,
+        script: &str,
+        timeout: Duration,
+    ) -> Result<String, String> {
+        self.capture_within(&["exec", container, "/bin/sh", "-c", script], timeout)
+            .map_err(String::from)
+    }
+
+    /// Run `sh -c SCRIPT` in a new container of `image` without network, removed
+    /// afterwards (as [`Docker::read_file`] does with `cat`); an error past `timeout`.
+    pub fn run_script(
+        &self,
+        image: &str,
+        platform: &str,
+        script: &str,
+        timeout: Duration,
+    ) -> Result<String, String> {
+        let args = [
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--platform",
+            platform,
+            "--entrypoint",
+            "/bin/sh",
+            image,
+            "-c",
+            script,
+        ];
+        self.capture_within(&args, timeout).map_err(String::from)
+    }
+
     pub fn logs(&self, container: &str) -> String {
         process::joined_output(&self.command(&command::logs(container)))
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())

@@ -34,6 +34,9 @@ struct State {
     push_failures: HashMap<String, u32>,
     /// what the registry holds: tag → digest
     registry: BTreeMap<String, String>,
+    /// image ID → what listing its packages prints (absent: [`LISTING`]); an Err: the
+    /// listing fails
+    listings: HashMap<String, Result<String, String>>,
     /// every change and verification, in order: `tag ID TAG`, `push TAG`, `index TAG`,
     /// `verify ID`, `untag TAG`, `relabel ID`
     log: Vec<String>,
@@ -78,6 +81,28 @@ impl FakeEngine {
         self.st().verdicts.insert(id.to_string(), false);
     }
 
+    /// What listing `id`'s packages gives (the collection script's output, or an error).
+    pub fn lists(&self, id: &str, output: Result<&str, &str>) {
+        let o = output.map(str::to_string).map_err(str::to_string);
+        self.st().listings.insert(id.to_string(), o);
+    }
+
+    fn listing(&self, image: &str) -> crate::sbom::Collected {
+        let id = self.image_id(image).unwrap_or_else(|| image.to_string());
+        let built = id.trim_end_matches("-labelled").to_string();
+        let s = self.st();
+        let output = s
+            .listings
+            .get(&id)
+            .or_else(|| s.listings.get(&built))
+            .cloned()
+            .unwrap_or_else(|| Ok(LISTING.to_string()));
+        crate::sbom::Collected {
+            output,
+            seconds: 0.1,
+        }
+    }
+
     /// The next `n` pushes of `tag` fail.
     pub fn failing_pushes(&self, tag: &str, n: u32) {
         self.st().push_failures.insert(tag.to_string(), n);
@@ -105,6 +130,13 @@ impl FakeEngine {
         }
     }
 }
+
+/// What the fake lists for an image unless told otherwise: two Debian packages, no
+/// conda, one pip package.
+pub const LISTING: &str = "@image-matrix-packages 1\n@os debian\t12\n@dpkg\n\
+ii \tbash\t5.2.15-2+b13\tamd64\nii \tlibc6\t2.36-9+deb12u10\tamd64\n\
+@conda /opt/miniconda3\n@error no conda-meta folder in /opt/miniconda3 (not a conda environment)\n\
+@pip 3.11.2\njupyterlab\t4.2.5\tpip\tBSD License\n@dpkg-licenses\nbash\tGPL-3+\n@end\n";
 
 /// The registry digest the fake gives an image (or an index of members).
 pub fn digest_of(what: &str) -> String {
@@ -288,19 +320,26 @@ impl ImageEngine for FakeEngine {
         _: u64,
         emulated: bool,
         _: &Cancel,
-    ) -> Verification {
+    ) -> (Verification, Option<crate::sbom::Collected>) {
         let id = self.image_id(image).unwrap_or_else(|| image.to_string());
+        let listed = self.listing(image);
         let mut s = self.st();
         s.log.push(format!("verify {id}"));
         // an image labelled with its versions is the one that was built
         let built = id.trim_end_matches("-labelled");
         let ok = s.verdicts.get(built).copied().unwrap_or(true);
-        Verification {
+        let v = Verification {
             ok,
             emulated,
             verified_at: Some(crate::manifest::now()),
             ..Verification::default()
-        }
+        };
+        (v, Some(listed))
+    }
+    fn list_packages(&self, image: &str, _: &str, _: bool) -> crate::sbom::Collected {
+        let id = self.image_id(image).unwrap_or_else(|| image.to_string());
+        self.st().log.push(format!("list-packages {id}"));
+        self.listing(image)
     }
 }
 

@@ -103,6 +103,44 @@ pub struct Staged {
     pub config: String,
 }
 
+/// A cell's software bill of materials: the file beside the manifest and what it
+/// counts. Collection never fails a cell: a listing that could not be had says why in
+/// `notes`, with no `path`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
+pub struct SbomRecord {
+    /// The SBOM, relative to the manifest's folder (`sbom/<cell>.json`); None when
+    /// none could be made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// `CycloneDX 1.5 JSON`.
+    pub format: String,
+    /// Packages listed, per source.
+    pub packages: PackageCounts,
+    /// The file's sha256 (hex), to tell a file replaced since from the one recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// When the packages were listed (RFC 3339): the SBOM's one timestamp.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collected_at: Option<String>,
+    /// How long listing them took (one `docker exec` in the verification's container,
+    /// or one `docker run` when there was none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<f64>,
+    /// Why a source lists no package, or why there is no SBOM (one line each).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+/// Packages per source: Debian's (dpkg), conda's, and Python's not installed by conda.
+#[derive(
+    Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema,
+)]
+pub struct PackageCounts {
+    pub dpkg: usize,
+    pub conda: usize,
+    pub pip: usize,
+}
+
 /// A build lost because its engine stopped answering; the cell went back to the queue.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct Requeue {
@@ -180,6 +218,9 @@ pub struct CellRecord {
     /// Pushed by digest to the staging repository (`build --stage`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub staged: Option<Staged>,
+    /// Its packages, listed during acceptance (see `sbom`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sbom: Option<SbomRecord>,
 }
 
 /// A tag group's image index, as `push` published it: one index per shared tag, all
@@ -409,6 +450,7 @@ impl CellRecord {
             platform_tag: None,
             emulated: false,
             staged: None,
+            sbom: None,
         }
     }
 

@@ -15,6 +15,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use super::markdown::{self as facts, Changes, Grid};
+use super::packages;
 use crate::manifest::{CellRecord, Manifest};
 
 /// How many lines of a failed build's log the page shows.
@@ -77,7 +78,7 @@ nav ul{display:flex;flex-wrap:wrap;gap:1rem;list-style:none;padding:0;margin:.2r
 /// path. The failed builds' logs are read from the run's log folder beside it
 /// (`logs/`); see [`page_with_logs`].
 pub fn page(m: &Manifest, previous: Option<&Manifest>, path: &Path) -> String {
-    page_with_logs(m, previous, path, &logs_beside(path))
+    page_with_logs(m, previous, path, &logs_beside(path), None)
 }
 
 /// The log folder of a run whose manifest is `manifest` and that had no `--log-dir`.
@@ -91,12 +92,14 @@ pub fn logs_beside(manifest: &Path) -> PathBuf {
 
 /// [`page`], with the failed builds' logs read from `logs` only: a manifest is an input
 /// like any other, and the log paths it names must not make the report show another
-/// file (`/etc/passwd`, `/proc/self/environ`) or hang on a FIFO.
+/// file (`/etc/passwd`, `/proc/self/environ`) or hang on a FIFO. `packages`: what
+/// changed in the cells' packages since `previous` (read from both runs' SBOMs).
 pub fn page_with_logs(
     m: &Manifest,
     previous: Option<&Manifest>,
     path: &Path,
     logs: &Path,
+    packages: Option<&crate::sbom::diff::Changes>,
 ) -> String {
     let grid = facts::grid(m);
     let mut h = String::with_capacity(16 * 1024 + m.cells.len() * 2048);
@@ -115,6 +118,9 @@ pub fn page_with_logs(
     run_section(&mut h, m, path);
     if let Some(p) = previous {
         changes_section(&mut h, &facts::changes(p, m));
+    }
+    if let Some(ch) = packages {
+        package_changes_section(&mut h, m, ch);
     }
     grid_section(&mut h, &grid);
     indexes_section(&mut h, m);
@@ -315,6 +321,34 @@ fn changes_section(h: &mut String, ch: &Changes) {
         .collect();
     list("Tags added", tags);
     h.push_str("</section>\n");
+}
+
+/// What changed in each cell's packages since the previous run, bounded per cell.
+fn package_changes_section(h: &mut String, m: &Manifest, ch: &crate::sbom::diff::Changes) {
+    h.push_str(
+        "<section id=\"packages\" aria-labelledby=\"packages-h\">\n\
+         <h2 id=\"packages-h\">Package changes (from the SBOMs)</h2>\n",
+    );
+    if ch.cells.is_empty() && ch.not_compared.is_empty() {
+        h.push_str("<p>No package changed.</p>\n</section>\n");
+        return;
+    }
+    let link = |id: &str| match m.cells.iter().find(|c| c.id == id) {
+        Some(c) => format!("<a href=\"#{}\">{}</a>", anchor(c), esc(id)),
+        None => format!("<code>{}</code>", esc(id)),
+    };
+    h.push_str("<ul class=\"plain\">\n");
+    for c in &ch.cells {
+        let _ = write!(h, "<li>{}<ul>", link(&c.cell));
+        for (what, n, list) in packages::lines(c, facts::version_cmp) {
+            let _ = write!(h, "<li>{what} ({n}): {}</li>", esc(&list));
+        }
+        h.push_str("</ul></li>\n");
+    }
+    for (id, why) in &ch.not_compared {
+        let _ = writeln!(h, "<li>{}: not compared: {}</li>", link(id), esc(why));
+    }
+    h.push_str("</ul>\n</section>\n");
 }
 
 fn grid_section(h: &mut String, g: &Grid) {
@@ -561,6 +595,9 @@ fn cell_facts(h: &mut String, c: &CellRecord) {
             code(&format!("{}@{}", st.repository, st.digest)),
         );
     }
+    if let Some(sb) = &c.sbom {
+        fact("Packages (SBOM)", sbom_fact(sb));
+    }
     for p in &c.pushed {
         let state = match (p.ok, p.unchanged) {
             (true, true) => "pushed (already there)",
@@ -571,6 +608,22 @@ fn cell_facts(h: &mut String, c: &CellRecord) {
         fact(state, format!("{} {}", code(&p.tag), esc(extra)));
     }
     h.push_str("</dl>\n");
+}
+
+/// A cell's SBOM: its counts, its file (a link when it is a plain file of the SBOM
+/// folder) and its notes.
+fn sbom_fact(sb: &crate::manifest::SbomRecord) -> String {
+    let file = match (packages::link(sb), sb.path.as_deref()) {
+        (Some(l), _) => format!(" · <a href=\"{}\">{}</a>", esc(l), esc(l)),
+        (None, Some(p)) => format!(" · <code>{}</code>", esc(p)),
+        (None, None) => " · no SBOM".to_string(),
+    };
+    let notes: String = sb
+        .notes
+        .iter()
+        .map(|n| format!("<br><span class=\"muted\">{}</span>", esc(n)))
+        .collect();
+    format!("{}{file}{notes}", esc(&packages::counts(sb)))
 }
 
 /// The image indexes push made, one row per tag group.

@@ -405,16 +405,77 @@ fn emoji(word: &str) -> &'static str {
 
 /// The summary of a run in GitHub-flavoured Markdown.
 pub fn summary(m: &Manifest, previous: Option<&Manifest>) -> String {
+    summary_with(m, previous, None)
+}
+
+/// [`summary`], with what changed in the cells' packages since `previous` (read from
+/// both runs' SBOMs).
+pub fn summary_with(
+    m: &Manifest,
+    previous: Option<&Manifest>,
+    packages: Option<&crate::sbom::diff::Changes>,
+) -> String {
     let mut s = String::new();
     head(&mut s, m);
     if let Some(p) = previous {
         changes_since(&mut s, &changes(p, m));
     }
+    if let Some(ch) = packages {
+        package_changes(&mut s, ch);
+    }
     grid_table(&mut s, &grid(m));
+    sbom_table(&mut s, m);
     indexes(&mut s, m);
     not_built(&mut s, m);
     failures(&mut s, m);
     s
+}
+
+/// What changed in each cell's packages, bounded per cell.
+fn package_changes(s: &mut String, ch: &crate::sbom::diff::Changes) {
+    s.push_str("### Package changes (from the SBOMs)\n\n");
+    if ch.cells.is_empty() && ch.not_compared.is_empty() {
+        s.push_str("No package changed.\n\n");
+        return;
+    }
+    for c in &ch.cells {
+        let _ = writeln!(s, "- **{}**", text(&c.cell));
+        for (what, n, list) in super::packages::lines(c, version_cmp) {
+            let _ = writeln!(s, "  - {what} ({n}): {}", text(&list));
+        }
+    }
+    for (id, why) in &ch.not_compared {
+        let _ = writeln!(s, "- {}: not compared: {}", text(id), text(why));
+    }
+    s.push('\n');
+}
+
+/// Each cell's SBOM: its package counts and file, or why there is none.
+fn sbom_table(s: &mut String, m: &Manifest) {
+    if !m.cells.iter().any(|c| c.sbom.is_some()) {
+        return;
+    }
+    s.push_str("### Packages (SBOM)\n\n| cell | dpkg | conda | pip | SBOM | notes |\n|---|---|---|---|---|---|\n");
+    for c in &m.cells {
+        let Some(sb) = &c.sbom else { continue };
+        let p = &sb.packages;
+        let file = match (super::packages::link(sb), sb.path.as_deref()) {
+            (Some(l), _) => format!("[{}]({l})", text(l)),
+            (None, Some(x)) => text(x),
+            (None, None) => "none".to_string(),
+        };
+        let notes: Vec<String> = sb.notes.iter().map(|n| text(n)).collect();
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {file} | {} |",
+            text(&c.id),
+            p.dpkg,
+            p.conda,
+            p.pip,
+            notes.join("<br>")
+        );
+    }
+    s.push('\n');
 }
 
 /// The image indexes push made (multi-platform tag groups).

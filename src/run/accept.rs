@@ -9,8 +9,9 @@ use std::collections::{BTreeMap, HashMap};
 use crate::docker::BuildRequest;
 use crate::engine::{Fleet, ImageEngine};
 use crate::labels;
-use crate::manifest::{CellRecord, Manifest, Status, Verification};
+use crate::manifest::{CellRecord, Manifest, SbomRecord, Status, Verification};
 use crate::run::events::{Listen, Phase};
+use crate::sbom::{self, Collected};
 use crate::signals::Cancel;
 
 /// Where the final build step records the versions of what it installed.
@@ -22,6 +23,9 @@ pub struct Options {
     pub ready_timeout: u64,
     /// How many cells are accepted at once.
     pub jobs: usize,
+    /// The manifest's folder, where each accepted cell's SBOM is written
+    /// (`sbom/<cell>.json`); None: no SBOM.
+    pub sbom_dir: Option<std::path::PathBuf>,
 }
 
 /// One cell to accept: its record (which names its tags and platform) and the candidate
@@ -281,14 +285,43 @@ fn accept_one(ctx: &Ctx, rec: &mut CellRecord, c: &Candidate) {
             None => versions_from_labels(docker, image),
         };
     }
-    let accepted = if !opts.verify {
-        true
-    } else if cancel.is_set() {
+    let (accepted, listed) = verify_cell(ctx, docker, rec, c, emulated);
+    if let Some(dir) = opts.sbom_dir.as_deref().filter(|_| !cancel.is_set()) {
+        let sbom = sbom_of(docker, rec, c, listed, previous, dir, emulated);
+        if sbom.path.is_none() {
+            let why = sbom.notes.last().cloned().unwrap_or_default();
+            warn(listen, &rec.id, format!("warning: {}: {why}", rec.id));
+        }
+        rec.sbom = Some(sbom);
+    }
+    if accepted {
+        promote(docker, known, &key, rec, listen);
+    } else if rec.status == Status::Built {
+        rec.candidate = Some(c.candidate.clone());
+    }
+}
+
+/// Verify the cell's image unless it need not be (or the run was stopped): whether it
+/// may be promoted, and its packages when its verification's container listed them.
+fn verify_cell(
+    ctx: &Ctx,
+    docker: &dyn ImageEngine,
+    rec: &mut CellRecord,
+    c: &Candidate,
+    emulated: bool,
+) -> (bool, Option<Collected>) {
+    let (opts, listen) = (ctx.opts, ctx.listen);
+    if !opts.verify {
+        return (true, None);
+    }
+    if ctx.cancel.is_set() {
         rec.reason =
             Some("not verified (the run was stopped); public tags left as they were".into());
-        false
-    } else {
-        let v = carried(previous, rec).unwrap_or_else(|| {
+        return (false, None);
+    }
+    let (v, listed) = match carried(ctx.previous, rec) {
+        Some(v) => (v, None),
+        None => {
             let image = rec.image_id.clone().unwrap_or_else(|| c.candidate.clone());
             listen(&Phase::Verifying {
                 id: &rec.id,
@@ -299,21 +332,49 @@ fn accept_one(ctx: &Ctx, rec: &mut CellRecord, c: &Candidate) {
                 Some(&rec.coordinates.python),
                 opts.ready_timeout,
                 emulated,
-                cancel,
+                ctx.cancel,
             )
-        });
-        let ok = v.ok;
-        rec.verification = Some(v);
-        if !ok {
-            rec.reason = Some("failed verification; public tags left on the previous image".into());
         }
-        ok
     };
-    if accepted {
-        promote(docker, known, &key, rec, listen);
-    } else if rec.status == Status::Built {
-        rec.candidate = Some(c.candidate.clone());
+    let ok = v.ok;
+    rec.verification = Some(v);
+    if !ok {
+        rec.reason = Some("failed verification; public tags left on the previous image".into());
     }
+    (ok, listed)
+}
+
+/// The cell's SBOM, written under `dir`: from what its verification listed; else the
+/// previous run's, when the image is the same and its file unchanged; else listed now
+/// in a container of its own.
+fn sbom_of(
+    docker: &dyn ImageEngine,
+    rec: &CellRecord,
+    c: &Candidate,
+    listed: Option<Collected>,
+    previous: Option<&Manifest>,
+    dir: &std::path::Path,
+    emulated: bool,
+) -> SbomRecord {
+    let image = rec.image_id.clone().unwrap_or_else(|| c.candidate.clone());
+    // a verification container that could not list (it stopped early) is not the last
+    // word: a container of the image's own may
+    let listed = match listed.filter(|l| l.output.is_ok()) {
+        Some(l) => l,
+        None => {
+            if let Some(r) = sbom::carried(previous, &rec.id, rec.image_id.as_deref(), dir) {
+                return r;
+            }
+            docker.list_packages(&image, &rec.coordinates.platform, emulated)
+        }
+    };
+    let subject = sbom::cyclonedx::Subject {
+        cell: &rec.id,
+        tag: rec.local_tag(),
+        image_id: rec.image_id.as_deref(),
+        platform: &rec.coordinates.platform,
+    };
+    sbom::record(&listed, &subject, dir)
 }
 
 /// An earlier verification of this very image (same ID) still holds.
@@ -527,14 +588,14 @@ mod tests {
     }
 }
 
-/// The promotion rules on an in-process engine: tags move only to images that passed.
+/// Two cells built, for the tests of acceptance.
 #[cfg(test)]
-mod promotion {
+mod promotion_support {
     use super::*;
     use crate::engine::fake::FakeFleet;
     use crate::plan::{plan_text, Plan, PlanOptions};
 
-    fn plan() -> Plan {
+    pub fn plan() -> Plan {
         plan_text(
             "version: 1\nimage:\n  aliases: [\"{tag}-nightly\"]\nbases: [ubuntu:22.04]\npython: [\"3.10\", \"3.11\"]\n",
             "m.yaml",
@@ -547,7 +608,7 @@ mod promotion {
     }
 
     /// Both cells built as `sha256:built-N` under candidate tags, with their versions.
-    fn built<'p>(p: &'p Plan, fleet: &FakeFleet) -> (Manifest, Vec<Candidate<'p>>) {
+    pub fn built<'p>(p: &'p Plan, fleet: &FakeFleet) -> (Manifest, Vec<Candidate<'p>>) {
         let mut m = Manifest::new("m.yaml", "0", None);
         let mut cands = Vec::new();
         for (i, c) in p.cells.iter().enumerate() {
@@ -568,12 +629,21 @@ mod promotion {
         }
         (m, cands)
     }
+}
+
+/// The promotion rules on an in-process engine: tags move only to images that passed.
+#[cfg(test)]
+mod promotion {
+    use super::promotion_support::*;
+    use super::*;
+    use crate::engine::fake::FakeFleet;
 
     fn opts(verify: bool) -> Options {
         Options {
             verify,
             ready_timeout: 1,
             jobs: 2,
+            sbom_dir: None,
         }
     }
 
@@ -712,5 +782,138 @@ mod promotion {
         }
         // nothing to label: an up-to-date image keeps what it is
         assert!(!log.iter().any(|l| l.starts_with("relabel")), "{log:?}");
+    }
+}
+
+/// Each accepted cell's SBOM, on the in-process engine.
+#[cfg(test)]
+mod sboms {
+    use super::promotion_support::*;
+    use super::*;
+    use crate::engine::fake::FakeFleet;
+
+    fn opts(verify: bool, dir: &std::path::Path) -> Options {
+        Options {
+            verify,
+            ready_timeout: 1,
+            jobs: 2,
+            sbom_dir: Some(dir.to_path_buf()),
+        }
+    }
+
+    fn run(
+        fleet: &FakeFleet,
+        m: &mut Manifest,
+        cands: &[Candidate],
+        prev: Option<&Manifest>,
+        o: &Options,
+    ) {
+        accept(fleet, m, cands, prev, o, &Cancel::default(), &|_| {}).apply(m);
+    }
+
+    #[test]
+    fn a_verified_cell_gets_its_sbom_from_the_verification_container() {
+        let p = plan();
+        let fleet = FakeFleet::one();
+        let (mut m, cands) = built(&p, &fleet);
+        let dir = tempfile::tempdir().unwrap();
+        run(&fleet, &mut m, &cands, None, &opts(true, dir.path()));
+        let log = fleet.first().log();
+        assert!(
+            !log.iter().any(|l| l.starts_with("list-packages")),
+            "{log:?}"
+        );
+        for r in &m.cells {
+            let s = r.sbom.as_ref().expect("an SBOM record");
+            assert_eq!(
+                s.path.as_deref(),
+                Some(format!("sbom/{}.json", r.id).as_str())
+            );
+            assert_eq!(
+                (s.packages.dpkg, s.packages.conda, s.packages.pip),
+                (2, 0, 1)
+            );
+            assert!(
+                s.notes[0].starts_with("conda: no conda-meta"),
+                "{:?}",
+                s.notes
+            );
+            let doc: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(dir.path().join(s.path.as_ref().unwrap())).unwrap(),
+            )
+            .unwrap();
+            crate::sbom::schema_check::validate(&doc);
+            assert_eq!(doc["metadata"]["properties"][0]["value"], r.id.as_str());
+        }
+    }
+
+    #[test]
+    fn an_sbom_that_cannot_be_made_fails_nothing() {
+        let p = plan();
+        let fleet = FakeFleet::one();
+        let (mut m, cands) = built(&p, &fleet);
+        fleet.first().lists(
+            "sha256:built-1",
+            Err("exec failed: container is not running"),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        run(&fleet, &mut m, &cands, None, &opts(true, dir.path()));
+        // the verification's container could not list: a container of its own tried
+        let log = fleet.first().log();
+        let tried: Vec<&String> = log
+            .iter()
+            .filter(|l| l.starts_with("list-packages"))
+            .collect();
+        assert_eq!(tried, ["list-packages sha256:built-1-labelled"], "{log:?}");
+        let s = m.cells[1].sbom.as_ref().unwrap();
+        assert_eq!(s.path, None);
+        assert!(
+            s.notes[0].contains("container is not running"),
+            "{:?}",
+            s.notes
+        );
+        // promoted all the same
+        assert!(m.cells[1].verification.as_ref().unwrap().ok);
+        assert_eq!(m.cells[1].tags_added, p.cells[1].tags);
+        assert!(m.cells[0].sbom.as_ref().unwrap().path.is_some());
+    }
+
+    #[test]
+    fn unverified_cells_are_listed_in_a_container_of_their_own_and_unchanged_ones_carried() {
+        let p = plan();
+        let fleet = FakeFleet::one();
+        let (mut m, cands) = built(&p, &fleet);
+        let dir = tempfile::tempdir().unwrap();
+        run(&fleet, &mut m, &cands, None, &opts(false, dir.path()));
+        let listed = |f: &FakeFleet| {
+            f.first()
+                .log()
+                .iter()
+                .filter(|l| l.starts_with("list-packages"))
+                .count()
+        };
+        assert_eq!(listed(&fleet), 2);
+        assert!(m
+            .cells
+            .iter()
+            .all(|r| r.sbom.as_ref().unwrap().path.is_some()));
+        // the next night: the same images, up to date; their SBOMs are still right
+        let previous = m.clone();
+        let fleet2 = FakeFleet::one();
+        let (mut m2, cands2) = built(&p, &fleet2);
+        for (r, old) in m2.cells.iter_mut().zip(&previous.cells) {
+            r.status = Status::UpToDate;
+            r.image_id.clone_from(&old.image_id);
+            fleet2.first().image(old.image_id.as_deref().unwrap(), &[]);
+        }
+        run(
+            &fleet2,
+            &mut m2,
+            &cands2,
+            Some(&previous),
+            &opts(false, dir.path()),
+        );
+        assert_eq!(listed(&fleet2), 0, "{:?}", fleet2.first().log());
+        assert_eq!(m2.cells[0].sbom, previous.cells[0].sbom);
     }
 }

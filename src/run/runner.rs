@@ -232,6 +232,14 @@ fn accept_cells(
         verify: o.verify,
         ready_timeout: 90,
         jobs: engines.iter().map(|e| e.slots.get()).sum(),
+        sbom_dir: Some(
+            recorder
+                .path()
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."))
+                .to_path_buf(),
+        ),
     };
     let before: Vec<Option<Verification>> = recorder
         .manifest()

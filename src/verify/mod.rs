@@ -16,6 +16,7 @@ use std::sync::{Mutex, OnceLock};
 use crate::docker::Docker;
 use crate::engines::Engines;
 use crate::manifest::{CellRecord, CheckResult, Verification};
+use crate::sbom::Collected;
 use crate::signals::Cancel;
 
 pub use checks::find_secrets;
@@ -47,6 +48,27 @@ pub fn verify_image(
     emulated: bool,
     cancel: &Cancel,
 ) -> Verification {
+    verify_and_list(
+        docker,
+        image,
+        expect_python,
+        ready_timeout,
+        emulated,
+        cancel,
+    )
+    .0
+}
+
+/// [`verify_image`], and the image's packages listed in the container it started
+/// (None when no container ran): the SBOM of acceptance costs one `docker exec`.
+pub fn verify_and_list(
+    docker: &Docker,
+    image: &str,
+    expect_python: Option<&str>,
+    ready_timeout: u64,
+    emulated: bool,
+    cancel: &Cancel,
+) -> (Verification, Option<Collected>) {
     let started = std::time::Instant::now();
     let verified_at = Some(crate::manifest::now());
     let ready_timeout = if emulated {
@@ -64,21 +86,24 @@ pub fn verify_image(
             detail: e,
             seconds: None,
         });
-        return Verification {
+        let v = Verification {
             checks: results,
             emulated,
             verified_at,
             ..Verification::default()
         };
+        return (v, None);
     }
     let mut ready_seconds = None;
+    let mut packages = None;
     match checks::run_all(
         docker,
         image,
         expect_python,
-        ready_timeout,
+        (ready_timeout, emulated),
         cancel,
         &mut results,
+        &mut packages,
     ) {
         Ok(r) => ready_seconds = r,
         Err(e) => results.push(CheckResult {
@@ -89,14 +114,15 @@ pub fn verify_image(
         }),
     }
     let ok = !results.is_empty() && results.iter().all(|c| c.ok);
-    Verification {
+    let v = Verification {
         ok,
         ready_seconds,
         checks: results,
         emulated,
         seconds: Some((started.elapsed().as_secs_f64() * 10.0).round() / 10.0),
         verified_at,
-    }
+    };
+    (v, packages)
 }
 
 /// Verify the given cells of a manifest in place (each on the engine that holds it);
