@@ -55,11 +55,7 @@ pub(super) fn ready<'p>(
         if cancel.is_set() {
             return Ok(None);
         }
-        let prepared = prepare::prepare(plan, cells, &out.paths, &settings, &mut |job, ctx| {
-            crate::render::write(ctx, &job.request.context_dir)
-                .map_err(|e| Error::write(&job.request.context_dir, e))
-        })?;
-        Ok(Some(prepared))
+        Ok(Some(prepare::prepare(plan, cells, &out.paths, &settings)))
     })();
     match prepared {
         _ if cancel.is_set() => Ready::Stopped(Some(connected)),
@@ -73,8 +69,11 @@ pub(super) fn ready<'p>(
     }
 }
 
-/// Last night's logs and image IDs of the jobs about to run: a stale image ID would
-/// make an up-to-date cell report last night's build.
+/// Last night's logs, image IDs and context folders of the jobs about to run: a stale
+/// image ID would make an up-to-date cell report last night's build, and a context
+/// folder is a failed build's (or an earlier version's, which wrote every cell's) that
+/// tonight's may not match. Builds read their context on standard input; only a
+/// failure writes one here again. (A folder that is not there costs one failed call.)
 fn remove_stale_outputs(prepared: &Prepared) {
     for j in prepared
         .jobs
@@ -85,6 +84,10 @@ fn remove_stale_outputs(prepared: &Prepared) {
         if let Some(iid) = &j.request.iidfile {
             let _ = std::fs::remove_file(iid);
         }
+    }
+    for j in &prepared.jobs {
+        // a symbolic link is removed, not followed
+        let _ = std::fs::remove_dir_all(&j.request.context_dir);
     }
 }
 
