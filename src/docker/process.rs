@@ -332,3 +332,89 @@ fn wait_within(
     }
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> Command {
+        Command {
+            program: "sh".into(),
+            args: vec!["-c".into(), script.into()],
+            env: Vec::new(),
+            stdin: None,
+        }
+    }
+
+    fn run(script: &str, input: Input) -> (Exit, Vec<String>) {
+        let mut lines = Vec::new();
+        let (exit, stop) = stream(
+            &sh(script),
+            Some(input),
+            &mut |l| lines.push(l.to_string()),
+            &|| None,
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        assert_eq!(stop, None);
+        (exit, lines)
+    }
+
+    const MB: usize = 1 << 20;
+
+    #[test]
+    fn the_input_reaches_the_child_whole_while_its_output_is_read() {
+        let input = |w: &mut dyn std::io::Write| w.write_all(&vec![b'x'; 3 * MB]);
+        // the child prints while it reads: neither side waits on the other
+        let (exit, lines) = run("head -c 1000 >/dev/null; echo started; wc -c", &input);
+        assert_eq!(exit, Exit::Code(0));
+        assert_eq!(lines, ["started", &(3 * MB - 1000).to_string()]);
+    }
+
+    #[test]
+    fn a_child_that_does_not_read_its_input_is_no_error_and_no_wait() {
+        let input = |w: &mut dyn std::io::Write| w.write_all(&vec![b'x'; 3 * MB]);
+        let (exit, lines) = run("echo done", &input);
+        assert_eq!(exit, Exit::Code(0));
+        assert_eq!(lines, ["done"]);
+    }
+
+    #[test]
+    fn an_input_that_fails_fails_the_build_and_says_why() {
+        let input = |w: &mut dyn std::io::Write| {
+            w.write_all(b"partial")?;
+            Err(std::io::Error::other("the installer is gone"))
+        };
+        let (exit, lines) = run("cat >/dev/null", &input);
+        assert_eq!(exit, Exit::Code(1));
+        assert_eq!(
+            lines,
+            ["image-matrix: cannot send the build's input: the installer is gone"]
+        );
+    }
+
+    #[test]
+    fn a_stopped_child_ends_the_writer_that_it_left_blocked() {
+        let input = |w: &mut dyn std::io::Write| w.write_all(&vec![b'x'; 8 * MB]);
+        let asked = std::sync::atomic::AtomicBool::new(false);
+        let stop = || {
+            if asked.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                Some(Stop::Cancelled)
+            } else {
+                None
+            }
+        };
+        let t = Instant::now();
+        let (exit, why) = stream(
+            &sh("exec sleep 30"),
+            Some(&input),
+            &mut |_| {},
+            &stop,
+            Duration::from_millis(200),
+        )
+        .unwrap();
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        assert_eq!(why, Some(Stop::Cancelled));
+        assert_eq!(exit, Exit::Signal(libc::SIGTERM));
+    }
+}
