@@ -1,5 +1,6 @@
 //! Before the first build of a run: its output folders checked, the engines reached,
-//! the bases resolved and every context rendered (the plan's jobs), with the cancel flag
+//! the bases resolved and every cell's identity worked out (the plan's jobs; contexts
+//! are rendered in memory, and again when a build streams its own), with the cancel flag
 //! looked at after each step, so that a signal at any moment ends the run with a
 //! manifest that says so; and the run's first manifest.
 
@@ -25,7 +26,7 @@ pub(super) enum Ready<'p> {
     Failed(Error),
 }
 
-/// The engines reached, the bases resolved and every context rendered, with a look at
+/// The engines reached, the bases resolved and every identity worked out, with a look at
 /// the cancel flag after each step: a signal during any of them (a hung query is
 /// killed by it) ends the run before a build starts, and wins over the error the
 /// killed query caused.

@@ -125,8 +125,8 @@ pub struct Prepared<'p> {
     /// names its record, which names the rest.
     cells: Vec<&'p Cell>,
     /// What rendered the contexts to work out the identities, kept to render each
-    /// again when its build starts.
-    renderer: render::Renderer<'p>,
+    /// again when its build starts (boxed: it is large, and a run moves this around).
+    renderer: Box<render::Renderer<'p>>,
     pub jobs: Vec<Job>,
     pub stages: Vec<SharedStage>,
     /// One record per job (same order), then the exclusions.
@@ -170,7 +170,7 @@ pub fn prepare<'p>(
 ) -> Prepared<'p> {
     let mut p = Prepared {
         cells: Vec::with_capacity(cells.len()),
-        renderer: render::Renderer::new(&plan.settings),
+        renderer: Box::new(render::Renderer::new(&plan.settings)),
         jobs: Vec::with_capacity(cells.len()),
         stages: Vec::new(),
         records: Vec::with_capacity(cells.len() + plan.excluded.len()),
@@ -178,7 +178,7 @@ pub fn prepare<'p>(
     let (mut os_keys, mut conda_keys) = (Vec::new(), Vec::new());
     // job index and input hash of each parent, for its framework images
     let mut parents: HashMap<&str, (usize, render::identity::Identity)> = HashMap::new();
-    let renderer = &p.renderer;
+    let renderer: &render::Renderer = &p.renderer;
     for c in cells {
         let ctx = renderer.render(c);
         let parent = c.parent().and_then(|id| parents.get(id));
