@@ -12,6 +12,11 @@
 //!   (`scripts/engine.sh start NAME --fresh`); wall times, ratios and which engine
 //!   built what.
 //!
+//! - `scale [--rounds N] [--reused-cells N]`: `matrix build -j 8` of 100 / 1,000 /
+//!   10,000 cells against a docker that succeeds at once, in a fresh output folder,
+//!   and the same folder run again right after 290,000 files were deleted (what a
+//!   10,000-cell run of a tool that wrote every context left); `BENCH_BEFORE=BINARY`
+//!   adds that binary's rows, interleaved.
 //! - `bake`: the peer, `docker buildx bake`, against `matrix build -j 2`; and a runner
 //!   that starts empty with and without the registry cache (examples/bench/bake.rs).
 //!
@@ -48,7 +53,9 @@ fn root() -> PathBuf {
 }
 
 fn matrix_bin() -> PathBuf {
-    let p = root().join("target/release/matrix");
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
+    let p = target.join("release/matrix");
     assert!(
         p.exists(),
         "build the release binary first: cargo build --release"
@@ -435,11 +442,71 @@ fn scale_matrix(n: usize) -> String {
     big_matrix_bases(bases, variants)
 }
 
-fn bench_scale() {
-    let before = std::env::var_os("BENCH_BEFORE").map(PathBuf::from);
-    let fake = root().join("bench/fake-docker-instant");
-    let bin = matrix_bin();
-    // every cell renders a build context: the file system under the temp dir counts
+/// One `matrix build -j 8` of the scale benchmark in `dir` (its `m.yaml`): wall, the
+/// tool's own CPU per cell (the manifest's `tool_cpu_seconds`) and peak RSS.
+fn scale_run(exe: &Path, dir: &Path, n: usize) -> (f64, f64, f64) {
+    let (wall, rss, status) = measured(
+        Command::new(exe)
+            .current_dir(dir)
+            .env("DOCKER", root().join("bench/fake-docker-instant"))
+            .args(["-f", "m.yaml", "build", "-j", "8", "--quiet"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    assert!(status.success(), "{} failed on {n} cells", exe.display());
+    let man = read_manifest(dir);
+    assert_eq!(man["cells"].as_array().unwrap().len(), n);
+    let cpu = man["tool_cpu_seconds"].as_f64().unwrap_or(0.0);
+    (wall.as_secs_f64(), cpu * 1000.0 / n as f64, rss)
+}
+
+/// What a 10,000-cell run of a tool that wrote every context leaves the file system
+/// to do: 290,000 files in 10,000 folders made, then deleted (the inodes the next
+/// run's new files are allocated among). Returns how long it took.
+fn churn(tmp: &Path) -> Duration {
+    let t = Instant::now();
+    let dir = tempfile::tempdir_in(tmp).unwrap();
+    for c in 0..10_000 {
+        let d = dir.path().join(format!("c{c}"));
+        std::fs::create_dir(&d).unwrap();
+        for f in 0..29 {
+            std::fs::write(d.join(format!("f{f}")), [b'x'; 600]).unwrap();
+        }
+    }
+    drop(dir);
+    t.elapsed()
+}
+
+/// `v` sorted: (min, median, max), or just the value for one round.
+fn spread(v: &mut [f64], unit: &str, digits: usize) -> String {
+    v.sort_by(f64::total_cmp);
+    if v.len() == 1 {
+        return format!("{:.digits$} {unit}", v[0]);
+    }
+    format!(
+        "{:.digits$} / {:.digits$} / {:.digits$} {unit}",
+        v[0],
+        v[v.len() / 2],
+        v[v.len() - 1]
+    )
+}
+
+fn bench_scale(args: &[String]) {
+    let opt = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let rounds: usize = opt("--rounds").map_or(1, |r| r.parse().expect("--rounds N"));
+    let reused_cells: usize =
+        opt("--reused-cells").map_or(1000, |r| r.parse().expect("--reused-cells N"));
+    let mut bins: Vec<(&str, PathBuf)> = vec![("after", matrix_bin())];
+    if let Some(b) = std::env::var_os("BENCH_BEFORE") {
+        bins.insert(0, ("before", PathBuf::from(b)));
+    }
+    // every run writes logs (and, before, contexts): the file system under the temp
+    // dir counts
     let tmp = std::env::temp_dir();
     let fs = Command::new("stat")
         .args(["-f", "-c", "%T"])
@@ -447,48 +514,77 @@ fn bench_scale() {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "matrix build -j 8 against a docker that succeeds at once (bench/fake-docker-instant),"
     );
-    println!("in {} ({fs}; TMPDIR moves it):", tmp.display());
     println!(
-        "{:>7}  {:<7} {:>9} {:>14} {:>10}",
-        "cells", "binary", "wall", "tool CPU/cell", "peak RSS"
+        "in {} ({fs}; TMPDIR moves it), load average at the start: {}",
+        tmp.display(),
+        load.trim()
+    );
+    println!("(min / median / max over {rounds} round(s) where more than one; 10,000 cells once)");
+    println!(
+        "{:>7}  {:<7} {:<7} {:>26} {:>30} {:>9}",
+        "cells", "folder", "binary", "wall", "tool CPU/cell", "peak RSS"
     );
     for n in [100usize, 1000, 10_000] {
-        let mut runs: Vec<(&str, PathBuf)> = vec![("after", bin.clone())];
-        if let Some(b) = &before {
-            // the old scheduler is quadratic: 10,000 cells would take hours
-            if n <= 1000 {
-                runs.insert(0, ("before", b.clone()));
+        let reps = if n == 10_000 { 1 } else { rounds };
+        let mut rows = vec![(Vec::new(), Vec::new(), 0.0f64); bins.len()];
+        // the binaries interleaved, so that each round sees the same machine
+        for _ in 0..reps {
+            for (i, (_, exe)) in bins.iter().enumerate() {
+                let dir = tempfile::tempdir().unwrap();
+                std::fs::write(dir.path().join("m.yaml"), scale_matrix(n)).unwrap();
+                let (wall, cpu, rss) = scale_run(exe, dir.path(), n);
+                rows[i].0.push(wall);
+                rows[i].1.push(cpu);
+                rows[i].2 = rows[i].2.max(rss);
             }
         }
-        for (label, exe) in runs {
-            let dir = tempfile::tempdir().unwrap();
-            std::fs::write(dir.path().join("m.yaml"), scale_matrix(n)).unwrap();
-            let (wall, rss, status) = measured(
-                Command::new(&exe)
-                    .current_dir(dir.path())
-                    .env("DOCKER", &fake)
-                    .args(["-f", "m.yaml", "build", "-j", "8", "--quiet"])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null()),
-            );
-            assert!(status.success(), "{label} failed on {n} cells");
-            let man = read_manifest(dir.path());
-            let cells = man["cells"].as_array().unwrap().len();
-            assert_eq!(cells, n);
-            let cpu = man["tool_cpu_seconds"].as_f64().unwrap_or(0.0);
+        for ((label, _), (walls, cpus, rss)) in bins.iter().zip(&mut rows) {
             println!(
-                "{n:>7}  {label:<7} {:>8.2}s {:>11.2} ms {:>7.1} MB",
-                wall.as_secs_f64(),
-                cpu * 1000.0 / n as f64,
+                "{n:>7}  {:<7} {label:<7} {:>26} {:>30} {:>6.1} MB",
+                "fresh",
+                spread(walls, "s", 2),
+                spread(cpus, "ms", 2),
                 rss
             );
         }
     }
+    // The same folder again, as every nightly does, the measured run right after a
+    // 10,000-cell run of an earlier tool deleted its files. (No peak RSS: a child
+    // forked from this process after the churn counts this process's pages.)
+    let mut rows = vec![(Vec::new(), Vec::new(), Duration::ZERO); bins.len()];
+    for _ in 0..rounds {
+        for (i, (_, exe)) in bins.iter().enumerate() {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("m.yaml"), scale_matrix(reused_cells)).unwrap();
+            scale_run(exe, dir.path(), reused_cells);
+            rows[i].2 = rows[i].2.max(churn(&tmp));
+            let (wall, cpu, _) = scale_run(exe, dir.path(), reused_cells);
+            rows[i].0.push(wall);
+            rows[i].1.push(cpu);
+        }
+    }
+    for ((label, _), (walls, cpus, churned)) in bins.iter().zip(&mut rows) {
+        println!(
+            "{reused_cells:>7}  {:<7} {label:<7} {:>26} {:>30} {:>9}   (290,000 files made and deleted first: {:.1} s at most)",
+            "reused",
+            spread(walls, "s", 2),
+            spread(cpus, "ms", 2),
+            "-",
+            churned.as_secs_f64()
+        );
+    }
     println!(
-        "targets: 1,000 cells under 10 s wall and 5 ms of tool CPU per cell, linear to 10,000"
+        "load average at the end: {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+    println!(
+        "targets: 1,000 cells under 10 s wall and 5 ms of tool CPU per cell, linear to 10,000; reused within 1.2x of fresh"
     );
 }
 
@@ -565,7 +661,7 @@ fn bench_formats(args: &[String]) {
 fn main() {
     match std::env::args().nth(1).as_deref() {
         Some("plan") => bench_plan(),
-        Some("scale") => bench_scale(),
+        Some("scale") => bench_scale(&std::env::args().skip(2).collect::<Vec<_>>()),
         Some("formats") => bench_formats(&std::env::args().skip(2).collect::<Vec<_>>()),
         Some("nightly") => nightly::run(&std::env::args().skip(2).collect::<Vec<_>>()),
         Some("ready") => bench_ready(),
@@ -573,7 +669,7 @@ fn main() {
         Some("bake") => bake::run_bench(),
         Some("publish") => publish::run_bench(&std::env::args().skip(2).collect::<Vec<_>>()),
         _ => {
-            eprintln!("usage: cargo run --release --example bench -- plan|formats [--before MATRIX_BINARY]|scale|nightly [--runs N] [--cells 4|2] [--builders legacy,buildkit] [--no-solo] [--max-load X] [--keep DIR] [--before MATRIX_BINARY]|ready|engines|bake|publish [--rounds N]");
+            eprintln!("usage: cargo run --release --example bench -- plan|formats [--before MATRIX_BINARY]|scale [--rounds N] [--reused-cells N]|nightly [--runs N] [--cells 4|2] [--builders legacy,buildkit] [--no-solo] [--max-load X] [--keep DIR] [--before MATRIX_BINARY]|ready|engines|bake|publish [--rounds N]");
             std::process::exit(2);
         }
     }

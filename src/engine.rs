@@ -50,10 +50,12 @@ pub trait ImageEngine: Sync {
     ) -> Result<String, String>;
     /// The image's layer digests.
     fn layers(&self, image: &str) -> Result<Vec<String>, String>;
-    /// The same build again with `labels` added: its ID and layers.
+    /// The same build again with `labels` added, its context on standard input: its
+    /// ID and layers.
     fn rebuild_labelled(
         &self,
         request: &BuildRequest,
+        context: crate::docker::Input,
         labels: &[(String, String)],
         timeout: Duration,
     ) -> Result<(String, Vec<String>), String>;
@@ -144,10 +146,12 @@ impl ImageEngine for crate::engines::Engine {
     fn rebuild_labelled(
         &self,
         request: &BuildRequest,
+        context: crate::docker::Input,
         labels: &[(String, String)],
         timeout: Duration,
     ) -> Result<(String, Vec<String>), String> {
-        self.docker.rebuild_labelled(request, labels, timeout)
+        self.docker
+            .rebuild_labelled(request, context, labels, timeout)
     }
     fn images_labelled(&self, label: &str, value: &str) -> Result<Vec<String>, String> {
         self.docker.images_labelled(label, value)

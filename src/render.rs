@@ -24,6 +24,7 @@ use crate::plan::base::OsFamily;
 use crate::plan::fast::FastMap;
 use crate::plan::{stack, Cell, Variant};
 
+pub mod archive;
 pub mod examples;
 mod framework;
 pub mod identity;

@@ -182,13 +182,13 @@ fn resume_reruns_only_what_did_not_succeed() {
     let (code, err) = e.run(&["-j", "1", "--resume", "previous.json"]);
     assert_eq!(code, 0, "{err}");
     let calls = e.calls();
-    // image builds (not the metadata builds that label versions, which read stdin)
+    // image builds (not the metadata builds that label versions, `--quiet`)
     let builds: Vec<&str> = calls
         .lines()
-        .filter(|l| l.starts_with("build ") && !l.ends_with(" -"))
+        .filter(|l| l.starts_with("build ") && !l.contains(" --quiet "))
         .collect();
     assert_eq!(builds.len(), 1, "{calls}");
-    assert!(builds[0].ends_with(B));
+    assert!(builds[0].ends_with(&format!("/{B}.iid -")), "{}", builds[0]);
     assert_eq!(
         (e.status(A), e.status(B), e.status(C)),
         ("up-to-date".into(), "built".into(), "up-to-date".into())
@@ -556,7 +556,9 @@ fn an_engine_that_dies_mid_run_loses_its_cell_to_the_other_and_push_follows_the_
     let calls = calls_by_engine(&e);
     let died_at = calls
         .iter()
-        .position(|(en, a)| en == dead && a.contains(" -t ") && a.ends_with(killed))
+        .position(|(en, a)| {
+            en == dead && a.contains(" -t ") && a.ends_with(&format!("/{killed}.iid -"))
+        })
         .unwrap();
     assert!(
         !calls[died_at + 1..]
@@ -802,7 +804,7 @@ fn a_failed_parent_skips_its_framework_images() {
     let calls = e.calls();
     let child_build = calls
         .lines()
-        .find(|l| l.starts_with("build") && l.ends_with(&format!("{p_ok}-torch2.5.1")))
+        .find(|l| l.starts_with("build") && l.ends_with(&format!("/{p_ok}-torch2.5.1.iid -")))
         .unwrap_or_else(|| panic!("no build of the child in {calls}"));
     assert!(
         child_build.contains(&format!("--build-arg PARENT={from}")),
@@ -1081,7 +1083,7 @@ fn images_labelled_by_an_earlier_version_stay_current() {
         let builds: Vec<String> = e
             .calls()
             .lines()
-            .filter(|l| l.starts_with("build ") && !l.ends_with(" -"))
+            .filter(|l| l.starts_with("build ") && !l.contains(" --quiet "))
             .map(str::to_string)
             .collect();
         assert!(builds.is_empty(), "scheme {scheme}: {builds:?}");
@@ -1414,4 +1416,149 @@ fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(entry.path(), target).unwrap();
         }
     }
+}
+
+/// The regular files of a tar: path → (bytes, executable).
+fn tar_files(bytes: &[u8]) -> std::collections::BTreeMap<String, (Vec<u8>, bool)> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut a = tar::Archive::new(bytes);
+    for entry in a.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if entry.header().entry_type() != tar::EntryType::Regular {
+            continue;
+        }
+        let path = entry.path().unwrap().display().to_string();
+        let x = entry.header().mode().unwrap() & 0o111 != 0;
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
+        out.insert(path, (data, x));
+    }
+    out
+}
+
+/// The regular files under a folder, as [`tar_files`] has them.
+fn folder_files(dir: &Path) -> std::collections::BTreeMap<String, (Vec<u8>, bool)> {
+    use std::os::unix::fs::PermissionsExt;
+    fn walk(root: &Path, d: &Path, out: &mut std::collections::BTreeMap<String, (Vec<u8>, bool)>) {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                let mode = std::fs::metadata(&p).unwrap().permissions().mode();
+                let rel = p.strip_prefix(root).unwrap().display().to_string();
+                out.insert(rel, (std::fs::read(&p).unwrap(), mode & 0o111 != 0));
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+const CA: &str = "-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n";
+
+/// Issue 27 item 11: a build reads its context as a tar on stdin (the fake docker
+/// takes no folder, and checks the tar holds a Dockerfile and the cell's own
+/// cell.json); nothing is written under `contexts/` for a cell that builds or is up to
+/// date; a failed cell's reproduce folder exists when its line is printed and holds
+/// exactly the files, bytes and modes the build received; the extra CA bundle is in it.
+#[test]
+fn builds_read_their_context_on_stdin_and_only_a_failure_writes_a_folder() {
+    let e = Env::with_matrix(31030, &format!("{MATRIX}sources:\n  ca_bundle: ca.pem\n"));
+    std::fs::write(e.path("ca.pem"), CA).unwrap();
+    e.mode(B, "fail");
+    let (code, err) = e.run(&["-j", "2"]);
+    assert_eq!(code, 1, "{err}");
+    let calls = e.calls();
+    let builds: Vec<&str> = calls
+        .lines()
+        .filter(|l| l.starts_with("build ") && !l.contains(" --quiet "))
+        .collect();
+    // the three cells and their shared OS stage
+    assert_eq!(builds.len(), 4, "{calls}");
+    assert!(builds.iter().all(|l| l.ends_with(" -")), "{calls}");
+    for id in [A, B, C] {
+        let tar = std::fs::read(e.path(&format!("state/context-{id}.tar"))).unwrap();
+        let files = tar_files(&tar);
+        assert!(files.contains_key("Dockerfile"), "{:?}", files.keys());
+        for stage in ["system", "conda", "variant"] {
+            assert_eq!(files[&format!("{stage}/extra-ca.pem")].0, CA.as_bytes());
+        }
+        assert!(files["image/init/bin/healthcheck"].1, "executable");
+        assert!(!files["cell.json"].1);
+    }
+    let contexts = e.path("out/contexts");
+    let listed = |dir: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|d| d.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(listed(&contexts), [B], "only the failed cell has a folder");
+    assert!(
+        err.contains(&format!("reproduce: cd out/contexts/{B} && ")) && err.contains(" ."),
+        "{err}"
+    );
+    let streamed = tar_files(&std::fs::read(e.path(&format!("state/context-{B}.tar"))).unwrap());
+    assert_eq!(folder_files(&contexts.join(B)), streamed);
+    let log = std::fs::read_to_string(e.path(&format!("out/logs/{B}.log"))).unwrap();
+    assert!(log.contains("--iidfile") && log.contains(" -\n"), "{log}");
+
+    // the next night: A and C are up to date (no build, no context), B builds again
+    e.mode(B, "ok");
+    std::fs::write(e.path("state/calls"), "").unwrap();
+    std::fs::write(e.path("state/contexts"), "").unwrap();
+    let (code, err) = e.run(&["-j", "2"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        (e.status(A), e.status(B), e.status(C)),
+        ("up-to-date".into(), "built".into(), "up-to-date".into())
+    );
+    let sent = std::fs::read_to_string(e.path("state/contexts")).unwrap();
+    assert_eq!(sent.lines().collect::<Vec<_>>(), [B], "{sent}");
+    // last night's reproduce folder went before B was built; none was made since
+    assert!(listed(&contexts).is_empty(), "{:?}", listed(&contexts));
+}
+
+/// Cancelling a build whose client has not read its context (the writer blocked on a
+/// full pipe: 3 MB of CA bundles) ends the run at once and kills the build; the tool's
+/// writer does not hold it up.
+#[test]
+fn ctrl_c_kills_a_build_that_is_still_being_sent_its_context() {
+    let e = Env::with_matrix(31031, &format!("{MATRIX}sources:\n  ca_bundle: ca.pem\n"));
+    let big = format!("{CA}{}\n", "#".repeat(1 << 20));
+    std::fs::write(e.path("ca.pem"), big).unwrap();
+    e.mode(A, "hang-unread");
+    let mut child = e
+        .cmd(&["-j", "1", "--kill-grace", "1s", "--filter", "python=3.9"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while e.leftovers().is_empty() {
+        assert!(Instant::now() < deadline, "the build did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let t = Instant::now();
+    // SAFETY: plain kill(2) on our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(e.status(A), "cancelled");
+    assert!(
+        e.leftovers().is_empty(),
+        "left running: {:?}",
+        e.leftovers()
+    );
+    assert!(!e.path(&format!("state/context-{A}.tar")).exists());
 }

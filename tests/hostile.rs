@@ -347,13 +347,15 @@ fn push_refuses_a_forged_image_and_tags_nothing() {
 }
 
 /// Issue 27 item 10: the staging folders a killed run left among the contexts go with
-/// the next run; a context and a hidden file of another shape stay.
+/// the next run; a context (a failed cell's reproduce folder) and a hidden file of
+/// another shape stay.
 #[test]
 fn staging_folders_a_killed_run_left_are_removed_by_the_next() {
     let e = Env::new(32014);
     let (code, _) = e.run(&["-j", "1", "--filter", "python=3.9"]);
     assert_eq!(code, 0);
     let contexts = e.path("out/contexts");
+    e.mode(A, "fail");
     for left in [
         ".py3.9-ubuntu22.04-amd64.a1B2c3",
         ".py3.10-ubuntu22.04-amd64.ZZ9x0q",
@@ -362,8 +364,8 @@ fn staging_folders_a_killed_run_left_are_removed_by_the_next() {
         std::fs::write(contexts.join(left).join("Dockerfile"), "FROM x\n").unwrap();
     }
     std::fs::write(contexts.join(".keep"), "").unwrap();
-    let (code, err) = e.run(&["-j", "1", "--filter", "python=3.9"]);
-    assert_eq!(code, 0, "{err}");
+    let (code, err) = e.run(&["-j", "1", "--filter", "python=3.9", "--force"]);
+    assert_eq!(code, 1, "{err}");
     let mut left: Vec<String> = std::fs::read_dir(&contexts)
         .unwrap()
         .map(|d| d.unwrap().file_name().to_string_lossy().into_owned())

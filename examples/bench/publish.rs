@@ -16,6 +16,9 @@ use image_matrix::registry::{client, Api, Repo};
 
 const PASSWORD: &str = "bench-password";
 
+/// Cells to stage: (id, architecture, tag group).
+type Cells<'a> = [(String, &'a str, Option<&'a str>)];
+
 fn load() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -47,7 +50,12 @@ fn stage_image(reg: &client::Registry, repo: &Repo, arch: &str, label: &str) -> 
 }
 
 /// A merged manifest of `cells` (id, arch, group), staged in `repo`-staging.
-fn staged_manifest(reg: &client::Registry, repo: &str, cells: &[(String, &str, Option<&str>)], round: usize) -> Manifest {
+fn staged_manifest(
+    reg: &client::Registry,
+    repo: &str,
+    cells: &[(String, &str, Option<&str>)],
+    round: usize,
+) -> Manifest {
     let staging = format!("{repo}-staging");
     let staging_repo = Repo::parse(&staging).unwrap();
     let mut m = Manifest::new("matrix.yaml", "0", None);
@@ -150,10 +158,13 @@ pub fn run_bench(args: &[String]) {
         ("g-amd64".into(), "amd64", Some("g")),
         ("g-arm64".into(), "arm64", Some("g")),
     ];
-    let hundred: Vec<(String, &str, Option<&str>)> =
-        (0..50).map(|i| (format!("cell{i:02}"), "amd64", None)).collect();
-    let sizes: [(&str, &[(String, &str, Option<&str>)]); 2] =
-        [("local nightly (4 cells, 6 tags, 1 index)", &nightly), ("100 tags (50 cells)", &hundred)];
+    let hundred: Vec<(String, &str, Option<&str>)> = (0..50)
+        .map(|i| (format!("cell{i:02}"), "amd64", None))
+        .collect();
+    let sizes: [(&str, &Cells); 2] = [
+        ("local nightly (4 cells, 6 tags, 1 index)", &nightly),
+        ("100 tags (50 cells)", &hundred),
+    ];
     println!("bench publish: {rounds} rounds, load before: {}", load());
     let mut results: Vec<(String, Vec<f64>)> = Vec::new();
     for round in 0..rounds {

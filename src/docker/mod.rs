@@ -61,6 +61,13 @@ pub struct Docker {
     pub buildx_builder: Option<String>,
 }
 
+/// What a child reads on its standard input, written as it reads it (a build's
+/// context, as a tar: `docker build -` and `docker buildx build -` take one).
+pub type Input<'a> = &'a (dyn Fn(&mut dyn std::io::Write) -> std::io::Result<()> + Sync);
+
+/// The context argument that makes the client read the context from standard input.
+pub const STDIN: &str = "-";
+
 #[derive(Clone, Debug, Default)]
 pub struct BuildRequest {
     pub context_dir: PathBuf,
@@ -80,6 +87,17 @@ pub struct BuildRequest {
     /// Write inline cache metadata into the image (BuildKit only), so that a later
     /// build elsewhere can use the pushed image as its cache.
     pub inline_cache: bool,
+}
+
+impl BuildRequest {
+    /// The same build with its context read from standard input ([`STDIN`]); the
+    /// command line of a streamed build says so.
+    pub fn on_stdin(&self) -> BuildRequest {
+        BuildRequest {
+            context_dir: STDIN.into(),
+            ..self.clone()
+        }
+    }
 }
 
 /// How a child ended.
@@ -207,14 +225,21 @@ impl Docker {
 
     /// Run `docker build`, handing each output line to `on_line`. `stop` is polled; when
     /// it says so the build's process group gets SIGTERM, then SIGKILL after `grace`.
+    /// With `context`, the build reads its context from standard input (`-`, see
+    /// [`BuildRequest::on_stdin`]) as `context` writes it, a tar, while it runs.
     pub fn build_streaming(
         &self,
         r: &BuildRequest,
+        context: Option<Input>,
         on_line: &mut dyn FnMut(&str),
         stop: &(dyn Fn() -> Option<Stop> + Sync),
         grace: Duration,
     ) -> std::io::Result<(Exit, Option<Stop>)> {
-        process::stream(&self.build_command(r), on_line, stop, grace)
+        let cmd = match context {
+            Some(_) => self.build_command(&r.on_stdin()),
+            None => self.build_command(r),
+        };
+        process::stream(&cmd, context, on_line, stop, grace)
     }
 
     /// Run a docker command that may take long (a pull, a push, a tag) and capture
@@ -460,18 +485,24 @@ impl Docker {
     /// Build `r` again with more labels: with every step in the build cache this only
     /// writes a new image config, and unlike [`Docker::relabel`] it keeps the build's
     /// own cache keys (the inline cache metadata a later build takes cache from).
-    /// Returns the new image's ID and its layers.
+    /// The context goes on standard input, as `context` writes it (held in memory for
+    /// this one build). Returns the new image's ID and its layers.
     pub fn rebuild_labelled(
         &self,
         r: &BuildRequest,
+        context: Input,
         labels: &[(String, String)],
         timeout: Duration,
     ) -> Result<(String, Vec<String>), String> {
         let iid = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
-        let mut r = r.clone();
+        let mut r = r.on_stdin();
         r.labels.extend(labels.iter().cloned());
         r.iidfile = Some(iid.path().to_path_buf());
-        let o = process::joined_output_within(&self.build_command(&r), timeout)
+        let mut tar = Vec::new();
+        context(&mut tar).map_err(|e| format!("cannot render the context: {e}"))?;
+        let mut cmd = self.build_command(&r);
+        cmd.stdin = Some(tar);
+        let o = process::joined_output_within(&cmd, timeout)
             .map_err(|err| format!("cannot run {}: {err}", self.client.display()))?
             .ok_or_else(|| format!("the labelling build took over {}s", timeout.as_secs()))?;
         if !o.status.success() {

@@ -14,11 +14,11 @@ use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::command::Command;
-use super::{Exit, Stop};
+use super::{Exit, Input, Stop};
 
 /// Process groups of running children, for the emergency stop.
 fn groups() -> &'static Mutex<HashSet<i32>> {
@@ -100,11 +100,38 @@ pub(super) fn joined_output(cmd: &Command) -> std::io::Result<std::process::Outp
         .run()
 }
 
+/// The write end of a child's standard input, and the read end until the child is
+/// spawned with it.
+type StdinPipe = (Arc<Mutex<Option<os_pipe::PipeReader>>>, os_pipe::PipeWriter);
+
+/// A pipe for the child's standard input: the read end goes to the child when it is
+/// spawned (the command that holds it is dropped right after, so this process keeps
+/// only the write end, and a child that dies makes the writer's next write fail with
+/// a broken pipe rather than block). Both ends are close-on-exec: a build started
+/// meanwhile on another thread inherits neither.
+fn stdin_pipe(e: duct::Expression) -> std::io::Result<(duct::Expression, StdinPipe)> {
+    let (read, write) = os_pipe::pipe()?;
+    let slot = Arc::new(Mutex::new(Some(read)));
+    let hook = slot.clone();
+    let e = e.before_spawn(move |cmd| {
+        let read = hook.lock().ok().and_then(|mut r| r.take());
+        let read = read.ok_or_else(|| std::io::Error::other("the input was already used"))?;
+        cmd.stdin(read);
+        Ok(())
+    });
+    Ok((e, (slot, write)))
+}
+
 /// Run `cmd` (a build) in a process group of its own, handing each output line
 /// (stderr joined to stdout) to `on_line`. `stop` is polled; when it says so the
-/// group gets SIGTERM, then SIGKILL after `grace`.
+/// group gets SIGTERM, then SIGKILL after `grace`. With `input`, the child's standard
+/// input is what `input` writes, on a thread of its own while the output is read (a
+/// child that stops reading cannot block the tool; one killed ends the writing with a
+/// broken pipe). An input that fails otherwise fails the build, with a line that says
+/// why.
 pub(super) fn stream(
     cmd: &Command,
+    input: Option<Input>,
     on_line: &mut dyn FnMut(&str),
     stop: &(dyn Fn() -> Option<Stop> + Sync),
     grace: Duration,
@@ -115,14 +142,37 @@ pub(super) fn stream(
         cmd.process_group(0);
         Ok(())
     });
+    let (e, pipe) = match input {
+        Some(_) => {
+            let (e, pipe) = stdin_pipe(e)?;
+            (e, Some(pipe))
+        }
+        None => (e, None),
+    };
     let reader = e.reader()?;
+    // the read end is the child's alone now
+    let pipe = pipe.map(|(slot, write)| {
+        drop(slot);
+        write
+    });
     let pid = reader.pids().first().copied().unwrap_or(0) as i32;
     if let Ok(mut g) = groups().lock() {
         g.insert(pid);
     }
     let stopped: Mutex<Option<Stop>> = Mutex::new(None);
     let done = std::sync::atomic::AtomicBool::new(false);
+    let mut sent: std::io::Result<()> = Ok(());
     let result = std::thread::scope(|s| {
+        let writer = input.zip(pipe).map(|(input, mut w)| {
+            s.spawn(move || {
+                // a client that exits (or is killed) before reading it all is no error
+                // of the input's: its exit status says what happened
+                match input(&mut w) {
+                    Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e),
+                    _ => Ok(()),
+                }
+            })
+        });
         let watcher = s.spawn(|| {
             let mut since: Option<Instant> = None;
             while !done.load(std::sync::atomic::Ordering::Acquire) {
@@ -153,10 +203,16 @@ pub(super) fn stream(
             }
         }
         let status = reader.try_wait();
-        // The pipe closes when the client exits; make sure the group is gone too.
+        // The pipe closes when the client exits; make sure the group is gone too (and
+        // with it the last reader of its input: the writer returns).
         signal_group(pid, libc::SIGKILL);
         done.store(true, std::sync::atomic::Ordering::Release);
         watcher.thread().unpark();
+        if let Some(w) = writer {
+            sent = w
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("the input's writer panicked")));
+        }
         status.map(|o| o.map(|o| o.status))
     });
     if let Ok(mut g) = groups().lock() {
@@ -167,6 +223,18 @@ pub(super) fn stream(
     let exit = match status.code() {
         Some(c) => Exit::Code(c),
         None => Exit::Signal(std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)),
+    };
+    let exit = match sent {
+        Ok(()) => exit,
+        Err(e) => {
+            on_line(&format!("image-matrix: cannot send the build's input: {e}"));
+            // a cut-short context makes the client fail; should it not, the build does
+            if exit == Exit::Code(0) {
+                Exit::Code(1)
+            } else {
+                exit
+            }
+        }
     };
     let why = stopped.lock().ok().and_then(|s| *s);
     Ok((exit, why))
@@ -263,4 +331,90 @@ fn wait_within(
         g.remove(&pgid);
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> Command {
+        Command {
+            program: "sh".into(),
+            args: vec!["-c".into(), script.into()],
+            env: Vec::new(),
+            stdin: None,
+        }
+    }
+
+    fn run(script: &str, input: Input) -> (Exit, Vec<String>) {
+        let mut lines = Vec::new();
+        let (exit, stop) = stream(
+            &sh(script),
+            Some(input),
+            &mut |l| lines.push(l.to_string()),
+            &|| None,
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        assert_eq!(stop, None);
+        (exit, lines)
+    }
+
+    const MB: usize = 1 << 20;
+
+    #[test]
+    fn the_input_reaches_the_child_whole_while_its_output_is_read() {
+        let input = |w: &mut dyn std::io::Write| w.write_all(&vec![b'x'; 3 * MB]);
+        // the child prints while it reads: neither side waits on the other
+        let (exit, lines) = run("head -c 1000 >/dev/null; echo started; wc -c", &input);
+        assert_eq!(exit, Exit::Code(0));
+        assert_eq!(lines, ["started", &(3 * MB - 1000).to_string()]);
+    }
+
+    #[test]
+    fn a_child_that_does_not_read_its_input_is_no_error_and_no_wait() {
+        let input = |w: &mut dyn std::io::Write| w.write_all(&vec![b'x'; 3 * MB]);
+        let (exit, lines) = run("echo done", &input);
+        assert_eq!(exit, Exit::Code(0));
+        assert_eq!(lines, ["done"]);
+    }
+
+    #[test]
+    fn an_input_that_fails_fails_the_build_and_says_why() {
+        let input = |w: &mut dyn std::io::Write| {
+            w.write_all(b"partial")?;
+            Err(std::io::Error::other("the installer is gone"))
+        };
+        let (exit, lines) = run("cat >/dev/null", &input);
+        assert_eq!(exit, Exit::Code(1));
+        assert_eq!(
+            lines,
+            ["image-matrix: cannot send the build's input: the installer is gone"]
+        );
+    }
+
+    #[test]
+    fn a_stopped_child_ends_the_writer_that_it_left_blocked() {
+        let input = |w: &mut dyn std::io::Write| w.write_all(&vec![b'x'; 8 * MB]);
+        let asked = std::sync::atomic::AtomicBool::new(false);
+        let stop = || {
+            if asked.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                Some(Stop::Cancelled)
+            } else {
+                None
+            }
+        };
+        let t = Instant::now();
+        let (exit, why) = stream(
+            &sh("exec sleep 30"),
+            Some(&input),
+            &mut |_| {},
+            &stop,
+            Duration::from_millis(200),
+        )
+        .unwrap();
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        assert_eq!(why, Some(Stop::Cancelled));
+        assert_eq!(exit, Exit::Signal(libc::SIGTERM));
+    }
 }

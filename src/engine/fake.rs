@@ -240,6 +240,7 @@ impl ImageEngine for FakeEngine {
     fn rebuild_labelled(
         &self,
         _: &BuildRequest,
+        _: crate::docker::Input,
         _: &[(String, String)],
         _: Duration,
     ) -> Result<(String, Vec<String>), String> {

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::docker::BuildRequest;
+use crate::docker::{BuildRequest, Input};
 use crate::engine::{Fleet, ImageEngine};
 use crate::labels;
 use crate::manifest::{CellRecord, Manifest, SbomRecord, Status, Verification};
@@ -33,10 +33,18 @@ pub struct Options {
 pub struct Candidate<'a> {
     pub record: usize,
     pub candidate: String,
-    /// The request it was built with, when its image carries inline cache metadata:
-    /// the version labels are then added by building it again (every step cached),
-    /// which keeps that metadata, where a metadata-only build on top would lose it.
-    pub rebuild: Option<&'a BuildRequest>,
+    /// How it was built, when its image carries inline cache metadata: the version
+    /// labels are then added by building it again (every step cached), which keeps
+    /// that metadata, where a metadata-only build on top would lose it.
+    pub rebuild: Option<Rebuild<'a>>,
+}
+
+/// A build to run again: its request, and its context (sent on standard input, as the
+/// first time).
+#[derive(Clone, Copy)]
+pub struct Rebuild<'a> {
+    pub request: &'a BuildRequest,
+    pub context: Input<'a>,
 }
 
 /// What acceptance decided: the new record of every cell it accepted (by record index),
@@ -469,7 +477,7 @@ fn record_versions(
 /// same layers (every step came from the cache).
 fn rebuild_labelled(
     docker: &dyn ImageEngine,
-    r: &BuildRequest,
+    r: Rebuild,
     image: &str,
     candidate: &str,
     labels: &[(String, String)],
@@ -480,10 +488,10 @@ fn rebuild_labelled(
         pull: false,
         no_cache: false,
         cache_from: Vec::new(),
-        ..r.clone()
+        ..r.request.clone()
     };
-    let (id, layers) =
-        docker.rebuild_labelled(&again, labels, std::time::Duration::from_secs(600))?;
+    let timeout = std::time::Duration::from_secs(600);
+    let (id, layers) = docker.rebuild_labelled(&again, r.context, labels, timeout)?;
     if layers != before {
         // put the candidate tag back on what was built and verified by nobody yet
         let _ = docker.tag(image, candidate);

@@ -194,14 +194,20 @@ pub fn looks_transient(tail: &[String]) -> bool {
     })
 }
 
-pub struct DockerExecutor {
+/// Renders a job's build context when an attempt starts: none is rendered for a job
+/// found up to date, and none is written to disk for a build, which reads it as a tar
+/// on its standard input (a failed build's reproduce folder is written by the run).
+pub type Contexts<'a> = &'a (dyn Fn(JobKind) -> crate::render::Context + Sync);
+
+pub struct DockerExecutor<'a> {
     pub docker: Docker,
     pub grace: Duration,
+    pub contexts: Contexts<'a>,
 }
 
 const TAIL: usize = 40;
 
-impl Executor for DockerExecutor {
+impl Executor for DockerExecutor<'_> {
     fn up_to_date(&self, job: &Job) -> bool {
         job.primary_tag
             .as_ref()
@@ -236,10 +242,11 @@ impl Executor for DockerExecutor {
         };
         let _ = writeln!(
             log,
-            "# image-matrix build log: {} (attempt {attempt}, {})\n# command: {}\n",
+            "# image-matrix build log: {} (attempt {attempt}, {})\n# command: {}\n# its context, a tar on standard input, is written to {} if it fails\n",
             job.id,
             crate::manifest::now(),
-            self.docker.build_command_line(&job.request)
+            self.docker.build_command_line(&job.request.on_stdin()),
+            job.request.context_dir.display()
         );
         if let Some(f) = &job.request.iidfile {
             let _ = std::fs::remove_file(f);
@@ -261,9 +268,11 @@ impl Executor for DockerExecutor {
                 on_step(s);
             }
         };
-        let result = self
-            .docker
-            .build_streaming(&job.request, &mut on_line, stop, self.grace);
+        let context = (self.contexts)(job.kind);
+        let send = |w: &mut dyn Write| crate::render::archive::write(&context, w);
+        let result =
+            self.docker
+                .build_streaming(&job.request, Some(&send), &mut on_line, stop, self.grace);
         let tail: Vec<String> = tail.into_iter().collect();
         let end = match result {
             Err(e) => {

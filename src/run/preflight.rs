@@ -1,5 +1,6 @@
 //! Before the first build of a run: its output folders checked, the engines reached,
-//! the bases resolved and every context rendered (the plan's jobs), with the cancel flag
+//! the bases resolved and every cell's identity worked out (the plan's jobs; contexts
+//! are rendered in memory, and again when a build streams its own), with the cancel flag
 //! looked at after each step, so that a signal at any moment ends the run with a
 //! manifest that says so; and the run's first manifest.
 
@@ -25,7 +26,7 @@ pub(super) enum Ready<'p> {
     Failed(Error),
 }
 
-/// The engines reached, the bases resolved and every context rendered, with a look at
+/// The engines reached, the bases resolved and every identity worked out, with a look at
 /// the cancel flag after each step: a signal during any of them (a hung query is
 /// killed by it) ends the run before a build starts, and wins over the error the
 /// killed query caused.
@@ -55,11 +56,7 @@ pub(super) fn ready<'p>(
         if cancel.is_set() {
             return Ok(None);
         }
-        let prepared = prepare::prepare(plan, cells, &out.paths, &settings, &mut |job, ctx| {
-            crate::render::write(ctx, &job.request.context_dir)
-                .map_err(|e| Error::write(&job.request.context_dir, e))
-        })?;
-        Ok(Some(prepared))
+        Ok(Some(prepare::prepare(plan, cells, &out.paths, &settings)))
     })();
     match prepared {
         _ if cancel.is_set() => Ready::Stopped(Some(connected)),
@@ -73,8 +70,11 @@ pub(super) fn ready<'p>(
     }
 }
 
-/// Last night's logs and image IDs of the jobs about to run: a stale image ID would
-/// make an up-to-date cell report last night's build.
+/// Last night's logs, image IDs and context folders of the jobs about to run: a stale
+/// image ID would make an up-to-date cell report last night's build, and a context
+/// folder is a failed build's (or an earlier version's, which wrote every cell's) that
+/// tonight's may not match. Builds read their context on standard input; only a
+/// failure writes one here again. (A folder that is not there costs one failed call.)
 fn remove_stale_outputs(prepared: &Prepared) {
     for j in prepared
         .jobs
@@ -85,6 +85,10 @@ fn remove_stale_outputs(prepared: &Prepared) {
         if let Some(iid) = &j.request.iidfile {
             let _ = std::fs::remove_file(iid);
         }
+    }
+    for j in &prepared.jobs {
+        // a symbolic link is removed, not followed
+        let _ = std::fs::remove_dir_all(&j.request.context_dir);
     }
 }
 

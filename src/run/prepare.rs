@@ -121,8 +121,12 @@ pub fn candidate_tag(c: &Cell, repository: &str) -> String {
 /// Everything a run needs, decided before it starts.
 pub struct Prepared<'p> {
     /// The cell of each job (job `i` builds `cells[i]`), for naming shared stages
-    /// here; outside, a job's `kind` names its record, which names the rest.
+    /// here and rendering contexts ([`Prepared::context`]); outside, a job's `kind`
+    /// names its record, which names the rest.
     cells: Vec<&'p Cell>,
+    /// What rendered the contexts to work out the identities, kept to render each
+    /// again when its build starts (boxed: it is large, and a run moves this around).
+    renderer: Box<render::Renderer<'p>>,
     pub jobs: Vec<Job>,
     pub stages: Vec<SharedStage>,
     /// One record per job (same order), then the exclusions.
@@ -154,18 +158,19 @@ pub fn excluded_record(e: &Excluded) -> CellRecord {
     }
 }
 
-/// Jobs, shared stages and records for the selected cells. Each cell's rendered context
-/// goes to `on_context` (which writes it to `request.context_dir`) as soon as it is made
-/// and is not kept: 10,000 contexts held at once would be 400 MB.
-pub fn prepare<'p, E>(
+/// Jobs, shared stages and records for the selected cells. Each cell's context is
+/// rendered in memory to work out its identity and is not kept (10,000 contexts held
+/// at once would be 400 MB) nor written: a build renders it again
+/// ([`Prepared::context`]) and reads it on its standard input.
+pub fn prepare<'p>(
     plan: &'p Plan,
     cells: &[&'p Cell],
     paths: &Paths,
     s: &Settings,
-    on_context: &mut dyn FnMut(&Job, &render::Context) -> Result<(), E>,
-) -> Result<Prepared<'p>, E> {
+) -> Prepared<'p> {
     let mut p = Prepared {
         cells: Vec::with_capacity(cells.len()),
+        renderer: Box::new(render::Renderer::new(&plan.settings)),
         jobs: Vec::with_capacity(cells.len()),
         stages: Vec::new(),
         records: Vec::with_capacity(cells.len() + plan.excluded.len()),
@@ -173,15 +178,15 @@ pub fn prepare<'p, E>(
     let (mut os_keys, mut conda_keys) = (Vec::new(), Vec::new());
     // job index and input hash of each parent, for its framework images
     let mut parents: HashMap<&str, (usize, render::identity::Identity)> = HashMap::new();
-    let renderer = render::Renderer::new(&plan.settings);
+    let renderer: &render::Renderer = &p.renderer;
     for c in cells {
         let ctx = renderer.render(c);
         let parent = c.parent().and_then(|id| parents.get(id));
         let base_digest = s.base_digest(c);
         // a framework image's identity covers its parent's, which covers the base
         let identity = match parent {
-            Some((_, p)) => Identity::of(&renderer, &ctx, c, Over::Parent(p)),
-            None => Identity::of(&renderer, &ctx, c, Over::Bases(&s.identity_digests(c))),
+            Some((_, p)) => Identity::of(renderer, &ctx, c, Over::Parent(p)),
+            None => Identity::of(renderer, &ctx, c, Over::Bases(&s.identity_digests(c))),
         };
         let input_hash = identity.hash.clone();
         let mut rec = record_for(c, Some(input_hash.clone()));
@@ -223,7 +228,6 @@ pub fn prepare<'p, E>(
             os_keys.push(stage_key(&ctx, &["system/"], c));
             conda_keys.push(stage_key(&ctx, &["system/", "conda/"], c));
         }
-        on_context(&p.jobs[i], &ctx)?;
         p.cells.push(c);
         p.records.push(rec);
     }
@@ -236,7 +240,19 @@ pub fn prepare<'p, E>(
         }
     }
     p.records.extend(plan.excluded.iter().map(excluded_record));
-    Ok(p)
+    p
+}
+
+impl Prepared<'_> {
+    /// The build context of a job, rendered anew: a cell's, or a shared stage's (its
+    /// first member's, whose request it builds with another target).
+    pub fn context(&self, job: JobKind) -> render::Context {
+        let cell = match job {
+            JobKind::Cell(i) => self.cells[i],
+            JobKind::Stage(n) => self.cells[self.stages[n].members[0]],
+        };
+        self.renderer.render(cell)
+    }
 }
 
 /// The earlier scheme's identity an image that is current may carry in its label, which
@@ -485,7 +501,7 @@ mod tests {
             native: vec!["linux/amd64".into()],
             ..Settings::default()
         };
-        let prep = prepare(&p, &cells, &paths(), &s, &mut |_, _| Ok::<(), ()>(())).unwrap();
+        let prep = prepare(&p, &cells, &paths(), &s);
         assert_eq!(prep.jobs.len(), 8);
         assert_eq!(prep.records.len(), 8);
         let mut names: Vec<&str> = prep.stages[2..].iter().map(|s| s.job.id.as_str()).collect();
@@ -532,7 +548,7 @@ mod tests {
             },
             ..Settings::default()
         };
-        let prep = prepare(&p, &cells, &paths(), &s, &mut |_, _| Ok::<(), ()>(())).unwrap();
+        let prep = prepare(&p, &cells, &paths(), &s);
         let a = prep.jobs.iter().find(|j| j.id.ends_with("-a")).unwrap();
         assert_eq!(
             a.request.cache_from,
@@ -568,7 +584,7 @@ mod tests {
             native: vec!["linux/amd64".into()],
             ..Settings::default()
         };
-        let prep = prepare(&p, &cells, &paths(), &s, &mut |_, _| Ok::<(), ()>(())).unwrap();
+        let prep = prepare(&p, &cells, &paths(), &s);
         assert!(prep.stages.is_empty());
         assert_eq!(
             prep.jobs[0].request.platform.as_deref(),

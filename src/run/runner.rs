@@ -124,11 +124,13 @@ fn schedule(
     recorder: &mut Recorder,
     reporter: &mut dyn Listener,
 ) -> Vec<Outcome> {
+    let contexts = |job: JobKind| prepared.context(job);
     let execs: Vec<DockerExecutor> = engines
         .iter()
         .map(|e| DockerExecutor {
             docker: e.docker.clone(),
             grace: o.kill_grace,
+            contexts: &contexts,
         })
         .collect();
     let sched_engines: Vec<scheduler::Engine> = engines
@@ -179,7 +181,9 @@ fn schedule(
 }
 
 /// A failed build's log and the command that reproduces it (for the reporters and the
-/// record; a cell whose shared stage failed gets its own).
+/// record; a cell whose shared stage failed gets its own). Builds read their context
+/// on standard input: the one that failed is written to its folder here, before the
+/// command that names that folder is shown.
 fn reproduce(engines: &Engines, prepared: &Prepared, o: &Outcome) -> Option<(String, String)> {
     if !matches!(o.status, Status::Failed | Status::TimedOut) {
         return None;
@@ -188,12 +192,21 @@ fn reproduce(engines: &Engines, prepared: &Prepared, o: &Outcome) -> Option<(Str
         JobKind::Cell(i) => &prepared.jobs[i],
         JobKind::Stage(s) => &prepared.stages[s].job,
     };
+    let dir = &job.request.context_dir;
+    let log = job.log_path.display().to_string();
+    if let Err(e) = crate::render::write(&prepared.context(o.job), dir) {
+        let why = format!(
+            "its context could not be written to {}: {e}; `matrix render` writes it",
+            dir.display()
+        );
+        return Some((log, why));
+    }
     let docker: &Docker = engines
         .get(o.engine.as_deref())
         .unwrap_or(&engines.first().docker);
     let repro = format!(
         "cd {} && {}",
-        crate::shell::word(&job.request.context_dir.display().to_string()),
+        crate::shell::word(&dir.display().to_string()),
         docker.build_command_line(&BuildRequest {
             context_dir: ".".into(),
             iidfile: None,
@@ -201,7 +214,7 @@ fn reproduce(engines: &Engines, prepared: &Prepared, o: &Outcome) -> Option<(Str
             ..job.request.clone()
         })
     );
-    Some((job.log_path.display().to_string(), repro))
+    Some((log, repro))
 }
 
 /// Versions, verification, then the public tags, for every cell that built or was
@@ -215,15 +228,29 @@ fn accept_cells(
     previous: Option<&Manifest>,
     cancel: &Cancel,
 ) -> Result<(), Error> {
+    // each job's context, rendered only if a build asks for it
+    let contexts: Vec<_> = prepared
+        .jobs
+        .iter()
+        .map(|j| {
+            move |w: &mut dyn std::io::Write| {
+                crate::render::archive::write(&prepared.context(j.kind), w)
+            }
+        })
+        .collect();
     // a cell's job names its record, and the record its tags and platform
     let candidates: Vec<accept::Candidate> = prepared
         .jobs
         .iter()
-        .filter_map(|j| match j.kind {
+        .zip(&contexts)
+        .filter_map(|(j, context)| match j.kind {
             JobKind::Cell(record) => Some(accept::Candidate {
                 record,
                 candidate: j.request.tags[0].clone(),
-                rebuild: j.request.inline_cache.then_some(&j.request),
+                rebuild: j.request.inline_cache.then_some(accept::Rebuild {
+                    request: &j.request,
+                    context,
+                }),
             }),
             JobKind::Stage(_) => None,
         })
