@@ -472,18 +472,8 @@ pub fn stage(
     listen: Listen,
 ) -> Result<(Vec<(usize, crate::manifest::Staged)>, bool), String> {
     reference::check_repository(repo).map_err(|e| format!("the staging repository: {e}"))?;
-    // publish mounts staged images into the public repository: same registry only
-    if let (Ok(staging), Some(Ok(public))) = (
-        crate::registry::Repo::parse(repo),
-        man.repository.as_deref().map(crate::registry::Repo::parse),
-    ) {
-        if staging.host != public.host {
-            return Err(format!(
-                "the staging repository {repo} is on {}, the matrix's repository on {}: publish can only make tags from images on the registry it publishes to; staging nothing",
-                staging.host, public.host
-            ));
-        }
-    }
+    // (that the staging repository is on the matrix's registry is checked before the
+    // run starts: commands/build.rs)
     let passed = |c: &CellRecord| {
         c.status.succeeded()
             && (!opts.need_verified || c.verification.as_ref().is_some_and(|v| v.ok))
