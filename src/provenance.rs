@@ -82,6 +82,50 @@ pub fn statement(
     })
 }
 
+/// CycloneDX's predicate type for an in-toto statement carrying a BOM.
+pub const SBOM_PREDICATE_TYPE: &str = "https://cyclonedx.org/bom";
+
+/// The cell's SBOM (beside its manifest in `dir`) as an in-toto statement about
+/// `digest`: None when the cell has none; an error when the file is not the one its
+/// record names (a path outside `sbom/`, another sha256, not a CycloneDX document).
+pub fn sbom_statement(
+    dir: &std::path::Path,
+    cell: &CellRecord,
+    repository: &str,
+    digest: &str,
+) -> Option<Result<serde_json::Value, String>> {
+    let rec = cell.sbom.as_ref()?;
+    rec.path.as_ref()?;
+    let Some(rel) = crate::report::packages::link(rec) else {
+        return Some(Err(format!(
+            "cell {}: its SBOM path is not a file of the sbom/ folder; not attached",
+            cell.id
+        )));
+    };
+    let path = dir.join(rel);
+    Some((|| {
+        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        if rec.sha256.as_deref() != Some(crate::sbom::sha256_hex(&bytes).as_str()) {
+            return Err(format!(
+                "{}: not the file its run recorded (sha256)",
+                path.display()
+            ));
+        }
+        let bom: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
+        if bom["bomFormat"] != "CycloneDX" {
+            return Err(format!("{}: not a CycloneDX document", path.display()));
+        }
+        let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+        Ok(serde_json::json!({
+            "_type": STATEMENT_TYPE,
+            "subject": [{"name": repository, "digest": {"sha256": hex}}],
+            "predicateType": SBOM_PREDICATE_TYPE,
+            "predicate": bom,
+        }))
+    })())
+}
+
 /// DSSE's pre-authentication encoding: what the signature covers.
 fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
     let mut out = format!(

@@ -558,8 +558,39 @@ fn sigstore_accepts(s: &Setup, image: &str, public: &Path) -> (bool, String) {
 fn published_images_carry_signatures_sigstore_verifies() {
     let s = Setup::new();
     let repo = format!("{}/ns/miniconda", s.host);
-    let m = merged(&s, &repo, "20261129");
-    let file = write(&s, "all.json", &m);
+    // a shard's manifest with the solo cell's SBOM beside it, merged into another folder
+    let mut m = merged(&s, &repo, "20261129");
+    let bom = serde_json::to_vec(&serde_json::json!({
+        "bomFormat": "CycloneDX", "specVersion": "1.5", "version": 1,
+        "components": [{"type": "library", "name": "jupyterlab", "version": "4.2.5", "purl": "pkg:pypi/jupyterlab@4.2.5"}],
+    }))
+    .unwrap();
+    std::fs::create_dir_all(s.path().join("shard-1/sbom")).unwrap();
+    std::fs::write(s.path().join("shard-1/sbom/solo.json"), &bom).unwrap();
+    m.cells[0].sbom = Some(image_matrix::manifest::SbomRecord {
+        path: Some("sbom/solo.json".into()),
+        format: "CycloneDX 1.5 JSON".into(),
+        sha256: Some(format!("{:x}", sha2::Sha256::digest(&bom))),
+        ..Default::default()
+    });
+    write(&s, "shard-1/manifest.json", &m);
+    let (code, err) = s.matrix(
+        &[
+            "manifest",
+            "merge",
+            "shard-1/manifest.json",
+            "-o",
+            "merged/all.json",
+        ],
+        &s.config(),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("1 SBOMs"), "{err}");
+    assert_eq!(
+        std::fs::read(s.path().join("merged/sbom/solo.json")).unwrap(),
+        bom
+    );
+    let file = "merged/all.json".to_string();
     // a key pair made by the tool, its private key sealed with a password
     let keygen = |prefix: &str, pw: &str| {
         let o = Matrix::new(s.path())
@@ -612,6 +643,22 @@ fn published_images_carry_signatures_sigstore_verifies() {
         "each platform's provenance: {err}"
     );
     assert!(err.contains("https://slsa.dev/provenance/v1"), "{err}");
+    // the solo cell's SBOM travels with it, signed
+    let (code, err) = s.matrix(
+        &[
+            "signature",
+            "verify",
+            "--key",
+            public.to_str().unwrap(),
+            &format!("{repo}:solo"),
+        ],
+        &s.config(),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("https://cyclonedx.org/bom (1 components)"),
+        "{err}"
+    );
     assert_eq!(after.attestations.len(), 3, "one per image");
     let g_amd64 = after.cells[1].staged.as_ref().unwrap().digest.clone();
     for image in [

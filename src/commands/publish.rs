@@ -27,6 +27,13 @@ pub fn run(args: &PublishArgs) -> Result<Exit, Error> {
         allow_partial: args.allow_partial,
         platform_tags: args.platform_tags,
         signer: args.sign_key.as_deref().map(signing_key).transpose()?,
+        sbom_dir: Some(
+            args.manifest
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."))
+                .to_path_buf(),
+        ),
     };
     let result = publish::publish(&registry, &man, &opts, &crate::report::phase_lines);
     let outcome = match result {
@@ -281,6 +288,13 @@ fn provenance_line(statements: &[serde_json::Value]) -> String {
     statements
         .iter()
         .map(|st| {
+            if st["predicateType"] == crate::provenance::SBOM_PREDICATE_TYPE {
+                return format!(
+                    "{} ({} components)",
+                    crate::provenance::SBOM_PREDICATE_TYPE,
+                    st["predicate"]["components"].as_array().map_or(0, Vec::len)
+                );
+            }
             let def = &st["predicate"]["buildDefinition"];
             let deps: Vec<String> = def["resolvedDependencies"]
                 .as_array()

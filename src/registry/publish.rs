@@ -23,6 +23,9 @@ pub struct Options {
     pub platform_tags: bool,
     /// Sign every published digest (each image and each index) with this key.
     pub signer: Option<p256::ecdsa::SigningKey>,
+    /// The manifest's folder, where the cells' SBOMs are (`sbom/<cell>.json`): each is
+    /// attached, signed, beside its image's provenance.
+    pub sbom_dir: Option<std::path::PathBuf>,
 }
 
 /// A staged image, checked.
@@ -83,7 +86,15 @@ pub fn publish(
     }
     let (indexes, indexes_ok) = indexes(api, &public, man, &sources, listen);
     let (signatures, attestations) = match &opts.signer {
-        Some(key) => evidence(api, &public, man, &sources, &indexes, key, listen),
+        Some(key) => evidence(
+            api,
+            &public,
+            man,
+            &sources,
+            &indexes,
+            (key, opts.sbom_dir.as_deref()),
+            listen,
+        ),
         None => (Vec::new(), Vec::new()),
     };
     let complete = indexes_ok
@@ -112,7 +123,7 @@ fn evidence(
     man: &Manifest,
     sources: &[Source],
     indexes: &[IndexRecord],
-    key: &p256::ecdsa::SigningKey,
+    (key, sbom_dir): (&p256::ecdsa::SigningKey, Option<&std::path::Path>),
     listen: Listen,
 ) -> (
     Vec<crate::manifest::SignatureRecord>,
@@ -129,25 +140,38 @@ fn evidence(
     let attestations = sources
         .iter()
         .map(|s| {
-            let st = crate::provenance::statement(
-                man,
-                &man.cells[s.cell],
-                &public.to_string(),
-                &s.image.digest,
-            );
-            let env = crate::provenance::envelope(&st, key);
-            let rec = super::sign::store_attestations(
-                api,
-                public,
-                &s.image.digest,
-                &[(crate::provenance::PREDICATE_TYPE, env)],
-            );
+            let cell = &man.cells[s.cell];
+            let repo = public.to_string();
+            let st = crate::provenance::statement(man, cell, &repo, &s.image.digest);
+            let mut envelopes = vec![(
+                crate::provenance::PREDICATE_TYPE,
+                crate::provenance::envelope(&st, key),
+            )];
+            match sbom_dir
+                .and_then(|d| crate::provenance::sbom_statement(d, cell, &repo, &s.image.digest))
+            {
+                Some(Ok(st)) => envelopes.push((
+                    crate::provenance::SBOM_PREDICATE_TYPE,
+                    crate::provenance::envelope(&st, key),
+                )),
+                Some(Err(why)) => listen(&Phase::Warning {
+                    id: Some(&cell.id),
+                    text: format!("attest: {why}"),
+                }),
+                None => {}
+            }
+            let rec = super::sign::store_attestations(api, public, &s.image.digest, &envelopes);
+            let what = if envelopes.len() > 1 {
+                "provenance and SBOM"
+            } else {
+                "provenance"
+            };
             listen(&Phase::Info {
-                id: Some(&man.cells[s.cell].id),
+                id: Some(&cell.id),
                 text: match (&rec.error, rec.unchanged) {
                     (Some(e), _) => format!("attest {}: failed: {e}", s.image.digest),
                     (None, true) => format!("attest {}: unchanged ({})", s.image.digest, rec.tag),
-                    (None, false) => format!("attest {}: provenance ({})", s.image.digest, rec.tag),
+                    (None, false) => format!("attest {}: {what} ({})", s.image.digest, rec.tag),
                 },
             });
             rec
@@ -458,6 +482,7 @@ mod tests {
             allow_partial: false,
             platform_tags: false,
             signer: None,
+            sbom_dir: None,
         }
     }
 
