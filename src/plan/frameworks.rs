@@ -474,9 +474,14 @@ impl Frameworks {
                 need.arch
             )));
         }
-        if m != bm {
+        if m > bm {
             return Err(no(Key::Cuda, format!(
-                "tensorflow {v} is built for CUDA {m}.{n}, which cannot run on the base's CUDA {bm}.{bn}: a different CUDA major is outside NVIDIA's minor-version compatibility ({MINOR_VERSION_COMPATIBILITY})"
+                "tensorflow {v} is built for CUDA {m}.{n}, which cannot run on the base's CUDA {bm}.{bn}: a newer CUDA major needs a newer driver than the base's, outside NVIDIA's minor-version compatibility ({MINOR_VERSION_COMPATIBILITY})"
+            )));
+        }
+        if m < bm {
+            return Err(no(Key::Cuda, format!(
+                "tensorflow {v} is built for CUDA {m}.{n}, an older CUDA major than the base's {bm}.{bn}: it would not use the base's CUDA (it needs CUDA {m} libraries the base does not have, or brings its own beside the base's), so the CUDA base gains nothing"
             )));
         }
         let extra = (*v >= semver::Version::new(2, 14, 0)).then_some("and-cuda");
@@ -737,13 +742,17 @@ mod tests {
         assert!(w == "cu125" && note.is_some_and(|n| n.contains("CUDA 12.5")));
         // a different major cannot work: refused with the reason and the source
         let e = f
-            .pick_tf(&v("2.15.0"), &need("3.10", "x86_64", Some((11, 8)), pypi))
+            .pick_tf(&v("2.13.1"), &need("3.10", "x86_64", Some((12, 4)), pypi))
             .unwrap_err();
         assert_eq!(e.on, Key::Cuda);
+        assert!(e.why.contains("older CUDA major"), "{}", e.why);
+        let e = f
+            .pick_tf(&v("2.21.0"), &need("3.11", "x86_64", Some((11, 8)), pypi))
+            .unwrap_err()
+            .why;
         assert!(
-            e.why.contains("different CUDA major") && e.why.contains(MINOR_VERSION_COMPATIBILITY),
-            "{}",
-            e.why
+            e.contains("newer CUDA major") && e.contains(MINOR_VERSION_COMPATIBILITY),
+            "{e}"
         );
         assert!(pick("2.21.0", "3.11", "x86_64", Some((13, 0))).is_err());
         let older = need("3.11", "x86_64", Some((11, 8)), pypi);

@@ -307,15 +307,16 @@ pub fn assign(cells: &mut [Cell], s: &Settings, raw: &RawConfig, date: &str, d: 
     }
 }
 
+/// The wheel variant follows from the platform (for one release, base and Python: the
+/// package index's x86_64 TensorFlow is its CUDA build, its aarch64 one a CPU build), so
+/// it is not a difference of its own.
 fn only_platform_differs(a: &Cell, b: &Cell) -> bool {
-    a.coord.platform != b.coord.platform
-        && crate::coord::Coordinate {
-            platform: String::new(),
-            ..a.coord.clone()
-        } == crate::coord::Coordinate {
-            platform: String::new(),
-            ..b.coord.clone()
-        }
+    let rest = |c: &Cell| crate::coord::Coordinate {
+        platform: String::new(),
+        cuda_wheel: None,
+        ..c.coord.clone()
+    };
+    a.coord.platform != b.coord.platform && rest(a) == rest(b)
 }
 
 /// Tag groups: cells with one primary tag (they differ only in platform). Each member
