@@ -142,6 +142,7 @@ mod tests {
             ("Build", keys::BUILD),
             ("Cache", keys::CACHE),
             ("Limits", keys::LIMITS),
+            ("FrameworkLayer", keys::FRAMEWORK),
         ] {
             assert_eq!(props(&s, Some(def)), sorted(want), "{def}");
         }

@@ -839,6 +839,78 @@ fn the_pytorch_example_plans_the_seed_family() {
     }
 }
 
+/// examples/seed.yaml: exactly the seed's three images with the seed's tags, each
+/// family in its own repository, plus the Python 3.8 Miniconda parent of its PyTorch
+/// image; TensorFlow 2.15.0 (CUDA 12.2) on the 12.1.0 base with TensorRT beside it.
+#[test]
+fn the_seed_example_plans_the_seeds_images() {
+    let r = root();
+    let table = stdout_of(
+        &["-f", "examples/seed.yaml", "plan", "--date", "20260101"],
+        &r,
+    );
+    insta::assert_snapshot!("plan_seed", table);
+    let text = stdout_of(
+        &[
+            "-f",
+            "examples/seed.yaml",
+            "plan",
+            "--date",
+            "20260101",
+            "--format",
+            "json",
+        ],
+        &r,
+    );
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let cells = doc["cells"].as_array().unwrap();
+    let tags: Vec<&str> = cells
+        .iter()
+        .flat_map(|c| c["tags"].as_array().unwrap())
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        tags,
+        [
+            "miniconda:conda3-python3.8-cuda12.1.0-cudnn8-devel-ubuntu22.04",
+            "pytorch:2.3.0-python3.8-cuda12.1.0-cudnn8-devel-ubuntu22.04",
+            "miniconda:conda3-python3.10-cuda12.1.0-cudnn8-devel-ubuntu22.04",
+            "tensorflow:2.15.0-python3.10-cuda12.1.0-cudnn8-devel-ubuntu22.04",
+        ]
+    );
+    let torch = &cells[1]["framework"];
+    assert_eq!(
+        torch["requirements"],
+        serde_json::json!(["torch==2.3.0", "torchvision==0.18.0", "torchaudio==2.3.0"])
+    );
+    assert_eq!(
+        torch["index_urls"][0],
+        "https://download.pytorch.org/whl/cu121"
+    );
+    assert_eq!(torch["parent"], cells[0]["id"]);
+    assert_eq!(
+        cells[0]["installer"]["file"],
+        "Miniconda3-py38_23.11.0-2-Linux-x86_64.sh"
+    );
+    assert_eq!(
+        cells[2]["installer"]["file"],
+        "Miniconda3-py310_24.5.0-0-Linux-x86_64.sh"
+    );
+    let tf = &cells[3]["framework"];
+    assert_eq!(
+        tf["requirements"],
+        serde_json::json!(["tensorflow[and-cuda]==2.15.0", "tensorrt==8.6.1"])
+    );
+    assert_eq!(tf["extra_pip"], serde_json::json!(["tensorrt==8.6.1"]));
+    assert_eq!(
+        (tf["wheel"].as_str(), tf["parent"].as_str()),
+        (Some("cu122"), cells[2]["id"].as_str())
+    );
+    for c in cells {
+        assert_eq!(c["base"], "nvidia/cuda:12.1.0-cudnn8-devel-ubuntu22.04");
+    }
+}
+
 /// `render --run-examples`: the Kubernetes Deployment and Service of every image pass
 /// the official schemas (Kubernetes 1.31, strict; tests/k8s/README.md names the
 /// source), with the three ports and a GPU limit exactly on CUDA images.

@@ -7,6 +7,11 @@
 //! verified with the torch checks (versions, `torch.version.cuda` = 12.1, a training
 //! step on the CPU). Then the PyTorch layer is rebuilt on its warm parent, and its wall
 //! time printed beside the parent's (the layers every framework image shares).
+//! A TensorFlow 2.21.0 image grows on the same parent: the package index's x86_64
+//! wheel is its CUDA 12.5 build, planned as `cu125` and verified as such on this CPU
+//! base (2026-12-07: 117.5 s, 2,850 MB, built beside the PyTorch layer with `-j 2`; the
+//! whole test 457 s; the layer moved the parent's numpy 1.26.4 to 2.4.6, recorded in
+//! the child's versions).
 //!
 //! Needs the daemon and the local bases (`scripts/setup-test-env.sh`); fails without.
 
@@ -15,6 +20,7 @@ use common::*;
 
 const PARENT: &str = "py3.11-debian12-amd64";
 const CHILD: &str = "py3.11-debian12-amd64-torch2.1.2";
+const TF: &str = "py3.11-debian12-amd64-tf2.21.0";
 
 #[test]
 fn a_pytorch_image_builds_on_its_miniconda_parent_and_passes_the_torch_checks() {
@@ -29,11 +35,13 @@ fn a_pytorch_image_builds_on_its_miniconda_parent_and_passes_the_torch_checks() 
         &mirror,
     )
     .image(r#"pytorch_tag: "pytorch{torch}-{cuda_wheel}-python{python}-{base_name}""#)
+    .image(r#"tensorflow_tag: "tensorflow{tf}-{cuda_wheel}-python{python}-{base_name}""#)
     .axes(&format!(
         r#"bases:
   - {{image: "{BASE}", os: debian12}}
 python: ["3.11"]
 pytorch: ["2.1.2"]
+tensorflow: ["2.21.0"]
 "#
     ))
     .source("pytorch_index: pypi")
@@ -49,6 +57,10 @@ pytorch: ["2.1.2"]
     assert_eq!(f["source"], "package-index");
     assert_eq!(f["index_urls"][0], "https://pypi.org/simple");
     assert_eq!(f["parent"], PARENT);
+    // TensorFlow on a CPU base: the package index's wheel is its CUDA 12.5 build
+    let tf = &cell(&plan, TF)["framework"];
+    assert_eq!(tf["wheel"], "cu125", "{tf}");
+    assert_eq!(tf["requirements"][0], "tensorflow==2.21.0", "{tf}");
 
     // the tree, cold: the parent first, then the PyTorch image FROM it, verified
     let (code, _, err) = matrix(dir.path(), &["build", "-j", "2", "--verify"]);
@@ -89,6 +101,31 @@ pytorch: ["2.1.2"]
     assert_eq!(child["verification"]["ok"], true, "{child}");
     assert_eq!(child["versions"]["torch"], "2.1.2", "{child}");
     assert_eq!(child["versions"]["torchvision"], "0.16.2", "{child}");
+    // the TensorFlow image on the same parent: built, and its checks agree with the plan
+    let tf = cell(&m, TF);
+    assert_eq!(tf["status"], "built", "{tf}");
+    assert_eq!(tf["verification"]["ok"], true, "{tf}");
+    let tf_checks = tf["verification"]["checks"].as_array().unwrap();
+    for want in [
+        "tensorflow import",
+        "tensorflow versions",
+        "tensorflow cuda",
+        "tensorflow train step",
+    ] {
+        let c = tf_checks
+            .iter()
+            .find(|c| c["name"] == want)
+            .unwrap_or_else(|| panic!("no check {want}: {tf_checks:?}"));
+        assert_eq!(c["ok"], true, "{c}");
+    }
+    assert_eq!(tf["versions"]["tensorflow"], "2.21.0", "{tf}");
+    // the parent's packages the layer moved say their new version in the child
+    let moved: Vec<String> = ["numpy", "tensorboard", "jupyterlab", "pandas"]
+        .iter()
+        .filter(|p| parent["versions"][**p] != tf["versions"][**p])
+        .map(|p| format!("{p} {} -> {}", parent["versions"][*p], tf["versions"][*p]))
+        .collect();
+    eprintln!("figures: the TensorFlow layer moved: {moved:?}");
     // the parent was verified once, as a Miniconda image (no torch checks)
     let parent_checks = parent["verification"]["checks"].as_array().unwrap();
     assert!(parent_checks
@@ -105,6 +142,11 @@ pytorch: ["2.1.2"]
     let (p2, c2) = (cell(&m2, PARENT), cell(&m2, CHILD));
     assert_eq!(c2["status"], "built", "{c2}");
     let size = |c: &serde_json::Value| c["size_bytes"].as_u64().unwrap_or(0) / 1_000_000;
+    eprintln!(
+        "figures: tensorflow layer {}s, {} MB",
+        tf["duration_seconds"],
+        size(tf)
+    );
     eprintln!(
         "figures: cold tree: parent {}s + pytorch layer {}s; warm parent (status {}): pytorch layer {}s; sizes: parent {} MB, pytorch image {} MB (shares the parent's layers)",
         parent["duration_seconds"],

@@ -23,13 +23,15 @@ if [ "$installed" != 1 ]; then
   echo "image-matrix: no index could install the framework" >&2
   exit 1
 fi
-# the recorded versions gain the framework's (read by image-matrix into the manifest)
+# the recorded versions gain the framework's, and the parent's packages this layer moved
+# (TensorFlow 2.21 moves numpy 1.26 to 2.x) say their new version (read by image-matrix
+# into the manifest; the parent's record keeps the old one)
 python - /etc/image-matrix/versions.json <<'PY'
 import json, sys
 from importlib import metadata
 path = sys.argv[1]
 v = json.load(open(path))
-for name in ("torch", "torchvision", "torchaudio", "tensorflow"):
+for name in sorted(set(v) | {"torch", "torchvision", "torchaudio", "tensorflow"}):
     try:
         v[name] = metadata.version(name)
     except metadata.PackageNotFoundError:

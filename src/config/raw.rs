@@ -33,6 +33,12 @@ pub struct RawConfig {
     /// Miniconda cell.
     pub pytorch: Vec<Sp<String>>,
     pub tensorflow: Vec<Sp<String>>,
+    /// Extra pip requirements of each framework layer (`tensorflow: {versions: [...],
+    /// extra_pip: ["tensorrt==8.6.1"]}`).
+    pub pytorch_extra_pip: Vec<Sp<String>>,
+    pub tensorflow_extra_pip: Vec<Sp<String>>,
+    /// The framework axes written as a mapping (their releases are `KEY.versions[i]`).
+    pub framework_mappings: Vec<String>,
     /// Top-level keys present in the file, even when their value was unreadable.
     pub present: Vec<String>,
 }
@@ -44,6 +50,9 @@ pub struct RawImage {
     /// Tag templates of the framework images.
     pub pytorch_tag: Option<Sp<String>>,
     pub tensorflow_tag: Option<Sp<String>>,
+    /// Repositories of the framework images, when not `repository`.
+    pub pytorch_repository: Option<Sp<String>>,
+    pub tensorflow_repository: Option<Sp<String>>,
     pub aliases: Vec<Sp<String>>,
     pub latest: Option<RawRule>,
 }
@@ -190,7 +199,11 @@ pub mod keys {
         "latest",
         "pytorch_tag",
         "tensorflow_tag",
+        "pytorch_repository",
+        "tensorflow_repository",
     ];
+    /// `pytorch:` / `tensorflow:` written as a mapping.
+    pub const FRAMEWORK: &[&str] = &["versions", "extra_pip"];
     pub const BASE: &[&str] = &["image", "os"];
     pub const PYTHON: &[&str] = &["version", "miniconda"];
     pub const VARIANT: &[&str] = &["name", "pip", "apt", "override"];
@@ -235,7 +248,10 @@ pub mod keys {
 
 /// Walk a parsed document. Problems go to `d`; the result holds whatever was readable.
 pub fn walk(root: &Node, d: &mut Diags) -> RawConfig {
-    let mut w = Walker { d };
+    let mut w = Walker {
+        d,
+        mapped: Vec::new(),
+    };
     let mut cfg = RawConfig::default();
     let Some(top) = w.mapping(root, "", keys::TOP) else {
         return cfg;
@@ -281,16 +297,10 @@ pub fn walk(root: &Node, d: &mut Diags) -> RawConfig {
             "cache" => cfg.cache = w.cache(v),
             "engines" => cfg.engines = w.list(v, "engines", |w, n, key| w.engine(n, key)),
             "pytorch" => {
-                w.not_empty(v, "pytorch", "leave `pytorch` out for no PyTorch images");
-                cfg.pytorch = w.list(v, "pytorch", |w, n, key| w.version(n, &key));
+                (cfg.pytorch, cfg.pytorch_extra_pip) = w.framework(v, "pytorch");
             }
             "tensorflow" => {
-                w.not_empty(
-                    v,
-                    "tensorflow",
-                    "leave `tensorflow` out for no TensorFlow images",
-                );
-                cfg.tensorflow = w.list(v, "tensorflow", |w, n, key| w.version(n, &key));
+                (cfg.tensorflow, cfg.tensorflow_extra_pip) = w.framework(v, "tensorflow");
             }
             "limits" => {
                 if let Some(m) = w.mapping(v, "limits", keys::LIMITS) {
@@ -302,11 +312,14 @@ pub fn walk(root: &Node, d: &mut Diags) -> RawConfig {
             _ => {}
         }
     }
+    cfg.framework_mappings = w.mapped;
     cfg
 }
 
 struct Walker<'d> {
     d: &'d mut Diags,
+    /// The framework axes written as a mapping.
+    mapped: Vec<String>,
 }
 
 fn join(parent: &str, key: &str) -> String {
@@ -512,6 +525,12 @@ impl Walker<'_> {
                 "tag" => out.tag = self.string(v, "image.tag"),
                 "pytorch_tag" => out.pytorch_tag = self.string(v, "image.pytorch_tag"),
                 "tensorflow_tag" => out.tensorflow_tag = self.string(v, "image.tensorflow_tag"),
+                "pytorch_repository" => {
+                    out.pytorch_repository = self.string(v, "image.pytorch_repository");
+                }
+                "tensorflow_repository" => {
+                    out.tensorflow_repository = self.string(v, "image.tensorflow_repository");
+                }
                 "aliases" => out.aliases = self.strings(v, "image.aliases"),
                 "latest" => out.latest = self.rule(v, "image.latest".into(), Key::RULE, false),
                 _ => {}
@@ -758,6 +777,46 @@ impl Walker<'_> {
             }
         }
         out
+    }
+
+    /// A framework axis: its releases as a list (`pytorch: ["2.5.1"]`), or a mapping
+    /// with them and the layer's extra pip requirements
+    /// (`tensorflow: {versions: ["2.15.0"], extra_pip: ["tensorrt==8.6.1"]}`).
+    fn framework(&mut self, node: &Node, key: &str) -> (Vec<Sp<String>>, Vec<Sp<String>>) {
+        let family = if key == "pytorch" {
+            "PyTorch"
+        } else {
+            "TensorFlow"
+        };
+        let none = format!("leave `{key}` out for no {family} images");
+        if node.entries().is_none() {
+            self.not_empty(node, key, &none);
+            return (self.list(node, key, |w, n, k| w.version(n, &k)), Vec::new());
+        }
+        let Some(m) = self.mapping(node, key, keys::FRAMEWORK) else {
+            return (Vec::new(), Vec::new());
+        };
+        self.mapped.push(key.to_string());
+        let versions_key = join(key, "versions");
+        let versions = match m.get("versions") {
+            Some(n) => {
+                self.not_empty(n, &versions_key, &none);
+                self.list(n, &versions_key, |w, n, k| w.version(n, &k))
+            }
+            None => {
+                self.d.error(
+                    Some(node.at()),
+                    key,
+                    format!("`{key}` written as a mapping needs `versions` (its releases)"),
+                );
+                Vec::new()
+            }
+        };
+        let extra = m
+            .get("extra_pip")
+            .map(|n| self.package_names(n, &join(key, "extra_pip")))
+            .unwrap_or_default();
+        (versions, extra)
     }
 
     fn packages(&mut self, node: &Node) -> RawPackages {

@@ -45,10 +45,30 @@ pub struct Matrix {
     limits: Option<Limits>,
     /// PyTorch releases (`"2.5.1"`): each adds a PyTorch image on every Miniconda cell,
     /// built `FROM` it, with the matching torchvision and torchaudio.
-    pytorch: Option<Vec<Version>>,
+    pytorch: Option<FrameworkAxis>,
     /// TensorFlow releases (`"2.17.0"`): each adds a TensorFlow image on every
     /// Miniconda cell.
-    tensorflow: Option<Vec<Version>>,
+    tensorflow: Option<FrameworkAxis>,
+}
+
+/// A framework axis: its releases, or a mapping with them and the layer's extra pip
+/// packages.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+pub enum FrameworkAxis {
+    Releases(Vec<Version>),
+    WithExtras(FrameworkLayer),
+}
+
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct FrameworkLayer {
+    /// The releases, each one image per Miniconda cell.
+    versions: Vec<Version>,
+    /// More pip requirements installed in the same layer with the framework
+    /// (`tensorrt==8.6.1`), part of the image's identity; a PyTorch layer from the
+    /// variant indexes takes them from the package index too.
+    extra_pip: Option<Vec<String>>,
 }
 
 /// A quoted version: `"3.11"`, `"24.5.0-0"`.
@@ -72,6 +92,10 @@ pub struct Image {
     /// The TensorFlow images' tag template; `{tf}`, `{cuda_wheel}` and every
     /// placeholder of `tag` (default `tensorflow{tf}-python{python}-{base}`).
     tensorflow_tag: Option<String>,
+    /// The PyTorch images' own repository (default: `repository`), e.g. `pytorch`.
+    pytorch_repository: Option<String>,
+    /// The TensorFlow images' own repository (default: `repository`).
+    tensorflow_repository: Option<String>,
 }
 
 #[derive(JsonSchema)]

@@ -142,6 +142,12 @@ pub struct Settings {
     /// Tag templates of the PyTorch and TensorFlow images.
     pub pytorch_tag: String,
     pub tensorflow_tag: String,
+    /// Repositories of the PyTorch and TensorFlow images, where they have their own
+    /// (`image.pytorch_repository`); else they share `repository`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pytorch_repository: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tensorflow_repository: Option<String>,
     pub alias_templates: Vec<String>,
     pub sources: Sources,
     pub apt: Vec<String>,
@@ -417,6 +423,16 @@ pub fn read(raw: &RawConfig, dir: &Path, d: &mut Diags) -> Settings {
             .tensorflow_tag
             .as_ref()
             .map_or(DEFAULT_TENSORFLOW_TAG.to_string(), |t| t.value.clone()),
+        pytorch_repository: family_repository(
+            raw.image.pytorch_repository.as_ref(),
+            "image.pytorch_repository",
+            d,
+        ),
+        tensorflow_repository: family_repository(
+            raw.image.tensorflow_repository.as_ref(),
+            "image.tensorflow_repository",
+            d,
+        ),
         alias_templates: raw.image.aliases.iter().map(|a| a.value.clone()).collect(),
         sources: read_sources(raw, dir, d),
         apt,
@@ -458,6 +474,12 @@ fn read_cache(raw: &RawConfig, d: &mut Diags) -> Cache {
 }
 
 /// Report a failed check at the value's place; whether it passed.
+/// `image.pytorch_repository` / `image.tensorflow_repository`: a repository name.
+fn family_repository(r: Option<&Sp<String>>, key: &str, d: &mut Diags) -> Option<String> {
+    r.filter(|r| accept(r, key, reference::check_repository(&r.value), d))
+        .map(|r| r.value.clone())
+}
+
 fn accept(v: &Sp<String>, key: &str, r: Result<(), String>, d: &mut Diags) -> bool {
     match r {
         Ok(()) => true,

@@ -16,6 +16,7 @@
 use serde::Serialize;
 
 use crate::config::raw::RawConfig;
+use crate::config::requirement::Requirement;
 use crate::config::settings::{Settings, TorchIndex};
 use crate::coord::{Coordinate, Key};
 use crate::diag::{Diags, Sp};
@@ -61,8 +62,10 @@ pub struct Entry {
     pub kind: Kind,
     pub version: semver::Version,
     pub text: Sp<String>,
-    /// `pytorch[1]`.
+    /// `pytorch[1]`, `tensorflow.versions[0]`.
     pub key: String,
+    /// The axis's extra pip requirements (`extra_pip`), installed in the same layer.
+    pub extra_pip: Vec<Requirement>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
@@ -78,8 +81,16 @@ pub struct Framework {
     pub version: String,
     /// Every package it pins: torch, torchvision, torchaudio (or tensorflow).
     pub packages: Vec<Package>,
-    /// The requirement lines pip gets (`torch==2.5.1`, `tensorflow[and-cuda]==2.17.0`).
+    /// The requirement lines pip gets (`torch==2.5.1`, `tensorflow[and-cuda]==2.17.0`),
+    /// then the extra ones; a PyTorch layer from the variant indexes with extras also
+    /// gets `--extra-index-url PACKAGE-INDEX` (the pins keep the variant's build: pip
+    /// prefers `2.3.0+cu121` to the package index's `2.3.0`, a local version sorting
+    /// after the release).
     pub requirements: Vec<String>,
+    /// The axis's `extra_pip` requirements that apply to this cell's Python, as written
+    /// (without their marker).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_pip: Vec<String>,
     /// The wheel variant: `cu124`, `cpu`.
     pub wheel: String,
     /// The CUDA the framework reports (`torch.version.cuda`); None for a CPU build.
@@ -95,15 +106,22 @@ pub struct Framework {
     pub parent_tag: String,
 }
 
-/// The framework axes as written: releases in `X.Y.Z` form, each once.
+/// The framework axes as written: releases in `X.Y.Z` form, each once, with the axis's
+/// extra pip requirements.
 pub fn axis(raw: &RawConfig, d: &mut Diags) -> Vec<Entry> {
     let mut out: Vec<Entry> = Vec::new();
-    for (kind, list) in [
-        (Kind::Pytorch, &raw.pytorch),
-        (Kind::Tensorflow, &raw.tensorflow),
+    for (kind, list, extra) in [
+        (Kind::Pytorch, &raw.pytorch, &raw.pytorch_extra_pip),
+        (Kind::Tensorflow, &raw.tensorflow, &raw.tensorflow_extra_pip),
     ] {
+        let mapped = raw.framework_mappings.iter().any(|m| m == kind.name());
+        let extra_pip = extra_requirements(kind, extra, d);
         for (i, text) in list.iter().enumerate() {
-            let key = format!("{}[{i}]", kind.name());
+            let key = if mapped {
+                format!("{}.versions[{i}]", kind.name())
+            } else {
+                format!("{}[{i}]", kind.name())
+            };
             let version = match semver::Version::parse(&text.value) {
                 Ok(v) if v.pre.is_empty() && v.build.is_empty() => v,
                 _ => {
@@ -137,8 +155,60 @@ pub fn axis(raw: &RawConfig, d: &mut Diags) -> Vec<Entry> {
                 version,
                 text: text.clone(),
                 key,
+                extra_pip: extra_pip.clone(),
             });
         }
+    }
+    out
+}
+
+/// The packages a framework layer pins itself: an extra requirement must not name them.
+fn own_packages(kind: Kind) -> &'static [&'static str] {
+    match kind {
+        Kind::Pytorch => &["torch", "torchvision", "torchaudio"],
+        Kind::Tensorflow => &["tensorflow", "tensorflow-cpu", "tensorflow-cpu-aws"],
+    }
+}
+
+/// `KIND.extra_pip`: plain pip requirements, each package once, none of the
+/// framework's own (the plan pins those from the catalogue).
+fn extra_requirements(kind: Kind, extra: &[Sp<String>], d: &mut Diags) -> Vec<Requirement> {
+    let mut out: Vec<Requirement> = Vec::new();
+    for (i, text) in extra.iter().enumerate() {
+        let key = format!("{}.extra_pip[{i}]", kind.name());
+        let r = match Requirement::parse(&text.value) {
+            Ok(r) => r,
+            Err(e) => {
+                d.error(Some(text.at), &key, e);
+                continue;
+            }
+        };
+        if own_packages(kind).contains(&r.name.as_str()) {
+            d.error(
+                Some(text.at),
+                &key,
+                format!(
+                    "`{}` is the framework's own package: the plan pins {} from the framework catalogue (write the release under `{}.versions`)",
+                    text.value,
+                    own_packages(kind).join(", "),
+                    kind.name()
+                ),
+            );
+            continue;
+        }
+        if out.iter().any(|o| o.name == r.name) {
+            d.error(
+                Some(text.at),
+                &key,
+                format!(
+                    "`{}` is listed twice in `{}.extra_pip`",
+                    r.name,
+                    kind.name()
+                ),
+            );
+            continue;
+        }
+        out.push(r);
     }
     out
 }
@@ -181,11 +251,12 @@ fn need<'a>(parent: &'a Cell, source: Source) -> Need<'a> {
     }
 }
 
-/// What a child installs, or why nothing does.
-fn pick(parent: &Cell, e: &Entry, s: &Settings) -> Result<Framework, NoWheel> {
+/// What a child installs, with a caveat the plan must show (if any), or why nothing
+/// installs.
+fn pick(parent: &Cell, e: &Entry, s: &Settings) -> Result<(Framework, Option<String>), NoWheel> {
     let cat = Frameworks::get();
     let v = &e.version;
-    let (wheel, packages, requirements, index_urls, source) = match e.kind {
+    let (wheel, packages, mut requirements, index_urls, source, note) = match e.kind {
         Kind::Pytorch => {
             let (source, roots) = match &s.sources.pytorch_index {
                 TorchIndex::Variants(r) => (Source::VariantIndexes, Some(r)),
@@ -202,7 +273,11 @@ fn pick(parent: &Cell, e: &Entry, s: &Settings) -> Result<Framework, NoWheel> {
                 Some(r) => r.iter().map(|root| format!("{root}{}", l.wheel)).collect(),
                 None => vec![s.sources.package_index().to_string()],
             };
-            (l.wheel, packages, reqs, urls, source)
+            let note = (parent.base.cuda.is_none() && l.wheel != Wheel::Cpu).then(|| format!(
+                "the package index serves torch {v} only as its {} build: on the CPU base {} it runs on the CPU but brings the CUDA libraries (nvidia-* packages, several GB); PyTorch's cpu index (`sources.pytorch_index`) has a CPU-only build",
+                l.wheel, parent.base.reference
+            ));
+            (l.wheel, packages, reqs, urls, source, note)
         }
         Kind::Tensorflow => {
             let p = cat.pick_tf(v, &need(parent, Source::PackageIndex))?;
@@ -213,10 +288,25 @@ fn pick(parent: &Cell, e: &Entry, s: &Settings) -> Result<Framework, NoWheel> {
                 vec![format!("tensorflow{extra}=={v}")],
                 vec![s.sources.package_index().to_string()],
                 Source::PackageIndex,
+                p.note,
             )
         }
     };
-    Ok(Framework {
+    let python = parent.python.to_string();
+    let extra_pip: Vec<String> = e
+        .extra_pip
+        .iter()
+        .filter(|r| r.applies_to(&python))
+        .map(|r| r.spec.clone())
+        .collect();
+    if !extra_pip.is_empty() && source == Source::VariantIndexes {
+        requirements.insert(
+            0,
+            format!("--extra-index-url {}", s.sources.package_index()),
+        );
+    }
+    requirements.extend(extra_pip.iter().cloned());
+    let f = Framework {
         name: e.kind,
         version: v.to_string(),
         packages: packages
@@ -227,6 +317,7 @@ fn pick(parent: &Cell, e: &Entry, s: &Settings) -> Result<Framework, NoWheel> {
             })
             .collect(),
         requirements,
+        extra_pip,
         wheel: wheel.to_string(),
         cuda: wheel.cuda(),
         index_urls,
@@ -236,7 +327,8 @@ fn pick(parent: &Cell, e: &Entry, s: &Settings) -> Result<Framework, NoWheel> {
         },
         parent: parent.id.clone(),
         parent_tag: String::new(),
-    })
+    };
+    Ok((f, note))
 }
 
 /// Refusals of one release, grouped by reason: (entry, reason, nearest, cells).
@@ -259,12 +351,12 @@ pub fn grow(
     let mut out = Vec::with_capacity(cells.len() * (entries.len() + 1));
     let mut excluded = Vec::new();
     let mut refused: Refusals = Vec::new();
-    let mut cpu_from_pypi: Vec<(usize, String, String)> = Vec::new();
+    let mut notes: Vec<(usize, String)> = Vec::new();
     for parent in cells {
         let mut children = Vec::new();
         for (n, e) in entries.iter().enumerate() {
             let picked = pick(&parent, e, s);
-            let wheel = picked.as_ref().ok().and_then(|f| Wheel::parse(&f.wheel));
+            let wheel = picked.as_ref().ok().and_then(|f| Wheel::parse(&f.0.wheel));
             let coord = child_coordinate(&parent.coord, e, wheel);
             let id = child_id(&parent.id, e);
             if let Some((i, rule)) = raw
@@ -278,9 +370,11 @@ pub fn grow(
                 continue;
             }
             match picked {
-                Ok(f) => {
-                    if parent.base.cuda.is_none() && f.wheel != "cpu" {
-                        cpu_from_pypi.push((n, f.wheel.clone(), parent.base.reference.clone()));
+                Ok((f, note)) => {
+                    if let Some(note) =
+                        note.filter(|x| !notes.iter().any(|(m, y)| *m == n && y == x))
+                    {
+                        notes.push((n, note));
                     }
                     children.push(Cell {
                         id,
@@ -303,7 +397,7 @@ pub fn grow(
         out.push(parent);
         out.extend(children);
     }
-    report(entries, &refused, &cpu_from_pypi, d);
+    report(entries, &refused, &notes, d);
     for (n, rule) in hits.iter().zip(&raw.exclude) {
         if *n == 0 && rule.fields.iter().any(|(k, _)| k.is_framework()) {
             d.warn(Some(rule.at), &rule.key, "this exclusion matches no cell");
@@ -408,12 +502,7 @@ fn nearest(parent: &Cell, e: &Entry, s: &Settings) -> String {
 }
 
 /// One error per release and reason, naming the cells (a few) and how to get out.
-fn report(
-    entries: &[Entry],
-    refused: &Refusals,
-    cpu_from_pypi: &[(usize, String, String)],
-    d: &mut Diags,
-) {
+fn report(entries: &[Entry], refused: &Refusals, notes: &[(usize, String)], d: &mut Diags) {
     for (n, no, near, ids) in refused {
         let e = &entries[*n];
         let cells = match ids.len() {
@@ -442,21 +531,9 @@ fn report(
             ),
         );
     }
-    let mut warned: Vec<usize> = Vec::new();
-    for (n, wheel, base) in cpu_from_pypi {
-        if warned.contains(n) {
-            continue;
-        }
-        warned.push(*n);
+    for (n, note) in notes {
         let e = &entries[*n];
-        d.warn(
-            Some(e.text.at),
-            &e.key,
-            format!(
-                "the package index serves torch {} only as its {wheel} build: on the CPU base {base} it runs on the CPU but brings the CUDA libraries (nvidia-* packages, several GB); PyTorch's cpu index (`sources.pytorch_index`) has a CPU-only build",
-                e.version
-            ),
-        );
+        d.warn(Some(e.text.at), &e.key, note.as_str());
     }
 }
 
@@ -582,5 +659,66 @@ mod tests {
         assert_eq!((f.wheel.as_str(), f.source), ("cu121", "package-index"));
         assert_eq!(f.index_urls, ["https://pypi.tuna.tsinghua.edu.cn/simple"]);
         assert!(p.warnings[0].message.contains("only as its cu121 build"));
+    }
+
+    /// `extra_pip` joins the layer's requirements (markers decided per cell), changes
+    /// the image's identity, and a PyTorch layer from the variant indexes gets the
+    /// package index as an extra index for them.
+    #[test]
+    fn extra_pip_is_part_of_the_layer_and_of_its_identity() {
+        let yaml = |extra: &str| {
+            format!("version: 1\nbases: [nvidia/cuda:12.1.0-cudnn8-devel-ubuntu22.04]\npython: [\"3.10\", \"3.11\"]\ntensorflow: {{versions: [\"2.15.0\"], extra_pip: [{extra}]}}\npytorch: {{versions: [\"2.3.0\"], extra_pip: [\"einops>=0.8\"]}}\n")
+        };
+        let p = plan(&yaml("\"tensorrt==8.6.1; python_version < '3.11'\"")).unwrap();
+        let tf = |p: &Plan, py: &str| {
+            p.cells
+                .iter()
+                .find(|c| {
+                    c.id == format!("py{py}-cuda12.1.0-cudnn8-devel-ubuntu22.04-amd64-tf2.15.0")
+                })
+                .unwrap()
+                .framework
+                .clone()
+                .unwrap()
+        };
+        assert_eq!(
+            tf(&p, "3.10").requirements,
+            ["tensorflow[and-cuda]==2.15.0", "tensorrt==8.6.1"]
+        );
+        assert_eq!(
+            tf(&p, "3.11").requirements,
+            ["tensorflow[and-cuda]==2.15.0"]
+        );
+        assert!(tf(&p, "3.11").extra_pip.is_empty());
+        let torch = p.cells[1].framework.as_ref().unwrap();
+        assert_eq!(
+            torch.requirements,
+            [
+                "--extra-index-url https://pypi.org/simple",
+                "torch==2.3.0",
+                "torchvision==0.18.0",
+                "torchaudio==2.3.0",
+                "einops>=0.8"
+            ]
+        );
+        // the identity follows the extra packages
+        let id = |p: &Plan, py: &str| {
+            let r = crate::render::Renderer::new(&p.settings);
+            let c = p
+                .cells
+                .iter()
+                .find(|c| {
+                    c.id == format!("py{py}-cuda12.1.0-cudnn8-devel-ubuntu22.04-amd64-tf2.15.0")
+                })
+                .unwrap();
+            r.identity(c, &["sha256:base"])
+        };
+        let q = plan(&yaml("\"tensorrt==8.6.1.post1; python_version < '3.11'\"")).unwrap();
+        assert_ne!(id(&p, "3.10"), id(&q, "3.10"));
+        assert_eq!(
+            id(&p, "3.11"),
+            id(&q, "3.11"),
+            "the marker leaves 3.11 alone"
+        );
     }
 }

@@ -152,16 +152,40 @@ impl Need<'_> {
     }
 }
 
-/// The TensorFlow build a cell installs.
+/// The TensorFlow build a cell installs: always the package `tensorflow` from the
+/// package index.
+///
+/// - CUDA base, x86_64: the CUDA build with its CUDA libraries (the `and-cuda` extra,
+///   2.14+; 2.13 uses the base's own), `wheel` = the build's CUDA line (`cu125`).
+/// - CPU base, x86_64: the same wheel without the extra. PyPI has no other: the x86_64
+///   `tensorflow` wheel IS the CUDA build (`tf.sysconfig.get_build_info()` says
+///   `is_cuda_build: True`, CUDA 12.5.1 for 2.18+) and runs on the CPU where no GPU
+///   libraries are found; so `wheel` is still `cu125` (what the build reports, what
+///   `verify` checks) and the plan warns ([`TfPick::note`]). `tensorflow-cpu` is not
+///   used: it is a second distribution name (`pip show tensorflow` finds nothing), and
+///   the catalogue does not say for which releases it is published.
+/// - aarch64 (no CUDA base accepted): the CPU build (`cpu`; `tensorflow-cpu-aws` for
+///   2.13-2.15, which `tensorflow` requires there).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TfPick<'a> {
     pub line: &'a TfLine,
-    /// `cu125` with the `and-cuda` extra (or, for 2.13, the base's own CUDA libraries),
-    /// `cpu` otherwise.
+    /// The build's CUDA line (`cu125`), or `cpu` for a CPU build (aarch64).
     pub wheel: Wheel,
     /// The pip extra that brings the CUDA libraries (`and-cuda`, TensorFlow 2.14+).
     pub extra: Option<&'static str>,
+    /// A combination that works with a caveat the plan must show: a build for a newer
+    /// CUDA minor than the base's (NVIDIA's minor-version compatibility), or the CUDA
+    /// build on a CPU base.
+    pub note: Option<String>,
 }
+
+/// NVIDIA's statement of CUDA minor-version compatibility (read 2026-12-07; named in
+/// `data/tensorflow.tsv` as [MVC]): from CUDA
+/// 11 on, an application built with any toolkit of a major release family runs, with a
+/// limited feature set (no PTX JIT of newer PTX), on a driver of that family (>= 450
+/// for 11.x, >= 525 for 12.x, >= 580 for 13.x); a different major does not.
+pub const MINOR_VERSION_COMPATIBILITY: &str =
+    "https://docs.nvidia.com/deploy/cuda-compatibility/minor-version-compatibility.html";
 
 #[derive(Debug, Default)]
 pub struct Frameworks {
@@ -397,10 +421,10 @@ impl Frameworks {
         v
     }
 
-    /// The TensorFlow build a cell installs. TensorFlow is published on the package
-    /// index only: on a CUDA base the x86_64 wheel with its CUDA libraries (the
-    /// `and-cuda` extra), when the base's CUDA major matches and is not older than the
-    /// build's; on a CPU base the same wheel without them.
+    /// The TensorFlow build a cell installs (see [`TfPick`]). On a CUDA base the
+    /// build's CUDA major must be the base's; a newer minor than the base's works by
+    /// NVIDIA's minor-version compatibility ([`MINOR_VERSION_COMPATIBILITY`]) and comes
+    /// with a note, as does the CUDA build on a CPU base.
     pub fn pick_tf(&self, v: &semver::Version, need: &Need) -> Result<TfPick<'_>, NoWheel> {
         let Some(line) = self.tensorflow.iter().find(|l| l.tensorflow == *v) else {
             let known: Vec<String> = self.tf_releases().iter().map(ToString::to_string).collect();
@@ -429,12 +453,20 @@ impl Frameworks {
             ));
         }
         let (m, n) = line.cuda;
+        let build = Wheel::Cuda { major: m, minor: n };
+        let pick = |wheel, extra, note| TfPick {
+            line,
+            wheel,
+            extra,
+            note,
+        };
         let Some((bm, bn)) = need.cuda else {
-            return Ok(TfPick {
-                line,
-                wheel: Wheel::Cpu,
-                extra: None,
-            });
+            if need.arch != "x86_64" {
+                return Ok(pick(Wheel::Cpu, None, None));
+            }
+            return Ok(pick(build, None, Some(format!(
+                "the package index's x86_64 tensorflow {v} is its CUDA {m}.{n} build (no CPU-only build of that name exists); on a CPU base it runs on the CPU without the CUDA libraries, and `verify` expects it to report CUDA {m}.{n}"
+            ))));
         };
         if need.arch != "x86_64" {
             return Err(no(Key::Platform, format!(
@@ -442,17 +474,28 @@ impl Frameworks {
                 need.arch
             )));
         }
-        if m != bm || n > bn {
+        if m > bm {
             return Err(no(Key::Cuda, format!(
-                "tensorflow {v} is built for CUDA {m}.{n}, which does not fit the base's CUDA {bm}.{bn} (same major, not newer)"
+                "tensorflow {v} is built for CUDA {m}.{n}, which cannot run on the base's CUDA {bm}.{bn}: a newer CUDA major needs a newer driver than the base's, outside NVIDIA's minor-version compatibility ({MINOR_VERSION_COMPATIBILITY})"
+            )));
+        }
+        if m < bm {
+            return Err(no(Key::Cuda, format!(
+                "tensorflow {v} is built for CUDA {m}.{n}, an older CUDA major than the base's {bm}.{bn}: it would not use the base's CUDA (it needs CUDA {m} libraries the base does not have, or brings its own beside the base's), so the CUDA base gains nothing"
             )));
         }
         let extra = (*v >= semver::Version::new(2, 14, 0)).then_some("and-cuda");
-        Ok(TfPick {
-            line,
-            wheel: Wheel::Cuda { major: m, minor: n },
-            extra,
-        })
+        let note = (n > bn).then(|| {
+            let libs = if extra.is_some() {
+                format!("its `and-cuda` extra brings the CUDA {m}.{n} libraries, and ")
+            } else {
+                String::new()
+            };
+            format!(
+                "tensorflow {v} is built for CUDA {m}.{n}, newer than the base's CUDA {bm}.{bn}: {libs}by NVIDIA's CUDA minor-version compatibility it runs on any CUDA {bm}.x driver (>= the {bm}.0 one), with a limited feature set (no JIT of newer PTX); see {MINOR_VERSION_COMPATIBILITY}"
+            )
+        });
+        Ok(pick(build, extra, note))
     }
 
     /// The TensorFlow release nearest to `v` that installs for `need`.
@@ -669,42 +712,70 @@ mod tests {
         assert!(e.contains("only as its cu128 build"), "{e}");
     }
 
+    /// What a TensorFlow image is on each kind of base, and what is refused.
     #[test]
     fn tensorflow_takes_its_cuda_build_where_the_base_fits() {
         let f = Frameworks::get();
         let pypi = Source::PackageIndex;
-        let p = f
-            .pick_tf(&v("2.17.0"), &need("3.11", "x86_64", Some((12, 4)), pypi))
-            .unwrap();
-        assert_eq!(
-            (p.wheel.to_string(), p.extra),
-            ("cu123".into(), Some("and-cuda"))
+        let pick = |tf: &str, py: &str, arch: &'static str, cuda| {
+            f.pick_tf(&v(tf), &need(py, arch, cuda, pypi))
+                .map(|p| (p.wheel.to_string(), p.extra, p.note))
+        };
+        // CUDA base, same major, not older: the CUDA build with its libraries, no note
+        let (w, x, note) = pick("2.17.0", "3.11", "x86_64", Some((12, 4))).unwrap();
+        assert_eq!((w.as_str(), x, note), ("cu123", Some("and-cuda"), None));
+        // 2.13: no and-cuda extra, the base's own CUDA libraries
+        let (w, x, note) = pick("2.13.1", "3.8", "x86_64", Some((11, 8))).unwrap();
+        assert_eq!((w.as_str(), x, note), ("cu118", None, None));
+        // the seed's TensorFlow: 2.15.0 is built for CUDA 12.2, the base is 12.1: it
+        // works by minor-version compatibility, with a note naming the source
+        let (w, x, note) = pick("2.15.0", "3.10", "x86_64", Some((12, 1))).unwrap();
+        let note = note.expect("a note");
+        assert_eq!((w.as_str(), x), ("cu122", Some("and-cuda")));
+        assert!(
+            note.contains("built for CUDA 12.2, newer than the base's CUDA 12.1")
+                && note.contains("minor-version compatibility")
+                && note.contains(MINOR_VERSION_COMPATIBILITY),
+            "{note}"
         );
-        let p = f
-            .pick_tf(&v("2.13.1"), &need("3.8", "x86_64", Some((11, 8)), pypi))
-            .unwrap();
-        assert_eq!((p.wheel.to_string(), p.extra), ("cu118".into(), None));
-        assert_eq!(
-            f.pick_tf(&v("2.17.0"), &need("3.12", "aarch64", None, pypi))
-                .unwrap()
-                .wheel,
-            Wheel::Cpu
+        let (w, _, note) = pick("2.18.0", "3.11", "x86_64", Some((12, 4))).unwrap();
+        assert!(w == "cu125" && note.is_some_and(|n| n.contains("CUDA 12.5")));
+        // a different major cannot work: refused with the reason and the source
+        let e = f
+            .pick_tf(&v("2.13.1"), &need("3.10", "x86_64", Some((12, 4)), pypi))
+            .unwrap_err();
+        assert_eq!(e.on, Key::Cuda);
+        assert!(e.why.contains("older CUDA major"), "{}", e.why);
+        let e = f
+            .pick_tf(&v("2.21.0"), &need("3.11", "x86_64", Some((11, 8)), pypi))
+            .unwrap_err()
+            .why;
+        assert!(
+            e.contains("newer CUDA major") && e.contains(MINOR_VERSION_COMPATIBILITY),
+            "{e}"
         );
-        let cuda124 = need("3.11", "x86_64", Some((12, 4)), pypi);
-        let e = f.pick_tf(&v("2.18.0"), &cuda124).unwrap_err().why;
-        assert!(e.contains("built for CUDA 12.5"), "{e}");
+        assert!(pick("2.21.0", "3.11", "x86_64", Some((13, 0))).is_err());
+        let older = need("3.11", "x86_64", Some((11, 8)), pypi);
         assert_eq!(
-            f.nearest_tf(&v("2.18.0"), &cuda124)
+            f.nearest_tf(&v("2.18.0"), &older)
                 .unwrap()
                 .line
                 .tensorflow
                 .to_string(),
-            "2.17.1"
+            "2.14.1"
         );
-        // no release is built for CUDA 12.0 or 12.1: nothing is nearest
-        assert!(f
-            .nearest_tf(&v("2.18.0"), &need("3.11", "x86_64", Some((12, 1)), pypi))
-            .is_none());
+        // CPU base, x86_64: the package index's wheel IS the CUDA build; planned as
+        // what it reports (cu125), without the libraries, with a note
+        let (w, x, note) = pick("2.21.0", "3.11", "x86_64", None).unwrap();
+        assert_eq!((w.as_str(), x), ("cu125", None));
+        assert!(note.is_some_and(|n| n.contains("runs on the CPU")));
+        // aarch64: CPU builds; on a CUDA base refused
+        let (w, x, note) = pick("2.17.0", "3.12", "aarch64", None).unwrap();
+        assert_eq!((w.as_str(), x, note), ("cpu", None, None));
+        let e = f
+            .pick_tf(&v("2.17.0"), &need("3.12", "aarch64", Some((12, 4)), pypi))
+            .unwrap_err();
+        assert_eq!(e.on, Key::Platform);
         assert!(f
             .pick_tf(&v("2.21.0"), &need("3.9", "x86_64", None, pypi))
             .unwrap_err()

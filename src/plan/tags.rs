@@ -186,7 +186,8 @@ fn expand_cell(c: &Cell, s: &Settings, date: &str, slug: &str) -> Expanded {
             alias_errors: Vec::new(),
         };
     }
-    let mut tags = vec![format!("{}:{tag}", s.repository)];
+    let repository = repository_of(c, s);
+    let mut tags = vec![format!("{repository}:{tag}")];
     let mut alias_errors = Vec::new();
     for (i, a) in s.alias_templates.iter().enumerate() {
         let alias = expand(a, &|k| {
@@ -208,7 +209,7 @@ fn expand_cell(c: &Cell, s: &Settings, date: &str, slug: &str) -> Expanded {
                     c.id
                 ),
             )),
-            Ok(()) => tags.push(format!("{}:{alias}", s.repository)),
+            Ok(()) => tags.push(format!("{repository}:{alias}")),
             Err(e) => alias_errors.push((i, format!("cell {}: {e}", c.id))),
         }
     }
@@ -306,15 +307,16 @@ pub fn assign(cells: &mut [Cell], s: &Settings, raw: &RawConfig, date: &str, d: 
     }
 }
 
+/// The wheel variant follows from the platform (for one release, base and Python: the
+/// package index's x86_64 TensorFlow is its CUDA build, its aarch64 one a CPU build), so
+/// it is not a difference of its own.
 fn only_platform_differs(a: &Cell, b: &Cell) -> bool {
-    a.coord.platform != b.coord.platform
-        && crate::coord::Coordinate {
-            platform: String::new(),
-            ..a.coord.clone()
-        } == crate::coord::Coordinate {
-            platform: String::new(),
-            ..b.coord.clone()
-        }
+    let rest = |c: &Cell| crate::coord::Coordinate {
+        platform: String::new(),
+        cuda_wheel: None,
+        ..c.coord.clone()
+    };
+    a.coord.platform != b.coord.platform && rest(a) == rest(b)
 }
 
 /// Tag groups: cells with one primary tag (they differ only in platform). Each member
@@ -426,8 +428,19 @@ fn alias_index(c: &Cell, s: &Settings, date: &str, tag: &str) -> Option<usize> {
                 tag_value(c, k, date, &slug)
             }
         });
-        format!("{}:{alias}", s.repository) == tag
+        format!("{}:{alias}", repository_of(c, s)) == tag
     })
+}
+
+/// The repository of a cell's tags: a framework image's own (`image.pytorch_repository`)
+/// where it has one, else the matrix's.
+pub fn repository_of<'s>(c: &Cell, s: &'s Settings) -> &'s str {
+    let own = match c.framework.as_ref().map(|f| f.name) {
+        None => None,
+        Some(Kind::Pytorch) => s.pytorch_repository.as_deref(),
+        Some(Kind::Tensorflow) => s.tensorflow_repository.as_deref(),
+    };
+    own.unwrap_or(&s.repository)
 }
 
 fn collision(tag: &str, a: &Cell, b: &Cell, raw: &RawConfig, field: &str) -> (Option<Pos>, String) {
@@ -518,7 +531,7 @@ fn latest(
         .collect();
     match hits.as_slice() {
         [one] => {
-            let t = format!("{}:latest", s.repository);
+            let t = format!("{}:latest", repository_of(&cells[*one], s));
             if let Some(other) = latest_owner {
                 d.error(
                     Some(rule.at),
