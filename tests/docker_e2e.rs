@@ -304,7 +304,8 @@ include:
     .unwrap();
     assert!(
         log.contains("DOCKER_BUILDKIT=1 /usr/bin/docker build --progress=plain")
-            && log.contains("[internal] load build definition from Dockerfile")
+            // the context arrives as a tar on standard input
+            && log.contains("[internal] load remote build context")
             && log
                 .lines()
                 .any(|l| l.starts_with('#') && l.contains("] RUN bash /tmp/image-matrix/")),

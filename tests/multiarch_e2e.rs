@@ -471,6 +471,45 @@ fn shards_staged_by_two_runners_are_published_through_the_registry_alone() {
     assert!(err.contains("nothing changed"), "{err}");
     assert_eq!(skopeo_raw(&image, &authfile).1, digest);
 
+    // signed: each platform's image and the index, each image with its provenance and
+    // the SBOM listed from the real image (copied beside all.json by merge)
+    let keygen = Matrix::new(d)
+        .args(["signature", "keygen", "--output", "release"])
+        .env("IMAGE_MATRIX_SIGNING_PASSWORD", "signing-pass")
+        .output();
+    assert!(keygen.status.success(), "{keygen:?}");
+    let signed = Matrix::new(d)
+        .args(["publish", "all.json", "--sign-key", "release.key"])
+        .env("DOCKER_CONFIG", &config)
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .env("IMAGE_MATRIX_SIGNING_PASSWORD", "signing-pass")
+        .output();
+    let err = String::from_utf8_lossy(&signed.stderr).to_string();
+    assert!(signed.status.success(), "{err}");
+    assert!(err.contains("3 signatures made"), "{err}");
+    let (code, err) = no_docker(
+        &[
+            "signature",
+            "verify",
+            "--key",
+            "release.pub",
+            &format!("{repo}:{tag}"),
+        ],
+        &config,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(err.matches("1 valid signature").count(), 3, "{err}");
+    assert_eq!(
+        err.matches("https://cyclonedx.org/bom (").count(),
+        2,
+        "{err}"
+    );
+    assert_eq!(
+        skopeo_raw(&image, &authfile).1,
+        digest,
+        "signing moved no tag"
+    );
+
     // pulled for each platform on a wiped engine, the tag runs as that machine
     assert_eq!(machine_of(&image, "linux/amd64"), "x86_64");
     assert_eq!(machine_of(&image, "linux/arm64"), "aarch64");
