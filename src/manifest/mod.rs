@@ -400,6 +400,22 @@ impl Manifest {
     }
 
     /// Why this manifest does not cover its whole plan, if it does not.
+    /// Each tag group of the cells that are not excluded, with its members' record
+    /// indexes, in the order the cells come.
+    pub fn tag_groups(&self) -> Vec<(String, Vec<usize>)> {
+        let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
+        for (i, c) in self.cells.iter().enumerate() {
+            let Some(g) = c.group.as_ref().filter(|_| c.status != Status::Excluded) else {
+                continue;
+            };
+            match groups.iter_mut().find(|(n, _)| n == g) {
+                Some((_, m)) => m.push(i),
+                None => groups.push((g.clone(), vec![i])),
+            }
+        }
+        groups
+    }
+
     pub fn incomplete(&self) -> Option<String> {
         let (cells, shards) = self.missing();
         if cells.is_empty() && shards.is_empty() {

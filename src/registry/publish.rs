@@ -338,18 +338,10 @@ fn indexes(
     sources: &[Source],
     listen: Listen,
 ) -> (Vec<IndexRecord>, bool) {
-    let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
-    for (i, c) in man.cells.iter().enumerate() {
-        if let Some(g) = c.group.as_deref().filter(|_| c.status != Status::Excluded) {
-            match groups.iter_mut().find(|(n, _)| *n == g) {
-                Some((_, m)) => m.push(i),
-                None => groups.push((g, vec![i])),
-            }
-        }
-    }
     let mut out = Vec::new();
     let mut all_ok = true;
-    for (name, members) in groups {
+    for (name, members) in man.tag_groups() {
+        let name = name.as_str();
         let found: Vec<Option<&Source>> = members
             .iter()
             .map(|i| sources.iter().find(|s| s.cell == *i))

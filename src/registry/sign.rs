@@ -11,6 +11,48 @@ use crate::signing;
 
 use super::{Api, Fetched, Repo, OCI_MANIFEST};
 
+/// A cosign-style artifact: an OCI image whose layers are `layers` (bytes, media type,
+/// annotations), with a config that lists them; its blobs are uploaded, its manifest
+/// returned (not yet tagged).
+fn artifact(
+    api: &dyn Api,
+    repo: &Repo,
+    layers: &[(&[u8], &str, serde_json::Value)],
+) -> Result<Fetched, String> {
+    let mut descriptors = Vec::new();
+    let mut diff_ids = Vec::new();
+    for (bytes, media_type, annotations) in layers {
+        let d = api.put_blob(repo, bytes)?;
+        diff_ids.push(d.clone());
+        descriptors.push(serde_json::json!({
+            "mediaType": media_type,
+            "size": bytes.len(),
+            "digest": d,
+            "annotations": annotations,
+        }));
+    }
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "",
+        "os": "",
+        "config": {},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }))
+    .unwrap_or_default();
+    let config_digest = api.put_blob(repo, &config)?;
+    let body = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "size": config.len(), "digest": config_digest},
+        "layers": descriptors,
+    }))
+    .unwrap_or_default();
+    Ok(Fetched {
+        digest: super::sha256_digest(&body),
+        body,
+        media_type: OCI_MANIFEST.into(),
+    })
+}
+
 /// The signature image of `digest` in `repo`: its manifest, after uploading its blobs.
 fn signature_image(
     api: &dyn Api,
@@ -20,32 +62,15 @@ fn signature_image(
 ) -> Result<Fetched, String> {
     let payload = signing::payload(&repo.to_string(), digest);
     let signature = signing::sign(key, &payload);
-    let payload_digest = api.put_blob(repo, &payload)?;
-    let config = serde_json::to_vec(&serde_json::json!({
-        "architecture": "",
-        "os": "",
-        "config": {},
-        "rootfs": {"type": "layers", "diff_ids": [payload_digest]},
-    }))
-    .unwrap_or_default();
-    let config_digest = api.put_blob(repo, &config)?;
-    let body = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "size": config.len(), "digest": config_digest},
-        "layers": [{
-            "mediaType": signing::PAYLOAD_MEDIA_TYPE,
-            "size": payload.len(),
-            "digest": payload_digest,
-            "annotations": {signing::SIGNATURE_ANNOTATION: signature},
-        }],
-    }))
-    .unwrap_or_default();
-    Ok(Fetched {
-        digest: super::sha256_digest(&body),
-        body,
-        media_type: OCI_MANIFEST.into(),
-    })
+    artifact(
+        api,
+        repo,
+        &[(
+            &payload,
+            signing::PAYLOAD_MEDIA_TYPE,
+            serde_json::json!({ signing::SIGNATURE_ANNOTATION: signature }),
+        )],
+    )
 }
 
 /// Sign every subject; one record each, said as it happens.
@@ -147,42 +172,21 @@ pub fn store_attestations(
     envelopes: &[(&str, Vec<u8>)],
 ) -> SignatureRecord {
     let tag = format!("{repo}:{}", attestation_tag(digest));
-    let done = (|| {
-        let mut layers = Vec::new();
-        let mut diff_ids = Vec::new();
-        for (predicate_type, env) in envelopes {
-            let d = api.put_blob(repo, env)?;
-            diff_ids.push(d.clone());
-            layers.push(serde_json::json!({
-                "mediaType": crate::provenance::ENVELOPE_MEDIA_TYPE,
-                "size": env.len(),
-                "digest": d,
-                "annotations": {
+    let layers: Vec<(&[u8], &str, serde_json::Value)> = envelopes
+        .iter()
+        .map(|(predicate_type, env)| {
+            (
+                env.as_slice(),
+                crate::provenance::ENVELOPE_MEDIA_TYPE,
+                serde_json::json!({
                     signing::SIGNATURE_ANNOTATION: "",
                     "predicateType": predicate_type,
-                },
-            }));
-        }
-        let config = serde_json::to_vec(&serde_json::json!({
-            "architecture": "", "os": "", "config": {},
-            "rootfs": {"type": "layers", "diff_ids": diff_ids},
-        }))
-        .unwrap_or_default();
-        let config_digest = api.put_blob(repo, &config)?;
-        let body = serde_json::to_vec(&serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "size": config.len(), "digest": config_digest},
-            "layers": layers,
-        }))
-        .unwrap_or_default();
-        let image = Fetched {
-            digest: super::sha256_digest(&body),
-            body,
-            media_type: OCI_MANIFEST.into(),
-        };
-        super::move_tag(api, repo, &tag, &image)
-    })();
+                }),
+            )
+        })
+        .collect();
+    let done =
+        artifact(api, repo, &layers).and_then(|image| super::move_tag(api, repo, &tag, &image));
     SignatureRecord {
         subject: digest.to_string(),
         tag,

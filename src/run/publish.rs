@@ -233,18 +233,8 @@ fn publish_indexes(
     for (i, p) in new {
         this_run.entry(*i).or_default().push(p);
     }
-    let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
-    for (i, c) in man.cells.iter().enumerate() {
-        let Some(g) = c.group.as_ref().filter(|_| c.status != Status::Excluded) else {
-            continue;
-        };
-        match groups.iter_mut().find(|(n, _)| n == g) {
-            Some((_, m)) => m.push(i),
-            None => groups.push((g.clone(), vec![i])),
-        }
-    }
     let mut all_ok = true;
-    for (name, members) in groups {
+    for (name, members) in man.tag_groups() {
         let pushed = |i: usize| {
             let c = &man.cells[i];
             let now = this_run.get(&i).map_or(&[][..], Vec::as_slice);

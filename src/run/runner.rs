@@ -325,6 +325,17 @@ fn accept_cells(
     Ok(())
 }
 
+/// The publishing options of a run (`allow_partial` for staging: a shard stages what
+/// passed).
+fn publishing(o: &Options, allow_partial: bool) -> publish::Options {
+    publish::Options {
+        need_verified: o.verify,
+        allow_partial,
+        retries: o.retries.max(2),
+        backoff: Duration::from_secs(2),
+    }
+}
+
 /// `--stage`: the verified images pushed by digest to the staging repository.
 fn stage(
     o: &Options,
@@ -335,19 +346,20 @@ fn stage(
     let Some(repo) = o.stage.as_deref() else {
         return true;
     };
-    let opts = publish::Options {
-        need_verified: o.verify,
-        allow_partial: true,
-        retries: o.retries.max(2),
-        backoff: Duration::from_secs(2),
-    };
     let shared = std::sync::Mutex::new(&mut *reporter);
     let listen = |ev: &Phase| {
         if let Ok(mut r) = shared.lock() {
             r.phase(ev);
         }
     };
-    match publish::stage(engines, recorder.manifest(), repo, &opts, &listen) {
+    let staged = publish::stage(
+        engines,
+        recorder.manifest(),
+        repo,
+        &publishing(o, true),
+        &listen,
+    );
+    match staged {
         Ok((staged, all)) => {
             let _ = recorder.staged(staged);
             all
@@ -368,12 +380,7 @@ fn push(
     recorder: &mut Recorder,
     reporter: &mut dyn Listener,
 ) -> bool {
-    let opts = publish::Options {
-        need_verified: o.verify,
-        allow_partial: false,
-        retries: o.retries.max(2),
-        backoff: Duration::from_secs(2),
-    };
+    let opts = publishing(o, false);
     let shared = std::sync::Mutex::new(&mut *reporter);
     let listen = |ev: &Phase| {
         if let Ok(mut r) = shared.lock() {
