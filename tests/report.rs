@@ -693,3 +693,23 @@ fn the_binary_writes_the_page_and_the_summary() {
     assert_ne!(code, 0);
     assert!(err.contains("missing.json"), "{err}");
 }
+
+#[test]
+fn the_fetch_check_tells_a_link_to_a_file_beside_the_report_from_one_that_leaves_it() {
+    for leaves in [
+        "<a href=\"https://evil.example/x\">x</a>",
+        "<a href=\"//evil.example/x\">x</a>",
+        "<a href=\"/etc/passwd\">x</a>",
+        "<a href=\"javascript:alert(1)\">x</a>",
+        "<img src=\"sbom/x.json\">",
+        "<link href=\"sbom/x.json\">",
+    ] {
+        assert!(!dom::fetches(leaves).is_empty(), "{leaves} not flagged");
+    }
+    for stays in [
+        "<a href=\"sbom/py3.11-debian12-amd64.json\">x</a>",
+        "<a href=\"#cell\">x</a>",
+    ] {
+        assert!(dom::fetches(stays).is_empty(), "{stays} flagged");
+    }
+}

@@ -148,9 +148,12 @@ pub fn keyboard_problems(html: &str) -> Vec<String> {
     problems
 }
 
-/// References that would make a browser fetch something: any `src`, `srcset`,
-/// `action`, `poster`, `data` or `xlink:href`, an `href` that is not a fragment, a
-/// `<link>`, `<script>` or `<iframe>`, and CSS `@import` or `url(`.
+/// References that would make a browser fetch something, or leave the page for
+/// somewhere else: any `src`, `srcset`, `action`, `poster`, `data` or `xlink:href`, an
+/// `href` that is not a fragment (on `<a>`, only one with a scheme or a host: a link
+/// to a file beside the report, such as a cell's SBOM, is fetched only when clicked and
+/// goes nowhere else), a `<link>`, `<script>` or `<iframe>`, and CSS `@import` or
+/// `url(`.
 pub fn fetches(html: &str) -> Vec<String> {
     let mut found = Vec::new();
     for t in tags(html) {
@@ -161,6 +164,9 @@ pub fn fetches(html: &str) -> Vec<String> {
             let external = match k.as_str() {
                 "src" | "srcset" | "action" | "poster" | "data" | "xlink:href" | "formaction" => {
                     true
+                }
+                "href" if t.name == "a" => {
+                    v.starts_with("//") || v.contains(':') || v.starts_with('/')
                 }
                 "href" => !v.starts_with('#'),
                 _ => false,
