@@ -44,6 +44,9 @@ pub enum Key {
     Tf,
     /// The framework's wheel variant (`cu124`, `cpu`).
     CudaWheel,
+    /// The user-defined family (`families:`) whose layer made the image; `none` for a
+    /// Miniconda or framework image.
+    Family,
     /// The cell's id (not a coordinate of the image, but selectable).
     Id,
     /// Any of the cell's tags, with or without the repository.
@@ -66,6 +69,7 @@ impl Key {
         Key::Torch,
         Key::Tf,
         Key::CudaWheel,
+        Key::Family,
         Key::Tag,
         Key::Id,
     ];
@@ -85,6 +89,7 @@ impl Key {
         Key::Torch,
         Key::Tf,
         Key::CudaWheel,
+        Key::Family,
     ];
     /// What an `include` names: the coordinates that define a cell.
     pub const INCLUDE: &'static [Key] = &[
@@ -128,6 +133,7 @@ impl Key {
             Key::Torch => "torch",
             Key::Tf => "tf",
             Key::CudaWheel => "cuda_wheel",
+            Key::Family => "family",
             Key::Id => "id",
             Key::Tag => "tag",
         }
@@ -141,9 +147,12 @@ impl Key {
         keys.iter().map(|k| k.name()).collect()
     }
 
-    /// A coordinate only framework images have a value for.
+    /// A coordinate only framework and family images have a value for.
     pub fn is_framework(self) -> bool {
-        matches!(self, Key::Framework | Key::Torch | Key::Tf | Key::CudaWheel)
+        matches!(
+            self,
+            Key::Framework | Key::Torch | Key::Tf | Key::CudaWheel | Key::Family
+        )
     }
 
     /// Versions match by leading components too: `cuda: "12"` selects every 12.x.
@@ -185,6 +194,14 @@ pub struct Coordinate {
     /// The framework's wheel variant (`cu124`, `cpu`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cuda_wheel: Option<String>,
+    /// The user-defined family whose layer made the image (`yolo`); None for a
+    /// Miniconda or framework image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family: Option<String>,
+    /// Every user-defined family on the image's way from its Miniconda cell, with its
+    /// release (empty for a family without `versions`): `{yolo: "8.3.0"}`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub families: std::collections::BTreeMap<String, String>,
 }
 
 impl Coordinate {
@@ -227,6 +244,7 @@ impl Coordinate {
             Key::Torch => self.torch.as_deref().map_or_else(none, Cow::Borrowed),
             Key::Tf => self.tf.as_deref().map_or_else(none, Cow::Borrowed),
             Key::CudaWheel => self.cuda_wheel.as_deref().map_or_else(none, Cow::Borrowed),
+            Key::Family => self.family.as_deref().map_or_else(none, Cow::Borrowed),
             Key::Id | Key::Tag => return None,
         })
     }
@@ -369,6 +387,7 @@ mod tests {
                 torch: Some("2.5.1".into()),
                 tf: None,
                 cuda_wheel: Some("cu121".into()),
+                ..Coordinate::default()
             },
             "py3.10-cuda12.1.1-cudnn8-devel-ubuntu22.04-arm64".into(),
             vec!["miniconda:conda3-python3.10-cuda12.1.1-cudnn8-devel-ubuntu22.04".into()],
@@ -393,6 +412,7 @@ mod tests {
             (Key::Torch, "2.5", "2.4.1"),
             (Key::Tf, "none", "2.17.0"),
             (Key::CudaWheel, "cu12?", "cpu"),
+            (Key::Family, "none", "yolo"),
             (Key::Id, "py3.10-*-arm64", "py3.11-*"),
             (Key::Tag, "conda3-python3.10-*", "latest"),
         ];

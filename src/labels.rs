@@ -44,6 +44,12 @@ pub const FRAMEWORK_WHEEL: &str = "io.image-matrix.framework.wheel";
 pub const PARENT: &str = "io.image-matrix.parent";
 /// Prefix of `io.image-matrix.framework.PACKAGE`: a framework image's pinned versions.
 pub const FRAMEWORK_VERSION_PREFIX: &str = "io.image-matrix.framework.";
+/// Prefix of `io.image-matrix.family.NAME` (its release) and
+/// `io.image-matrix.family.NAME.checks` (its services and checks, JSON): every
+/// user-defined family on an image's way from its Miniconda cell.
+pub const FAMILY_PREFIX: &str = "io.image-matrix.family.";
+/// Suffix of a family's checks label.
+pub const FAMILY_CHECKS_SUFFIX: &str = ".checks";
 
 /// OCI annotations: the image's title (its repository and tag), when it was made, where
 /// its recipe lives and which revision.

@@ -25,6 +25,7 @@ use crate::plan::fast::FastMap;
 use crate::plan::{stack, Cell, Variant};
 
 pub mod archive;
+mod custom;
 pub mod examples;
 mod framework;
 pub mod identity;
@@ -374,6 +375,12 @@ impl<'s> Renderer<'s> {
         let extra_ca = self.extra_ca.as_ref().filter(|_| transport);
         if let Some(f) = &c.framework {
             for (path, text, x) in framework::files(c, f, extra_ca, rendering) {
+                files.add(path, text, x);
+            }
+            return finish(files, c, Vec::new(), transport);
+        }
+        if let Some(l) = &c.custom {
+            for (path, text, x) in custom::files(c, l, extra_ca) {
                 files.add(path, text, x);
             }
             return finish(files, c, Vec::new(), transport);

@@ -143,6 +143,9 @@ mod tests {
             ("Cache", keys::CACHE),
             ("Limits", keys::LIMITS),
             ("FrameworkLayer", keys::FRAMEWORK),
+            ("Family", crate::config::raw::FAMILY_KEYS),
+            ("FamilyService", crate::config::raw::SERVICE_KEYS),
+            ("FamilyCheck", crate::config::raw::CHECK_KEYS),
         ] {
             assert_eq!(props(&s, Some(def)), sorted(want), "{def}");
         }

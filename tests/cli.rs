@@ -1042,3 +1042,64 @@ fn a_staging_repository_must_be_private_and_on_the_matrix_registry() {
         );
     }
 }
+
+/// examples/families.yaml: a tree three deep (Miniconda → vision → serve) on each
+/// base, every image tagged in its family's repository, its plan JSON (checked against
+/// the shipped schema) naming each layer's parent, services and checks; a bake file
+/// builds each layer `FROM` its parent's target.
+#[test]
+fn the_families_example_plans_a_tree_of_families() {
+    let r = root();
+    let table = stdout_of(
+        &["-f", "examples/families.yaml", "plan", "--date", "20260101"],
+        &r,
+    );
+    insta::assert_snapshot!("plan_families", table);
+    let text = stdout_of(
+        &[
+            "-f",
+            "examples/families.yaml",
+            "plan",
+            "--date",
+            "20260101",
+            "--format",
+            "json",
+        ],
+        &r,
+    );
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let cells = doc["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), 6);
+    let serve = cells
+        .iter()
+        .find(|c| c["id"] == "py3.11-ubuntu22.04-amd64-vision11.0.0-serve0.1.0")
+        .unwrap();
+    let f = &serve["family"];
+    assert_eq!(f["family"], "serve");
+    assert_eq!(f["parent"], "py3.11-ubuntu22.04-amd64-vision11.0.0");
+    assert_eq!(
+        f["parent_tag"],
+        "vision:pillow11.0.0-python3.11-ubuntu22.04"
+    );
+    assert_eq!(f["services"][0]["port_env"], "SERVE_PORT");
+    assert_eq!(f["checks"][0]["expect"], "\"version\":\"0.1.0\"");
+    assert_eq!(f["script"]["file"], "families/serve-setup.sh");
+    let bake = stdout_of(
+        &[
+            "-f",
+            "examples/families.yaml",
+            "plan",
+            "--date",
+            "20260101",
+            "--format",
+            "bake",
+        ],
+        &r,
+    );
+    let bake: serde_json::Value = serde_json::from_str(&bake).unwrap();
+    let t = &bake["target"]["py3_11-ubuntu22_04-amd64-vision11_0_0-serve0_1_0"];
+    assert_eq!(
+        t["contexts"]["parent"], "target:py3_11-ubuntu22_04-amd64-vision11_0_0",
+        "{t}"
+    );
+}

@@ -207,7 +207,7 @@ fn write_bake(
 }
 
 /// Each cell's identity as `build` works it out, on every core, parents before their
-/// framework images (whose identity covers the parent's); none where a base is not
+/// framework and family images (whose identity covers the parent's); none where a base is not
 /// held by any engine.
 fn identities(
     plan: &crate::plan::Plan,
@@ -227,27 +227,37 @@ fn identities(
     };
     let mut out: Vec<Option<String>> = cells
         .par_iter()
-        .map(|c| c.framework.is_none().then(|| identity(c, None)).flatten())
+        .map(|c| (!c.is_layer()).then(|| identity(c, None)).flatten())
         .collect();
-    if cells.iter().any(|c| c.framework.is_some()) {
-        let parents: HashMap<&str, usize> = cells
+    if cells.iter().any(|c| c.is_layer()) {
+        // a layer's depth is its parent's plus one (the plan puts parents first);
+        // each depth is worked out on every core once the one above it is done
+        let index: HashMap<&str, usize> = cells
             .iter()
             .enumerate()
-            .filter(|(_, c)| c.framework.is_none())
             .map(|(i, c)| (c.id.as_str(), i))
             .collect();
-        let children: Vec<(usize, Option<String>)> = cells
-            .par_iter()
-            .enumerate()
-            .filter(|(_, c)| c.framework.is_some())
-            .map(|(i, c)| {
-                let parent = c.parent().and_then(|p| parents.get(p));
-                let parent = parent.and_then(|&p| out[p].as_deref());
-                (i, identity(c, parent))
-            })
-            .collect();
-        for (i, hash) in children {
-            out[i] = hash;
+        let mut depth = vec![0usize; cells.len()];
+        for (i, c) in cells.iter().enumerate() {
+            if let Some(&p) = c.parent().and_then(|p| index.get(p)) {
+                depth[i] = depth[p] + 1;
+            }
+        }
+        let deepest = depth.iter().copied().max().unwrap_or(0);
+        for level in 1..=deepest {
+            let children: Vec<(usize, Option<String>)> = cells
+                .par_iter()
+                .enumerate()
+                .filter(|(i, _)| depth[*i] == level)
+                .map(|(i, c)| {
+                    let parent = c.parent().and_then(|p| index.get(p));
+                    let parent = parent.and_then(|&p| out[p].as_deref());
+                    (i, identity(c, parent))
+                })
+                .collect();
+            for (i, hash) in children {
+                out[i] = hash;
+            }
         }
     }
     out

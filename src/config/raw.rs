@@ -6,9 +6,16 @@
 //! checks shapes only; meaning (is this a real installer? a valid tag?) is the
 //! planner's job.
 
+mod families;
+
 use crate::config::yaml::Node;
 use crate::coord::Key;
+
 use crate::diag::{did_you_mean, Diags, Pos, Sp};
+pub use families::{
+    RawCheck, RawFamily, RawService, CHECK as CHECK_KEYS, FAMILY as FAMILY_KEYS,
+    SERVICE as SERVICE_KEYS,
+};
 
 #[derive(Debug, Default)]
 pub struct RawConfig {
@@ -39,6 +46,8 @@ pub struct RawConfig {
     pub tensorflow_extra_pip: Vec<Sp<String>>,
     /// The framework axes written as a mapping (their releases are `KEY.versions[i]`).
     pub framework_mappings: Vec<String>,
+    /// User-defined image families (`families:`), in the order written.
+    pub families: Vec<RawFamily>,
     /// Top-level keys present in the file, even when their value was unreadable.
     pub present: Vec<String>,
 }
@@ -191,6 +200,7 @@ pub mod keys {
         "limits",
         "pytorch",
         "tensorflow",
+        "families",
     ];
     pub const IMAGE: &[&str] = &[
         "repository",
@@ -302,6 +312,7 @@ pub fn walk(root: &Node, d: &mut Diags) -> RawConfig {
             "tensorflow" => {
                 (cfg.tensorflow, cfg.tensorflow_extra_pip) = w.framework(v, "tensorflow");
             }
+            "families" => cfg.families = w.list(v, "families", |w, n, key| w.family(n, key)),
             "limits" => {
                 if let Some(m) = w.mapping(v, "limits", keys::LIMITS) {
                     cfg.max_cells = m

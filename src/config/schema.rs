@@ -49,6 +49,70 @@ pub struct Matrix {
     /// TensorFlow releases (`"2.17.0"`): each adds a TensorFlow image on every
     /// Miniconda cell.
     tensorflow: Option<FrameworkAxis>,
+    /// Image families of your own: each a layer on a parent (the Miniconda images, a
+    /// framework's, or another family's), multiplied over its own releases.
+    families: Option<Vec<Family>>,
+}
+
+/// A user-defined image family.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct Family {
+    /// A lowercase word (`yolo`): the `family` coordinate, the id suffix and the
+    /// placeholder its descendants' tags may use for its release.
+    #[schemars(regex(pattern = r"^[a-z][a-z0-9_]{0,31}$"))]
+    name: String,
+    /// What it builds on: `miniconda` (default), `pytorch`, `tensorflow` or another
+    /// family's name.
+    parent: Option<String>,
+    /// Its images' repository (default: its name).
+    repository: Option<String>,
+    /// Its tag template: every placeholder of `image.tag`, `{version}`, the parent
+    /// framework's (`{torch}`, `{cuda_wheel}`) and each ancestor family's name.
+    tag: Option<String>,
+    /// Its releases, each one image per parent image (`{version}` in its fields).
+    versions: Option<Vec<String>>,
+    /// pip requirements of its layer.
+    pip: Option<Vec<String>>,
+    /// Indexes pip installs from, tried in order (default `sources.pip_index`).
+    index_urls: Option<Vec<String>>,
+    /// conda packages of its layer.
+    conda: Option<Vec<String>>,
+    /// Channels for them (default `sources.conda_channels`).
+    conda_channels: Option<Vec<String>>,
+    /// apt packages of its layer.
+    apt: Option<Vec<String>>,
+    /// Environment of its images (no secrets: anyone who pulls an image reads it).
+    env: Option<std::collections::BTreeMap<String, String>>,
+    /// A bash script beside the matrix, run as root in the layer.
+    script: Option<String>,
+    /// Services run under the image's supervisor.
+    services: Option<Vec<FamilyService>>,
+    /// What `verify` checks on its images.
+    checks: Option<Vec<FamilyCheck>>,
+}
+
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct FamilyService {
+    name: String,
+    /// Run by bash; its port is in `$PORT_ENV`.
+    command: String,
+    #[schemars(range(min = 1, max = 65535))]
+    port: u16,
+    /// The variable that moves the port (default `NAME_PORT`).
+    port_env: Option<String>,
+}
+
+/// `run: COMMAND` (its output must contain `expect`), or `service: NAME` (a GET of
+/// `path` answers 200 with `expect` in its body, or the port accepts connections).
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct FamilyCheck {
+    run: Option<String>,
+    service: Option<String>,
+    path: Option<String>,
+    expect: Option<String>,
 }
 
 /// A framework axis: its releases, or a mapping with them and the layer's extra pip
@@ -188,6 +252,8 @@ pub struct Rule {
     tf: Option<String>,
     /// A framework wheel variant: `cu124`, `cpu`.
     cuda_wheel: Option<String>,
+    /// A user-defined family (`none` for Miniconda and framework images).
+    family: Option<String>,
     /// Why (in `exclude`: shown by plan and recorded in the manifest).
     reason: Option<String>,
 }

@@ -116,15 +116,12 @@ pub type Digests = crate::plan::fast::FastMap<(String, String), String>;
 pub fn diff(plan: &Plan, cells: &[&Cell], prev: &Manifest, digests: &Digests) -> Vec<Change> {
     let by_id: std::collections::HashMap<&str, &CellRecord> =
         prev.cells.iter().map(|r| (r.id.as_str(), r)).collect();
-    // parents first: a framework image's identity covers its parent's input hash
+    // parents first: a framework or family image's identity covers its parent's input hash
     let mut hashes: std::collections::HashMap<&str, Identity> = std::collections::HashMap::new();
     let mut out = Vec::new();
     let renderer = render::Renderer::new(&plan.settings);
-    let order = cells
-        .iter()
-        .filter(|c| c.framework.is_none())
-        .chain(cells.iter().filter(|c| c.framework.is_some()));
-    for c in order {
+    // the plan's tree order puts every parent before its children
+    for c in cells {
         let Some(p) = by_id.get(c.id.as_str()) else {
             out.push(Change {
                 id: c.id.clone(),

@@ -277,6 +277,7 @@ fn build_cells(
                 tags: Vec::new(),
                 group: None,
                 framework: None,
+                custom: None,
             }
         })
         .collect();

@@ -380,6 +380,7 @@ pub fn grow(
                         id,
                         coord,
                         framework: Some(Box::new(f)),
+                        custom: None,
                         group: None,
                         tags: Vec::new(),
                         ..parent.clone()
@@ -399,7 +400,9 @@ pub fn grow(
     }
     report(entries, &refused, &notes, d);
     for (n, rule) in hits.iter().zip(&raw.exclude) {
-        if *n == 0 && rule.fields.iter().any(|(k, _)| k.is_framework()) {
+        let framework_rule = rule.fields.iter().any(|(k, _)| k.is_framework())
+            && rule.fields.iter().all(|(k, _)| *k != Key::Family);
+        if *n == 0 && framework_rule {
             d.warn(Some(rule.at), &rule.key, "this exclusion matches no cell");
         }
     }

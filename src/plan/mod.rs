@@ -11,6 +11,7 @@
 pub mod axes;
 pub mod base;
 pub mod catalogue;
+pub mod custom;
 pub mod data;
 pub mod expand;
 pub mod family;
@@ -77,6 +78,8 @@ pub struct Cell {
     pub group: Option<TagGroup>,
     /// A framework image: what it installs, and the Miniconda cell it builds on.
     pub framework: Option<Box<family::Framework>>,
+    /// An image of a user-defined family: what its layer adds, and the cell it builds on.
+    pub custom: Option<Box<custom::Layer>>,
 }
 
 impl Cell {
@@ -103,9 +106,19 @@ impl Cell {
             .map_or_else(|| self.primary_tag(), |g| g.platform_tag.as_str())
     }
 
-    /// The id of the cell whose image it builds on (a framework image's parent).
+    /// The id of the cell whose image it builds on (a framework or family image's
+    /// parent).
     pub fn parent(&self) -> Option<&str> {
-        self.framework.as_ref().map(|f| f.parent.as_str())
+        match (&self.framework, &self.custom) {
+            (Some(f), _) => Some(f.parent.as_str()),
+            (None, Some(l)) => Some(l.parent.as_str()),
+            (None, None) => None,
+        }
+    }
+
+    /// Whether it is a layer on another cell's image (not built from a base).
+    pub fn is_layer(&self) -> bool {
+        self.framework.is_some() || self.custom.is_some()
     }
 
     /// Every tag it carries on its engine.
@@ -282,6 +295,7 @@ fn plan_text_with(
     };
     tags::check_templates(&raw, &settings, &mut d);
     let entries = family::axis(&raw, &mut d);
+    let families = custom::defs(&raw, &settings, dir, &mut d);
     check_rules(&raw.exclude, &mut d);
     let max = raw
         .max_cells
@@ -316,9 +330,13 @@ fn plan_text_with(
     if d.has_errors() {
         return Err(Error::InvalidMatrix(d.sorted()));
     }
-    let (mut cells, children_excluded) = family::grow(cells, &entries, &raw, &settings, &mut d);
+    let (cells, children_excluded) = family::grow(cells, &entries, &raw, &settings, &mut d);
     let orphans = family::children_of_excluded(&excluded, &entries);
     excluded.extend(children_excluded);
+    excluded.extend(orphans);
+    let (mut cells, family_excluded) = custom::grow(cells, &families, &raw, &mut d);
+    excluded.extend(family_excluded);
+    let orphans = custom::children_of_excluded(&excluded, &families);
     excluded.extend(orphans);
     if d.has_errors() {
         return Err(Error::InvalidMatrix(d.sorted()));
@@ -326,6 +344,7 @@ fn plan_text_with(
     stack::check(&cells, &settings.pip, &raw, &mut d);
     tags::assign(&mut cells, &settings, &raw, &opts.date, &mut d);
     family::link(&mut cells);
+    custom::link(&mut cells);
     if d.has_errors() {
         return Err(Error::InvalidMatrix(d.sorted()));
     }

@@ -35,6 +35,10 @@ pub struct CellDoc<'a> {
     /// cell it is built on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub framework: Option<&'a crate::plan::family::Framework>,
+    /// An image of a user-defined family: what its layer adds, and the cell it is
+    /// built on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub family: Option<&'a crate::plan::custom::Layer>,
 }
 
 #[derive(Serialize, schemars::JsonSchema)]
@@ -94,6 +98,7 @@ pub fn cell_doc(c: &Cell) -> CellDoc<'_> {
                 .collect(),
         }),
         framework: c.framework.as_deref(),
+        family: c.custom.as_deref(),
     }
 }
 
@@ -128,8 +133,8 @@ pub struct BuildOptions<'a> {
     pub inline_cache: bool,
 }
 
-/// The bake target a framework image's parent is built by, from the Miniconda cells
-/// by id (`parents`: empty when the plan has no framework images).
+/// The bake target a framework or family image's parent is built by, from the cells
+/// by id (`parents`: empty when the plan has no such images).
 fn parent_target(c: &Cell, parents: &FastMap<&str, &Cell>) -> Option<String> {
     let parent = parents.get(c.parent()?)?;
     Some(bake_name(
@@ -351,12 +356,8 @@ pub fn write_bake<'b, W: std::io::Write>(
     use rayon::prelude::*;
     let contexts = Contexts::new(contexts);
     let targets = bake_targets(cells);
-    let parents: FastMap<&str, &Cell> = if cells.iter().any(|c| c.framework.is_some()) {
-        cells
-            .iter()
-            .filter(|c| c.framework.is_none())
-            .map(|c| (c.id.as_str(), *c))
-            .collect()
+    let parents: FastMap<&str, &Cell> = if cells.iter().any(|c| c.is_layer()) {
+        cells.iter().map(|c| (c.id.as_str(), *c)).collect()
     } else {
         FastMap::default()
     };

@@ -73,7 +73,7 @@ pub fn check_templates(raw: &RawConfig, s: &Settings, d: &mut Diags) {
     }
 }
 
-fn check_template(
+pub fn check_template(
     at: Option<&Sp<String>>,
     template: &str,
     key: &str,
@@ -160,7 +160,20 @@ fn tag_value<'a>(c: &'a Cell, key: &str, date: &'a str, slug: &'a str) -> Cow<'a
         "date" => Cow::Borrowed(date),
         "base_name" => Cow::Owned(base_name(&c.base.reference)),
         "base" => Cow::Borrowed(slug),
-        other => Key::parse(other).map_or(Cow::Borrowed(""), |k| c.coord.template_text(k)),
+        "version" => c
+            .custom
+            .as_ref()
+            .and_then(|l| l.version.as_deref())
+            .map_or(Cow::Borrowed(""), Cow::Borrowed),
+        other => match Key::parse(other) {
+            Some(k) => c.coord.template_text(k),
+            // an ancestor family's release
+            None => c
+                .coord
+                .families
+                .get(other)
+                .map_or(Cow::Borrowed(""), |v| Cow::Borrowed(v.as_str())),
+        },
     }
 }
 
@@ -174,11 +187,7 @@ struct Expanded {
 }
 
 fn expand_cell(c: &Cell, s: &Settings, date: &str, slug: &str) -> Expanded {
-    let template = match c.framework.as_ref().map(|f| f.name) {
-        None => &s.tag_template,
-        Some(Kind::Pytorch) => &s.pytorch_tag,
-        Some(Kind::Tensorflow) => &s.tensorflow_tag,
-    };
+    let template = template_of(c, s);
     let tag = expand(template, &|k| tag_value(c, k, date, slug));
     if let Err(e) = reference::check_tag(&tag) {
         return Expanded {
@@ -240,10 +249,11 @@ pub fn assign(cells: &mut [Cell], s: &Settings, raw: &RawConfig, date: &str, d: 
     let mut reported = 0;
     for (i, e) in expanded.iter().enumerate() {
         let c = &cells[i];
-        let tag_at = match c.framework.as_ref().map(|f| f.name) {
-            None => tag_at,
-            Some(Kind::Pytorch) => raw.image.pytorch_tag.as_ref().map(|t| t.at),
-            Some(Kind::Tensorflow) => raw.image.tensorflow_tag.as_ref().map(|t| t.at),
+        let tag_at = match (c.framework.as_ref().map(|f| f.name), &c.custom) {
+            (_, Some(l)) => l.tag_at().or(tag_at),
+            (None, None) => tag_at,
+            (Some(Kind::Pytorch), None) => raw.image.pytorch_tag.as_ref().map(|t| t.at),
+            (Some(Kind::Tensorflow), None) => raw.image.tensorflow_tag.as_ref().map(|t| t.at),
         };
         let tags = match &e.tags {
             Ok(tags) => tags,
@@ -414,11 +424,7 @@ fn group(cells: &mut [Cell], d: &mut Diags, tag_at: Option<Pos>) {
 /// only for them).
 fn alias_index(c: &Cell, s: &Settings, date: &str, tag: &str) -> Option<usize> {
     let slug = c.coord.base_slug();
-    let template = match c.framework.as_ref().map(|f| f.name) {
-        None => &s.tag_template,
-        Some(Kind::Pytorch) => &s.pytorch_tag,
-        Some(Kind::Tensorflow) => &s.tensorflow_tag,
-    };
+    let template = template_of(c, s);
     let primary = expand(template, &|k| tag_value(c, k, date, &slug));
     s.alias_templates.iter().position(|a| {
         let alias = expand(a, &|k| {
@@ -434,13 +440,28 @@ fn alias_index(c: &Cell, s: &Settings, date: &str, tag: &str) -> Option<usize> {
 
 /// The repository of a cell's tags: a framework image's own (`image.pytorch_repository`)
 /// where it has one, else the matrix's.
-pub fn repository_of<'s>(c: &Cell, s: &'s Settings) -> &'s str {
+pub fn repository_of<'a>(c: &'a Cell, s: &'a Settings) -> &'a str {
+    if let Some(l) = &c.custom {
+        return l.repository();
+    }
     let own = match c.framework.as_ref().map(|f| f.name) {
         None => None,
         Some(Kind::Pytorch) => s.pytorch_repository.as_deref(),
         Some(Kind::Tensorflow) => s.tensorflow_repository.as_deref(),
     };
     own.unwrap_or(&s.repository)
+}
+
+/// The tag template of a cell: its family's, its framework's, or the matrix's.
+fn template_of<'a>(c: &'a Cell, s: &'a Settings) -> &'a str {
+    if let Some(l) = &c.custom {
+        return l.tag_template();
+    }
+    match c.framework.as_ref().map(|f| f.name) {
+        None => &s.tag_template,
+        Some(Kind::Pytorch) => &s.pytorch_tag,
+        Some(Kind::Tensorflow) => &s.tensorflow_tag,
+    }
 }
 
 fn collision(tag: &str, a: &Cell, b: &Cell, raw: &RawConfig, field: &str) -> (Option<Pos>, String) {

@@ -44,7 +44,7 @@ impl Renderer<'_> {
     /// bundle read from disk), so that outputs describing many builds (bake) stay
     /// cheap.
     pub fn identity(&self, c: &Cell, base_digests: &[&str]) -> String {
-        if c.framework.is_some() {
+        if c.is_layer() {
             return input_hash(&self.files(c, false), c, base_digests);
         }
         let frame = self.frame(c);

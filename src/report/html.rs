@@ -437,8 +437,8 @@ fn grid_entry(h: &mut String, c: &CellRecord, several: bool) {
     if several {
         let _ = write!(
             h,
-            "<span class=\"why\">Miniconda {}</span>",
-            esc(&c.coordinates.miniconda)
+            "<span class=\"why\">{}</span>",
+            esc(&facts::layer_name(c))
         );
     }
     if w != "built" && w != "up-to-date" {
@@ -493,16 +493,8 @@ fn cell_details(h: &mut String, c: &CellRecord, logs: &Path) {
     h.push_str("</details>\n");
 }
 
-fn cell_facts(h: &mut String, c: &CellRecord) {
-    let k = &c.coordinates;
-    h.push_str("<dl class=\"facts\">\n");
-    let mut fact = |name: &str, v: String| {
-        let _ = writeln!(h, "<dt>{name}</dt><dd>{v}</dd>");
-    };
-    let code = |s: &str| format!("<code>{}</code>", esc(s));
-    if let Some(why) = facts::why(c) {
-        fact("Reason", esc(&why));
-    }
+/// `Python 3.11, Miniconda 24.5.0-0, ubuntu22.04, linux/amd64, CUDA 12.4.1, variant default`.
+fn coordinates(k: &crate::coord::Coordinate) -> String {
     let mut coords = format!(
         "Python {}, Miniconda {}, {}, {}",
         k.python, k.miniconda, k.os, k.platform
@@ -517,7 +509,26 @@ fn cell_facts(h: &mut String, c: &CellRecord) {
         }
     }
     let _ = write!(coords, ", variant {}", k.variant);
-    fact("Coordinates", esc(&coords));
+    coords
+}
+
+fn cell_facts(h: &mut String, c: &CellRecord) {
+    let k = &c.coordinates;
+    h.push_str("<dl class=\"facts\">\n");
+    let mut fact = |name: &str, v: String| {
+        let _ = writeln!(h, "<dt>{name}</dt><dd>{v}</dd>");
+    };
+    let code = |s: &str| format!("<code>{}</code>", esc(s));
+    if let Some(why) = facts::why(c) {
+        fact("Reason", esc(&why));
+    }
+    fact("Coordinates", esc(&coordinates(k)));
+    if let Some(parent) = &c.parent {
+        fact(
+            "Layer",
+            format!("{} on {}", esc(&facts::layer_name(c)), code(parent)),
+        );
+    }
     fact("Base", code(&k.base));
     fact(
         "Duration",

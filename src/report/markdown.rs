@@ -127,6 +127,24 @@ pub fn size(bytes: u64) -> String {
     format!("{v:.1} {unit}")
 }
 
+/// What an image of a tree is, told apart from the others of its grid slot: its
+/// family and release (`serve 0.1.0`), its framework (`torch 2.5.1`), or its Miniconda
+/// (`Miniconda 24.5.0-0`).
+pub fn layer_name(c: &CellRecord) -> String {
+    let k = &c.coordinates;
+    if let Some(f) = &k.family {
+        return match k.families.get(f).filter(|v| !v.is_empty()) {
+            Some(v) => format!("{f} {v}"),
+            None => f.clone(),
+        };
+    }
+    match (&k.torch, &k.tf) {
+        (Some(v), _) => format!("torch {v}"),
+        (None, Some(v)) => format!("tf {v}"),
+        (None, None) => format!("Miniconda {}", k.miniconda),
+    }
+}
+
 /// An image ID as `docker image ls` shows it: 12 hex digits, without `sha256:`.
 pub fn short_id(id: &str) -> String {
     id.strip_prefix("sha256:")
@@ -621,7 +639,7 @@ fn grid_table(s: &mut String, g: &Grid) {
                 .map(|c| {
                     let w = word(c);
                     if slot.len() > 1 {
-                        format!("{} {w} ({})", emoji(w), text(&c.coordinates.miniconda))
+                        format!("{} {w} ({})", emoji(w), text(&layer_name(c)))
                     } else {
                         format!("{} {w}", emoji(w))
                     }

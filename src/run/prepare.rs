@@ -176,7 +176,7 @@ pub fn prepare<'p>(
         records: Vec::with_capacity(cells.len() + plan.excluded.len()),
     };
     let (mut os_keys, mut conda_keys) = (Vec::new(), Vec::new());
-    // job index and input hash of each parent, for its framework images
+    // job index and input hash of each parent, for its framework and family images
     let mut parents: HashMap<&str, (usize, render::identity::Identity)> = HashMap::new();
     let renderer: &render::Renderer = &p.renderer;
     for c in cells {
@@ -219,12 +219,14 @@ pub fn prepare<'p>(
             weight: c.variant.pip.len() + c.variant.apt.len() + c.variant.overrides.len(),
             parent: parent.map(|(j, _)| *j),
         });
-        if c.framework.is_some() {
+        if c.is_layer() {
             // no shared stages: its one step builds on the parent's image
-            os_keys.push(format!("framework image {}", c.id));
-            conda_keys.push(format!("framework image {}", c.id));
-        } else {
-            parents.insert(&c.id, (i, identity));
+            os_keys.push(format!("layer image {}", c.id));
+            conda_keys.push(format!("layer image {}", c.id));
+        }
+        // a family may build on a framework or family image: every cell is a parent
+        parents.insert(&c.id, (i, identity));
+        if !c.is_layer() {
             os_keys.push(stage_key(&ctx, &["system/"], c));
             conda_keys.push(stage_key(&ctx, &["system/", "conda/"], c));
         }
@@ -322,8 +324,8 @@ pub fn build_options<'a>(
     BuildOptions {
         labels,
         network: s.network.as_deref(),
-        // a framework image's FROM is its parent's local image, never pulled
-        pull: s.pull && c.framework.is_none(),
+        // a layer's FROM is its parent's local image, never pulled
+        pull: s.pull && !c.is_layer(),
         cache_from: s
             .cache
             .from

@@ -60,14 +60,21 @@ struct Ports {
     ssh: u16,
     jupyter: u16,
     tensorboard: u16,
+    /// Each family service's port, by its port variable.
+    services: std::collections::BTreeMap<String, u16>,
 }
 
 impl Ports {
-    fn free() -> Result<Ports, String> {
+    fn free(families: &super::custom::Families) -> Result<Ports, String> {
+        let mut services = std::collections::BTreeMap::new();
+        for (_, s) in families.services() {
+            services.insert(s.port_env.clone(), free_port()?);
+        }
         Ok(Ports {
             ssh: free_port()?,
             jupyter: free_port()?,
             tensorboard: free_port()?,
+            services,
         })
     }
 }
@@ -140,6 +147,9 @@ impl<'d> Session<'d> {
         args.extend(env("SSH_PORT", ports.ssh.to_string()));
         args.extend(env("JUPYTER_PORT", ports.jupyter.to_string()));
         args.extend(env("TENSORBOARD_PORT", ports.tensorboard.to_string()));
+        for (var, port) in &ports.services {
+            args.extend(env(var, port.to_string()));
+        }
         args.extend(env(
             "ROOT_PASSWORD_FILE",
             "/run/image-matrix-verify/password".into(),
@@ -204,7 +214,8 @@ pub fn run_all(
 ) -> Result<Option<f64>, String> {
     let mut checks = Checks(results, Instant::now());
     let s = Session::new(docker, image)?;
-    let p = Ports::free()?;
+    let families = super::custom::Families::of(docker, image)?;
+    let p = Ports::free(&families)?;
     let t0 = Instant::now();
     let c = s.start(&p)?;
     let ready_s = ready(&s, &c, &p, t0, ready_timeout, cancel, &mut checks);
@@ -228,11 +239,26 @@ pub fn run_all(
     motd(&s, &p, &mut checks)?;
     jupyter(&s, &p, &mut checks)?;
     tensorboard(&p, &mut checks)?;
-    second_container_keys(&s, &key, ready_timeout, &mut checks)?;
+    second_container_keys(&s, &families, &key, ready_timeout, &mut checks)?;
     no_secrets(&s, &mut checks)?;
     if let Some(e) = super::framework::Expect::of(docker, image) {
         let out = super::framework::run(docker, &c.name, &e);
         for (name, ok, detail) in super::framework::judge(&e, &out) {
+            checks.add(&name, ok, detail);
+        }
+    }
+    if !families.is_empty() {
+        // services had the whole readiness deadline; a slow one gets it again
+        let deadline = Instant::now() + Duration::from_secs(ready_timeout);
+        let exec_timeout = Duration::from_secs(ready_timeout.max(60));
+        for (name, ok, detail) in super::custom::run(
+            docker,
+            &c.name,
+            &families,
+            &p.services,
+            deadline,
+            exec_timeout,
+        ) {
             checks.add(&name, ok, detail);
         }
     }
@@ -490,11 +516,12 @@ fn tensorboard(p: &Ports, checks: &mut Checks) -> Result<(), String> {
 /// emulation, where key generation runs several times slower).
 fn second_container_keys(
     s: &Session,
+    families: &super::custom::Families,
     first: &str,
     ready_timeout: u64,
     checks: &mut Checks,
 ) -> Result<(), String> {
-    let p2 = Ports::free()?;
+    let p2 = Ports::free(families)?;
     let t0 = Instant::now();
     let c2 = s.start(&p2)?;
     let until = t0 + Duration::from_secs(ready_timeout);

@@ -8,6 +8,7 @@
 //! themselves are in [`checks`], one named function each.
 
 mod checks;
+mod custom;
 mod framework;
 pub mod http;
 
