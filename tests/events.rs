@@ -422,3 +422,53 @@ fn tty_draws_bars_where_stderr_is_a_pipe_and_plain_never_does() {
         "{err}"
     );
 }
+
+/// With `--verify`, a cell's verification begins as soon as its build ends, while
+/// another cell still builds (it used to wait for every build): its `verifying` note
+/// comes before the slow cell's `finished`, and acceptance is announced once.
+#[test]
+fn verification_overlaps_the_builds_still_running() {
+    let e = Env::new(31503);
+    std::fs::write(
+        e.path("matrix.yaml"),
+        "version: 1\nbases: [ubuntu:22.04]\npython: [\"3.10\", \"3.11\"]\n",
+    )
+    .unwrap();
+    e.mode(FAILS, "slow");
+    let out = e
+        .cmd(&["--progress", "json", "-j", "2", "--verify"])
+        .env("FAKE_SLOW", "4")
+        .output()
+        .unwrap();
+    let ev = events(&String::from_utf8(out.stdout).unwrap());
+    check_stream(&ev, out.status.code().unwrap_or(-1));
+    let at = |pred: &dyn Fn(&Value) -> bool, what: &str| {
+        ev.iter()
+            .position(pred)
+            .unwrap_or_else(|| panic!("no {what}: {ev:?}"))
+    };
+    let verifying = at(
+        &|e| e["event"] == "note" && e["id"] == FLAKY && e["level"] == "info",
+        "verifying note of the quick cell",
+    );
+    let slow_done = at(
+        &|e| e["event"] == "finished" && e["id"] == FAILS,
+        "finished event of the slow cell",
+    );
+    assert!(
+        verifying < slow_done,
+        "the quick cell is verified while the slow one builds: {:?}",
+        &ev[verifying.min(slow_done)..=verifying.max(slow_done)]
+    );
+    let accepting: Vec<&Value> = ev.iter().filter(|e| e["event"] == "accepting").collect();
+    assert_eq!(accepting.len(), 1, "{accepting:?}");
+    assert_eq!(accepting[0]["images"], 2);
+    // both verified (the fake's verification fails: nothing is promoted)
+    for id in [FAILS, FLAKY] {
+        assert!(
+            ev.iter()
+                .any(|e| e["event"] == "note" && e["id"] == id && e["level"] == "info"),
+            "{id} verified"
+        );
+    }
+}

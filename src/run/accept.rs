@@ -26,6 +26,8 @@ pub struct Options {
     /// The manifest's folder, where each accepted cell's SBOM is written
     /// (`sbom/<cell>.json`); None: no SBOM.
     pub sbom_dir: Option<std::path::PathBuf>,
+    /// Acceptance was announced already (it began while cells were still building).
+    pub announced: bool,
 }
 
 /// One cell to accept: its record (which names its tags and platform) and the candidate
@@ -102,10 +104,12 @@ pub fn accept(
         cancel,
         listen,
     };
-    listen(&Phase::Accepting {
-        images: work.len(),
-        verify: opts.verify,
-    });
+    if !opts.announced {
+        listen(&Phase::Accepting {
+            images: work.len(),
+            verify: opts.verify,
+        });
+    }
     let one = |c: &&Candidate| {
         let mut rec = man.cells[c.record].clone();
         accept_one(&ctx, &mut rec, c);
@@ -121,6 +125,94 @@ pub fn accept(
     };
     finish(engines, &mut done, &work);
     Accepted(done)
+}
+
+/// Acceptance of built cells while the others still build: with verification, each
+/// cell is accepted (versions, its verification, its SBOM, its tags) as soon as its
+/// build finishes, so only the last cell's verification is on the run's critical path.
+/// Each cell asks its engine for what [`accept`] asks once for all: its base's CUDA
+/// versions (once per base and engine) and its tags one by one. Cells found up to date
+/// are accepted after the builds, together, by [`accept`].
+pub struct Early<'a> {
+    engines: &'a dyn Fleet,
+    previous: Option<&'a Manifest>,
+    opts: &'a Options,
+    cancel: &'a Cancel,
+    listen: Listen<'a>,
+    bases: std::sync::Mutex<HashMap<(String, String), BTreeMap<String, String>>>,
+    done: std::sync::Mutex<Vec<(usize, CellRecord, String)>>,
+}
+
+impl<'a> Early<'a> {
+    pub fn new(
+        engines: &'a dyn Fleet,
+        previous: Option<&'a Manifest>,
+        opts: &'a Options,
+        cancel: &'a Cancel,
+        listen: Listen<'a>,
+    ) -> Early<'a> {
+        Early {
+            engines,
+            previous,
+            opts,
+            cancel,
+            listen,
+            bases: Default::default(),
+            done: Default::default(),
+        }
+    }
+
+    /// Accept one built cell: `rec` is its record as the build left it.
+    pub fn accept(&self, mut rec: CellRecord, c: &Candidate) {
+        let key = engine_key(&rec);
+        let mut known = Known::default();
+        if let Some(engine) = self.engines.engine(rec.engine.as_deref()) {
+            let base = (key.clone(), base_of(&rec).to_string());
+            let cached = self.bases.lock().ok().and_then(|b| b.get(&base).cloned());
+            let versions = cached.unwrap_or_else(|| {
+                let v = engine
+                    .labels_and_env(&base.1)
+                    .map(|(_, env)| cuda_versions(&env))
+                    .unwrap_or_default();
+                if let Ok(mut b) = self.bases.lock() {
+                    b.insert(base.clone(), v.clone());
+                }
+                v
+            });
+            known.base_versions.insert(base, versions);
+        }
+        let ctx = Ctx {
+            engines: self.engines,
+            known,
+            previous: self.previous,
+            opts: self.opts,
+            cancel: self.cancel,
+            listen: self.listen,
+        };
+        accept_one(&ctx, &mut rec, c);
+        if let Ok(mut d) = self.done.lock() {
+            d.push((c.record, rec, c.candidate.clone()));
+        }
+    }
+
+    /// The records of the cells accepted so far (by record index), with the sizes read
+    /// and the candidate tags of promoted images removed, as [`accept`] ends.
+    pub fn finish(self) -> Accepted {
+        let done = self.done.into_inner().unwrap_or_default();
+        let work: Vec<Candidate> = done
+            .iter()
+            .map(|(record, _, candidate)| Candidate {
+                record: *record,
+                candidate: candidate.clone(),
+                rebuild: None,
+            })
+            .collect();
+        let mut done: Vec<(usize, CellRecord)> =
+            done.into_iter().map(|(i, rec, _)| (i, rec)).collect();
+        let refs: Vec<&Candidate> = work.iter().collect();
+        finish(self.engines, &mut done, &refs);
+        Accepted(done)
+    }
 }
 
 /// What acceptance asks each engine once, up front, instead of once per cell.
@@ -652,6 +744,7 @@ mod promotion {
             ready_timeout: 1,
             jobs: 2,
             sbom_dir: None,
+            announced: false,
         }
     }
 
@@ -806,6 +899,7 @@ mod sboms {
             ready_timeout: 1,
             jobs: 2,
             sbom_dir: Some(dir.to_path_buf()),
+            announced: false,
         }
     }
 

@@ -86,8 +86,7 @@ pub fn run<L: Listener>(
         .chain(prepared.stages.iter().map(|s| &s.job))
         .collect();
     reporter.run_started(recorder.manifest(), &out.manifest, &all_jobs);
-    schedule(o, engines, &prepared, cancel, &mut recorder, reporter);
-    accept_cells(
+    build_and_accept(
         o,
         engines,
         &prepared,
@@ -115,14 +114,16 @@ pub fn run<L: Listener>(
     finish(recorder, reporter, reports, cancel, &end)
 }
 
-/// Run the jobs; the reporter draws each event and the recorder applies it.
+/// Run the jobs; the reporter draws each event and the recorder applies it; `built`
+/// hears of each cell whose build succeeded, with its record as the build left it.
 fn schedule(
     o: &Options,
     engines: &Engines,
     prepared: &Prepared,
     cancel: &Cancel,
     recorder: &mut Recorder,
-    reporter: &mut dyn Listener,
+    reporter: &Shared,
+    built: &dyn Fn(usize, &crate::manifest::CellRecord),
 ) -> Vec<Outcome> {
     let contexts = |job: JobKind| prepared.context(job);
     let execs: Vec<DockerExecutor> = engines
@@ -162,22 +163,138 @@ fn schedule(
                 Event::Finished(o) => reproduce(engines, prepared, o).map(|r| (o, r)),
                 _ => None,
             };
-            reporter.event(ev, failed.as_ref().map(|(_, (_, repro))| repro.as_str()));
+            with(reporter, |r| {
+                r.event(ev, failed.as_ref().map(|(_, (_, repro))| repro.as_str()));
+            });
             recorder.apply(ev);
             if let Some((o, (log, repro))) = failed {
                 // a cell failed with its shared stage did not run; the stage's failure
                 // was shown
                 if o.attempts > 0 {
-                    reporter.failure(o, &log, &repro);
+                    with(reporter, |r| r.failure(o, &log, &repro));
                 }
                 if let JobKind::Cell(i) = o.job {
                     recorder.reproduce(i, repro);
                 }
             }
+            if let Event::Finished(o) = ev {
+                if let (JobKind::Cell(i), Status::Built) = (o.job, o.status) {
+                    if let Some(rec) = recorder.manifest().cells.get(i) {
+                        built(i, rec);
+                    }
+                }
+            }
         },
     );
-    reporter.scheduled();
+    with(reporter, |r| r.scheduled());
     outcomes
+}
+
+/// The reporter, heard by the scheduler and by the acceptance of finished cells at once.
+type Shared<'r> = std::sync::Mutex<&'r mut dyn Listener>;
+
+/// Tell the reporter something (a poisoned lock: a reporter that panicked hears no
+/// more).
+fn with(reporter: &Shared, f: impl FnOnce(&mut dyn Listener)) {
+    if let Ok(mut r) = reporter.lock() {
+        f(&mut **r);
+    }
+}
+
+/// The builds, and the acceptance of their images. With verification, a cell is
+/// accepted (and verified) as soon as it is built, on `jobs` threads beside the
+/// scheduler, so verifying overlaps the builds still running; the cells found up to
+/// date, and everything without verification, are accepted after the builds.
+fn build_and_accept(
+    o: &Options,
+    engines: &Engines,
+    prepared: &Prepared,
+    recorder: &mut Recorder,
+    reporter: &mut dyn Listener,
+    previous: Option<&Manifest>,
+    cancel: &Cancel,
+) -> Result<(), Error> {
+    let contexts = job_contexts(prepared);
+    let candidates = candidates(prepared, &contexts);
+    let opts = accept_options(o, engines, recorder);
+    let shared: Shared = std::sync::Mutex::new(reporter);
+    let before: Vec<Option<Verification>> = recorder
+        .manifest()
+        .cells
+        .iter()
+        .map(|c| c.verification.clone())
+        .collect();
+    let listen = |ev: &Phase| with(&shared, |r| r.phase(ev));
+    let mut early_done = Vec::new();
+    let announced = std::sync::atomic::AtomicBool::new(false);
+    if o.verify {
+        let early = accept::Early::new(engines, previous, &opts, cancel, &listen);
+        let (tx, rx) = std::sync::mpsc::channel::<(usize, crate::manifest::CellRecord)>();
+        let rx = std::sync::Mutex::new(rx);
+        let by_record: std::collections::HashMap<usize, &accept::Candidate> =
+            candidates.iter().map(|c| (c.record, c)).collect();
+        std::thread::scope(|s| {
+            for _ in 0..opts.jobs.clamp(1, 64) {
+                s.spawn(|| loop {
+                    let next = match rx.lock() {
+                        Ok(r) => r.recv(),
+                        Err(_) => break,
+                    };
+                    let Ok((i, rec)) = next else { break };
+                    if let Some(c) = by_record.get(&i) {
+                        early.accept(rec, c);
+                    }
+                });
+            }
+            let tx = std::sync::Mutex::new(tx);
+            let built = |i: usize, rec: &crate::manifest::CellRecord| {
+                // acceptance begins with the first cell built: every cell is accepted,
+                // those built as they finish, those up to date after the builds
+                if !announced.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    listen(&Phase::Accepting {
+                        images: candidates.len(),
+                        verify: true,
+                    });
+                }
+                if let Ok(t) = tx.lock() {
+                    let _ = t.send((i, rec.clone()));
+                }
+            };
+            schedule(o, engines, prepared, cancel, recorder, &shared, &built);
+            // the workers end once the queue is empty and closed
+            drop(tx);
+        });
+        let accepted = early.finish();
+        early_done = accepted.0.iter().map(|(i, _)| *i).collect();
+        let _ = recorder.accepted(accepted);
+    } else {
+        schedule(o, engines, prepared, cancel, recorder, &shared, &|_, _| {});
+    }
+    let rest: Vec<accept::Candidate> = candidates
+        .into_iter()
+        .filter(|c| !early_done.contains(&c.record))
+        .collect();
+    let opts = accept::Options {
+        announced: announced.into_inner(),
+        ..opts
+    };
+    let accepted = accept::accept(
+        engines,
+        recorder.manifest(),
+        &rest,
+        previous,
+        &opts,
+        cancel,
+        &listen,
+    );
+    let _ = recorder.accepted(accepted);
+    let reporter = shared
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if o.verify {
+        verification_table(recorder.manifest(), before, reporter)?;
+    }
+    Ok(())
 }
 
 /// A failed build's log and the command that reproduces it (for the reporters and the
@@ -217,19 +334,12 @@ fn reproduce(engines: &Engines, prepared: &Prepared, o: &Outcome) -> Option<(Str
     Some((log, repro))
 }
 
-/// Versions, verification, then the public tags, for every cell that built or was
-/// up to date.
-fn accept_cells(
-    o: &Options,
-    engines: &Engines,
-    prepared: &Prepared,
-    recorder: &mut Recorder,
-    reporter: &mut dyn Listener,
-    previous: Option<&Manifest>,
-    cancel: &Cancel,
-) -> Result<(), Error> {
-    // each job's context, rendered only if a build asks for it
-    let contexts: Vec<_> = prepared
+/// Each job's context, rendered only if a build asks for it (a relabelling build
+/// after an inline-cache build).
+fn job_contexts<'a>(
+    prepared: &'a Prepared<'_>,
+) -> Vec<impl Fn(&mut dyn std::io::Write) -> std::io::Result<()> + Sync + 'a> {
+    prepared
         .jobs
         .iter()
         .map(|j| {
@@ -237,12 +347,19 @@ fn accept_cells(
                 crate::render::archive::write(&prepared.context(j.kind), w)
             }
         })
-        .collect();
-    // a cell's job names its record, and the record its tags and platform
-    let candidates: Vec<accept::Candidate> = prepared
+        .collect()
+}
+
+/// Every cell job as a candidate for acceptance: its record (which names its tags and
+/// platform) and the candidate tag it is built under.
+fn candidates<'p, F>(prepared: &'p Prepared, contexts: &'p [F]) -> Vec<accept::Candidate<'p>>
+where
+    F: Fn(&mut dyn std::io::Write) -> std::io::Result<()> + Sync,
+{
+    prepared
         .jobs
         .iter()
-        .zip(&contexts)
+        .zip(contexts)
         .filter_map(|(j, context)| match j.kind {
             JobKind::Cell(record) => Some(accept::Candidate {
                 record,
@@ -254,8 +371,11 @@ fn accept_cells(
             }),
             JobKind::Stage(_) => None,
         })
-        .collect();
-    let opts = accept::Options {
+        .collect()
+}
+
+fn accept_options(o: &Options, engines: &Engines, recorder: &Recorder) -> accept::Options {
+    accept::Options {
         verify: o.verify,
         ready_timeout: 90,
         jobs: engines.iter().map(|e| e.slots.get()).sum(),
@@ -267,62 +387,43 @@ fn accept_cells(
                 .unwrap_or(std::path::Path::new("."))
                 .to_path_buf(),
         ),
-    };
-    let before: Vec<Option<Verification>> = recorder
-        .manifest()
-        .cells
-        .iter()
-        .map(|c| c.verification.clone())
-        .collect();
-    let accepted = {
-        // acceptance runs on several threads; the reporter hears them one at a time
-        let shared = std::sync::Mutex::new(&mut *reporter);
-        let listen = |ev: &Phase| {
-            if let Ok(mut r) = shared.lock() {
-                r.phase(ev);
-            }
-        };
-        accept::accept(
-            engines,
-            recorder.manifest(),
-            &candidates,
-            previous,
-            &opts,
-            cancel,
-            &listen,
-        )
-    };
-    let _ = recorder.accepted(accepted);
-    if o.verify {
-        let started = recorder.manifest().started.clone();
-        let mut report: Vec<(String, Verification)> = Vec::new();
-        for (c, b) in recorder.manifest().cells.iter().zip(before) {
-            let (Some(v), Some(tag)) = (&c.verification, c.local_tag()) else {
-                continue;
-            };
-            if b.as_ref() == Some(v) {
-                continue;
-            }
-            reporter.verified(&c.id, tag, v);
-            let mut label = tag.to_string();
-            // a result carried over for the same image ID ran in an earlier run
-            if let Some(at) = v.verified_at.as_ref().filter(|at| **at < started) {
-                label.push_str(&format!(" (this same image, verified {at})"));
-            }
-            if v.emulated {
-                label.push_str(&format!(" (under emulation, {})", c.coordinates.platform));
-            }
-            report.push((label, v.clone()));
-        }
-        let table = crate::verify::table(&report);
-        reporter
-            .verification_table(&table)
-            .map_err(|source| Error::Output {
-                what: "the verification results",
-                source,
-            })?;
+        announced: false,
     }
-    Ok(())
+}
+
+/// The verification results of this run (those that changed), as a table.
+fn verification_table(
+    m: &Manifest,
+    before: Vec<Option<Verification>>,
+    reporter: &mut dyn Listener,
+) -> Result<(), Error> {
+    let started = m.started.clone();
+    let mut report: Vec<(String, Verification)> = Vec::new();
+    for (c, b) in m.cells.iter().zip(before) {
+        let (Some(v), Some(tag)) = (&c.verification, c.local_tag()) else {
+            continue;
+        };
+        if b.as_ref() == Some(v) {
+            continue;
+        }
+        reporter.verified(&c.id, tag, v);
+        let mut label = tag.to_string();
+        // a result carried over for the same image ID ran in an earlier run
+        if let Some(at) = v.verified_at.as_ref().filter(|at| **at < started) {
+            label.push_str(&format!(" (this same image, verified {at})"));
+        }
+        if v.emulated {
+            label.push_str(&format!(" (under emulation, {})", c.coordinates.platform));
+        }
+        report.push((label, v.clone()));
+    }
+    let table = crate::verify::table(&report);
+    reporter
+        .verification_table(&table)
+        .map_err(|source| Error::Output {
+            what: "the verification results",
+            source,
+        })
 }
 
 /// The publishing options of a run (`allow_partial` for staging: a shard stages what
