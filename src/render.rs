@@ -25,6 +25,7 @@ use crate::plan::fast::FastMap;
 use crate::plan::{stack, Cell, Variant};
 
 pub mod archive;
+pub mod cache;
 mod custom;
 pub mod examples;
 mod framework;

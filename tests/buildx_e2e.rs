@@ -104,7 +104,7 @@ fn buildx_builds_bake_is_recognised_and_ctrl_c_leaves_nothing_running() {
             && log.contains("--network host --allow network.host")
             && log
                 .lines()
-                .any(|l| l.starts_with('#') && l.contains("] RUN bash /tmp/image-matrix/")),
+                .any(|l| l.starts_with('#') && l.contains("] RUN --mount=type=cache,id=image-matrix-downloads,target=/var/cache/image-matrix IMAGE_MATRIX_CACHE=/var/cache/image-matrix bash /tmp/image-matrix/")),
         "{}",
         &log[..log.len().min(3000)]
     );
@@ -424,4 +424,137 @@ fn processes_with(what: &str) -> Vec<String> {
         }
     }
     out
+}
+
+/// pip's "Downloading NAME (12.3 MB)" lines of a build log: how many, and their MB.
+fn pip_downloads(log: &str) -> (usize, f64) {
+    let mut n = 0;
+    let mut mb = 0.0;
+    for l in log.lines().filter(|l| l.contains("Downloading ")) {
+        n += 1;
+        if let Some((size, unit)) = l
+            .rsplit_once('(')
+            .and_then(|(_, x)| x.trim_end_matches(')').split_once(' '))
+        {
+            let v: f64 = size.parse().unwrap_or(0.0);
+            mb += match unit {
+                "kB" => v / 1000.0,
+                "MB" => v,
+                "GB" => v * 1000.0,
+                _ => 0.0,
+            };
+        }
+    }
+    (n, mb)
+}
+
+/// A night whose base was republished rebuilds every step, but on BuildKit downloads
+/// nothing it downloaded before: the installer comes from the download cache (its
+/// SHA256 checked) and pip takes its wheels from the cache; `--no-cache` fetches all
+/// again. The mirror's own log counts the installer's downloads.
+#[test]
+fn a_republished_base_downloads_nothing_again_and_no_cache_bypasses_the_cache() {
+    require_buildx();
+    let dir = tempfile::tempdir().unwrap();
+    let mirror = Mirror::start(&dir.path().join("mirror"));
+    let prefix = format!("image-matrix-bxr-{}", std::process::id());
+    let _cleanup = Cleanup(prefix.clone());
+    // the base the matrix names is the test's own tag, moved to republish it
+    let base = format!("{prefix}/base:bookworm");
+    let (code, _, err) = docker(&["tag", BASE, &base]);
+    assert_eq!(code, 0, "{err}");
+    let yaml = LocalMatrix::new(
+        &format!("{prefix}/miniconda"),
+        "conda3-python{python}-{base_name}",
+        &mirror,
+    )
+    .axes(&format!(
+        "bases:\n  - {{image: \"{base}\", os: debian12}}\npython: [\"3.11\"]\n"
+    ))
+    .yaml();
+    std::fs::write(dir.path().join("matrix.yaml"), &yaml).unwrap();
+    let served = || {
+        std::fs::read_to_string(dir.path().join("mirror/server.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("GET /Miniconda3-") && l.contains(" 200 "))
+            .count()
+    };
+    let night = |out: &str, extra: &[&str]| {
+        let t = Instant::now();
+        let mut args = vec!["build", "--builder", "buildx", "-o", out];
+        args.extend_from_slice(extra);
+        let (code, _, err) = matrix(dir.path(), &args);
+        assert_eq!(code, 0, "{err}");
+        let m = manifest(&dir.path().join(format!("{out}/manifest.json")));
+        let c = cell(&m, CELL).clone();
+        assert_eq!(c["status"], "built", "{c}");
+        let log = std::fs::read_to_string(dir.path().join(c["log"].as_str().unwrap())).unwrap();
+        (t.elapsed().as_secs_f64(), log)
+    };
+    let republish = |n: u32| {
+        let name = format!("{prefix}-republish-{n}");
+        let (code, _, err) = docker(&[
+            "run",
+            "--name",
+            &name,
+            "--network",
+            "none",
+            &base,
+            "touch",
+            &format!("/etc/republished-{n}"),
+        ]);
+        assert_eq!(code, 0, "{err}");
+        let (code, _, err) = docker(&["commit", &name, &base]);
+        assert_eq!(code, 0, "{err}");
+        let _ = docker(&["rm", "-f", &name]);
+    };
+
+    // the first night starts from an empty download cache, as on a fresh machine
+    let (code, _, err) = docker(&["buildx", "prune", "-f", "--filter", "type=exec.cachemount"]);
+    assert_eq!(code, 0, "{err}");
+    let (first_s, first) = night("out1", &[]);
+    let first_dl = pip_downloads(&first);
+    assert_eq!(served(), 1, "the first night fetches the installer once");
+
+    republish(1);
+    let (second_s, second) = night("out2", &[]);
+    let second_dl = pip_downloads(&second);
+    assert_eq!(
+        served(),
+        1,
+        "the republished night takes the installer from the cache"
+    );
+    assert!(
+        second.contains("from the download cache (its SHA256 is checked next)"),
+        "{second}"
+    );
+    let pip_lines = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("Downloading") || l.contains("cached") || l.contains("cache"))
+            .take(12)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert!(
+        second.contains("File was already downloaded") || second.contains("Saved "),
+        "pip's wheels come from the cache:\nfirst:\n{}\nsecond:\n{}",
+        pip_lines(&first),
+        pip_lines(&second)
+    );
+    assert!(
+        second_dl.1 < first_dl.1 / 10.0,
+        "the republished night downloads under a tenth: {second_dl:?} after {first_dl:?}"
+    );
+
+    // --no-cache: no layer cache and no download cache
+    republish(2);
+    let (third_s, third) = night("out3", &["--no-cache"]);
+    assert_eq!(served(), 2, "--no-cache fetches the installer again");
+    assert!(!third.contains("from the download cache"), "{third}");
+    assert!(!third.contains("--mount=type=cache"), "{third}");
+    eprintln!(
+        "figures: pip downloads: first night {} files, {:.1} MB in {first_s:.1}s; republished base {} files, {:.1} MB in {second_s:.1}s; --no-cache {:.1} MB in {third_s:.1}s; installer served {} times",
+        first_dl.0, first_dl.1, second_dl.0, second_dl.1, pip_downloads(&third).1, served()
+    );
 }

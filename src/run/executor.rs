@@ -268,7 +268,12 @@ impl Executor for DockerExecutor<'_> {
                 on_step(s);
             }
         };
-        let context = (self.contexts)(job.kind);
+        let mut context = (self.contexts)(job.kind);
+        // BuildKit keeps downloads in a cache mount across builds and nights; the
+        // legacy builder has none, and --no-cache means no cache of any kind
+        if self.docker.builder.is_buildkit() && !job.request.no_cache {
+            context = crate::render::cache::mounted(context);
+        }
         let send = |w: &mut dyn Write| crate::render::archive::write(&context, w);
         let result =
             self.docker
