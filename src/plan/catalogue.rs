@@ -188,20 +188,50 @@ pub fn cuda_tag_status(tag: &str) -> Option<TagStatus> {
     .copied()
 }
 
-/// Newest supported tag with the same shape (cudnn token, flavor, os) as `tag`, for hints.
-pub fn supported_successor(cuda: &semver::Version, rest: &str) -> Option<String> {
-    cuda_tags_text()
-        .lines()
-        .filter_map(|l| l.split_once('\t'))
-        .filter(|(_, s)| s.trim() == "supported")
-        .filter_map(|(t, _)| {
-            let (v, r) = t.split_once('-')?;
-            let v = semver::Version::parse(v).ok()?;
-            (r == rest && v.major == cuda.major && v.minor == cuda.minor && v > *cuda)
-                .then(|| (v, t.to_string()))
-        })
+/// What replaces an end-of-life tag: the newest supported tag of the same shape (cudnn
+/// token, flavor, os) and the same CUDA minor (a newer patch, `Patch`); failing that, the
+/// newest supported tag of the same CUDA major and the same flavor and os, with a cuDNN
+/// token where `rest` has one (`Minor`). NVIDIA ends a tag when a newer patch of its
+/// minor ships, or when its driver branch ends, so the second kind is a newer minor.
+pub fn supported_successor(cuda: &semver::Version, rest: &str) -> Option<Successor> {
+    let supported = || {
+        cuda_tags_text()
+            .lines()
+            .filter_map(|l| l.split_once('\t'))
+            .filter(|(_, s)| s.trim() == "supported")
+            .filter_map(|(t, _)| {
+                let (v, r) = t.split_once('-')?;
+                let v = semver::Version::parse(v).ok()?;
+                (v.major == cuda.major && v > *cuda).then_some((v, r, t))
+            })
+    };
+    let patch = supported()
+        .filter(|(v, r, _)| *r == rest && v.minor == cuda.minor)
         .max()
-        .map(|(_, t)| t)
+        .map(|(_, _, t)| Successor::Patch(t.to_string()));
+    // `cudnn8-devel-ubuntu22.04` and `cudnn-devel-ubuntu22.04` are one shape (the
+    // token's number follows the CUDA version); `tensorrt-devel-…` and `devel-…` are not
+    fn shape(r: &str) -> (usize, Option<&str>, Vec<&str>) {
+        let parts: Vec<&str> = r.split('-').collect();
+        let first = parts
+            .first()
+            .map(|p| p.trim_end_matches(|c: char| c.is_ascii_digit()));
+        let tail: Vec<&str> = parts.iter().rev().take(2).copied().collect();
+        (parts.len(), first, tail)
+    }
+    patch.or_else(|| {
+        supported()
+            .filter(|(_, r, _)| shape(r) == shape(rest))
+            .max()
+            .map(|(_, _, t)| Successor::Minor(t.to_string()))
+    })
+}
+
+/// See [`supported_successor`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Successor {
+    Patch(String),
+    Minor(String),
 }
 
 #[cfg(test)]
@@ -246,8 +276,24 @@ mod tests {
         );
         let v = semver::Version::parse("12.1.0").unwrap();
         assert_eq!(
-            supported_successor(&v, "cudnn8-devel-ubuntu22.04").as_deref(),
-            Some("12.1.1-cudnn8-devel-ubuntu22.04")
+            supported_successor(&v, "cudnn8-devel-ubuntu22.04"),
+            Some(Successor::Patch("12.1.1-cudnn8-devel-ubuntu22.04".into()))
+        );
+        // 13.0.0 and 13.0.1 moved to the unsupported list; 13.0.2 replaced them
+        assert_eq!(
+            cuda_tag_status("13.0.0-cudnn-devel-ubuntu24.04"),
+            Some(TagStatus::Eol)
+        );
+        let v = semver::Version::parse("13.0.0").unwrap();
+        assert_eq!(
+            supported_successor(&v, "cudnn-devel-ubuntu24.04"),
+            Some(Successor::Patch("13.0.2-cudnn-devel-ubuntu24.04".into()))
+        );
+        // no supported 11.7: the newest supported 11.x of the same shape
+        let v = semver::Version::parse("11.7.1").unwrap();
+        assert_eq!(
+            supported_successor(&v, "cudnn8-devel-ubuntu22.04"),
+            Some(Successor::Minor("11.8.0-cudnn8-devel-ubuntu22.04".into()))
         );
     }
 }
