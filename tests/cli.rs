@@ -199,21 +199,34 @@ fn the_seed_cell_gets_the_seed_tag_and_installer() {
     );
 }
 
+/// Issue 30 item 4: an end-of-life base is warned about with its successor, and a
+/// Python past its end of life (on the plan's date) with the day it ended, each at its
+/// file, line and key.
 #[test]
-fn plan_warns_about_eol_bases_on_stderr() {
-    let out = matrix()
-        .current_dir(root())
-        .args(["plan"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+fn plan_warns_about_eol_bases_and_pythons_on_stderr() {
+    let plan = |args: &[&str]| {
+        let out = matrix().current_dir(root()).args(args).output().unwrap();
+        assert!(out.status.success());
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("warning"));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = plan(&["-f", "examples/seed.yaml", "plan", "--date", "20261207"]);
+    // the catalogues' age notes move with the clock
+    let warnings: Vec<&str> = err.lines().filter(|l| !l.starts_with("note:")).collect();
+    insta::assert_snapshot!("plan_seed_warnings", warnings.join("\n"));
     assert!(
-        err.contains(
-            "warning: `bases[0]`: nvidia/cuda:12.1.0-cudnn8-devel-ubuntu22.04 is end-of-life"
-        ),
+        err.contains("examples/seed.yaml:30:5: warning: `bases[0]`: nvidia/cuda:12.1.0-cudnn8-devel-ubuntu22.04 is end-of-life")
+            && err.contains("its supported successor is `nvidia/cuda:12.1.1-cudnn8-devel-ubuntu22.04`"),
         "{err}"
     );
-    assert!(!String::from_utf8_lossy(&out.stdout).contains("warning"));
+    assert!(
+        err.contains("examples/seed.yaml:34:14: warning: `python[0]`: Python 3.8 reached its end of life on 2024-10-07"),
+        "{err}"
+    );
+    // before Python 3.10's end of life, only 3.8 is past it
+    let err = plan(&["-f", "examples/seed.yaml", "plan", "--date", "20260101"]);
+    assert!(err.contains("Python 3.8 reached"), "{err}");
+    assert!(!err.contains("Python 3.10 reached"), "{err}");
 }
 
 #[test]
@@ -304,7 +317,8 @@ fn bad_input_corpus() {
         let name = case.file_name().unwrap().to_str().unwrap();
         let out = matrix()
             .current_dir(&dir)
-            .args(["-f", name, "plan"])
+            // a fixed date: warnings about Pythons past their end of life move with it
+            .args(["-f", name, "plan", "--date", "20260101"])
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr).to_string();

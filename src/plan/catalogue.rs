@@ -1,5 +1,6 @@
-//! Data shipped in the repository: the Miniconda installer catalogue (names + SHA256)
-//! and NVIDIA's list of `nvidia/cuda` tags with their support status.
+//! Data shipped in the repository: the Miniconda installer catalogue (names + SHA256),
+//! NVIDIA's list of `nvidia/cuda` tags with their support status, and the Python
+//! release cycle (each CPython's end of life).
 //!
 //! Both are compiled into the binary from `data/`; which copy is read (a fresher one
 //! from `matrix catalogue update` wins) and its `# updated:` stamp are
@@ -14,8 +15,10 @@ use crate::plan::version::{parse_installer_file, CondaRelease, PyVersion};
 
 const INSTALLERS_TSV: &str = include_str!("../../data/miniconda-installers.tsv");
 const CUDA_TAGS_TSV: &str = include_str!("../../data/nvidia-cuda-tags.tsv");
+const PYTHON_RELEASES_TSV: &str = include_str!("../../data/python-releases.tsv");
 pub const INSTALLERS_FILE: &str = "miniconda-installers.tsv";
 pub const CUDA_TAGS_FILE: &str = "nvidia-cuda-tags.tsv";
+pub const PYTHON_RELEASES_FILE: &str = "python-releases.tsv";
 
 fn installers_text() -> &'static str {
     static T: OnceLock<&'static str> = OnceLock::new();
@@ -25,6 +28,38 @@ fn installers_text() -> &'static str {
 fn cuda_tags_text() -> &'static str {
     static T: OnceLock<&'static str> = OnceLock::new();
     T.get_or_init(|| data_text(CUDA_TAGS_FILE, CUDA_TAGS_TSV))
+}
+
+fn python_releases_text() -> &'static str {
+    static T: OnceLock<&'static str> = OnceLock::new();
+    T.get_or_init(|| data_text(PYTHON_RELEASES_FILE, PYTHON_RELEASES_TSV))
+}
+
+/// The end of life of a CPython feature release per the Python release cycle
+/// (`YYYY-MM-DD`, or `YYYY-MM` where only the month is planned), if the data knows it.
+pub fn python_end_of_life(py: PyVersion) -> Option<&'static str> {
+    let want = py.to_string();
+    python_releases_text()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let mut f = l.split('\t').map(str::trim);
+            let (v, _first, eol) = (f.next()?, f.next()?, f.next()?);
+            (v == want).then_some(eol)
+        })
+}
+
+/// Whether `py` is past its end of life on `today` (`YYYY-MM-DD`): the date of its end
+/// of life, when it is. A month-only end of life ends with the month.
+pub fn python_past_end_of_life(py: PyVersion, today: &str) -> Option<&'static str> {
+    let eol = python_end_of_life(py)?;
+    let last_day = match eol.len() {
+        10 => eol.to_string(),
+        // `YYYY-MM-31` compares after every day of the month, whatever its length
+        7 => format!("{eol}-31"),
+        _ => return None,
+    };
+    (today.len() == 10 && today > last_day.as_str()).then_some(eol)
 }
 
 /// A note for each catalogue older than `max_days` on `today` (`YYYY-MM-DD`).
@@ -257,6 +292,24 @@ mod tests {
             c.latest_for(py38, "x86_64").unwrap().to_string(),
             "23.11.0-2"
         );
+    }
+
+    #[test]
+    fn python_end_of_life_follows_the_release_cycle() {
+        let py = |s: &str| PyVersion::parse(s).unwrap();
+        assert_eq!(python_end_of_life(py("3.8")), Some("2024-10-07"));
+        assert_eq!(
+            python_past_end_of_life(py("3.9"), "2026-12-07"),
+            Some("2025-10-31")
+        );
+        // a month-only end of life ends with its month
+        assert_eq!(python_past_end_of_life(py("3.10"), "2026-10-31"), None);
+        assert_eq!(
+            python_past_end_of_life(py("3.10"), "2026-11-01"),
+            Some("2026-10")
+        );
+        assert_eq!(python_past_end_of_life(py("3.12"), "2026-12-07"), None);
+        assert_eq!(python_past_end_of_life(py("3.99"), "2026-12-07"), None);
     }
 
     #[test]
