@@ -313,3 +313,141 @@ fn a_hostile_source_is_refused_and_a_changed_checksum_fails_the_update() {
         "the changed checksum was not taken"
     );
 }
+
+fn data_files() -> Vec<(String, String)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data");
+    let mut files: Vec<(String, String)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "tsv"))
+        .map(|p| {
+            let name = p.file_name().unwrap().to_str().unwrap().to_string();
+            (name, std::fs::read_to_string(&p).unwrap())
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Issue 30 item 4: every shipped data file says where it comes from and when (its
+/// stamp names a URL; a `# Parts:` block gives each part its source and date), and
+/// every row has the file's shape (an installer name with a 64-digit lowercase SHA256, a
+/// CUDA tag with a status, a Python with dates, the right number of columns).
+#[test]
+fn every_data_file_names_its_sources_and_every_row_has_its_shape() {
+    let files = data_files();
+    let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "miniconda-installers.tsv",
+            "nvidia-cuda-tags.tsv",
+            "python-releases.tsv",
+            "pytorch.tsv",
+            "tensorflow.tsv"
+        ]
+    );
+    for (name, text) in &files {
+        let problems = image_matrix::plan::data::check_data_file(name, text);
+        assert!(problems.is_empty(), "data/{name}: {problems:#?}");
+        let (date, source) = image_matrix::plan::data::stamp(text).unwrap();
+        assert!(date.as_str() <= "2026-12-07", "data/{name}: {date}");
+        assert!(source.contains("https://"), "data/{name}: {source}");
+        let header: Vec<&str> = text.lines().take_while(|l| l.starts_with('#')).collect();
+        assert!(
+            header.iter().any(|l| l.starts_with("# Parts")),
+            "data/{name} says where each part comes from"
+        );
+        // an unconfirmed row is marked right above it, never left unmarked
+        for (i, l) in text.lines().enumerate() {
+            if l.starts_with("# unconfirmed:") {
+                let next = text.lines().nth(i + 1).unwrap_or("");
+                assert!(
+                    !next.starts_with('#'),
+                    "data/{name}:{}: marks no row",
+                    i + 1
+                );
+            }
+        }
+    }
+}
+
+/// A copy with a wrong SHA256 (short, not hex, upper case), a stamp without its source,
+/// a row of the wrong shape: each is named by the check with its line, and a data
+/// directory's copy like that is not read (the plan says so and uses the built-in one).
+#[test]
+fn a_wrong_sha256_or_a_missing_source_fails_the_check_and_the_copy_is_refused() {
+    use image_matrix::plan::data::check_data_file;
+    let shipped = data_files()
+        .into_iter()
+        .find(|(n, _)| n == "miniconda-installers.tsv")
+        .unwrap()
+        .1;
+    let good = "Miniconda3-py312_26.7.1-1-Linux-x86_64.sh\tb27f60ab63e77eeab50a5417c989120f767e863df32400190d4c7262369f8695";
+    assert!(shipped.contains(good));
+    let line = shipped.lines().position(|l| l == good).unwrap() + 1;
+    let file = "miniconda-installers.tsv";
+    for (bad, why) in [
+        (
+            good.replace("f8695", "f869"),
+            "is not a Linux installer name with a SHA256",
+        ),
+        (
+            good.replace("b27f60", "g27f60"),
+            "is not a Linux installer name with a SHA256",
+        ),
+        (good.replace("b27f60", "B27F60"), "is not lowercase"),
+        (format!("{good}\textra"), "3 fields, the columns name 2"),
+    ] {
+        let problems = check_data_file(file, &shipped.replace(good, &bad));
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with(&format!("line {line}: ")) && p.contains(why)),
+            "{bad}: {problems:?}"
+        );
+    }
+    let unsourced = shipped.replacen(shipped.lines().next().unwrap(), "# updated: 2026-12-07", 1);
+    assert_eq!(
+        check_data_file(file, &unsourced),
+        ["line 1: the `# updated:` stamp names no source (`… from SOURCE`)"]
+    );
+    let tags = "# updated: 2026-12-07 from https://x\n# tag\tstatus\n13.0.2-cudnn-devel-ubuntu24.04\tmaybe\n";
+    assert_eq!(
+        check_data_file("nvidia-cuda-tags.tsv", tags),
+        ["line 3: status `maybe` of `13.0.2-cudnn-devel-ubuntu24.04` is not `supported` or `eol`"]
+    );
+
+    // a data directory's corrupted copy is refused; the plan keeps the built-in checksum
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let wrong = good.replace("b27f60ab", "00000000");
+    let corrupted = shipped
+        .replace(good, &wrong)
+        .replacen("f8695\n", "f869\n", 1);
+    std::fs::write(data.join(file), &corrupted).unwrap();
+    std::fs::write(
+        tmp.path().join("m.yaml"),
+        "version: 1\nbases: [ubuntu:24.04]\nminiconda: \"26.7.1-1\"\npython: [\"3.12\"]\n",
+    )
+    .unwrap();
+    let (code, out, err) = matrix(
+        &data,
+        tmp.path(),
+        &["-f", "m.yaml", "plan", "--format", "json"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains(&format!(
+            "note: ignored {}: line {line}: ",
+            data.join(file).display()
+        )) && err.contains("the built-in copy is used"),
+        "{err}"
+    );
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        doc["cells"][0]["installer"]["sha256"],
+        "b27f60ab63e77eeab50a5417c989120f767e863df32400190d4c7262369f8695"
+    );
+}

@@ -62,7 +62,8 @@ pub fn python_past_end_of_life(py: PyVersion, today: &str) -> Option<&'static st
     (today.len() == 10 && today > last_day.as_str()).then_some(eol)
 }
 
-/// A note for each catalogue older than `max_days` on `today` (`YYYY-MM-DD`).
+/// A note for each fresher copy of a data file that was refused, and for each
+/// catalogue older than `max_days` on `today` (`YYYY-MM-DD`).
 pub fn staleness(today: &str, max_days: i64) -> Vec<String> {
     let mut out = Vec::new();
     let (torch, tf) = crate::plan::frameworks::current();
@@ -81,7 +82,10 @@ pub fn staleness(today: &str, max_days: i64) -> Vec<String> {
             ));
         }
     }
-    out
+    // after the reads above: a refused copy is found while it is read
+    let mut notes = crate::plan::data::refused();
+    notes.extend(out);
+    notes
 }
 
 /// The current data files' text (for `catalogue update` to compare against).
