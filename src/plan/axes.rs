@@ -68,7 +68,9 @@ pub fn bases(raw: &RawConfig, cuda_registry: Option<&str>, d: &mut Diags) -> Vec
     out
 }
 
-pub fn pythons(raw: &RawConfig, d: &mut Diags) -> Vec<PyEntry> {
+/// The matrix's Pythons. `date` (`YYYYMMDD`, the plan's date) is the day a Python past
+/// its end of life on the Python release cycle is warned about.
+pub fn pythons(raw: &RawConfig, date: &str, d: &mut Diags) -> Vec<PyEntry> {
     let default = match &raw.miniconda {
         Some(m) => match CondaRelease::parse(&m.value) {
             Ok(r) => r,
@@ -113,6 +115,7 @@ pub fn pythons(raw: &RawConfig, d: &mut Diags) -> Vec<PyEntry> {
             );
             continue;
         }
+        warn_end_of_life(version, date, p.version.at, &p.key, d);
         out.push(PyEntry {
             version,
             release,
@@ -121,6 +124,29 @@ pub fn pythons(raw: &RawConfig, d: &mut Diags) -> Vec<PyEntry> {
         });
     }
     out
+}
+
+/// A Python past its end of life gets no security fixes: worth a warning, not an error
+/// (a seed's own images may need one).
+fn warn_end_of_life(py: PyVersion, date: &str, at: Pos, key: &str, d: &mut Diags) {
+    let today = match (date.get(..4), date.get(4..6), date.get(6..8)) {
+        (Some(y), Some(m), Some(dd)) if date.len() == 8 => format!("{y}-{m}-{dd}"),
+        _ => return,
+    };
+    if let Some(eol) = crate::plan::catalogue::python_past_end_of_life(py, &today) {
+        let when = if eol.len() == 10 {
+            format!("on {eol}")
+        } else {
+            format!("in {eol}")
+        };
+        d.warn(
+            Some(at),
+            key,
+            format!(
+                "Python {py} reached its end of life {when} (Python release cycle, data/python-releases.tsv): it gets no security fixes; move to a supported Python"
+            ),
+        );
+    }
 }
 
 pub fn platforms(raw: &RawConfig, d: &mut Diags) -> Vec<Platform> {

@@ -5,7 +5,7 @@
 //! From that the planner gets the CUDA version, cuDNN token, flavor and OS, which
 //! feed tags, labels and the OS-specific parts of the Dockerfile.
 
-use crate::plan::catalogue::{cuda_tag_status, supported_successor, TagStatus};
+use crate::plan::catalogue::{cuda_tag_status, supported_successor, Successor, TagStatus};
 use crate::reference;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -276,9 +276,17 @@ fn parse_cuda_tag(tag: &str, notes: &mut BaseNotes) -> Result<(Cuda, Os), String
         Some(TagStatus::Supported) => {}
         Some(TagStatus::Eol) => {
             let rest = &tag[ver.len() + 1..];
-            let hint = supported_successor(&version, rest)
-                .map(|s| format!("; the supported successor is `{s}`"))
-                .unwrap_or_default();
+            let hint = match supported_successor(&version, rest) {
+                Some(Successor::Patch(s)) => format!("; its supported successor is `nvidia/cuda:{s}`"),
+                Some(Successor::Minor(s)) => format!(
+                    "; no newer CUDA {}.{} tag is supported, the nearest supported one is `nvidia/cuda:{s}`",
+                    version.major, version.minor
+                ),
+                None => format!(
+                    "; no supported CUDA {} tag of this shape is listed (data/nvidia-cuda-tags.tsv)",
+                    version.major
+                ),
+            };
             notes.warnings.push(format!(
                 "nvidia/cuda:{tag} is end-of-life; NVIDIA deletes EOL tags without notice (\"manifest unknown\"){hint}"
             ));

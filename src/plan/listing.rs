@@ -49,7 +49,7 @@ pub fn installers_from_html(text: &str) -> BTreeMap<String, String> {
 /// An installer name of the catalogue's grammar and a SHA256: a listing is read from
 /// the network, and one of its names with a newline, an escape or an unknown
 /// architecture must not become a line of the catalogue.
-fn keep(name: &str, sha: &str) -> bool {
+pub(crate) fn keep(name: &str, sha: &str) -> bool {
     let arch_known = crate::coord::PLATFORMS
         .iter()
         .any(|(_, arch)| name.ends_with(&format!("-Linux-{arch}.sh")));
@@ -73,7 +73,7 @@ pub fn cuda_tags(markdown: &str) -> BTreeSet<String> {
         .collect()
 }
 
-fn looks_like_cuda_tag(t: &str) -> bool {
+pub(crate) fn looks_like_cuda_tag(t: &str) -> bool {
     let parts: Vec<&str> = t.split('-').collect();
     parts.len() >= 3
         && parts[0].split('.').count() == 3

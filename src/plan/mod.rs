@@ -289,7 +289,7 @@ fn plan_text_with(
     let user_catalogue = axes::user_catalogue(&raw, &mut d);
     let axes = expand::Axes {
         bases: axes::bases(&raw, settings.sources.cuda_registry.as_deref(), &mut d),
-        pythons: axes::pythons(&raw, &mut d),
+        pythons: axes::pythons(&raw, &opts.date, &mut d),
         variants: axes::variants(&raw, &mut d),
         platforms: axes::platforms(&raw, &mut d),
     };
@@ -543,7 +543,7 @@ mod tests {
 
     #[test]
     fn every_error_is_reported_at_once() {
-        let e = plan("version: 1\nbases: [ubuntu:18.04, \"nvidia/cuda:12.4.1-cudnn9-devel-ubuntu22.04\"]\npython: [\"3.8\", \"2.7\"]\npackages:\n  pip: [\"a b\"]\n").unwrap_err();
+        let e = plan("version: 1\nbases: [ubuntu:18.04, \"nvidia/cuda:12.4.1-cudnn9-devel-ubuntu22.04\"]\npython: [\"3.10\", \"2.7\"]\npackages:\n  pip: [\"a b\"]\n").unwrap_err();
         assert_eq!(e.len(), 4, "{e:#?}");
         for want in [
             "`ubuntu:18.04`",
