@@ -1,7 +1,7 @@
 //! The download cache of BuildKit builds. Every build step the tool renders
 //! (`RUN bash /tmp/image-matrix/…`) gets a cache mount at [`TARGET`], where pip keeps
-//! a wheelhouse of what it downloaded and the Miniconda step keeps installers by
-//! SHA256 (checked again on every use). The mount lives in the builder across builds and
+//! its cache (`PIP_CACHE_DIR`: the files the index allows to be cached, which PyPI's
+//! are) and the Miniconda step keeps installers by SHA256 (checked again on every use). The mount lives in the builder across builds and
 //! nights, so a night whose base was republished downloads nothing it downloaded
 //! before, and cells that share wheels fetch them once.
 //!
@@ -25,27 +25,6 @@ const STEP: &str = "RUN bash /tmp/image-matrix/";
 
 /// pip without its cache, as every step script calls it.
 const PIP_NO_CACHE: &str = "pip install --no-cache-dir ";
-
-/// Every step script begins so; the cache's pip comes right after.
-const STRICT: &str = "set -euo pipefail\n";
-
-/// pip through a wheelhouse in the cache: what the step's requirements resolve to is
-/// downloaded into a folder of this build's own (files the wheelhouse has are taken
-/// from it, not the network), installed from that folder alone, then moved into the
-/// wheelhouse (a rename, so that parallel builds never see half a file). pip resolves
-/// as it always does: the wheelhouse only saves downloads, whatever the index's
-/// caching headers say (pip's own HTTP cache needs them).
-const CACHED_PIP: &str = "# image-matrix's BuildKit download cache: pip through a wheelhouse kept across builds\n\
-image_matrix_pip() {\n\
-  local w=\"$IMAGE_MATRIX_CACHE/wheels\" got f\n\
-  mkdir -p \"$w\"\n\
-  got=$(mktemp -d \"$w/.build.XXXXXX\")\n\
-  shift\n\
-  pip download --dest \"$got\" --find-links \"$w\" \"$@\" &&\n\
-    pip install --no-index --find-links \"$got\" \"$@\" &&\n\
-    for f in \"$got\"/*; do if [ -f \"$f\" ] && [ ! -e \"$w/${f##*/}\" ]; then mv \"$f\" \"$w/\"; fi; done &&\n\
-    rm -rf \"$got\"\n\
-}\n";
 
 /// The Miniconda step: where it takes a pre-downloaded installer, and where it runs it.
 const CONDA_SCRIPT: &str = "conda/install-conda.sh";
@@ -85,7 +64,7 @@ fn dockerfile(text: &str) -> String {
     text.replace(
         STEP,
         &format!(
-            "RUN --mount=type=cache,id=image-matrix-downloads,target={TARGET} IMAGE_MATRIX_CACHE={TARGET} bash /tmp/image-matrix/"
+            "RUN --mount=type=cache,id=image-matrix-downloads,target={TARGET} IMAGE_MATRIX_CACHE={TARGET} PIP_CACHE_DIR={TARGET}/pip bash /tmp/image-matrix/"
         ),
     )
 }
@@ -93,10 +72,7 @@ fn dockerfile(text: &str) -> String {
 /// A step script with pip's cache on (and, for the Miniconda step, the installer's);
 /// None when it has nothing to rewrite.
 fn script(path: &str, text: &str) -> Option<String> {
-    let mut out = text.replace(PIP_NO_CACHE, "image_matrix_pip install ");
-    if out != text {
-        out = out.replacen(STRICT, &format!("{STRICT}{CACHED_PIP}"), 1);
-    }
+    let mut out = text.replace(PIP_NO_CACHE, "pip install ");
     if path == CONDA_SCRIPT {
         out = out
             .replacen(TAKE_LOCAL, &format!("{FROM_CACHE}{TAKE_LOCAL}"), 1)
@@ -138,7 +114,7 @@ mod tests {
                 let (a_text, b_text) = (text(a), text(b));
                 if a.path == "Dockerfile" {
                     for run in b_text.lines().filter(|l| l.starts_with("RUN ")) {
-                        assert!(run.starts_with("RUN --mount=type=cache,id=image-matrix-downloads,target=/var/cache/image-matrix IMAGE_MATRIX_CACHE=/var/cache/image-matrix bash /tmp/image-matrix/"), "{run}");
+                        assert!(run.starts_with("RUN --mount=type=cache,id=image-matrix-downloads,target=/var/cache/image-matrix IMAGE_MATRIX_CACHE=/var/cache/image-matrix PIP_CACHE_DIR=/var/cache/image-matrix/pip bash /tmp/image-matrix/"), "{run}");
                         steps += 1;
                     }
                     continue;
@@ -146,14 +122,10 @@ mod tests {
                 let calls = a_text.matches("pip install --no-cache-dir ").count();
                 pips += calls;
                 assert!(!b_text.contains("--no-cache-dir"), "{}", a.path);
-                if calls > 0 {
-                    assert_eq!(b_text.matches("image_matrix_pip install ").count(), calls);
-                    assert!(
-                        b_text.find(super::CACHED_PIP) > b_text.find(super::STRICT),
-                        "{}",
-                        a.path
-                    );
-                }
+                assert_eq!(
+                    b_text.matches("pip install ").count(),
+                    a_text.matches("pip install ").count()
+                );
                 if a.path == super::CONDA_SCRIPT {
                     conda += 1;
                     assert!(
