@@ -45,7 +45,7 @@ cargo test --locked --no-run --lib --bins --tests 2>&1 | grep -v '^ *Executable'
 # 700 s), 2,013 s, every test slower by as much as the move saved (buildx_e2e 350 →
 # 469 s, nightly_e2e 560 → 755 s); a third lane beside these (with other load), 3,032 s. The 2 cores are
 # the limit, not the order.
-lanes=("multiarch_e2e" "frameworks_e2e")
+lanes=("multiarch_e2e" "frameworks_e2e families_e2e")
 pids=() logs=()
 for lane in "${lanes[@]}"; do
   log=$(mktemp "/tmp/image-matrix-test-${lane// /+}.XXXXXX")

@@ -751,6 +751,19 @@ fn order(mut defs: Vec<Def>, raw: &RawConfig, d: &mut Diags) -> Vec<Def> {
     out
 }
 
+/// A family's releases, each one image per parent (one, unversioned, without
+/// `versions`).
+fn releases(def: &Def) -> Vec<Option<&str>> {
+    if def.versions.is_empty() {
+        vec![None]
+    } else {
+        def.versions
+            .iter()
+            .map(|v| Some(v.value.as_str()))
+            .collect()
+    }
+}
+
 /// `py3.11-debian12-amd64-yolo8.3.0`.
 pub fn child_id(parent: &str, def: &Def, version: Option<&str>) -> String {
     format!("{parent}-{}{}", def.name, version.unwrap_or_default())
@@ -835,14 +848,7 @@ pub fn grow(
         let mut parents = 0;
         for parent in all.iter().filter(|c| def.parent.holds(&c.coord)) {
             parents += 1;
-            let versions: Vec<Option<&str>> = if def.versions.is_empty() {
-                vec![None]
-            } else {
-                def.versions
-                    .iter()
-                    .map(|v| Some(v.value.as_str()))
-                    .collect()
-            };
+            let versions = releases(def);
             for v in versions {
                 let coord = child_coordinate(&parent.coord, def, v);
                 let id = child_id(&parent.id, def, v);
@@ -930,14 +936,7 @@ pub fn children_of_excluded(excluded: &[Excluded], defs: &[Arc<Def>]) -> Vec<Exc
             .chain(out.iter())
             .filter(|x| def.parent.holds(&x.coord))
         {
-            let versions: Vec<Option<&str>> = if def.versions.is_empty() {
-                vec![None]
-            } else {
-                def.versions
-                    .iter()
-                    .map(|v| Some(v.value.as_str()))
-                    .collect()
-            };
+            let versions = releases(def);
             for v in versions {
                 let coord = child_coordinate(&parent.coord, def, v);
                 more.push(Excluded {
@@ -977,25 +976,10 @@ pub fn link(cells: &mut [Cell]) {
 
 #[cfg(test)]
 mod tests {
-    use crate::plan::{plan_text, Plan, PlanOptions};
+    use crate::plan::Plan;
 
     fn plan_in(dir: &std::path::Path, yaml: &str) -> Result<Plan, String> {
-        plan_text(
-            yaml,
-            "m.yaml",
-            dir,
-            &PlanOptions {
-                date: "20260101".into(),
-            },
-        )
-        .map_err(|e| match e {
-            crate::error::Error::InvalidMatrix(d) => d
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n"),
-            e => e.to_string(),
-        })
+        crate::plan::plan_for_tests(yaml, dir)
     }
 
     fn plan(yaml: &str) -> Result<Plan, String> {

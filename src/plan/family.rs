@@ -542,25 +542,10 @@ fn report(entries: &[Entry], refused: &Refusals, notes: &[(usize, String)], d: &
 
 #[cfg(test)]
 mod tests {
-    use crate::plan::{plan_text, Plan, PlanOptions};
+    use crate::plan::Plan;
 
     fn plan(yaml: &str) -> Result<Plan, String> {
-        plan_text(
-            yaml,
-            "m.yaml",
-            std::path::Path::new("."),
-            &PlanOptions {
-                date: "20260101".into(),
-            },
-        )
-        .map_err(|e| match e {
-            crate::error::Error::InvalidMatrix(d) => d
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n"),
-            e => e.to_string(),
-        })
+        crate::plan::plan_for_tests(yaml, std::path::Path::new("."))
     }
 
     /// The seed family: torch 2.3.0, torchvision 0.18.0, torchaudio 2.3.0 from the

@@ -263,6 +263,28 @@ pub fn load_with(path: &Path, opts: &PlanOptions, on_axes: &AxesHook) -> Result<
     })
 }
 
+/// A plan of `yaml` (as `m.yaml` in `dir`, on 2026-01-01) for unit tests, its
+/// diagnostics one per line.
+#[cfg(test)]
+pub(crate) fn plan_for_tests(yaml: &str, dir: &Path) -> Result<Plan, String> {
+    plan_text(
+        yaml,
+        "m.yaml",
+        dir,
+        &PlanOptions {
+            date: "20260101".into(),
+        },
+    )
+    .map_err(|e| match e {
+        Error::InvalidMatrix(d) => d
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n"),
+        e => e.to_string(),
+    })
+}
+
 /// Plan from text; `file` names it in diagnostics, `dir` resolves relative paths.
 pub fn plan_text(text: &str, file: &str, dir: &Path, opts: &PlanOptions) -> Result<Plan, Error> {
     plan_text_with(text, file, dir, opts, &|_, _| {})
