@@ -1562,3 +1562,81 @@ fn ctrl_c_kills_a_build_that_is_still_being_sent_its_context() {
     );
     assert!(!e.path(&format!("state/context-{A}.tar")).exists());
 }
+
+/// A tree of families night after night: a changed family's layer rebuilds its images
+/// and their descendants and nothing else. `plan --diff` names them, and the next
+/// build runs exactly those `docker build`s, each child after its parent.
+#[test]
+fn a_changed_family_rebuilds_its_images_and_their_descendants_only() {
+    let yaml = |vision_pip: &str| {
+        format!("version: 1\nbases: [ubuntu:22.04]\npython: [\"3.11\"]\nfamilies:\n  - {{name: vision, pip: [\"{vision_pip}\"]}}\n  - {{name: serve, parent: vision, pip: [\"uvicorn==0.32.1\"]}}\n  - {{name: other, pip: [\"six==1.17.0\"]}}\n")
+    };
+    let e = Env::with_matrix(31095, &yaml("pillow==11.0.0"));
+    let (code, err) = e.run(&["-j", "2"]);
+    assert_eq!(code, 0, "{err}");
+    let m = e.manifest();
+    let ids: Vec<&str> = m["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    let root = "py3.11-ubuntu22.04-amd64";
+    assert_eq!(
+        ids,
+        [
+            root.to_string(),
+            format!("{root}-vision"),
+            format!("{root}-vision-serve"),
+            format!("{root}-other")
+        ]
+    );
+    std::fs::write(e.path("matrix.yaml"), yaml("pillow==11.1.0")).unwrap();
+    let diff = e.plan_diff();
+    let changed: Vec<&str> = diff
+        .lines()
+        .filter(|l| l.contains(" changed "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(
+        changed,
+        [format!("{root}-vision"), format!("{root}-vision-serve")],
+        "{diff}"
+    );
+    assert!(
+        diff.contains(&format!("the image it builds on ({root}-vision) changed")),
+        "{diff}"
+    );
+    std::fs::write(e.path("state/calls"), "").unwrap();
+    let (code, err) = e.run(&["-j", "2"]);
+    assert_eq!(code, 0, "{err}");
+    let builds: Vec<String> = e
+        .calls()
+        .lines()
+        .filter(|l| l.starts_with("build ") || l.starts_with("buildx build "))
+        // not the labelling builds that write the versions on after
+        .filter(|l| !l.contains(" --quiet "))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(builds.len(), 2, "{builds:?}");
+    assert!(
+        builds[0].contains("candidate-py3.11-ubuntu22.04-amd64-vision "),
+        "{builds:?}"
+    );
+    let after = e.manifest();
+    let status = |id: &str| {
+        after["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == id)
+            .unwrap()["status"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(status(root), "up-to-date");
+    assert_eq!(status(&format!("{root}-other")), "up-to-date");
+    assert_eq!(status(&format!("{root}-vision")), "built");
+    assert_eq!(status(&format!("{root}-vision-serve")), "built");
+}

@@ -153,10 +153,12 @@ pub fn diff(plan: &Plan, cells: &[&Cell], prev: &Manifest, digests: &Digests) ->
         let same = p.input_hash.as_deref().is_some_and(|h| identity.is(h));
         hashes.insert(&c.id, identity);
         let (change, why) = if !same {
-            (
-                "changed",
-                reasons(c, p, &render::identity::part_hashes(&ctx), &digest),
-            )
+            let mut why = reasons(c, p, &render::identity::part_hashes(&ctx), &digest);
+            // a layer whose own files did not change: the image it builds on did
+            if let (true, Some(parent)) = (why.is_empty(), c.parent()) {
+                why.push(format!("the image it builds on ({parent}) changed"));
+            }
+            ("changed", why)
         } else if !p.status.succeeded() {
             (
                 "rebuild",

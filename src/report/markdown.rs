@@ -708,6 +708,37 @@ fn failures(s: &mut String, m: &Manifest) {
 mod tests {
     use super::*;
 
+    /// In a grid slot of several images, each is named by its layer.
+    #[test]
+    fn an_image_of_a_tree_is_named_by_its_layer() {
+        use crate::coord::Coordinate;
+        let root = Coordinate {
+            miniconda: "24.5.0-0".into(),
+            ..Coordinate::default()
+        };
+        let torch = Coordinate {
+            torch: Some("2.5.1".into()),
+            framework: Some("pytorch".into()),
+            ..root.clone()
+        };
+        let mut serve = Coordinate {
+            family: Some("serve".into()),
+            ..torch.clone()
+        };
+        serve.families.insert("vision".into(), "11.0.0".into());
+        serve.families.insert("serve".into(), "0.1.0".into());
+        let mut tool = Coordinate {
+            family: Some("tool".into()),
+            ..root.clone()
+        };
+        tool.families.insert("tool".into(), String::new());
+        let name = |k: &Coordinate| layer_name(&CellRecord::new("x", k.clone()));
+        assert_eq!(name(&root), "Miniconda 24.5.0-0");
+        assert_eq!(name(&torch), "torch 2.5.1");
+        assert_eq!(name(&serve), "serve 0.1.0");
+        assert_eq!(name(&tool), "tool");
+    }
+
     #[test]
     fn versions_sort_as_numbers() {
         let mut v = vec!["3.10", "3.8", "3.9", "3.13", "3.11"];
