@@ -308,7 +308,8 @@ include:
             && log.contains("[internal] load remote build context")
             && log
                 .lines()
-                .any(|l| l.starts_with('#') && l.contains("] RUN bash /tmp/image-matrix/")),
+                // each step with the download cache mounted (src/render/cache.rs)
+                .any(|l| l.starts_with('#') && l.contains("] RUN --mount=type=cache,id=image-matrix-downloads,target=/var/cache/image-matrix IMAGE_MATRIX_CACHE=/var/cache/image-matrix PIP_CACHE_DIR=/var/cache/image-matrix/pip bash /tmp/image-matrix/")),
         "BuildKit plain output expected:\n{}",
         &log[..log.len().min(2000)]
     );

@@ -31,19 +31,26 @@ const CONDA_SCRIPT: &str = "conda/install-conda.sh";
 const TAKE_LOCAL: &str = "if [ -f \"$here/local/$INSTALLER_FILE\" ]; then\n";
 const RUN_INSTALLER: &str = "bash \"$installer\" -b -p \"$prefix\"\n";
 
-/// Before the step looks for a pre-downloaded installer: a cached copy becomes one
-/// (the step checks its SHA256 as it checks any).
+/// Before the step looks for a pre-downloaded installer: a cached copy whose SHA256 is
+/// the planned one becomes one (the step checks it again, as it checks any); one that
+/// is not is dropped, and the mirrors are asked.
 const FROM_CACHE: &str =
     "# image-matrix's BuildKit download cache: a cached installer is a pre-downloaded one\n\
 cached=\"$IMAGE_MATRIX_CACHE/installers/$INSTALLER_SHA256\"\n\
 mkdir -p \"$IMAGE_MATRIX_CACHE/installers\" \"$here/local\"\n\
 if [ -f \"$cached\" ] && [ ! -f \"$here/local/$INSTALLER_FILE\" ]; then\n\
-  cp \"$cached\" \"$here/local/$INSTALLER_FILE\"\n\
-  echo \"image-matrix: $INSTALLER_FILE from the download cache (its SHA256 is checked next)\"\n\
+  if [ \"$(sha256sum \"$cached\" | cut -d' ' -f1)\" = \"$INSTALLER_SHA256\" ] && cp \"$cached\" \"$here/local/$INSTALLER_FILE\"; then\n\
+    echo \"image-matrix: $INSTALLER_FILE from the download cache (SHA256 checked)\"\n\
+  else\n\
+    echo \"image-matrix: the download cache's $INSTALLER_FILE is not the planned one; asking the mirrors\" >&2\n\
+    rm -f \"$cached\" \"$here/local/$INSTALLER_FILE\"\n\
+  fi\n\
 fi\n";
 
-/// Once the installer is checked: it is kept for the next build.
-const INTO_CACHE: &str = "cp \"$installer\" \"$cached.$$\" && mv -f \"$cached.$$\" \"$cached\"\n";
+/// Once the installer is checked: it is kept for the next build, under a name of its
+/// own first (parallel builds share the cache, and PIDs repeat across containers). A
+/// cache that cannot keep it does not fail the build.
+const INTO_CACHE: &str = "(keep=$(mktemp \"$cached.XXXXXX\") && cp \"$installer\" \"$keep\" && mv -f \"$keep\" \"$cached\") || echo \"image-matrix: the download cache could not keep $INSTALLER_FILE\" >&2\n";
 
 /// The context with the download cache mounted in each of its steps.
 pub fn mounted(mut ctx: Context) -> Context {

@@ -344,7 +344,16 @@ fn job_contexts<'a>(
         .iter()
         .map(|j| {
             move |w: &mut dyn std::io::Write| {
-                crate::render::archive::write(&prepared.context(j.kind), w)
+                let ctx = prepared.context(j.kind);
+                // the build again, as the executor sent it the first time: with the
+                // download cache (an inline cache means BuildKit), so every step is
+                // taken from that build's cache
+                let ctx = if j.request.inline_cache && !j.request.no_cache {
+                    crate::render::cache::mounted(ctx)
+                } else {
+                    ctx
+                };
+                crate::render::archive::write(&ctx, w)
             }
         })
         .collect()
