@@ -12,11 +12,12 @@
 //!   (`scripts/engine.sh start NAME --fresh`); wall times, ratios and which engine
 //!   built what.
 //!
-//! - `scale [--rounds N] [--reused-cells N]`: `matrix build -j 8` of 100 / 1,000 /
+//! - `scale [--rounds N] [--reused-cells N] [--shapes]`: `matrix build -j 8` of 100 / 1,000 /
 //!   10,000 cells against a docker that succeeds at once, in a fresh output folder,
 //!   and the same folder run again right after 290,000 files were deleted (what a
 //!   10,000-cell run of a tool that wrote every context left); `BENCH_BEFORE=BINARY`
-//!   adds that binary's rows, interleaved.
+//!   adds that binary's rows, interleaved. `--shapes` instead runs about 1,000 cells in
+//!   several shapes: variants with several pip and apt packages, on many bases or few.
 //! - `bake`: the peer, `docker buildx bake`, against `matrix build -j 2`; and a runner
 //!   that starts empty with and without the registry cache (examples/bench/bake.rs).
 //!
@@ -99,6 +100,65 @@ fn big_matrix_bases(bases: usize, variants: usize) -> String {
         y.push_str(&format!("  - {{name: set{i}, pip: [\"pkg{i}>=1.0\"]}}\n"));
     }
     y
+}
+
+/// A shape of the scale benchmark: `bases` CUDA bases × 4 Pythons × `variants`
+/// variants, each with `pip` pip packages (one with a marker) and `apt` apt packages;
+/// with `pip` above 1, every other variant also overrides the common numpy pin.
+#[derive(Clone, Copy)]
+struct Shape {
+    bases: usize,
+    variants: usize,
+    pip: usize,
+    apt: usize,
+    /// The fake docker lists packages for each SBOM ([`bench_listing`]), as a real
+    /// image does; without, every listing stops early and no component is written.
+    listing: bool,
+}
+
+impl Shape {
+    fn cells(self) -> usize {
+        self.bases * 4 * self.variants
+    }
+
+    fn label(self) -> String {
+        format!(
+            "{}x4x{} pip {} apt {}{}",
+            self.bases,
+            self.variants,
+            self.pip,
+            self.apt,
+            if self.listing { " +SBOM" } else { "" }
+        )
+    }
+
+    fn matrix(self) -> String {
+        let mut y = big_matrix_bases(self.bases, 0);
+        for i in 0..self.variants {
+            let pip: Vec<String> = (0..self.pip)
+                .map(|k| {
+                    let marker = if k == 1 {
+                        "; python_version >= \\\"3.10\\\""
+                    } else {
+                        ""
+                    };
+                    format!("\"pkg{i}-{k}>=1.{k},<3{marker}\"")
+                })
+                .collect();
+            let apt: Vec<String> = (0..self.apt).map(|k| format!("lib{i}-{k}")).collect();
+            let over = if self.pip > 1 && i % 2 == 1 {
+                ", override: [\"numpy>=1.26; python_version < \\\"3.13\\\"\"]"
+            } else {
+                ""
+            };
+            y.push_str(&format!(
+                "  - {{name: set{i}, pip: [{}], apt: [{}]{over}}}\n",
+                pip.join(", "),
+                apt.join(", ")
+            ));
+        }
+        y
+    }
 }
 
 fn bench_plan() {
@@ -445,9 +505,17 @@ fn scale_matrix(n: usize) -> String {
 /// One `matrix build -j 8` of the scale benchmark in `dir` (its `m.yaml`): wall, the
 /// tool's own CPU per cell (the manifest's `tool_cpu_seconds`) and peak RSS.
 fn scale_run(exe: &Path, dir: &Path, n: usize) -> (f64, f64, f64) {
+    scale_run_listing(exe, dir, n, None)
+}
+
+/// [`scale_run`] with the fake docker listing `listing` (a file) as every image's packages.
+fn scale_run_listing(exe: &Path, dir: &Path, n: usize, listing: Option<&Path>) -> (f64, f64, f64) {
+    let mut cmd = Command::new(exe);
+    if let Some(l) = listing {
+        cmd.env("BENCH_LISTING", l);
+    }
     let (wall, rss, status) = measured(
-        Command::new(exe)
-            .current_dir(dir)
+        cmd.current_dir(dir)
             .env("DOCKER", root().join("bench/fake-docker-instant"))
             .args(["-f", "m.yaml", "build", "-j", "8", "--quiet"])
             .stdout(Stdio::null())
@@ -504,6 +572,9 @@ fn bench_scale(args: &[String]) {
     let mut bins: Vec<(&str, PathBuf)> = vec![("after", matrix_bin())];
     if let Some(b) = std::env::var_os("BENCH_BEFORE") {
         bins.insert(0, ("before", PathBuf::from(b)));
+    }
+    if args.iter().any(|a| a == "--shapes") {
+        return scale_shapes(&bins, rounds);
     }
     // every run writes logs (and, before, contexts): the file system under the temp
     // dir counts
@@ -588,6 +659,144 @@ fn bench_scale(args: &[String]) {
     );
 }
 
+/// The shapes of `scale --shapes`: the 1,000 cells of the plain table (10 bases, 25
+/// variants of one pip package each) and 960 cells whose variants carry several pip
+/// and apt packages, with images that list no packages (as the plain table's) and
+/// with images that list as many as a real one does (each cell's SBOM has them).
+const SHAPES: &[Shape] = &[
+    Shape {
+        bases: 10,
+        variants: 25,
+        pip: 1,
+        apt: 0,
+        listing: false,
+    },
+    Shape {
+        bases: 60,
+        variants: 4,
+        pip: 6,
+        apt: 3,
+        listing: false,
+    },
+    Shape {
+        bases: 10,
+        variants: 25,
+        pip: 1,
+        apt: 0,
+        listing: true,
+    },
+    Shape {
+        bases: 60,
+        variants: 4,
+        pip: 6,
+        apt: 3,
+        listing: true,
+    },
+    Shape {
+        bases: 10,
+        variants: 24,
+        pip: 6,
+        apt: 3,
+        listing: true,
+    },
+];
+
+/// What listing a built image's packages prints (`src/sbom/collect.sh`), about what a
+/// CUDA image with Miniconda and a variant's packages holds: 450 dpkg packages (half
+/// with a DEP-5 licence), 70 conda and 160 pip packages.
+fn bench_listing() -> String {
+    let mut l = String::from("@image-matrix-packages 1\n@os ubuntu\t22.04\n@dpkg\n");
+    for i in 0..450 {
+        let arch = if i % 4 == 0 { "all" } else { "amd64" };
+        l.push_str(&format!(
+            "ii \tlibpkg{i}\t{}.{}.{i}-1ubuntu0.{}\t{arch}\n",
+            i % 7,
+            i % 13,
+            i % 3
+        ));
+    }
+    l.push_str("@conda /opt/conda\n");
+    for i in 0..70 {
+        l.push_str(&format!(
+            "condapkg{i}\t{}.{}.{i}\tpy311h{i:06x}_0\tpkgs/main\tBSD-3-Clause\n",
+            i % 5,
+            i % 11
+        ));
+    }
+    l.push_str("@pip 3.11.2\n");
+    for i in 0..160 {
+        let (installer, licence) = match i % 3 {
+            0 => ("conda", ""),
+            1 => ("pip", "MIT"),
+            _ => ("pip", "Apache-2.0"),
+        };
+        l.push_str(&format!(
+            "Pip_Pkg{i}\t{}.{}.{i}\t{installer}\t{licence}\n",
+            i % 4,
+            i % 9
+        ));
+    }
+    l.push_str("@dpkg-licenses\n");
+    for i in (0..450).step_by(2) {
+        l.push_str(&format!("libpkg{i}\tGPL-2+\n"));
+    }
+    l.push_str("@end\n");
+    l
+}
+
+/// `scale --shapes`: every shape, fresh output folder on the temp dir, the shapes and
+/// binaries interleaved in each round so that every row sees the same machine.
+fn scale_shapes(bins: &[(&str, PathBuf)], rounds: usize) {
+    let load = || {
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    println!(
+        "matrix build -j 8 against bench/fake-docker-instant in {}, fresh folders; load average at the start: {}",
+        std::env::temp_dir().display(),
+        load()
+    );
+    println!("(min / median / max over {rounds} round(s); shapes and binaries interleaved)");
+    let listing = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(listing.path(), bench_listing()).unwrap();
+    let mut rows = vec![vec![(Vec::new(), Vec::new(), 0.0f64); bins.len()]; SHAPES.len()];
+    for r in 0..rounds {
+        for (s, shape) in SHAPES.iter().enumerate() {
+            for (b, (_, exe)) in bins.iter().enumerate() {
+                let dir = tempfile::tempdir().unwrap();
+                std::fs::write(dir.path().join("m.yaml"), shape.matrix()).unwrap();
+                let l = shape.listing.then(|| listing.path());
+                let (wall, cpu, rss) = scale_run_listing(exe, dir.path(), shape.cells(), l);
+                let row = &mut rows[s][b];
+                row.0.push(wall);
+                row.1.push(cpu);
+                row.2 = row.2.max(rss);
+            }
+        }
+        println!("  round {} done, load average: {}", r + 1, load());
+    }
+    println!(
+        "{:>6}  {:<26} {:<7} {:>26} {:>30} {:>9}",
+        "cells", "shape (bases x py x variants)", "binary", "wall", "tool CPU/cell", "peak RSS"
+    );
+    for (shape, per_bin) in SHAPES.iter().zip(&mut rows) {
+        for ((label, _), (walls, cpus, rss)) in bins.iter().zip(per_bin) {
+            println!(
+                "{:>6}  {:<26} {label:<7} {:>26} {:>30} {:>6.1} MB",
+                shape.cells(),
+                shape.label(),
+                spread(walls, "s", 2),
+                spread(cpus, "ms", 2),
+                rss
+            );
+        }
+    }
+    println!("load average at the end: {}", load());
+    println!("target: every shape under 5 ms of tool CPU per cell");
+}
+
 /// Plan output for 10,000 cells in every format, through the whole command.
 /// `plan --format F` of 10,000 cells, 11 runs each; with `--before BIN`, that binary's
 /// runs alternate with this one's (same file, same moment), and each row gets the
@@ -669,7 +878,7 @@ fn main() {
         Some("bake") => bake::run_bench(),
         Some("publish") => publish::run_bench(&std::env::args().skip(2).collect::<Vec<_>>()),
         _ => {
-            eprintln!("usage: cargo run --release --example bench -- plan|formats [--before MATRIX_BINARY]|scale [--rounds N] [--reused-cells N]|nightly [--runs N] [--cells 4|2] [--builders legacy,buildkit] [--no-solo] [--max-load X] [--keep DIR] [--before MATRIX_BINARY]|ready|engines|bake|publish [--rounds N]");
+            eprintln!("usage: cargo run --release --example bench -- plan|formats [--before MATRIX_BINARY]|scale [--rounds N] [--reused-cells N] [--shapes]|nightly [--runs N] [--cells 4|2] [--builders legacy,buildkit] [--no-solo] [--max-load X] [--keep DIR] [--before MATRIX_BINARY]|ready|engines|bake|publish [--rounds N]");
             std::process::exit(2);
         }
     }

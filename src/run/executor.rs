@@ -240,20 +240,30 @@ impl Executor for DockerExecutor<'_> {
                 }
             }
         };
-        let _ = writeln!(
-            log,
-            "# image-matrix build log: {} (attempt {attempt}, {})\n# command: {}\n# its context, a tar on standard input, is written to {} if it fails\n",
+        // the header in one write (the log is not buffered: it is read as it grows, and
+        // a formatted write to a file is a system call per piece)
+        let header = format!(
+            "# image-matrix build log: {} (attempt {attempt}, {})\n# command: {}\n# its context, a tar on standard input, is written to {} if it fails\n\n",
             job.id,
             crate::manifest::now(),
             self.docker.build_command_line(&job.request.on_stdin()),
             job.request.context_dir.display()
         );
+        let _ = log.write_all(header.as_bytes());
         if let Some(f) = &job.request.iidfile {
-            let _ = std::fs::remove_file(f);
+            // an earlier attempt's; removing a file that is not there still locks its
+            // folder, which every build of the run writes in
+            if f.symlink_metadata().is_ok() {
+                let _ = std::fs::remove_file(f);
+            }
         }
         let mut versions = None;
+        let mut line_buf = String::new();
         let mut on_line = |raw: &str| {
-            let _ = writeln!(log, "{raw}");
+            line_buf.clear();
+            line_buf.push_str(raw);
+            line_buf.push('\n');
+            let _ = log.write_all(line_buf.as_bytes());
             let clean = strip_ansi(raw);
             let line = clean.as_str();
             // the last one wins: a framework layer prints the list again, extended

@@ -89,16 +89,15 @@ pub fn record(c: &Collected, subject: &cyclonedx::Subject, dir: &Path) -> SbomRe
         pip: listing.count(Source::Pip),
     };
     rec.notes = notes(&listing);
-    let doc = cyclonedx::document(&listing, subject, &at, &rec.notes);
-    let name = file_name(subject.cell);
-    let path = dir.join(FOLDER).join(&name);
-    let text = match serde_json::to_string_pretty(&doc) {
-        Ok(t) => t + "\n",
+    let text = match cyclonedx::text(&listing, subject, &at, &rec.notes) {
+        Ok(t) => t,
         Err(e) => {
             rec.notes.push(format!("no SBOM: {e}"));
             return rec;
         }
     };
+    let name = file_name(subject.cell);
+    let path = dir.join(FOLDER).join(&name);
     match crate::manifest::io::write_text(&path, &text) {
         Ok(()) => {
             rec.path = Some(format!("{FOLDER}/{name}"));
