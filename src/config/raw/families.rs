@@ -1,6 +1,6 @@
 //! `families:` as written: user-defined image families, each a layer on a parent (the
 //! Miniconda cells, a framework's images, or another family's). Shapes only; what the
-//! names, placeholders and files mean is checked by [`crate::plan::custom`].
+//! names, placeholders and files mean is checked by the planner (`plan/custom.rs`).
 
 use super::{join, Walker};
 use crate::config::yaml::Node;
