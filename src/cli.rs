@@ -455,6 +455,22 @@ pub struct BuildArgs {
     /// Network for RUN steps (overrides build.network in the matrix).
     #[arg(long, value_parser = parse_network, help_heading = "Build")]
     pub network: Option<String>,
+    /// Serve a download cache in DIR to the builds, on 127.0.0.1 (any builder): the
+    /// Miniconda installers and every file an index page gives a SHA256 for (wheels,
+    /// PyTorch's), fetched once and kept across cells, bases and nights, each checked
+    /// against its SHA256. Needs `--network host` and engines on this machine;
+    /// --no-cache bypasses it. Its figures go to OUT/downloads.json.
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "IMAGE_MATRIX_DOWNLOAD_CACHE",
+        help_heading = "Build"
+    )]
+    pub download_cache: Option<PathBuf>,
+    /// The download cache's port on 127.0.0.1 (0: any free one; a fixed one keeps the
+    /// routed steps the same from night to night, for the builder's layer cache).
+    #[arg(long, value_name = "PORT", default_value_t = crate::downloads::DEFAULT_PORT, help_heading = "Build")]
+    pub download_cache_port: u16,
     /// Where contexts, logs and the manifest go.
     #[arg(short, long, default_value = "out", help_heading = "Output")]
     pub out: PathBuf,

@@ -13,6 +13,7 @@ pub mod config;
 pub mod coord;
 pub mod diag;
 pub mod docker;
+pub mod downloads;
 pub mod emulation;
 pub mod engine;
 pub mod engines;

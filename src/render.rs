@@ -357,6 +357,11 @@ impl<'s> Renderer<'s> {
         }
     }
 
+    /// The package index the contexts' pip uses.
+    pub fn package_index(&self) -> &str {
+        self.s.sources.package_index()
+    }
+
     pub fn render(&self, c: &Cell) -> Context {
         self.files(c, true)
     }

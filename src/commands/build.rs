@@ -96,6 +96,10 @@ fn options(plan: &Plan, args: &BuildArgs) -> Options {
             .network
             .clone()
             .or_else(|| plan.settings.network.clone()),
+        download_cache: args
+            .download_cache
+            .clone()
+            .map(|d| (d, args.download_cache_port)),
         out: args.out.clone(),
         log_dir: args.log_dir.clone(),
         manifest: args.manifest.clone(),

@@ -197,7 +197,8 @@ pub fn looks_transient(tail: &[String]) -> bool {
 /// Renders a job's build context when an attempt starts: none is rendered for a job
 /// found up to date, and none is written to disk for a build, which reads it as a tar
 /// on its standard input (a failed build's reproduce folder is written by the run).
-pub type Contexts<'a> = &'a (dyn Fn(JobKind) -> crate::render::Context + Sync);
+/// A job's context as sent; `true` asks for BuildKit's cache mounts.
+pub type Contexts<'a> = &'a (dyn Fn(JobKind, bool) -> crate::render::Context + Sync);
 
 pub struct DockerExecutor<'a> {
     pub docker: Docker,
@@ -278,12 +279,12 @@ impl Executor for DockerExecutor<'_> {
                 on_step(s);
             }
         };
-        let mut context = (self.contexts)(job.kind);
         // BuildKit keeps downloads in a cache mount across builds and nights; the
         // legacy builder has none, and --no-cache means no cache of any kind
-        if self.docker.builder.is_buildkit() && !job.request.no_cache {
-            context = crate::render::cache::mounted(context);
-        }
+        let context = (self.contexts)(
+            job.kind,
+            self.docker.builder.is_buildkit() && !job.request.no_cache,
+        );
         let send = |w: &mut dyn Write| crate::render::archive::write(&context, w);
         let result =
             self.docker

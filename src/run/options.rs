@@ -32,6 +32,8 @@ pub struct Options {
     pub pull: bool,
     pub no_cache: bool,
     pub network: Option<String>,
+    /// The host's download cache: its folder and port (`--download-cache`).
+    pub download_cache: Option<(PathBuf, u16)>,
     pub out: PathBuf,
     pub log_dir: Option<PathBuf>,
     pub manifest: Option<PathBuf>,

@@ -56,7 +56,10 @@ pub(super) fn ready<'p>(
         if cancel.is_set() {
             return Ok(None);
         }
-        Ok(Some(prepare::prepare(plan, cells, &out.paths, &settings)))
+        let downloads = start_downloads(plan, o, &connected.engines)?;
+        let mut prepared = prepare::prepare(plan, cells, &out.paths, &settings);
+        prepared.downloads = downloads;
+        Ok(Some(prepared))
     })();
     match prepared {
         _ if cancel.is_set() => Ready::Stopped(Some(connected)),
@@ -68,6 +71,58 @@ pub(super) fn ready<'p>(
         Ok(None) => Ready::Stopped(Some(connected)),
         Err(e) => Ready::Failed(e),
     }
+}
+
+/// The host's download cache, serving from here on when asked (and not with
+/// --no-cache, which means no cache of any kind). The builds reach it on 127.0.0.1:
+/// every engine must be this machine's, building with the host's network.
+fn start_downloads(
+    plan: &Plan,
+    o: &Options,
+    engines: &Engines,
+) -> Result<Option<crate::downloads::Cache>, Error> {
+    let Some((dir, port)) = o.download_cache.as_ref().filter(|_| !o.no_cache) else {
+        return Ok(None);
+    };
+    if o.network.as_deref() != Some("host") {
+        return Err(Error::Preflight(
+            "--download-cache serves on 127.0.0.1, which a build reaches only on the host's network: add --network host (or `build.network: host` in the matrix)".into(),
+        ));
+    }
+    for e in engines.iter() {
+        if let Some(addr) = remote_address(&e.target) {
+            return Err(Error::Preflight(format!(
+                "--download-cache serves on this machine's 127.0.0.1, which engine {} ({addr}) cannot reach: build without it there, or give that machine a cache of its own (BuildKit's cache mounts need none)",
+                e.name
+            )));
+        }
+    }
+    let ca = match &plan.settings.sources.ca_bundle {
+        Some(p) => Some(std::fs::read(p).map_err(|e| {
+            Error::Preflight(format!("cannot read the CA bundle {}: {e}", p.display()))
+        })?),
+        None => None,
+    };
+    crate::downloads::Cache::start(dir, *port, ca.as_deref())
+        .map(Some)
+        .map_err(Error::Preflight)
+}
+
+/// The address of an engine on another machine; None for this machine's (a Unix
+/// socket, loopback TCP) and for a docker context, which is taken at its word.
+fn remote_address(target: &crate::config::engine::Target) -> Option<String> {
+    use crate::config::engine::Target;
+    let host = match target {
+        Target::Host(h) => h.clone(),
+        Target::Default => std::env::var("DOCKER_HOST").ok()?,
+        Target::Context(_) => return None,
+    };
+    let local = host.starts_with("unix://")
+        || host.starts_with("fd://")
+        || ["tcp://127.", "tcp://localhost", "tcp://[::1]"]
+            .iter()
+            .any(|p| host.starts_with(p));
+    (!local).then_some(host)
 }
 
 /// Last night's logs, image IDs and context folders of the jobs about to run: a stale

@@ -131,6 +131,8 @@ pub struct Prepared<'p> {
     pub stages: Vec<SharedStage>,
     /// One record per job (same order), then the exclusions.
     pub records: Vec<CellRecord>,
+    /// The host's download cache, serving while the run builds (`--download-cache`).
+    pub downloads: Option<crate::downloads::Cache>,
 }
 
 /// A new record for a planned cell, not started.
@@ -174,6 +176,7 @@ pub fn prepare<'p>(
         jobs: Vec::with_capacity(cells.len()),
         stages: Vec::new(),
         records: Vec::with_capacity(cells.len() + plan.excluded.len()),
+        downloads: None,
     };
     let (mut os_keys, mut conda_keys) = (Vec::new(), Vec::new());
     // job index and input hash of each parent, for its framework and family images
@@ -254,6 +257,21 @@ impl Prepared<'_> {
             JobKind::Stage(n) => self.cells[self.stages[n].members[0]],
         };
         self.renderer.render(cell)
+    }
+
+    /// A job's context as its build sends it: with BuildKit's cache mounts when
+    /// `mounts` (BuildKit, and not `--no-cache`), then through the host's download
+    /// cache when one serves. Neither changes the identity, which is the rendered
+    /// context's.
+    pub fn sent_context(&self, job: JobKind, mounts: bool) -> render::Context {
+        let mut ctx = self.context(job);
+        if mounts {
+            ctx = render::cache::mounted(ctx);
+        }
+        if let Some(d) = &self.downloads {
+            ctx = crate::downloads::route::routed(ctx, d, self.renderer.package_index());
+        }
+        ctx
     }
 }
 

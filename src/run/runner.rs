@@ -95,6 +95,7 @@ pub fn run<L: Listener>(
         previous.as_ref(),
         cancel,
     )?;
+    record_downloads(&prepared, &out.out, reporter);
     // A refused push (some cell not built, or its engine gone) fails the run even when
     // every cell built: nothing was published.
     let staged = o.stage.is_none() || cancel.is_set() || stage(o, engines, &mut recorder, reporter);
@@ -114,6 +115,39 @@ pub fn run<L: Listener>(
     finish(recorder, reporter, reports, cancel, &end)
 }
 
+/// What the host's download cache did, in OUT/downloads.json and one line for people.
+fn record_downloads(prepared: &Prepared, out: &Path, reporter: &mut dyn Listener) {
+    let Some(d) = &prepared.downloads else {
+        return;
+    };
+    let stats = d.stats();
+    let path = out.join("downloads.json");
+    let mb = |b: u64| b as f64 / 1e6;
+    let mut text = format!(
+        "download cache: {} file(s) fetched ({:.1} MB), {} served from the cache ({:.1} MB), {} joined a download under way; {} index page(s) ({:.1} MB) and {} apt index(es) ({:.1} MB) fetched as always; figures in {}",
+        stats.fetched.len(),
+        mb(stats.fetched.iter().map(|f| f.bytes).sum()),
+        stats.from_cache,
+        mb(stats.from_cache_bytes),
+        stats.joined,
+        stats.pages,
+        mb(stats.page_bytes),
+        stats.passed,
+        mb(stats.passed_bytes),
+        path.display()
+    );
+    if let Err(e) = io::write_json(&path, &stats) {
+        text = format!("warning: cannot write {}: {e}", path.display());
+    }
+    for failed in &stats.failed {
+        reporter.phase(&Phase::Warning {
+            id: None,
+            text: format!("warning: download cache: {failed}"),
+        });
+    }
+    reporter.phase(&Phase::Info { id: None, text });
+}
+
 /// Run the jobs; the reporter draws each event and the recorder applies it; `built`
 /// hears of each cell whose build succeeded, with its record as the build left it.
 fn schedule(
@@ -125,7 +159,7 @@ fn schedule(
     reporter: &Shared,
     built: &dyn Fn(usize, &crate::manifest::CellRecord),
 ) -> Vec<Outcome> {
-    let contexts = |job: JobKind| prepared.context(job);
+    let contexts = |job: JobKind, mounts: bool| prepared.sent_context(job, mounts);
     let execs: Vec<DockerExecutor> = engines
         .iter()
         .map(|e| DockerExecutor {
@@ -344,15 +378,11 @@ fn job_contexts<'a>(
         .iter()
         .map(|j| {
             move |w: &mut dyn std::io::Write| {
-                let ctx = prepared.context(j.kind);
                 // the build again, as the executor sent it the first time: with the
-                // download cache (an inline cache means BuildKit), so every step is
+                // download caches (an inline cache means BuildKit), so every step is
                 // taken from that build's cache
-                let ctx = if j.request.inline_cache && !j.request.no_cache {
-                    crate::render::cache::mounted(ctx)
-                } else {
-                    ctx
-                };
+                let ctx =
+                    prepared.sent_context(j.kind, j.request.inline_cache && !j.request.no_cache);
                 crate::render::archive::write(&ctx, w)
             }
         })
