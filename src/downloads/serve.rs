@@ -17,6 +17,9 @@ use sha2::{Digest, Sha256};
 
 use super::{cached_path, lock, page, Fetched, Routes, Stats};
 
+/// A page as served: its content type and body.
+type Page = (String, Arc<Vec<u8>>);
+
 pub(crate) struct State {
     pub dir: PathBuf,
     /// `http://127.0.0.1:PORT`
@@ -26,7 +29,7 @@ pub(crate) struct State {
     pub stats: Mutex<Stats>,
     /// Pages fetched in this run, rewritten, by upstream URL: a run asks for what a
     /// project offers once, however many cells install from it.
-    pages: Mutex<HashMap<String, (String, Arc<Vec<u8>>)>>,
+    pages: Mutex<HashMap<String, Page>>,
     /// Downloads under way, by `KIND/SHA256`.
     inflight: Mutex<HashMap<String, Arc<Fill>>>,
     /// Temporary names: this process's id and a count.
@@ -500,7 +503,7 @@ fn index_page(state: &State, conn: &mut TcpStream, id: &str, project: &str) {
 
 /// A page from upstream, rewritten (HTML), or as it came; an error is the status to
 /// answer and why.
-fn fetch_page(state: &State, url: &str) -> Result<(String, Arc<Vec<u8>>), (u16, String)> {
+fn fetch_page(state: &State, url: &str) -> Result<Page, (u16, String)> {
     let r = state
         .http
         .get(url)
