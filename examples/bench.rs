@@ -42,6 +42,8 @@ mod watch;
 
 #[path = "bench/bake.rs"]
 mod bake;
+#[path = "bench/downloads.rs"]
+mod downloads;
 #[path = "bench/publish.rs"]
 mod publish;
 
@@ -877,8 +879,9 @@ fn main() {
         Some("engines") => bench_engines(),
         Some("bake") => bake::run_bench(),
         Some("publish") => publish::run_bench(&std::env::args().skip(2).collect::<Vec<_>>()),
+        Some("downloads") => downloads::run_bench(&std::env::args().skip(2).collect::<Vec<_>>()),
         _ => {
-            eprintln!("usage: cargo run --release --example bench -- plan|formats [--before MATRIX_BINARY]|scale [--rounds N] [--reused-cells N] [--shapes]|nightly [--runs N] [--cells 4|2] [--builders legacy,buildkit] [--no-solo] [--max-load X] [--keep DIR] [--before MATRIX_BINARY]|ready|engines|bake|publish [--rounds N]");
+            eprintln!("usage: cargo run --release --example bench -- plan|formats [--before MATRIX_BINARY]|scale [--rounds N] [--reused-cells N] [--shapes]|nightly [--runs N] [--cells 4|2] [--builders legacy,buildkit] [--no-solo] [--max-load X] [--keep DIR] [--before MATRIX_BINARY]|ready|engines|bake|publish [--rounds N]|downloads [--rounds N]");
             std::process::exit(2);
         }
     }

@@ -1640,3 +1640,61 @@ fn a_changed_family_rebuilds_its_images_and_their_descendants_only() {
     assert_eq!(status(&format!("{root}-vision")), "built");
     assert_eq!(status(&format!("{root}-vision-serve")), "built");
 }
+
+/// The host's download cache: refused without the host's network (the builds could
+/// not reach it); with it, every context is sent routed through it while the cells'
+/// identities stay those of the rendered contexts, and its account is written.
+#[test]
+fn the_download_cache_routes_what_is_sent_and_changes_no_identity() {
+    let e = Env::new(31031);
+    let cache = e.path("cache");
+    let cache_arg = cache.to_str().unwrap();
+    let (code, err) = e.run(&["--download-cache", cache_arg]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("add --network host"), "{err}");
+    assert!(!e.path("out/manifest.json").exists());
+
+    let (code, err) = e.run(&["--network", "host"]);
+    assert_eq!(code, 0, "{err}");
+    let plain = e.manifest();
+    let dockerfile = |id: &str| {
+        let out = std::process::Command::new("tar")
+            .arg("-xOf")
+            .arg(e.path(&format!("state/context-{id}.tar")))
+            .args(["Dockerfile", "conda/mirrors.txt"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(!dockerfile(A).contains("PIP_INDEX_URL"));
+
+    let (code, err) = e.run(&[
+        "--network",
+        "host",
+        "--force",
+        "--download-cache",
+        cache_arg,
+        "--download-cache-port",
+        "0",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("download cache: 0 file(s) fetched"), "{err}");
+    let sent = dockerfile(A);
+    assert!(sent.contains("PIP_INDEX_URL=http://127.0.0.1:"), "{sent}");
+    assert!(sent.contains("/installer/"), "{sent}");
+    let routed = e.manifest();
+    for (a, b) in plain["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(routed["cells"].as_array().unwrap())
+    {
+        assert_eq!(b["status"], "built");
+        assert_eq!(a["input_hash"], b["input_hash"], "{a} {b}");
+    }
+    let dl: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(e.path("out/downloads.json")).unwrap())
+            .unwrap();
+    assert_eq!(dl["fetched"].as_array().unwrap().len(), 0, "{dl}");
+    assert!(cache.join("installers").is_dir());
+}

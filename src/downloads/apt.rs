@@ -11,17 +11,10 @@
 //! Everything else (`InRelease`, indexes by name) passes through, fetched every time:
 //! what a suite offers changes.
 
-use std::io::Write;
-use std::net::TcpStream;
-use std::sync::Arc;
-
-use super::lock;
-use super::serve::{fetch_once, respond, State};
-
-/// Answer a proxy request for `url` (an absolute http:// URL).
-pub(super) fn proxied(state: &Arc<State>, conn: &mut TcpStream, url: &str) {
-    let name = url.rsplit('/').next().unwrap_or(url).to_string();
-    let key = match by_hash(url) {
+/// How a proxy request for `url` is kept: under which key, checked against which
+/// SHA256; None for one passed through.
+pub(super) fn kept(url: &str) -> Option<(String, Option<String>)> {
+    match by_hash(url) {
         Some(hex) => Some((hex.clone(), Some(hex))),
         None if is_pool_package(url) => {
             use sha2::Digest;
@@ -31,25 +24,6 @@ pub(super) fn proxied(state: &Arc<State>, conn: &mut TcpStream, url: &str) {
             ))
         }
         None => None,
-    };
-    match key {
-        Some((key, expect)) => {
-            {
-                let mut st = lock(&state.stats);
-                let u = st.files.entry(key.clone()).or_default();
-                u.name = name;
-                u.requests += 1;
-            }
-            fetch_once(
-                state,
-                conn,
-                "apt",
-                &key,
-                expect.as_deref(),
-                vec![url.to_string()],
-            );
-        }
-        None => pass_through(state, conn, url),
     }
 }
 
@@ -64,34 +38,6 @@ fn is_pool_package(url: &str) -> bool {
     url.contains("/pool/")
         && (url.ends_with(".deb") || url.ends_with(".udeb"))
         && !url.contains(['?', '#'])
-}
-
-/// A request the cache does not keep: fetched and streamed on.
-fn pass_through(state: &State, conn: &mut TcpStream, url: &str) {
-    let mut r = match state.http.get(url).send() {
-        Ok(r) => r,
-        Err(e) => return respond(conn, 502, &format!("{url}: {e}")),
-    };
-    let status = r.status();
-    if !status.is_success() {
-        let code = if status.as_u16() == 404 { 404 } else { 502 };
-        return respond(conn, code, &format!("{url}: HTTP {status}"));
-    }
-    let mut body = Vec::new();
-    if let Err(e) = std::io::Read::read_to_end(&mut r, &mut body) {
-        return respond(conn, 502, &format!("{url}: {e}"));
-    }
-    {
-        let mut st = lock(&state.stats);
-        st.passed += 1;
-        st.passed_bytes += body.len() as u64;
-    }
-    let _ = write!(
-        conn,
-        "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    let _ = conn.write_all(&body);
 }
 
 #[cfg(test)]

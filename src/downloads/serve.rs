@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use super::{cached_path, lock, page, Fetched, Routes, Stats};
+use super::{apt, cached_path, lock, page, Fetched, Routes, Stats};
 
 /// A page as served: its content type and body.
 type Page = (String, Arc<Vec<u8>>);
@@ -79,7 +79,7 @@ pub(crate) fn connection(state: &Arc<State>, mut conn: TcpStream) {
         return respond(&mut conn, 405, "only GET is served");
     }
     if let Some(url) = path.strip_prefix("http://") {
-        return super::apt::proxied(state, &mut conn, &format!("http://{url}"));
+        return proxied(state, &mut conn, &format!("http://{url}"));
     }
     let path = path.split(['?', '#']).next().unwrap_or("").to_string();
     let parts: Vec<&str> = path.trim_start_matches('/').splitn(3, '/').collect();
@@ -131,7 +131,7 @@ fn request(conn: &mut TcpStream) -> Option<(String, String)> {
     Some((first.next()?.to_string(), first.next()?.to_string()))
 }
 
-pub(super) fn respond(conn: &mut TcpStream, code: u16, text: &str) {
+fn respond(conn: &mut TcpStream, code: u16, text: &str) {
     let reason = match code {
         200 => "OK",
         404 => "Not Found",
@@ -164,7 +164,7 @@ pub(super) fn file(
 /// A file kept as `KIND/KEY`: from the cache, or from the download under way, or from
 /// a new download of `urls` (tried in order until one answers), checked against
 /// `expect` (its SHA256) when there is one.
-pub(super) fn fetch_once(
+fn fetch_once(
     state: &Arc<State>,
     conn: &mut TcpStream,
     kind: &str,
@@ -540,4 +540,54 @@ fn fetch_page(state: &State, url: &str) -> Result<Page, (u16, String)> {
         "text/html; charset=utf-8".to_string(),
         Arc::new(r.html.into_bytes()),
     ))
+}
+
+/// A proxy request of apt's for `url` (an absolute http:// URL): kept ([`apt`] says
+/// which), or passed through.
+fn proxied(state: &Arc<State>, conn: &mut TcpStream, url: &str) {
+    let Some((key, expect)) = apt::kept(url) else {
+        return pass_through(state, conn, url);
+    };
+    {
+        let mut st = lock(&state.stats);
+        let u = st.files.entry(key.clone()).or_default();
+        u.name = url.rsplit('/').next().unwrap_or(url).to_string();
+        u.requests += 1;
+    }
+    fetch_once(
+        state,
+        conn,
+        "apt",
+        &key,
+        expect.as_deref(),
+        vec![url.to_string()],
+    );
+}
+
+/// A request the cache does not keep: fetched, and passed on.
+fn pass_through(state: &State, conn: &mut TcpStream, url: &str) {
+    let mut r = match state.http.get(url).send() {
+        Ok(r) => r,
+        Err(e) => return respond(conn, 502, &format!("{url}: {e}")),
+    };
+    let status = r.status();
+    if !status.is_success() {
+        let code = if status.as_u16() == 404 { 404 } else { 502 };
+        return respond(conn, code, &format!("{url}: HTTP {status}"));
+    }
+    let mut body = Vec::new();
+    if let Err(e) = r.read_to_end(&mut body) {
+        return respond(conn, 502, &format!("{url}: {e}"));
+    }
+    {
+        let mut st = lock(&state.stats);
+        st.passed += 1;
+        st.passed_bytes += body.len() as u64;
+    }
+    let _ = write!(
+        conn,
+        "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = conn.write_all(&body);
 }

@@ -529,3 +529,28 @@ fn resolve_bases(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::engine::Target;
+
+    /// The download cache serves on this machine's loopback: engines elsewhere are
+    /// named, this machine's are not.
+    #[test]
+    fn engines_on_other_machines_are_told_apart() {
+        for local in [
+            "unix:///var/run/docker.sock",
+            "tcp://127.0.0.1:2375",
+            "tcp://localhost:2375",
+            "tcp://[::1]:2375",
+        ] {
+            assert_eq!(super::remote_address(&Target::Host(local.into())), None);
+        }
+        for remote in ["ssh://ci@build-1", "tcp://10.0.0.5:2376"] {
+            assert_eq!(
+                super::remote_address(&Target::Host(remote.into())).as_deref(),
+                Some(remote)
+            );
+        }
+    }
+}
