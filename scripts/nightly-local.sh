@@ -8,6 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$SECONDS
 port=${MIRROR_PORT:-38471}
+downloads=${IMAGE_MATRIX_DOWNLOAD_CACHE:-$HOME/.cache/image-matrix/downloads}
 cat <<MSG
 nightly-local: what this does
   - installs docker.io, debootstrap, sshpass, openssh-client and docker-registry with apt if missing
@@ -19,6 +20,9 @@ nightly-local: what this does
     once; the arm64 one about 4 minutes, under emulation)
   - builds the tool (cargo build --release; the first time takes a few minutes)
   - serves the stand-in installer on 127.0.0.1:$port while it runs
+  - keeps what the builds download (installers, wheels, Debian packages) in
+    $downloads, served to them on 127.0.0.1:38473 while it runs
+    (matrix build --download-cache), so a rebuild does not fetch them again
   - builds and verifies the cells of examples/local.yaml.tmpl (the arm64 cell under
     emulation: about 10 minutes the first night): manifest, logs and report.html in
     out/local/, images tagged image-matrix-local/miniconda:*; images no longer used by
@@ -36,7 +40,7 @@ sed -e "s/@PORT@/$port/g" -e "s/@SHA256@/$sha/g" -e "s|@CA@|${CA_BUNDLE:-/etc/ss
   examples/local.yaml.tmpl > out/local/matrix.yaml
 ./target/release/matrix -f out/local/matrix.yaml plan
 t=$SECONDS; echo "nightly-local: building and verifying (progress below) ..."
-./target/release/matrix -f out/local/matrix.yaml build -j 2 --verify --keep 2 -o out/local "$@" || status=$?
+./target/release/matrix -f out/local/matrix.yaml build -j 2 --verify --keep 2 --download-cache "$downloads" -o out/local "$@" || status=$?
 echo "nightly-local: build done in $((SECONDS - t))s"
 cat <<DONE
 nightly-local: finished in $((SECONDS - start))s (exit ${status:-0})

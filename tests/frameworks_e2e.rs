@@ -110,13 +110,21 @@ exclude:
     assert_eq!(tf["requirements"][0], "tensorflow==2.21.0", "{tf}");
 
     // the tree, cold: the parent first, then the PyTorch image FROM it, verified
+    // one port for both runs: the routed steps are then the same, and the second run's
+    // builder takes the PyTorch layer from its layer cache as it would without the cache
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
     let cached = [
         "--network",
         "host",
         "--download-cache",
         &downloads,
         "--download-cache-port",
-        "0",
+        &port,
     ];
     let (code, _, err) = matrix(
         dir.path(),
@@ -252,7 +260,18 @@ exclude:
     // the framework layer again, on its warm parent (which is up to date)
     let (code, _, err) = matrix(
         dir.path(),
-        &["build", "--force", "--filter", "torch=2.1.2", "-o", "out2"],
+        &[
+            &[
+                "build",
+                "--force",
+                "--filter",
+                &format!("id={child_id}"),
+                "-o",
+                "out2",
+            ][..],
+            &cached,
+        ]
+        .concat(),
     );
     assert_eq!(code, 0, "{err}");
     let m2 = manifest(&dir.path().join("out2/manifest.json"));
