@@ -20,7 +20,7 @@ echo "test: setup done in $((SECONDS - start))s"
 # Room on the disk that holds the images: a full run's own images, build cache and
 # target directory took 19 GB more at their peak than at its start (a clean clone's
 # .ci/run, 2026-11-29), and a disk that fills mid-run fails builds far from the cause.
-need_gb=24
+need_gb=32
 docker_root=$(docker info --format '{{.DockerRootDir}}')
 free_gb() { df -P -BG "$docker_root" | awk 'NR == 2 {sub("G", "", $4); print $4}'; }
 at_start=$(free_gb)

@@ -277,6 +277,20 @@ exclude:
     let m2 = manifest(&dir.path().join("out2/manifest.json"));
     let (p2, c2) = (cell(&m2, parent_id.as_str()), cell(&m2, child_id.as_str()));
     assert_eq!(c2["status"], "built", "{c2}");
+    // the wheels were kept: the rebuild fetched no torch
+    let dl2: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("out2/downloads.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        !dl2["fetched"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["sha256"] == **torch_sha),
+        "{}",
+        dl2["fetched"]
+    );
     let size = |c: &serde_json::Value| c["size_bytes"].as_u64().unwrap_or(0) / 1_000_000;
     eprintln!(
         "figures: tensorflow layer {}s, {} MB",
