@@ -30,6 +30,8 @@ pub(crate) struct State {
     /// Pages fetched in this run, rewritten, by upstream URL: a run asks for what a
     /// project offers once, however many cells install from it.
     pages: Mutex<HashMap<String, Page>>,
+    /// A lock per page URL, held while it is fetched.
+    page_fetches: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     /// Downloads under way, by `KIND/SHA256`.
     inflight: Mutex<HashMap<String, Arc<Fill>>>,
     /// Temporary names: this process's id and a count.
@@ -45,6 +47,7 @@ impl State {
             routes: Mutex::default(),
             stats: Mutex::default(),
             pages: Mutex::default(),
+            page_fetches: Mutex::default(),
             inflight: Mutex::default(),
             count: AtomicU64::new(0),
         }
@@ -479,6 +482,13 @@ fn index_page(state: &State, conn: &mut TcpStream, id: &str, project: &str) {
         return respond(conn, 404, "no index has this route in this run");
     };
     let url = format!("{root}/{project}");
+    // one fetch of a page at a time: cells that start together ask for the same pages
+    // at once, and the second waits for the first's
+    let one = lock(&state.page_fetches)
+        .entry(url.clone())
+        .or_default()
+        .clone();
+    let _fetching = lock(&one);
     let known = lock(&state.pages).get(&url).cloned();
     let (kind, body) = match known {
         Some(page) => {

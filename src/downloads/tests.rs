@@ -344,3 +344,24 @@ fn every_step_is_routed_through_the_cache_and_nothing_else_changes() {
     // the system step and the final one of each Miniconda cell, and the family's
     assert_eq!(apts, 6, "{apts}");
 }
+
+#[test]
+fn cells_asking_for_a_page_at_once_share_one_fetch() {
+    let up = upstream(
+        vec![("/simple/demo/", b"<a href=\"x-1.0.tar.gz\">x</a>".to_vec())],
+        true,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::start(dir.path(), 0, None).unwrap();
+    let index = cache.index_route(&format!("{}/simple/", up.base));
+    let pages: Vec<Vec<u8>> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..4)
+            .map(|_| sc.spawn(|| get(&format!("{index}demo/")).unwrap()))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(pages.iter().all(|p| *p == pages[0]));
+    assert_eq!(up.hits("/simple/demo/"), 1);
+    let st = cache.stats();
+    assert_eq!((st.pages, st.pages_reused), (1, 3));
+}
