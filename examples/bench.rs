@@ -877,11 +877,11 @@ fn main() {
         Some("nightly") => nightly::run(&std::env::args().skip(2).collect::<Vec<_>>()),
         Some("ready") => bench_ready(),
         Some("engines") => bench_engines(),
-        Some("bake") => bake::run_bench(),
+        Some("bake") => bake::run_bench(&std::env::args().skip(2).collect::<Vec<_>>()),
         Some("publish") => publish::run_bench(&std::env::args().skip(2).collect::<Vec<_>>()),
         Some("downloads") => downloads::run_bench(&std::env::args().skip(2).collect::<Vec<_>>()),
         _ => {
-            eprintln!("usage: cargo run --release --example bench -- plan|formats [--before MATRIX_BINARY]|scale [--rounds N] [--reused-cells N] [--shapes]|nightly [--runs N] [--cells 4|2] [--builders legacy,buildkit] [--no-solo] [--max-load X] [--keep DIR] [--before MATRIX_BINARY]|ready|engines|bake|publish [--rounds N]|downloads [--rounds N]");
+            eprintln!("usage: cargo run --release --example bench -- plan|formats [--before MATRIX_BINARY]|scale [--rounds N] [--reused-cells N] [--shapes]|nightly [--runs N] [--cells 4|2] [--builders legacy,buildkit] [--no-solo] [--max-load X] [--keep DIR] [--before MATRIX_BINARY]|ready|engines|bake [--rounds N]|publish [--rounds N]|downloads [--rounds N]");
             std::process::exit(2);
         }
     }

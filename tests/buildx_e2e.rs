@@ -496,23 +496,7 @@ fn a_republished_base_takes_the_installer_from_the_cache_and_no_cache_bypasses_i
         let log = std::fs::read_to_string(dir.path().join(c["log"].as_str().unwrap())).unwrap();
         (t.elapsed().as_secs_f64(), log)
     };
-    let republish = |n: u32| {
-        let name = format!("{prefix}-republish-{n}");
-        let (code, _, err) = docker(&[
-            "run",
-            "--name",
-            &name,
-            "--network",
-            "none",
-            &base,
-            "touch",
-            &format!("/etc/republished-{n}"),
-        ]);
-        assert_eq!(code, 0, "{err}");
-        let (code, _, err) = docker(&["commit", &name, &base]);
-        assert_eq!(code, 0, "{err}");
-        let _ = docker(&["rm", "-f", &name]);
-    };
+    let republish_base = |n: u32| republish(&base, &base, &format!("{prefix}-republish-{n}"), n);
 
     // the first night starts from an empty download cache, as on a fresh machine
     let (code, _, err) = docker(&["buildx", "prune", "-f", "--filter", "type=exec.cachemount"]);
@@ -521,7 +505,7 @@ fn a_republished_base_takes_the_installer_from_the_cache_and_no_cache_bypasses_i
     let first_dl = pip_downloads(&first);
     assert_eq!(served(), 1, "the first night fetches the installer once");
 
-    republish(1);
+    republish_base(1);
     let (second_s, second) = night("out2", &[]);
     let second_dl = pip_downloads(&second);
     assert_eq!(
@@ -537,7 +521,7 @@ fn a_republished_base_takes_the_installer_from_the_cache_and_no_cache_bypasses_i
     // machine's proxy strips every caching header, so here pip downloads again, and
     // the figures below say how much
     // --no-cache: no layer cache and no download cache
-    republish(2);
+    republish_base(2);
     let (third_s, third) = night("out3", &["--no-cache"]);
     assert_eq!(served(), 2, "--no-cache fetches the installer again");
     assert!(!third.contains("from the download cache"), "{third}");

@@ -48,21 +48,7 @@ fn a_pytorch_image_builds_on_its_miniconda_parent_and_passes_the_torch_checks() 
     // a second base: the same Debian published again (another image ID), so that two
     // bases map to the same torch wheel (cu121 for Python 3.11)
     let copy = format!("{repo}/base:bookworm");
-    let name = format!("{repo}-republish");
-    let (code, _, err) = docker(&[
-        "run",
-        "--name",
-        &name,
-        "--network",
-        "none",
-        BASE,
-        "touch",
-        "/etc/republished",
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let (code, _, err) = docker(&["commit", &name, &copy]);
-    assert_eq!(code, 0, "{err}");
-    let _ = docker(&["rm", "-f", &name]);
+    republish(BASE, &copy, &format!("{repo}-republish"), 0);
     // the download cache of this machine's test runs: a clean clone's CI on the same
     // machine finds what the last one fetched (wheels of several GB)
     let downloads = std::env::var("IMAGE_MATRIX_TEST_DOWNLOADS")

@@ -11,7 +11,7 @@
 //!   the registry cache (`--cache-from registry`, images pushed with inline cache
 //!   metadata), against a warm runner that kept its daemon.
 //!
-//! Self-contained (its own helpers), so that it stays apart from the other benchmarks.
+//! Apart from the other benchmarks (its own helpers, which `downloads.rs` borrows).
 //! Needs `scripts/setup-test-env.sh` (daemon, base image, buildx plugin, registry).
 
 use std::path::{Path, PathBuf};
@@ -29,17 +29,17 @@ const INSTALLERS: [&str; 2] = [
     "Miniconda3-py311_24.4.0-0-Linux-x86_64.sh",
 ];
 
-fn root() -> PathBuf {
+pub(super) fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// The `matrix` binary measured: `MATRIX_BIN`, else the release build.
-fn matrix_bin() -> PathBuf {
+pub(super) fn matrix_bin() -> PathBuf {
     std::env::var_os("MATRIX_BIN")
         .map_or_else(|| root().join("target/release/matrix"), PathBuf::from)
 }
 
-fn run(cmd: &mut Command) -> (bool, String) {
+pub(super) fn run(cmd: &mut Command) -> (bool, String) {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
@@ -152,7 +152,7 @@ fn verify_seconds(m: &serde_json::Value) -> f64 {
         .sum()
 }
 
-fn load() -> String {
+pub(super) fn load() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
         .split_whitespace()
@@ -208,13 +208,21 @@ fn bake(dir: &Path, engine: &Engine) -> (Duration, Duration) {
 
 /// `matrix build -j 2 --builder buildx --verify --force EXTRA` on `host`.
 fn ours(dir: &Path, host: &str, extra: &[&str], out: &str) -> Run {
+    let mut args = vec!["--verify"];
+    args.extend(extra);
+    ours_with(dir, host, &args, out)
+}
+
+/// `matrix build -j 2 --builder buildx --force EXTRA` on `host`.
+fn ours_with(dir: &Path, host: &str, extra: &[&str], out: &str) -> Run {
+    // BAKE_JOBS: builds at once (bake starts every target at once)
+    let jobs = std::env::var("BAKE_JOBS").unwrap_or_else(|_| "2".into());
     let mut args = vec![
         "build",
         "-j",
-        "2",
+        jobs.as_str(),
         "--builder",
         "buildx",
-        "--verify",
         "--force",
     ];
     args.extend(extra);
@@ -241,7 +249,54 @@ fn date() -> String {
     d.trim().to_string()
 }
 
-pub fn run_bench() {
+/// min / median / max of some seconds.
+fn spread(mut v: Vec<f64>) -> String {
+    v.sort_by(f64::total_cmp);
+    format!(
+        "min {:.2} median {:.2} max {:.2}",
+        v[0],
+        v[v.len() / 2],
+        v[v.len() - 1]
+    )
+}
+
+/// `--rounds N`: the peer comparison alone, interleaved: in each round bake, ours and
+/// ours `--verify`, each cold on a fresh engine.
+fn peer_rounds(dir: &Path, engine: &Engine, n: usize) {
+    let s = |d: Duration| d.as_secs_f64();
+    let (mut peer, mut plain, mut verified, mut ratios) = (vec![], vec![], vec![], vec![]);
+    for r in 1..=n {
+        let before = load();
+        let (_, b) = bake(dir, engine);
+        let host = engine.fresh();
+        let p = ours_with(dir, &host, &[], &format!("out-plain-{r}"));
+        let host = engine.fresh();
+        let v = ours(dir, &host, &[], &format!("out-verify-{r}"));
+        println!(
+            "  round {r}: bake {:.1} s, ours {:.1} s ({:.2}), ours --verify {:.1} s ({:.2}; verification summed {:.1} s); load before {before}, after {}",
+            s(b),
+            s(p.wall),
+            s(p.wall) / s(b),
+            s(v.wall),
+            s(v.wall) / s(b),
+            v.verify,
+            load()
+        );
+        ratios.push(s(v.wall) / s(b));
+        peer.push(s(b));
+        plain.push(s(p.wall));
+        verified.push(s(v.wall));
+    }
+    println!("  bake:           {} s", spread(peer));
+    println!("  ours:           {} s", spread(plain));
+    println!("  ours --verify:  {} s", spread(verified));
+    println!(
+        "  ours --verify ÷ bake per round: {} (goal <= 0.90)",
+        spread(ratios)
+    );
+}
+
+pub fn run_bench(args: &[String]) {
     // the plugin as scripts/setup-test-env.sh installs it: in a Docker config
     // directory of its own, out of sight of every other docker command
     if std::env::var_os("DOCKER_CONFIG").is_none() {
@@ -283,6 +338,14 @@ pub fn run_bench() {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!("4 cells (Miniconda 24.5.0-0/24.4.0-0 stand-ins x default/+pandas, Python 3.11, local Debian bookworm base), all on one engine's own BuildKit (buildx's docker driver); a fresh engine (empty data root, base only) is the cold cache and the empty runner");
+    if let Some(n) = args
+        .windows(2)
+        .find(|w| w[0] == "--rounds")
+        .map(|w| w[1].parse::<usize>().expect("--rounds N"))
+    {
+        println!("peer only, {n} interleaved rounds, cold cache each (a fresh engine per run):");
+        return peer_rounds(dir.path(), &engine, n);
+    }
     println!(
         "peer, cold cache each (load average 1/5/15 min before: {}):",
         load()

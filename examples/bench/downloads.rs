@@ -17,33 +17,16 @@
 //!
 //! Needs `scripts/setup-test-env.sh` (daemon and base) and the release binary.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
+
+use super::bake::{load, matrix_bin, root, run};
 
 const BASE: &str = "image-matrix-test/debian:bookworm";
 const BENCH_BASE: &str = "image-matrix-bench/debian:bookworm";
 const REPO: &str = "image-matrix-bench/downloads";
 const INSTALLER: &str = "Miniconda3-py311_24.5.0-0-Linux-x86_64.sh";
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn matrix_bin() -> PathBuf {
-    std::env::var_os("MATRIX_BIN")
-        .map_or_else(|| root().join("target/release/matrix"), PathBuf::from)
-}
-
-fn run(cmd: &mut Command) -> (bool, String) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
-}
 
 /// Bytes received on every interface but loopback so far.
 fn received() -> u64 {
@@ -56,15 +39,6 @@ fn received() -> u64 {
             (name.trim() != "lo").then(|| rest.split_whitespace().next()?.parse::<u64>().ok())?
         })
         .sum()
-}
-
-fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// The base published again: the same Debian with one more file, another image ID.

@@ -88,6 +88,26 @@ impl Drop for Mirror {
     }
 }
 
+/// `from` published again as `to`: the same files and one more (`/etc/republished-N`),
+/// so another image ID, as a registry republishing a base gives. `name` names the
+/// container that makes it (removed after).
+pub fn republish(from: &str, to: &str, name: &str, n: u32) {
+    let (code, _, err) = docker(&[
+        "run",
+        "--name",
+        name,
+        "--network",
+        "none",
+        from,
+        "touch",
+        &format!("/etc/republished-{n}"),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = docker(&["commit", name, to]);
+    assert_eq!(code, 0, "{err}");
+    let _ = docker(&["rm", "-f", name]);
+}
+
 /// Images of this run, removed at the end.
 /// A loopback registry (`scripts/local-registry.sh`), stopped when dropped.
 pub struct Registry {
