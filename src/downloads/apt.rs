@@ -11,6 +11,21 @@
 //! Everything else (`InRelease`, indexes by name) passes through, fetched every time:
 //! what a suite offers changes.
 
+/// Whether `url` is one apt asks for: an archive's suites (`…/dists/…`) or pool
+/// (`…/pool/…`). The server is apt's proxy for nothing else: it is not an open proxy
+/// for whatever else runs on this machine.
+pub(super) fn is_archive(url: &str) -> bool {
+    let path = url
+        .strip_prefix("http://")
+        .and_then(|rest| rest.split_once('/'))
+        .map_or("", |(_, p)| p);
+    !path.contains("..")
+        && (path.contains("/dists/")
+            || path.contains("/pool/")
+            || path.starts_with("dists/")
+            || path.starts_with("pool/"))
+}
+
 /// How a proxy request for `url` is kept: under which key, checked against which
 /// SHA256; None for one passed through.
 pub(super) fn kept(url: &str) -> Option<(String, Option<String>)> {
@@ -61,5 +76,25 @@ mod tests {
             "http://deb.debian.org/debian/dists/bookworm/main/binary-amd64/Packages.xz"
         ));
         assert!(!is_pool_package("http://x.example/pool/a.deb?x=1"));
+    }
+
+    #[test]
+    fn only_an_archive_is_proxied() {
+        for ok in [
+            "http://deb.debian.org/debian/dists/bookworm/InRelease",
+            "http://archive.ubuntu.com/ubuntu/pool/main/c/curl/curl_8.5.0-2ubuntu10_amd64.deb",
+            "http://mirror.example/dists/stable/Release",
+        ] {
+            assert!(is_archive(ok), "{ok}");
+        }
+        for refused in [
+            "http://169.254.169.254/latest/meta-data/",
+            "http://127.0.0.1:2375/containers/json",
+            "http://x.example/",
+            "http://x.example/a/../dists/x",
+            "https://deb.debian.org/debian/dists/bookworm/InRelease",
+        ] {
+            assert!(!is_archive(refused), "{refused}");
+        }
     }
 }

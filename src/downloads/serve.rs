@@ -137,6 +137,7 @@ fn request(conn: &mut TcpStream) -> Option<(String, String)> {
 fn respond(conn: &mut TcpStream, code: u16, text: &str) {
     let reason = match code {
         200 => "OK",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         _ => "Bad Gateway",
@@ -555,6 +556,13 @@ fn fetch_page(state: &State, url: &str) -> Result<Page, (u16, String)> {
 /// A proxy request of apt's for `url` (an absolute http:// URL): kept ([`apt`] says
 /// which), or passed through.
 fn proxied(state: &Arc<State>, conn: &mut TcpStream, url: &str) {
+    if !apt::is_archive(url) {
+        return respond(
+            conn,
+            403,
+            "the download cache is a proxy for apt archives only (…/dists/…, …/pool/…)",
+        );
+    }
     let Some((key, expect)) = apt::kept(url) else {
         return pass_through(state, conn, url);
     };

@@ -365,3 +365,40 @@ fn cells_asking_for_a_page_at_once_share_one_fetch() {
     let st = cache.stats();
     assert_eq!((st.pages, st.pages_reused), (1, 3));
 }
+
+#[test]
+fn apt_takes_it_as_its_proxy_for_archives_only() {
+    let deb = b"!<arch>\na Debian package".repeat(100);
+    let up = upstream(
+        vec![
+            ("/debian/pool/main/x/x_1.0_amd64.deb", deb.clone()),
+            ("/debian/dists/bookworm/InRelease", b"a suite".to_vec()),
+            ("/secret", b"not for apt".to_vec()),
+        ],
+        false,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::start(dir.path(), 0, None).unwrap();
+    let apt = reqwest::blocking::Client::builder()
+        .proxy(reqwest::Proxy::http(cache.base()).unwrap())
+        .build()
+        .unwrap();
+    let fetch = |path: &str| {
+        let r = apt.get(format!("{}{path}", up.base)).send().unwrap();
+        (r.status().as_u16(), r.bytes().unwrap().to_vec())
+    };
+    for _ in 0..2 {
+        assert_eq!(
+            fetch("/debian/pool/main/x/x_1.0_amd64.deb"),
+            (200, deb.clone())
+        );
+        assert_eq!(fetch("/debian/dists/bookworm/InRelease").0, 200);
+    }
+    assert_eq!(fetch("/secret").0, 403);
+    // the package once, the suite's index each time, the rest never
+    assert_eq!(up.hits("/debian/pool/main/x/x_1.0_amd64.deb"), 1);
+    assert_eq!(up.hits("/debian/dists/bookworm/InRelease"), 2);
+    assert_eq!(up.hits("/secret"), 0);
+    let st = cache.stats();
+    assert_eq!((st.passed, st.fetched.len(), st.from_cache), (2, 1, 1));
+}
