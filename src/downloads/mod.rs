@@ -17,9 +17,10 @@
 //!
 //! A cache never changes what is installed: the pins, SHA256 and links' hashes are the
 //! ones the context names, and pip checks each file against its link's hash as it does
-//! without the server. Nothing of it reaches an image: the routes are a step's
-//! environment and files the step deletes, and a cell's identity is the rendered
-//! context's, not the routed one.
+//! without the server. Nothing of it reaches an image's files or environment: the
+//! routes are a step's environment and files the step deletes (the image's history
+//! records each step's command line, a loopback route in it, as it records BuildKit's
+//! mounts), and a cell's identity is the rendered context's, not the routed one.
 
 mod apt;
 mod page;

@@ -1,7 +1,7 @@
 //! A context as it is sent while the download cache serves: every build step asks the
 //! cache first. Like BuildKit's cache mounts, this is how a context is sent, not what
 //! it is (a cell's identity is the rendered context's), and nothing of it stays in the
-//! image:
+//! image's files or environment (its history records the steps' command lines):
 //!
 //! - each step (`RUN … bash /tmp/image-matrix/…`) runs with `PIP_INDEX_URL` on the
 //!   route of the package index, which pip prefers to the `pip.conf` the image keeps
