@@ -467,10 +467,28 @@ fn a_republished_base_takes_the_installer_from_the_cache_and_no_cache_bypasses_i
     let base = format!("{prefix}/base:bookworm");
     let (code, _, err) = docker(&["tag", BASE, &base]);
     assert_eq!(code, 0, "{err}");
-    let yaml = LocalMatrix::new(
+    // an installer of this test's own (the stand-in and one more comment line): no
+    // other build has its SHA256, so tests building beside this one on the same
+    // BuildKit cannot put it in the shared cache mount between the prune and the first
+    // night (which they did: the first night then fetched it 0 times)
+    let file = dir
+        .path()
+        .join("mirror/Miniconda3-py311_24.5.0-0-Linux-x86_64.sh");
+    let mut installer = std::fs::read(&file).unwrap();
+    installer.extend_from_slice(format!("# {prefix}\n").as_bytes());
+    std::fs::write(&file, &installer).unwrap();
+    let sha = {
+        use sha2::Digest;
+        sha2::Sha256::digest(&installer)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let yaml = LocalMatrix::served(
         &format!("{prefix}/miniconda"),
         "conda3-python{python}-{base_name}",
-        &mirror,
+        &format!("http://127.0.0.1:{}/", mirror.port),
+        &sha,
     )
     .axes(&format!(
         "bases:\n  - {{image: \"{base}\", os: debian12}}\npython: [\"3.11\"]\n"
