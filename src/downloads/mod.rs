@@ -80,13 +80,6 @@ pub struct Fetched {
     pub seconds: f64,
 }
 
-impl Stats {
-    /// Bytes fetched from upstream: files and pages.
-    pub fn upstream_bytes(&self) -> u64 {
-        self.fetched.iter().map(|f| f.bytes).sum::<u64>() + self.page_bytes + self.passed_bytes
-    }
-}
-
 /// The running server. Dropping it stops it.
 pub struct Cache {
     addr: SocketAddr,

@@ -284,12 +284,17 @@ impl Drop for Ends<'_> {
 }
 
 fn spawn_download(state: &Arc<State>, job: Download) {
-    let state = state.clone();
     let fill = job.fill.clone();
-    let spawned = std::thread::Builder::new()
-        .name("download-cache-fetch".into())
-        .spawn(move || download(&state, job));
+    let key = job.key.clone();
+    let spawned = {
+        let state = state.clone();
+        std::thread::Builder::new()
+            .name("download-cache-fetch".into())
+            .spawn(move || download(&state, job))
+    };
     if let Err(e) = spawned {
+        // the next request starts a download of its own rather than join this one
+        lock(&state.inflight).remove(&key);
         let mut p = lock(&fill.progress);
         p.done = Some(Err(format!("cannot start a download: {e}")));
         fill.moved.notify_all();
