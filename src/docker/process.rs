@@ -1,20 +1,24 @@
 //! Process handling: how the docker module runs a child, waits for it and stops it.
-//! The only file of the crate that names duct; it knows no docker argv (a
-//! [`Command`] from [`super::command`] says what to run) and parses nothing.
+//! It knows no docker argv (a [`Command`] from [`super::command`] says what to run)
+//! and parses nothing.
 //!
 //! Every child runs in a process group of its own, so that the tool decides when it
 //! gets a signal (a terminal's Ctrl-C reaches only the tool), and every running group
 //! is registered so that a second Ctrl-C can kill them all before the tool exits
 //! ([`kill_all_groups`]). A child the tool waits on has a deadline and dies with a
-//! stopped run ([`wait_within`]); a build's output is handed over line by line while
+//! stopped run ([`collect_within`]); a build's output is handed over line by line while
 //! it runs ([`stream`]). [`run_program`] runs any other program (ssh, sshpass, curl,
 //! git) the same way.
+//!
+//! A run of a thousand cells makes thousands of queries, so a query costs one process
+//! and no thread: its pipes are polled on the calling thread, and a build has one
+//! thread of its own only when it has an input to write. duct runs what has no
+//! deadline (a container's logs).
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::command::Command;
@@ -66,16 +70,12 @@ fn expression(cmd: &Command) -> duct::Expression {
 }
 
 /// Run `cmd` to its end with stdout and stderr captured apart, whatever its status;
-/// `Ok(None)` when it did not end within `timeout` (see [`wait_within`]).
+/// `Ok(None)` when it did not end within `timeout` (see [`collect_within`]).
 pub(super) fn output_within(
     cmd: &Command,
     timeout: Duration,
 ) -> std::io::Result<Option<std::process::Output>> {
-    let e = expression(cmd)
-        .stdout_capture()
-        .stderr_capture()
-        .unchecked();
-    wait_within(e, timeout)
+    collect_within(std_command(cmd), cmd.stdin.as_deref(), false, timeout)
 }
 
 /// Like [`output_within`], with stderr joined to stdout (a build's log).
@@ -83,11 +83,20 @@ pub(super) fn joined_output_within(
     cmd: &Command,
     timeout: Duration,
 ) -> std::io::Result<Option<std::process::Output>> {
-    let e = expression(cmd)
-        .stdout_capture()
-        .stderr_to_stdout()
-        .unchecked();
-    wait_within(e, timeout)
+    collect_within(std_command(cmd), cmd.stdin.as_deref(), true, timeout)
+}
+
+/// A [`Command`] as the standard library runs it (its input left to the caller).
+fn std_command(cmd: &Command) -> std::process::Command {
+    let mut c = std::process::Command::new(&cmd.program);
+    c.args(&cmd.args);
+    for (k, v) in &cmd.env {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    c
 }
 
 /// Run `cmd` to its end, with no deadline, stderr joined to stdout (a container's
@@ -100,35 +109,13 @@ pub(super) fn joined_output(cmd: &Command) -> std::io::Result<std::process::Outp
         .run()
 }
 
-/// The write end of a child's standard input, and the read end until the child is
-/// spawned with it.
-type StdinPipe = (Arc<Mutex<Option<os_pipe::PipeReader>>>, os_pipe::PipeWriter);
-
-/// A pipe for the child's standard input: the read end goes to the child when it is
-/// spawned (the command that holds it is dropped right after, so this process keeps
-/// only the write end, and a child that dies makes the writer's next write fail with
-/// a broken pipe rather than block). Both ends are close-on-exec: a build started
-/// meanwhile on another thread inherits neither.
-fn stdin_pipe(e: duct::Expression) -> std::io::Result<(duct::Expression, StdinPipe)> {
-    let (read, write) = os_pipe::pipe()?;
-    let slot = Arc::new(Mutex::new(Some(read)));
-    let hook = slot.clone();
-    let e = e.before_spawn(move |cmd| {
-        let read = hook.lock().ok().and_then(|mut r| r.take());
-        let read = read.ok_or_else(|| std::io::Error::other("the input was already used"))?;
-        cmd.stdin(read);
-        Ok(())
-    });
-    Ok((e, (slot, write)))
-}
-
 /// Run `cmd` (a build) in a process group of its own, handing each output line
-/// (stderr joined to stdout) to `on_line`. `stop` is polled; when it says so the
-/// group gets SIGTERM, then SIGKILL after `grace`. With `input`, the child's standard
-/// input is what `input` writes, on a thread of its own while the output is read (a
-/// child that stops reading cannot block the tool; one killed ends the writing with a
-/// broken pipe). An input that fails otherwise fails the build, with a line that says
-/// why.
+/// (stderr joined to stdout) to `on_line`. `stop` is asked about while the build
+/// runs (at least every 50 ms); when it says so the group gets SIGTERM, then SIGKILL
+/// after `grace`. With `input`, the child's standard input is what `input` writes, on
+/// a thread of its own while this one reads the output (a child that stops reading
+/// cannot block the tool; one killed ends the writing with a broken pipe). An input
+/// that fails otherwise fails the build, with a line that says why.
 pub(super) fn stream(
     cmd: &Command,
     input: Option<Input>,
@@ -136,34 +123,28 @@ pub(super) fn stream(
     stop: &(dyn Fn() -> Option<Stop> + Sync),
     grace: Duration,
 ) -> std::io::Result<(Exit, Option<Stop>)> {
-    let e = expression(cmd).stderr_to_stdout().unchecked();
-    // SAFETY-free: process_group is a safe std API, run in the child before exec.
-    let e = e.before_spawn(|cmd| {
-        cmd.process_group(0);
-        Ok(())
-    });
-    let (e, pipe) = match input {
-        Some(_) => {
-            let (e, pipe) = stdin_pipe(e)?;
-            (e, Some(pipe))
-        }
-        None => (e, None),
-    };
-    let reader = e.reader()?;
-    // the read end is the child's alone now
-    let pipe = pipe.map(|(slot, write)| {
-        drop(slot);
-        write
-    });
-    let pid = reader.pids().first().copied().unwrap_or(0) as i32;
+    let bytes = cmd.stdin.as_deref();
+    let given = |w: &mut dyn std::io::Write| w.write_all(bytes.unwrap_or_default());
+    let input: Option<Input> = input.or(bytes.map(|_| &given as Input));
+    let mut c = std_command(cmd);
+    let (out, out_write) = os_pipe::pipe()?;
+    c.stderr(out_write.try_clone()?);
+    c.stdout(out_write);
+    if input.is_some() {
+        c.stdin(std::process::Stdio::piped());
+    }
+    c.process_group(0);
+    let mut child = c.spawn()?;
+    // the output's write ends are the child's alone now (the command held them)
+    drop(c);
+    let pid = child.id() as i32;
     if let Ok(mut g) = groups().lock() {
         g.insert(pid);
     }
-    let stopped: Mutex<Option<Stop>> = Mutex::new(None);
-    let done = std::sync::atomic::AtomicBool::new(false);
-    let mut sent: std::io::Result<()> = Ok(());
+    let stdin = child.stdin.take();
+    let mut stopped: Option<Stop> = None;
     let result = std::thread::scope(|s| {
-        let writer = input.zip(pipe).map(|(input, mut w)| {
+        let writer = input.zip(stdin).map(|(input, mut w)| {
             s.spawn(move || {
                 // a client that exits (or is killed) before reading it all is no error
                 // of the input's: its exit status says what happened
@@ -173,53 +154,47 @@ pub(super) fn stream(
                 }
             })
         });
-        let watcher = s.spawn(|| {
-            let mut since: Option<Instant> = None;
-            while !done.load(std::sync::atomic::Ordering::Acquire) {
-                if since.is_none() {
-                    if let Some(why) = stop() {
-                        if let Ok(mut st) = stopped.lock() {
-                            *st = Some(why);
-                        }
-                        signal_group(pid, libc::SIGTERM);
-                        since = Some(Instant::now());
-                    }
-                } else if since.is_some_and(|t| t.elapsed() >= grace) {
-                    signal_group(pid, libc::SIGKILL);
-                    since = Some(Instant::now() + Duration::from_secs(3600));
+        let mut since: Option<Instant> = None;
+        let mut watch = || {
+            if since.is_none() {
+                if let Some(why) = stop() {
+                    stopped = Some(why);
+                    signal_group(pid, libc::SIGTERM);
+                    since = Some(Instant::now());
                 }
-                // woken early when the build ends, so a short build is not held
-                // up by this period
-                std::thread::park_timeout(Duration::from_millis(50));
+            } else if since.is_some_and(|t| t.elapsed() >= grace) {
+                signal_group(pid, libc::SIGKILL);
+                since = Some(Instant::now() + Duration::from_secs(3600));
             }
+        };
+        let read = read_lines(&out, on_line, &mut watch);
+        // the output ends when the client exits: reap it, still minding a stop
+        let status = read.and_then(|()| loop {
+            if let Some(st) = child.try_wait()? {
+                break Ok(st);
+            }
+            watch();
+            std::thread::sleep(Duration::from_millis(5));
         });
-        let mut buf = BufReader::new(&reader);
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            match buf.read_until(b'\n', &mut line) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => on_line(String::from_utf8_lossy(&line).trim_end_matches(['\n', '\r'])),
-            }
-        }
-        let status = reader.try_wait();
-        // The pipe closes when the client exits; make sure the group is gone too (and
-        // with it the last reader of its input: the writer returns).
+        // make sure the group is gone too (and with it the last reader of the
+        // input: the writer returns)
         signal_group(pid, libc::SIGKILL);
-        done.store(true, std::sync::atomic::Ordering::Release);
-        watcher.thread().unpark();
-        if let Some(w) = writer {
-            sent = w
-                .join()
-                .unwrap_or_else(|_| Err(std::io::Error::other("the input's writer panicked")));
+        if status.is_err() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
-        status.map(|o| o.map(|o| o.status))
+        let sent = match writer {
+            Some(w) => w
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("the input's writer panicked"))),
+            None => Ok(()),
+        };
+        status.map(|st| (st, sent))
     });
     if let Ok(mut g) = groups().lock() {
         g.remove(&pid);
     }
-    let status = result?
-        .ok_or_else(|| std::io::Error::other("docker build did not report an exit status"))?;
+    let (status, sent) = result?;
     let exit = match status.code() {
         Some(c) => Exit::Code(c),
         None => Exit::Signal(std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)),
@@ -236,8 +211,64 @@ pub(super) fn stream(
             }
         }
     };
-    let why = stopped.lock().ok().and_then(|s| *s);
-    Ok((exit, why))
+    Ok((exit, stopped))
+}
+
+/// Read `out` to its end, handing each line (without its line ending) to `on_line`,
+/// and calling `watch` at least every 50 ms while waiting for more.
+fn read_lines(
+    out: &os_pipe::PipeReader,
+    on_line: &mut dyn FnMut(&str),
+    watch: &mut dyn FnMut(),
+) -> std::io::Result<()> {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    let mut pending: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut hand_over = |line: &[u8]| {
+        let line = line.strip_suffix(b"\n").unwrap_or(line);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        on_line(&String::from_utf8_lossy(line));
+    };
+    loop {
+        watch();
+        let mut fd = libc::pollfd {
+            fd: out.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one live pollfd for the whole call.
+        let n = unsafe { libc::poll(&mut fd, 1, 50) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            continue;
+        }
+        let got = match (&*out).read(&mut chunk) {
+            Ok(0) => break,
+            Ok(got) => got,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            // an output that cannot be read ends like one at its end: the status says
+            Err(_) => break,
+        };
+        pending.extend_from_slice(&chunk[..got]);
+        let mut from = 0;
+        while let Some(i) = pending[from..].iter().position(|b| *b == b'\n') {
+            let end = from + i + 1;
+            hand_over(&pending[from..end]);
+            from = end;
+        }
+        pending.drain(..from);
+    }
+    if !pending.is_empty() {
+        hand_over(&pending);
+    }
+    Ok(())
 }
 
 /// Run any non-docker program (ssh, sshpass, curl, git) with an argv and optional
@@ -248,15 +279,12 @@ pub fn run_program(
     stdin: Option<&[u8]>,
     timeout: Duration,
 ) -> Result<(i32, Vec<u8>, Vec<u8>), String> {
-    let mut e = duct::cmd(program.as_os_str(), args)
-        .stdout_capture()
-        .stderr_capture()
-        .unchecked();
-    e = match stdin {
-        Some(b) => e.stdin_bytes(b.to_vec()),
-        None => e.stdin_null(),
-    };
-    match wait_within(e, timeout) {
+    let mut c = std::process::Command::new(program);
+    c.args(args);
+    if stdin.is_none() {
+        c.stdin(std::process::Stdio::null());
+    }
+    match collect_within(c, stdin, false, timeout) {
         Ok(Some(o)) => Ok((o.status.code().unwrap_or(-1), o.stdout, o.stderr)),
         Ok(None) => Err(format!(
             "{} did not finish within {}s",
@@ -267,53 +295,82 @@ pub fn run_program(
     }
 }
 
-/// Run an expression to its end, or kill it after `timeout` (then `Ok(None)`). The
-/// child runs in a process group of its own, registered for the emergency stop, and
-/// the whole group is killed on the deadline, and also when the run is stopped (the
-/// process's cancel flag set while it runs: then an `Interrupted` error), so that
-/// neither a hung client nor what it started outlives the tool. A child started after
-/// the stop runs to its end: the record of a stopped run still needs a few queries.
-fn wait_within(
-    e: duct::Expression,
+/// Run `c` to its end, or kill it after `timeout` (then `Ok(None)`): `input` written
+/// to its standard input (else it keeps the tool's own, unless `c` says otherwise), its
+/// stdout and stderr read apart, or as one stream when `joined`. The child runs in a
+/// process group of its own, registered for the emergency stop, and the whole group
+/// is killed on the deadline, and also when the run is stopped (the process's cancel
+/// flag set while it runs: then an `Interrupted` error), so that neither a hung client
+/// nor what it started outlives the tool. A child started after the stop runs to its
+/// end: the record of a stopped run still needs a few queries.
+///
+/// All on the calling thread: the pipes are non-blocking and polled, so a query costs
+/// one process and no thread (thousands of cells make thousands of queries); the
+/// poll's period only bounds how late a stop or deadline is noticed.
+fn collect_within(
+    mut c: std::process::Command,
+    input: Option<&[u8]>,
+    joined: bool,
     timeout: Duration,
 ) -> std::io::Result<Option<std::process::Output>> {
+    use std::process::Stdio;
     let cancel = crate::signals::process();
     let stopped_before = cancel.is_set();
-    let handle = e
-        .before_spawn(|cmd| {
-            cmd.process_group(0);
-            Ok(())
-        })
-        .start()?;
-    let pgid = handle.pids().first().copied().unwrap_or(0) as i32;
+    let (out_read, out_write) = os_pipe::pipe()?;
+    let err_read = if joined {
+        c.stderr(out_write.try_clone()?);
+        None
+    } else {
+        let (r, w) = os_pipe::pipe()?;
+        c.stderr(w);
+        Some(r)
+    };
+    c.stdout(out_write);
+    if input.is_some() {
+        c.stdin(Stdio::piped());
+    }
+    c.process_group(0);
+    let mut child = c.spawn()?;
+    // the write ends are the child's alone now (the command held them)
+    drop(c);
+    let pgid = child.id() as i32;
     if let Ok(mut g) = groups().lock() {
         g.insert(pgid);
     }
     let deadline = Instant::now() + timeout;
-    // A thread blocks in wait() while this one waits on the channel: a query that
-    // takes 3 ms costs 3 ms, not a polling period (the slices only bound how late a
-    // stop is noticed). duct's own wait_timeout registers a SIGCHLD handler per call,
-    // far dearer at this rate.
-    let result = std::thread::scope(|s| {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let h = &handle;
-        s.spawn(move || {
-            let _ = tx.send(h.wait().cloned());
-        });
+    if let Some(w) = &child.stdin {
+        set_nonblocking(std::os::fd::AsRawFd::as_raw_fd(w));
+    }
+    let mut pipes = Pipes {
+        input: child.stdin.take().zip(input),
+        out: Some(out_read),
+        err: err_read,
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+    };
+    let result = (|| {
+        let mut pause = Duration::from_micros(200);
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left.min(Duration::from_millis(50))) {
-                Ok(r) => return r.map(Some),
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                    return Err(std::io::Error::other("the waiting thread ended"))
+            let open = pipes.open();
+            if open {
+                pipes.step(deadline, Duration::from_millis(50))?;
+            }
+            if !open || pipes.drained() {
+                if let Some(status) = child.try_wait()? {
+                    if pipes.drained() {
+                        return Ok(Some(status));
+                    }
+                } else if !pipes.open() {
+                    // the outputs are closed and the child is still exiting
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(50));
                 }
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             }
             let stopped = !stopped_before && cancel.is_set();
             if stopped || Instant::now() >= deadline {
-                // the waiting thread returns once the child is gone
                 signal_group(pgid, libc::SIGKILL);
-                let _ = handle.kill();
+                let _ = child.kill();
+                let _ = child.wait();
                 return if stopped {
                     Err(std::io::Error::new(
                         std::io::ErrorKind::Interrupted,
@@ -326,11 +383,120 @@ fn wait_within(
                 };
             }
         }
-    });
+    })();
     if let Ok(mut g) = groups().lock() {
         g.remove(&pgid);
     }
-    result
+    if result.is_err() {
+        // an error of the tool's own (a failed poll): the child must not outlive it
+        signal_group(pgid, libc::SIGKILL);
+        let _ = child.wait();
+    }
+    Ok(result?.map(|status| std::process::Output {
+        status,
+        stdout: pipes.stdout,
+        stderr: pipes.stderr,
+    }))
+}
+
+/// The pipes of a child run by [`collect_within`]: its input still to write, and its
+/// two outputs until each reaches its end.
+struct Pipes<'a> {
+    input: Option<(std::process::ChildStdin, &'a [u8])>,
+    out: Option<os_pipe::PipeReader>,
+    err: Option<os_pipe::PipeReader>,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+}
+
+impl Pipes<'_> {
+    /// Any pipe still to write or read.
+    fn open(&self) -> bool {
+        self.input.is_some() || self.out.is_some() || self.err.is_some()
+    }
+
+    /// Both outputs at their end.
+    fn drained(&self) -> bool {
+        self.out.is_none() && self.err.is_none()
+    }
+
+    /// Wait until a pipe is ready (at most `slice`, and not past `deadline`), then
+    /// write what the input pipe takes and read what the outputs hold.
+    fn step(&mut self, deadline: Instant, slice: Duration) -> std::io::Result<()> {
+        use std::io::{Read, Write};
+        use std::os::fd::AsRawFd;
+        let mut fds = Vec::with_capacity(3);
+        if let Some((w, _)) = &self.input {
+            fds.push(libc::pollfd {
+                fd: w.as_raw_fd(),
+                events: libc::POLLOUT,
+                revents: 0,
+            });
+        }
+        for r in [&self.out, &self.err].into_iter().flatten() {
+            fds.push(libc::pollfd {
+                fd: r.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        let wait = deadline
+            .saturating_duration_since(Instant::now())
+            .min(slice)
+            .as_millis() as libc::c_int;
+        // SAFETY: fds is a live, correctly sized array of pollfd for the whole call.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, wait) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            return match e.kind() {
+                std::io::ErrorKind::Interrupted => Ok(()),
+                _ => Err(e),
+            };
+        }
+        let ready = |fd: i32| fds.iter().any(|p| p.fd == fd && p.revents != 0);
+        if let Some((w, rest)) = &mut self.input {
+            if ready(w.as_raw_fd()) {
+                match w.write(rest) {
+                    Ok(n) => *rest = &rest[n..],
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    // a child that exits before reading it all: its status says why
+                    Err(_) => *rest = &[],
+                }
+                if rest.is_empty() {
+                    // closed: the child sees the end of its input
+                    self.input = None;
+                }
+            }
+        }
+        for (pipe, buf) in [
+            (&mut self.out, &mut self.stdout),
+            (&mut self.err, &mut self.stderr),
+        ] {
+            let Some(r) = pipe else { continue };
+            if !ready(r.as_raw_fd()) {
+                continue;
+            }
+            let mut chunk = [0u8; 64 * 1024];
+            match r.read(&mut chunk) {
+                Ok(0) => *pipe = None,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Make a pipe's writes return rather than block when it is full.
+fn set_nonblocking(fd: i32) {
+    // SAFETY: fcntl on a descriptor this process owns; no memory is touched.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags >= 0 && flags & libc::O_NONBLOCK == 0 {
+            libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -361,6 +527,79 @@ mod tests {
     }
 
     const MB: usize = 1 << 20;
+
+    fn with_input(script: &str, input: &[u8]) -> Command {
+        Command {
+            stdin: Some(input.to_vec()),
+            ..sh(script)
+        }
+    }
+
+    #[test]
+    fn a_query_gets_its_input_whole_and_both_outputs_apart() {
+        // more than a pipe holds each way, and the child writes both outputs while it
+        // still reads: nothing may wait on anything else
+        let c = with_input(
+            "head -c 100000 | wc -c; head -c 300000 /dev/zero; echo oops >&2; wc -c; exit 3",
+            &vec![b'x'; 3 * MB],
+        );
+        let o = output_within(&c, Duration::from_secs(20)).unwrap().unwrap();
+        assert_eq!(o.status.code(), Some(3));
+        assert_eq!(
+            o.stdout.len(),
+            "100000\n".len() + 300000 + (3 * MB - 100000).to_string().len() + 1
+        );
+        assert!(o.stdout.starts_with(b"100000\n"));
+        assert!(o
+            .stdout
+            .ends_with(format!("{}\n", 3 * MB - 100000).as_bytes()));
+        assert_eq!(o.stderr, b"oops\n");
+    }
+
+    #[test]
+    fn a_joined_query_keeps_the_order_of_its_lines() {
+        let c = sh("echo one; echo two >&2; echo three");
+        let o = joined_output_within(&c, Duration::from_secs(20))
+            .unwrap()
+            .unwrap();
+        assert!(o.status.success());
+        assert_eq!(o.stdout, b"one\ntwo\nthree\n");
+        assert!(o.stderr.is_empty());
+    }
+
+    #[test]
+    fn a_query_that_does_not_read_its_input_ends_with_its_own_status() {
+        let c = with_input("echo early; exit 4", &vec![b'x'; 3 * MB]);
+        let o = output_within(&c, Duration::from_secs(20)).unwrap().unwrap();
+        assert_eq!(o.status.code(), Some(4));
+        assert_eq!(o.stdout, b"early\n");
+    }
+
+    #[test]
+    fn a_query_past_its_deadline_is_killed_with_its_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let mark = dir.path().join("mark");
+        // the shell's own child would keep the output open; the group goes with it
+        let c = sh(&format!("(sleep 2; touch {}) & sleep 30", mark.display()));
+        let t = Instant::now();
+        let o = output_within(&c, Duration::from_millis(300)).unwrap();
+        assert!(o.is_none());
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        std::thread::sleep(Duration::from_millis(2500));
+        assert!(!mark.exists(), "a child of the query outlived its deadline");
+    }
+
+    #[test]
+    fn a_program_without_input_reads_nothing_of_the_tools_own() {
+        let (code, out, _) = run_program(
+            Path::new("sh"),
+            &["-c".into(), "wc -c".into()],
+            None,
+            Duration::from_secs(20),
+        )
+        .unwrap();
+        assert_eq!((code, out), (0, b"0\n".to_vec()));
+    }
 
     #[test]
     fn the_input_reaches_the_child_whole_while_its_output_is_read() {
