@@ -8,7 +8,7 @@
 //! words after the client's own prefix; [`Docker::command`] adds that prefix.
 
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::{BuildRequest, Builder, Docker};
 
@@ -179,20 +179,18 @@ impl Docker {
         words.join(" ")
     }
 
-    /// A metadata-only build: `base` with these labels as `tag`, its ID written to
-    /// `iidfile`, the Dockerfile on stdin.
+    /// A metadata-only build: `base` with these labels as `tag`, the Dockerfile on
+    /// stdin; quiet, so that it prints the new image's ID and nothing else.
     pub(super) fn relabel_command(
         &self,
         base: &str,
         tag: &str,
         platform: &str,
-        iidfile: &Path,
         labels: &[(String, String)],
     ) -> Command {
         let mut args = self.prefix();
         args.extend(["build".into(), "--quiet".into(), "-t".into(), tag.into()]);
         args.extend(["--platform".into(), platform.into()]);
-        args.extend(["--iidfile".into(), iidfile.as_os_str().to_owned()]);
         for (k, v) in labels {
             args.push("--label".into());
             args.push(format!("{k}={v}").into());
@@ -595,16 +593,10 @@ mod tests {
             buildx_builder: Some("farm".into()),
         };
         let labels = [("k".to_string(), "v".to_string())];
-        let c = d.relabel_command(
-            "base@sha256:1",
-            "r:t",
-            "linux/amd64",
-            Path::new("/t/iid"),
-            &labels,
-        );
+        let c = d.relabel_command("base@sha256:1", "r:t", "linux/amd64", &labels);
         assert_eq!(
             c.args.join(std::ffi::OsStr::new(" ")),
-            "build --quiet -t r:t --platform linux/amd64 --iidfile /t/iid --label k=v -"
+            "build --quiet -t r:t --platform linux/amd64 --label k=v -"
         );
         assert_eq!(c.stdin.as_deref(), Some(&b"FROM base@sha256:1\n"[..]));
         assert_eq!(c.env, vec![("DOCKER_BUILDKIT", Some("0".into()))]);

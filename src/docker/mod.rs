@@ -461,25 +461,21 @@ impl Docker {
         platform: &str,
         labels: &[(String, String)],
     ) -> Result<String, String> {
-        let iid = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
-        let c = self.relabel_command(base, tag, platform, iid.path(), labels);
+        let c = self.relabel_command(base, tag, platform, labels);
         let o = process::output_within(&c, Duration::from_secs(300))
             .map_err(|err| format!("cannot run {}: {err}", self.client.display()))?
             .ok_or("labelling the image took over 5 minutes")?;
         if !o.status.success() {
             return Err(String::from_utf8_lossy(&o.stderr).trim().to_string());
         }
-        let id = std::fs::read_to_string(iid.path())
-            .map_err(|e| e.to_string())?
-            .trim()
-            .to_string();
-        if id.starts_with("sha256:") {
-            Ok(id)
-        } else {
-            Err(format!(
-                "the labelling build wrote no image ID (read {id:?})"
-            ))
-        }
+        // a quiet build prints the new image's ID, and nothing else, on stdout
+        let out = String::from_utf8_lossy(&o.stdout);
+        image_id_printed(&out).ok_or_else(|| {
+            format!(
+                "the labelling build printed no image ID (printed {:?})",
+                out.trim()
+            )
+        })
     }
 
     /// Build `r` again with more labels: with every step in the build cache this only
@@ -765,9 +761,39 @@ pub fn bytes(s: &str) -> u64 {
     (n * mult) as u64
 }
 
+/// The image ID a quiet build printed: `sha256:` and 64 hex digits on its last line
+/// (Docker's builders), or the bare digits (Podman's).
+fn image_id_printed(out: &str) -> Option<String> {
+    let last = out.lines().map(str::trim).rfind(|l| !l.is_empty())?;
+    let hex = last.strip_prefix("sha256:").unwrap_or(last);
+    let ok = hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit());
+    ok.then(|| format!("sha256:{hex}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_id_a_quiet_build_prints_is_read_from_its_last_line() {
+        let hex = "ab".repeat(32);
+        let id = format!("sha256:{hex}");
+        assert_eq!(image_id_printed(&format!("{id}\n")), Some(id.clone()));
+        // Podman prints the digits alone, after any line of its own
+        assert_eq!(
+            image_id_printed(&format!("STEP 1/2: FROM base\n{hex}\n\n")),
+            Some(id)
+        );
+        for wrong in [
+            "",
+            "\n",
+            "sha256:abc\n",
+            &format!("{hex}x"),
+            "Successfully built 1234",
+        ] {
+            assert_eq!(image_id_printed(wrong), None, "{wrong:?}");
+        }
+    }
 
     #[test]
     fn only_sockets_and_loopback_tcp_are_this_host() {
