@@ -34,6 +34,18 @@ pub fn write(path: &Path, m: &Manifest) -> std::io::Result<()> {
 
 /// A text document (a report), written the same way as a manifest.
 pub fn write_text(path: &Path, text: &str) -> std::io::Result<()> {
+    write_text_synced(path, text, true)
+}
+
+/// [`write_text`] without the fsync, for a file whose SHA-256 the manifest records
+/// (a cell's SBOM): a crash still leaves the previous version or the new one whole,
+/// and a power loss that tears it is found by its hash, which then no longer matches,
+/// and the file is made again. A thousand cells write a thousand of these.
+pub fn write_text_hashed(path: &Path, text: &str) -> std::io::Result<()> {
+    write_text_synced(path, text, false)
+}
+
+fn write_text_synced(path: &Path, text: &str, sync: bool) -> std::io::Result<()> {
     check_target(path)?;
     let dir = path
         .parent()
@@ -46,7 +58,9 @@ pub fn write_text(path: &Path, text: &str) -> std::io::Result<()> {
         .permissions(std::fs::Permissions::from_mode(0o666))
         .tempfile_in(dir)?;
     tmp.write_all(text.as_bytes())?;
-    tmp.as_file().sync_all()?;
+    if sync {
+        tmp.as_file().sync_all()?;
+    }
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
 }

@@ -131,19 +131,51 @@ fn remote_address(target: &crate::config::engine::Target) -> Option<String> {
 /// tonight's may not match. Builds read their context on standard input; only a
 /// failure writes one here again. (A folder that is not there costs one failed call.)
 fn remove_stale_outputs(prepared: &Prepared) {
-    for j in prepared
-        .jobs
-        .iter()
-        .chain(prepared.stages.iter().map(|s| &s.job))
-    {
-        let _ = std::fs::remove_file(&j.log_path);
+    let jobs = || {
+        prepared
+            .jobs
+            .iter()
+            .chain(prepared.stages.iter().map(|s| &s.job))
+    };
+    // each folder is listed once, and only what it holds is removed: a fresh output
+    // folder costs a few failed listings, not three failed calls a job
+    let mut listed = Present::default();
+    for j in jobs() {
+        listed.remove(&j.log_path, |p| std::fs::remove_file(p));
         if let Some(iid) = &j.request.iidfile {
-            let _ = std::fs::remove_file(iid);
+            listed.remove(iid, |p| std::fs::remove_file(p));
         }
     }
     for j in &prepared.jobs {
         // a symbolic link is removed, not followed
-        let _ = std::fs::remove_dir_all(&j.request.context_dir);
+        listed.remove(&j.request.context_dir, |p| std::fs::remove_dir_all(p));
+    }
+}
+
+/// The names in folders, each listed when first asked about.
+#[derive(Default)]
+struct Present(HashMap<PathBuf, std::collections::HashSet<std::ffi::OsString>>);
+
+impl Present {
+    /// Remove `path` with `how` when its folder lists it.
+    fn remove(&mut self, path: &Path, how: fn(&Path) -> std::io::Result<()>) {
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+            let _ = how(path);
+            return;
+        };
+        let names = self.0.entry(dir.to_path_buf()).or_insert_with(|| {
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
+            std::fs::read_dir(dir)
+                .map(|r| r.filter_map(|e| e.ok().map(|e| e.file_name())).collect())
+                .unwrap_or_default()
+        });
+        if names.contains(name) {
+            let _ = how(path);
+        }
     }
 }
 

@@ -98,7 +98,7 @@ pub fn record(c: &Collected, subject: &cyclonedx::Subject, dir: &Path) -> SbomRe
     };
     let name = file_name(subject.cell);
     let path = dir.join(FOLDER).join(&name);
-    match crate::manifest::io::write_text(&path, &text) {
+    match crate::manifest::io::write_text_hashed(&path, &text) {
         Ok(()) => {
             rec.path = Some(format!("{FOLDER}/{name}"));
             rec.sha256 = Some(sha256_hex(text.as_bytes()));
