@@ -17,7 +17,8 @@
 //!   and the same folder run again right after 290,000 files were deleted (what a
 //!   10,000-cell run of a tool that wrote every context left); `BENCH_BEFORE=BINARY`
 //!   adds that binary's rows, interleaved. `--shapes` instead runs about 1,000 cells in
-//!   several shapes: variants with several pip and apt packages, on many bases or few.
+//!   several shapes: variants with several pip and apt packages, on many bases or few
+//!   (`BENCH_DUMP=DIR` writes their matrices there and stops, for a profiler).
 //! - `bake`: the peer, `docker buildx bake`, against `matrix build -j 2`; and a runner
 //!   that starts empty with and without the registry cache (examples/bench/bake.rs).
 //!
@@ -763,6 +764,19 @@ fn scale_shapes(bins: &[(&str, PathBuf)], rounds: usize) {
     println!("(min / median / max over {rounds} round(s); shapes and binaries interleaved)");
     let listing = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(listing.path(), bench_listing()).unwrap();
+    // for a profiler: each shape's matrix (shape-N.yaml) and the listing, then stop
+    if let Some(dir) = std::env::var_os("BENCH_DUMP").map(PathBuf::from) {
+        std::fs::create_dir_all(&dir).unwrap();
+        for (s, shape) in SHAPES.iter().enumerate() {
+            std::fs::write(dir.join(format!("shape-{s}.yaml")), shape.matrix()).unwrap();
+        }
+        std::fs::write(dir.join("listing"), bench_listing()).unwrap();
+        println!(
+            "wrote the shapes' matrices and the listing to {}",
+            dir.display()
+        );
+        return;
+    }
     let mut rows = vec![vec![(Vec::new(), Vec::new(), 0.0f64); bins.len()]; SHAPES.len()];
     for r in 0..rounds {
         for (s, shape) in SHAPES.iter().enumerate() {
