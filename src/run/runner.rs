@@ -237,8 +237,9 @@ fn with(reporter: &Shared, f: impl FnOnce(&mut dyn Listener)) {
 
 /// The builds, and the acceptance of their images. With verification, a cell is
 /// accepted (and verified) as soon as it is built, on `jobs` threads beside the
-/// scheduler, so verifying overlaps the builds still running; the cells found up to
-/// date, and everything without verification, are accepted after the builds.
+/// scheduler, so verifying overlaps the builds still running; once the last build
+/// has ended, its `jobs` slots verify too. The cells found up to date, and everything
+/// without verification, are accepted after the builds.
 fn build_and_accept(
     o: &Options,
     engines: &Engines,
@@ -267,18 +268,20 @@ fn build_and_accept(
         let rx = std::sync::Mutex::new(rx);
         let by_record: std::collections::HashMap<usize, &accept::Candidate> =
             candidates.iter().map(|c| (c.record, c)).collect();
+        let worker = || loop {
+            let next = match rx.lock() {
+                Ok(r) => r.recv(),
+                Err(_) => break,
+            };
+            let Ok((i, rec)) = next else { break };
+            if let Some(c) = by_record.get(&i) {
+                early.accept(rec, c);
+            }
+        };
+        let slots = opts.jobs.clamp(1, 64);
         std::thread::scope(|s| {
-            for _ in 0..opts.jobs.clamp(1, 64) {
-                s.spawn(|| loop {
-                    let next = match rx.lock() {
-                        Ok(r) => r.recv(),
-                        Err(_) => break,
-                    };
-                    let Ok((i, rec)) = next else { break };
-                    if let Some(c) = by_record.get(&i) {
-                        early.accept(rec, c);
-                    }
-                });
+            for _ in 0..slots {
+                s.spawn(worker);
             }
             let tx = std::sync::Mutex::new(tx);
             let built = |i: usize, rec: &crate::manifest::CellRecord| {
@@ -295,6 +298,11 @@ fn build_and_accept(
                 }
             };
             schedule(o, engines, prepared, cancel, recorder, &shared, &built);
+            // the builds' slots are free now: each takes a cell still waiting to be
+            // verified, so the last builds' verifications run side by side
+            for _ in 0..slots {
+                s.spawn(worker);
+            }
             // the workers end once the queue is empty and closed
             drop(tx);
         });

@@ -218,52 +218,60 @@ pub fn run_all(
     let p = Ports::free(&families)?;
     let t0 = Instant::now();
     let c = s.start(&p)?;
-    let ready_s = ready(&s, &c, &p, t0, ready_timeout, cancel, &mut checks);
-    // the image's packages, while its container runs (not a check: an SBOM that could
-    // not be made never fails verification); its time is not the next check's
-    if !cancel.is_set() {
-        let t = Instant::now();
-        let output =
-            docker.exec_script(&c.name, crate::sbom::SCRIPT, crate::sbom::timeout(emulated));
-        *packages = Some(Collected {
-            output,
-            seconds: t.elapsed().as_secs_f64(),
-        });
-        checks.1 = Instant::now();
-    }
-    let Some(ready_s) = ready_s else {
-        return Ok(None);
-    };
-    let key = host_key(&s, &c, &p)?;
-    ssh_session(&s, &p, expect_python, &mut checks)?;
-    motd(&s, &p, &mut checks)?;
-    jupyter(&s, &p, &mut checks)?;
-    tensorboard(&p, &mut checks)?;
-    second_container_keys(&s, &families, &key, ready_timeout, &mut checks)?;
-    no_secrets(&s, &mut checks)?;
-    if let Some(e) = super::framework::Expect::of(docker, image) {
-        let out = super::framework::run(docker, &c.name, &e);
-        for (name, ok, detail) in super::framework::judge(&e, &out) {
-            checks.add(&name, ok, detail);
+    // the host-keys check's second container boots beside the first and is removed
+    // as soon as it shows its key: its boot is off the verification's critical path
+    std::thread::scope(|scope| {
+        let second = scope.spawn(|| second_key(&s, &families, ready_timeout, cancel));
+        let ready_s = ready(&s, &c, &p, t0, ready_timeout, cancel, &mut checks);
+        // the image's packages, while its container runs (not a check: an SBOM that could
+        // not be made never fails verification); its time is not the next check's
+        if !cancel.is_set() {
+            let t = Instant::now();
+            let output =
+                docker.exec_script(&c.name, crate::sbom::SCRIPT, crate::sbom::timeout(emulated));
+            *packages = Some(Collected {
+                output,
+                seconds: t.elapsed().as_secs_f64(),
+            });
+            checks.1 = Instant::now();
         }
-    }
-    if !families.is_empty() {
-        // services had the whole readiness deadline; a slow one gets it again
-        let deadline = Instant::now() + Duration::from_secs(ready_timeout);
-        let exec_timeout = Duration::from_secs(ready_timeout.max(60));
-        for (name, ok, detail) in super::custom::run(
-            docker,
-            &c.name,
-            &families,
-            &p.services,
-            deadline,
-            exec_timeout,
-        ) {
-            checks.add(&name, ok, detail);
+        let Some(ready_s) = ready_s else {
+            return Ok(None);
+        };
+        let key = host_key(&s, &c, &p)?;
+        ssh_session(&s, &p, expect_python, &mut checks)?;
+        motd(&s, &p, &mut checks)?;
+        jupyter(&s, &p, &mut checks)?;
+        tensorboard(&p, &mut checks)?;
+        let second = second
+            .join()
+            .unwrap_or_else(|_| Err("the second container's thread panicked".into()));
+        judge_keys(&key, second?, ready_timeout, &mut checks);
+        no_secrets(&s, &mut checks)?;
+        if let Some(e) = super::framework::Expect::of(docker, image) {
+            let out = super::framework::run(docker, &c.name, &e);
+            for (name, ok, detail) in super::framework::judge(&e, &out) {
+                checks.add(&name, ok, detail);
+            }
         }
-    }
-    drop(c);
-    Ok(Some(ready_s))
+        if !families.is_empty() {
+            // services had the whole readiness deadline; a slow one gets it again
+            let deadline = Instant::now() + Duration::from_secs(ready_timeout);
+            let exec_timeout = Duration::from_secs(ready_timeout.max(60));
+            for (name, ok, detail) in super::custom::run(
+                docker,
+                &c.name,
+                &families,
+                &p.services,
+                deadline,
+                exec_timeout,
+            ) {
+                checks.add(&name, ok, detail);
+            }
+        }
+        drop(c);
+        Ok(Some(ready_s))
+    })
 }
 
 /// All three services answer, within the deadline.
@@ -511,16 +519,16 @@ fn tensorboard(p: &Ports, checks: &mut Checks) -> Result<(), String> {
     Ok(())
 }
 
-/// A second container of the image gets its own host keys. It has as long to make
-/// them as the first had to answer (`ready_timeout`, already stretched under
-/// emulation, where key generation runs several times slower).
-fn second_container_keys(
+/// The SSH host key of a second container of the image (empty when it made none in
+/// time). It has as long to make one as the first has to answer (`ready_timeout`,
+/// already stretched under emulation, where key generation runs several times
+/// slower); the container is removed once it has shown it.
+fn second_key(
     s: &Session,
     families: &super::custom::Families,
-    first: &str,
     ready_timeout: u64,
-    checks: &mut Checks,
-) -> Result<(), String> {
+    cancel: &Cancel,
+) -> Result<String, String> {
     let p2 = Ports::free(families)?;
     let t0 = Instant::now();
     let c2 = s.start(&p2)?;
@@ -532,25 +540,29 @@ fn second_container_keys(
         {
             break k;
         }
-        if Instant::now() > until {
+        if Instant::now() > until || cancel.is_set() {
             break String::new();
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    let body = key2
+    drop(c2);
+    Ok(key2
         .split_whitespace()
         .take(2)
         .collect::<Vec<_>>()
-        .join(" ");
-    let detail = if body.is_empty() {
+        .join(" "))
+}
+
+/// A second container of the image has a host key of its own.
+fn judge_keys(first: &str, second: String, ready_timeout: u64, checks: &mut Checks) {
+    let detail = if second.is_empty() {
         format!("a second container had no SSH host key after {ready_timeout}s")
-    } else if body == first {
+    } else if second == first {
         "a second container has the same SSH host key as the first".to_string()
     } else {
         "two containers of the image have different SSH host keys".to_string()
     };
-    checks.add("host-keys", !body.is_empty() && body != first, detail);
-    Ok(())
+    checks.add("host-keys", !second.is_empty() && second != first, detail);
 }
 
 /// No credentials in the image's metadata or history.
