@@ -530,20 +530,22 @@ fn second_key(
     cancel: &Cancel,
 ) -> Result<String, String> {
     let p2 = Ports::free(families)?;
-    let t0 = Instant::now();
     let c2 = s.start(&p2)?;
-    let until = t0 + Duration::from_secs(ready_timeout);
-    let key2 = loop {
-        if let Ok(k) = s
-            .docker
-            .exec(&c2.name, &["cat", "/etc/ssh/ssh_host_ed25519_key.pub"])
-        {
-            break k;
-        }
-        if Instant::now() > until || cancel.is_set() {
-            break String::new();
-        }
-        std::thread::sleep(Duration::from_millis(100));
+    // one exec that waits inside the container: an exec every 100 ms until the key is
+    // there costs the engine a process or three each time, beside the first
+    // container's boot
+    let script = format!(
+        "f=/etc/ssh/ssh_host_ed25519_key.pub; i=0; \
+         while [ ! -s \"$f\" ] && [ \"$i\" -lt {} ]; do sleep 0.1; i=$((i+1)); done; cat \"$f\"",
+        ready_timeout * 10
+    );
+    let wait = Duration::from_secs(ready_timeout + 10);
+    let key2 = if cancel.is_set() {
+        String::new()
+    } else {
+        s.docker
+            .exec_script(&c2.name, &script, wait)
+            .unwrap_or_default()
     };
     drop(c2);
     Ok(key2
