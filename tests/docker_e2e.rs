@@ -1,7 +1,8 @@
 //! Real images on a real Docker daemon: `matrix build` of the local Debian base with
 //! the stand-in installer served from a loopback mirror, `matrix verify` from outside,
-//! a wrong SHA256 failing its cell, an image without the locale failing verification,
-//! an offline boot, a warm nightly, and the BuildKit path of Debian's docker client.
+//! a wrong SHA256 failing its cell, images without the locale or with SSH host keys
+//! made at build time failing verification, an offline boot, a warm nightly, and the
+//! BuildKit path of Debian's docker client.
 //!
 //! These tests need a daemon and the base image (`scripts/setup-test-env.sh`, which
 //! `scripts/test.sh` runs). Without them they fail, loudly; they never skip.
@@ -134,40 +135,44 @@ include:
         "results are written into the manifest"
     );
 
-    // 3. The checks can fail: the same image with its locale removed.
+    // 3. The checks can fail: the same image with its locale removed, and with SSH
+    // host keys made at build time (the seed's defect: every container shares them)
     let good = cell(&m, GOOD_BASE)["tags"][0].as_str().unwrap().to_string();
-    let broken = format!("{repo}/broken:nolocale");
-    let mut child = Command::new("docker")
-        .args(["build", "-q", "-t", &broken, "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(
-        child.stdin.as_mut().unwrap(),
-        format!("FROM {good}\nRUN rm -rf /usr/lib/locale/zh_CN* /usr/lib/locale/locale-archive\n")
-            .as_bytes(),
-    )
-    .unwrap();
-    drop(child.stdin.take());
-    assert!(child.wait().unwrap().success());
+    let nolocale = derived_image(
+        &good,
+        &format!("{repo}/broken:nolocale"),
+        "RUN rm -rf /usr/lib/locale/zh_CN* /usr/lib/locale/locale-archive",
+    );
+    let baked = derived_image(
+        &good,
+        &format!("{repo}/broken:bakedkeys"),
+        "RUN ssh-keygen -A",
+    );
     let (code, out, _) = matrix(
         dir.path(),
-        &["verify", "--image", &broken, "--format", "json"],
+        &[
+            "verify", "--image", &nolocale, "--image", &baked, "--format", "json",
+        ],
     );
-    assert_eq!(
-        code, 1,
-        "an image without its locale must fail verification:\n{out}"
-    );
+    assert_eq!(code, 1, "both broken images must fail verification:\n{out}");
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let failed: Vec<&str> = report[0]["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["ok"] == false)
-        .map(|c| c["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(failed, ["locale"]);
+    let failed = |image: &str| -> Vec<String> {
+        let r = report
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r.to_string().contains(image))
+            .unwrap_or_else(|| panic!("no report of {image}: {report}"));
+        r["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["ok"] == false)
+            .map(|c| c["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(failed(&nolocale), ["locale"]);
+    assert_eq!(failed(&baked), ["host-keys"]);
 
     // 4. No network at all: every service starts, and docker stop is clean.
     let (code, cid, err) = docker(&["run", "-d", "--network", "none", &good]);
@@ -382,4 +387,22 @@ fn tensorboard_listens_on(cid: &str) -> Option<String> {
         // 0x1776 = 6006; state 0A = LISTEN
         (port == "1776" && f.get(3) == Some(&"0A")).then(|| addr.to_string())
     })
+}
+
+/// `tag`: `good` with one more Dockerfile line, built by the daemon's own builder.
+fn derived_image(good: &str, tag: &str, line: &str) -> String {
+    let mut child = Command::new("docker")
+        .args(["build", "-q", "-t", tag, "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        child.stdin.as_mut().unwrap(),
+        format!("FROM {good}\n{line}\n").as_bytes(),
+    )
+    .unwrap();
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success(), "cannot build {tag}");
+    tag.to_string()
 }
