@@ -161,15 +161,23 @@ pub(super) fn load() -> String {
         .join(" ")
 }
 
-/// A measured run: its wall time and the verification summed over its cells.
+/// A measured run: its wall time, the verification summed over its cells, and the
+/// CPU time every process on the machine used while it ran.
 struct Run {
     wall: Duration,
     verify: f64,
+    cpu: f64,
+}
+
+/// Seconds of CPU time all processes used between two `cpu_jiffies` readings
+/// (jiffies are 1/100 s on Linux, `getconf CLK_TCK`).
+fn cpu_seconds(before: (u64, u64), after: (u64, u64)) -> f64 {
+    (after.0 - before.0) as f64 / 100.0
 }
 
 /// `docker buildx bake` on `matrix render` + `plan --format bake`, from a cold cache
 /// (a fresh engine); the time to render and plan is returned apart.
-fn bake(dir: &Path, engine: &Engine) -> (Duration, Duration) {
+fn bake(dir: &Path, engine: &Engine) -> (Duration, Run) {
     let bin = matrix_bin();
     let host = engine.fresh();
     let t = Instant::now();
@@ -188,6 +196,7 @@ fn bake(dir: &Path, engine: &Engine) -> (Duration, Duration) {
     std::fs::write(dir.join("bake.json"), &plan.stdout).unwrap();
     let prepare = t.elapsed();
     let t = Instant::now();
+    let cpu0 = super::nightly::cpu_jiffies();
     let (ok, out) = run(Command::new("docker")
         .current_dir(dir)
         .env("DOCKER_HOST", &host)
@@ -202,8 +211,16 @@ fn bake(dir: &Path, engine: &Engine) -> (Duration, Duration) {
             "plain",
         ]));
     let wall = t.elapsed();
+    let cpu = cpu_seconds(cpu0, super::nightly::cpu_jiffies());
     assert!(ok, "bake failed: {out}");
-    (prepare, wall)
+    (
+        prepare,
+        Run {
+            wall,
+            verify: 0.0,
+            cpu,
+        },
+    )
 }
 
 /// `matrix build -j 2 --builder buildx --verify --force EXTRA` on `host`.
@@ -226,11 +243,14 @@ fn ours_with(dir: &Path, host: &str, extra: &[&str], out: &str) -> Run {
         "--force",
     ];
     args.extend(extra);
+    let cpu0 = super::nightly::cpu_jiffies();
     let (wall, m) = matrix(dir, host, &args, out);
+    let cpu = cpu_seconds(cpu0, super::nightly::cpu_jiffies());
     assert_eq!(count(&m, "built"), 4, "{m}");
     Run {
         wall,
         verify: verify_seconds(&m),
+        cpu,
     }
 }
 
@@ -261,10 +281,14 @@ fn spread(mut v: Vec<f64>) -> String {
 }
 
 /// `--rounds N`: the peer comparison alone, interleaved: in each round bake, ours and
-/// ours `--verify`, each cold on a fresh engine.
+/// ours `--verify`, each cold on a fresh engine. Each run's CPU time (all processes)
+/// is printed beside its wall: CPU ÷ cores is a floor no schedule on this machine can
+/// beat, so it tells whether a ratio is a matter of scheduling or of work.
 fn peer_rounds(dir: &Path, engine: &Engine, n: usize) {
     let s = |d: Duration| d.as_secs_f64();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let (mut peer, mut plain, mut verified, mut ratios) = (vec![], vec![], vec![], vec![]);
+    let (mut cpu_peer, mut cpu_plain, mut cpu_verified) = (vec![], vec![], vec![]);
     for r in 1..=n {
         let before = load();
         let (_, b) = bake(dir, engine);
@@ -274,22 +298,45 @@ fn peer_rounds(dir: &Path, engine: &Engine, n: usize) {
         let v = ours(dir, &host, &[], &format!("out-verify-{r}"));
         println!(
             "  round {r}: bake {:.1} s, ours {:.1} s ({:.2}), ours --verify {:.1} s ({:.2}; verification summed {:.1} s); load before {before}, after {}",
-            s(b),
+            s(b.wall),
             s(p.wall),
-            s(p.wall) / s(b),
+            s(p.wall) / s(b.wall),
             s(v.wall),
-            s(v.wall) / s(b),
+            s(v.wall) / s(b.wall),
             v.verify,
             load()
         );
-        ratios.push(s(v.wall) / s(b));
-        peer.push(s(b));
+        println!(
+            "           CPU time of all processes: bake {:.1} s, ours {:.1} s, ours --verify {:.1} s; ours --verify's CPU ÷ {cores} cores = {:.1} s = {:.2} of bake's wall (no schedule here ends sooner)",
+            b.cpu,
+            p.cpu,
+            v.cpu,
+            v.cpu / cores,
+            v.cpu / cores / s(b.wall)
+        );
+        ratios.push(s(v.wall) / s(b.wall));
+        peer.push(s(b.wall));
         plain.push(s(p.wall));
         verified.push(s(v.wall));
+        cpu_peer.push(b.cpu);
+        cpu_plain.push(p.cpu);
+        cpu_verified.push(v.cpu);
     }
-    println!("  bake:           {} s", spread(peer));
-    println!("  ours:           {} s", spread(plain));
-    println!("  ours --verify:  {} s", spread(verified));
+    println!(
+        "  bake:           {} s; CPU {} s",
+        spread(peer),
+        spread(cpu_peer)
+    );
+    println!(
+        "  ours:           {} s; CPU {} s",
+        spread(plain),
+        spread(cpu_plain)
+    );
+    println!(
+        "  ours --verify:  {} s; CPU {} s",
+        spread(verified),
+        spread(cpu_verified)
+    );
     println!(
         "  ours --verify ÷ bake per round: {} (goal <= 0.90)",
         spread(ratios)
@@ -351,6 +398,7 @@ pub fn run_bench(args: &[String]) {
         load()
     );
     let (prepare, peer) = bake(dir.path(), &engine);
+    let peer = peer.wall;
     println!("  docker buildx bake -f, all 4 targets at once:             {:>6.1} s  (+ {:.1} s for matrix render + plan --format bake; load after {})", s(peer), s(prepare), load());
     let host = engine.fresh();
     let cold = ours(dir.path(), &host, &[], "out-cold");

@@ -185,7 +185,7 @@ pub struct Machine {
 }
 
 /// (busy, total) jiffies of all CPUs.
-fn cpu_jiffies() -> (u64, u64) {
+pub(super) fn cpu_jiffies() -> (u64, u64) {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let v: Vec<u64> = stat
         .lines()

@@ -379,6 +379,9 @@ pub struct Profile {
     pub units: BTreeMap<Unit, Work>,
     /// Work done again by a later job (the same unit built twice).
     pub duplicated: f64,
+    /// A shared stage's own export (its layers written into the image store), by the
+    /// stage it belongs to, from the first job that built it.
+    pub stage_exports: BTreeMap<Unit, f64>,
     pub cores: usize,
 }
 
@@ -387,11 +390,20 @@ impl Profile {
         jobs.sort_by(|a, b| a.start.total_cmp(&b.start));
         let mut units: BTreeMap<Unit, Work> = BTreeMap::new();
         let mut duplicated = 0.0;
+        let mut stage_exports = BTreeMap::new();
         for j in &jobs {
             let (os, conda) = match cells.iter().find(|c| c.id == j.id) {
                 Some(c) => (c.os.clone(), c.conda.clone()),
                 None => stage_keys(&j.id),
             };
+            if j.stage_job && j.stage_export > 0.0 {
+                let unit = if conda.is_empty() {
+                    Unit::Os(os.clone())
+                } else {
+                    Unit::Conda(conda.clone())
+                };
+                stage_exports.entry(unit).or_insert(j.stage_export);
+            }
             for k in KINDS {
                 let unit = match k {
                     Kind::Os => Unit::Os(os.clone()),
@@ -414,6 +426,7 @@ impl Profile {
             jobs,
             units,
             duplicated,
+            stage_exports,
             cores,
         }
     }
@@ -455,6 +468,26 @@ impl Profile {
     /// No schedule of these stages on `cores` cores finishes sooner.
     pub fn bound(&self, cells: &[Cell]) -> f64 {
         self.chain(cells).0.max(self.work() / self.cores as f64)
+    }
+
+    /// The bound again, with each shared stage's export counted as its work: its
+    /// layers have to be written into the image store once whether the stage is built
+    /// as a job of its own or inside a cell's build (the first cell exports them).
+    pub fn bound_with_exports(&self, cells: &[Cell]) -> f64 {
+        let export = |u: &Unit| self.stage_exports.get(u).copied().unwrap_or(0.0);
+        let chain = cells
+            .iter()
+            .map(|c| {
+                let (os, conda) = (Unit::Os(c.os.clone()), Unit::Conda(c.conda.clone()));
+                self.unit(&os)
+                    + export(&os)
+                    + self.unit(&conda)
+                    + export(&conda)
+                    + self.unit(&Unit::Cell(c.id.clone()))
+            })
+            .fold(0.0, f64::max);
+        let work = self.work() + self.stage_exports.values().sum::<f64>();
+        chain.max(work / self.cores as f64)
     }
 }
 
@@ -650,5 +683,15 @@ mod tests {
         assert_eq!(s.total, s.work + s.overhead + s.idle - s.oversubscribed);
         assert_eq!(s.gaps.len(), 3);
         assert_eq!(Profile::new(p.jobs.clone(), &cells, 1).bound(&cells), 65.0);
+        assert_eq!(p.bound_with_exports(&cells), 60.0, "no stage exported");
+        // the stages' own exports, 1 s and 3 s, lengthen the chain through them
+        let mut jobs = p.jobs.clone();
+        for (j, secs) in jobs.iter_mut().zip([1.0, 3.0]) {
+            j.stage_job = true;
+            j.stage_export = secs;
+        }
+        let p = Profile::new(jobs, &cells, 2);
+        assert_eq!(p.bound(&cells), 60.0);
+        assert_eq!(p.bound_with_exports(&cells), 64.0);
     }
 }
