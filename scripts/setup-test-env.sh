@@ -86,27 +86,13 @@ docker tag image-matrix-test/debian:bookworm image-matrix-test/debian:12
 # trixie's system Python is 3.13: the base of the Python 3.13 cell
 base image-matrix-test/debian:trixie trixie
 
-# arm64: emulation registered with the F flag (containers need it), then a second
-# engine of its own, which holds the arm64 build of the same base name (an engine's
-# image store keeps one platform per name)
-emulation() {
-  local bf=/proc/sys/fs/binfmt_misc
-  [ -e "$bf/register" ] || mount -t binfmt_misc binfmt_misc "$bf"
-  [ -e "$bf/qemu-aarch64" ] || update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || true
-  if ! { grep -qx enabled "$bf/qemu-aarch64" && grep -q '^flags: .*F' "$bf/qemu-aarch64"; } 2>/dev/null; then
-    echo "setup: no enabled qemu-aarch64 handler with the F flag in $bf" >&2; exit 1
-  fi
-}
-phase "registering arm64 emulation (qemu-aarch64, binfmt_misc)" emulation
-arm=$(ENGINE_BASES="" "$here/engine.sh" start arm)
-if DOCKER_HOST=$arm docker image inspect image-matrix-test/debian:bookworm >/dev/null 2>&1; then
-  echo "setup: the arm engine's image-matrix-test/debian:bookworm is there"
-else
-  phase "making the arm64 image-matrix-test/debian:bookworm with debootstrap under emulation (about 4 minutes)" \
-    env DOCKER_HOST=$arm ARCH=arm64 SUITE=bookworm "$here/make-debian-base.sh" image-matrix-test/debian:bookworm
+# arm64: emulation, the "arm" engine and its arm64 base (scripts/setup-arm-base.sh);
+# SETUP_ARM_BASE=later leaves them to the caller (scripts/test.sh makes them beside the
+# compile, in the lane of the one test that needs them)
+if [ "${SETUP_ARM_BASE:-}" != later ]; then
+  "$here/setup-arm-base.sh"
 fi
 
-# what killed test runs left behind, on both engines (a run's own images go when its
-# tests end; see tests/common)
+# what killed test runs left behind (a run's own images go when its tests end; see
+# tests/common)
 "$here/remove-test-leftovers.sh"
-DOCKER_HOST=$arm "$here/remove-test-leftovers.sh"

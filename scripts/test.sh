@@ -14,9 +14,15 @@ if [ "${1:-}" = --fast ]; then
   exec cargo test --locked "${fast[@]}" -- --test-threads 2
 fi
 start=$SECONDS
-scripts/setup-test-env.sh
+# the arm64 base (minutes of debootstrap under QEMU, and only multiarch_e2e needs it)
+# is made beside the compile and the other tests, and that test's lane waits for it
+SETUP_ARM_BASE=later scripts/setup-test-env.sh
+arm_log=$(mktemp /tmp/image-matrix-test-arm-base.XXXXXX)
+arm_rc="$arm_log.rc"
+( rc=0; scripts/setup-arm-base.sh || rc=$?; echo "$rc" >"$arm_rc" ) >"$arm_log" 2>&1 &
+arm_setup=$!
 scripts/setup-browser.sh
-echo "test: setup done in $((SECONDS - start))s"
+echo "test: setup done in $((SECONDS - start))s (the arm64 base goes on beside the rest; log $arm_log)"
 # Room on the disk that holds the images: a full run's own images, build cache and
 # target directory took 19 GB more at their peak than at its start (a clean clone's
 # .ci/run, 2026-11-29), and a disk that fills mid-run fails builds far from the cause.
@@ -34,7 +40,7 @@ lowest=$(mktemp /tmp/image-matrix-test-disk.XXXXXX)
 echo "$at_start" >"$lowest"
 ( while sleep 5; do f=$(free_gb); [ "$f" -lt "$(cat "$lowest")" ] && echo "$f" >"$lowest"; done ) &
 sampler=$!
-trap 'kill "$sampler" 2>/dev/null || true' EXIT
+trap 'kill "$sampler" "$arm_setup" 2>/dev/null || true' EXIT
 cargo test --locked --no-run --lib --bins --tests 2>&1 | grep -v '^ *Executable' || true
 # The two longest Docker tests spend most of their time waiting on one core (the arm64
 # build under QEMU) or on downloads and layer commits (PyTorch's 2.5 GB of wheels):
@@ -45,16 +51,33 @@ cargo test --locked --no-run --lib --bins --tests 2>&1 | grep -v '^ *Executable'
 # 700 s), 2,013 s, every test slower by as much as the move saved (buildx_e2e 350 →
 # 469 s, nightly_e2e 560 → 755 s); a third lane beside these (with other load), 3,032 s. The 2 cores are
 # the limit, not the order.
-lanes=("multiarch_e2e" "frameworks_e2e families_e2e")
+#
+# The registry and package-resolution tests wait on a registry and the package index
+# more than on the cores, and went from the main sequence (the long pole: 1,475 s of
+# tests against lanes of 943 s and 917 s in a fresh machine's `.ci/run`, 2026-12-08)
+# into the lanes. The multiarch lane first waits for the arm64 base.
+lanes=("multiarch_e2e registry" "frameworks_e2e families_e2e pip_resolve")
+# A lane: its tests one binary after another, all of them run even when one fails.
+lane() { # TEST...
+  local t args=() rc=0
+  for t in "$@"; do args+=(--test "$t"); done
+  if [[ " $* " == *" multiarch_e2e "* ]]; then
+    while [ ! -s "$arm_rc" ]; do sleep 2; done
+    echo "test: the arm64 base, made beside the other tests:"
+    cat "$arm_log"
+    [ "$(cat "$arm_rc")" = 0 ] || { echo "test: scripts/setup-arm-base.sh failed" >&2; rc=1; }
+  fi
+  cargo test --locked --no-fail-fast "${args[@]}" -- --nocapture || rc=$?
+  return "$rc"
+}
 pids=() logs=()
-for lane in "${lanes[@]}"; do
-  log=$(mktemp "/tmp/image-matrix-test-${lane// /+}.XXXXXX")
-  args=()
-  for t in $lane; do args+=(--test "$t"); done
-  cargo test --locked --no-fail-fast "${args[@]}" -- --nocapture >"$log" 2>&1 &
+for l in "${lanes[@]}"; do
+  log=$(mktemp "/tmp/image-matrix-test-${l// /+}.XXXXXX")
+  # shellcheck disable=SC2086 # a lane is a list of test names
+  lane $l >"$log" 2>&1 &
   pids+=($!) logs+=("$log")
 done
-trap 'kill "${pids[@]}" "$sampler" 2>/dev/null || true' INT TERM EXIT
+trap 'kill "${pids[@]}" "$sampler" "$arm_setup" 2>/dev/null || true' INT TERM EXIT
 others=(--lib --bins)
 for t in tests/*.rs; do
   name=$(basename "$t" .rs)
@@ -72,6 +95,6 @@ for i in "${!lanes[@]}"; do
 done
 kill "$sampler" 2>/dev/null || true
 echo "test: disk: ${at_start} GB free at the start, $(cat "$lowest") GB at the lowest, $(free_gb) GB at the end ($docker_root)"
-rm -f "$lowest"
+rm -f "$lowest" "$arm_log" "$arm_rc"
 echo "test: all done in $((SECONDS - start))s"
 exit "$status"
