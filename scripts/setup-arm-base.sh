@@ -9,11 +9,7 @@
 # too unless SETUP_ARM_BASE=later). Idempotent.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-phase() { # NAME COMMAND...
-  local t=$SECONDS; echo "setup: $1 ..."
-  shift; "$@"
-  echo "setup: done in $((SECONDS - t))s"
-}
+. "$here/phase.sh"
 emulation() {
   local bf=/proc/sys/fs/binfmt_misc
   [ -e "$bf/register" ] || mount -t binfmt_misc binfmt_misc "$bf"

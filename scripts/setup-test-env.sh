@@ -11,11 +11,7 @@
 # Idempotent; says what each phase does and how long it took.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-phase() { # NAME COMMAND...
-  local t=$SECONDS; echo "setup: $1 ..."
-  shift; "$@"
-  echo "setup: done in $((SECONDS - t))s"
-}
+. "$here/phase.sh"
 need=()
 command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
