@@ -170,9 +170,11 @@ struct Run {
 }
 
 /// Seconds of CPU time all processes used between two `cpu_jiffies` readings
-/// (jiffies are 1/100 s on Linux, `getconf CLK_TCK`).
+/// (`/proc/stat` counts in clock ticks, `getconf CLK_TCK` a second).
 fn cpu_seconds(before: (u64, u64), after: (u64, u64)) -> f64 {
-    (after.0 - before.0) as f64 / 100.0
+    // SAFETY: sysconf reads a constant of the system and touches no memory of ours
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (after.0 - before.0) as f64 / ticks.max(1) as f64
 }
 
 /// `docker buildx bake` on `matrix render` + `plan --format bake`, from a cold cache
